@@ -1,0 +1,110 @@
+"""Settings: every ``MCP_LETTA_*`` environment variable and CLI flag, read in one place.
+
+``Settings.from_env()`` reads the environment; the CLI overrides fields with its flags. Nothing else in
+the package reads ``os.environ`` for configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from mcp_letta.errors import Invalid
+
+
+def default_db_path() -> Path:
+    """Where the database lives when neither ``MCP_LETTA_DB`` nor ``--db`` says otherwise."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "mcp-letta" / "agents.db"
+
+
+def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise Invalid(f"{name}={raw!r} is not a whole number: set it to an integer such as {default}") from None
+    if value < minimum:
+        raise Invalid(f"{name}={value} is below the minimum {minimum}")
+    return value
+
+
+def _float(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise Invalid(f"{name}={raw!r} is not a number: set it to e.g. {default}") from None
+
+
+def _list(env: dict[str, str], name: str) -> tuple[str, ...]:
+    raw = env.get(name, "")
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Configuration of one mcp-letta process. Build with ``Settings.from_env()`` and ``with_overrides``."""
+
+    db_path: Path = field(default_factory=default_db_path)
+    llm_base_url: str | None = None
+    llm_api_key: str | None = field(default=None, repr=False)
+    model: str | None = None
+    llm_timeout_s: float = 120.0
+    llm_max_retries: int = 3
+    max_concurrency: int = 16
+    max_steps: int = 10
+    agent_tool_template: str = "ask_{name}"
+    expose_tags: tuple[str, ...] = ()
+    max_agent_tools: int = 32
+    tools: str = "full"
+    fanout_concurrency: int = 16
+    max_depth: int = 5
+    token: str | None = field(default=None, repr=False)
+    watch_interval_s: float = 0.2
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        """Read settings from ``environ`` (default: the process environment)."""
+        env = dict(os.environ if environ is None else environ)
+        tools = env.get("MCP_LETTA_TOOLS", "full").strip().lower() or "full"
+        if tools not in ("core", "full"):
+            raise Invalid(f"MCP_LETTA_TOOLS={tools!r} is not known: use 'core' or 'full'")
+        template = env.get("MCP_LETTA_AGENT_TOOL", "ask_{name}") or "ask_{name}"
+        if "{name}" not in template:
+            raise Invalid(f"MCP_LETTA_AGENT_TOOL={template!r} must contain '{{name}}', e.g. 'ask_{{name}}'")
+        db = env.get("MCP_LETTA_DB")
+        return cls(
+            db_path=Path(db).expanduser() if db else default_db_path(),
+            llm_base_url=env.get("MCP_LETTA_LLM_BASE_URL") or None,
+            llm_api_key=env.get("MCP_LETTA_LLM_API_KEY") or env.get("OPENAI_API_KEY") or None,
+            model=env.get("MCP_LETTA_MODEL") or None,
+            llm_timeout_s=_float(env, "MCP_LETTA_LLM_TIMEOUT", 120.0),
+            llm_max_retries=_int(env, "MCP_LETTA_LLM_MAX_RETRIES", 3),
+            max_concurrency=_int(env, "MCP_LETTA_MAX_CONCURRENCY", 16, minimum=1),
+            max_steps=_int(env, "MCP_LETTA_MAX_STEPS", 10, minimum=1),
+            agent_tool_template=template,
+            expose_tags=_list(env, "MCP_LETTA_EXPOSE_TAGS"),
+            max_agent_tools=_int(env, "MCP_LETTA_MAX_AGENT_TOOLS", 32),
+            tools=tools,
+            fanout_concurrency=_int(env, "MCP_LETTA_FANOUT_CONCURRENCY", 16, minimum=1),
+            max_depth=_int(env, "MCP_LETTA_MAX_DEPTH", 5, minimum=1),
+            token=env.get("MCP_LETTA_TOKEN") or None,
+            watch_interval_s=_float(env, "MCP_LETTA_WATCH_INTERVAL", 0.2),
+            log_level=(env.get("MCP_LETTA_LOG_LEVEL") or "INFO").upper(),
+        )
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with the given fields replaced; ``None`` values are ignored (an unset CLI flag)."""
+        known = {f.name for f in fields(self)}
+        unknown = set(changes) - known
+        if unknown:
+            raise Invalid(f"unknown settings: {', '.join(sorted(unknown))}")
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})

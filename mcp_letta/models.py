@@ -1,0 +1,154 @@
+"""Pydantic models for everything mcp-letta stores and returns: agents, blocks, passages, messages.
+
+These are the shapes of the Python API and of the MCP tools' structured output.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_BLOCK_LIMIT = 5000
+
+HUMAN_DESCRIPTION = (
+    "The human block: Stores key details about the person you are conversing with, allowing for more "
+    "personalized and friend-like conversation."
+)
+PERSONA_DESCRIPTION = (
+    "The persona block: Stores details about your current persona, guiding how you behave and respond. "
+    "This helps you to maintain consistency and personality in your interactions."
+)
+
+
+class Model(BaseModel):
+    """Base for our models: unknown fields are refused, so typos in input fail loudly."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSettings(Model):
+    """Per-agent LLM settings, like Letta's ``llm_config``; unset fields fall back to the process defaults."""
+
+    model: str | None = None
+    base_url: str | None = None
+    context_window: int | None = Field(default=None, ge=256)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1)
+
+
+class BlockSpec(Model):
+    """A memory block to create: a label, its value and how it may be edited."""
+
+    label: str
+    value: str = ""
+    limit: int = Field(default=DEFAULT_BLOCK_LIMIT, ge=1)
+    description: str | None = None
+    read_only: bool = False
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class Block(Model):
+    """A labelled piece of core memory. Attached to any number of agents; every write bumps ``version``."""
+
+    id: str
+    label: str
+    value: str
+    limit: int
+    description: str | None = None
+    read_only: bool = False
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    updated_by: str | None = None
+    agents: list[str] = Field(default_factory=list, description="names of the agents the block is attached to")
+
+
+class BlockChange(Model):
+    """One write to a block, as kept in its history."""
+
+    block_id: str
+    version: int
+    writer: str | None
+    op: str
+    old_value: str | None
+    new_value: str
+    at: datetime
+
+
+class AgentTool(Model):
+    """Another agent attached to this one as a callable tool (``ask_<name>``)."""
+
+    agent_id: str
+    name: str
+
+
+class Agent(Model):
+    """A stateful agent: system prompt, core memory blocks, tags and model settings."""
+
+    id: str
+    name: str
+    description: str | None = None
+    system: str
+    agent_type: str = "letta_v1_agent"
+    tags: list[str] = Field(default_factory=list)
+    model_settings: ModelSettings = Field(default_factory=ModelSettings)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    blocks: list[Block] = Field(default_factory=list)
+    agent_tools: list[AgentTool] = Field(default_factory=list)
+    created_at: datetime
+    updated_at: datetime
+
+
+class Passage(Model):
+    """One archival memory entry of an agent."""
+
+    id: str
+    agent_id: str
+    text: str
+    tags: list[str] = Field(default_factory=list)
+    created_at: datetime
+    score: float | None = Field(default=None, description="BM25 relevance (higher is better) in searches")
+
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+class ToolCall(Model):
+    """A tool call requested by the LLM."""
+
+    id: str
+    name: str
+    arguments: str = Field(description="the arguments as a JSON string, exactly as the LLM produced them")
+
+
+class Message(Model):
+    """One message of an agent's history (recall memory). Every message is kept forever."""
+
+    id: str
+    agent_id: str
+    seq: int
+    role: Role
+    content: str
+    name: str | None = None
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    tool_call_id: str | None = None
+    run_id: str | None = None
+    sender: str | None = None
+    in_context: bool = True
+    created_at: datetime
+
+
+class NewMessage(Model):
+    """A message to append to an agent's history."""
+
+    role: Role
+    content: str
+    name: str | None = None
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    tool_call_id: str | None = None
+    run_id: str | None = None
+    sender: str | None = None
+    in_context: bool = True
