@@ -46,6 +46,7 @@ Send = Callable[[Connection], Awaitable[None]]
 # Keys in `Connection.state`: per-connection data dies with the connection, no bookkeeping needed.
 _SUBSCRIPTIONS_KEY = "mcp_letta.notify.subscriptions"
 _LOG_LEVEL_KEY = "mcp_letta.notify.log_level"
+_TEARDOWN_KEY = "mcp_letta.notify.teardown_registered"
 
 # Capability flags advertised at `initialize`. MCPServer derives them as false for handshake clients
 # because the transports call create_initialization_options() without NotificationOptions.
@@ -82,7 +83,8 @@ class Notifier:
         `bus` defaults to a fresh in-process bus; pass your own to fan out across replicas.
         `on_subscribe(uri)` runs before a `resources/subscribe` is recorded; raise
         `MCPError(INVALID_PARAMS, ...)` in it to refuse an unknown URI.
-        `send_timeout` bounds how long one handshake-era client may hold up a broadcast.
+        `send_timeout` bounds how long one handshake-era client may hold up a broadcast; a client that
+        exceeds it stops getting direct notifications until its next request.
         """
         self.bus: SubscriptionBus = bus if bus is not None else InMemorySubscriptionBus()
         self.on_subscribe = on_subscribe
@@ -159,8 +161,8 @@ class Notifier:
                     tg.start_soon(self._send_one, conn, send)
 
     async def _send_one(self, conn: Connection, send: Send) -> None:
-        # Cancelling a stuck send is safe: the SDK's write streams are unbuffered memory streams, so a
-        # cancelled send never leaves half a message on the wire.
+        # Cancelling a stuck send is safe: every SDK transport takes outbound messages through a memory
+        # object stream, and a cancelled send enqueues nothing, so no half message reaches the wire.
         with anyio.move_on_after(self.send_timeout) as scope:
             try:
                 await send(conn)
@@ -170,7 +172,10 @@ class Notifier:
                 logger.debug("dropping connection after a failed notification", exc_info=True)
                 self._connections.discard(conn)
         if scope.cancelled_caught:
-            logger.debug("client did not take a notification within %.1fs; skipped it", self.send_timeout)
+            # A client that stopped reading would otherwise cost every later broadcast `send_timeout`.
+            # Dropping is not final: its next request re-admits it (see `_remember`), like a re-listen.
+            logger.debug("client took no notification within %.1fs; dropped until it calls again", self.send_timeout)
+            self._connections.discard(conn)
 
     def _remember(self, conn: Connection) -> None:
         # Only handshake-era connections with a channel can take a direct notification: modern ones get
@@ -182,8 +187,11 @@ class Notifier:
         ):
             return
         self._connections.add(conn)
-        # Deterministic removal at teardown; the WeakSet alone would wait for the garbage collector.
-        conn.exit_stack.callback(self._connections.discard, conn)
+        if not conn.state.get(_TEARDOWN_KEY):
+            # Deterministic removal at teardown; the WeakSet alone would wait for the garbage collector.
+            # Registered once even if a stalled connection is re-admitted.
+            conn.state[_TEARDOWN_KEY] = True
+            conn.exit_stack.callback(self._connections.discard, conn)
 
     async def _middleware(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         self._remember(_connection_of(ctx))
