@@ -1,0 +1,69 @@
+"""The LLM contract the runtime depends on: one chat request in, one response (text and tool calls) out.
+
+Requests and responses use OpenAI chat-completion shapes because every server we target speaks them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mcp_letta.models import ToolCall
+
+ToolChoice = Literal["auto", "required", "none"]
+
+
+class ChatRequest(BaseModel):
+    """One chat-completion call: messages and tool schemas in OpenAI format."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    messages: list[dict[str, Any]] = Field(description="OpenAI chat messages, system prompt first")
+    tools: list[dict[str, Any]] = Field(default_factory=list, description="OpenAI function-tool schemas")
+    tool_choice: ToolChoice = "auto"
+    temperature: float | None = None
+    max_tokens: int | None = None
+    # Letta sends parallel_tool_calls=false: one tool per step keeps memory edits ordered.
+    parallel_tool_calls: bool = False
+
+    def tool_names(self) -> set[str]:
+        """Names of the function tools offered in this request."""
+        names: set[str] = set()
+        for tool in self.tools:
+            function = tool.get("function")
+            if isinstance(function, dict) and isinstance(function.get("name"), str):
+                names.add(function["name"])
+        return names
+
+
+class Usage(BaseModel):
+    """Token counts the server reported for one call (zero when it reported none)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class ChatResponse(BaseModel):
+    """The assistant's answer: text, tool calls, or both."""
+
+    content: str | None = None
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    finish_reason: str | None = None
+    model: str | None = None
+
+
+@runtime_checkable
+class LLMClient(Protocol):
+    """Anything that can answer a chat request; ``OpenAIClient`` is the one we ship."""
+
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        """Send one request and return the parsed answer; raise ``LLMUnavailable`` on failure."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections; the client is unusable afterwards."""
+        ...

@@ -1,0 +1,83 @@
+"""``LLMPool``: picks the LLM client and model for an agent from its settings and the process settings.
+
+One ``OpenAIClient`` (one connection pool) is kept per endpoint and key, shared by every agent using it.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import httpx
+
+from mcp_letta.config import Settings
+from mcp_letta.errors import LLMUnavailable
+from mcp_letta.llm.base import LLMClient
+from mcp_letta.llm.openai import OpenAIClient
+from mcp_letta.models import ModelSettings
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+BASE_URL_HINT = (
+    "set MCP_LETTA_LLM_BASE_URL (e.g. https://api.openai.com/v1 or http://localhost:11434/v1 for Ollama) "
+    "and MCP_LETTA_MODEL"
+)
+
+
+class LLMPool:
+    """Hands out shared clients; an agent's own ``base_url``/``model`` win over the process settings."""
+
+    def __init__(self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.settings = settings
+        self._transport = transport
+        self._clients: dict[tuple[str, str | None], OpenAIClient] = {}
+
+    @property
+    def default_base_url(self) -> str | None:
+        """The process-wide endpoint: the configured one, or OpenAI's when only an API key is set."""
+        base = self.settings.llm_base_url
+        if base:
+            return base.rstrip("/")
+        return OPENAI_BASE_URL if self.settings.llm_api_key else None
+
+    def client_for(self, model_settings: ModelSettings | None = None) -> tuple[LLMClient, str]:
+        """The client and model name for an agent; raise ``LLMUnavailable`` when either is not configured."""
+        own = model_settings or ModelSettings()
+        base_url = (own.base_url or "").rstrip("/") or self.default_base_url
+        if not base_url:
+            raise LLMUnavailable(f"no LLM endpoint is configured: {BASE_URL_HINT}")
+        if not base_url.startswith(("http://", "https://")):
+            raise LLMUnavailable(f"LLM base URL {base_url!r} is not an http(s) URL: {BASE_URL_HINT}")
+        model = own.model or self.settings.model
+        if not model:
+            raise LLMUnavailable(f"no model is configured for {base_url}: set MCP_LETTA_MODEL or the agent's model")
+        api_key = self._key_for(base_url)
+        key = (base_url, api_key)
+        client = self._clients.get(key)
+        if client is None:
+            client = OpenAIClient(
+                base_url,
+                api_key,
+                timeout_s=self.settings.llm_timeout_s,
+                max_retries=self.settings.llm_max_retries,
+                transport=self._transport,
+            )
+            self._clients[key] = client
+        return client, model
+
+    def _key_for(self, base_url: str) -> str | None:
+        # The key belongs to the configured endpoint: an agent pointed at another host must not receive it.
+        default = self.default_base_url
+        if default is None or _origin(base_url) != _origin(default):
+            return None
+        return self.settings.llm_api_key
+
+    async def aclose(self) -> None:
+        """Close every client's connection pool."""
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), port

@@ -1,0 +1,318 @@
+"""``OpenAIClient``: chat completions over any OpenAI-compatible endpoint (OpenAI, Ollama, vLLM, llama.cpp).
+
+Owns the HTTP call, retries with backoff, turning failures into ``LLMUnavailable`` with a next step, and
+parsing answers, including the tool calls small local models print as JSON text instead of ``tool_calls``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import random
+import re
+import time
+import uuid
+from typing import Any
+
+import anyio
+import httpx
+
+from mcp_letta.errors import Invalid, LLMUnavailable
+from mcp_letta.llm.base import ChatRequest, ChatResponse, Usage
+from mcp_letta.models import ToolCall
+
+logger = logging.getLogger("mcp_letta.llm")
+
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+MAX_RETRY_AFTER_S = 60.0
+MAX_BACKOFF_S = 30.0
+ERROR_TEXT_LIMIT = 500
+_FENCE = re.compile(r"^```[A-Za-z0-9_-]*\s*\n?(.*?)\n?\s*```$", re.DOTALL)
+_HERMES_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
+
+
+class OpenAIClient:
+    """One pooled HTTP client for one endpoint and key; safe to share between many concurrent agents."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        timeout_s: float = 120.0,
+        max_retries: int = 3,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        backoff_s: float = 0.5,
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise Invalid(f"LLM base URL {base_url!r} must start with http:// or https://")
+        if max_retries < 0:
+            raise Invalid(f"max_retries={max_retries} must be 0 or more")
+        self.base_url = base_url.rstrip("/")
+        self.url = f"{self.base_url}/chat/completions"
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self._api_key = api_key or None
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        # Up to 100 agents may call at once; the default pool (100) would queue them behind each other.
+        self._http = httpx.AsyncClient(
+            headers=headers,
+            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=200),
+            transport=transport,
+        )
+
+    def __repr__(self) -> str:
+        return f"OpenAIClient({self.base_url!r}, api_key={'set' if self._api_key else 'unset'})"
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        """POST one chat completion, retrying transient failures; raise ``LLMUnavailable`` when it fails."""
+        body = request_body(request)
+        attempts = 1 + self.max_retries
+        last_failure = "no attempt made"
+        for attempt in range(1, attempts + 1):
+            wait: float | None = None
+            try:
+                response = await self._http.post(self.url, json=body)
+            except httpx.TransportError as exc:
+                last_failure = f"{type(exc).__name__}: {self._redact(str(exc)) or 'no detail'}"
+            else:
+                if response.status_code == 200:
+                    return self._parse(response, request)
+                last_failure = f"HTTP {response.status_code}: {self._error_text(response)}"
+                if response.status_code not in RETRY_STATUSES:
+                    raise self._refusal(response, request)
+                wait = retry_after_seconds(response.headers.get("retry-after"))
+            if attempt == attempts:
+                break
+            if wait is None:
+                # Full jitter keeps 100 agents that failed together from retrying together.
+                wait = random.uniform(0.5, 1.0) * min(MAX_BACKOFF_S, self.backoff_s * 2 ** (attempt - 1))
+            logger.warning(
+                "LLM call to %s failed (%s); retry %d of %d in %.2fs",
+                self.url,
+                last_failure,
+                attempt,
+                self.max_retries,
+                wait,
+            )
+            await anyio.sleep(wait)
+        raise LLMUnavailable(
+            f"the LLM endpoint {self.url} failed {attempts} time(s), last with {last_failure}: "
+            "check MCP_LETTA_LLM_BASE_URL and that the server is running",
+            url=self.url,
+            attempts=attempts,
+        )
+
+    def _refusal(self, response: httpx.Response, request: ChatRequest) -> LLMUnavailable:
+        """The error for a status that retrying will not fix."""
+        status = response.status_code
+        text = self._error_text(response)
+        if status in (401, 403):
+            return LLMUnavailable(
+                f"the LLM endpoint {self.url} refused the API key (HTTP {status}: {text}): set MCP_LETTA_LLM_API_KEY",
+                url=self.url,
+                status=status,
+            )
+        if status == 404:
+            return LLMUnavailable(
+                f"the LLM endpoint {self.url} answered 404 for model {request.model!r} ({text}): the model "
+                "is not served there or the base URL path is wrong (it usually ends in /v1): check "
+                "MCP_LETTA_MODEL and MCP_LETTA_LLM_BASE_URL",
+                url=self.url,
+                status=status,
+            )
+        return LLMUnavailable(
+            f"the LLM endpoint {self.url} rejected the request for model {request.model!r} (HTTP {status}): {text}",
+            url=self.url,
+            status=status,
+        )
+
+    def _error_text(self, response: httpx.Response) -> str:
+        """The server's own error message, short and with the API key removed (some servers echo it)."""
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if isinstance(data, dict) and isinstance(data.get("error"), dict | str):
+            error = data["error"]
+            text = str(error.get("message") or error) if isinstance(error, dict) else error
+        elif isinstance(data, dict) and data.get("detail"):
+            text = str(data["detail"])
+        else:
+            text = response.text
+        text = self._redact(" ".join(text.split())) or "empty body"
+        return text if len(text) <= ERROR_TEXT_LIMIT else text[:ERROR_TEXT_LIMIT] + "..."
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._api_key, "***") if self._api_key else text
+
+    def _parse(self, response: httpx.Response, request: ChatRequest) -> ChatResponse:
+        try:
+            data = response.json()
+            message = data["choices"][0]["message"]
+            if not isinstance(message, dict):
+                raise TypeError("message is not an object")
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            start = self._redact(response.text[:200])
+            raise LLMUnavailable(
+                f"the LLM endpoint {self.url} answered with something that is not an OpenAI chat "
+                f"completion ({type(exc).__name__}: {exc}; body starts {start!r}): "
+                "check that MCP_LETTA_LLM_BASE_URL points at an OpenAI-compatible /v1 API",
+                url=self.url,
+            ) from None
+        content = message_text(message.get("content"))
+        tool_calls = parse_tool_calls(message.get("tool_calls"))
+        offered = request.tool_names()
+        if not tool_calls and content and offered:
+            printed = tool_calls_from_content(content, offered)
+            if printed:
+                logger.debug("accepted %d tool call(s) printed as JSON in content", len(printed))
+                tool_calls, content = printed, None
+        choice = data["choices"][0]
+        return ChatResponse(
+            content=content,
+            tool_calls=tool_calls,
+            usage=parse_usage(data.get("usage")),
+            finish_reason=choice.get("finish_reason") if isinstance(choice, dict) else None,
+            model=data.get("model"),
+        )
+
+
+def request_body(request: ChatRequest) -> dict[str, Any]:
+    """The JSON body for ``/chat/completions``: unset fields and tool fields without tools are left out."""
+    body: dict[str, Any] = {"model": request.model, "messages": request.messages}
+    if request.tools:
+        body["tools"] = request.tools
+        body["tool_choice"] = request.tool_choice
+        body["parallel_tool_calls"] = request.parallel_tool_calls
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if request.max_tokens is not None:
+        # max_tokens, not max_completion_tokens: Ollama, vLLM and llama.cpp all understand it.
+        body["max_tokens"] = request.max_tokens
+    return body
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date), capped at a minute."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - time.time()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+def message_text(content: Any) -> str | None:
+    """The text of a message ``content``: a string, or a list of parts some servers send."""
+    if content is None or isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [p.get("text", "") if isinstance(p, dict) else str(p) for p in content]
+        return "".join(parts)
+    return str(content)
+
+
+def parse_usage(raw: Any) -> Usage:
+    """Token counts, tolerating missing or null fields."""
+    if not isinstance(raw, dict):
+        return Usage()
+    counts = {k: raw.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    usage = Usage(**{k: v for k, v in counts.items() if isinstance(v, int)})
+    if not usage.total_tokens:
+        usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
+    return usage
+
+
+def new_call_id() -> str:
+    """An id for a tool call the server sent without one."""
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+def arguments_json(arguments: Any) -> str:
+    """Tool arguments as a JSON string: some servers send an object instead of a string."""
+    if arguments is None or arguments == "":
+        return "{}"
+    if isinstance(arguments, str):
+        return arguments
+    return json.dumps(arguments, ensure_ascii=False)
+
+
+def parse_tool_calls(raw: Any) -> list[ToolCall]:
+    """``message.tool_calls`` as ``ToolCall``s; entries without a function name are dropped."""
+    calls: list[ToolCall] = []
+    for item in raw if isinstance(raw, list) else []:
+        function = item.get("function") if isinstance(item, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        if not isinstance(name, str) or not name:
+            logger.warning("dropped a tool call without a function name: %.200r", item)
+            continue
+        call_id = item.get("id") if isinstance(item.get("id"), str) and item.get("id") else new_call_id()
+        calls.append(ToolCall(id=call_id, name=name, arguments=arguments_json(function.get("arguments"))))
+    return calls
+
+
+def tool_calls_from_content(content: str, offered: set[str]) -> list[ToolCall] | None:
+    """Tool calls a model printed as JSON text, or ``None`` when ``content`` is not exactly that.
+
+    Accepts a bare or fenced JSON object or list of ``{"name", "arguments"|"parameters"}``,
+    ``{"tool", ...}`` or ``{"function": {...}}``, or ``<tool_call>`` blocks; every name must be offered.
+    """
+    text = content.strip()
+    if fenced := _FENCE.match(text):
+        text = fenced.group(1).strip()
+    hermes = _HERMES_CALL.findall(text)
+    if hermes and not _HERMES_CALL.sub("", text).strip():
+        items: list[Any] = []
+        for block in hermes:
+            items.append(_loads(block))
+    else:
+        if not text.startswith(("{", "[")):
+            return None
+        parsed = _loads(text)
+        if isinstance(parsed, dict) and isinstance(parsed.get("tool_calls"), list):
+            parsed = parsed["tool_calls"]
+        items = parsed if isinstance(parsed, list) else [parsed]
+    calls = [_printed_call(item, offered) for item in items]
+    if not calls or any(call is None for call in calls):
+        return None
+    return [call for call in calls if call is not None]
+
+
+def _loads(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _printed_call(item: Any, offered: set[str]) -> ToolCall | None:
+    if not isinstance(item, dict):
+        return None
+    function = item.get("function")
+    if isinstance(function, dict):
+        item = function
+        name = function.get("name")
+    else:
+        name = function if isinstance(function, str) else item.get("name", item.get("tool"))
+    if not isinstance(name, str) or name not in offered:
+        return None
+    arguments = item.get("arguments", item.get("parameters", item.get("args")))
+    if isinstance(arguments, str):
+        # A string must itself be a JSON object, or this was prose that happened to parse.
+        if not isinstance(_loads(arguments), dict):
+            return None
+    elif arguments is not None and not isinstance(arguments, dict):
+        return None
+    return ToolCall(id=new_call_id(), name=name, arguments=arguments_json(arguments))
