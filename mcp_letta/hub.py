@@ -1,0 +1,538 @@
+"""AgentHub: the one public API of mcp-letta (agents, blocks, archival and recall memory, changes).
+
+The MCP surface, the CLI, the examples and Python users all call this. It is async; every database
+call runs on a worker thread. ``async with AgentHub(settings) as hub: ...``
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from mcp_letta.config import Settings
+from mcp_letta.errors import Invalid
+from mcp_letta.models import (
+    HUMAN_DESCRIPTION,
+    PERSONA_DESCRIPTION,
+    Agent,
+    Block,
+    BlockChange,
+    BlockSpec,
+    Message,
+    ModelSettings,
+    NewMessage,
+    Passage,
+)
+from mcp_letta.runtime.context import compile_system, render_memory
+from mcp_letta.store import agents as agent_sql
+from mcp_letta.store import blocks as block_sql
+from mcp_letta.store import memory as memory_sql
+from mcp_letta.store.db import Conn, Database
+
+log = logging.getLogger("mcp_letta.hub")
+
+DEFAULT_SYSTEM = (
+    "You are a helpful agent with persistent memory. Your core memory blocks are shown below and stay in "
+    "your context; edit them with your memory tools when you learn something worth keeping. Older messages "
+    "and archival memory can be searched with your search tools. Reply to the user in plain text."
+)
+
+
+@dataclass(frozen=True)
+class Change:
+    """Something changed in the store: ``kind`` is 'block', 'agent' (its memory view) or 'agents' (the list)."""
+
+    kind: str
+    ref: str
+    local: bool = True
+
+
+class AgentHub:
+    """Agents, memory blocks, archival and recall memory over one SQLite file. Use as an async context."""
+
+    def __init__(self, settings: Settings | None = None, *, db_path: Path | str | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        if db_path is not None:
+            self.settings = self.settings.with_overrides(db_path=Path(db_path))
+        self.db = Database(self.settings.db_path)
+        self._subscribers: list[MemoryObjectSendStream[Change]] = []
+        self._task_group: TaskGroup | None = None
+        self._opened = False
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    async def __aenter__(self) -> AgentHub:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        """Open (and migrate) the database and start following changes made by other processes."""
+        if self._opened:
+            return
+        await anyio.to_thread.run_sync(self.db.open)
+        self.db.add_listener(self._on_local_changes)
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        start_id = await self.db.run_sync(self.db.last_change_id_sync)
+        self._task_group.start_soon(self._follow_other_processes, start_id)
+        self._opened = True
+
+    async def close(self) -> None:
+        """Stop background work and close the database."""
+        if not self._opened:
+            return
+        self._opened = False
+        if self._task_group is not None:
+            self._task_group.cancel_scope.cancel()
+            await self._task_group.__aexit__(None, None, None)
+            self._task_group = None
+        for stream in self._subscribers:
+            stream.close()
+        self._subscribers.clear()
+        await anyio.to_thread.run_sync(self.db.close)
+
+    # -- change feed -------------------------------------------------------------------------------
+    def subscribe_changes(self, buffer: int = 1000) -> MemoryObjectReceiveStream[Change]:
+        """A stream of every change, local or made by another process on the same database."""
+        send, receive = anyio.create_memory_object_stream[Change](buffer)
+        self._subscribers.append(send)
+        return receive
+
+    def _publish(self, changes: Sequence[Change]) -> None:
+        for stream in list(self._subscribers):
+            for change in dict.fromkeys(changes):  # dedupe, keep order
+                try:
+                    stream.send_nowait(change)
+                except anyio.WouldBlock:
+                    log.warning("a change subscriber is not keeping up; dropping %s", change)
+                except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    self._subscribers.remove(stream)
+                    break
+
+    def _on_local_changes(self, changes: list[tuple[str, str]]) -> None:
+        self._publish([Change(kind, ref) for kind, ref in changes])
+
+    async def _follow_other_processes(self, last_id: int) -> None:
+        interval = self.settings.watch_interval_s
+        version = await self.db.run_sync(self.db.data_version_sync)
+        polls = 0
+        while True:
+            await anyio.sleep(interval)
+            polls += 1
+            try:
+                current = await self.db.run_sync(self.db.data_version_sync)
+                if current != version:
+                    version = current
+                    last_id, foreign = await self.db.run_sync(partial(self.db.foreign_changes_sync, last_id))
+                    if foreign:
+                        self._publish([Change(kind, ref, local=False) for kind, ref in foreign])
+                if polls % max(1, int(300 / max(interval, 0.01))) == 0:
+                    await self.db.run_sync(self.db.prune_changes_sync)
+            except Exception:  # a follower must survive a transient error (busy file, disk hiccup)
+                log.exception("following other processes' changes failed; retrying")
+
+    # -- agents ------------------------------------------------------------------------------------
+    async def create_agent(
+        self,
+        name: str,
+        *,
+        system: str | None = None,
+        description: str | None = None,
+        persona: str = "",
+        human: str = "",
+        blocks: Sequence[BlockSpec | dict[str, Any]] = (),
+        shared_blocks: Sequence[str] = (),
+        tags: Sequence[str] = (),
+        model_settings: ModelSettings | dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+        writer: str | None = "api",
+    ) -> Agent:
+        """Create an agent with ``persona`` and ``human`` blocks, extra ``blocks`` and existing ``shared_blocks``."""
+        specs = [
+            BlockSpec(label="persona", value=persona, description=PERSONA_DESCRIPTION),
+            BlockSpec(label="human", value=human, description=HUMAN_DESCRIPTION),
+        ]
+        specs += [b if isinstance(b, BlockSpec) else BlockSpec.model_validate(b) for b in blocks]
+        settings = (
+            model_settings
+            if isinstance(model_settings, ModelSettings)
+            else ModelSettings.model_validate(model_settings or {})
+        )
+        if system is not None and not system.strip():
+            raise Invalid("system prompt cannot be empty: omit it to use the default")
+        return await self.db.write(
+            agent_sql.create,
+            name=name,
+            system=system or DEFAULT_SYSTEM,
+            description=description,
+            block_specs=specs,
+            shared_block_refs=list(shared_blocks),
+            tags=list(tags),
+            model_settings=settings,
+            metadata=dict(metadata or {}),
+            writer=writer,
+        )
+
+    async def get_agent(self, agent: str) -> Agent:
+        """An agent by id or name, with its blocks."""
+        return await self.db.read(lambda c: agent_sql.to_agent(c, agent_sql.resolve_agent_row(c, agent)))
+
+    async def list_agents(
+        self,
+        *,
+        tags: Sequence[str] | None = None,
+        match_all_tags: bool = False,
+        query: str | None = None,
+        limit: int | None = None,
+    ) -> list[Agent]:
+        """Agents sorted by name, filtered by tags (any, or all with ``match_all_tags``) and a text query."""
+        return await self.db.read(
+            agent_sql.list_agents,
+            tags=list(tags or []),
+            match_all_tags=match_all_tags,
+            query=query,
+            limit=limit,
+        )
+
+    async def update_agent(
+        self,
+        agent: str,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        system: str | None = None,
+        tags: Sequence[str] | None = None,
+        model_settings: ModelSettings | dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Agent:
+        """Change the given fields of an agent; ``None`` leaves a field unchanged."""
+        settings = (
+            None
+            if model_settings is None
+            else model_settings
+            if isinstance(model_settings, ModelSettings)
+            else ModelSettings.model_validate(model_settings)
+        )
+
+        def update(conn: Conn) -> Agent:
+            row = agent_sql.resolve_agent_row(conn, agent)
+            return agent_sql.update(
+                conn,
+                row,
+                name=name,
+                description=description,
+                system=system,
+                tags=None if tags is None else list(tags),
+                model_settings=settings,
+                metadata=metadata,
+            )
+
+        return await self.db.write(update)
+
+    async def delete_agent(self, agent: str) -> Agent:
+        """Delete an agent, its history, passages and the blocks only it used; returns what was deleted."""
+
+        def delete(conn: Conn) -> Agent:
+            row = agent_sql.resolve_agent_row(conn, agent)
+            snapshot = agent_sql.to_agent(conn, row)
+            agent_sql.delete(conn, row)
+            return snapshot
+
+        return await self.db.write(delete)
+
+    # -- blocks ------------------------------------------------------------------------------------
+    def _block_row(self, conn: Conn, block: str, agent: str | None) -> Any:
+        if agent is None:
+            return block_sql.resolve_block_row(conn, block)
+        agent_row = agent_sql.resolve_agent_row(conn, agent)
+        return block_sql.resolve_block_row(conn, block, agent_row["id"], agent_row["name"])
+
+    async def create_block(
+        self,
+        label: str,
+        value: str = "",
+        *,
+        limit: int = 5000,
+        description: str | None = None,
+        read_only: bool = False,
+        metadata: dict[str, Any] | None = None,
+        attach_to: Sequence[str] = (),
+        writer: str | None = "api",
+    ) -> Block:
+        """Create a block (shareable between agents), optionally attaching it to agents right away."""
+        spec = BlockSpec(
+            label=label, value=value, limit=limit, description=description, read_only=read_only,
+            metadata=dict(metadata or {}),
+        )  # fmt: skip
+
+        def create(conn: Conn) -> Block:
+            agent_rows = [agent_sql.resolve_agent_row(conn, a) for a in attach_to]
+            block_id = block_sql.insert_block(conn, spec, writer=writer)
+            row = conn.execute("SELECT * FROM blocks WHERE id = ?", (block_id,)).fetchone()
+            for agent_row in agent_rows:
+                block_sql.attach(conn, agent_row["id"], agent_row["name"], row)
+            return block_sql.get_block(conn, block_id)
+
+        return await self.db.write(create)
+
+    async def read_block(self, block: str, *, agent: str | None = None) -> Block:
+        """A block by id or label (a label is resolved within ``agent`` when given)."""
+        return await self.db.read(lambda c: block_sql.get_block(c, self._block_row(c, block, agent)["id"]))
+
+    async def list_blocks(self, *, label: str | None = None, agent: str | None = None) -> list[Block]:
+        """Blocks, optionally only those with ``label`` and/or attached to ``agent``."""
+
+        def query(conn: Conn) -> list[Block]:
+            agent_id = None if agent is None else agent_sql.resolve_agent_row(conn, agent)["id"]
+            return block_sql.list_blocks(conn, label=label, agent_id=agent_id)
+
+        return await self.db.read(query)
+
+    async def _edit(
+        self,
+        block: str,
+        agent: str | None,
+        edit: block_sql.Edit,
+        *,
+        op: str,
+        writer: str | None,
+        expected_version: int | None,
+        enforce_read_only: bool = False,
+    ) -> Block:
+        def apply(conn: Conn) -> Block:
+            row = self._block_row(conn, block, agent)
+            return block_sql.edit_block(
+                conn, row, edit, op=op, writer=writer, expected_version=expected_version,
+                enforce_read_only=enforce_read_only,
+            )  # fmt: skip
+
+        return await self.db.write(apply)
+
+    async def write_block(
+        self,
+        block: str,
+        value: str,
+        *,
+        expected_version: int | None = None,
+        agent: str | None = None,
+        writer: str | None = "api",
+    ) -> Block:
+        """Replace a block's value. With ``expected_version`` the write fails if someone wrote first."""
+        if not isinstance(value, str):
+            raise Invalid("value must be a string")
+        return await self._edit(
+            block, agent, lambda _old: value, op="write", writer=writer, expected_version=expected_version
+        )
+
+    async def append_to_block(
+        self,
+        block: str,
+        text: str,
+        *,
+        expected_version: int | None = None,
+        agent: str | None = None,
+        writer: str | None = "api",
+    ) -> Block:
+        """Append ``text`` on a new line, atomically (concurrent appends never lose each other)."""
+        if not isinstance(text, str) or text == "":
+            raise Invalid("text to append is empty: pass the text to add")
+        return await self._edit(
+            block,
+            agent,
+            block_sql.appender(text),
+            op="append",
+            writer=writer,
+            expected_version=expected_version,
+        )
+
+    async def replace_in_block(
+        self,
+        block: str,
+        old: str,
+        new: str,
+        *,
+        replace_all: bool = False,
+        expected_version: int | None = None,
+        agent: str | None = None,
+        writer: str | None = "api",
+    ) -> Block:
+        """Replace the substring ``old`` (it must occur, once unless ``replace_all``) with ``new``, atomically."""
+
+        def apply(conn: Conn) -> Block:
+            row = self._block_row(conn, block, agent)
+            edit = block_sql.replacer(old, new, replace_all=replace_all, label=row["label"])
+            return block_sql.edit_block(conn, row, edit, op="replace", writer=writer, expected_version=expected_version)
+
+        return await self.db.write(apply)
+
+    async def update_block(
+        self,
+        block: str,
+        *,
+        limit: int | None = None,
+        description: str | None = None,
+        read_only: bool | None = None,
+        metadata: dict[str, Any] | None = None,
+        agent: str | None = None,
+        writer: str | None = "api",
+    ) -> Block:
+        """Change a block's limit, description, read-only flag or metadata."""
+
+        def apply(conn: Conn) -> Block:
+            row = self._block_row(conn, block, agent)
+            return block_sql.update_block_settings(
+                conn, row, limit=limit, description=description, read_only=read_only, metadata=metadata,
+                writer=writer,
+            )  # fmt: skip
+
+        return await self.db.write(apply)
+
+    async def attach_block(self, agent: str, block: str) -> Block:
+        """Attach a block to an agent (no-op if already attached; a clashing label is an error)."""
+
+        def apply(conn: Conn) -> Block:
+            agent_row = agent_sql.resolve_agent_row(conn, agent)
+            row = block_sql.resolve_block_row(conn, block)
+            block_sql.attach(conn, agent_row["id"], agent_row["name"], row)
+            return block_sql.get_block(conn, row["id"])
+
+        return await self.db.write(apply)
+
+    async def detach_block(self, agent: str, block: str) -> Block:
+        """Detach a block from an agent (the block itself stays)."""
+
+        def apply(conn: Conn) -> Block:
+            agent_row = agent_sql.resolve_agent_row(conn, agent)
+            row = block_sql.resolve_block_row(conn, block, agent_row["id"], agent_row["name"])
+            block_sql.detach(conn, agent_row["id"], agent_row["name"], row)
+            return block_sql.get_block(conn, row["id"])
+
+        return await self.db.write(apply)
+
+    async def delete_block(self, block: str, *, agent: str | None = None) -> Block:
+        """Delete a block everywhere (it is detached from every agent); returns what was deleted."""
+
+        def apply(conn: Conn) -> Block:
+            row = self._block_row(conn, block, agent)
+            snapshot = block_sql.get_block(conn, row["id"])
+            block_sql.delete(conn, row)
+            return snapshot
+
+        return await self.db.write(apply)
+
+    async def block_history(
+        self, block: str, *, agent: str | None = None, limit: int = 50, before_version: int | None = None
+    ) -> list[BlockChange]:
+        """The newest writes of a block, newest first: writer, time, version, old and new value."""
+        return await self.db.read(
+            lambda c: block_sql.history(
+                c, self._block_row(c, block, agent)["id"], limit=limit, before_version=before_version
+            )
+        )
+
+    # -- archival memory ---------------------------------------------------------------------------
+    async def archival_insert(self, agent: str, text: str, tags: Sequence[str] | None = None) -> Passage:
+        """Store a passage in an agent's archival memory."""
+        return await self.db.write(
+            lambda c: memory_sql.insert_passage(c, agent_sql.resolve_agent_row(c, agent)["id"], text, list(tags or []))
+        )
+
+    async def archival_search(
+        self,
+        agent: str,
+        query: str,
+        *,
+        tags: Sequence[str] | None = None,
+        tag_match: Literal["any", "all"] = "any",
+        limit: int = 10,
+    ) -> list[Passage]:
+        """Search an agent's archival memory (FTS5 BM25, best first), optionally filtered by tags."""
+        return await self.db.read(
+            lambda c: memory_sql.search_passages(
+                c, agent_sql.resolve_agent_row(c, agent)["id"], query, tags=list(tags or []), tag_match=tag_match,
+                limit=limit,
+            )
+        )  # fmt: skip
+
+    async def archival_list(self, agent: str, *, limit: int = 50, before: str | None = None) -> list[Passage]:
+        """An agent's passages, newest first."""
+        return await self.db.read(
+            lambda c: memory_sql.list_passages(
+                c, agent_sql.resolve_agent_row(c, agent)["id"], limit=limit, before=before
+            )
+        )
+
+    async def archival_delete(self, agent: str, passage_id: str) -> None:
+        """Delete one passage from an agent's archival memory."""
+        await self.db.write(
+            lambda c: memory_sql.delete_passage(c, agent_sql.resolve_agent_row(c, agent)["id"], passage_id)
+        )
+
+    # -- recall memory (message history) -----------------------------------------------------------
+    async def append_messages(self, agent: str, messages: Sequence[NewMessage]) -> list[Message]:
+        """Append messages to an agent's history."""
+        return await self.db.write(
+            lambda c: memory_sql.append_messages(c, agent_sql.resolve_agent_row(c, agent)["id"], list(messages))
+        )
+
+    async def get_messages(self, agent: str, *, limit: int = 50, before_seq: int | None = None) -> list[Message]:
+        """The newest ``limit`` messages of an agent, oldest first (page back with ``before_seq``)."""
+        return await self.db.read(
+            lambda c: memory_sql.list_messages(
+                c, agent_sql.resolve_agent_row(c, agent)["id"], limit=limit, before_seq=before_seq
+            )
+        )
+
+    async def search_messages(
+        self,
+        agent: str,
+        query: str | None = None,
+        *,
+        roles: Sequence[str] | None = None,
+        limit: int = 5,
+        start: str | None = None,
+        end: str | None = None,
+    ) -> list[Message]:
+        """Search an agent's whole history (in context or not) by text, role and date range."""
+        return await self.db.read(
+            lambda c: memory_sql.search_messages(
+                c, agent_sql.resolve_agent_row(c, agent)["id"], query, roles=list(roles or []), limit=limit,
+                start=start, end=end,
+            )
+        )  # fmt: skip
+
+    # -- core memory view --------------------------------------------------------------------------
+    def _render(self, conn: Conn, agent: str) -> tuple[Any, str]:
+        row = agent_sql.resolve_agent_row(conn, agent)
+        archival_count, archival_tags = memory_sql.archival_stats(conn, row["id"])
+        memory = render_memory(
+            agent_id=row["id"],
+            blocks=block_sql.list_blocks(conn, agent_id=row["id"]),
+            recall_count=memory_sql.recall_stats(conn, row["id"]),
+            archival_count=archival_count,
+            archival_tags=archival_tags,
+        )
+        return row, memory
+
+    async def core_memory(self, agent: str) -> str:
+        """An agent's core memory rendered exactly as it appears in its prompt."""
+        return await self.db.read(lambda c: self._render(c, agent)[1])
+
+    async def system_prompt(self, agent: str) -> str:
+        """The full system message the agent's LLM sees: system prompt plus rendered core memory."""
+
+        def build(conn: Conn) -> str:
+            row, memory = self._render(conn, agent)
+            return compile_system(row["system"], memory)
+
+        return await self.db.read(build)

@@ -1,0 +1,218 @@
+"""Agents in SQLite: create (with their blocks, in one transaction), resolve, list, update, delete.
+
+Functions take a connection inside a transaction; see ``Database``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mcp_letta.errors import Conflict, Invalid, NotFound
+from mcp_letta.models import Agent, BlockSpec, ModelSettings
+from mcp_letta.store import blocks
+from mcp_letta.store.db import Conn, loads_json, new_id, now_iso
+from mcp_letta.store.refs import check_agent_name, suggestion
+
+
+def resolve_agent_row(conn: Conn, ref: str) -> Any:
+    """Find an agent by id or by name (case-insensitive); a clear error naming near matches otherwise."""
+    if not isinstance(ref, str) or not ref.strip():
+        raise Invalid("an agent reference is required: pass an agent name or id (list_agents shows them)")
+    row = conn.execute("SELECT * FROM agents WHERE id = ? OR name = ?", (ref, ref)).fetchone()
+    if row is not None:
+        return row
+    names = [r[0] for r in conn.execute("SELECT name FROM agents ORDER BY name")]
+    raise NotFound(f"agent {ref!r} not found; " + suggestion(ref, names, "list_agents"))
+
+
+def _tags(conn: Conn, agent_id: str) -> list[str]:
+    return [r[0] for r in conn.execute("SELECT tag FROM agent_tags WHERE agent_id = ? ORDER BY tag", (agent_id,))]
+
+
+def to_agent(conn: Conn, row: Any) -> Agent:
+    """Build the full agent model (tags, blocks in attachment order) from its row."""
+    return Agent(
+        id=row["id"],
+        name=row["name"],
+        description=row["description"],
+        system=row["system"],
+        agent_type=row["agent_type"],
+        tags=_tags(conn, row["id"]),
+        model_settings=ModelSettings.model_validate(loads_json(row["model_settings"], {})),
+        metadata=loads_json(row["metadata"], {}),
+        blocks=blocks.list_blocks(conn, agent_id=row["id"]),
+        agent_tools=[],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _check_tags(tags: list[str]) -> list[str]:
+    clean = []
+    for tag in tags:
+        if not isinstance(tag, str) or not tag.strip() or len(tag) > 64:
+            raise Invalid(f"tag {tag!r} is not allowed: tags are non-empty strings of at most 64 characters")
+        if tag.strip() not in clean:
+            clean.append(tag.strip())
+    return clean
+
+
+def _check_unique_name(conn: Conn, name: str, except_id: str | None = None) -> None:
+    row = conn.execute("SELECT id, name FROM agents WHERE name = ?", (name,)).fetchone()
+    if row is not None and row["id"] != except_id:
+        raise Conflict(f"an agent named {row['name']!r} already exists ({row['id']}): pick another name")
+
+
+def create(
+    conn: Conn,
+    *,
+    name: str,
+    system: str,
+    description: str | None,
+    block_specs: list[BlockSpec],
+    shared_block_refs: list[str],
+    tags: list[str],
+    model_settings: ModelSettings,
+    metadata: dict[str, Any],
+    writer: str | None,
+) -> Agent:
+    """Create an agent, its own blocks, and attach existing shared blocks; all or nothing."""
+    check_agent_name(name)
+    _check_unique_name(conn, name)
+    tags = _check_tags(tags)
+    labels = [spec.label for spec in block_specs]
+    shared_rows = [blocks.resolve_block_row(conn, ref) for ref in shared_block_refs]
+    labels += [row["label"] for row in shared_rows]
+    dupes = sorted({label for label in labels if labels.count(label) > 1})
+    if dupes:
+        raise Conflict(
+            f"two blocks for agent {name!r} share the label(s) {', '.join(dupes)}: a label is unique per agent"
+        )
+    agent_id, now = new_id("agent"), now_iso()
+    conn.execute(
+        "INSERT INTO agents(id, name, description, system, model_settings, metadata, created_at, updated_at) "
+        "VALUES (?,?,?,?,?,?,?,?)",
+        (
+            agent_id,
+            name,
+            description,
+            system,
+            model_settings.model_dump_json(exclude_none=True),
+            json.dumps(metadata),
+            now,
+            now,
+        ),
+    )
+    conn.executemany("INSERT INTO agent_tags(agent_id, tag) VALUES (?, ?)", [(agent_id, t) for t in tags])
+    for row in shared_rows:
+        blocks.attach(conn, agent_id, name, row)
+    for spec in block_specs:
+        block_id = blocks.insert_block(conn, spec, writer=writer, owner_agent_id=agent_id)
+        blocks.attach(conn, agent_id, name, conn.execute("SELECT * FROM blocks WHERE id = ?", (block_id,)).fetchone())
+    conn.log_change("agents", agent_id)
+    return to_agent(conn, conn.execute("SELECT * FROM agents WHERE id = ?", (agent_id,)).fetchone())
+
+
+def list_agents(
+    conn: Conn,
+    *,
+    tags: list[str] | None = None,
+    match_all_tags: bool = False,
+    query: str | None = None,
+    limit: int | None = None,
+) -> list[Agent]:
+    """Agents by name; ``tags`` filters any (or, with ``match_all_tags``, all); ``query`` searches text."""
+    sql, args = "SELECT * FROM agents a WHERE 1=1", []
+    tags = _check_tags(tags or [])
+    if tags:
+        marks = ",".join("?" * len(tags))
+        if match_all_tags:
+            sql += f" AND (SELECT count(*) FROM agent_tags t WHERE t.agent_id = a.id AND t.tag IN ({marks})) = ?"
+            args += [*tags, len(tags)]
+        else:
+            sql += f" AND EXISTS (SELECT 1 FROM agent_tags t WHERE t.agent_id = a.id AND t.tag IN ({marks}))"
+            args += tags
+    if query:
+        like = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        sql += (
+            " AND (a.name LIKE ? ESCAPE '\\' OR coalesce(a.description, '') LIKE ? ESCAPE '\\'"
+            " OR a.system LIKE ? ESCAPE '\\')"
+        )
+        args += [like, like, like]
+    sql += " ORDER BY a.name"
+    if limit is not None:
+        if limit < 1:
+            raise Invalid(f"limit must be at least 1 (got {limit})")
+        sql += " LIMIT ?"
+        args.append(limit)
+    return [to_agent(conn, row) for row in conn.execute(sql, args).fetchall()]
+
+
+def update(
+    conn: Conn,
+    row: Any,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    system: str | None = None,
+    tags: list[str] | None = None,
+    model_settings: ModelSettings | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Agent:
+    """Change the given fields of an agent (``None`` leaves a field as it is)."""
+    agent_id = row["id"]
+    if name is not None and name != row["name"]:
+        check_agent_name(name)
+        _check_unique_name(conn, name, except_id=agent_id)
+    if system is not None and not system.strip():
+        raise Invalid("system prompt cannot be empty")
+    conn.execute(
+        "UPDATE agents SET name = coalesce(?, name), description = coalesce(?, description), "
+        "system = coalesce(?, system), model_settings = coalesce(?, model_settings), "
+        "metadata = coalesce(?, metadata), updated_at = ? WHERE id = ?",
+        (
+            name,
+            description,
+            system,
+            None if model_settings is None else model_settings.model_dump_json(exclude_none=True),
+            None if metadata is None else json.dumps(metadata),
+            now_iso(),
+            agent_id,
+        ),
+    )
+    if tags is not None:
+        conn.execute("DELETE FROM agent_tags WHERE agent_id = ?", (agent_id,))
+        conn.executemany(
+            "INSERT INTO agent_tags(agent_id, tag) VALUES (?, ?)", [(agent_id, t) for t in _check_tags(tags)]
+        )
+    conn.log_change("agent", agent_id)
+    if (name is not None and name != row["name"]) or tags is not None or description is not None:
+        conn.log_change("agents", agent_id)  # its tool's name, visibility or description may change
+    return to_agent(conn, conn.execute("SELECT * FROM agents WHERE id = ?", (agent_id,)).fetchone())
+
+
+def delete(conn: Conn, row: Any) -> list[str]:
+    """Delete an agent with its history and passages, and the blocks only it used; returns deleted block ids."""
+    agent_id = row["id"]
+    own = [
+        r[0]
+        for r in conn.execute(
+            "SELECT b.id FROM blocks b JOIN agent_blocks ab ON ab.block_id = b.id WHERE ab.agent_id = ? "
+            "AND b.owner_agent_id = ? AND NOT EXISTS (SELECT 1 FROM agent_blocks o WHERE o.block_id = b.id "
+            "AND o.agent_id != ?)",
+            (agent_id, agent_id, agent_id),
+        )
+    ]
+    shared = [
+        r[0]
+        for r in conn.execute("SELECT block_id FROM agent_blocks WHERE agent_id = ?", (agent_id,))
+        if r[0] not in own
+    ]
+    conn.execute("DELETE FROM agents WHERE id = ?", (agent_id,))
+    conn.executemany("DELETE FROM blocks WHERE id = ?", [(b,) for b in own])
+    for block_id in own + shared:
+        conn.log_change("block", block_id)
+    conn.log_change("agent", agent_id)
+    conn.log_change("agents", agent_id)
+    return own

@@ -1,0 +1,328 @@
+"""Memory blocks in SQLite: create, resolve, atomic edits with history, attach/detach, delete.
+
+Every function takes an open connection inside a transaction (see ``Database.read``/``write``); an
+edit is a read-modify-write inside one ``BEGIN IMMEDIATE`` transaction, so concurrent writers in any
+process never lose each other's work.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from mcp_letta.errors import Conflict, Invalid, LimitExceeded, NotFound, ReadOnly, VersionConflict
+from mcp_letta.models import Block, BlockChange, BlockSpec
+from mcp_letta.store.db import Conn, loads_json, new_id, now_iso
+from mcp_letta.store.refs import check_label, clean_text, suggestion
+
+READ_ONLY_MESSAGE = "Error This block is read-only and cannot be edited."
+
+
+def limit_message(limit: int, requested: int) -> str:
+    """Letta's wording for an edit past a block's limit."""
+    return (
+        f"Edit failed: Exceeds {limit} character limit (requested {requested}). Nothing was changed: "
+        "shorten the text, or raise the block's limit."
+    )
+
+
+def _agent_names(conn: Conn, block_ids: list[str]) -> dict[str, list[str]]:
+    if not block_ids:
+        return {}
+    marks = ",".join("?" * len(block_ids))
+    rows = conn.execute(
+        f"SELECT ab.block_id, a.name FROM agent_blocks ab JOIN agents a ON a.id = ab.agent_id "
+        f"WHERE ab.block_id IN ({marks}) ORDER BY a.name",
+        block_ids,
+    ).fetchall()
+    names: dict[str, list[str]] = {}
+    for row in rows:
+        names.setdefault(row["block_id"], []).append(row["name"])
+    return names
+
+
+def _to_block(row: Any, agents: list[str]) -> Block:
+    return Block(
+        id=row["id"],
+        label=row["label"],
+        value=row["value"],
+        limit=row["char_limit"],
+        description=row["description"],
+        read_only=bool(row["read_only"]),
+        metadata=loads_json(row["metadata"], {}),
+        version=row["version"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        updated_by=row["updated_by"],
+        agents=agents,
+    )
+
+
+def to_blocks(conn: Conn, rows: list[Any]) -> list[Block]:
+    """Turn block rows into models, with the names of the agents each is attached to."""
+    names = _agent_names(conn, [r["id"] for r in rows])
+    return [_to_block(r, names.get(r["id"], [])) for r in rows]
+
+
+def resolve_block_row(conn: Conn, ref: str, agent_id: str | None = None, agent_name: str | None = None) -> Any:
+    """Find a block by id, or by label (within ``agent_id`` when given, else the one block with it)."""
+    if not isinstance(ref, str) or not ref.strip():
+        raise Invalid("a block reference is required: pass a block id or label (list_blocks shows them)")
+    if agent_id is not None:
+        row = conn.execute(
+            "SELECT b.* FROM blocks b JOIN agent_blocks ab ON ab.block_id = b.id "
+            "WHERE ab.agent_id = ? AND (b.id = ? OR ab.label = ?)",
+            (agent_id, ref, ref),
+        ).fetchone()
+        if row is not None:
+            return row
+        labels = [r[0] for r in conn.execute("SELECT label FROM agent_blocks WHERE agent_id = ?", (agent_id,))]
+        raise NotFound(
+            f"agent {agent_name or agent_id!r} has no block {ref!r}; "
+            + suggestion(ref, labels, "get_agent").replace("none exist yet", "it has no blocks")
+        )
+    row = conn.execute("SELECT * FROM blocks WHERE id = ?", (ref,)).fetchone()
+    if row is not None:
+        return row
+    rows = conn.execute("SELECT * FROM blocks WHERE label = ? ORDER BY created_at", (ref,)).fetchall()
+    if len(rows) == 1:
+        return rows[0]
+    if len(rows) > 1:
+        owners = _agent_names(conn, [r["id"] for r in rows])
+        described = "; ".join(f"{r['id']} (agents: {', '.join(owners.get(r['id'], [])) or 'none'})" for r in rows)
+        raise Invalid(
+            f"label {ref!r} matches {len(rows)} blocks: {described}. Pass the block id, or the agent "
+            "whose block you mean"
+        )
+    labels = sorted({r[0] for r in conn.execute("SELECT label FROM blocks")})
+    raise NotFound(f"block {ref!r} not found; " + suggestion(ref, labels, "list_blocks"))
+
+
+def insert_block(conn: Conn, spec: BlockSpec, *, writer: str | None, owner_agent_id: str | None = None) -> str:
+    """Insert a new block row (validated) and return its id."""
+    check_label(spec.label)
+    value = clean_text(spec.value)
+    if spec.limit < 1:
+        raise Invalid(f"block limit must be at least 1 (got {spec.limit})")
+    if len(value) > spec.limit:
+        raise LimitExceeded(limit_message(spec.limit, len(value)))
+    block_id, now = new_id("block"), now_iso()
+    conn.execute(
+        "INSERT INTO blocks(id, label, value, char_limit, description, read_only, metadata, version, "
+        "owner_agent_id, created_at, updated_at, updated_by) VALUES (?,?,?,?,?,?,?,1,?,?,?,?)",
+        (
+            block_id,
+            spec.label,
+            value,
+            spec.limit,
+            spec.description,
+            int(spec.read_only),
+            json.dumps(spec.metadata),
+            owner_agent_id,
+            now,
+            now,
+            writer,
+        ),
+    )
+    conn.execute(
+        "INSERT INTO block_history(block_id, version, writer, op, old_value, new_value, at) "
+        "VALUES (?, 1, ?, 'create', NULL, ?, ?)",
+        (block_id, writer, value, now),
+    )
+    conn.log_change("block", block_id)
+    return block_id
+
+
+def get_block(conn: Conn, block_id: str) -> Block:
+    """The block with this exact id (it must exist)."""
+    return to_blocks(conn, [conn.execute("SELECT * FROM blocks WHERE id = ?", (block_id,)).fetchone()])[0]
+
+
+def list_blocks(conn: Conn, *, label: str | None = None, agent_id: str | None = None) -> list[Block]:
+    """Blocks filtered by label and/or by the agent they are attached to (attachment order)."""
+    if agent_id is not None:
+        sql = "SELECT b.* FROM blocks b JOIN agent_blocks ab ON ab.block_id = b.id WHERE ab.agent_id = ?"
+        args: list[Any] = [agent_id]
+        if label is not None:
+            sql += " AND b.label = ?"
+            args.append(label)
+        rows = conn.execute(sql + " ORDER BY ab.position", args).fetchall()
+    elif label is not None:
+        rows = conn.execute("SELECT * FROM blocks WHERE label = ? ORDER BY created_at", (label,)).fetchall()
+    else:
+        rows = conn.execute("SELECT * FROM blocks ORDER BY label, created_at").fetchall()
+    return to_blocks(conn, rows)
+
+
+Edit = Callable[[str], str]
+
+
+def edit_block(
+    conn: Conn,
+    row: Any,
+    edit: Edit,
+    *,
+    op: str,
+    writer: str | None,
+    expected_version: int | None = None,
+    enforce_read_only: bool = False,
+) -> Block:
+    """Apply ``edit(old_value) -> new_value`` atomically: checks, write, version bump, history, change log.
+
+    ``row`` must have been read in this same transaction, so nobody can have changed it since.
+    """
+    if enforce_read_only and row["read_only"]:
+        raise ReadOnly(READ_ONLY_MESSAGE)
+    if expected_version is not None and expected_version != row["version"]:
+        raise VersionConflict(
+            f"block {row['label']!r} ({row['id']}) is at version {row['version']}, you wrote against "
+            f"{expected_version}: read it again and retry",
+            current_version=row["version"],
+            current_value=row["value"],
+        )
+    old = row["value"]
+    new = clean_text(edit(old))
+    if len(new) > row["char_limit"]:
+        raise LimitExceeded(limit_message(row["char_limit"], len(new)))
+    version, now = row["version"] + 1, now_iso()
+    conn.execute(
+        "UPDATE blocks SET value = ?, version = ?, updated_at = ?, updated_by = ? WHERE id = ?",
+        (new, version, now, writer, row["id"]),
+    )
+    conn.execute(
+        "INSERT INTO block_history(block_id, version, writer, op, old_value, new_value, at) VALUES (?,?,?,?,?,?,?)",
+        (row["id"], version, writer, op, old, new, now),
+    )
+    conn.log_change("block", row["id"])
+    return get_block(conn, row["id"])
+
+
+def appender(text: str, separator: str = "\n") -> Edit:
+    """An edit that appends ``text`` on a new line (no separator when the block is empty)."""
+    return lambda old: text if old == "" else old + separator + text
+
+
+def replacer(old_text: str, new_text: str, *, replace_all: bool, label: str) -> Edit:
+    """An edit that replaces ``old_text``; it must occur, and once unless ``replace_all``."""
+    if not old_text:
+        raise Invalid("the text to replace is empty: pass the exact substring to replace")
+
+    def edit(value: str) -> str:
+        count = value.count(old_text)
+        if count == 0:
+            raise Invalid(f"{old_text!r} does not occur in block {label!r}: read the block and pass an exact substring")
+        if count > 1 and not replace_all:
+            raise Invalid(
+                f"{old_text!r} occurs {count} times in block {label!r}: include more surrounding text so it "
+                "is unique, or pass replace_all=true"
+            )
+        return value.replace(old_text, new_text)
+
+    return edit
+
+
+def update_block_settings(
+    conn: Conn,
+    row: Any,
+    *,
+    limit: int | None = None,
+    description: str | None = None,
+    read_only: bool | None = None,
+    metadata: dict[str, Any] | None = None,
+    writer: str | None = None,
+) -> Block:
+    """Change a block's limit, description, read-only flag or metadata (not its value)."""
+    if limit is not None:
+        if limit < 1:
+            raise Invalid(f"block limit must be at least 1 (got {limit})")
+        if len(row["value"]) > limit:
+            raise LimitExceeded(
+                f"Limit ({limit}) cannot be less than current value length ({len(row['value'])} characters)"
+            )
+    conn.execute(
+        "UPDATE blocks SET char_limit = coalesce(?, char_limit), description = coalesce(?, description), "
+        "read_only = coalesce(?, read_only), metadata = coalesce(?, metadata), updated_at = ?, updated_by = ? "
+        "WHERE id = ?",
+        (
+            limit,
+            description,
+            None if read_only is None else int(read_only),
+            None if metadata is None else json.dumps(metadata),
+            now_iso(),
+            writer,
+            row["id"],
+        ),
+    )
+    conn.log_change("block", row["id"])
+    return get_block(conn, row["id"])
+
+
+def attach(conn: Conn, agent_id: str, agent_name: str, block_row: Any) -> bool:
+    """Attach a block to an agent; False if it already was. A second block with the same label conflicts."""
+    if conn.execute(
+        "SELECT 1 FROM agent_blocks WHERE agent_id = ? AND block_id = ?", (agent_id, block_row["id"])
+    ).fetchone():
+        return False
+    clash = conn.execute(
+        "SELECT block_id FROM agent_blocks WHERE agent_id = ? AND label = ?", (agent_id, block_row["label"])
+    ).fetchone()
+    if clash is not None:
+        raise Conflict(
+            f"agent {agent_name!r} already has a block labelled {block_row['label']!r} ({clash[0]}): a label is "
+            "unique per agent, so detach that block first or attach a block with another label"
+        )
+    position = conn.execute(
+        "SELECT coalesce(max(position), -1) + 1 FROM agent_blocks WHERE agent_id = ?", (agent_id,)
+    ).fetchone()[0]
+    conn.execute(
+        "INSERT INTO agent_blocks(agent_id, block_id, label, position) VALUES (?,?,?,?)",
+        (agent_id, block_row["id"], block_row["label"], position),
+    )
+    conn.log_change("agent", agent_id)
+    conn.log_change("block", block_row["id"])
+    return True
+
+
+def detach(conn: Conn, agent_id: str, agent_name: str, block_row: Any) -> None:
+    """Detach a block from an agent; an error if it was not attached."""
+    cur = conn.execute("DELETE FROM agent_blocks WHERE agent_id = ? AND block_id = ?", (agent_id, block_row["id"]))
+    if cur.rowcount == 0:
+        raise NotFound(
+            f"block {block_row['label']!r} ({block_row['id']}) is not attached to agent {agent_name!r}: "
+            "get_agent lists the blocks it has"
+        )
+    conn.log_change("agent", agent_id)
+    conn.log_change("block", block_row["id"])
+
+
+def delete(conn: Conn, block_row: Any) -> list[str]:
+    """Delete a block (and its history); returns the ids of the agents it was detached from."""
+    agent_ids = [r[0] for r in conn.execute("SELECT agent_id FROM agent_blocks WHERE block_id = ?", (block_row["id"],))]
+    conn.execute("DELETE FROM blocks WHERE id = ?", (block_row["id"],))
+    conn.log_change("block", block_row["id"])
+    for agent_id in agent_ids:
+        conn.log_change("agent", agent_id)
+    return agent_ids
+
+
+def history(conn: Conn, block_id: str, *, limit: int = 50, before_version: int | None = None) -> list[BlockChange]:
+    """The newest ``limit`` writes of a block, newest first."""
+    if limit < 1:
+        raise Invalid(f"limit must be at least 1 (got {limit})")
+    rows = conn.execute(
+        "SELECT * FROM block_history WHERE block_id = ? AND version < ? ORDER BY version DESC LIMIT ?",
+        (block_id, before_version if before_version is not None else 2**62, limit),
+    ).fetchall()
+    return [
+        BlockChange(
+            block_id=r["block_id"],
+            version=r["version"],
+            writer=r["writer"],
+            op=r["op"],
+            old_value=r["old_value"],
+            new_value=r["new_value"],
+            at=r["at"],
+        )
+        for r in rows
+    ]

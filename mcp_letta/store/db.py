@@ -1,0 +1,288 @@
+"""The SQLite database under the store: connections, pragmas, migrations, transactions, change log.
+
+Every call runs on a worker thread (never on the event loop). Writes take ``BEGIN IMMEDIATE`` so
+read-modify-write is atomic across threads and processes; WAL + ``synchronous=FULL`` means an
+acknowledged write survives a crash. Each committed change is logged so other processes can follow.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import anyio
+import anyio.to_thread
+
+log = logging.getLogger("mcp_letta.store")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+BUSY_TIMEOUT_S = 30.0
+CHANGE_LOG_KEEP_S = 600.0
+
+
+def new_id(kind: str) -> str:
+    """A Letta-style id such as ``block-6f1c...``."""
+    return f"{kind}-{uuid.uuid4()}"
+
+
+def now_iso() -> str:
+    """The current UTC time as sortable ISO-8601 text (microseconds)."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+class Conn(sqlite3.Connection):
+    """A connection that remembers which process it belongs to and what the open transaction changed."""
+
+    origin: str
+    changes: list[tuple[str, str]]
+
+    def log_change(self, kind: str, ref: str) -> None:
+        """Record that ``kind``/``ref`` changed in this transaction (local listeners + change log)."""
+        self.changes.append((kind, ref))
+        self.execute(
+            "INSERT INTO changes(origin, kind, ref, at) VALUES (?, ?, ?, ?)",
+            (self.origin, kind, ref, time.time()),
+        )
+
+
+ChangeListener = Callable[[list[tuple[str, str]]], None]
+
+
+class Database:
+    """A pool of connections to one SQLite file, with async read/write transactions run in threads."""
+
+    def __init__(self, path: Path | str, *, pool_size: int = 8) -> None:
+        self.path = Path(path)
+        self.origin = uuid.uuid4().hex
+        self._pool_size = pool_size
+        self._idle: list[Conn] = []
+        self._all: list[Conn] = []
+        self._lock = threading.Lock()
+        self._limiter = anyio.CapacityLimiter(pool_size)
+        self._listeners: list[ChangeListener] = []
+        self._watch_conn: Conn | None = None
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def open(self) -> None:
+        """Create the file and its folder if needed, switch to WAL and apply pending migrations."""
+        if str(self.path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = self._connect()
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                log.warning("SQLite refused WAL mode for %s (got %s)", self.path, mode)
+            migrate(conn)
+        finally:
+            self._release(conn)
+
+    def close(self) -> None:
+        """Close every connection. Safe to call twice."""
+        with self._lock:
+            self._closed = True
+            conns, self._all, self._idle = self._all, [], []
+        for conn in conns:
+            conn.close()
+        if self._watch_conn is not None:
+            self._watch_conn.close()
+            self._watch_conn = None
+
+    def add_listener(self, listener: ChangeListener) -> None:
+        """Call ``listener(changes)`` after each local commit that logged changes (on the caller's thread)."""
+        self._listeners.append(listener)
+
+    # -- connections -------------------------------------------------------------------------------
+    def _connect(self) -> Conn:
+        conn = sqlite3.connect(
+            self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False, factory=Conn
+        )
+        conn.row_factory = sqlite3.Row
+        conn.origin = self.origin
+        conn.changes = []
+        conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        with self._lock:
+            self._all.append(conn)
+        return conn
+
+    def _acquire(self) -> Conn:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the store is closed")
+            if self._idle:
+                return self._idle.pop()
+        return self._connect()
+
+    def _release(self, conn: Conn) -> None:
+        with self._lock:
+            if not self._closed:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    # -- transactions ------------------------------------------------------------------------------
+    def read_sync(self, fn: Callable[Concatenate[Conn, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn(conn, ...)`` in a read transaction (one consistent snapshot) on this thread."""
+        conn = self._acquire()
+        try:
+            conn.execute("BEGIN")
+            try:
+                return fn(conn, *args, **kwargs)
+            finally:
+                conn.execute("COMMIT")
+        finally:
+            self._release(conn)
+
+    def _write_txn(
+        self, fn: Callable[Concatenate[Conn, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> tuple[T, list[tuple[str, str]]]:
+        conn = self._acquire()
+        try:
+            conn.changes = []
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn, *args, **kwargs)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                conn.changes = []
+                raise
+            changes, conn.changes = conn.changes, []
+            return result, changes
+        finally:
+            self._release(conn)
+
+    def _notify(self, changes: list[tuple[str, str]]) -> None:
+        if changes:
+            for listener in self._listeners:
+                listener(changes)
+
+    def write_sync(self, fn: Callable[Concatenate[Conn, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn(conn, ...)`` in a ``BEGIN IMMEDIATE`` transaction on this thread; roll back on error."""
+        result, changes = self._write_txn(fn, *args, **kwargs)
+        self._notify(changes)
+        return result
+
+    async def read(self, fn: Callable[Concatenate[Conn, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn(conn, ...)`` in a read transaction on a worker thread."""
+        return await anyio.to_thread.run_sync(lambda: self.read_sync(fn, *args, **kwargs), limiter=self._limiter)
+
+    async def write(self, fn: Callable[Concatenate[Conn, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn(conn, ...)`` in a write transaction on a worker thread; listeners run back on the loop."""
+        result, changes = await anyio.to_thread.run_sync(
+            lambda: self._write_txn(fn, *args, **kwargs), limiter=self._limiter
+        )
+        self._notify(changes)
+        return result
+
+    # -- following other processes -----------------------------------------------------------------
+    def data_version_sync(self) -> int:
+        """SQLite's ``PRAGMA data_version``: changes whenever another connection commits."""
+        if self._watch_conn is None:
+            self._watch_conn = self._connect()
+            with self._lock:
+                self._all.remove(self._watch_conn)
+        return int(self._watch_conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def foreign_changes_sync(self, after_id: int) -> tuple[int, list[tuple[str, str]]]:
+        """Changes committed by OTHER processes after change-log id ``after_id``, and the newest id seen."""
+
+        def query(conn: Conn) -> tuple[int, list[tuple[str, str]]]:
+            rows = conn.execute(
+                "SELECT id, origin, kind, ref FROM changes WHERE id > ? ORDER BY id", (after_id,)
+            ).fetchall()
+            last = rows[-1]["id"] if rows else after_id
+            return last, [(r["kind"], r["ref"]) for r in rows if r["origin"] != self.origin]
+
+        return self.read_sync(query)
+
+    def last_change_id_sync(self) -> int:
+        """The newest change-log id (where a new follower starts)."""
+        return self.read_sync(lambda c: int(c.execute("SELECT coalesce(max(id), 0) FROM changes").fetchone()[0]))
+
+    def prune_changes_sync(self) -> None:
+        """Forget change-log rows old enough that every live follower has read them."""
+        self.write_sync(lambda c: c.execute("DELETE FROM changes WHERE at < ?", (time.time() - CHANGE_LOG_KEEP_S,)))
+
+    async def run_sync(self, fn: Callable[[], T]) -> T:
+        """Run a blocking ``fn()`` that uses this database on a worker thread."""
+        return await anyio.to_thread.run_sync(fn, limiter=self._limiter)
+
+
+# -- migrations ------------------------------------------------------------------------------------
+_MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+
+
+def _migrations() -> list[tuple[int, str, str]]:
+    folder = resources.files("mcp_letta.store") / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+def _statements(script: str) -> list[str]:
+    """Split a SQL script into statements (triggers contain ';', so use SQLite's own completeness test)."""
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        if not current and (not line.strip() or line.lstrip().startswith("--")):
+            continue
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    if current.strip():
+        raise ValueError(f"incomplete SQL statement in migration: {current[:80]!r}")
+    return statements
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply the numbered migrations newer than ``PRAGMA user_version`` in one transaction each."""
+    applied = 0
+    for number, name, script in _migrations():
+        conn.execute("BEGIN IMMEDIATE")  # another process may be migrating the same file right now
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if number <= version:
+                conn.execute("COMMIT")
+                continue
+            if number != version + 1:
+                raise RuntimeError(f"migration {name} does not follow schema version {version}")
+            for statement in _statements(script):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={number}")
+            conn.execute("COMMIT")
+            applied += 1
+            log.info("applied migration %s", name)
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    return applied
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The number of the newest migration applied to this database."""
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def loads_json(text: str | None, default: Any) -> Any:
+    """Parse a JSON column, tolerating NULL."""
+    return default if text is None else json.loads(text)

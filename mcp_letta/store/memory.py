@@ -1,0 +1,283 @@
+"""Archival memory (passages with tags, FTS5 BM25 search) and recall memory (every message, searchable).
+
+Functions take a connection inside a transaction; see ``Database``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from mcp_letta.errors import Invalid, NotFound
+from mcp_letta.models import Message, NewMessage, Passage, ToolCall
+from mcp_letta.store.db import Conn, loads_json, new_id, now_iso
+from mcp_letta.store.refs import clean_text
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+MAX_LIMIT = 1000
+
+
+def fts_query(text: str) -> str:
+    """Turn free text into an FTS5 expression: every word quoted (no syntax errors), any word matches.
+
+    BM25 then ranks passages that contain more of the words, and rarer ones, first.
+    """
+    words = _WORD.findall(text)
+    if not words:
+        raise Invalid(f"search query {text!r} has no words to search for: pass one or more words")
+    return " OR ".join(f'"{w}"' for w in dict.fromkeys(words))
+
+
+def _check_limit(limit: int) -> int:
+    if not isinstance(limit, int) or limit < 1 or limit > MAX_LIMIT:
+        raise Invalid(f"limit must be between 1 and {MAX_LIMIT} (got {limit})")
+    return limit
+
+
+def _check_tags(tags: list[str] | None) -> list[str]:
+    out: list[str] = []
+    for tag in tags or []:
+        if not isinstance(tag, str) or not tag.strip() or len(tag) > 64:
+            raise Invalid(f"tag {tag!r} is not allowed: tags are non-empty strings of at most 64 characters")
+        if tag.strip() not in out:
+            out.append(tag.strip())
+    return out
+
+
+# -- archival ---------------------------------------------------------------------------------------
+def _to_passage(row: Any, score: float | None = None) -> Passage:
+    return Passage(
+        id=row["id"],
+        agent_id=row["agent_id"],
+        text=row["text"],
+        tags=loads_json(row["tags"], []),
+        created_at=row["created_at"],
+        score=score,
+    )
+
+
+def insert_passage(conn: Conn, agent_id: str, text: str, tags: list[str] | None = None) -> Passage:
+    """Store one archival passage for an agent."""
+    text = clean_text(text)
+    if not text.strip():
+        raise Invalid("archival passage text is empty: pass the text to remember")
+    tags = _check_tags(tags)
+    passage_id, now = new_id("passage"), now_iso()
+    cur = conn.execute(
+        "INSERT INTO passages(id, agent_id, text, tags, created_at) VALUES (?,?,?,?,?)",
+        (passage_id, agent_id, text, json.dumps(tags), now),
+    )
+    conn.executemany(
+        "INSERT INTO passage_tags(passage_pk, agent_id, tag) VALUES (?,?,?)",
+        [(cur.lastrowid, agent_id, t) for t in tags],
+    )
+    conn.log_change("agent", agent_id)  # the archival count in its memory metadata changed
+    return Passage(id=passage_id, agent_id=agent_id, text=text, tags=tags, created_at=now)
+
+
+def search_passages(
+    conn: Conn,
+    agent_id: str,
+    query: str,
+    *,
+    tags: list[str] | None = None,
+    tag_match: Literal["any", "all"] = "any",
+    limit: int = 10,
+) -> list[Passage]:
+    """BM25-ranked passages of an agent matching any word of ``query``, optionally filtered by tags."""
+    _check_limit(limit)
+    if tag_match not in ("any", "all"):
+        raise Invalid(f"tag_match must be 'any' or 'all' (got {tag_match!r})")
+    sql = (
+        "SELECT p.*, bm25(passages_fts) AS rank FROM passages_fts JOIN passages p ON p.pk = passages_fts.rowid "
+        "WHERE passages_fts MATCH ? AND p.agent_id = ?"
+    )
+    args: list[Any] = [fts_query(query), agent_id]
+    tags = _check_tags(tags)
+    if tags:
+        marks = ",".join("?" * len(tags))
+        if tag_match == "all":
+            sql += f" AND (SELECT count(*) FROM passage_tags t WHERE t.passage_pk = p.pk AND t.tag IN ({marks})) = ?"
+            args += [*tags, len(tags)]
+        else:
+            sql += f" AND EXISTS (SELECT 1 FROM passage_tags t WHERE t.passage_pk = p.pk AND t.tag IN ({marks}))"
+            args += tags
+    sql += " ORDER BY rank LIMIT ?"
+    args.append(limit)
+    # bm25() is lower-is-better; we report higher-is-better.
+    return [_to_passage(r, score=-r["rank"]) for r in conn.execute(sql, args).fetchall()]
+
+
+def list_passages(conn: Conn, agent_id: str, *, limit: int = 50, before: str | None = None) -> list[Passage]:
+    """An agent's passages, newest first; ``before`` is a passage id to page from."""
+    _check_limit(limit)
+    before_pk = 2**62
+    if before is not None:
+        row = conn.execute("SELECT pk FROM passages WHERE id = ? AND agent_id = ?", (before, agent_id)).fetchone()
+        if row is None:
+            raise NotFound(f"passage {before!r} not found for this agent: pass an id from a previous listing")
+        before_pk = row[0]
+    rows = conn.execute(
+        "SELECT * FROM passages WHERE agent_id = ? AND pk < ? ORDER BY pk DESC LIMIT ?",
+        (agent_id, before_pk, limit),
+    ).fetchall()
+    return [_to_passage(r) for r in rows]
+
+
+def delete_passage(conn: Conn, agent_id: str, passage_id: str) -> None:
+    """Delete one passage of an agent."""
+    cur = conn.execute("DELETE FROM passages WHERE id = ? AND agent_id = ?", (passage_id, agent_id))
+    if cur.rowcount == 0:
+        raise NotFound(f"passage {passage_id!r} not found for this agent: list its archival memory for ids")
+    conn.log_change("agent", agent_id)
+
+
+def archival_stats(conn: Conn, agent_id: str) -> tuple[int, list[str]]:
+    """How many passages an agent has, and the distinct tags in use (for the memory metadata)."""
+    count = conn.execute("SELECT count(*) FROM passages WHERE agent_id = ?", (agent_id,)).fetchone()[0]
+    tags = [
+        r[0] for r in conn.execute("SELECT DISTINCT tag FROM passage_tags WHERE agent_id = ? ORDER BY tag", (agent_id,))
+    ]
+    return count, tags
+
+
+# -- recall -----------------------------------------------------------------------------------------
+def _to_message(row: Any) -> Message:
+    return Message(
+        id=row["id"],
+        agent_id=row["agent_id"],
+        seq=row["seq"],
+        role=row["role"],
+        content=row["content"],
+        name=row["name"],
+        tool_calls=[ToolCall.model_validate(tc) for tc in loads_json(row["tool_calls"], [])],
+        tool_call_id=row["tool_call_id"],
+        run_id=row["run_id"],
+        sender=row["sender"],
+        in_context=bool(row["in_context"]),
+        created_at=row["created_at"],
+    )
+
+
+def append_messages(conn: Conn, agent_id: str, messages: list[NewMessage]) -> list[Message]:
+    """Append messages to an agent's history, in order."""
+    out = []
+    for msg in messages:
+        message_id, now = new_id("message"), now_iso()
+        cur = conn.execute(
+            "INSERT INTO messages(id, agent_id, role, content, name, tool_calls, tool_call_id, run_id, sender, "
+            "in_context, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                message_id,
+                agent_id,
+                msg.role,
+                clean_text(msg.content),
+                msg.name,
+                json.dumps([tc.model_dump() for tc in msg.tool_calls]) if msg.tool_calls else None,
+                msg.tool_call_id,
+                msg.run_id,
+                msg.sender,
+                int(msg.in_context),
+                now,
+            ),
+        )
+        out.append(_to_message(conn.execute("SELECT * FROM messages WHERE seq = ?", (cur.lastrowid,)).fetchone()))
+    return out
+
+
+def list_messages(
+    conn: Conn,
+    agent_id: str,
+    *,
+    limit: int = 50,
+    before_seq: int | None = None,
+    in_context_only: bool = False,
+) -> list[Message]:
+    """The newest ``limit`` messages of an agent (before ``before_seq`` if given), oldest first."""
+    _check_limit(limit)
+    sql = "SELECT * FROM messages WHERE agent_id = ? AND seq < ?"
+    if in_context_only:
+        sql += " AND in_context = 1"
+    rows = conn.execute(
+        sql + " ORDER BY seq DESC LIMIT ?", (agent_id, before_seq if before_seq is not None else 2**62, limit)
+    ).fetchall()
+    return [_to_message(r) for r in reversed(rows)]
+
+
+def in_context_messages(conn: Conn, agent_id: str) -> list[Message]:
+    """Every message of an agent still in its context window, oldest first."""
+    rows = conn.execute(
+        "SELECT * FROM messages WHERE agent_id = ? AND in_context = 1 ORDER BY seq", (agent_id,)
+    ).fetchall()
+    return [_to_message(r) for r in rows]
+
+
+def evict_messages(conn: Conn, agent_id: str, up_to_seq: int) -> int:
+    """Take messages up to ``up_to_seq`` out of the context window (they stay searchable)."""
+    return conn.execute(
+        "UPDATE messages SET in_context = 0 WHERE agent_id = ? AND seq <= ? AND in_context = 1",
+        (agent_id, up_to_seq),
+    ).rowcount
+
+
+def search_messages(
+    conn: Conn,
+    agent_id: str,
+    query: str | None = None,
+    *,
+    roles: list[str] | None = None,
+    limit: int = 5,
+    start: str | None = None,
+    end: str | None = None,
+) -> list[Message]:
+    """Recall search: BM25 over message text (or newest first without a query), by role and date range.
+
+    ``start``/``end`` are ISO dates or datetimes; a date-only ``end`` covers the whole day.
+    """
+    _check_limit(limit)
+    args: list[Any] = []
+    if query and query.strip():
+        sql = (
+            "SELECT m.*, bm25(messages_fts) AS rank FROM messages_fts JOIN messages m ON m.seq = messages_fts.rowid "
+            "WHERE messages_fts MATCH ? AND m.agent_id = ?"
+        )
+        args += [fts_query(query), agent_id]
+        order = " ORDER BY rank, m.seq DESC"
+    else:
+        sql, order = "SELECT m.* FROM messages m WHERE m.agent_id = ?", " ORDER BY m.seq DESC"
+        args.append(agent_id)
+    if roles:
+        bad = [r for r in roles if r not in ("system", "user", "assistant", "tool")]
+        if bad:
+            raise Invalid(f"unknown role(s) {bad}: use system, user, assistant or tool")
+        sql += f" AND m.role IN ({','.join('?' * len(roles))})"
+        args += roles
+    if start:
+        sql += " AND m.created_at >= ?"
+        args.append(_date_bound(start, end=False))
+    if end:
+        sql += " AND m.created_at <= ?"
+        args.append(_date_bound(end, end=True))
+    rows = conn.execute(sql + order + " LIMIT ?", [*args, limit]).fetchall()
+    return [_to_message(r) for r in rows]
+
+
+def _date_bound(text: str, *, end: bool) -> str:
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise Invalid(f"date {text!r} is not ISO format: use YYYY-MM-DD or YYYY-MM-DDTHH:MM") from None
+    if len(text) <= 10 and end:  # a bare date covers the whole day
+        return parsed.strftime("%Y-%m-%dT23:59:59.999999+00:00")
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def recall_stats(conn: Conn, agent_id: str) -> int:
+    """How many messages of an agent are out of its context window (stored in recall only)."""
+    return conn.execute("SELECT count(*) FROM messages WHERE agent_id = ? AND in_context = 0", (agent_id,)).fetchone()[
+        0
+    ]

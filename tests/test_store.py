@@ -1,0 +1,281 @@
+"""AgentHub over a real SQLite file: blocks, compare-and-set, limits, agents, archival and recall memory."""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+import textwrap
+from pathlib import Path
+
+import anyio
+import pytest
+
+from mcp_letta import AgentHub, Conflict, Invalid, LimitExceeded, NotFound, Settings, VersionConflict
+from mcp_letta.models import NewMessage
+
+pytestmark = pytest.mark.anyio
+
+
+def dump(path: Path) -> list[str]:
+    """Every row of every table, for 'nothing changed' assertions."""
+    conn = sqlite3.connect(path)
+    try:
+        return list(conn.iterdump())
+    finally:
+        conn.close()
+
+
+async def test_stale_compare_and_set_write_fails_and_reports_current_version(hub: AgentHub) -> None:
+    block = await hub.create_block("plan", "v1")
+    await hub.write_block("plan", "v2 by someone else", expected_version=block.version)
+    with pytest.raises(VersionConflict) as caught:
+        await hub.write_block("plan", "my stale edit", expected_version=block.version)
+    assert caught.value.current_version == 2
+    assert caught.value.current_value == "v2 by someone else"
+    assert "version 2" in str(caught.value) and "read it again" in str(caught.value)
+    assert (await hub.read_block("plan")).value == "v2 by someone else"
+
+
+async def test_every_write_bumps_version_and_keeps_history(hub: AgentHub) -> None:
+    await hub.create_block("notes", "a")
+    await hub.append_to_block("notes", "b", writer="alice")
+    await hub.replace_in_block("notes", "b", "c", writer="bob")
+    final = await hub.write_block("notes", "z")
+    assert final.version == 4
+    history = await hub.block_history("notes")
+    assert [(h.version, h.op, h.writer, h.old_value, h.new_value) for h in history] == [
+        (4, "write", "api", "a\nc", "z"),
+        (3, "replace", "bob", "a\nb", "a\nc"),
+        (2, "append", "alice", "a", "a\nb"),
+        (1, "create", "api", None, "a"),
+    ]
+
+
+async def test_edit_past_the_limit_changes_nothing(hub: AgentHub, db_path: Path) -> None:
+    await hub.create_block("small", "x" * 4990, limit=5000)
+    before = dump(db_path)
+    with pytest.raises(LimitExceeded) as caught:
+        await hub.append_to_block("small", "y" * 219)
+    assert "Edit failed: Exceeds 5000 character limit (requested 5210)" in str(caught.value)
+    assert dump(db_path) == before
+    with pytest.raises(LimitExceeded):
+        await hub.create_block("big", "x" * 11, limit=10)
+    assert dump(db_path) == before
+
+
+async def test_replace_requires_the_text_to_occur_and_be_unique(hub: AgentHub) -> None:
+    await hub.create_block("todo", "buy milk\nbuy eggs")
+    with pytest.raises(Invalid, match="does not occur"):
+        await hub.replace_in_block("todo", "bread", "rice")
+    with pytest.raises(Invalid, match="occurs 2 times"):
+        await hub.replace_in_block("todo", "buy", "get")
+    done = await hub.replace_in_block("todo", "buy", "get", replace_all=True)
+    assert done.value == "get milk\nget eggs"
+    assert done.version == 2
+
+
+async def test_a_label_is_unique_per_agent(hub: AgentHub) -> None:
+    await hub.create_agent("alice")
+    other_persona = await hub.create_block("persona", "someone else")
+    with pytest.raises(Conflict, match="already has a block labelled 'persona'"):
+        await hub.attach_block("alice", other_persona.id)
+    again = await hub.create_block("team", "shared")
+    await hub.attach_block("alice", "team")
+    assert (await hub.attach_block("alice", again.id)).agents == ["alice"]  # attaching twice is a no-op
+
+
+async def test_shared_block_edit_is_seen_by_every_agent(hub: AgentHub) -> None:
+    team = await hub.create_block("team", "Team notes.", description="Shared team notes")
+    await hub.create_agent("alice", shared_blocks=["team"])
+    await hub.create_agent("bob", shared_blocks=[team.id])
+    await hub.append_to_block("team", "Alice was here", agent="alice")
+    assert "Alice was here" in await hub.core_memory("bob")
+    detached = await hub.detach_block("bob", "team")
+    assert detached.agents == ["alice"]
+    assert "Alice was here" not in await hub.core_memory("bob")
+    with pytest.raises(NotFound, match="has no block"):
+        await hub.detach_block("bob", team.id)
+
+
+async def test_bad_references_name_near_matches(hub: AgentHub) -> None:
+    await hub.create_agent("researcher")
+    await hub.create_agent("writer")
+    await hub.create_block("project_memory", "")
+    with pytest.raises(NotFound, match="did you mean 'researcher'"):
+        await hub.get_agent("reserch")
+    with pytest.raises(NotFound, match="did you mean 'project_memory'"):
+        await hub.read_block("project_memroy")
+    with pytest.raises(Invalid, match="matches 2 blocks"):
+        await hub.read_block("persona")
+    assert (await hub.read_block("persona", agent="writer")).agents == ["writer"]
+
+
+async def test_agent_names_are_unique_and_tool_safe(hub: AgentHub, db_path: Path) -> None:
+    await hub.create_agent("alice")
+    before = dump(db_path)
+    with pytest.raises(Conflict, match="already exists"):
+        await hub.create_agent("Alice")
+    for bad in ["", "has space", "dots.are.bad", "x" * 65, "ünïcode"]:
+        with pytest.raises(Invalid, match="not allowed"):
+            await hub.create_agent(bad)
+    with pytest.raises(NotFound):  # a missing shared block aborts the whole create
+        await hub.create_agent("bob", shared_blocks=["nope"])
+    assert dump(db_path) == before
+
+
+async def test_list_agents_by_tags_and_text(hub: AgentHub) -> None:
+    await hub.create_agent("a1", tags=["worker", "eu"], description="writes reports")
+    await hub.create_agent("a2", tags=["worker"])
+    await hub.create_agent("a3", tags=["boss"])
+    names = lambda agents: [a.name for a in agents]  # noqa: E731
+    assert names(await hub.list_agents(tags=["worker", "eu"], match_all_tags=True)) == ["a1"]
+    assert names(await hub.list_agents(tags=["eu", "boss"])) == ["a1", "a3"]
+    assert names(await hub.list_agents(query="reports")) == ["a1"]
+    assert names(await hub.list_agents()) == ["a1", "a2", "a3"]
+
+
+async def test_update_and_delete_agent_keeps_shared_blocks(hub: AgentHub) -> None:
+    await hub.create_block("team", "shared")
+    await hub.create_agent("alice", persona="I am Alice", shared_blocks=["team"])
+    updated = await hub.update_agent("alice", name="alice2", tags=["x"], model_settings={"model": "m1"})
+    assert (updated.name, updated.tags, updated.model_settings.model) == ("alice2", ["x"], "m1")
+    await hub.archival_insert("alice2", "remember this")
+    await hub.delete_agent("alice2")
+    assert [b.label for b in await hub.list_blocks()] == ["team"]
+    with pytest.raises(NotFound):
+        await hub.get_agent("alice2")
+
+
+async def test_archival_search_ranks_by_bm25_and_filters_tags(hub: AgentHub) -> None:
+    await hub.create_agent("r")
+    await hub.archival_insert("r", "The cat sat on the mat", tags=["pets"])
+    await hub.archival_insert("r", "Dogs bark at cats", tags=["pets", "noise"])
+    await hub.archival_insert("r", "Quarterly revenue grew", tags=["finance"])
+    for i in range(20):
+        await hub.archival_insert("r", f"unrelated filler passage number {i}")
+    best = await hub.archival_search("r", "cat on a mat")
+    assert best[0].text == "The cat sat on the mat"
+    assert {p.text for p in best} == {"The cat sat on the mat", "Dogs bark at cats"}
+    assert [p.text for p in await hub.archival_search("r", "cats", tags=["noise"])] == ["Dogs bark at cats"]
+    assert await hub.archival_search("r", "cats", tags=["pets", "finance"], tag_match="all") == []
+    assert len(await hub.archival_search("r", "filler", limit=3)) == 3
+    with pytest.raises(Invalid, match="no words"):
+        await hub.archival_search("r", "  ?!  ")
+    with pytest.raises(Invalid, match="limit"):
+        await hub.archival_search("r", "cat", limit=-1)
+
+
+async def test_memory_rendering_matches_letta(hub: AgentHub) -> None:
+    await hub.create_block("team", "Team notes.", limit=200, description="Shared team notes", read_only=True)
+    agent = await hub.create_agent("alice", persona="I am Alice", shared_blocks=["team"])
+    await hub.archival_insert("alice", "fact one", tags=["b", "a"])
+    memory = await hub.core_memory("alice")
+    expected_blocks = textwrap.dedent(
+        """\
+        <memory_blocks>
+        The following memory blocks are currently engaged in your core memory unit:
+
+        <team>
+        <description>
+        Shared team notes
+        </description>
+        <metadata>
+        - read_only=true
+        - chars_current=11
+        - chars_limit=200
+        </metadata>
+        <value>
+        Team notes.
+        </value>
+        </team>
+
+        <persona>
+        """
+    )
+    assert memory.startswith(expected_blocks)
+    assert "<human>\n<description>\nThe human block: Stores key details" in memory
+    assert memory.split("</memory_blocks>")[1].startswith("\n\n<memory_metadata>\n")
+    assert f"- AGENT_ID: {agent.id}\n- CONVERSATION_ID: default\n- System prompt last recompiled: " in memory
+    assert "- 0 previous messages between you and the user are stored in recall memory\n" in memory
+    assert "- 1 total memories you created are stored in archival memory (use tools to access them)" in memory
+    assert memory.endswith("- Available archival memory tags: a, b\n</memory_metadata>")
+    system = await hub.system_prompt("alice")
+    assert system.startswith(agent.system + "\n\n<memory_blocks>\n")
+    assert system.endswith("</memory_metadata>")
+
+
+async def test_messages_are_stored_and_searchable(hub: AgentHub) -> None:
+    await hub.create_agent("a")
+    await hub.append_messages(
+        "a",
+        [
+            NewMessage(role="user", content="I love hiking in the Alps"),
+            NewMessage(role="assistant", content="Hiking sounds great"),
+            NewMessage(role="user", content="My cat is called Tom"),
+        ],
+    )
+    recent = await hub.get_messages("a", limit=2)
+    assert [m.content for m in recent] == ["Hiking sounds great", "My cat is called Tom"]
+    found = await hub.search_messages("a", "hiking", roles=["user"])
+    assert [m.content for m in found] == ["I love hiking in the Alps"]
+    assert len(await hub.search_messages("a", limit=10)) == 3
+
+
+APPENDER = """
+import sys, anyio
+from mcp_letta import AgentHub, Settings
+
+async def main(db, proc):
+    async with AgentHub(Settings(db_path=db)) as hub:
+        async with anyio.create_task_group() as tg:
+            for i in range(250):
+                tg.start_soon(hub.append_to_block, "shared", f"p{proc}-{i}")
+
+anyio.run(main, sys.argv[1], sys.argv[2])
+"""
+
+
+async def test_concurrent_appends_from_four_processes_lose_nothing(hub: AgentHub, db_path: Path) -> None:
+    await hub.create_block("shared", "", limit=100_000)
+    results: list[int] = []
+
+    async def run(proc: int) -> None:
+        done = await anyio.run_process([sys.executable, "-c", APPENDER, str(db_path), str(proc)], check=False)
+        results.append(done.returncode)
+
+    async with anyio.create_task_group() as tg:
+        for proc in range(4):
+            tg.start_soon(run, proc)
+    assert results == [0, 0, 0, 0]
+    block = await hub.read_block("shared")
+    lines = block.value.split("\n")
+    assert len(lines) == 1000
+    assert set(lines) == {f"p{p}-{i}" for p in range(4) for i in range(250)}
+    assert block.version == 1001
+    versions = [h.version for h in await hub.block_history("shared", limit=1000)]
+    assert sorted(versions) == list(range(2, 1002))
+
+
+async def test_changes_made_by_another_process_reach_the_change_feed(hub: AgentHub, db_path: Path) -> None:
+    block = await hub.create_block("feed", "")
+    changes = hub.subscribe_changes()
+    script = (
+        "import anyio, sys\nfrom mcp_letta import AgentHub, Settings\n"
+        "async def main():\n    async with AgentHub(Settings(db_path=sys.argv[1])) as h:\n"
+        "        await h.append_to_block('feed', 'from afar')\nanyio.run(main)\n"
+    )
+    done = await anyio.run_process([sys.executable, "-c", script, str(db_path)], check=False)
+    assert done.returncode == 0
+    with anyio.fail_after(10):
+        async for change in changes:
+            if change.kind == "block" and change.ref == block.id and not change.local:
+                break
+
+
+async def test_a_reopened_database_keeps_everything(settings: Settings) -> None:
+    async with AgentHub(settings) as first:
+        await first.create_agent("keeper", persona="persistent")
+        await first.archival_insert("keeper", "long term fact")
+    async with AgentHub(settings) as second:
+        assert (await second.read_block("persona", agent="keeper")).value == "persistent"
+        assert (await second.archival_search("keeper", "fact"))[0].text == "long term fact"
