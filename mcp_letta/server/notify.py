@@ -48,12 +48,12 @@ _SUBSCRIPTIONS_KEY = "mcp_letta.notify.subscriptions"
 _LOG_LEVEL_KEY = "mcp_letta.notify.log_level"
 _TEARDOWN_KEY = "mcp_letta.notify.teardown_registered"
 
-# Capability flags advertised at `initialize`. MCPServer derives them as false for handshake clients
-# because the transports call create_initialization_options() without NotificationOptions.
-_ADVERTISED: dict[str, dict[str, bool]] = {
-    "tools": {"listChanged": True},
-    "resources": {"listChanged": True, "subscribe": True},
-    "prompts": {"listChanged": True},
+# Capability flags set at `initialize`. MCPServer derives them as false for handshake clients because the
+# transports call create_initialization_options() without NotificationOptions (SDK notes §1.2 pitfall 1).
+_PUSH_FLAGS: dict[str, tuple[str, ...]] = {
+    "tools": ("listChanged",),
+    "resources": ("listChanged", "subscribe"),
+    "prompts": ("listChanged",),
 }
 
 
@@ -194,16 +194,20 @@ class Notifier:
             conn.exit_stack.callback(self._connections.discard, conn)
 
     async def _middleware(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
-        self._remember(_connection_of(ctx))
+        conn = _connection_of(ctx)
+        self._remember(conn)
         result = await call_next(ctx)
         # The initialize result reaches middleware already serialized as a wire (camelCase) dict.
         if ctx.method == "initialize" and isinstance(result, dict):
+            # Promise pushes only where they can be kept: stateless HTTP gives a handshake client no
+            # channel for them, so there the flags (subscribe included) are honestly false.
+            can_push = conn.has_standalone_channel
             capabilities = result.setdefault("capabilities", {})
-            for name, flags in _ADVERTISED.items():
+            for name, flags in _PUSH_FLAGS.items():
                 section = capabilities.get(name)
                 if not isinstance(section, dict):
                     section = capabilities[name] = {}
-                section.update(flags)
+                section.update(dict.fromkeys(flags, can_push))
         return result
 
     async def _on_subscribe(
