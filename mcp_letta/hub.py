@@ -440,6 +440,10 @@ class AgentHub:
             )
         )
 
+    async def block_agents(self, block_id: str) -> list[tuple[str, str]]:
+        """``(id, name)`` of the agents a block (by exact id) is attached to; empty if none or deleted."""
+        return await self.db.read(block_sql.attached_agents, block_id)
+
     # -- archival memory ---------------------------------------------------------------------------
     async def archival_insert(self, agent: str, text: str, tags: Sequence[str] | None = None) -> Passage:
         """Store a passage in an agent's archival memory."""

@@ -1,0 +1,1 @@
+"""The agent runtime: context window, toolbox, runner and scheduler."""

@@ -42,6 +42,15 @@ def _agent_names(conn: Conn, block_ids: list[str]) -> dict[str, list[str]]:
     return names
 
 
+def attached_agents(conn: Conn, block_id: str) -> list[tuple[str, str]]:
+    """``(id, name)`` of every agent a block is attached to."""
+    rows = conn.execute(
+        "SELECT a.id, a.name FROM agent_blocks ab JOIN agents a ON a.id = ab.agent_id WHERE ab.block_id = ?",
+        (block_id,),
+    ).fetchall()
+    return [(r[0], r[1]) for r in rows]
+
+
 def _to_block(row: Any, agents: list[str]) -> Block:
     return Block(
         id=row["id"],

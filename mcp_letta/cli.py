@@ -1,0 +1,95 @@
+"""The ``mcp-letta`` command: serve MCP (stdio by default) and inspect the store from a shell.
+
+With no arguments it serves MCP over stdio, which is what MCP hosts launch. Only the ``agents`` and
+``blocks`` commands write to stdout; the server never does (protocol messages aside).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from mcp_letta import __version__
+from mcp_letta.config import Settings
+from mcp_letta.errors import LettaError
+from mcp_letta.hub import AgentHub
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mcp-letta", description="Stateful Letta-style agents as MCP tools. No command: serve MCP over stdio."
+    )
+    parser.add_argument("--version", action="version", version=f"mcp-letta {__version__}")
+    parser.add_argument("--db", type=Path, help="SQLite file (default: $MCP_LETTA_DB or ~/.local/share/mcp-letta)")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (logs go to stderr)")
+    commands = parser.add_subparsers(dest="command")
+
+    serve = commands.add_parser("serve", help="serve MCP (stdio unless --transport http)")
+    serve.add_argument("--transport", choices=["stdio"], default="stdio")
+
+    agents = commands.add_parser("agents", help="list or show agents")
+    agents_cmd = agents.add_subparsers(dest="action", required=True)
+    agents_cmd.add_parser("list", help="list agents")
+    show = agents_cmd.add_parser("show", help="show one agent")
+    show.add_argument("agent")
+    memory = agents_cmd.add_parser("memory", help="print an agent's core memory as its prompt shows it")
+    memory.add_argument("agent")
+
+    blocks = commands.add_parser("blocks", help="list or read memory blocks")
+    blocks_cmd = blocks.add_subparsers(dest="action", required=True)
+    blocks_cmd.add_parser("list", help="list blocks")
+    read = blocks_cmd.add_parser("read", help="print one block's value")
+    read.add_argument("block")
+    read.add_argument("--agent", help="resolve the label among this agent's blocks")
+    return parser
+
+
+async def _inspect(settings: Settings, args: argparse.Namespace) -> Any:
+    async with AgentHub(settings) as hub:
+        if args.command == "agents":
+            if args.action == "list":
+                return [{"name": a.name, "id": a.id, "tags": a.tags, "description": a.description}
+                        for a in await hub.list_agents()]  # fmt: skip
+            if args.action == "show":
+                return (await hub.get_agent(args.agent)).model_dump(mode="json")
+            return await hub.core_memory(args.agent)
+        if args.action == "list":
+            return [{"label": b.label, "id": b.id, "version": b.version, "agents": b.agents}
+                    for b in await hub.list_blocks()]  # fmt: skip
+        return (await hub.read_block(args.block, agent=args.agent)).value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``mcp-letta`` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env().with_overrides(db_path=args.db, log_level=args.log_level)
+    except LettaError as exc:
+        print(f"mcp-letta: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command in (None, "serve"):
+            from mcp_letta.server.app import serve_stdio
+
+            anyio.run(serve_stdio, settings)
+            return 0
+        result = anyio.run(_inspect, settings, args)
+    except LettaError as exc:
+        print(f"mcp-letta: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    print(result if isinstance(result, str) else json.dumps(result, indent=2))
+    return 0

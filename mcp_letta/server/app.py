@@ -1,0 +1,90 @@
+"""The MCP server: builds the ``MCPServer`` over an ``AgentHub`` and runs it over stdio.
+
+``build_server(hub)`` wires tools, resources and notifications; ``server.running()`` owns the
+background work (turning store changes, from this process or another, into notifications).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+
+import anyio
+from mcp.server.mcpserver import MCPServer
+
+from mcp_letta import __version__
+from mcp_letta.config import Settings
+from mcp_letta.hub import AgentHub, Change
+from mcp_letta.server.notify import Notifier
+from mcp_letta.server.resources import ResourceFanout, check_subscription, register_resources
+from mcp_letta.server.tools import register_builtin_tools
+
+log = logging.getLogger("mcp_letta.server")
+
+INSTRUCTIONS = (
+    "mcp-letta runs stateful agents with persistent memory. Each agent keeps core memory blocks (shown in "
+    "its prompt), archival memory and its full message history. Use list_agents to see agents, blocks tools "
+    "to read and edit shared memory, and the letta:// resources to follow memory as it changes."
+)
+
+
+class LettaServer:
+    """An ``MCPServer`` bound to one ``AgentHub``, with the background work that keeps clients informed."""
+
+    def __init__(self, hub: AgentHub, settings: Settings | None = None) -> None:
+        self.hub = hub
+        self.settings = settings or hub.settings
+        self.notifier = Notifier(on_subscribe=partial(check_subscription, hub))
+        self.mcp: MCPServer = self.notifier.create_server(
+            "mcp-letta",
+            title="Letta agents",
+            version=__version__,
+            instructions=INSTRUCTIONS,
+            log_level=self.settings.log_level,  # type: ignore[arg-type]
+        )
+        self.builtin_tools = register_builtin_tools(self.mcp, hub, tools=self.settings.tools)
+        register_resources(self.mcp, hub)
+        self._fanout = ResourceFanout(hub, self.notifier)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[LettaServer]:
+        """Run the background work (change notifications) while the server is in use."""
+        async with anyio.create_task_group() as tg:
+            changes = self.hub.subscribe_changes()
+            tg.start_soon(self._pump_changes, changes)
+            try:
+                yield self
+            finally:
+                tg.cancel_scope.cancel()
+
+    async def _pump_changes(self, changes: anyio.abc.ObjectReceiveStream[Change]) -> None:
+        async with changes:
+            async for first in changes:
+                batch = [first]
+                while True:  # take everything already queued, so a burst of writes notifies once per URI
+                    try:
+                        batch.append(changes.receive_nowait())
+                    except anyio.WouldBlock:
+                        break
+                try:
+                    await self._fanout.handle(batch)
+                except Exception:  # one failed notification must not stop all later ones
+                    log.exception("sending change notifications failed")
+
+    async def serve_stdio(self) -> None:
+        """Serve MCP over this process's stdin/stdout until the client closes stdin."""
+        async with self.running():
+            await self.mcp.run_stdio_async()
+
+
+def build_server(hub: AgentHub, settings: Settings | None = None) -> LettaServer:
+    """The mcp-letta MCP server over ``hub`` (its ``.mcp`` is the ``MCPServer``)."""
+    return LettaServer(hub, settings)
+
+
+async def serve_stdio(settings: Settings) -> None:
+    """Open the store named by ``settings`` and serve MCP over stdio."""
+    async with AgentHub(settings) as hub:
+        await build_server(hub, settings).serve_stdio()

@@ -1,0 +1,109 @@
+"""Output models of the MCP tools that are not plain hub models: lists, summaries, deletion receipts.
+
+Hosts pay for every token a tool returns, so listings are summaries; ``get_agent``/``read_block``
+return the full records.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from mcp_letta.models import Agent, Block, BlockChange, Message, Passage
+
+PREVIEW_CHARS = 200
+
+
+class AgentSummary(BaseModel):
+    """An agent in a listing: enough to pick one and call it."""
+
+    id: str
+    name: str
+    description: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    blocks: list[str] = Field(default_factory=list, description="labels of its memory blocks")
+
+    @classmethod
+    def of(cls, agent: Agent) -> AgentSummary:
+        """Summarise an agent."""
+        return cls(
+            id=agent.id,
+            name=agent.name,
+            description=agent.description,
+            tags=agent.tags,
+            blocks=[b.label for b in agent.blocks],
+        )
+
+
+class AgentList(BaseModel):
+    """Agents matching a listing's filters, sorted by name."""
+
+    count: int
+    agents: list[AgentSummary]
+
+
+class BlockSummary(BaseModel):
+    """A block in a listing: its value is cut to a preview (read_block gives all of it)."""
+
+    id: str
+    label: str
+    version: int
+    chars: int
+    limit: int
+    read_only: bool
+    description: str | None = None
+    agents: list[str] = Field(default_factory=list)
+    preview: str
+
+    @classmethod
+    def of(cls, block: Block) -> BlockSummary:
+        """Summarise a block."""
+        preview = block.value if len(block.value) <= PREVIEW_CHARS else block.value[:PREVIEW_CHARS] + "…"
+        return cls(
+            id=block.id,
+            label=block.label,
+            version=block.version,
+            chars=len(block.value),
+            limit=block.limit,
+            read_only=block.read_only,
+            description=block.description,
+            agents=block.agents,
+            preview=preview,
+        )
+
+
+class BlockList(BaseModel):
+    """Blocks matching a listing's filters."""
+
+    count: int
+    blocks: list[BlockSummary]
+
+
+class Deleted(BaseModel):
+    """What a delete removed."""
+
+    deleted: str = Field(description="id of the deleted record")
+    name: str = Field(description="its name or label")
+    detail: str
+
+
+class BlockHistory(BaseModel):
+    """The newest writes of a block, newest first."""
+
+    block_id: str
+    label: str
+    current_version: int
+    changes: list[BlockChange]
+
+
+class PassageList(BaseModel):
+    """Archival passages, best match first for searches."""
+
+    count: int
+    passages: list[Passage]
+
+
+class MessageList(BaseModel):
+    """Messages of an agent's history."""
+
+    count: int
+    messages: list[Message]

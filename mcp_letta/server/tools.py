@@ -1,0 +1,289 @@
+"""The built-in MCP tools: agents, memory blocks, archival memory and message history.
+
+Each tool is a thin typed adapter over ``AgentHub``: validate, call the hub, shape the result. Errors
+a caller can act on become ``ToolError``s whose text says what to do next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal, TypeVar
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
+from pydantic import Field, ValidationError
+
+from mcp_letta.errors import LettaError, VersionConflict
+from mcp_letta.hub import AgentHub
+from mcp_letta.models import Agent, Block, BlockSpec, ModelSettings, Passage
+from mcp_letta.server.shapes import (
+    AgentList,
+    AgentSummary,
+    BlockHistory,
+    BlockList,
+    BlockSummary,
+    Deleted,
+    MessageList,
+    PassageList,
+)
+
+T = TypeVar("T")
+
+WRITER = "mcp"
+
+AgentRef = Annotated[str, Field(description="agent name or id")]
+BlockRef = Annotated[str, Field(description="block id or label")]
+ScopeAgent = Annotated[str | None, Field(description="resolve the label among this agent's blocks")]
+ExpectedVersion = Annotated[
+    int | None, Field(description="compare-and-set: fail unless the block is still at this version")
+]
+
+READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+CREATE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
+SET = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
+ADD = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
+LINK = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+DELETE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=False)
+
+# Tools a host sees with MCP_LETTA_TOOLS=core (the rest only with "full").
+CORE_TOOLS = frozenset({"list_agents", "read_block", "write_block", "append_to_block"})
+
+
+def tool_error(exc: Exception) -> ToolError:
+    """The ToolError a caller reads for one of our errors (or a validation error)."""
+    if isinstance(exc, VersionConflict):
+        return ToolError(f"{exc.message}. Current value (version {exc.current_version}):\n{exc.current_value}")
+    if isinstance(exc, LettaError):
+        return ToolError(exc.message)
+    if isinstance(exc, ValidationError):
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'input'}: {err['msg']}" for err in exc.errors()[:5]
+        )
+        return ToolError(f"invalid input: {problems}")
+    raise exc
+
+
+async def call(work: Awaitable[T]) -> T:
+    """Await hub work, turning our errors into ToolErrors with the same message."""
+    try:
+        return await work
+    except (LettaError, ValidationError) as exc:
+        raise tool_error(exc) from None
+
+
+def register_builtin_tools(mcp: MCPServer, hub: AgentHub, *, tools: str = "full") -> list[str]:
+    """Add the agent, block, archival and history tools to ``mcp``; returns the names registered."""
+    registered: list[str] = []
+
+    def tool(annotations: ToolAnnotations, title: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+            if tools == "full" or fn.__name__ in CORE_TOOLS:
+                mcp.tool(title=title, annotations=annotations)(fn)
+                registered.append(fn.__name__)
+            return fn
+
+        return decorate
+
+    # -- agents ------------------------------------------------------------------------------------
+    @tool(READ, "List agents")
+    async def list_agents(
+        tags: Annotated[list[str] | None, Field(description="only agents with these tags")] = None,
+        match_all_tags: Annotated[bool, Field(description="require every tag, not any")] = False,
+        query: Annotated[str | None, Field(description="text to find in name, description or system")] = None,
+    ) -> AgentList:
+        """List agents (name, description, tags, block labels), filtered by tags and text."""
+        agents = await call(hub.list_agents(tags=tags, match_all_tags=match_all_tags, query=query))
+        return AgentList(count=len(agents), agents=[AgentSummary.of(a) for a in agents])
+
+    @tool(CREATE, "Create agent")
+    async def create_agent(
+        name: Annotated[str, Field(description="unique; letters, digits, '-' and '_'")],
+        description: Annotated[str | None, Field(description="what the agent is for (its tool description)")] = None,
+        system: Annotated[str | None, Field(description="system prompt (default: a general one)")] = None,
+        persona: Annotated[str, Field(description="initial value of its persona block")] = "",
+        human: Annotated[str, Field(description="initial value of its human block")] = "",
+        blocks: Annotated[list[BlockSpec] | None, Field(description="extra blocks of its own")] = None,
+        shared_blocks: Annotated[list[str] | None, Field(description="existing blocks to attach")] = None,
+        tags: list[str] | None = None,
+        model_settings: ModelSettings | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Agent:
+        """Create a stateful agent with persona and human memory blocks, extra and shared blocks, and tags."""
+        return await call(
+            hub.create_agent(
+                name, description=description, system=system, persona=persona, human=human, blocks=blocks or [],
+                shared_blocks=shared_blocks or [], tags=tags or [], model_settings=model_settings, metadata=metadata,
+                writer=WRITER,
+            )
+        )  # fmt: skip
+
+    @tool(READ, "Get agent")
+    async def get_agent(agent: AgentRef) -> Agent:
+        """Get an agent with its system prompt, memory blocks, tags and model settings."""
+        return await call(hub.get_agent(agent))
+
+    @tool(SET, "Update agent")
+    async def update_agent(
+        agent: AgentRef,
+        name: str | None = None,
+        description: str | None = None,
+        system: str | None = None,
+        tags: Annotated[list[str] | None, Field(description="replaces all tags")] = None,
+        model_settings: ModelSettings | None = None,
+        metadata: Annotated[dict[str, Any] | None, Field(description="replaces all metadata")] = None,
+    ) -> Agent:
+        """Change an agent's name, description, system prompt, tags, model settings or metadata."""
+        return await call(
+            hub.update_agent(
+                agent, name=name, description=description, system=system, tags=tags, model_settings=model_settings,
+                metadata=metadata,
+            )
+        )  # fmt: skip
+
+    @tool(DELETE, "Delete agent")
+    async def delete_agent(agent: AgentRef) -> Deleted:
+        """Delete an agent with its history, archival memory and the blocks only it used."""
+        gone = await call(hub.delete_agent(agent))
+        return Deleted(deleted=gone.id, name=gone.name, detail="agent, its messages, passages and own blocks deleted")
+
+    # -- blocks ------------------------------------------------------------------------------------
+    @tool(CREATE, "Create block")
+    async def create_block(
+        label: Annotated[str, Field(description="its tag in the prompt, e.g. project_notes")],
+        value: str = "",
+        limit: Annotated[int, Field(description="maximum characters", ge=1)] = 5000,
+        description: Annotated[str | None, Field(description="tells agents what the block is for")] = None,
+        read_only: Annotated[bool, Field(description="agents may read but not edit it")] = False,
+        attach_to: Annotated[list[str] | None, Field(description="agents to attach it to")] = None,
+    ) -> Block:
+        """Create a memory block, shareable by several agents, optionally attaching it right away."""
+        return await call(
+            hub.create_block(
+                label, value, limit=limit, description=description, read_only=read_only, attach_to=attach_to or [],
+                writer=WRITER,
+            )
+        )  # fmt: skip
+
+    @tool(READ, "List blocks")
+    async def list_blocks(
+        label: Annotated[str | None, Field(description="only blocks with this label")] = None,
+        agent: Annotated[str | None, Field(description="only blocks attached to this agent")] = None,
+    ) -> BlockList:
+        """List memory blocks (label, version, size, agents, preview of the value)."""
+        found = await call(hub.list_blocks(label=label, agent=agent))
+        return BlockList(count=len(found), blocks=[BlockSummary.of(b) for b in found])
+
+    @tool(READ, "Read block")
+    async def read_block(block: BlockRef, agent: ScopeAgent = None) -> Block:
+        """Read a memory block: value, version, limit, description and the agents sharing it."""
+        return await call(hub.read_block(block, agent=agent))
+
+    @tool(SET, "Write block")
+    async def write_block(
+        block: BlockRef, value: str, expected_version: ExpectedVersion = None, agent: ScopeAgent = None
+    ) -> Block:
+        """Replace a block's value. Pass expected_version to fail instead of overwriting a newer write."""
+        return await call(hub.write_block(block, value, expected_version=expected_version, agent=agent, writer=WRITER))
+
+    @tool(ADD, "Append to block")
+    async def append_to_block(
+        block: BlockRef, text: str, expected_version: ExpectedVersion = None, agent: ScopeAgent = None
+    ) -> Block:
+        """Append text on a new line of a block, atomically (concurrent appends are never lost)."""
+        return await call(
+            hub.append_to_block(block, text, expected_version=expected_version, agent=agent, writer=WRITER)
+        )
+
+    @tool(ADD, "Replace in block")
+    async def replace_in_block(
+        block: BlockRef,
+        old: Annotated[str, Field(description="exact text to replace; must occur")],
+        new: str,
+        replace_all: Annotated[bool, Field(description="replace every occurrence, not just a unique one")] = False,
+        expected_version: ExpectedVersion = None,
+        agent: ScopeAgent = None,
+    ) -> Block:
+        """Replace a substring of a block atomically; it must occur (once, unless replace_all)."""
+        return await call(
+            hub.replace_in_block(
+                block, old, new, replace_all=replace_all, expected_version=expected_version, agent=agent,
+                writer=WRITER,
+            )
+        )  # fmt: skip
+
+    @tool(LINK, "Attach block")
+    async def attach_block(agent: AgentRef, block: BlockRef) -> Block:
+        """Attach a block to an agent so it appears in its core memory (labels are unique per agent)."""
+        return await call(hub.attach_block(agent, block))
+
+    @tool(DELETE, "Detach block")
+    async def detach_block(agent: AgentRef, block: BlockRef) -> Block:
+        """Detach a block from an agent; the block and its other attachments stay."""
+        return await call(hub.detach_block(agent, block))
+
+    @tool(DELETE, "Delete block")
+    async def delete_block(block: BlockRef, agent: ScopeAgent = None) -> Deleted:
+        """Delete a block and its history, detaching it from every agent."""
+        gone = await call(hub.delete_block(block, agent=agent))
+        agents = ", ".join(gone.agents) or "no agents"
+        return Deleted(deleted=gone.id, name=gone.label, detail=f"block deleted and detached from {agents}")
+
+    @tool(READ, "Block history")
+    async def block_history(
+        block: BlockRef,
+        agent: ScopeAgent = None,
+        limit: Annotated[int, Field(ge=1, le=1000)] = 20,
+        before_version: Annotated[int | None, Field(description="page back from this version")] = None,
+    ) -> BlockHistory:
+        """Show the newest writes of a block: version, writer, time, old and new value."""
+        current = await call(hub.read_block(block, agent=agent))
+        changes = await call(hub.block_history(current.id, limit=limit, before_version=before_version))
+        return BlockHistory(block_id=current.id, label=current.label, current_version=current.version, changes=changes)
+
+    # -- archival memory and history ---------------------------------------------------------------
+    @tool(ADD, "Insert archival memory")
+    async def archival_memory_insert(
+        agent: AgentRef,
+        content: str,
+        tags: Annotated[list[str] | None, Field(description="labels to filter by")] = None,
+    ) -> Passage:
+        """Store a passage in an agent's archival memory (long-term, searchable)."""
+        return await call(hub.archival_insert(agent, content, tags))
+
+    @tool(READ, "Search archival memory")
+    async def archival_memory_search(
+        agent: AgentRef,
+        query: str,
+        tags: list[str] | None = None,
+        tag_match_mode: Literal["any", "all"] = "any",
+        top_k: Annotated[int, Field(ge=1, le=1000)] = 10,
+    ) -> PassageList:
+        """Search an agent's archival memory by keywords (BM25, best first), optionally by tags."""
+        found = await call(hub.archival_search(agent, query, tags=tags, tag_match=tag_match_mode, limit=top_k))
+        return PassageList(count=len(found), passages=found)
+
+    @tool(READ, "Get messages")
+    async def get_messages(
+        agent: AgentRef,
+        limit: Annotated[int, Field(ge=1, le=1000)] = 20,
+        before_seq: Annotated[int | None, Field(description="page back from this message seq")] = None,
+    ) -> MessageList:
+        """Get an agent's newest messages (oldest first), paging back with before_seq."""
+        found = await call(hub.get_messages(agent, limit=limit, before_seq=before_seq))
+        return MessageList(count=len(found), messages=found)
+
+    @tool(READ, "Search conversation")
+    async def conversation_search(
+        agent: AgentRef,
+        query: Annotated[str | None, Field(description="keywords; omit for the newest messages")] = None,
+        roles: list[Literal["user", "assistant", "tool", "system"]] | None = None,
+        limit: Annotated[int, Field(ge=1, le=1000)] = 5,
+        start_date: Annotated[str | None, Field(description="ISO date, inclusive")] = None,
+        end_date: Annotated[str | None, Field(description="ISO date, inclusive")] = None,
+    ) -> MessageList:
+        """Search an agent's whole message history by keywords, role and date range."""
+        found = await call(hub.search_messages(agent, query, roles=roles, limit=limit, start=start_date, end=end_date))
+        return MessageList(count=len(found), messages=found)
+
+    return registered

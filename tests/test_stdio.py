@@ -1,0 +1,95 @@
+"""The installed ``mcp-letta`` console script as a real stdio subprocess, the way MCP hosts launch it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import anyio
+import mcp.types as types
+import pytest
+from mcp import Client, StdioServerParameters
+
+from mcp_letta import AgentHub, Settings
+
+pytestmark = [pytest.mark.anyio, pytest.mark.filterwarnings("ignore::UserWarning")]
+
+SCRIPT = Path(sys.executable).parent / "mcp-letta"
+
+
+def server_params(db_path: Path) -> StdioServerParameters:
+    env = {"MCP_LETTA_DB": str(db_path), "MCP_LETTA_WATCH_INTERVAL": "0.05", "PATH": os.environ.get("PATH", "")}
+    return StdioServerParameters(command=str(SCRIPT), args=[], env=env)
+
+
+async def test_console_script_serves_tools_over_stdio(db_path: Path) -> None:
+    assert SCRIPT.exists(), "install the package (pip install -e .) so the console script exists"
+    async with Client(server_params(db_path), mode="legacy") as c:
+        assert c.server_capabilities.tools.list_changed is True
+        names = {t.name for t in (await c.list_tools()).tools}
+        assert {"create_agent", "write_block", "archival_memory_search"} <= names
+        created = await c.call_tool("create_agent", {"name": "stdio_agent", "persona": "over a pipe"})
+        assert not created.is_error
+        appended = await c.call_tool("append_to_block", {"block": "persona", "agent": "stdio_agent", "text": "hi"})
+        assert appended.structured_content["value"] == "over a pipe\nhi"
+    async with AgentHub(Settings(db_path=db_path)) as hub:  # the write is durable once acknowledged
+        assert (await hub.read_block("persona", agent="stdio_agent")).version == 2
+
+
+async def test_stdio_subscriber_hears_writes_from_this_process(db_path: Path) -> None:
+    got = anyio.Event()
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.ResourceUpdatedNotification) and str(message.params.uri) == "letta://blocks/log":
+            got.set()
+
+    async with AgentHub(Settings(db_path=db_path)) as hub:
+        await hub.create_block("log", "")
+        async with Client(server_params(db_path), mode="legacy", message_handler=on_message) as c:
+            await c.subscribe_resource("letta://blocks/log")
+            await hub.append_to_block("log", "from the test process")
+            with anyio.fail_after(15):
+                await got.wait()
+
+
+def test_stdout_carries_only_protocol_messages(db_path: Path) -> None:
+    requests = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+        {"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+         "params": {"name": "get_agent", "arguments": {"agent": "x"}}},
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        [str(SCRIPT)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "MCP_LETTA_DB": str(db_path)},
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write("".join(json.dumps(r) + "\n" for r in requests))
+    proc.stdin.flush()
+    watchdog = threading.Timer(60, proc.kill)  # a hung server fails the test instead of hanging it
+    watchdog.start()
+    seen: list[str] = []
+    while not any('"id":3' in line.replace(" ", "") for line in seen):  # hosts keep stdin open while waiting
+        line = proc.stdout.readline()
+        assert line, "the server closed stdout before answering"
+        seen.append(line)
+    _, stderr = proc.communicate(timeout=60)
+    watchdog.cancel()
+    lines = [line for line in seen if line.strip()]
+    messages = [json.loads(line) for line in lines]  # every line is JSON
+    assert all(m.get("jsonrpc") == "2.0" for m in messages)
+    assert {m.get("id") for m in messages} >= {1, 2, 3}
+    error = next(m for m in messages if m.get("id") == 3)["result"]
+    assert error["isError"] is True and "not found" in error["content"][0]["text"]
+    assert "applied migration" in stderr  # logs go to stderr
