@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-import httpx
+import httpx2
 
 from mcp_letta.config import Settings
 from mcp_letta.errors import LLMUnavailable
@@ -25,7 +25,7 @@ BASE_URL_HINT = (
 class LLMPool:
     """Hands out shared clients; an agent's own ``base_url``/``model`` win over the process settings."""
 
-    def __init__(self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, settings: Settings, *, transport: httpx2.AsyncBaseTransport | None = None) -> None:
         self.settings = settings
         self._transport = transport
         self._clients: dict[tuple[str, str | None], OpenAIClient] = {}

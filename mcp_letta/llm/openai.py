@@ -16,7 +16,10 @@ import uuid
 from typing import Any
 
 import anyio
-import httpx
+
+# httpx2 (pydantic's maintained httpx, already required by mcp): httpcore 1.0.9's pool is quadratic in
+# queued requests, which made 100 concurrent agents wait seconds for a 0.5 s LLM call.
+import httpx2
 
 from mcp_letta.errors import Invalid, LLMUnavailable
 from mcp_letta.llm.base import ChatRequest, ChatResponse, Usage
@@ -41,7 +44,7 @@ class OpenAIClient:
         api_key: str | None = None,
         timeout_s: float = 120.0,
         max_retries: int = 3,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: httpx2.AsyncBaseTransport | None = None,
         *,
         backoff_s: float = 0.5,
     ) -> None:
@@ -56,10 +59,10 @@ class OpenAIClient:
         self._api_key = api_key or None
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         # Up to 100 agents may call at once; the default pool (100) would queue them behind each other.
-        self._http = httpx.AsyncClient(
+        self._http = httpx2.AsyncClient(
             headers=headers,
-            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=200),
+            timeout=httpx2.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
+            limits=httpx2.Limits(max_connections=200, max_keepalive_connections=200),
             transport=transport,
         )
 
@@ -79,8 +82,8 @@ class OpenAIClient:
             wait: float | None = None
             try:
                 response = await self._http.post(self.url, json=body)
-            except httpx.TransportError as exc:
-                last_failure = f"{type(exc).__name__}: {self._redact(str(exc)) or 'no detail'}"
+            except httpx2.TransportError as exc:
+                last_failure = f"{type(exc).__name__}: {self._redact(str(exc)).rstrip('.') or 'no detail'}"
             else:
                 if response.status_code == 200:
                     return self._parse(response, request)
@@ -109,7 +112,7 @@ class OpenAIClient:
             attempts=attempts,
         )
 
-    def _refusal(self, response: httpx.Response, request: ChatRequest) -> LLMUnavailable:
+    def _refusal(self, response: httpx2.Response, request: ChatRequest) -> LLMUnavailable:
         """The error for a status that retrying will not fix."""
         status = response.status_code
         text = self._error_text(response)
@@ -133,7 +136,7 @@ class OpenAIClient:
             status=status,
         )
 
-    def _error_text(self, response: httpx.Response) -> str:
+    def _error_text(self, response: httpx2.Response) -> str:
         """The server's own error message, short and with the API key removed (some servers echo it)."""
         try:
             data = response.json()
@@ -152,7 +155,7 @@ class OpenAIClient:
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "***") if self._api_key else text
 
-    def _parse(self, response: httpx.Response, request: ChatRequest) -> ChatResponse:
+    def _parse(self, response: httpx2.Response, request: ChatRequest) -> ChatResponse:
         try:
             data = response.json()
             message = data["choices"][0]["message"]
