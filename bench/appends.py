@@ -221,7 +221,8 @@ _LITERAL = re.compile(r"'(?:[^']|'')*'|-?\b\d+(?:\.\d+)?(?:[eE][+-]?\d+)?\b|\bNU
 
 def statement_shapes(statements: list[str]) -> list[str]:
     """Traced (expanded) SQL with every literal replaced by ``?``, so runs with other values compare equal."""
-    return [" ".join(_LITERAL.sub("?", s).split()) for s in statements]
+    # The tracer also reports statements SQLite runs internally (as "-- ..."); only ours count.
+    return [" ".join(_LITERAL.sub("?", s).split()) for s in statements if not s.startswith("--")]
 
 
 async def _trace_ours(path: Path, block_id: str, text: str) -> list[str]:

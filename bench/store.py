@@ -1,0 +1,219 @@
+"""Store overhead against raw sqlite3 (block appends, archival search) and stdio start-up against a bare server.
+
+Prints one line per figure (ours, reference, overhead factor, target) and writes the same figures,
+with every sample, to bench/results/store.json. Targets: appends and search under 2x raw sqlite3
+running the same statements; start-up (initialize + tools/list) at most 1.5x a bare MCPServer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import appends, search, startup
+from bench.common import Figure, environment, log, median, percentile, remove_database, render_table, write_results
+
+PARTS = ("appends", "search", "startup")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work each part does; ``--quick`` shrinks everything for a smoke run."""
+
+    appends: int = 3000
+    processes: int = 4
+    appends_per_process: int = 750
+    rounds: int = 3
+    passages: int = 100_000
+    queries: int = 500
+    search_passes: int = 2
+    startups: int = 10
+
+
+QUICK = Sizes(appends=500, appends_per_process=125, rounds=1, passages=10_000, queries=200, search_passes=1, startups=3)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``store`` subcommand's options."""
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of every part")
+    parser.add_argument("--only", choices=PARTS, action="append", help="run only this part (repeatable)")
+    parser.add_argument("--appends", type=int, help=f"appends in the one-process run (default {Sizes.appends})")
+    parser.add_argument("--processes", type=int, help=f"parallel writer processes (default {Sizes.processes})")
+    parser.add_argument("--per-process", type=int, help=f"appends per process (default {Sizes.appends_per_process})")
+    parser.add_argument("--rounds", type=int, help=f"append runs per side; the median counts (default {Sizes.rounds})")
+    parser.add_argument("--passages", type=int, help=f"archival passages (default {Sizes.passages:,})")
+    parser.add_argument("--queries", type=int, help=f"distinct archival searches (default {Sizes.queries})")
+    parser.add_argument("--startups", type=int, help=f"timed start-ups per server (default {Sizes.startups})")
+    parser.add_argument(
+        "--server-cmd", default=shlex.join(startup.OUR_SERVER), help="our stdio server command (default: %(default)s)"
+    )
+    parser.add_argument("--dir", type=Path, help="folder for the temporary databases (default: the system temp dir)")
+
+
+def _sizes(args: argparse.Namespace) -> Sizes:
+    base = QUICK if args.quick else Sizes()
+    chosen = {
+        "appends": args.appends, "processes": args.processes, "appends_per_process": args.per_process,
+        "rounds": args.rounds, "passages": args.passages, "queries": args.queries, "startups": args.startups,
+    }  # fmt: skip
+    return Sizes(**{**base.__dict__, **{k: v for k, v in chosen.items() if v is not None}})
+
+
+# -- appends ------------------------------------------------------------------------------------------
+def _append_rounds(folder: Path, label: str, sizes: Sizes, parallel: bool) -> tuple[Figure, dict[str, Any]]:
+    total = sizes.processes * sizes.appends_per_process if parallel else sizes.appends
+    figure = Figure(label, "appends/s", "higher", "raw sqlite3", target=2.0)
+    rates: dict[str, list[float]] = {"ours": [], "raw": []}
+    lost: list[str] = []
+    for round_ in range(sizes.rounds):
+        for side in ("raw", "ours") if round_ % 2 == 0 else ("ours", "raw"):
+            path = folder / f"appends-{side}.db"
+            remove_database(path)
+            appends.create_database(path, total)
+            if parallel:
+                seconds = appends.parallel_appends(side, path, sizes.processes, sizes.appends_per_process)
+            elif side == "raw":
+                seconds = appends.raw_appends(path, total)
+            else:
+                seconds = appends.our_appends(path, total)
+            recorded = appends.appended_count(path)
+            if recorded != total:
+                lost.append(f"{side} round {round_}: {recorded} of {total} appends recorded")
+            rates[side].append(total / seconds)
+            log(f"  {label}, {side}: {total / seconds:,.0f} appends/s")
+            remove_database(path)
+    figure.ours, figure.reference = median(rates["ours"]), median(rates["raw"])
+    figure.samples = {"rates": rates, "appends": total, "rounds": sizes.rounds}
+    if lost:
+        figure.note = "LOST APPENDS: " + "; ".join(lost)
+    return figure, {"lost": lost}
+
+
+def run_appends(folder: Path, sizes: Sizes) -> tuple[list[Figure], dict[str, Any]]:
+    """The one-process and the parallel append figures, after checking the raw side replays the store."""
+    path = folder / "appends-check.db"
+    remove_database(path)
+    appends.create_database(path, appends.APPENDS_PER_BLOCK)
+    same, ours, raw = appends.check_replica(path)
+    remove_database(path)
+    if not same:
+        log("  WARNING: the raw append no longer runs the store's statements; update bench/appends.py")
+    one, _ = _append_rounds(folder, "block appends/s, 1 process", sizes, parallel=False)
+    many, _ = _append_rounds(folder, f"block appends/s, {sizes.processes} processes", sizes, parallel=True)
+    for figure in (one, many):
+        if not same:
+            figure.note = (figure.note + "; " if figure.note else "") + "raw side differs from the store's SQL"
+    details = {"replica_matches_store": same, "store_statements": ours, "raw_statements": raw}
+    return [one, many], details
+
+
+# -- archival search ----------------------------------------------------------------------------------
+def run_search(folder: Path, sizes: Sizes) -> tuple[list[Figure], dict[str, Any]]:
+    """p50 and p99 archival search latency over ``sizes.passages`` passages, ours and raw."""
+    path = folder / "archival.db"
+    remove_database(path)
+    start = time.perf_counter()
+    agent_id, words = search.create_corpus(path, sizes.passages)
+    load_s = time.perf_counter() - start
+    log(f"  loaded {sizes.passages:,} passages in {load_s:.1f} s")
+    qs = search.queries(words, sizes.queries)
+    same, statements = search.check_replica(path, agent_id, qs[:30])
+    if not same:
+        log("  WARNING: the raw search no longer runs the store's SQL; update bench/search.py")
+    result = search.measure(path, agent_id, qs, passes=sizes.search_passes)
+    remove_database(path)
+    figures = []
+    for q in (50, 99):
+        figure = Figure(f"archival search p{q}, {sizes.passages:,} passages", "ms", "lower", "raw sqlite3", 2.0)
+        figure.ours, figure.reference = percentile(result["ours_ms"], q), percentile(result["raw_ms"], q)
+        figure.samples = {"queries": len(qs), "passes": sizes.search_passes}
+        if not same:
+            figure.note = "raw side differs from the store's SQL"
+        figures.append(figure)
+        log(f"  search p{q}: ours {figure.ours:.2f} ms, raw {figure.reference:.2f} ms")
+    details = {
+        "replica_matches_store": same,
+        "store_statements_first_query": statements,
+        "load_s": load_s,
+        "mean_hits": result["mean_hits"],
+        "mean_ms": {side: sum(v) / len(v) for side, v in (("ours", result["ours_ms"]), ("raw", result["raw_ms"]))},
+        "latencies_ms": {"ours": result["ours_ms"], "raw": result["raw_ms"]},
+    }
+    return figures, details
+
+
+# -- start-up -----------------------------------------------------------------------------------------
+def run_startup(sizes: Sizes, server_cmd: str) -> tuple[list[Figure], dict[str, Any]]:
+    """Median spawn-to-tools/list time of our stdio server and of a bare one-tool MCPServer."""
+    result = startup.measure(sizes.startups, shlex.split(server_cmd))
+    figure = Figure(
+        "start-up: initialize + tools/list", "ms", "lower", "bare MCPServer", target=1.5, target_inclusive=True
+    )
+    ms = {side: [s * 1000 for s in samples] for side, samples in result["samples_s"].items()}
+    figure.ours = median(ms["ours"]) if ms["ours"] else None
+    figure.reference = median(ms["bare"]) if ms["bare"] else None
+    figure.samples = {"ms": ms, "tools": result["tools"]}
+    figure.note = "; ".join(result["errors"].values())
+    log(f"  start-up: ours {figure.ours or 0:.0f} ms, bare {figure.reference or 0:.0f} ms; tools {result['tools']}")
+    return [figure], {"commands": result["commands"], "errors": result["errors"]}
+
+
+def _revision() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty"], cwd=appends.REPO_ROOT, capture_output=True, text=True
+        )
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the chosen parts, print the table, write bench/results/store.json."""
+    sizes = _sizes(args)
+    parts = args.only or list(PARTS)
+    figures: list[Figure] = []
+    details: dict[str, Any] = {}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-store-", dir=args.dir) as tmp:
+        folder = Path(tmp)
+        if "appends" in parts:
+            log("block appends ...")
+            found, details["appends"] = run_appends(folder, sizes)
+            figures += found
+        if "search" in parts:
+            log("archival search ...")
+            found, details["search"] = run_search(folder, sizes)
+            figures += found
+        if "startup" in parts:
+            log("start-up ...")
+            found, details["startup"] = run_startup(sizes, args.server_cmd)
+            figures += found
+    elapsed = time.perf_counter() - started
+    print(render_table(figures))
+    print(
+        f"({elapsed:.0f} s. overhead = times slower than the reference. appends: median of {sizes.rounds} runs; "
+        f"search: over {sizes.queries} queries x {sizes.search_passes} passes; start-up: median of {sizes.startups})"
+    )
+    path = write_results(
+        "store",
+        {
+            "benchmark": "store",
+            "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "revision": _revision(),
+            "environment": environment(),
+            "sizes": sizes.__dict__,
+            "elapsed_s": elapsed,
+            "figures": [f.to_json() for f in figures],
+            "details": details,
+        },
+    )
+    print(f"written to {path}")
+    return 0
