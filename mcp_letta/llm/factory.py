@@ -48,7 +48,7 @@ class LLMPool:
             raise LLMUnavailable(f"LLM base URL {base_url!r} is not an http(s) URL: {BASE_URL_HINT}")
         model = own.model or self.settings.model
         if not model:
-            raise LLMUnavailable(f"no model is configured for {base_url}: set MCP_LETTA_MODEL or the agent's model")
+            raise LLMUnavailable("no model is configured: set MCP_LETTA_MODEL or the agent's model")
         api_key = self._key_for(base_url)
         key = (base_url, api_key)
         client = self._clients.get(key)

@@ -14,6 +14,7 @@ import re
 import time
 import uuid
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 
@@ -53,7 +54,13 @@ class OpenAIClient:
         if max_retries < 0:
             raise Invalid(f"max_retries={max_retries} must be 0 or more")
         self.base_url = base_url.rstrip("/")
-        self.url = f"{self.base_url}/chat/completions"
+        self._endpoint = f"{self.base_url}/chat/completions"
+        # What messages and logs show: a password in the URL (http://user:pw@host) is a secret too.
+        parts = urlsplit(self._endpoint)
+        if parts.password:
+            parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@"))
+        self.url = urlunsplit(parts)
+        self._secrets = [secret for secret in (api_key, urlsplit(self._endpoint).password) if secret]
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self._api_key = api_key or None
@@ -67,7 +74,7 @@ class OpenAIClient:
         )
 
     def __repr__(self) -> str:
-        return f"OpenAIClient({self.base_url!r}, api_key={'set' if self._api_key else 'unset'})"
+        return f"OpenAIClient({self.url!r}, api_key={'set' if self._api_key else 'unset'})"
 
     async def aclose(self) -> None:
         """Close the connection pool."""
@@ -81,7 +88,7 @@ class OpenAIClient:
         for attempt in range(1, attempts + 1):
             wait: float | None = None
             try:
-                response = await self._http.post(self.url, json=body)
+                response = await self._http.post(self._endpoint, json=body)
             except httpx2.TransportError as exc:
                 last_failure = f"{type(exc).__name__}: {self._redact(str(exc)).rstrip('.') or 'no detail'}"
             else:
@@ -153,7 +160,9 @@ class OpenAIClient:
         return text if len(text) <= ERROR_TEXT_LIMIT else text[:ERROR_TEXT_LIMIT] + "..."
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._api_key, "***") if self._api_key else text
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
     def _parse(self, response: httpx2.Response, request: ChatRequest) -> ChatResponse:
         try:
