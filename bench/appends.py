@@ -145,6 +145,37 @@ def our_appends(path: Path, count: int) -> float:
     return anyio.run(_our_appends, path, count)
 
 
+async def _interleaved(our_path: Path, raw_path: Path, count: int, chunk: int) -> dict[str, list[float]]:
+    ours_blocks, raw_blocks = block_ids(our_path), block_ids(raw_path)
+    raw = RawAppender(raw_path)
+    seconds: dict[str, list[float]] = {"ours": [], "raw": []}
+    try:
+        async with AgentHub(Settings(db_path=our_path)) as hub:
+            for n, first in enumerate(range(0, count, chunk)):
+                indexes = range(first, min(count, first + chunk))
+                for side in ("raw", "ours") if n % 2 == 0 else ("ours", "raw"):
+                    start = time.perf_counter()
+                    if side == "raw":
+                        for i in indexes:
+                            raw.append(block_for(i, raw_blocks, 1), append_text(0, i))
+                    else:
+                        for i in indexes:
+                            await hub.append_to_block(block_for(i, ours_blocks, 1), append_text(0, i))
+                    seconds[side].append(time.perf_counter() - start)
+    finally:
+        raw.close()
+    return seconds
+
+
+def interleaved_appends(our_path: Path, raw_path: Path, count: int, chunk: int = 100) -> dict[str, list[float]]:
+    """Seconds per chunk of ``chunk`` appends, ours and raw taking turns in this process (each on its own file).
+
+    Taking turns every ``chunk`` appends exposes both sides to the same moments of disk and CPU
+    contention, which on a shared machine vary more than the difference being measured.
+    """
+    return anyio.run(_interleaved, our_path, raw_path, count, chunk)
+
+
 # -- several processes ---------------------------------------------------------------------------------
 def parallel_appends(kind: str, path: Path, processes: int, count: int) -> float:
     """Wall seconds for ``processes`` writer processes doing ``count`` appends each, from a common start.
