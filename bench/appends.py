@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
@@ -119,66 +120,50 @@ class RawAppender:
 
 
 # -- one process -------------------------------------------------------------------------------------
-def raw_appends(path: Path, count: int, *, worker: int = 0, writers: int = 1) -> float:
-    """Seconds for ``count`` raw appends in this process (connection already open when timing starts)."""
-    blocks, raw = block_ids(path), RawAppender(path)
-    try:
-        start = time.perf_counter()
-        for i in range(count):
-            raw.append(block_for(i, blocks, writers), append_text(worker, i))
-        return time.perf_counter() - start
-    finally:
-        raw.close()
+@dataclass
+class Timings:
+    """Wall and CPU seconds (all threads of the process) per measured stretch, for each side."""
+
+    wall_s: dict[str, list[float]] = field(default_factory=lambda: {"ours": [], "raw": []})
+    cpu_s: dict[str, list[float]] = field(default_factory=lambda: {"ours": [], "raw": []})
 
 
-async def _our_appends(path: Path, count: int) -> float:
-    blocks = block_ids(path)
-    async with AgentHub(Settings(db_path=path)) as hub:
-        start = time.perf_counter()
-        for i in range(count):
-            await hub.append_to_block(block_for(i, blocks, 1), append_text(0, i))
-        return time.perf_counter() - start
-
-
-def our_appends(path: Path, count: int) -> float:
-    """Seconds for ``count`` appends through ``AgentHub.append_to_block`` (hub already open when timing starts)."""
-    return anyio.run(_our_appends, path, count)
-
-
-async def _interleaved(our_path: Path, raw_path: Path, count: int, chunk: int) -> dict[str, list[float]]:
+async def _interleaved(our_path: Path, raw_path: Path, count: int, chunk: int) -> Timings:
     ours_blocks, raw_blocks = block_ids(our_path), block_ids(raw_path)
     raw = RawAppender(raw_path)
-    seconds: dict[str, list[float]] = {"ours": [], "raw": []}
+    timings = Timings()
     try:
         async with AgentHub(Settings(db_path=our_path)) as hub:
             for n, first in enumerate(range(0, count, chunk)):
                 indexes = range(first, min(count, first + chunk))
                 for side in ("raw", "ours") if n % 2 == 0 else ("ours", "raw"):
-                    start = time.perf_counter()
+                    start, cpu = time.perf_counter(), time.process_time()
                     if side == "raw":
                         for i in indexes:
                             raw.append(block_for(i, raw_blocks, 1), append_text(0, i))
                     else:
                         for i in indexes:
                             await hub.append_to_block(block_for(i, ours_blocks, 1), append_text(0, i))
-                    seconds[side].append(time.perf_counter() - start)
+                    timings.wall_s[side].append(time.perf_counter() - start)
+                    timings.cpu_s[side].append(time.process_time() - cpu)
     finally:
         raw.close()
-    return seconds
+    return timings
 
 
-def interleaved_appends(our_path: Path, raw_path: Path, count: int, chunk: int = 100) -> dict[str, list[float]]:
-    """Seconds per chunk of ``chunk`` appends, ours and raw taking turns in this process (each on its own file).
+def interleaved_appends(our_path: Path, raw_path: Path, count: int, chunk: int = 100) -> Timings:
+    """``count`` appends per side in this process, ours and raw taking turns every ``chunk`` (own file each).
 
-    Taking turns every ``chunk`` appends exposes both sides to the same moments of disk and CPU
-    contention, which on a shared machine vary more than the difference being measured.
+    Taking turns exposes both sides to the same moments of disk and CPU contention, which on a
+    shared machine vary more than the difference being measured.
     """
     return anyio.run(_interleaved, our_path, raw_path, count, chunk)
 
 
 # -- several processes ---------------------------------------------------------------------------------
-def parallel_appends(kind: str, path: Path, processes: int, count: int) -> float:
-    """Wall seconds for ``processes`` writer processes doing ``count`` appends each, from a common start.
+def parallel_appends(kind: str, path: Path, processes: int, count: int) -> tuple[float, float]:
+    """Wall seconds for ``processes`` writer processes doing ``count`` appends each from a common start,
+    and the CPU seconds they spent doing so (summed).
 
     Each worker opens its connection or hub, says ``ready`` and waits; the clock starts when all are
     released and stops at the last ``done``, so interpreter start-up and shutdown are not counted.
@@ -199,49 +184,50 @@ def parallel_appends(kind: str, path: Path, processes: int, count: int) -> float
                 assert worker.stdin is not None
                 worker.stdin.write("go\n")
                 worker.stdin.flush()
-            for worker in workers:
-                _expect(worker, "done", errors)
+            cpu = sum(float(_expect(worker, "done", errors)[1]) for worker in workers)
             elapsed = time.perf_counter() - start
         finally:
             for worker in workers:
                 if worker.stdin is not None:
                     worker.stdin.close()
                 worker.wait(timeout=60)
-    return elapsed
+    return elapsed, cpu
 
 
-def _expect(worker: subprocess.Popen[str], word: str, errors: IO[str]) -> None:
+def _expect(worker: subprocess.Popen[str], word: str, errors: IO[str]) -> list[str]:
     assert worker.stdout is not None
-    line = worker.stdout.readline().strip()
-    if line != word:
+    line = worker.stdout.readline().split()
+    if line[:1] != [word]:
         worker.wait(timeout=60)
         errors.seek(0)
         raise RuntimeError(f"append worker said {line!r} instead of {word!r}:\n{errors.read()}")
+    return line
 
 
 def _worker(kind: str, path: Path, count: int, writers: int, worker: int) -> None:
     blocks = block_ids(path)
 
-    def barrier() -> None:
+    def barrier() -> float:
         print("ready", flush=True)
         if sys.stdin.readline().strip() != "go":
             raise SystemExit("no go from the parent")
+        return time.process_time()
 
     if kind == "raw":
         raw = RawAppender(path)
-        barrier()
+        cpu = barrier()
         for i in range(count):
             raw.append(block_for(i, blocks, writers), append_text(worker, i))
-        print("done", flush=True)
+        print("done", time.process_time() - cpu, flush=True)
         raw.close()
         return
 
     async def run() -> None:
         async with AgentHub(Settings(db_path=path)) as hub:
-            await anyio.to_thread.run_sync(barrier)
+            cpu = await anyio.to_thread.run_sync(barrier)
             for i in range(count):
                 await hub.append_to_block(block_for(i, blocks, writers), append_text(worker, i))
-            print("done", flush=True)
+            print("done", time.process_time() - cpu, flush=True)
 
     anyio.run(run)
 

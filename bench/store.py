@@ -73,14 +73,18 @@ def _one_process(folder: Path, sizes: Sizes) -> Figure:
     for path in paths.values():
         remove_database(path)
         appends.create_database(path, sizes.appends)
-    chunks = appends.interleaved_appends(paths["ours"], paths["raw"], sizes.appends)
-    rates = {side: sizes.appends / sum(seconds) for side, seconds in chunks.items()}
+    timings = appends.interleaved_appends(paths["ours"], paths["raw"], sizes.appends)
+    rates = {side: sizes.appends / sum(seconds) for side, seconds in timings.wall_s.items()}
+    cpu_us = {side: sum(seconds) / sizes.appends * 1e6 for side, seconds in timings.cpu_s.items()}
     figure.ours, figure.reference = rates["ours"], rates["raw"]
-    figure.samples = {"appends": sizes.appends, "chunk_seconds": chunks}
+    figure.samples = {"appends": sizes.appends, "cpu_us_per_append": cpu_us, **timings.__dict__}
     figure.note = _lost(paths, sizes.appends)
     for path in paths.values():
         remove_database(path)
-    log(f"  1 process: ours {rates['ours']:,.0f} appends/s, raw {rates['raw']:,.0f} appends/s")
+    log(
+        f"  1 process: ours {rates['ours']:,.0f} appends/s ({cpu_us['ours']:.0f} us CPU each), "
+        f"raw {rates['raw']:,.0f} appends/s ({cpu_us['raw']:.0f} us CPU each)"
+    )
     return figure
 
 
@@ -88,19 +92,21 @@ def _processes(folder: Path, sizes: Sizes) -> Figure:
     total = sizes.processes * sizes.appends_per_process
     figure = Figure(f"block appends/s, {sizes.processes} processes", "appends/s", "higher", "raw sqlite3", 2.0)
     rates: dict[str, list[float]] = {"ours": [], "raw": []}
+    cpu_us: dict[str, list[float]] = {"ours": [], "raw": []}
     notes = []
     for round_ in range(sizes.rounds):
         for side in ("raw", "ours") if round_ % 2 == 0 else ("ours", "raw"):
             path = folder / f"appends-{side}.db"
             remove_database(path)
             appends.create_database(path, total)
-            seconds = appends.parallel_appends(side, path, sizes.processes, sizes.appends_per_process)
+            seconds, cpu = appends.parallel_appends(side, path, sizes.processes, sizes.appends_per_process)
             rates[side].append(total / seconds)
+            cpu_us[side].append(cpu / total * 1e6)
             notes.append(_lost({side: path}, total))
             remove_database(path)
-            log(f"  {sizes.processes} processes, {side}: {total / seconds:,.0f} appends/s")
+            log(f"  {sizes.processes} processes, {side}: {rates[side][-1]:,.0f}/s, {cpu_us[side][-1]:.0f} us CPU each")
     figure.ours, figure.reference = median(rates["ours"]), median(rates["raw"])
-    figure.samples = {"rates": rates, "appends": total, "rounds": sizes.rounds}
+    figure.samples = {"rates": rates, "cpu_us_per_append": cpu_us, "appends": total, "rounds": sizes.rounds}
     figure.note = "; ".join(n for n in notes if n)
     return figure
 
@@ -194,6 +200,7 @@ def main(args: argparse.Namespace) -> int:
     parts = args.only or list(PARTS)
     figures: list[Figure] = []
     details: dict[str, Any] = {}
+    machine = environment()  # before we add load of our own
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-store-", dir=args.dir) as tmp:
         folder = Path(tmp)
@@ -218,13 +225,16 @@ def main(args: argparse.Namespace) -> int:
         "startup": f"start-up: median of {sizes.startups}",
     }
     print(f"({elapsed:.0f} s; overhead = times slower than the reference; " + "; ".join(how[p] for p in parts) + ")")
+    load = machine["load_average"]
+    if load and load[0] > 0.5:
+        print(f"(load average {load[0]:.2f} on {machine['cpus']} CPUs at the start: other work shares this machine)")
     path = write_results(
         "store",
         {
             "benchmark": "store",
             "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "revision": _revision(),
-            "environment": environment(),
+            "environment": machine,
             "sizes": sizes.__dict__,
             "elapsed_s": elapsed,
             "figures": [f.to_json() for f in figures],
