@@ -1,4 +1,4 @@
-"""Pydantic models for everything mcp-letta stores and returns: agents, blocks, passages, messages.
+"""Pydantic models for everything mcp-letta stores and returns: agents, blocks, passages, messages, runs.
 
 These are the shapes of the Python API and of the MCP tools' structured output.
 """
@@ -152,3 +152,84 @@ class NewMessage(Model):
     run_id: str | None = None
     sender: str | None = None
     in_context: bool = True
+
+
+# -- runs ------------------------------------------------------------------------------------------
+RunStatus = Literal["queued", "running", "completed", "failed", "cancelled", "interrupted"]
+TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled", "interrupted"})
+
+
+class RunUsage(Model):
+    """Tokens used, as reported by the LLM server (zero when it reported none)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    def plus(self, other: RunUsage) -> RunUsage:
+        """The sum of two usages."""
+        return RunUsage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            total_tokens=self.total_tokens + other.total_tokens,
+        )
+
+
+class ToolCallRecord(Model):
+    """One tool call an agent made in a step, and whether it succeeded."""
+
+    name: str
+    arguments: str = Field(description="the arguments as a JSON string, as the LLM produced them")
+    ok: bool
+    result_preview: str = Field(description="the start of what the tool returned to the agent")
+
+
+class RunStep(Model):
+    """One LLM call of a run and the tool calls it asked for (none in the step that replied)."""
+
+    index: int
+    tool_calls: list[ToolCallRecord] = Field(default_factory=list)
+    usage: RunUsage = Field(default_factory=RunUsage)
+    started_at: datetime
+    finished_at: datetime
+
+
+class Run(Model):
+    """One message sent to an agent and everything it did about it; the unit the scheduler executes.
+
+    ``status`` goes queued -> running -> completed | failed | cancelled | interrupted. ``stop_reason`` uses
+    Letta's names: end_turn, max_steps, error, llm_api_error, cancelled, interrupted,
+    context_window_overflow_in_system_prompt.
+    """
+
+    id: str
+    agent_id: str
+    agent_name: str
+    status: RunStatus
+    input: str
+    role: Literal["user", "system"] = "user"
+    sender: str | None = Field(default=None, description="who sent the input: None for the host/API, or an agent id")
+    parent_run_id: str | None = Field(default=None, description="the run that sent this message, if any")
+    steps: list[RunStep] = Field(default_factory=list)
+    reply: str | None = None
+    error: str | None = None
+    stop_reason: str | None = None
+    usage: RunUsage = Field(default_factory=RunUsage)
+    cancel_requested: bool = False
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether the run has reached a final status."""
+        return self.status in TERMINAL_STATUSES
+
+
+class StepEvent(Model):
+    """Progress of a run: sent to ``on_step`` callbacks each time a step completes."""
+
+    run_id: str
+    agent_id: str
+    agent_name: str
+    step: RunStep

@@ -1,0 +1,373 @@
+"""Runs in SQLite: create, read, claim (one running run per agent, across processes), steps, finish, cancel.
+
+Also the ``processes`` table behind leases: heartbeats, and recovery of runs whose process died.
+Functions take a connection inside a transaction; see ``Database``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from mcp_letta.errors import Invalid, NotFound
+from mcp_letta.models import Run, RunStep, RunUsage, ToolCallRecord
+from mcp_letta.store.db import Conn, new_id, now_iso
+from mcp_letta.store.refs import clean_text
+
+STATUSES = ("queued", "running", "completed", "failed", "cancelled", "interrupted")
+MAX_LIMIT = 1000
+INTERRUPTED_ERROR = (
+    "the process running this run stopped (it crashed, was killed or shut down) before the run finished; "
+    "the input is in the agent's history: send the message again if you still need an answer"
+)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (a reused pid looks alive: the safe side)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class Owner:
+    """This process as an owner of runs: its id in ``processes`` and how long its claims last unrenewed."""
+
+    id: str
+    lease_s: float = 30.0
+    pid: int = field(default_factory=os.getpid)
+    host: str = field(default_factory=socket.gethostname)
+
+    def now(self) -> float:
+        """Wall-clock time: leases are compared across processes, so monotonic clocks will not do."""
+        return time.time()
+
+
+# -- reading ----------------------------------------------------------------------------------------
+def _steps(conn: Conn, run_ids: list[str]) -> dict[str, list[RunStep]]:
+    if not run_ids:
+        return {}
+    marks = ",".join("?" * len(run_ids))
+    out: dict[str, list[RunStep]] = {run_id: [] for run_id in run_ids}
+    for r in conn.execute(f"SELECT * FROM run_steps WHERE run_id IN ({marks}) ORDER BY run_id, idx", run_ids):
+        out[r["run_id"]].append(
+            RunStep(
+                index=r["idx"],
+                tool_calls=[ToolCallRecord.model_validate(tc) for tc in json.loads(r["tool_calls"])],
+                usage=RunUsage(
+                    prompt_tokens=r["prompt_tokens"],
+                    completion_tokens=r["completion_tokens"],
+                    total_tokens=r["total_tokens"],
+                ),
+                started_at=r["started_at"],
+                finished_at=r["finished_at"],
+            )
+        )
+    return out
+
+
+def _to_run(row: Any, steps: list[RunStep]) -> Run:
+    return Run(
+        id=row["id"],
+        agent_id=row["agent_id"],
+        agent_name=row["agent_name"],
+        status=row["status"],
+        input=row["input"],
+        role=row["role"],
+        sender=row["sender"],
+        parent_run_id=row["parent_run_id"],
+        steps=steps,
+        reply=row["reply"],
+        error=row["error"],
+        stop_reason=row["stop_reason"],
+        usage=RunUsage(
+            prompt_tokens=row["prompt_tokens"],
+            completion_tokens=row["completion_tokens"],
+            total_tokens=row["total_tokens"],
+        ),
+        cancel_requested=bool(row["cancel_requested"]),
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+def to_runs(conn: Conn, rows: list[Any]) -> list[Run]:
+    """Turn run rows into models, with their steps."""
+    steps = _steps(conn, [r["id"] for r in rows])
+    return [_to_run(r, steps[r["id"]]) for r in rows]
+
+
+def get_run(conn: Conn, run_id: str) -> Run:
+    """A run by id; the error for an unknown id names the most recent runs."""
+    row = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+    if row is None:
+        recent = conn.execute("SELECT id, agent_name, status FROM runs ORDER BY seq DESC LIMIT 5").fetchall()
+        listed = ", ".join(f"{r['id']} ({r['agent_name']}, {r['status']})" for r in recent)
+        raise NotFound(
+            f"run {run_id!r} not found; "
+            + (f"the most recent runs are {listed} (list_runs shows more)" if recent else "no runs exist yet")
+        )
+    return to_runs(conn, [row])[0]
+
+
+def list_runs(conn: Conn, *, agent_id: str | None = None, status: str | None = None, limit: int = 50) -> list[Run]:
+    """Runs, newest first, optionally of one agent and/or in one status."""
+    if not isinstance(limit, int) or limit < 1 or limit > MAX_LIMIT:
+        raise Invalid(f"limit must be between 1 and {MAX_LIMIT} (got {limit})")
+    if status is not None and status not in STATUSES:
+        raise Invalid(f"unknown run status {status!r}: use one of {', '.join(STATUSES)}")
+    sql, args = "SELECT * FROM runs WHERE 1=1", []
+    if agent_id is not None:
+        sql += " AND agent_id = ?"
+        args.append(agent_id)
+    if status is not None:
+        sql += " AND status = ?"
+        args.append(status)
+    rows = conn.execute(sql + " ORDER BY seq DESC LIMIT ?", [*args, limit]).fetchall()
+    return to_runs(conn, rows)
+
+
+# -- writing ----------------------------------------------------------------------------------------
+def insert_run(
+    conn: Conn,
+    agent_row: Any,
+    text: str,
+    *,
+    role: str,
+    sender: str | None,
+    parent_run_id: str | None,
+    owner: str,
+) -> Run:
+    """Persist a queued run for an agent; the process ``owner`` will execute it."""
+    if not isinstance(text, str) or not text.strip():
+        raise Invalid("the message is empty: pass the text to send to the agent")
+    if role not in ("user", "system"):
+        raise Invalid(f"role must be 'user' or 'system' (got {role!r})")
+    if (
+        parent_run_id is not None
+        and conn.execute("SELECT 1 FROM runs WHERE id = ?", (parent_run_id,)).fetchone() is None
+    ):
+        raise NotFound(f"parent run {parent_run_id!r} not found: pass the id of an existing run, or none")
+    run_id, now, text = new_id("run"), now_iso(), clean_text(text)
+    conn.execute(
+        "INSERT INTO runs(id, agent_id, agent_name, status, input, role, sender, parent_run_id, owner, created_at) "
+        "VALUES (?,?,?,'queued',?,?,?,?,?,?)",
+        (run_id, agent_row["id"], agent_row["name"], text, role, sender, parent_run_id, owner, now),
+    )
+    conn.log_change("run", run_id)
+    return Run(
+        id=run_id,
+        agent_id=agent_row["id"],
+        agent_name=agent_row["name"],
+        status="queued",
+        input=text,
+        role=role,  # type: ignore[arg-type]
+        sender=sender,
+        parent_run_id=parent_run_id,
+        created_at=now,  # type: ignore[arg-type]
+    )
+
+
+def live_owners(conn: Conn, owner: Owner) -> set[str]:
+    """Ids of the processes that may still be executing runs: fresh heartbeat and, on this host, a live pid."""
+    stale = owner.now() - owner.lease_s
+    live = {owner.id}
+    for r in conn.execute("SELECT id, pid, host, heartbeat FROM processes"):
+        if r["heartbeat"] >= stale and not (r["host"] == owner.host and not pid_alive(r["pid"])):
+            live.add(r["id"])
+    return live
+
+
+def _interrupt(conn: Conn, run_id: str) -> None:
+    finish_run(conn, run_id, status="interrupted", error=INTERRUPTED_ERROR, stop_reason="interrupted")
+
+
+Claim = tuple[Literal["claimed"], Any] | tuple[Literal["empty", "blocked"], None]
+
+
+def claim_next(conn: Conn, agent_id: str, owner: Owner) -> Claim:
+    """Start the agent's oldest queued run if nothing else of it runs and it is ours (or its owner died).
+
+    Returns ("claimed", row), ("empty", None) when nothing is queued, or ("blocked", None) when another
+    live process is running the agent or owns the next run (its change wakes us later).
+    """
+    now, live = owner.now(), None
+    for r in conn.execute(
+        "SELECT id, owner, lease_until FROM runs WHERE agent_id = ? AND status = 'running'", (agent_id,)
+    ):
+        if r["owner"] == owner.id:
+            return "blocked", None  # ours and still going (the caller's bookkeeping prevents this)
+        live = live if live is not None else live_owners(conn, owner)
+        if (r["lease_until"] or 0) > now and r["owner"] in live:
+            return "blocked", None
+        _interrupt(conn, r["id"])
+    head = conn.execute(
+        "SELECT * FROM runs WHERE agent_id = ? AND status = 'queued' ORDER BY seq LIMIT 1", (agent_id,)
+    ).fetchone()
+    if head is None:
+        return "empty", None
+    if head["owner"] != owner.id:
+        live = live if live is not None else live_owners(conn, owner)
+        if head["owner"] in live:
+            return "blocked", None
+    conn.execute(
+        "UPDATE runs SET status = 'running', owner = ?, lease_until = ?, started_at = ? WHERE id = ?",
+        (owner.id, now + owner.lease_s, now_iso(), head["id"]),
+    )
+    conn.log_change("run", head["id"])
+    return "claimed", conn.execute("SELECT * FROM runs WHERE id = ?", (head["id"],)).fetchone()
+
+
+def has_queued(conn: Conn, agent_id: str) -> bool:
+    """Whether the agent has runs waiting in the queue."""
+    return (
+        conn.execute("SELECT 1 FROM runs WHERE agent_id = ? AND status = 'queued' LIMIT 1", (agent_id,)).fetchone()
+        is not None
+    )
+
+
+def run_state(conn: Conn, run_id: str, owner: Owner) -> Literal["ok", "cancel", "lost"]:
+    """Whether ``owner`` may go on with a run: 'ok', 'cancel' (someone asked) or 'lost' (no longer its run)."""
+    row = conn.execute("SELECT status, owner, cancel_requested FROM runs WHERE id = ?", (run_id,)).fetchone()
+    if row is None or row["status"] != "running" or row["owner"] != owner.id:
+        return "lost"
+    return "cancel" if row["cancel_requested"] else "ok"
+
+
+def add_step(conn: Conn, run_id: str, step: RunStep) -> None:
+    """Record a completed step and add its tokens to the run's usage."""
+    conn.execute(
+        "INSERT INTO run_steps(run_id, idx, tool_calls, prompt_tokens, completion_tokens, total_tokens, started_at, "
+        "finished_at) VALUES (?,?,?,?,?,?,?,?)",
+        (
+            run_id,
+            step.index,
+            json.dumps([tc.model_dump() for tc in step.tool_calls], ensure_ascii=False),
+            step.usage.prompt_tokens,
+            step.usage.completion_tokens,
+            step.usage.total_tokens,
+            step.started_at.isoformat(timespec="microseconds"),
+            step.finished_at.isoformat(timespec="microseconds"),
+        ),
+    )
+    conn.execute(
+        "UPDATE runs SET prompt_tokens = prompt_tokens + ?, completion_tokens = completion_tokens + ?, "
+        "total_tokens = total_tokens + ? WHERE id = ?",
+        (step.usage.prompt_tokens, step.usage.completion_tokens, step.usage.total_tokens, run_id),
+    )
+    conn.log_change("run", run_id)
+
+
+def finish_run(
+    conn: Conn,
+    run_id: str,
+    *,
+    status: str,
+    reply: str | None = None,
+    error: str | None = None,
+    stop_reason: str,
+    expect: tuple[str, ...] = ("running",),
+) -> bool:
+    """Move a run to a final status, only if it is still in one of ``expect``; False if it was not."""
+    marks = ",".join("?" * len(expect))
+    updated = conn.execute(
+        "UPDATE runs SET status = ?, reply = ?, error = ?, stop_reason = ?, finished_at = ?, lease_until = NULL "
+        f"WHERE id = ? AND status IN ({marks})",
+        (status, reply, error, stop_reason, now_iso(), run_id, *expect),
+    ).rowcount
+    if updated:
+        conn.log_change("run", run_id)
+    return bool(updated)
+
+
+def request_cancel(conn: Conn, run_id: str) -> Literal["cancelled", "requested", "done"]:
+    """Cancel a queued run at once, or flag a running one for its process; 'done' if it had finished."""
+    row = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+    if row is None:
+        get_run(conn, run_id)  # raises NotFound naming recent runs
+    if row["status"] == "queued":
+        finish_run(
+            conn, run_id, status="cancelled", error="cancelled before it started", stop_reason="cancelled",
+            expect=("queued",),
+        )  # fmt: skip
+        return "cancelled"
+    if row["status"] == "running":
+        conn.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?", (run_id,))
+        conn.log_change("run", run_id)
+        return "requested"
+    return "done"
+
+
+# -- processes, leases, recovery --------------------------------------------------------------------
+def heartbeat(conn: Conn, owner: Owner) -> None:
+    """Say this process is alive and extend the leases of the runs it is executing."""
+    now = owner.now()
+    conn.execute(
+        "INSERT INTO processes(id, pid, host, started_at, heartbeat) VALUES (?,?,?,?,?) "
+        "ON CONFLICT(id) DO UPDATE SET heartbeat = excluded.heartbeat",
+        (owner.id, owner.pid, owner.host, now_iso(), now),
+    )
+    conn.execute(
+        "UPDATE runs SET lease_until = ? WHERE owner = ? AND status = 'running'", (now + owner.lease_s, owner.id)
+    )
+
+
+def recover(conn: Conn, owner: Owner) -> list[str]:
+    """Interrupt running runs whose process died or lease passed; adopt queued runs of dead processes.
+
+    Returns the ids of the agents that have queued runs this process now owns.
+    """
+    now, live = owner.now(), live_owners(conn, owner)
+    for r in conn.execute("SELECT id, owner, lease_until FROM runs WHERE status = 'running'").fetchall():
+        if r["owner"] != owner.id and ((r["lease_until"] or 0) <= now or r["owner"] not in live):
+            _interrupt(conn, r["id"])
+    marks = ",".join("?" * len(live))
+    adopted = conn.execute(
+        f"SELECT id FROM runs WHERE status = 'queued' AND owner NOT IN ({marks})", sorted(live)
+    ).fetchall()
+    for r in adopted:
+        conn.execute("UPDATE runs SET owner = ? WHERE id = ?", (owner.id, r["id"]))
+        conn.log_change("run", r["id"])
+    conn.execute(f"DELETE FROM processes WHERE id NOT IN ({marks})", sorted(live))
+    return [
+        r[0]
+        for r in conn.execute(
+            "SELECT agent_id FROM runs WHERE status = 'queued' AND owner = ? GROUP BY agent_id ORDER BY min(seq)",
+            (owner.id,),
+        )
+    ]
+
+
+def forget_process(conn: Conn, owner: Owner) -> None:
+    """A clean shutdown: drop this process's row so others adopt its queued runs without waiting."""
+    conn.execute("DELETE FROM processes WHERE id = ?", (owner.id,))
+
+
+def window_fingerprint(conn: Conn, agent_id: str) -> tuple[int, int]:
+    """(count, newest seq) of an agent's in-context messages: changes whenever its window changes."""
+    row = conn.execute(
+        "SELECT count(*), coalesce(max(seq), 0) FROM messages WHERE agent_id = ? AND in_context = 1", (agent_id,)
+    ).fetchone()
+    return int(row[0]), int(row[1])
+
+
+def take_out_of_context(conn: Conn, agent_id: str, seqs: list[int]) -> int:
+    """Evict exactly these messages from an agent's context window (compaction; they stay in recall)."""
+    if not seqs:
+        return 0
+    marks = ",".join("?" * len(seqs))
+    return conn.execute(
+        f"UPDATE messages SET in_context = 0 WHERE agent_id = ? AND in_context = 1 AND seq IN ({marks})",
+        (agent_id, *seqs),
+    ).rowcount
