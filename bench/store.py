@@ -17,10 +17,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import appends, search, startup
+from bench import appends, layers, search, startup
 from bench.common import Figure, environment, log, median, percentile, remove_database, render_table, write_results
 
 PARTS = ("appends", "search", "startup")
+LAYER_PASSAGES = 20_000  # the layer breakdown measures per-call cost, which does not grow with the corpus
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--startups", type=int, help=f"timed start-ups per server (default {Sizes.startups})")
     parser.add_argument(
         "--server-cmd", default=shlex.join(startup.OUR_SERVER), help="our stdio server command (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--layers",
+        action="store_true",
+        help=f"also break the append and search overhead down layer by layer (search on {LAYER_PASSAGES:,} passages)",
     )
     parser.add_argument("--dir", type=Path, help="folder for the temporary databases (default: the system temp dir)")
 
@@ -216,6 +222,12 @@ def main(args: argparse.Namespace) -> int:
             log("start-up ...")
             found, details["startup"] = run_startup(sizes, args.server_cmd)
             figures += found
+        if args.layers:
+            log("layer breakdown ...")
+            details["layers"] = {
+                "appends": layers.append_layers(folder, sizes.appends),
+                "search": layers.search_layers(folder, min(sizes.passages, LAYER_PASSAGES), sizes.queries),
+            }
     elapsed = time.perf_counter() - started
     print(render_table(figures))
     how = {
@@ -225,6 +237,10 @@ def main(args: argparse.Namespace) -> int:
         "startup": f"start-up: median of {sizes.startups}",
     }
     print(f"({elapsed:.0f} s; overhead = times slower than the reference; " + "; ".join(how[p] for p in parts) + ")")
+    if args.layers:
+        print()
+        print(layers.render("append, layer", details["layers"]["appends"]))
+        print(layers.render("archival search, layer", details["layers"]["search"]))
     load = machine["load_average"]
     if load and load[0] > 0.5:
         print(f"(load average {load[0]:.2f} on {machine['cpus']} CPUs at the start: other work shares this machine)")
