@@ -1,4 +1,4 @@
-"""AgentHub: the one public API of mcp-letta (agents, blocks, archival and recall memory, changes).
+"""AgentHub: the one public API of mcp-letta (agents, blocks, archival and recall memory, changes, runs).
 
 The MCP surface, the CLI, the examples and Python users all call this. It is async; every database
 call runs on a worker thread. ``async with AgentHub(settings) as hub: ...``
@@ -7,7 +7,7 @@ call runs on a worker thread. ``async with AgentHub(settings) as hub: ...``
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -19,6 +19,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from mcp_letta.config import Settings
 from mcp_letta.errors import Invalid
+from mcp_letta.llm import LLMPool
 from mcp_letta.models import (
     HUMAN_DESCRIPTION,
     PERSONA_DESCRIPTION,
@@ -30,14 +31,22 @@ from mcp_letta.models import (
     ModelSettings,
     NewMessage,
     Passage,
+    Run,
+    StepEvent,
 )
-from mcp_letta.runtime.context import compile_system, render_memory
+from mcp_letta.runtime.builtin_tools import builtin_toolbox
+from mcp_letta.runtime.context import compile_system
+from mcp_letta.runtime.runner import Runner, memory_of
+from mcp_letta.runtime.scheduler import LEASE_S, Scheduler
 from mcp_letta.store import agents as agent_sql
 from mcp_letta.store import blocks as block_sql
 from mcp_letta.store import memory as memory_sql
+from mcp_letta.store import runs as run_sql
 from mcp_letta.store.db import Conn, Database
 
 log = logging.getLogger("mcp_letta.hub")
+
+RUN_FEED_BUFFER = 1_000_000
 
 DEFAULT_SYSTEM = (
     "You are a helpful agent with persistent memory. Your core memory blocks are shown below and stay in "
@@ -48,7 +57,8 @@ DEFAULT_SYSTEM = (
 
 @dataclass(frozen=True)
 class Change:
-    """Something changed in the store: ``kind`` is 'block', 'agent' (its memory view) or 'agents' (the list)."""
+    """Something changed in the store: ``kind`` is 'block', 'agent' (its memory view), 'agents' (the list)
+    or 'run' (a run's status or steps); ``ref`` is the id."""
 
     kind: str
     ref: str
@@ -66,6 +76,11 @@ class AgentHub:
         self._subscribers: list[MemoryObjectSendStream[Change]] = []
         self._task_group: TaskGroup | None = None
         self._opened = False
+        self.llm = LLMPool(self.settings)
+        self.toolbox = builtin_toolbox()
+        self._owner = run_sql.Owner(self.db.origin, lease_s=LEASE_S)
+        runner = Runner(self.db, self.llm, self.toolbox, self.settings, self._owner)
+        self._scheduler = Scheduler(self.db, runner, max_concurrency=self.settings.max_concurrency)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def __aenter__(self) -> AgentHub:
@@ -85,6 +100,8 @@ class AgentHub:
         await self._task_group.__aenter__()
         start_id = await self.db.run_sync(self.db.last_change_id_sync)
         self._task_group.start_soon(self._follow_other_processes, start_id)
+        # The scheduler must see every run change, so its feed is never allowed to drop one.
+        await self._scheduler.start(self._task_group, self.subscribe_changes(buffer=RUN_FEED_BUFFER))
         self._opened = True
 
     async def close(self) -> None:
@@ -92,6 +109,7 @@ class AgentHub:
         if not self._opened:
             return
         self._opened = False
+        await self._scheduler.stop()
         if self._task_group is not None:
             self._task_group.cancel_scope.cancel()
             await self._task_group.__aexit__(None, None, None)
@@ -99,6 +117,7 @@ class AgentHub:
         for stream in self._subscribers:
             stream.close()
         self._subscribers.clear()
+        await self.llm.aclose()
         await anyio.to_thread.run_sync(self.db.close)
 
     # -- change feed -------------------------------------------------------------------------------
@@ -518,15 +537,7 @@ class AgentHub:
     # -- core memory view --------------------------------------------------------------------------
     def _render(self, conn: Conn, agent: str) -> tuple[Any, str]:
         row = agent_sql.resolve_agent_row(conn, agent)
-        archival_count, archival_tags = memory_sql.archival_stats(conn, row["id"])
-        memory = render_memory(
-            agent_id=row["id"],
-            blocks=block_sql.list_blocks(conn, agent_id=row["id"]),
-            recall_count=memory_sql.recall_stats(conn, row["id"]),
-            archival_count=archival_count,
-            archival_tags=archival_tags,
-        )
-        return row, memory
+        return row, memory_of(conn, row["id"])
 
     async def core_memory(self, agent: str) -> str:
         """An agent's core memory rendered exactly as it appears in its prompt."""
@@ -540,3 +551,73 @@ class AgentHub:
             return compile_system(row["system"], memory)
 
         return await self.db.read(build)
+
+    # == runs and messaging ========================================================================
+    # Sending a message persists a queued Run first; the scheduler executes it (FIFO and one at a time per
+    # agent, across processes; agents in parallel up to max_concurrency). Waiting is bounded: when the
+    # bound passes the caller gets the run as it is, and the run goes on.
+
+    async def send_message(
+        self,
+        agent: str,
+        message: str,
+        *,
+        sender: str | None = None,
+        role: Literal["user", "system"] = "user",
+        parent_run_id: str | None = None,
+        wait_s: float | None = None,
+        on_step: Callable[[StepEvent], Awaitable[None]] | None = None,
+        cancel_on_abort: bool = False,
+    ) -> Run:
+        """Send a message to an agent: persist a queued run, then wait up to ``wait_s`` seconds for it.
+
+        Returns the finished run, or (``wait_s`` passed, or ``None``: return at once) the run as it is then,
+        e.g. "queued" or "running"; fetch it later with ``get_run``. ``sender`` is who sent it (``None``
+        for the host/API, else e.g. an agent id) and ``parent_run_id`` the run it was sent from.
+        ``on_step`` is awaited after each step, while this call waits (for the whole run if ``wait_s`` is
+        ``None``). With ``cancel_on_abort``, cancelling this call (e.g. the client went away) cancels the run.
+        """
+        owner = self._owner.id
+
+        def create(conn: Conn) -> Run:
+            row = agent_sql.resolve_agent_row(conn, agent)
+            return run_sql.insert_run(
+                conn, row, message, role=role, sender=sender, parent_run_id=parent_run_id, owner=owner
+            )
+
+        run = await self._scheduler.submit(create, on_step)
+        if wait_s is None:
+            return run
+        try:
+            return await self._scheduler.wait(run.id, wait_s, current=run)
+        except anyio.get_cancelled_exc_class():
+            if cancel_on_abort:
+                with anyio.CancelScope(shield=True):
+                    await self._scheduler.cancel(run.id)
+            raise
+        finally:
+            if on_step is not None:
+                self._scheduler.remove_listener(run.id, on_step)
+
+    async def get_run(self, run_id: str, *, wait_s: float = 0) -> Run:
+        """A run by id; with ``wait_s`` > 0, waits up to that long for it to finish (never raises on time)."""
+        if wait_s and wait_s > 0:
+            return await self._scheduler.wait(run_id, wait_s)
+        return await self._scheduler.get(run_id)
+
+    async def wait_run(self, run_id: str, timeout_s: float | None = None) -> Run:
+        """The run once finished; raises ``Timeout`` if ``timeout_s`` seconds pass first (the run goes on)."""
+        return await self._scheduler.wait_done(run_id, timeout_s)
+
+    async def list_runs(self, agent: str | None = None, status: str | None = None, limit: int = 50) -> list[Run]:
+        """Runs, newest first, optionally of one agent and/or in one status."""
+
+        def query(conn: Conn) -> list[Run]:
+            agent_id = None if agent is None else agent_sql.resolve_agent_row(conn, agent)["id"]
+            return run_sql.list_runs(conn, agent_id=agent_id, status=status, limit=limit)
+
+        return await self.db.read(query)
+
+    async def cancel_run(self, run_id: str) -> Run:
+        """Cancel a run: a queued one at once, a running one (here or in another process) at its next step."""
+        return await self._scheduler.cancel(run_id)

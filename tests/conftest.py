@@ -1,13 +1,19 @@
-"""Shared fixtures: a real temporary SQLite file, an open AgentHub, the anyio backend."""
+"""Shared fixtures: a real temporary SQLite file, an open AgentHub, the anyio backend, and an AgentHub
+whose agents talk to the real loopback ``ScriptedLLM`` (``llm_hub``), with a ``gate`` to hold its answers.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from conftest_llm import scripted_llm  # noqa: F401  (the fixture, shared with every test module)
 
 from mcp_letta import AgentHub, Settings
+from mcp_letta.llm.scripted import Response, ScriptedLLM
 
 
 @pytest.fixture
@@ -29,3 +35,46 @@ def settings(db_path: Path) -> Settings:
 async def hub(settings: Settings) -> AsyncIterator[AgentHub]:
     async with AgentHub(settings) as opened:
         yield opened
+
+
+@pytest.fixture
+def llm_settings(settings: Settings, scripted_llm: ScriptedLLM) -> Settings:  # noqa: F811
+    """Settings whose LLM is the scripted loopback server (one quick retry)."""
+    return settings.with_overrides(llm_base_url=scripted_llm.base_url, model="scripted-model", llm_max_retries=1)
+
+
+@pytest.fixture
+async def llm_hub(llm_settings: Settings) -> AsyncIterator[AgentHub]:
+    """An open hub whose agents call the scripted LLM."""
+    async with AgentHub(llm_settings) as opened:
+        yield opened
+
+
+class Gate:
+    """Holds every unscripted answer of the scripted LLM until ``open()``: the test decides when a slow call ends.
+
+    While closed it blocks the server's event loop, so use it with one LLM call in flight at a time.
+    """
+
+    def __init__(self, llm: ScriptedLLM, text: str) -> None:
+        self.text = text
+        self._opened = threading.Event()
+        llm.default = self._answer
+
+    def _answer(self, _request: dict[str, Any]) -> Response:
+        self._opened.wait(timeout=30)  # a safety net: a forgotten gate must not hang the suite
+        return Response(content=self.text)
+
+    def open(self) -> None:
+        """Let held and future calls answer."""
+        self._opened.set()
+
+
+@pytest.fixture
+def gate(scripted_llm: ScriptedLLM) -> Iterator[Gate]:  # noqa: F811
+    """A closed ``Gate`` answering "released" once opened (opened at teardown in any case)."""
+    held = Gate(scripted_llm, "released")
+    try:
+        yield held
+    finally:
+        held.open()

@@ -1,4 +1,5 @@
-"""An agent's context window: the system prompt with its core memory rendered exactly as Letta does.
+"""An agent's context window: the system prompt with its core memory rendered exactly as Letta does,
+the in-context history as chat messages, the token estimate, and Letta's summarization (compaction).
 
 ``render_memory`` is the single source of the memory text: the MCP resource
 ``letta://agents/{agent}/memory`` and the prompts the runtime sends both come from it.
@@ -6,9 +7,11 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from typing import Any
 
-from mcp_letta.models import Block
+from mcp_letta.models import Block, Message
 
 CORE_MEMORY_PLACEHOLDER = "{CORE_MEMORY}"
 
@@ -86,3 +89,157 @@ def compile_system(system: str, memory: str) -> str:
     if CORE_MEMORY_PLACEHOLDER in system:
         return system.replace(CORE_MEMORY_PLACEHOLDER, memory)
     return system + "\n\n" + memory
+
+
+# -- the context window ----------------------------------------------------------------------------
+DEFAULT_CONTEXT_WINDOW = 32768
+SUMMARIZE_AT = 0.9  # Letta compacts when the estimate passes 0.9 x the context window
+KEEP_FRACTION = 0.3  # Letta's sliding_window_percentage: the newest 30% of the window stays
+CHARS_PER_TOKEN = 4
+MESSAGE_OVERHEAD_TOKENS = 4  # role, separators: what a chat template adds per message
+SUMMARY_SENDER = "summarizer"  # the ``sender`` of summary messages, so they sort first in the window
+
+SUMMARY_SYSTEM = (
+    "You summarize conversations for an AI agent whose context window is full. You are given the oldest "
+    "part of its conversation: user messages, the agent's replies, and the tool calls it made with their "
+    "results. Write, in the first person from the agent's point of view, a summary of what happened and "
+    "what matters for going on: facts learned, requests made, decisions taken, work left open. Keep it "
+    "under 150 words. Output only the summary."
+)
+
+
+def history_messages(history: list[Message]) -> list[dict[str, Any]]:
+    """OpenAI chat messages for history already in ``context_order``.
+
+    Tool calls without a recorded result, and results without their call, are left out: an API rejects
+    either, and they only arise when a run was interrupted between the two.
+    """
+    answered = {m.tool_call_id for m in history if m.role == "tool" and m.tool_call_id}
+    called: set[str] = set()
+    out: list[dict[str, Any]] = []
+    for message in history:
+        if message.role == "assistant":
+            calls = [tc for tc in message.tool_calls if tc.id in answered]
+            if not calls and not message.content:
+                continue
+            entry: dict[str, Any] = {"role": "assistant", "content": message.content or None}
+            if calls:
+                entry["tool_calls"] = [
+                    {"id": tc.id, "type": "function", "function": {"name": tc.name, "arguments": tc.arguments}}
+                    for tc in calls
+                ]
+                called.update(tc.id for tc in calls)
+            out.append(entry)
+        elif message.role == "tool":
+            if message.tool_call_id in called:
+                out.append({"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content})
+        else:
+            out.append({"role": message.role, "content": message.content})
+    return out
+
+
+def context_order(history: list[Message]) -> list[Message]:
+    """The window's order: the summary of evicted messages first, then the rest oldest first."""
+    summaries = [m for m in history if m.sender == SUMMARY_SENDER]
+    if not summaries:
+        return history
+    return summaries + [m for m in history if m.sender != SUMMARY_SENDER]
+
+
+def message_tokens(message: Message) -> int:
+    """A cheap estimate (characters / 4) of what one message costs in the window."""
+    chars = len(message.content) + sum(len(tc.name) + len(tc.arguments) for tc in message.tool_calls)
+    return chars // CHARS_PER_TOKEN + MESSAGE_OVERHEAD_TOKENS
+
+
+class Window:
+    """An agent's in-context history, kept in step as a run adds to it: the messages (in ``context_order``),
+    their chat form and their token estimate, so a step costs what it adds, not what the history holds.
+    """
+
+    def __init__(self, history: list[Message]) -> None:
+        self.messages = context_order(history)
+        self.chat = history_messages(self.messages)
+        self.tokens = sum(message_tokens(m) for m in self.messages)
+
+    def add(self, new: list[Message]) -> None:
+        """Append messages just stored (a step's messages are complete: calls come with their results)."""
+        self.messages = self.messages + new
+        self.chat = self.chat + history_messages(new)
+        self.tokens += sum(message_tokens(m) for m in new)
+
+    def copy(self) -> Window:
+        """An independent copy (the lists are replaced, never mutated, so a shallow copy is enough)."""
+        twin = Window.__new__(Window)
+        twin.messages, twin.chat, twin.tokens = self.messages, self.chat, self.tokens
+        return twin
+
+    @property
+    def fingerprint(self) -> tuple[int, int]:
+        """(count, newest seq): equal to the store's when nobody else changed the window since."""
+        return len(self.messages), max((m.seq for m in self.messages), default=0)
+
+    def request(self, system: str) -> list[dict[str, Any]]:
+        """The chat messages of an LLM request: the system message, then the history."""
+        return [{"role": "system", "content": system}, *self.chat]
+
+    def estimate(self, system: str, tools_chars: int = 0) -> int:
+        """The estimated prompt size: system message, tool schemas and history, at four characters a token."""
+        return fixed_tokens(system, tools_chars) + self.tokens
+
+
+def fixed_tokens(system: str, tools_chars: int = 0) -> int:
+    """The estimated size of what every request carries whatever the history: system message and tools."""
+    return (len(system) + tools_chars) // CHARS_PER_TOKEN
+
+
+def choose_eviction(history: list[Message], keep_tokens: int) -> int:
+    """How many of the window's oldest messages (in ``context_order``) to summarize away; 0 if none can go.
+
+    Keeps the newest messages that fit in ``keep_tokens``, and never starts the kept part with a tool
+    result (a result must stay with the call that asked for it).
+    """
+    ordered = context_order(history)
+    kept = 0
+    cut = len(ordered)
+    for index in range(len(ordered) - 1, 0, -1):
+        kept += message_tokens(ordered[index])
+        if kept > keep_tokens:
+            break
+        if ordered[index].role != "tool":
+            cut = index
+    if cut == len(ordered):  # not even the newest message fits: keep the newest turn that can stand alone
+        cut = next((i for i in range(len(ordered) - 1, 0, -1) if ordered[i].role != "tool"), 0)
+    return cut
+
+
+def summary_request(evicted: list[Message]) -> list[dict[str, Any]]:
+    """The chat messages asking the LLM to summarize the messages about to leave the window."""
+    lines = []
+    for message in evicted:
+        if message.role == "assistant" and message.tool_calls:
+            calls = ", ".join(f"{tc.name}({tc.arguments})" for tc in message.tool_calls)
+            lines.append(f"assistant (calls tools): {message.content + ' ' if message.content else ''}{calls}")
+        else:
+            lines.append(f"{message.role}: {message.content}")
+    transcript = "\n".join(lines)
+    return [
+        {"role": "system", "content": SUMMARY_SYSTEM},
+        {"role": "user", "content": f"Summarize this conversation:\n\n{transcript}"},
+    ]
+
+
+def summary_alert(hidden: int, summary: str, moment: datetime | None = None) -> str:
+    """Letta's summary message: a ``system_alert`` saying how many messages left the window, and the summary."""
+    return json.dumps(
+        {
+            "type": "system_alert",
+            "message": (
+                f"Note: {hidden} messages from the beginning of the conversation have been hidden from view due "
+                f"to memory constraints.\nThe following is a summary of the previous messages:\n {summary}"
+            ),
+            "time": letta_time(moment),
+        },
+        indent=2,
+        ensure_ascii=False,
+    )

@@ -1,0 +1,266 @@
+"""The tools an agent's LLM may call: a registry (built-ins, plus tools the hub adds per agent) and dispatch.
+
+A call's result reaches the LLM as Letta's JSON ``{"status": "OK"|"Failed", "message", "time"}``. Tools
+that only touch the store run inside the step's write transaction (one commit per step); tools that must
+wait on something (another agent, later) are awaited outside it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from mcp_letta.errors import LettaError
+from mcp_letta.models import ToolCall, ToolCallRecord
+from mcp_letta.runtime.context import letta_time
+from mcp_letta.store.db import Conn
+
+log = logging.getLogger("mcp_letta.toolbox")
+
+RETURN_CHAR_LIMIT = 50_000  # Letta's FUNCTION_RETURN_CHAR_LIMIT
+PREVIEW_CHARS = 200
+_JSON_TYPES: dict[str, type | tuple[type, ...]] = {
+    "string": str,
+    "integer": int,
+    "number": (int, float),
+    "boolean": bool,
+    "array": list,
+    "object": dict,
+}
+
+
+class ToolFailure(Exception):
+    """Raised by a tool: the message goes back to the agent verbatim as a Failed result."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """Who is calling: the agent (also the writer of its memory edits) and the run it is in."""
+
+    agent_id: str
+    agent_name: str
+    run_id: str
+
+
+InTransaction = Callable[[Conn, ToolContext, dict[str, Any]], Any]
+Awaited = Callable[[ToolContext, dict[str, Any]], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A tool an agent may call: name, description and JSON-schema parameters, and one handler.
+
+    ``in_transaction(conn, ctx, args)`` runs inside the step's write transaction (store-only work);
+    ``awaited(ctx, args)`` runs outside any transaction and may wait. The return value becomes the
+    result message (a str as is, None as "None", a dict as JSON, anything else via ``str``).
+    """
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    in_transaction: InTransaction | None = None
+    awaited: Awaited | None = None
+
+    def __post_init__(self) -> None:
+        if (self.in_transaction is None) == (self.awaited is None):
+            raise ValueError(f"tool {self.name!r} needs exactly one of in_transaction= or awaited=")
+
+    def schema(self) -> dict[str, Any]:
+        """The OpenAI function-tool schema offered to the LLM."""
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
+        }
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """What a call returned, as the agent sees it."""
+
+    ok: bool
+    message: str
+
+    def for_llm(self) -> str:
+        """Letta's packaged result: JSON with indent 2."""
+        payload = {"status": "OK" if self.ok else "Failed", "message": self.message, "time": letta_time()}
+        return json.dumps(payload, indent=2, ensure_ascii=False)
+
+    def record(self, call: ToolCall) -> ToolCallRecord:
+        """The call as kept in the run's steps."""
+        preview = self.message if len(self.message) <= PREVIEW_CHARS else self.message[:PREVIEW_CHARS] + "…"
+        return ToolCallRecord(name=call.name, arguments=call.arguments, ok=self.ok, result_preview=preview)
+
+
+@dataclass(frozen=True)
+class PreparedCall:
+    """A tool call with its tool found and arguments parsed, or the Failed result explaining why not."""
+
+    call: ToolCall
+    tool: Tool | None = None
+    args: dict[str, Any] | None = None
+    failure: ToolResult | None = None
+
+    @property
+    def awaited(self) -> bool:
+        """Whether this call must run outside the step's transaction."""
+        return self.tool is not None and self.tool.awaited is not None
+
+
+def result_text(value: Any) -> str:
+    """A return value as the result message (Letta's rules), truncated with Letta's note past 50,000 chars."""
+    if isinstance(value, str):
+        text = value
+    elif value is None:
+        text = "None"
+    elif isinstance(value, dict):
+        text = json.dumps(value, ensure_ascii=False)
+    else:
+        text = str(value)
+    if len(text) > RETURN_CHAR_LIMIT:
+        text = (
+            f"{text[:RETURN_CHAR_LIMIT]}... [NOTE: function output was truncated since it exceeded the character "
+            f"limit: {len(text)} > {RETURN_CHAR_LIMIT}]"
+        )
+    return text
+
+
+def _check_arguments(tool: Tool, args: dict[str, Any]) -> dict[str, Any]:
+    """Keep the declared arguments, coerce numeric strings, and refuse missing or mistyped ones."""
+    properties: dict[str, Any] = tool.parameters.get("properties", {})
+    missing = [name for name in tool.parameters.get("required", []) if args.get(name) is None]
+    if missing:
+        raise ToolFailure(f"{tool.name}() is missing required argument(s): {', '.join(missing)}")
+    clean: dict[str, Any] = {}
+    for name, value in args.items():
+        spec = properties.get(name)
+        if spec is None or value is None:
+            continue  # models add extras (request_heartbeat, thinking): ignore rather than fail the call
+        expected = spec.get("type")
+        if expected == "integer" and isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            value = int(value)
+        if expected == "array" and isinstance(value, str):
+            value = [value]
+        wanted = _JSON_TYPES.get(expected) if isinstance(expected, str) else None
+        if wanted is not None and (
+            not isinstance(value, wanted) or (expected == "integer" and isinstance(value, bool))
+        ):
+            raise ToolFailure(f"{tool.name}() argument {name!r} must be of type {expected}, not {type(value).__name__}")
+        clean[name] = value
+    return clean
+
+
+class Toolbox:
+    """Every tool the runtime knows, which ones each agent is offered, and how a call becomes a result.
+
+    An agent is offered the default tools, or the built-in names listed in its ``metadata["tools"]``,
+    plus any tools attached to it (``attach``), e.g. other agents it may call.
+    """
+
+    def __init__(self, tools: Iterable[Tool] = (), *, defaults: Iterable[str] = ()) -> None:
+        self._tools: dict[str, Tool] = {}
+        self._defaults: list[str] = []
+        self._attached: dict[str, dict[str, Tool]] = {}
+        for tool in tools:
+            self.register(tool)
+        for name in defaults:
+            self._defaults.append(self._known(name).name)
+
+    def _known(self, name: str) -> Tool:
+        if name not in self._tools:
+            raise KeyError(f"no tool named {name!r} is registered")
+        return self._tools[name]
+
+    def register(self, tool: Tool, *, default: bool = False) -> None:
+        """Make a tool known by name (replacing one of that name); ``default`` offers it to every agent."""
+        self._tools[tool.name] = tool
+        if default and tool.name not in self._defaults:
+            self._defaults.append(tool.name)
+
+    def attach(self, agent_id: str, tool: Tool) -> None:
+        """Offer a tool to one agent only (in this process)."""
+        self._attached.setdefault(agent_id, {})[tool.name] = tool
+
+    def detach(self, agent_id: str, name: str) -> None:
+        """Stop offering an attached tool to an agent (no-op if it was not attached)."""
+        self._attached.get(agent_id, {}).pop(name, None)
+
+    @property
+    def names(self) -> list[str]:
+        """Names of every registered tool."""
+        return list(self._tools)
+
+    def tools_for(self, agent_id: str, metadata: dict[str, Any] | None = None) -> dict[str, Tool]:
+        """The tools offered to an agent, by name, in the order they are shown to its LLM."""
+        chosen = (metadata or {}).get("tools")
+        names = chosen if isinstance(chosen, list) and all(isinstance(n, str) for n in chosen) else self._defaults
+        offered = {name: self._tools[name] for name in names if name in self._tools}
+        unknown = [name for name in names if name not in self._tools]
+        if unknown:
+            log.warning("agent %s lists unknown tools %s; known: %s", agent_id, unknown, ", ".join(self._tools))
+        offered.update(self._attached.get(agent_id, {}))
+        return offered
+
+    # -- dispatch ----------------------------------------------------------------------------------
+    @staticmethod
+    def prepare(call: ToolCall, offered: dict[str, Tool]) -> PreparedCall:
+        """Find the tool and parse the arguments; a problem becomes a Failed result the model can read."""
+        tool = offered.get(call.name)
+        if tool is None:
+            available = ", ".join(offered) or "none"
+            return PreparedCall(
+                call, failure=ToolResult(False, f"Tool {call.name!r} does not exist. Available tools: {available}")
+            )
+        try:
+            args = json.loads(call.arguments or "{}")
+        except ValueError as exc:
+            message = f"Error parsing the arguments of {call.name}: {exc}. Pass the arguments as one JSON object."
+            return PreparedCall(call, tool, failure=ToolResult(False, message))
+        if not isinstance(args, dict):
+            message = f"The arguments of {call.name} must be a JSON object, not {type(args).__name__}."
+            return PreparedCall(call, tool, failure=ToolResult(False, message))
+        try:
+            return PreparedCall(call, tool, args=_check_arguments(tool, args))
+        except ToolFailure as exc:
+            return PreparedCall(call, tool, failure=ToolResult(False, exc.message))
+
+    @staticmethod
+    def _failed(prepared: PreparedCall, exc: Exception) -> ToolResult:
+        if isinstance(exc, ToolFailure | LettaError):
+            return ToolResult(False, result_text(exc.message))
+        log.exception("tool %s failed unexpectedly", prepared.call.name, exc_info=exc)
+        return ToolResult(False, f"Error executing function {prepared.call.name}: {type(exc).__name__}: {exc}")
+
+    def run_in_transaction(self, conn: Conn, prepared: PreparedCall, ctx: ToolContext) -> ToolResult:
+        """Run a store-only call inside the caller's transaction; a failed call leaves no trace (savepoint)."""
+        if prepared.failure is not None:
+            return prepared.failure
+        assert prepared.tool is not None and prepared.tool.in_transaction is not None and prepared.args is not None
+        mark = len(conn.changes)
+        conn.execute("SAVEPOINT tool_call")
+        try:
+            value = prepared.tool.in_transaction(conn, ctx, prepared.args)
+        except Exception as exc:
+            conn.execute("ROLLBACK TO tool_call")
+            conn.execute("RELEASE tool_call")
+            del conn.changes[mark:]
+            return self._failed(prepared, exc)
+        conn.execute("RELEASE tool_call")
+        return ToolResult(True, result_text(value))
+
+    async def run_awaited(self, prepared: PreparedCall, ctx: ToolContext) -> ToolResult:
+        """Run a call that waits, outside any transaction."""
+        if prepared.failure is not None:
+            return prepared.failure
+        assert prepared.tool is not None and prepared.tool.awaited is not None and prepared.args is not None
+        try:
+            value = await prepared.tool.awaited(ctx, prepared.args)
+        except Exception as exc:
+            return self._failed(prepared, exc)
+        return ToolResult(True, result_text(value))

@@ -1,0 +1,207 @@
+"""Runs through the hub and the real loopback LLM: bounded waits, cancellation, ordering per agent and
+parallelism across agents, LLM errors, progress events and run listings.
+"""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+from conftest import Gate
+
+from mcp_letta import AgentHub, NotFound, Settings, Timeout
+from mcp_letta.llm.scripted import ScriptedLLM
+from mcp_letta.models import Run, StepEvent
+
+pytestmark = pytest.mark.anyio
+
+
+def overlap(a: Run, b: Run) -> bool:
+    assert a.started_at and a.finished_at and b.started_at and b.finished_at
+    return a.started_at < b.finished_at and b.started_at < a.finished_at
+
+
+async def test_slow_run_returns_pending_and_get_run_later_returns_its_reply(llm_hub: AgentHub, gate: Gate) -> None:
+    await llm_hub.create_agent("alice")
+    pending = await llm_hub.send_message("alice", "take your time", wait_s=0.05)
+    assert pending.status in ("queued", "running") and pending.reply is None
+    with pytest.raises(Timeout) as caught:
+        await llm_hub.wait_run(pending.id, 0.05)
+    assert pending.id in str(caught.value) and "get_run" in str(caught.value)
+    gate.open()
+    done = await llm_hub.get_run(pending.id, wait_s=10)
+    assert (done.id, done.status, done.reply) == (pending.id, "completed", "released")
+    assert (await llm_hub.wait_run(pending.id)).reply == "released"
+
+
+async def test_send_without_waiting_returns_the_queued_run_at_once(llm_hub: AgentHub, gate: Gate) -> None:
+    await llm_hub.create_agent("alice")
+    run = await llm_hub.send_message("alice", "hello")
+    assert run.status == "queued" and run.id.startswith("run-") and run.agent_name == "alice"
+    gate.open()
+    assert (await llm_hub.wait_run(run.id, 10)).status == "completed"
+
+
+async def test_cancelling_a_running_run_keeps_the_late_answer_out(
+    llm_hub: AgentHub, scripted_llm: ScriptedLLM, gate: Gate
+) -> None:
+    await llm_hub.create_agent("alice")
+    running = await llm_hub.send_message("alice", "a long question")
+    queued = await llm_hub.send_message("alice", "a second question")
+    await scripted_llm.wait_for_requests_async(1)
+
+    cancelled_queued = await llm_hub.cancel_run(queued.id)
+    assert (cancelled_queued.status, cancelled_queued.stop_reason) == ("cancelled", "cancelled")
+    cancelled = await llm_hub.cancel_run(running.id)
+    assert (cancelled.status, cancelled.stop_reason, cancelled.reply) == ("cancelled", "cancelled", None)
+    gate.open()  # the LLM answers now, too late
+
+    scripted_llm.reply("fresh answer")
+    after = await llm_hub.send_message("alice", "are you there?", wait_s=10)
+    assert after.reply == "fresh answer"
+    assert (await llm_hub.get_run(running.id)).status == "cancelled"
+    history = await llm_hub.get_messages("alice")
+    assert [(m.role, m.content) for m in history] == [
+        ("user", "a long question"),
+        ("user", "are you there?"),
+        ("assistant", "fresh answer"),
+    ]
+    assert len(scripted_llm.requests) == 2  # the cancelled queued run never reached the LLM
+
+
+async def test_two_messages_to_one_agent_run_in_order_while_two_agents_overlap(
+    llm_hub: AgentHub, scripted_llm: ScriptedLLM
+) -> None:
+    scripted_llm.echo()
+    scripted_llm.delay_s = 0.3
+    await llm_hub.create_agent("alice")
+    await llm_hub.create_agent("bob")
+    a1 = await llm_hub.send_message("alice", "first")
+    a2 = await llm_hub.send_message("alice", "second")
+    b1 = await llm_hub.send_message("bob", "hello bob")
+    a1, a2, b1 = [await llm_hub.wait_run(r.id, 10) for r in (a1, a2, b1)]
+    assert [r.reply for r in (a1, a2, b1)] == ["echo: first", "echo: second", "echo: hello bob"]
+    assert a1.finished_at <= a2.started_at  # one at a time, first in first out
+    assert overlap(a1, b1)  # different agents run in parallel
+    second_request = next(r for r in scripted_llm.requests if "echo: first" in str(r.body["messages"]))
+    assert [m["content"] for m in second_request.body["messages"][1:]] == ["first", "echo: first", "second"]
+
+
+async def test_concurrency_cap_of_one_runs_agents_one_after_another(
+    llm_settings: Settings, scripted_llm: ScriptedLLM
+) -> None:
+    scripted_llm.echo()
+    scripted_llm.delay_s = 0.1
+    async with AgentHub(llm_settings.with_overrides(max_concurrency=1)) as hub:
+        await hub.create_agent("alice")
+        await hub.create_agent("bob")
+        sent = [await hub.send_message(name, "hi") for name in ("alice", "bob")]
+        alice, bob = [await hub.wait_run(r.id, 10) for r in sent]
+    assert alice.status == bob.status == "completed"
+    assert not overlap(alice, bob)
+
+
+async def test_rate_limit_then_success_completes_the_run(llm_hub: AgentHub, scripted_llm: ScriptedLLM) -> None:
+    await llm_hub.create_agent("alice")
+    scripted_llm.error(429, retry_after=0)
+    scripted_llm.reply("made it")
+    run = await llm_hub.send_message("alice", "hello", wait_s=10)
+    assert (run.status, run.reply) == ("completed", "made it")
+    assert [r.status for r in scripted_llm.requests] == [429, 200]
+
+
+async def test_llm_down_fails_the_run_clearly_and_loses_nothing(
+    llm_settings: Settings, scripted_llm: ScriptedLLM
+) -> None:
+    async with AgentHub(llm_settings.with_overrides(llm_max_retries=0)) as hub:
+        await hub.create_agent("alice")
+        scripted_llm.down()
+        failed = await hub.send_message("alice", "remember: the meeting is at noon", wait_s=10)
+        assert (failed.status, failed.stop_reason, failed.reply) == ("failed", "llm_api_error", None)
+        assert "failed 1 time(s)" in failed.error and "MCP_LETTA_LLM_BASE_URL" in failed.error
+        assert [(m.role, m.content) for m in await hub.get_messages("alice")] == [
+            ("user", "remember: the meeting is at noon")
+        ]
+        scripted_llm.up()
+        scripted_llm.reply("Noon, noted.")
+        again = await hub.send_message("alice", "when is the meeting?", wait_s=10)
+    assert again.reply == "Noon, noted."
+    [request] = scripted_llm.requests
+    assert [m["content"] for m in request.body["messages"][1:]] == [
+        "remember: the meeting is at noon",
+        "when is the meeting?",
+    ]
+
+
+async def test_no_llm_configured_fails_the_run_with_what_to_set(hub: AgentHub) -> None:
+    await hub.create_agent("alice")
+    run = await hub.send_message("alice", "hello", wait_s=10)
+    assert (run.status, run.stop_reason) == ("failed", "llm_api_error")
+    assert "MCP_LETTA_LLM_BASE_URL" in run.error
+
+
+async def test_on_step_reports_each_step_and_its_tool_calls(llm_hub: AgentHub, scripted_llm: ScriptedLLM) -> None:
+    await llm_hub.create_agent("alice")
+    scripted_llm.tool_call("memory_insert", {"label": "human", "new_string": "likes jazz"})
+    scripted_llm.reply("Jazz, noted.")
+    events: list[StepEvent] = []
+
+    async def on_step(event: StepEvent) -> None:
+        events.append(event)
+
+    run = await llm_hub.send_message("alice", "I like jazz", wait_s=10, on_step=on_step)
+    assert [(e.run_id, e.agent_name, e.step.index) for e in events] == [(run.id, "alice", 0), (run.id, "alice", 1)]
+    assert [[(c.name, c.ok) for c in e.step.tool_calls] for e in events] == [[("memory_insert", True)], []]
+    assert [e.step for e in events] == run.steps
+
+
+async def test_runs_are_listed_and_unknown_ids_name_recent_ones(llm_hub: AgentHub, scripted_llm: ScriptedLLM) -> None:
+    scripted_llm.echo()
+    await llm_hub.create_agent("alice")
+    await llm_hub.create_agent("bob")
+    first = await llm_hub.send_message("alice", "one", wait_s=10, sender="agent-123")
+    second = await llm_hub.send_message("bob", "two", wait_s=10, parent_run_id=first.id, role="system")
+    assert [r.id for r in await llm_hub.list_runs()] == [second.id, first.id]
+    assert [r.id for r in await llm_hub.list_runs("alice", status="completed")] == [first.id]
+    assert await llm_hub.list_runs(status="queued") == []
+    assert (second.sender, second.parent_run_id, second.role) == (None, first.id, "system")
+    assert first.sender == "agent-123"
+    assert scripted_llm.requests[1].body["messages"][-1] == {"role": "system", "content": "two"}
+    with pytest.raises(NotFound) as caught:
+        await llm_hub.get_run("run-nope")
+    assert second.id in str(caught.value) and "list_runs" in str(caught.value)
+    with pytest.raises(NotFound):
+        await llm_hub.send_message("alice", "x", parent_run_id="run-nope")
+
+
+async def test_caller_abort_cancels_the_run_only_when_asked(llm_hub: AgentHub, scripted_llm: ScriptedLLM) -> None:
+    await llm_hub.create_agent("alice")
+    scripted_llm.reply("slow", delay_s=30)
+    scripted_llm.reply("slow too", delay_s=30)
+
+    async def abort_once_the_llm_is_called(requests: int, **options: bool) -> Run:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: llm_hub.send_message("alice", "a question", wait_s=30, **options))
+            await scripted_llm.wait_for_requests_async(requests)
+            tg.cancel_scope.cancel()
+        return (await llm_hub.list_runs("alice"))[0]
+
+    aborted = await abort_once_the_llm_is_called(1, cancel_on_abort=True)
+    assert (aborted.status, aborted.stop_reason) == ("cancelled", "cancelled")
+    kept = await abort_once_the_llm_is_called(2)
+    assert kept.status == "running"
+    assert (await llm_hub.cancel_run(kept.id)).status == "cancelled"
+
+
+async def test_deleting_an_agent_fails_its_running_and_queued_runs(
+    llm_hub: AgentHub, scripted_llm: ScriptedLLM, gate: Gate
+) -> None:
+    await llm_hub.create_agent("alice")
+    running = await llm_hub.send_message("alice", "first")
+    queued = await llm_hub.send_message("alice", "second")
+    await scripted_llm.wait_for_requests_async(1)
+    await llm_hub.delete_agent("alice")
+    gate.open()
+    first, second = [await llm_hub.wait_run(r.id, 10) for r in (running, queued)]
+    assert (first.status, first.stop_reason, first.reply) == ("failed", "error", None)
+    assert "deleted while this run was going" in first.error
+    assert (second.status, second.error) == ("failed", "agent 'alice' was deleted before this run started")

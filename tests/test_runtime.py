@@ -1,0 +1,251 @@
+"""The agent loop end to end through the hub and the real loopback LLM: replies, memory tools with Letta's
+results and exact errors, the step limit, and summarization when the context window fills up.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from mcp_letta import AgentHub
+from mcp_letta.llm.scripted import RecordedRequest, Response, ScriptedLLM
+from mcp_letta.runtime.builtin_tools import DEFAULT_TOOL_NAMES
+
+pytestmark = pytest.mark.anyio
+
+
+def messages(request: RecordedRequest) -> list[dict[str, Any]]:
+    return request.body["messages"]
+
+
+def tool_results(request: RecordedRequest) -> list[dict[str, Any]]:
+    """The packaged tool results the LLM was shown, newest step last."""
+    return [json.loads(m["content"]) for m in messages(request) if m["role"] == "tool"]
+
+
+async def test_reply_flows_and_the_exchange_is_in_history(llm_hub: AgentHub, scripted_llm: ScriptedLLM) -> None:
+    await llm_hub.create_agent("alice", persona="I am Alice.")
+    scripted_llm.reply("Hello! I'm Alice.")
+    run = await llm_hub.send_message("alice", "hi there", wait_s=10)
+    assert (run.status, run.reply, run.stop_reason) == ("completed", "Hello! I'm Alice.", "end_turn")
+    assert len(run.steps) == 1 and run.steps[0].tool_calls == []
+    assert run.usage.total_tokens > 0 and run.usage == run.steps[0].usage
+    [request] = scripted_llm.requests
+    assert request.body["tool_choice"] == "auto" and request.body["parallel_tool_calls"] is False
+    assert request.tool_names == list(DEFAULT_TOOL_NAMES)
+    assert messages(request)[0]["role"] == "system" and "<persona>" in messages(request)[0]["content"]
+    assert messages(request)[1:] == [{"role": "user", "content": "hi there"}]
+    history = await llm_hub.get_messages("alice")
+    assert [(m.role, m.content, m.run_id) for m in history] == [
+        ("user", "hi there", run.id),
+        ("assistant", "Hello! I'm Alice.", run.id),
+    ]
+
+
+async def test_memory_edit_by_the_agent_persists_and_is_in_the_next_prompt(
+    llm_hub: AgentHub, scripted_llm: ScriptedLLM
+) -> None:
+    alice = await llm_hub.create_agent("alice")
+    scripted_llm.tool_call("memory_insert", {"label": "human", "new_string": "Name: Ada. Likes green tea."})
+    scripted_llm.reply("Noted, Ada.")
+    run = await llm_hub.send_message("alice", "I'm Ada and I like green tea", wait_s=10)
+    assert run.status == "completed" and run.reply == "Noted, Ada."
+    assert [[(c.name, c.ok) for c in s.tool_calls] for s in run.steps] == [[("memory_insert", True)], []]
+
+    first, second = scripted_llm.requests
+    assert "Likes green tea" not in first.system
+    assert "<value>\nName: Ada. Likes green tea.\n</value>" in second.system  # rebuilt for the very next step
+    [result] = tool_results(second)
+    assert result["status"] == "OK" and result["message"] == "Name: Ada. Likes green tea."
+    block = await llm_hub.read_block("human", agent="alice")
+    assert block.value == "Name: Ada. Likes green tea." and block.updated_by == alice.id
+    assert (await llm_hub.block_history("human", agent="alice"))[0].op == "memory_insert"
+
+    scripted_llm.reply("Welcome back.")
+    await llm_hub.send_message("alice", "hello again", wait_s=10)
+    third = scripted_llm.requests[2]
+    assert "Name: Ada. Likes green tea." in third.system
+    assert [m["role"] for m in messages(third)] == ["system", "user", "assistant", "tool", "assistant", "user"]
+
+
+async def test_read_only_block_refuses_the_agent_with_lettas_exact_error(
+    llm_hub: AgentHub, scripted_llm: ScriptedLLM
+) -> None:
+    await llm_hub.create_agent("alice", blocks=[{"label": "policy", "value": "Be kind.", "read_only": True}])
+    scripted_llm.tool_call("memory_replace", {"label": "policy", "old_string": "kind", "new_string": "rude"})
+    scripted_llm.reply("I cannot change my policy.")
+    run = await llm_hub.send_message("alice", "be rude from now on", wait_s=10)
+    assert run.status == "completed" and run.steps[0].tool_calls[0].ok is False
+    [result] = tool_results(scripted_llm.requests[1])
+    assert result == {
+        "status": "Failed",
+        "message": "Error This block is read-only and cannot be edited.",
+        "time": result["time"],
+    }
+    block = await llm_hub.read_block("policy", agent="alice")
+    assert (block.value, block.version) == ("Be kind.", 1)
+
+
+async def test_memory_tools_fail_with_lettas_exact_messages_and_change_nothing(
+    llm_hub: AgentHub, scripted_llm: ScriptedLLM
+) -> None:
+    await llm_hub.create_agent(
+        "alice",
+        human="likes tea\nlikes tea cakes",
+        blocks=[{"label": "tiny", "value": "", "limit": 10}],
+        metadata={"tools": ["core_memory_append", "core_memory_replace", "memory_replace", "memory_insert"]},
+    )
+    scripted_llm.tool_calls(
+        [
+            ("memory_insert", {"label": "nope", "new_string": "x"}),
+            ("memory_replace", {"label": "human", "old_string": "coffee", "new_string": "x"}),
+            ("memory_replace", {"label": "human", "old_string": "likes tea", "new_string": "x"}),
+            ("memory_replace", {"label": "human", "old_string": "1→ likes tea", "new_string": "x"}),
+            ("memory_insert", {"label": "human", "new_string": "x", "insert_line": 99}),
+            ("core_memory_replace", {"label": "human", "old_content": "coffee", "new_content": "x"}),
+            ("core_memory_append", {"label": "tiny", "content": "far more than ten characters"}),
+        ]
+    )
+    scripted_llm.reply("done")
+    run = await llm_hub.send_message("alice", "edit your memory", wait_s=10)
+    assert run.status == "completed"
+    results = tool_results(scripted_llm.requests[1])
+    assert [r["status"] for r in results] == ["Failed"] * 7
+    assert [r["message"] for r in results[:6]] == [
+        "'Block field nope does not exist (available sections = persona, human, tiny)'",
+        "No replacement was performed, old_string `coffee` did not appear verbatim in memory block with label `human`.",
+        "No replacement was performed. Multiple occurrences of old_string `likes tea` in lines [1, 2]. Please "
+        "ensure it is unique.",
+        "old_string contains a line number prefix, which is not allowed. Do not include line numbers when calling "
+        "memory tools (line numbers are for display purposes only).",
+        "Invalid `insert_line` parameter: 99. It should be within the range of lines of the memory block: [0, 2], "
+        "or -1 to append to the end of the memory block.",
+        "Old content 'coffee' not found in memory block 'human'",
+    ]
+    assert results[6]["message"].startswith("Edit failed: Exceeds 10 character limit (requested 28)")
+    assert (await llm_hub.read_block("human", agent="alice")).version == 1
+    assert (await llm_hub.read_block("tiny", agent="alice")).version == 1
+
+
+async def test_bad_tool_calls_become_failed_results_the_model_reads(
+    llm_hub: AgentHub, scripted_llm: ScriptedLLM
+) -> None:
+    await llm_hub.create_agent("alice")
+    scripted_llm.raw(
+        {
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "tool_calls",
+                    "message": {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {"id": "c1", "type": "function", "function": {"name": "fly", "arguments": "{}"}},
+                            {"id": "c2", "type": "function", "function": {"name": "memory_insert", "arguments": "{x"}},
+                            {"id": "c3", "type": "function", "function": {"name": "memory_insert", "arguments": "{}"}},
+                        ],
+                    },
+                }
+            ]
+        }
+    )
+    scripted_llm.reply("sorry")
+    run = await llm_hub.send_message("alice", "do something", wait_s=10)
+    assert (run.status, run.reply) == ("completed", "sorry")
+    assert [(c.name, c.ok) for c in run.steps[0].tool_calls] == [
+        ("fly", False),
+        ("memory_insert", False),
+        ("memory_insert", False),
+    ]
+    unknown, bad_json, missing = (r["message"] for r in tool_results(scripted_llm.requests[1]))
+    assert unknown.startswith("Tool 'fly' does not exist. Available tools: memory_insert, memory_replace")
+    assert bad_json.startswith("Error parsing the arguments of memory_insert")
+    assert missing == "memory_insert() is missing required argument(s): label, new_string"
+
+
+async def test_archival_tools_insert_none_search_repr_and_the_count_reaches_the_prompt(
+    llm_hub: AgentHub, scripted_llm: ScriptedLLM
+) -> None:
+    await llm_hub.create_agent("alice")
+    scripted_llm.tool_call("archival_memory_insert", {"content": "The launch code is tulip.", "tags": ["secrets"]})
+    scripted_llm.tool_call("archival_memory_search", {"query": "launch code"})
+    scripted_llm.reply("ok")
+    await llm_hub.send_message("alice", "remember the launch code", wait_s=10)
+    _, second, third = scripted_llm.requests
+    assert tool_results(second)[0]["message"] == "None"
+    assert "- 1 total memories you created are stored in archival memory" in second.system
+    assert "- Available archival memory tags: secrets" in second.system
+    found = tool_results(third)[1]["message"]
+    assert (
+        found.startswith("[{'id': 'passage-") and "'content': 'The launch code is tulip.', 'tags': ['secrets']" in found
+    )
+
+
+async def test_long_tool_output_is_truncated_with_lettas_note(llm_hub: AgentHub, scripted_llm: ScriptedLLM) -> None:
+    await llm_hub.create_agent("alice")
+    await llm_hub.archival_insert("alice", "needle " + "x" * 60_000)
+    scripted_llm.tool_call("archival_memory_search", {"query": "needle"})
+    scripted_llm.reply("ok")
+    await llm_hub.send_message("alice", "search", wait_s=10)
+    message = tool_results(scripted_llm.requests[1])[0]["message"]
+    kept, note = message.split("... [NOTE: function output was truncated since it exceeded the character limit: ")
+    assert len(kept) == 50_000 and kept.startswith("[{'id': 'passage-")
+    full_length, limit = note.removesuffix("]").split(" > ")
+    assert int(full_length) > 60_000 and limit == "50000"
+
+
+async def test_conversation_search_finds_earlier_runs_in_lettas_shape(
+    llm_hub: AgentHub, scripted_llm: ScriptedLLM
+) -> None:
+    await llm_hub.create_agent("alice")
+    scripted_llm.reply("Purple is a fine colour.")
+    await llm_hub.send_message("alice", "my favourite colour is purple", wait_s=10)
+    scripted_llm.tool_call("conversation_search", {"query": "purple colour"})
+    scripted_llm.reply("You said purple.")
+    await llm_hub.send_message("alice", "what did I say about colours?", wait_s=10)
+    found = json.loads(tool_results(scripted_llm.requests[2])[0]["message"])
+    assert found["message"] == "Showing 2 results:"
+    assert {r["content"] for r in found["results"]} == {"my favourite colour is purple", "Purple is a fine colour."}
+    assert set(found["results"][0]) == {"timestamp", "time_ago", "role", "relevance", "content"}
+
+
+async def test_step_limit_ends_the_run_with_max_steps_and_a_clear_error(
+    llm_settings: Any, scripted_llm: ScriptedLLM
+) -> None:
+    scripted_llm.default = Response(calls=(("conversation_search", {"query": "anything"}),))
+    async with AgentHub(llm_settings.with_overrides(max_steps=3)) as hub:
+        await hub.create_agent("alice")
+        run = await hub.send_message("alice", "loop forever", wait_s=10)
+    assert (run.status, run.stop_reason, run.reply) == ("failed", "max_steps", None)
+    assert len(run.steps) == 3 and len(scripted_llm.requests) == 3
+    assert "used all 3 steps" in run.error and "MCP_LETTA_MAX_STEPS" in run.error
+
+
+async def test_full_context_window_is_summarized_and_evicted_messages_stay_searchable(
+    llm_hub: AgentHub, scripted_llm: ScriptedLLM
+) -> None:
+    scripted_llm.echo()
+    scripted_llm.on("You summarize conversations", *["Ada talked about aardvarks, then badgers."] * 4)
+    await llm_hub.create_agent("alice", model_settings={"context_window": 4000})
+    for animal in ("aardvark", "badger", "chameleon", "dingo"):
+        run = await llm_hub.send_message("alice", f"{animal} " + "lorem ipsum " * 160, wait_s=10)
+        assert run.status == "completed"
+    summarize = [r for r in scripted_llm.requests if "You summarize conversations" in r.system]
+    assert summarize, "the context never filled up"
+    assert "aardvark" in summarize[0].body["messages"][1]["content"]
+    after = scripted_llm.requests[scripted_llm.requests.index(summarize[-1]) + 1]
+    first = messages(after)[1]
+    assert first["role"] == "user" and '"type": "system_alert"' in first["content"]
+    assert "hidden from view due to memory constraints" in first["content"]
+    assert "Ada talked about aardvarks" in first["content"]
+    contents = [m["content"] for m in messages(after)[1:]]
+    assert not any(c.startswith("aardvark lorem") for c in contents)
+    assert any(c.startswith("echo: badger") for c in contents)  # the newest ~30% of the window stays
+    assert "previous messages between you and the user are stored in recall memory" in after.system
+    history = await llm_hub.get_messages("alice", limit=100)
+    assert not next(m for m in history if m.content.startswith("aardvark")).in_context
+    hits = await llm_hub.search_messages("alice", "aardvark", roles=["user"])
+    assert [h.in_context for h in hits if h.content.startswith("aardvark lorem")] == [False]
