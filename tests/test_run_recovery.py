@@ -16,6 +16,7 @@ from conftest import Gate
 
 from mcp_letta import AgentHub, Settings
 from mcp_letta.llm.scripted import Response, ScriptedLLM
+from mcp_letta.models import Run
 
 pytestmark = pytest.mark.anyio
 
@@ -147,3 +148,21 @@ async def test_cancel_from_another_process_stops_the_run(llm_settings: Settings,
         cancelled = await second.cancel_run(run.id)
         assert (cancelled.status, cancelled.stop_reason, cancelled.reply) == ("cancelled", "cancelled", None)
         assert [m.role for m in await first.get_messages("alice")] == ["user"]
+
+
+async def test_closing_the_hub_hands_a_waiting_caller_the_interrupted_run(
+    llm_settings: Settings, scripted_llm: ScriptedLLM, gate: Gate
+) -> None:
+    answers: list[Run] = []
+
+    async def ask(hub: AgentHub) -> None:
+        answers.append(await hub.send_message("alice", "hello", wait_s=30))
+
+    async with anyio.create_task_group() as tg:
+        async with AgentHub(llm_settings) as hub:
+            await hub.create_agent("alice")
+            tg.start_soon(ask, hub)
+            await scripted_llm.wait_for_requests_async(1)
+    [run] = answers  # the caller outlived the hub, and got the run as the hub left it
+    assert (run.status, run.stop_reason) == ("interrupted", "interrupted")
+    assert "shut down" in run.error

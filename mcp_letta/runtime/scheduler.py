@@ -253,12 +253,12 @@ class Scheduler:
                 scope.cancel()
             if scope.cancel_called:
                 with anyio.CancelScope(shield=True):
-                    await self._end(run_id, "cancelled", "cancelled while running", "cancelled")
+                    finished = await self._end(run_id, "cancelled", "cancelled while running", "cancelled")
         except RunLost:
             log.warning("run %s was taken over by another process (its lease had expired)", run_id)
         except anyio.get_cancelled_exc_class():  # the hub is closing
             with anyio.CancelScope(shield=True):
-                await self._end(run_id, "interrupted", SHUTDOWN_ERROR, "interrupted")
+                finished = await self._end(run_id, "interrupted", SHUTDOWN_ERROR, "interrupted")
             raise
         finally:
             self._scopes.pop(run_id, None)
@@ -266,13 +266,18 @@ class Scheduler:
             self._listeners.pop(run_id, None)
             self._signal(run_id, finished if finished is not None and finished.done else None)
 
-    async def _end(self, run_id: str, status: str, error: str, stop_reason: str) -> None:
+    async def _end(self, run_id: str, status: str, error: str, stop_reason: str) -> Run | None:
+        """Finish a run that stopped early (unless it finished meanwhile); the run as it now is."""
+
+        def end(conn: Conn) -> Run:
+            runs_sql.finish_run(conn, run_id, status=status, error=error, stop_reason=stop_reason)
+            return runs_sql.get_run(conn, run_id)
+
         try:
-            await self.runner.write(
-                lambda conn: runs_sql.finish_run(conn, run_id, status=status, error=error, stop_reason=stop_reason)
-            )
+            return await self.runner.write(end)
         except Exception:  # the lease runs out and another process marks it interrupted instead
             log.exception("could not mark run %s %s", run_id, status)
+            return None
 
     def _on_step_of(self, run_id: str) -> OnStep:
         async def emit(event: StepEvent) -> None:
