@@ -43,6 +43,13 @@ async def time_start(command: list[str], env: dict[str, str], errlog: IO[str]) -
     return elapsed, len(tools.tools)
 
 
+def _leaf(exc: BaseException) -> BaseException:
+    """The first real error inside (nested) exception groups, which is what a reader needs to see."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
 def _tail(errlog: IO[str], lines: int = 8) -> str:
     errlog.seek(0)
     return " | ".join(errlog.read().strip().splitlines()[-lines:])
@@ -64,7 +71,7 @@ async def _measure(repeats: int, our_command: list[str], db_path: Path) -> dict[
                 try:
                     elapsed, tools[side] = await time_start(commands[side], env, errlog)
                 except Exception as exc:  # report, and go on measuring the other side
-                    errors[side] = f"{' '.join(commands[side])} failed: {exc!r}; stderr: {_tail(errlog)}"
+                    errors[side] = f"{' '.join(commands[side])} failed: {_leaf(exc)!r}; stderr: {_tail(errlog)!r}"
                     log(f"  start-up: {errors[side]}")
                     continue
                 if run:

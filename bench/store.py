@@ -18,7 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from bench import appends, layers, search, startup
-from bench.common import Figure, environment, log, median, percentile, remove_database, render_table, write_results
+from bench.common import (
+    Figure,
+    environment,
+    format_value,
+    log,
+    median,
+    percentile,
+    remove_database,
+    render_table,
+    write_results,
+)
 
 PARTS = ("appends", "search", "startup")
 LAYER_PASSAGES = 20_000  # the layer breakdown measures per-call cost, which does not grow with the corpus
@@ -186,7 +196,8 @@ def run_startup(sizes: Sizes, server_cmd: str) -> tuple[list[Figure], dict[str, 
     figure.reference = median(ms["bare"]) if ms["bare"] else None
     figure.samples = {"ms": ms, "tools": result["tools"]}
     figure.note = "; ".join(result["errors"].values())
-    log(f"  start-up: ours {figure.ours or 0:.0f} ms, bare {figure.reference or 0:.0f} ms; tools {result['tools']}")
+    ours, bare = format_value(figure.ours, "ms"), format_value(figure.reference, "ms")
+    log(f"  start-up medians: ours {ours}, bare {bare}; tools listed {result['tools']}")
     return [figure], {"commands": result["commands"], "errors": result["errors"]}
 
 
