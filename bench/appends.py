@@ -53,9 +53,13 @@ def append_text(worker: int, index: int) -> str:
     return f"note {index:05d} from worker {worker}"
 
 
+def _per_block(writers: int) -> int:
+    return max(1, APPENDS_PER_BLOCK // writers)
+
+
 def block_for(index: int, blocks: list[str], writers: int) -> str:
     """Which block the ``index``-th append of one of ``writers`` parallel writers goes to."""
-    return blocks[(index // max(1, APPENDS_PER_BLOCK // writers)) % len(blocks)]
+    return blocks[(index // _per_block(writers)) % len(blocks)]
 
 
 async def _setup(path: Path, block_count: int) -> None:
@@ -65,9 +69,9 @@ async def _setup(path: Path, block_count: int) -> None:
             await hub.create_block(f"notes_{i:03d}", attach_to=["bench"])
 
 
-def create_database(path: Path, appends: int) -> None:
-    """A fresh database with one agent and enough empty blocks for ``appends`` appends."""
-    anyio.run(_setup, path, max(1, -(-appends // APPENDS_PER_BLOCK)))
+def create_database(path: Path, appends: int, writers: int = 1) -> None:
+    """A fresh database with one agent and enough empty blocks for ``appends`` appends by each of ``writers``."""
+    anyio.run(_setup, path, max(1, -(-appends // _per_block(writers))))
 
 
 def block_ids(path: Path) -> list[str]:

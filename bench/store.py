@@ -114,7 +114,7 @@ def _processes(folder: Path, sizes: Sizes) -> Figure:
         for side in ("raw", "ours") if round_ % 2 == 0 else ("ours", "raw"):
             path = folder / f"appends-{side}.db"
             remove_database(path)
-            appends.create_database(path, total)
+            appends.create_database(path, sizes.appends_per_process, sizes.processes)
             seconds, cpu = appends.parallel_appends(side, path, sizes.processes, sizes.appends_per_process)
             rates[side].append(total / seconds)
             cpu_us[side].append(cpu / total * 1e6)
