@@ -23,7 +23,7 @@ BUILTIN_TOOLS = {
     "list_agents", "create_agent", "get_agent", "update_agent", "delete_agent", "create_block", "list_blocks",
     "read_block", "write_block", "append_to_block", "replace_in_block", "attach_block", "detach_block",
     "delete_block", "block_history", "archival_memory_insert", "archival_memory_search", "get_messages",
-    "conversation_search",
+    "conversation_search", "send_message", "get_run", "list_runs", "cancel_run",
 }  # fmt: skip
 
 

@@ -1,7 +1,8 @@
 """The MCP server: builds the ``MCPServer`` over an ``AgentHub`` and runs it over stdio.
 
-``build_server(hub)`` wires tools, resources and notifications; ``server.running()`` owns the
-background work (turning store changes, from this process or another, into notifications).
+``build_server(hub)`` wires tools (built-in, messaging, one per agent), resources and notifications;
+``server.running()`` owns the background work: keeping agent tools in sync with the registry and turning
+store changes, from this process or another, into notifications.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from mcp.server.mcpserver import MCPServer
 from mcp_letta import __version__
 from mcp_letta.config import Settings
 from mcp_letta.hub import AgentHub, Change
+from mcp_letta.server.agent_tools import AgentTools
+from mcp_letta.server.messaging import ask, register_messaging_tools
 from mcp_letta.server.notify import Notifier
 from mcp_letta.server.resources import ResourceFanout, check_subscription, register_resources
 from mcp_letta.server.tools import register_builtin_tools
@@ -45,14 +48,24 @@ class LettaServer:
             log_level=self.settings.log_level,  # type: ignore[arg-type]
         )
         self.builtin_tools = register_builtin_tools(self.mcp, hub, tools=self.settings.tools)
+        self.builtin_tools += register_messaging_tools(self.mcp, hub, tools=self.settings.tools)
         register_resources(self.mcp, hub)
         self._fanout = ResourceFanout(hub, self.notifier)
+        self.agent_tools = AgentTools(
+            self.mcp,
+            hub,
+            self.settings,
+            self.notifier,
+            ask=lambda agent_id, message, timeout_s, ctx: ask(hub, agent_id, message, timeout_s, ctx),
+            reserved=set(self.builtin_tools),
+        )
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[LettaServer]:
         """Run the background work (change notifications) while the server is in use."""
         async with anyio.create_task_group() as tg:
             changes = self.hub.subscribe_changes()
+            await self.agent_tools.sync()
             tg.start_soon(self._pump_changes, changes)
             try:
                 yield self
@@ -69,6 +82,8 @@ class LettaServer:
                     except anyio.WouldBlock:
                         break
                 try:
+                    if any(change.kind == "agents" for change in batch):
+                        await self.agent_tools.sync()
                     await self._fanout.handle(batch)
                 except Exception:  # one failed notification must not stop all later ones
                     log.exception("sending change notifications failed")

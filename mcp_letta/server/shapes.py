@@ -107,3 +107,24 @@ class MessageList(BaseModel):
 
     count: int
     messages: list[Message]
+
+
+class ToolCallOutcome(BaseModel):
+    """One tool the agent called during a run, and whether it succeeded."""
+
+    name: str
+    ok: bool
+
+
+class AgentReply(BaseModel):
+    """The outcome of a message to an agent: its reply, or ``pending`` with a run id to fetch later."""
+
+    agent: str
+    run_id: str
+    status: str = Field(description="completed, failed, cancelled, interrupted, or pending (still running)")
+    reply: str | None = None
+    error: str | None = None
+    stop_reason: str | None = None
+    steps: int = 0
+    tool_calls: list[ToolCallOutcome] = Field(default_factory=list)
+    usage: dict[str, int] = Field(default_factory=dict)

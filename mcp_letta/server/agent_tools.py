@@ -1,0 +1,123 @@
+"""One MCP tool per exposed agent (``ask_<name>`` by default), kept in sync with the agent registry.
+
+Agents created, renamed or deleted by this process or another one on the same database change the tool
+list; ``sync()`` reconciles it and tells every client (both protocol eras) that the list changed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.types import ToolAnnotations
+from pydantic import Field
+
+from mcp_letta.config import Settings
+from mcp_letta.hub import AgentHub
+from mcp_letta.models import Agent
+from mcp_letta.server.notify import Notifier
+from mcp_letta.server.shapes import AgentReply
+
+log = logging.getLogger("mcp_letta.server")
+
+ASK = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
+DESCRIPTION_CHARS = 300
+
+Message = Annotated[str, Field(description="what to say to the agent")]
+TimeoutS = Annotated[
+    float, Field(ge=0, le=3600, description="seconds to wait; then status 'pending' with a run_id to fetch later")
+]
+
+# ask(agent_id, message, timeout_s, ctx) -> AgentReply: the same contract as the send_message tool.
+Ask = Callable[[str, str, float, Context | None], Coroutine[Any, Any, AgentReply]]
+
+
+def agent_tool_description(agent: Agent) -> str:
+    """What the host shows for an agent's tool: its description, else the first line of its persona."""
+    text = (agent.description or "").strip()
+    if not text:
+        persona = next((b.value for b in agent.blocks if b.label == "persona"), "")
+        text = next((line.strip() for line in persona.splitlines() if line.strip()), "")
+    text = text or f"the agent {agent.name}"
+    if len(text) > DESCRIPTION_CHARS:
+        text = text[: DESCRIPTION_CHARS - 1] + "…"
+    return f"Send a message to the stateful agent '{agent.name}' and get its reply. {text}"
+
+
+@dataclass(frozen=True)
+class _Published:
+    agent_id: str
+    description: str
+
+
+class AgentTools:
+    """Publishes and withdraws the per-agent tools of one server."""
+
+    def __init__(
+        self, mcp: MCPServer, hub: AgentHub, settings: Settings, notifier: Notifier, ask: Ask, reserved: set[str]
+    ) -> None:
+        self._mcp = mcp
+        self._hub = hub
+        self._settings = settings
+        self._notifier = notifier
+        self._ask = ask
+        self._reserved = reserved
+        self._published: dict[str, _Published] = {}
+
+    @property
+    def names(self) -> list[str]:
+        """The agent tool names currently published."""
+        return sorted(self._published)
+
+    def tool_name(self, agent_name: str) -> str:
+        """The tool name for an agent, from ``MCP_LETTA_AGENT_TOOL`` (default ``ask_{name}``)."""
+        return self._settings.agent_tool_template.replace("{name}", agent_name)
+
+    async def _wanted(self) -> dict[str, tuple[Agent, str]]:
+        tags = list(self._settings.expose_tags)
+        agents = await self._hub.list_agents(tags=tags or None)
+        wanted: dict[str, tuple[Agent, str]] = {}
+        for agent in agents:
+            name = self.tool_name(agent.name)
+            if name in self._reserved:
+                log.warning("agent %r would shadow the built-in tool %r; reach it with send_message", agent.name, name)
+                continue
+            if len(wanted) >= self._settings.max_agent_tools:
+                log.info(
+                    "MCP_LETTA_MAX_AGENT_TOOLS=%d reached: %d agents get no tool of their own (use send_message)",
+                    self._settings.max_agent_tools,
+                    len(agents) - len(wanted),
+                )
+                break
+            wanted[name] = (agent, agent_tool_description(agent))
+        return wanted
+
+    async def sync(self) -> bool:
+        """Make the published tools match the registry; notify clients if anything changed."""
+        wanted = await self._wanted()
+        changed = False
+        for name in list(self._published):
+            current = wanted.get(name)
+            if current is None or _Published(current[0].id, current[1]) != self._published[name]:
+                self._mcp.remove_tool(name)
+                del self._published[name]
+                changed = True
+        for name, (agent, description) in wanted.items():
+            if name not in self._published:
+                self._publish(name, agent, description)
+                changed = True
+        if changed:
+            await self._notifier.tools_changed()
+        return changed
+
+    def _publish(self, name: str, agent: Agent, description: str) -> None:
+        agent_id, ask = agent.id, self._ask
+
+        async def ask_agent(ctx: Context, message: Message, timeout_s: TimeoutS = 50) -> AgentReply:
+            return await ask(agent_id, message, timeout_s, ctx)
+
+        self._mcp.add_tool(ask_agent, name=name, title=f"Ask {agent.name}", description=description, annotations=ASK)
+        self._published[name] = _Published(agent.id, description)

@@ -1,0 +1,113 @@
+"""The MCP tools that talk to agents and follow their runs: send_message, get_run, list_runs, cancel_run.
+
+``ask`` is the one implementation behind ``send_message`` and every per-agent ``ask_<name>`` tool: a
+bounded wait, progress at every step, and a client cancellation that cancels the run.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.types import ToolAnnotations
+from pydantic import BaseModel, Field
+
+from mcp_letta.hub import AgentHub
+from mcp_letta.models import Run, StepEvent
+from mcp_letta.server.shapes import AgentReply, ToolCallOutcome
+from mcp_letta.server.tools import READ, AgentRef, call
+
+SEND = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
+CANCEL = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
+
+MESSAGING_TOOLS = ("send_message", "get_run", "list_runs", "cancel_run")
+CORE_MESSAGING_TOOLS = frozenset({"send_message", "get_run"})
+
+TimeoutS = Annotated[
+    float, Field(ge=0, le=3600, description="seconds to wait; then status 'pending' with a run_id to fetch later")
+]
+
+
+def reply_of(run: Run) -> AgentReply:
+    """A run as the host sees it: ``pending`` while it is still queued or running."""
+    calls = [ToolCallOutcome(name=c.name, ok=c.ok) for step in run.steps for c in step.tool_calls]
+    return AgentReply(
+        agent=run.agent_name,
+        run_id=run.id,
+        status=run.status if run.done else "pending",
+        reply=run.reply,
+        error=run.error,
+        stop_reason=run.stop_reason,
+        steps=len(run.steps),
+        tool_calls=calls,
+        usage=run.usage.model_dump(),
+    )
+
+
+async def ask(hub: AgentHub, agent: str, message: str, timeout_s: float, ctx: Context | None) -> AgentReply:
+    """Send ``message`` to ``agent`` and wait up to ``timeout_s`` for the reply, reporting each step."""
+
+    async def progress(event: StepEvent) -> None:
+        tools = ", ".join(c.name for c in event.step.tool_calls) or "replying"
+        if ctx is not None:
+            await ctx.report_progress(event.step.index + 1, hub.settings.max_steps, f"{event.agent_name}: {tools}")
+
+    run = await call(
+        hub.send_message(
+            agent, message, wait_s=timeout_s, on_step=progress if ctx is not None else None, cancel_on_abort=True
+        )
+    )
+    return reply_of(run)
+
+
+class RunList(BaseModel):
+    """Runs, newest first."""
+
+    count: int
+    runs: list[AgentReply]
+
+
+def register_messaging_tools(mcp: MCPServer, hub: AgentHub, *, tools: str = "full") -> list[str]:
+    """Add send_message, get_run, list_runs and cancel_run to ``mcp``; returns the names registered."""
+    wanted = set(MESSAGING_TOOLS) if tools == "full" else set(CORE_MESSAGING_TOOLS)
+
+    async def send_message(
+        ctx: Context,
+        agent: AgentRef,
+        message: Annotated[str, Field(description="what to say")],
+        timeout_s: TimeoutS = 50,
+    ) -> AgentReply:
+        """Send a message to any agent and wait for its reply (status 'pending' + run_id if it takes longer)."""
+        return await ask(hub, agent, message, timeout_s, ctx)
+
+    async def get_run(
+        run_id: str,
+        wait_s: Annotated[float, Field(ge=0, le=3600, description="wait up to this long for it to finish")] = 0,
+    ) -> AgentReply:
+        """Get a run's status and reply by run_id, optionally waiting for it to finish."""
+        return reply_of(await call(hub.get_run(run_id, wait_s=wait_s)))
+
+    async def list_runs(
+        agent: Annotated[str | None, Field(description="only this agent's runs")] = None,
+        status: Literal["queued", "running", "completed", "failed", "cancelled", "interrupted"] | None = None,
+        limit: Annotated[int, Field(ge=1, le=1000)] = 20,
+    ) -> RunList:
+        """List recent runs (newest first), by agent and status."""
+        runs = await call(hub.list_runs(agent, status, limit))
+        return RunList(count=len(runs), runs=[reply_of(r) for r in runs])
+
+    async def cancel_run(run_id: str) -> AgentReply:
+        """Cancel a queued or running run (a running one stops at its next step)."""
+        return reply_of(await call(hub.cancel_run(run_id)))
+
+    registered = []
+    for fn, title, hints in (
+        (send_message, "Send message", SEND),
+        (get_run, "Get run", READ),
+        (list_runs, "List runs", READ),
+        (cancel_run, "Cancel run", CANCEL),
+    ):
+        if fn.__name__ in wanted:
+            mcp.tool(title=title, annotations=hints)(fn)
+            registered.append(fn.__name__)
+    return registered

@@ -1,0 +1,182 @@
+"""One MCP tool per agent and the messaging tools, through a real MCP client and the scripted loopback LLM."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import mcp.types as types
+import pytest
+from conftest import Gate
+from mcp import Client
+
+from mcp_letta import AgentHub
+from mcp_letta.llm.scripted import ScriptedLLM
+from mcp_letta.server.app import LettaServer, build_server
+
+pytestmark = [pytest.mark.anyio, pytest.mark.filterwarnings("ignore::UserWarning")]
+
+
+@pytest.fixture
+async def server(llm_hub: AgentHub) -> AsyncIterator[LettaServer]:
+    built = build_server(llm_hub)
+    async with built.running():
+        yield built
+
+
+@pytest.fixture(params=["legacy", "modern"])
+def mode(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+def client(server: LettaServer, mode: str, **kwargs: Any) -> Client:
+    return Client(server.mcp, mode="legacy", **kwargs) if mode == "legacy" else Client(server.mcp, **kwargs)
+
+
+async def tool_names(c: Client) -> set[str]:
+    return {t.name for t in (await c.list_tools()).tools}
+
+
+async def test_a_reply_flows_through_the_agents_own_tool(
+    server: LettaServer, mode: str, scripted_llm: ScriptedLLM
+) -> None:
+    await server.hub.create_agent("alice", description="Knows the team's plans", persona="I am Alice.")
+    scripted_llm.on("I am Alice.", "Hello from Alice")
+    await server.agent_tools.sync()
+    async with client(server, mode) as c:
+        tools = {t.name: t for t in (await c.list_tools()).tools}
+        assert "Knows the team's plans" in tools["ask_alice"].description
+        assert set(tools["ask_alice"].input_schema["properties"]) == {"message", "timeout_s"}
+        result = await c.call_tool("ask_alice", {"message": "hi"})
+    assert not result.is_error, result.content
+    reply = result.structured_content
+    assert (reply["agent"], reply["status"], reply["reply"]) == ("alice", "completed", "Hello from Alice")
+    assert reply["steps"] == 1
+    assert reply["usage"]["total_tokens"] > 0
+    assert scripted_llm.requests[-1].body["messages"][-1]["content"] == "hi"
+
+
+async def test_tools_follow_agents_created_renamed_and_deleted_in_both_eras(server: LettaServer) -> None:
+    legacy_changes = anyio.Event()
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            legacy_changes.set()
+
+    async with Client(server.mcp, mode="legacy", message_handler=on_message) as legacy, Client(server.mcp) as modern:
+        async with modern.listen(tools_list_changed=True) as sub:
+            await legacy.list_tools()  # the connection is remembered from its first request
+            await server.hub.create_agent("bob")
+            with anyio.fail_after(10):
+                await legacy_changes.wait()
+                await sub.__anext__()
+            assert "ask_bob" in await tool_names(legacy)
+            assert "ask_bob" in await tool_names(modern)
+            legacy_changes = anyio.Event()
+            await server.hub.update_agent("bob", name="robert")
+            with anyio.fail_after(10):
+                await legacy_changes.wait()
+            names = await tool_names(legacy)
+            assert "ask_robert" in names and "ask_bob" not in names
+            legacy_changes = anyio.Event()
+            await server.hub.delete_agent("robert")
+            with anyio.fail_after(10):
+                await legacy_changes.wait()
+            assert not any(n.startswith("ask_") for n in await tool_names(modern))
+
+
+CREATOR = """
+import anyio, sys
+from mcp_letta import AgentHub, Settings
+async def main():
+    async with AgentHub(Settings(db_path=sys.argv[1])) as hub:
+        await hub.create_agent("from_afar", description="made by another process")
+anyio.run(main)
+"""
+
+
+async def test_an_agent_created_by_another_process_gets_a_tool(server: LettaServer, db_path: Path) -> None:
+    changed = anyio.Event()
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            changed.set()
+
+    async with Client(server.mcp, mode="legacy", message_handler=on_message) as c:
+        await c.list_tools()
+        done = await anyio.run_process([sys.executable, "-c", CREATOR, str(db_path)], check=False)
+        assert done.returncode == 0, done.stderr
+        with anyio.fail_after(10):
+            await changed.wait()
+        assert "ask_from_afar" in await tool_names(c)
+
+
+async def test_a_slow_run_returns_pending_and_get_run_fetches_the_reply(
+    server: LettaServer, mode: str, gate: Gate
+) -> None:
+    await server.hub.create_agent("slow")
+    await server.agent_tools.sync()
+    async with client(server, mode) as c:
+        first = await c.call_tool("ask_slow", {"message": "take your time", "timeout_s": 0.2})
+        pending = first.structured_content
+        assert pending["status"] == "pending" and pending["reply"] is None
+        gate.open()
+        fetched = await c.call_tool("get_run", {"run_id": pending["run_id"], "wait_s": 30})
+    assert fetched.structured_content["status"] == "completed"
+    assert fetched.structured_content["reply"] == "released"
+
+
+async def test_send_message_reaches_any_agent_and_reports_progress(
+    server: LettaServer, mode: str, scripted_llm: ScriptedLLM
+) -> None:
+    await server.hub.create_agent("worker", persona="worker persona")
+    scripted_llm.on("worker persona").tool_call("memory_insert", {"label": "human", "new_string": "likes tea"})
+    scripted_llm.on("worker persona", "noted")
+    progress: list[str | None] = []
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        progress.append(message)
+
+    async with client(server, mode) as c:
+        result = await c.call_tool(
+            "send_message", {"agent": "worker", "message": "I like tea"}, progress_callback=on_progress
+        )
+    reply = result.structured_content
+    assert reply["status"] == "completed" and reply["reply"] == "noted"
+    assert reply["tool_calls"] == [{"name": "memory_insert", "ok": True}]
+    assert progress[0] == "worker: memory_insert"
+    assert (await server.hub.read_block("human", agent="worker")).value.endswith("likes tea")
+
+
+async def test_cancelling_the_call_cancels_the_run(server: LettaServer, gate: Gate) -> None:
+    await server.hub.create_agent("cancel_me")
+    await server.agent_tools.sync()
+    async with Client(server.mcp, mode="legacy") as c:
+        with anyio.move_on_after(0.5):
+            await c.call_tool("ask_cancel_me", {"message": "never mind"})
+        (run,) = await server.hub.list_runs("cancel_me")
+        ended = await server.hub.wait_run(run.id, timeout_s=10)
+    gate.open()
+    assert ended.status == "cancelled" and ended.reply is None
+
+
+async def test_bad_agent_and_run_references_are_clear_errors(server: LettaServer, mode: str) -> None:
+    await server.hub.create_agent("helper")
+    async with client(server, mode) as c:
+        missing = await c.call_tool("send_message", {"agent": "helpr", "message": "x"})
+        assert missing.is_error and "did you mean 'helper'" in missing.content[0].text
+        unknown = await c.call_tool("get_run", {"run_id": "run-nope"})
+        assert unknown.is_error and "run-nope" in unknown.content[0].text
+
+
+async def test_expose_tags_and_the_cap_limit_which_agents_get_tools(llm_hub: AgentHub) -> None:
+    settings = llm_hub.settings.with_overrides(expose_tags=("public",), max_agent_tools=2)
+    for name, tags in [("a1", ["public"]), ("a2", ["public"]), ("a3", ["public"]), ("hidden", [])]:
+        await llm_hub.create_agent(name, tags=tags)
+    server = build_server(llm_hub, settings)
+    async with server.running(), Client(server.mcp, mode="legacy") as c:
+        assert sorted(n for n in await tool_names(c) if n.startswith("ask_")) == ["ask_a1", "ask_a2"]
+        assert "send_message" in await tool_names(c)  # every agent stays reachable
