@@ -1,7 +1,8 @@
 """The ``mcp-letta`` command: serve MCP (stdio by default) and inspect the store from a shell.
 
-With no arguments it serves MCP over stdio, which is what MCP hosts launch. Only the ``agents`` and
-``blocks`` commands write to stdout; the server never does (protocol messages aside).
+With no arguments it serves MCP over stdio, which is what MCP hosts launch; ``serve --transport http``
+serves streamable HTTP. Only the ``agents`` and ``blocks`` commands write to stdout; the servers never do
+(protocol messages aside).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,7 +34,16 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command")
 
     serve = commands.add_parser("serve", help="serve MCP (stdio unless --transport http)")
-    serve.add_argument("--transport", choices=["stdio"], default="stdio")
+    serve.add_argument("--transport", choices=["stdio", "http"], default="stdio")
+    serve.add_argument("--host", default="127.0.0.1", help="HTTP bind address; not loopback needs MCP_LETTA_TOKEN")
+    serve.add_argument("--port", type=int, default=8000, help="HTTP port (0: any free port)")
+    serve.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another Host header to accept over HTTP, e.g. a proxy's name (also: $MCP_LETTA_ALLOWED_HOSTS)",
+    )
 
     agents = commands.add_parser("agents", help="list or show agents")
     agents_cmd = agents.add_subparsers(dest="action", required=True)
@@ -80,10 +91,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        if args.command in (None, "serve"):
+        if args.command is None or (args.command == "serve" and args.transport == "stdio"):
             from mcp_letta.server.app import serve_stdio
 
             anyio.run(serve_stdio, settings)
+            return 0
+        if args.command == "serve":
+            from mcp_letta.server.http import options_from, serve_http
+
+            options = options_from(settings, args.host, args.port, args.allowed_host, os.environ)
+            anyio.run(serve_http, settings, options)
             return 0
         result = anyio.run(_inspect, settings, args)
     except LettaError as exc:

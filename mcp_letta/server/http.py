@@ -1,0 +1,289 @@
+"""MCP over streamable HTTP: the Starlette app, its guards (bearer token, Host checks, body limit) and uvicorn.
+
+``http_app(server, options)`` serves stateful streamable HTTP at ``/mcp`` and an auth-free ``/health``;
+``serve_http(settings, options)`` opens the store and runs it under uvicorn, logging to stderr only.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+import socket
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import anyio
+import mcp.types as types
+import uvicorn
+from anyio.abc import TaskStatus
+from mcp.server.mcpserver import MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from mcp_letta import __version__
+from mcp_letta.config import Settings
+from mcp_letta.errors import Invalid
+from mcp_letta.hub import AgentHub
+from mcp_letta.server.app import LettaServer, build_server
+
+log = logging.getLogger("mcp_letta.http")
+
+MCP_PATH = "/mcp"
+HEALTH_PATH = "/health"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+# Tool arguments are text a model writes (block values default to 5,000 characters): 1 MiB is far above
+# any useful call, and a cap below the SDK's 4 MiB limits what one client can make us buffer and parse.
+MAX_BODY_BYTES = 1024 * 1024
+MIN_TOKEN_CHARS = 16
+ALLOWED_HOSTS_ENV = "MCP_LETTA_ALLOWED_HOSTS"
+COMPLETION_LIMIT = 100  # the most values a completion result may carry (MCP spec)
+TOKEN_HINT = (
+    "set a bearer token first, e.g.\n"
+    "  export MCP_LETTA_TOKEN=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')\n"
+    "and give clients the header 'Authorization: Bearer <that token>'"
+)
+
+
+@dataclass(frozen=True)
+class HttpOptions:
+    """Where and how the HTTP transport listens. ``token=None`` means no auth (loopback binds only)."""
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    token: str | None = field(default=None, repr=False)
+    allowed_hosts: tuple[str, ...] = ()
+    max_body_bytes: int = MAX_BODY_BYTES
+
+    def __post_init__(self) -> None:
+        check_bind(self.host, self.token)
+        if self.max_body_bytes <= 0:
+            raise Invalid(f"max_body_bytes={self.max_body_bytes} must be a positive number of bytes")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a bind address or name) only accepts connections from this machine."""
+    name = host.strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """Refuse to listen beyond this machine without a bearer token; raise ``Invalid`` saying how to set one."""
+    if not is_loopback(host) and not token:
+        raise Invalid(f"refusing to serve MCP over HTTP on {host} without a token: anyone who can reach it could "
+                      f"drive your agents. Bind 127.0.0.1, or {TOKEN_HINT}")  # fmt: skip
+
+
+def allowed_hosts_from_env(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """Extra Host header values from ``MCP_LETTA_ALLOWED_HOSTS`` (comma-separated, e.g. ``agents.example.com``)."""
+    # Read here because config.py has no such setting yet; it belongs in Settings with the other variables.
+    return tuple(part.strip() for part in environ.get(ALLOWED_HOSTS_ENV, "").split(",") if part.strip())
+
+
+def transport_security(host: str, extra_hosts: Iterable[str] = ()) -> TransportSecuritySettings:
+    """DNS-rebinding protection for every bind: the Host header must name this server, or we answer 421.
+
+    Loopback names are always allowed; a non-loopback bind also allows its own address (and, for a
+    wildcard bind, this machine's host name) plus ``extra_hosts`` (a proxy's public name, say). Any port
+    is accepted: a rebinding attack changes the host name, and proxies may rewrite the port.
+    """
+    names: list[str] = ["127.0.0.1", "localhost", "[::1]"]
+    bind = host.strip("[]")
+    if not is_loopback(bind):
+        if bind in ("0.0.0.0", "::"):
+            names += [socket.gethostname(), socket.getfqdn()]
+        else:
+            names.append(f"[{bind}]" if ":" in bind else bind)
+    names += list(extra_hosts)
+    allowed_hosts: list[str] = []
+    allowed_origins: list[str] = []
+    for name in dict.fromkeys(n for n in names if n):
+        if _has_port(name):
+            allowed_hosts.append(name)
+            allowed_origins += [f"http://{name}", f"https://{name}"]
+        else:
+            # Without a port the Host header is bare (default port, e.g. behind a TLS proxy) or host:port.
+            allowed_hosts += [name, f"{name}:*"]
+            allowed_origins += [f"http://{name}", f"https://{name}", f"http://{name}:*", f"https://{name}:*"]
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True, allowed_hosts=allowed_hosts, allowed_origins=allowed_origins
+    )
+
+
+def _has_port(name: str) -> bool:
+    return name.rsplit("]", 1)[-1].count(":") == 1 if name.startswith("[") else name.count(":") == 1
+
+
+class BearerTokenMiddleware:
+    """Answers 401 to any HTTP request that lacks ``Authorization: Bearer <token>``."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self._token = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass authorized requests (and non-HTTP scopes) through; refuse the rest."""
+        if scope["type"] == "http" and not self._authorized(scope):
+            response = JSONResponse(
+                {"error": "unauthorized", "hint": "send the header 'Authorization: Bearer <MCP_LETTA_TOKEN>'"},
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="mcp-letta"'},
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _authorized(self, scope: Scope) -> bool:
+        for key, value in scope["headers"]:
+            if key == b"authorization":
+                scheme, _, credentials = value.partition(b" ")
+                # compare_digest: the time taken must not reveal how much of a guess was right.
+                return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self._token)
+        return False
+
+
+def register_completions(mcp: MCPServer, hub: AgentHub) -> None:
+    """Answer ``completion/complete`` for the resource templates: agent names and block labels by prefix."""
+
+    @mcp.completion()
+    async def complete(
+        ref: types.PromptReference | types.ResourceTemplateReference,
+        argument: types.CompletionArgument,
+        context: types.CompletionContext | None,
+    ) -> types.Completion:
+        """Agent names for ``{agent}``, block labels for ``{block}``; nothing for anything else."""
+        names: list[str] = []
+        if isinstance(ref, types.ResourceTemplateReference):
+            if argument.name == "agent":
+                names = [a.name for a in await hub.list_agents()]
+            elif argument.name == "block":
+                names = list(dict.fromkeys(b.label for b in await hub.list_blocks()))
+        prefix = argument.value.lower()
+        found = sorted(n for n in names if n.lower().startswith(prefix))
+        return types.Completion(
+            values=found[:COMPLETION_LIMIT], total=len(found), has_more=len(found) > COMPLETION_LIMIT
+        )
+
+
+def http_app(server: LettaServer, options: HttpOptions) -> Starlette:
+    """The ASGI app: ``/health`` (no auth) and stateful streamable HTTP MCP at ``/mcp`` (token if set)."""
+    register_completions(server.mcp, server.hub)
+    mcp_app: ASGIApp = server.mcp.streamable_http_app(
+        streamable_http_path=MCP_PATH,
+        stateless_http=False,  # stateful: handshake clients need a session to receive list_changed pushes
+        transport_security=transport_security(options.host, options.allowed_hosts),
+        max_request_body_size=options.max_body_bytes,
+        host=options.host,
+    )
+    if options.token:
+        mcp_app = BearerTokenMiddleware(mcp_app, options.token)
+
+    async def health(request: Request) -> JSONResponse:
+        """Liveness for load balancers and `curl`: version, and whether the database answers."""
+        try:
+            agents: int | None = len(await server.hub.list_agents())
+            db = "ok"
+        except Exception as exc:  # a probe reports a broken store; it must not crash or leak paths and details
+            log.warning("health check: the database did not answer (%s)", type(exc).__name__)
+            agents, db = None, f"error: {type(exc).__name__}"
+        status = 200 if db == "ok" else 503
+        body = {"status": "ok" if db == "ok" else "degraded", "name": "mcp-letta", "version": __version__,
+                "db": db, "agents": agents}  # fmt: skip
+        return JSONResponse(body, status_code=status)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # A mounted app's own lifespan never runs, so the session manager is started here (SDK notes §2.2).
+        async with server.mcp.session_manager.run(), server.running():
+            yield
+
+    return Starlette(
+        routes=[Route(HEALTH_PATH, health, methods=["GET"]), Mount("/", app=mcp_app)],
+        lifespan=lifespan,
+    )
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn that reports the port it bound (port 0 picks a free one) once it accepts connections."""
+
+    def __init__(self, app: ASGIApp, host: str, port: int) -> None:
+        super().__init__(
+            uvicorn.Config(
+                app,
+                host=host,
+                port=port,
+                log_config=None,  # keep our stderr logging: uvicorn's own config sends access logs to stdout
+                lifespan="on",
+                server_header=False,
+                timeout_graceful_shutdown=5,  # an open SSE stream would otherwise hold shutdown forever
+                ws="none",
+            )
+        )
+        self._task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED
+
+    async def serve_reporting(self, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
+        """``serve()``, calling ``task_status.started(port)`` once the socket accepts connections."""
+        self._task_status = task_status
+        await self.serve()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """Start listening, then report the bound port."""
+        await super().startup(sockets)
+        if self.started:
+            self._task_status.started(self.servers[0].sockets[0].getsockname()[1] if self.servers else self.config.port)
+
+
+async def serve_app(app: ASGIApp, host: str, port: int) -> None:
+    """Run ``app`` under uvicorn until SIGINT/SIGTERM (uvicorn handles both and shuts down gracefully)."""
+    await _Uvicorn(app, host, port).serve()
+
+
+@asynccontextmanager
+async def running_app(app: ASGIApp, host: str = DEFAULT_HOST, port: int = 0) -> AsyncIterator[int]:
+    """Serve ``app`` in the background while the block runs; yields the bound port, then shuts down cleanly."""
+    server = _Uvicorn(app, host, port)
+    async with anyio.create_task_group() as tg:
+        bound = await tg.start(server.serve_reporting)
+        try:
+            yield bound
+        finally:
+            server.should_exit = True  # graceful: lifespan shutdown runs, unlike cancelling the task
+
+
+async def serve_http(settings: Settings, options: HttpOptions) -> None:
+    """Open the store named by ``settings`` and serve MCP over HTTP until interrupted."""
+    async with AgentHub(settings) as hub:
+        app = http_app(build_server(hub, settings), options)
+        auth = "bearer token required" if options.token else "no token (loopback only)"
+        if options.token and len(options.token) < MIN_TOKEN_CHARS:
+            log.warning(
+                "MCP_LETTA_TOKEN has only %d characters; a guessable token protects nothing: make one with "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))'",
+                len(options.token),
+            )
+        hosts = ", ".join(transport_security(options.host, options.allowed_hosts).allowed_hosts)
+        log.info("serving MCP at http://%s:%d%s (%s); Host headers allowed: %s",
+                 _url_host(options.host), options.port, MCP_PATH, auth, hosts)  # fmt: skip
+        await serve_app(app, options.host, options.port)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def options_from(settings: Settings, host: str, port: int, allowed_hosts: Iterable[str], environ: Mapping[str, str]
+                 ) -> HttpOptions:  # fmt: skip
+    """The HTTP options for the CLI: flags, then ``MCP_LETTA_ALLOWED_HOSTS``, and the token from ``settings``."""
+    extra = tuple(allowed_hosts) + allowed_hosts_from_env(environ)
+    return HttpOptions(host=host, port=port, token=settings.token, allowed_hosts=extra)
