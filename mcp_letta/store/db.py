@@ -71,6 +71,9 @@ class Database:
         self._all: list[Conn] = []
         self._lock = threading.Lock()
         self._limiter = anyio.CapacityLimiter(pool_size)
+        # In-process writers queue here instead of inside SQLite, whose busy handler sleep-polls the lock
+        # (1, 2, 5, 10 ms ...): under load that polling, not the work, would set the pace.
+        self._write_gate = anyio.Lock(fast_acquire=True)
         self._listeners: list[ChangeListener] = []
         self._watch_conn: Conn | None = None
         self._closed = False
@@ -184,9 +187,10 @@ class Database:
 
     async def write(self, fn: Callable[Concatenate[Conn, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(conn, ...)`` in a write transaction on a worker thread; listeners run back on the loop."""
-        result, changes = await anyio.to_thread.run_sync(
-            lambda: self._write_txn(fn, *args, **kwargs), limiter=self._limiter
-        )
+        async with self._write_gate:
+            result, changes = await anyio.to_thread.run_sync(
+                lambda: self._write_txn(fn, *args, **kwargs), limiter=self._limiter
+            )
         self._notify(changes)
         return result
 
