@@ -1,8 +1,8 @@
 """The ``mcp-letta`` command: serve MCP (stdio by default) and inspect the store from a shell.
 
 With no arguments it serves MCP over stdio, which is what MCP hosts launch; ``serve --transport http``
-serves streamable HTTP. Only the ``agents`` and ``blocks`` commands write to stdout; the servers never do
-(protocol messages aside).
+serves streamable HTTP. ``doctor`` checks a setup and ``install claude-desktop`` registers us with the host.
+Only those and the ``agents``/``blocks`` commands write to stdout; the servers never do (protocol aside).
 """
 
 from __future__ import annotations
@@ -43,6 +43,18 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME",
         help="another Host header to accept over HTTP, e.g. a proxy's name (also: $MCP_LETTA_ALLOWED_HOSTS)",
+    )
+
+    commands.add_parser("doctor", help="check the database, the LLM endpoint and model; print a host config")
+
+    install = commands.add_parser("install", help="register mcp-letta with an MCP host")
+    install_cmd = install.add_subparsers(dest="host_app", required=True)
+    desktop = install_cmd.add_parser("claude-desktop", help="add mcp-letta to claude_desktop_config.json")
+    desktop.add_argument("--config", type=Path, help="the config file (default: Claude Desktop's for this OS)")
+    desktop.add_argument("--name", default="letta", help="the server's name in mcpServers (default: letta)")
+    desktop.add_argument("--uvx", action="store_true", help="launch with `uvx mcp-letta` instead of this install")
+    desktop.add_argument(
+        "--with-api-key", action="store_true", help="also write MCP_LETTA_LLM_API_KEY into the file (plain text)"
     )
 
     agents = commands.add_parser("agents", help="list or show agents")
@@ -102,6 +114,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             options = options_from(settings, args.host, args.port, args.allowed_host, os.environ)
             anyio.run(serve_http, settings, options)
             return 0
+        if args.command == "doctor":
+            from mcp_letta.doctor import run_doctor
+
+            return anyio.run(run_doctor, settings, sys.stdout)
+        if args.command == "install":
+            from mcp_letta.install import install_claude_desktop
+
+            return install_claude_desktop(
+                settings, config=args.config, name=args.name, uvx=args.uvx, with_api_key=args.with_api_key,
+                out=sys.stdout,
+            )  # fmt: skip
         result = anyio.run(_inspect, settings, args)
     except LettaError as exc:
         print(f"mcp-letta: {exc}", file=sys.stderr)

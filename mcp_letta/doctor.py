@@ -1,0 +1,188 @@
+"""``mcp-letta doctor``: checks a setup (database, LLM endpoint, model) and prints the host config to paste.
+
+Each check says what it found and, when it fails, what to do. The API key is never printed, only masked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import sys
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, TextIO
+
+import anyio.to_thread
+import httpx2
+
+from mcp_letta import __version__
+from mcp_letta.config import Settings
+from mcp_letta.errors import LettaError
+from mcp_letta.hub import AgentHub
+from mcp_letta.install import default_config_path, server_entry
+from mcp_letta.llm.base import ChatRequest
+from mcp_letta.llm.factory import BASE_URL_HINT, LLMPool
+from mcp_letta.llm.openai import OpenAIClient
+from mcp_letta.store.db import schema_version
+
+PROBE_TIMEOUT_S = 15.0
+MODELS_SHOWN = 8
+
+
+@dataclass(frozen=True)
+class Check:
+    """One finding: ``ok`` or not, what was seen, and (on failure) the next step."""
+
+    name: str
+    ok: bool
+    detail: str
+    hint: str = ""
+
+
+def mask(secret: str | None) -> str:
+    """A secret as it may be shown: whether it is set, and at most its last 4 characters."""
+    if not secret:
+        return "not set"
+    return f"set (…{secret[-4:]}, {len(secret)} chars)" if len(secret) >= 16 else f"set ({len(secret)} chars)"
+
+
+def latest_schema() -> int:
+    """The newest migration this mcp-letta ships."""
+    folder = resources.files("mcp_letta.store") / "migrations"
+    numbers = [int(m.group(1)) for e in folder.iterdir() if (m := re.match(r"^(\d{3})_\w+\.sql$", e.name))]
+    return max(numbers, default=0)
+
+
+async def check_database(settings: Settings) -> Check:
+    """The store opens, its schema is one we know, and how many agents and blocks it holds."""
+    path = settings.db_path
+    latest = latest_schema()
+    found = await anyio.to_thread.run_sync(_file_schema, Path(path), latest)
+    if isinstance(found, Check):
+        return found
+    try:
+        async with AgentHub(settings) as hub:  # applies pending migrations, exactly as the server would
+            agents, blocks = len(await hub.list_agents()), len(await hub.list_blocks())
+    except (LettaError, sqlite3.Error, OSError) as exc:
+        return Check("database", False, f"{path} did not open: {exc}", "check the file's permissions")
+    pending = f", {latest - found} migration(s) applied now" if found < latest else ""
+    return Check("database", True, f"{path}: schema {latest}{pending}, {agents} agents, {blocks} blocks")
+
+
+def _file_schema(path: Path, latest: int) -> Check | int:
+    """The schema version of an existing database file, or the finding that ends the check."""
+    path = path.expanduser()
+    if not path.exists():
+        folder = next((p for p in [path.parent, *path.parents] if p.exists()), path.parent)
+        if not os.access(folder, os.W_OK):
+            return Check("database", False, f"{path} does not exist and {folder} is not writable",
+                         "set MCP_LETTA_DB to a file in a folder you can write")  # fmt: skip
+        return Check("database", True, f"{path} does not exist yet; it is created on first start")
+    try:
+        # Read-only first: a doctor must not migrate a database that is newer than this program.
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            version = schema_version(conn)
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return Check("database", False, f"{path} cannot be read as SQLite ({exc})",
+                     "point MCP_LETTA_DB at an mcp-letta database, or move this file aside")  # fmt: skip
+    if version > latest:
+        return Check("database", False, f"{path} has schema {version}, newer than this mcp-letta knows ({latest})",
+                     "upgrade mcp-letta (pip install -U mcp-letta)")  # fmt: skip
+    return version
+
+
+async def check_llm(settings: Settings) -> list[Check]:
+    """The LLM endpoint answers with our key, and serves the configured model."""
+    pool = LLMPool(settings)
+    base = pool.default_base_url
+    key = settings.llm_api_key
+    if not base:
+        return [Check("llm endpoint", False, "no LLM endpoint is configured", BASE_URL_HINT)]
+    if not base.startswith(("http://", "https://")):
+        return [Check("llm endpoint", False, f"{base!r} is not an http(s) URL", BASE_URL_HINT)]
+    where = f"{base} (API key {mask(key)})"
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        async with httpx2.AsyncClient(headers=headers, timeout=PROBE_TIMEOUT_S) as http:
+            response = await http.get(f"{base}/models")
+    except httpx2.HTTPError as exc:
+        return [Check("llm endpoint", False, f"{where}: cannot connect ({type(exc).__name__})",
+                      "start the server (e.g. `ollama serve`) or fix MCP_LETTA_LLM_BASE_URL")]  # fmt: skip
+    if response.status_code in (401, 403):
+        return [Check("llm endpoint", False, f"{where}: the API key was refused (HTTP {response.status_code})",
+                      "set MCP_LETTA_LLM_API_KEY (or OPENAI_API_KEY) to a valid key")]  # fmt: skip
+    served = _model_ids(response)
+    if served is None:  # no usable /models listing: some servers lack it, so ask for one token instead
+        return await _probe_chat(settings, base, key, where)
+    endpoint = Check("llm endpoint", True, f"{where}: {len(served)} model{'' if len(served) == 1 else 's'} listed")
+    model = settings.model
+    shown = ", ".join(served[:MODELS_SHOWN]) + (", ..." if len(served) > MODELS_SHOWN else "")
+    if not model:
+        return [endpoint, Check("model", False, "no model is configured", f"set MCP_LETTA_MODEL, e.g. one of: {shown}")]
+    if model not in served:
+        hint = f"pick one of: {shown}" if served else "pull or load the model on the server"
+        if ":11434" in base:
+            hint = f"run `ollama pull {model}`, or {hint}"
+        return [endpoint, Check("model", False, f"{model!r} is not served at {base}", hint)]
+    return [endpoint, Check("model", True, f"{model} is served")]
+
+
+def _model_ids(response: httpx2.Response) -> list[str] | None:
+    if response.status_code != 200:
+        return None
+    try:
+        data = response.json().get("data")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(data, list):
+        return None
+    return sorted(str(item["id"]) for item in data if isinstance(item, dict) and "id" in item)
+
+
+async def _probe_chat(settings: Settings, base: str, key: str | None, where: str) -> list[Check]:
+    if not settings.model:
+        return [Check("llm endpoint", True, f"{where}: reachable (no model listing)"),
+                Check("model", False, "no model is configured", "set MCP_LETTA_MODEL")]  # fmt: skip
+    client = OpenAIClient(base, key, timeout_s=PROBE_TIMEOUT_S, max_retries=0)
+    try:
+        await client.chat(ChatRequest(model=settings.model, messages=[{"role": "user", "content": "ping"}],
+                                      max_tokens=1))  # fmt: skip
+    except LettaError as exc:  # its messages are redacted by the client and say what to fix
+        return [Check("llm endpoint", False, f"{where}: {exc.message}")]
+    finally:
+        await client.aclose()
+    return [Check("llm endpoint", True, f"{where}: answered a 1-token chat"),
+            Check("model", True, f"{settings.model} answered")]  # fmt: skip
+
+
+def _redact(text: str, secrets: list[str | None]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def host_snippet(settings: Settings) -> dict[str, Any]:
+    """The Claude Desktop ``mcpServers`` entry, with the API key (if any) as a placeholder."""
+    return {"mcpServers": {"letta": server_entry(settings, api_key="placeholder")}}
+
+
+async def run_doctor(settings: Settings, out: TextIO = sys.stdout) -> int:
+    """The ``mcp-letta doctor`` command: print every check and the host snippet; 1 if any check failed."""
+    checks = [await check_database(settings), *await check_llm(settings)]
+    secrets = [settings.llm_api_key, settings.token]
+    lines = [f"mcp-letta {__version__} doctor"]
+    for check in checks:
+        lines.append(f"  {'ok  ' if check.ok else 'FAIL'}  {check.name:<13} {check.detail}")
+        if check.hint and not check.ok:
+            lines.append(f"        {'':<13} -> {check.hint}")
+    lines += ["", f"Claude Desktop ({default_config_path()}), or run `mcp-letta install claude-desktop`:",
+              json.dumps(host_snippet(settings), indent=2)]  # fmt: skip
+    print(_redact("\n".join(lines), secrets), file=out)
+    return 0 if all(check.ok for check in checks) else 1
