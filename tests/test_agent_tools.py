@@ -180,3 +180,18 @@ async def test_expose_tags_and_the_cap_limit_which_agents_get_tools(llm_hub: Age
     async with server.running(), Client(server.mcp, mode="legacy") as c:
         assert sorted(n for n in await tool_names(c) if n.startswith("ask_")) == ["ask_a1", "ask_a2"]
         assert "send_message" in await tool_names(c)  # every agent stays reachable
+
+
+async def test_core_tier_keeps_the_structured_reply_without_a_schema_per_agent(
+    llm_hub: AgentHub, scripted_llm: ScriptedLLM
+) -> None:
+    await llm_hub.create_agent("lean", persona="lean persona")
+    scripted_llm.on("lean persona", "short answer")
+    server = build_server(llm_hub, llm_hub.settings.with_overrides(tools="core"))
+    async with server.running(), Client(server.mcp, mode="legacy") as c:
+        tools = {t.name: t for t in (await c.list_tools()).tools}
+        assert tools["ask_lean"].output_schema is None
+        assert "create_agent" not in tools and {"list_agents", "send_message", "get_run", "read_block"} <= set(tools)
+        result = await c.call_tool("ask_lean", {"message": "hi"})
+    assert result.structured_content["reply"] == "short answer"
+    assert result.structured_content["status"] == "completed"

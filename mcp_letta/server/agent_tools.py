@@ -9,15 +9,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.types import ToolAnnotations
-from pydantic import Field
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
 
 from mcp_letta.config import Settings
 from mcp_letta.hub import AgentHub
 from mcp_letta.models import Agent
+from mcp_letta.server.messaging import TimeoutS
 from mcp_letta.server.notify import Notifier
 from mcp_letta.server.shapes import AgentReply
 
@@ -26,10 +26,6 @@ log = logging.getLogger("mcp_letta.server")
 ASK = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
 DESCRIPTION_CHARS = 300
 
-Message = Annotated[str, Field(description="what to say to the agent")]
-TimeoutS = Annotated[
-    float, Field(ge=0, le=3600, description="seconds to wait; then status 'pending' with a run_id to fetch later")
-]
 
 # ask(agent_id, message, timeout_s, ctx) -> AgentReply: the same contract as the send_message tool.
 Ask = Callable[[str, str, float, Context | None], Coroutine[Any, Any, AgentReply]]
@@ -44,7 +40,7 @@ def agent_tool_description(agent: Agent) -> str:
     text = text or f"the agent {agent.name}"
     if len(text) > DESCRIPTION_CHARS:
         text = text[: DESCRIPTION_CHARS - 1] + "…"
-    return f"Send a message to the stateful agent '{agent.name}' and get its reply. {text}"
+    return f"Stateful agent {agent.name}: {text}"
 
 
 @dataclass(frozen=True)
@@ -116,8 +112,27 @@ class AgentTools:
     def _publish(self, name: str, agent: Agent, description: str) -> None:
         agent_id, ask = agent.id, self._ask
 
-        async def ask_agent(ctx: Context, message: Message, timeout_s: TimeoutS = 50) -> AgentReply:
+        async def ask_agent(ctx: Context, message: str, timeout_s: TimeoutS = 50) -> AgentReply:
             return await ask(agent_id, message, timeout_s, ctx)
 
-        self._mcp.add_tool(ask_agent, name=name, title=f"Ask {agent.name}", description=description, annotations=ASK)
+        async def ask_agent_lean(ctx: Context, message: str, timeout_s: TimeoutS = 50) -> CallToolResult:
+            reply = await ask(agent_id, message, timeout_s, ctx)
+            return CallToolResult(
+                content=[TextContent(type="text", text=reply.model_dump_json(indent=2))],
+                structured_content=reply.model_dump(mode="json"),
+            )
+
+        title = f"Ask {agent.name}"
+        if self._settings.tools == "full":
+            self._mcp.add_tool(ask_agent, name=name, title=title, description=description, annotations=ASK)
+        else:
+            # Context economy: the same structured reply, without repeating its schema once per agent.
+            self._mcp.add_tool(
+                ask_agent_lean,
+                name=name,
+                title=title,
+                description=description,
+                annotations=ASK,
+                structured_output=False,
+            )
         self._published[name] = _Published(agent.id, description)

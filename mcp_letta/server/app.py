@@ -19,6 +19,7 @@ from mcp_letta import __version__
 from mcp_letta.config import Settings
 from mcp_letta.hub import AgentHub, Change
 from mcp_letta.server.agent_tools import AgentTools
+from mcp_letta.server.compact import compact_tool_list
 from mcp_letta.server.messaging import ask, register_messaging_tools
 from mcp_letta.server.notify import Notifier
 from mcp_letta.server.resources import ResourceFanout, check_subscription, register_resources
@@ -47,6 +48,7 @@ class LettaServer:
             instructions=INSTRUCTIONS,
             log_level=self.settings.log_level,  # type: ignore[arg-type]
         )
+        self.mcp.middleware.append(compact_tool_list)
         self.builtin_tools = register_builtin_tools(self.mcp, hub, tools=self.settings.tools)
         self.builtin_tools += register_messaging_tools(self.mcp, hub, tools=self.settings.tools)
         register_resources(self.mcp, hub)

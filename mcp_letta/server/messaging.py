@@ -23,9 +23,7 @@ CANCEL = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent
 MESSAGING_TOOLS = ("send_message", "get_run", "list_runs", "cancel_run")
 CORE_MESSAGING_TOOLS = frozenset({"send_message", "get_run"})
 
-TimeoutS = Annotated[
-    float, Field(ge=0, le=3600, description="seconds to wait; then status 'pending' with a run_id to fetch later")
-]
+TimeoutS = Annotated[float, Field(ge=0, le=3600, description="max wait (s); then 'pending' + run_id")]
 
 
 def reply_of(run: Run) -> AgentReply:
@@ -74,7 +72,7 @@ def register_messaging_tools(mcp: MCPServer, hub: AgentHub, *, tools: str = "ful
     async def send_message(
         ctx: Context,
         agent: AgentRef,
-        message: Annotated[str, Field(description="what to say")],
+        message: str,
         timeout_s: TimeoutS = 50,
     ) -> AgentReply:
         """Send a message to any agent and wait for its reply (status 'pending' + run_id if it takes longer)."""

@@ -71,6 +71,31 @@ class BlockSummary(BaseModel):
         )
 
 
+class BlockWritten(BaseModel):
+    """A block right after a write: its new value and version (read_block gives every field)."""
+
+    id: str
+    label: str
+    version: int
+    value: str
+    chars: int
+    limit: int
+    agents: list[str]
+
+    @classmethod
+    def of(cls, block: Block) -> BlockWritten:
+        """The post-write view of a block."""
+        return cls(
+            id=block.id,
+            label=block.label,
+            version=block.version,
+            value=block.value,
+            chars=len(block.value),
+            limit=block.limit,
+            agents=block.agents,
+        )
+
+
 class BlockList(BaseModel):
     """Blocks matching a listing's filters."""
 

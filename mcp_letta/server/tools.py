@@ -23,6 +23,7 @@ from mcp_letta.server.shapes import (
     BlockHistory,
     BlockList,
     BlockSummary,
+    BlockWritten,
     Deleted,
     MessageList,
     PassageList,
@@ -182,18 +183,22 @@ def register_builtin_tools(mcp: MCPServer, hub: AgentHub, *, tools: str = "full"
     @tool(SET, "Write block")
     async def write_block(
         block: BlockRef, value: str, expected_version: ExpectedVersion = None, agent: ScopeAgent = None
-    ) -> Block:
+    ) -> BlockWritten:
         """Replace a block's value. Pass expected_version to fail instead of overwriting a newer write."""
-        return await call(hub.write_block(block, value, expected_version=expected_version, agent=agent, writer=WRITER))
+        written = await call(
+            hub.write_block(block, value, expected_version=expected_version, agent=agent, writer=WRITER)
+        )
+        return BlockWritten.of(written)
 
     @tool(ADD, "Append to block")
     async def append_to_block(
         block: BlockRef, text: str, expected_version: ExpectedVersion = None, agent: ScopeAgent = None
-    ) -> Block:
+    ) -> BlockWritten:
         """Append text on a new line of a block, atomically (concurrent appends are never lost)."""
-        return await call(
+        written = await call(
             hub.append_to_block(block, text, expected_version=expected_version, agent=agent, writer=WRITER)
         )
+        return BlockWritten.of(written)
 
     @tool(ADD, "Replace in block")
     async def replace_in_block(
@@ -203,14 +208,15 @@ def register_builtin_tools(mcp: MCPServer, hub: AgentHub, *, tools: str = "full"
         replace_all: Annotated[bool, Field(description="replace every occurrence, not just a unique one")] = False,
         expected_version: ExpectedVersion = None,
         agent: ScopeAgent = None,
-    ) -> Block:
+    ) -> BlockWritten:
         """Replace a substring of a block atomically; it must occur (once, unless replace_all)."""
-        return await call(
+        written = await call(
             hub.replace_in_block(
                 block, old, new, replace_all=replace_all, expected_version=expected_version, agent=agent,
                 writer=WRITER,
             )
         )  # fmt: skip
+        return BlockWritten.of(written)
 
     @tool(LINK, "Attach block")
     async def attach_block(agent: AgentRef, block: BlockRef) -> Block:
