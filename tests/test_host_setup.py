@@ -73,12 +73,6 @@ async def test_tool_tiers_with_ten_agents(hub: AgentHub) -> None:
         assert tool.description and len(tool.description) <= 400, (tool.name, tool.description)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core tools/list is about 29 KB with 10 agents: each tool carries a ~1.1 KB outputSchema "
-    "(ask_<name>, send_message, get_run: AgentReply/Run; block tools: Block). Fix in server/ "
-    "(agent_tools.py, messaging.py, tools.py); then this passes and strict=True asks to drop the mark.",
-)
 async def test_core_tools_list_with_ten_agents_fits_16_kb(hub: AgentHub) -> None:
     size, _ = (await tools_list_sizes(hub))["core"]
     assert size < CORE_BUDGET, f"core tools/list is {size} bytes, over {CORE_BUDGET}"
