@@ -210,6 +210,12 @@ class Run(Model):
     role: Literal["user", "system"] = "user"
     sender: str | None = Field(default=None, description="who sent the input: None for the host/API, or an agent id")
     parent_run_id: str | None = Field(default=None, description="the run that sent this message, if any")
+    depth: int = Field(default=0, description="synchronous waits above this run (0: sent by the host, or async)")
+    reply_to: str | None = Field(
+        default=None,
+        description="where the reply goes when the run ends: 'host' (the host inbox, see check_replies), an "
+        "agent id (delivered to that agent as a new message), or None (fetch it with get_run)",
+    )
     steps: list[RunStep] = Field(default_factory=list)
     reply: str | None = None
     error: str | None = None
@@ -233,3 +239,73 @@ class StepEvent(Model):
     agent_id: str
     agent_name: str
     step: RunStep
+
+
+# -- multi-agent -----------------------------------------------------------------------------------
+OutcomeStatus = Literal["completed", "failed", "cancelled", "interrupted", "pending"]
+
+
+class BroadcastResult(Model):
+    """What one recipient of a broadcast did: its reply, its error, or ``pending`` with the run to fetch later."""
+
+    agent: str = Field(description="the recipient's name")
+    agent_id: str
+    run_id: str | None = Field(default=None, description="None only when the message was refused before sending")
+    status: OutcomeStatus
+    reply: str | None = None
+    error: str | None = None
+    latency_ms: float | None = Field(default=None, description="from sending to the reply; None while pending")
+
+
+class StageResult(Model):
+    """One stage of a pipeline: the agent, its run and what it replied."""
+
+    agent: str
+    run_id: str | None = None
+    status: OutcomeStatus
+    reply: str | None = None
+    error: str | None = None
+    latency_ms: float | None = None
+
+
+class PipelineResult(Model):
+    """A pipeline's stages in order (up to the first that did not complete) and the last stage's reply."""
+
+    stages: list[StageResult] = Field(default_factory=list)
+    output: str | None = Field(default=None, description="the last stage's reply when every stage completed")
+    status: OutcomeStatus = Field(description="'completed', or the status of the stage that stopped the pipeline")
+    error: str | None = Field(default=None, description="why the pipeline stopped early, naming the stage")
+
+
+class AgentMetrics(Model):
+    """Messages one agent received: how many, how many failed, and how long they took (sent to finished)."""
+
+    agent: str
+    agent_id: str
+    messages: int
+    errors: int = Field(description="runs that failed or were interrupted")
+    pending: int = Field(description="runs still queued or running")
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+    tokens: int
+
+
+class PairMetrics(Model):
+    """Messages from one sender ('host' for the host) to one receiving agent."""
+
+    sender: str
+    receiver: str
+    messages: int
+    errors: int
+    pending: int
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+    tokens: int
+
+
+class Metrics(Model):
+    """Multi-agent traffic from the runs on record, slowest (p95) first in each list."""
+
+    since: datetime | None = None
+    agents: list[AgentMetrics] = Field(default_factory=list)
+    pairs: list[PairMetrics] = Field(default_factory=list)

@@ -10,7 +10,7 @@ from typing import Any
 
 from mcp_letta.errors import Conflict, Invalid, NotFound
 from mcp_letta.models import Agent, BlockSpec, ModelSettings
-from mcp_letta.store import blocks
+from mcp_letta.store import agent_tools, blocks
 from mcp_letta.store.db import Conn, loads_json, new_id, now_iso
 from mcp_letta.store.refs import check_agent_name, suggestion
 
@@ -42,7 +42,7 @@ def to_agent(conn: Conn, row: Any) -> Agent:
         model_settings=ModelSettings.model_validate(loads_json(row["model_settings"], {})),
         metadata=loads_json(row["metadata"], {}),
         blocks=blocks.list_blocks(conn, agent_id=row["id"]),
-        agent_tools=[],
+        agent_tools=agent_tools.listed(conn, row["id"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
@@ -76,13 +76,15 @@ def create(
     model_settings: ModelSettings,
     metadata: dict[str, Any],
     writer: str | None,
+    tool_agent_refs: list[str] | None = None,
 ) -> Agent:
-    """Create an agent, its own blocks, and attach existing shared blocks; all or nothing."""
+    """Create an agent, its own blocks, shared blocks and agents attached as tools; all or nothing."""
     check_agent_name(name)
     _check_unique_name(conn, name)
     tags = _check_tags(tags)
     labels = [spec.label for spec in block_specs]
     shared_rows = [blocks.resolve_block_row(conn, ref) for ref in shared_block_refs]
+    tool_rows = [resolve_agent_row(conn, ref) for ref in tool_agent_refs or []]
     labels += [row["label"] for row in shared_rows]
     dupes = sorted({label for label in labels if labels.count(label) > 1})
     if dupes:
@@ -110,8 +112,11 @@ def create(
     for spec in block_specs:
         block_id = blocks.insert_block(conn, spec, writer=writer, owner_agent_id=agent_id)
         blocks.attach(conn, agent_id, name, conn.execute("SELECT * FROM blocks WHERE id = ?", (block_id,)).fetchone())
+    row = conn.execute("SELECT * FROM agents WHERE id = ?", (agent_id,)).fetchone()
+    for tool_row in tool_rows:
+        agent_tools.attach(conn, row, tool_row)
     conn.log_change("agents", agent_id)
-    return to_agent(conn, conn.execute("SELECT * FROM agents WHERE id = ?", (agent_id,)).fetchone())
+    return to_agent(conn, row)
 
 
 def list_agents(
@@ -147,6 +152,25 @@ def list_agents(
         sql += " LIMIT ?"
         args.append(limit)
     return [to_agent(conn, row) for row in conn.execute(sql, args).fetchall()]
+
+
+def matching_tags(conn: Conn, match_all: list[str], match_some: list[str]) -> list[Any]:
+    """Rows (id, name) of the agents with every tag of ``match_all`` and at least one of ``match_some``, by name.
+
+    Letta's rule: an empty list does not filter, so with both empty every agent matches (including agents
+    without tags, which match nothing else).
+    """
+    match_all, match_some = _check_tags(match_all), _check_tags(match_some)
+    sql, args = "SELECT a.id, a.name FROM agents a WHERE 1=1", []
+    if match_all:
+        marks = ",".join("?" * len(match_all))
+        sql += f" AND (SELECT count(*) FROM agent_tags t WHERE t.agent_id = a.id AND t.tag IN ({marks})) = ?"
+        args += [*match_all, len(match_all)]
+    if match_some:
+        marks = ",".join("?" * len(match_some))
+        sql += f" AND EXISTS (SELECT 1 FROM agent_tags t WHERE t.agent_id = a.id AND t.tag IN ({marks}))"
+        args += match_some
+    return conn.execute(sql + " ORDER BY a.name", args).fetchall()
 
 
 def update(
@@ -189,6 +213,8 @@ def update(
     conn.log_change("agent", agent_id)
     if (name is not None and name != row["name"]) or tags is not None or description is not None:
         conn.log_change("agents", agent_id)  # its tool's name, visibility or description may change
+        for user in agent_tools.users_of(conn, agent_id):  # so do the ask_<name> tools of agents it is attached to
+            conn.log_change("agent", user)
     return to_agent(conn, conn.execute("SELECT * FROM agents WHERE id = ?", (agent_id,)).fetchone())
 
 
@@ -209,7 +235,10 @@ def delete(conn: Conn, row: Any) -> list[str]:
         for r in conn.execute("SELECT block_id FROM agent_blocks WHERE agent_id = ?", (agent_id,))
         if r[0] not in own
     ]
+    users = agent_tools.users_of(conn, agent_id)
     conn.execute("DELETE FROM agents WHERE id = ?", (agent_id,))
+    for user in users:  # their ask_<name> tool for this agent is gone
+        conn.log_change("agent", user)
     conn.executemany("DELETE FROM blocks WHERE id = ?", [(b,) for b in own])
     for block_id in own + shared:
         conn.log_change("block", block_id)

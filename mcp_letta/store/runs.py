@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from mcp_letta.errors import Invalid, NotFound
 from mcp_letta.models import Run, RunStep, RunUsage, ToolCallRecord
+from mcp_letta.store import replies
 from mcp_letta.store.db import Conn, new_id, now_iso
 from mcp_letta.store.refs import clean_text
 
@@ -86,6 +87,8 @@ def _to_run(row: Any, steps: list[RunStep]) -> Run:
         role=row["role"],
         sender=row["sender"],
         parent_run_id=row["parent_run_id"],
+        depth=row["depth"],
+        reply_to=row["reply_to"],
         steps=steps,
         reply=row["reply"],
         error=row["error"],
@@ -148,8 +151,15 @@ def insert_run(
     sender: str | None,
     parent_run_id: str | None,
     owner: str,
+    waited: bool = False,
+    depth: int = 0,
+    reply_to: str | None = None,
 ) -> Run:
-    """Persist a queued run for an agent; the process ``owner`` will execute it."""
+    """Persist a queued run for an agent; the process ``owner`` will execute it.
+
+    ``waited``: the parent run is blocked waiting on this one (an edge of the wait-for graph, see
+    ``waits``); ``depth``: synchronous waits above it; ``reply_to``: where its reply goes when it ends.
+    """
     if not isinstance(text, str) or not text.strip():
         raise Invalid("the message is empty: pass the text to send to the agent")
     if role not in ("user", "system"):
@@ -161,10 +171,13 @@ def insert_run(
         raise NotFound(f"parent run {parent_run_id!r} not found: pass the id of an existing run, or none")
     run_id, now, text = new_id("run"), now_iso(), clean_text(text)
     conn.execute(
-        "INSERT INTO runs(id, agent_id, agent_name, status, input, role, sender, parent_run_id, owner, created_at) "
-        "VALUES (?,?,?,'queued',?,?,?,?,?,?)",
-        (run_id, agent_row["id"], agent_row["name"], text, role, sender, parent_run_id, owner, now),
-    )
+        "INSERT INTO runs(id, agent_id, agent_name, status, input, role, sender, parent_run_id, owner, created_at, "
+        "waited, depth, reply_to) VALUES (?,?,?,'queued',?,?,?,?,?,?,?,?,?)",
+        (
+            run_id, agent_row["id"], agent_row["name"], text, role, sender, parent_run_id, owner, now,
+            int(waited), depth, reply_to,
+        ),
+    )  # fmt: skip
     conn.log_change("run", run_id)
     return Run(
         id=run_id,
@@ -175,6 +188,8 @@ def insert_run(
         role=role,  # type: ignore[arg-type]
         sender=sender,
         parent_run_id=parent_run_id,
+        depth=depth,
+        reply_to=reply_to,
         created_at=now,  # type: ignore[arg-type]
     )
 
@@ -279,19 +294,44 @@ def finish_run(
     stop_reason: str,
     expect: tuple[str, ...] = ("running",),
 ) -> bool:
-    """Move a run to a final status, only if it is still in one of ``expect``; False if it was not."""
+    """Move a run to a final status, only if it is still in one of ``expect``; False if it was not.
+
+    Every run ends here, so this is also where its reply is routed (see ``replies``): in the same
+    transaction, whichever process ends it and however (completed, failed, cancelled, interrupted).
+    """
     marks = ",".join("?" * len(expect))
-    updated = conn.execute(
+    ended = conn.execute(
         "UPDATE runs SET status = ?, reply = ?, error = ?, stop_reason = ?, finished_at = ?, lease_until = NULL "
-        f"WHERE id = ? AND status IN ({marks})",
+        f"WHERE id = ? AND status IN ({marks}) RETURNING *",
         (status, reply, error, stop_reason, now_iso(), run_id, *expect),
-    ).rowcount
-    if updated:
-        conn.log_change("run", run_id)
-    return bool(updated)
+    ).fetchone()
+    if ended is None:
+        return False
+    conn.log_change("run", run_id)
+    if ended["reply_to"] is not None:
+        _route_reply(conn, ended)
+    return True
 
 
-def request_cancel(conn: Conn, run_id: str) -> Literal["cancelled", "requested", "done"]:
+def _route_reply(conn: Conn, ended: Any) -> None:
+    if ended["reply_to"] == replies.HOST:
+        conn.log_change("inbox", ended["id"])  # the MCP surface tells subscribers of letta://inbox
+        return
+    sender = conn.execute("SELECT * FROM agents WHERE id = ?", (ended["reply_to"],)).fetchone()
+    if sender is None:
+        return  # the sender was deleted: the reply stays on the run
+    # Owned by whichever process ends the run (it is alive now); "queued" wakes its scheduler.
+    insert_run(
+        conn, sender, replies.reply_notice(ended), role="system", sender=ended["agent_id"],
+        parent_run_id=ended["id"], owner=conn.origin,
+    )  # fmt: skip
+    conn.log_change("queued", sender["id"])
+
+
+CancelOutcome = Literal["cancelled", "requested", "done"]
+
+
+def request_cancel(conn: Conn, run_id: str) -> CancelOutcome:
     """Cancel a queued run at once, or flag a running one for its process; 'done' if it had finished."""
     row = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
     if row is None:
@@ -307,6 +347,28 @@ def request_cancel(conn: Conn, run_id: str) -> Literal["cancelled", "requested",
         conn.log_change("run", run_id)
         return "requested"
     return "done"
+
+
+def cancel_with_waited(conn: Conn, run_id: str) -> list[tuple[str, CancelOutcome]]:
+    """Cancel a run and, recursively, every unfinished run it is waiting on; ``(run id, outcome)`` each.
+
+    The run itself comes first. Runs it sent asynchronously are not waited on and go on.
+    """
+    outcomes = [(run_id, request_cancel(conn, run_id))]
+    frontier = [run_id]
+    while frontier:
+        marks = ",".join("?" * len(frontier))
+        children = [
+            r[0]
+            for r in conn.execute(
+                f"SELECT id FROM runs WHERE parent_run_id IN ({marks}) AND waited = 1 "
+                "AND status IN ('queued', 'running')",
+                frontier,
+            )
+        ]
+        outcomes += [(child, request_cancel(conn, child)) for child in children]
+        frontier = children
+    return outcomes
 
 
 # -- processes, leases, recovery --------------------------------------------------------------------
