@@ -8,6 +8,7 @@ with ``enforce_read_only``), so agents sharing a block never lose each other's e
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +27,10 @@ DEFAULT_TOOL_NAMES = (
     "archival_memory_insert",
     "archival_memory_search",
 )
+# As in Letta, the multi-agent tools are offered to agents created with include_multi_agent_tools (kept in
+# their metadata under that key), or listed in metadata["tools"]: their schemas cost every request of
+# every agent ~500 tokens, which small context windows feel.
+INCLUDE_MULTI_AGENT_TOOLS = "include_multi_agent_tools"
 LINE_NUMBER_PREFIX = re.compile(r"^\s*\d+→", re.MULTILINE)
 LINE_NUMBER_WARNING = (
     "# NOTE: Line numbers shown below (with arrows like '1→') are to help during editing. Do NOT include line "
@@ -334,6 +339,16 @@ BUILTIN_TOOLS = (
 )
 
 
-def builtin_toolbox() -> Toolbox:
-    """A toolbox with Letta's built-in tools, offering the default set to every agent."""
-    return Toolbox(BUILTIN_TOOLS, defaults=DEFAULT_TOOL_NAMES)
+def builtin_toolbox(multi_agent: Iterable[Tool] = ()) -> Toolbox:
+    """A toolbox with Letta's built-in tools, offering the default set to every agent.
+
+    ``multi_agent`` are the multi-agent tools bound to a hub (``multiagent.multi_agent_tools``); they are
+    offered to agents whose metadata has ``include_multi_agent_tools: true``.
+    """
+    toolbox = Toolbox(BUILTIN_TOOLS, defaults=DEFAULT_TOOL_NAMES)
+    names = []
+    for tool in multi_agent:
+        toolbox.register(tool)
+        names.append(tool.name)
+    toolbox.opt_in(INCLUDE_MULTI_AGENT_TOOLS, names)
+    return toolbox

@@ -12,7 +12,7 @@ import json
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
@@ -36,6 +36,7 @@ from mcp_letta.runtime.context import (
     summary_request,
 )
 from mcp_letta.runtime.toolbox import PreparedCall, Toolbox, ToolContext, ToolResult
+from mcp_letta.store import agent_tools as agent_tools_sql
 from mcp_letta.store import blocks as block_sql
 from mcp_letta.store import memory as memory_sql
 from mcp_letta.store import runs as runs_sql
@@ -90,6 +91,7 @@ class Claimed:
     system: str
     window: Window
     more_queued: bool = False  # the agent had more queued runs when this one was claimed
+    tool_agents: list[agent_tools_sql.ToolAgent] = field(default_factory=list)  # offered as ask_<name>
 
     @property
     def context(self) -> ToolContext:
@@ -186,6 +188,7 @@ class Runner:
             system=compile_system(agent["system"], memory_of(conn, agent_id)),
             window=window,
             more_queued=runs_sql.has_queued(conn, agent_id),
+            tool_agents=agent_tools_sql.for_runtime(conn, agent_id),
         )
 
     # -- the loop ----------------------------------------------------------------------------------
@@ -210,7 +213,7 @@ class Runner:
     async def _loop(self, claimed: Claimed, on_step: OnStep | None) -> Run:
         run, settings = claimed.run, claimed.model_settings
         client, model = self.llm.client_for(settings)
-        offered = self.toolbox.tools_for(run.agent_id, claimed.metadata)
+        offered = self.toolbox.tools_for(run.agent_id, claimed.metadata, claimed.tool_agents)
         schemas = [tool.schema() for tool in offered.values()]
         tools_chars = len(json.dumps(schemas))
         window = settings.context_window or DEFAULT_CONTEXT_WINDOW

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 import anyio
@@ -48,12 +49,14 @@ class ChangeLike(Protocol):
 
 class _Worker:
     """An agent's worker task: ``again`` is set when more work may have arrived. It is also the borrower
-    of the worker's concurrency slot, so a slot taken in ``submit`` can be handed to the task."""
+    of the worker's concurrency slot, so a slot taken in ``submit`` can be handed to the task; ``holding``
+    says whether it has the slot now (a run waiting on other agents lends it out, see ``lend_slot``)."""
 
-    __slots__ = ("again",)
+    __slots__ = ("again", "holding")
 
     def __init__(self, *, again: bool = True) -> None:
         self.again = again
+        self.holding = False
 
 
 class _Watch:
@@ -86,6 +89,7 @@ class Scheduler:
         self._workers_lock = threading.Lock()  # also taken in a worker thread (see _create_and_claim)
         self._blocked: set[str] = set()  # agents with local queued runs waiting on another process
         self._scopes: dict[str, anyio.CancelScope] = {}  # runs executing here
+        self._executing: dict[str, _Worker] = {}  # run id -> the worker executing it here
         self._cancel_asked: set[str] = set()  # cancelled between claim and scope registration
         self._watches: dict[str, _Watch] = {}  # run id -> woken at its next change
         self._listeners: dict[str, list[OnStep]] = {}
@@ -139,24 +143,25 @@ class Scheduler:
         worker: _Worker | None = _Worker(again=False)
         try:
             self._limiter.acquire_on_behalf_of_nowait(worker)
+            worker.holding = True
         except anyio.WouldBlock:
             worker = None
         if worker is None or self._tg is None:
             if worker is not None:
-                self._limiter.release_on_behalf_of(worker)
+                self._give_back(worker)
             run = await self.runner.write(create)
             first: ClaimResult | None = None
         else:
             try:
                 run, first = await self.runner.write(self._create_and_claim, create, worker)
             except BaseException:
-                self._limiter.release_on_behalf_of(worker)
+                self._give_back(worker)
                 raise
         if on_step is not None:
             self._listeners.setdefault(run.id, []).append(on_step)
         if first is None or self._tg is None:
             if worker is not None:
-                self._limiter.release_on_behalf_of(worker)
+                self._give_back(worker)
                 self._unreserve(run.agent_id, worker)
             self.wake(run.agent_id)
         else:
@@ -175,6 +180,34 @@ class Scheduler:
         except BaseException:
             self._unreserve(run.agent_id, worker)
             raise
+
+    async def _take(self, worker: _Worker) -> None:
+        await self._limiter.acquire_on_behalf_of(worker)
+        worker.holding = True
+
+    def _give_back(self, worker: _Worker) -> None:
+        if worker.holding:
+            worker.holding = False
+            self._limiter.release_on_behalf_of(worker)
+
+    @asynccontextmanager
+    async def lend_slot(self, run_id: str | None) -> AsyncIterator[None]:
+        """While a run executing here waits on other runs, let them have its concurrency slot.
+
+        The run keeps its agent's turn (nothing else of that agent starts), but holding a global slot
+        while blocked would let N orchestrators waiting on N sub-agents deadlock a cap of N. The slot is
+        taken back before the run goes on. A no-op for a run not executing in this process.
+        """
+        worker = self._executing.get(run_id) if run_id is not None else None
+        if worker is None or not worker.holding:
+            yield
+            return
+        self._give_back(worker)
+        try:
+            yield
+        finally:
+            # If this is cancelled the run is ending anyway, and _drain gives back only a slot it holds.
+            await self._take(worker)
 
     def _unreserve(self, agent_id: str, worker: _Worker) -> None:
         with self._workers_lock:
@@ -210,7 +243,7 @@ class Scheduler:
             while first is not None or worker.again:
                 if first is None:
                     worker.again = False
-                    await self._limiter.acquire_on_behalf_of(worker)
+                    await self._take(worker)
                 try:
                     if first is not None:
                         claimed, first = first, None
@@ -218,7 +251,7 @@ class Scheduler:
                         claimed = await self.runner.write(self.runner.claim, agent_id)
                     if isinstance(claimed, Claimed):
                         self._blocked.discard(agent_id)
-                        await self._execute(claimed)
+                        await self._execute(claimed, worker)
                         # New local runs wake us anyway; only runs queued before this claim need a look.
                         worker.again = worker.again or claimed.more_queued
                         continue
@@ -227,7 +260,7 @@ class Scheduler:
                     self._blocked.add(agent_id)
                     return
                 finally:
-                    self._limiter.release_on_behalf_of(worker)
+                    self._give_back(worker)
                 if isinstance(claimed, Run):  # failed at once (its agent was deleted): take the next
                     self._signal(claimed.id)
                     worker.again = True
@@ -238,10 +271,11 @@ class Scheduler:
         finally:
             self._unreserve(agent_id, worker)
 
-    async def _execute(self, claimed: Claimed) -> None:
+    async def _execute(self, claimed: Claimed, worker: _Worker) -> None:
         run_id = claimed.run.id
         scope = anyio.CancelScope()
         self._scopes[run_id] = scope
+        self._executing[run_id] = worker
         if run_id in self._cancel_asked:
             scope.cancel()
         finished: Run | None = None
@@ -262,6 +296,7 @@ class Scheduler:
             raise
         finally:
             self._scopes.pop(run_id, None)
+            self._executing.pop(run_id, None)
             self._cancel_asked.discard(run_id)
             self._listeners.pop(run_id, None)
             self._signal(run_id, finished if finished is not None and finished.done else None)
@@ -337,24 +372,29 @@ class Scheduler:
 
     # -- cancelling --------------------------------------------------------------------------------
     async def cancel(self, run_id: str) -> Run:
-        """Cancel a run: a queued one at once, a running one here or in another process as soon as it notices.
+        """Cancel a run, and every run it is waiting on (recursively): a queued one at once, a running one
+        here or in another process as soon as it notices.
 
         Returns the run once it has stopped (or after a short wait, with ``cancel_requested`` set).
         """
-        outcome = await self.runner.write(runs_sql.request_cancel, run_id)
-        if outcome == "cancelled":
-            self._signal(run_id)
-        elif outcome == "requested":
-            scope = self._scopes.get(run_id)
-            if scope is not None:
-                scope.cancel()
-            else:
-                self._cancel_asked.add(run_id)  # claimed but not started here yet, or running elsewhere
-            try:
+        outcomes = await self.runner.write(runs_sql.cancel_with_waited, run_id)
+        for ref, outcome in outcomes:
+            if outcome == "cancelled":
+                self._signal(ref)
+            elif outcome == "requested":
+                scope = self._scopes.get(ref)
+                if scope is not None:
+                    scope.cancel()
+                else:
+                    self._cancel_asked.add(ref)  # claimed but not started here yet, or running elsewhere
+        requested = [ref for ref, outcome in outcomes if outcome == "requested"]
+        try:
+            if outcomes[0][1] == "requested":
                 return await self.wait(run_id, CANCEL_SETTLE_S)
-            finally:
-                if run_id not in self._scopes:
-                    self._cancel_asked.discard(run_id)
+        finally:
+            for ref in requested:
+                if ref not in self._scopes:
+                    self._cancel_asked.discard(ref)
         return await self.get(run_id)
 
     # -- other processes ---------------------------------------------------------------------------
@@ -368,7 +408,10 @@ class Scheduler:
                         batch.append(changes.receive_nowait())
                     except anyio.WouldBlock:
                         break
-                # Local changes need nothing here: this process signals its own runs' ends directly.
+                # Local run changes need nothing here: this process signals its own runs' ends directly. A
+                # local "queued" is a run this process queued outside submit (a reply delivered to an agent).
+                for agent_id in {change.ref for change in batch if change.kind == "queued" and change.local}:
+                    self.wake(agent_id)
                 foreign = {change.ref for change in batch if change.kind == "run" and not change.local}
                 for run_id in foreign:
                     self._signal(run_id)

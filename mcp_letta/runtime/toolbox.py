@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from mcp_letta.errors import LettaError
 from mcp_letta.models import ToolCall, ToolCallRecord
@@ -51,6 +51,14 @@ class ToolContext:
 
 InTransaction = Callable[[Conn, ToolContext, dict[str, Any]], Any]
 Awaited = Callable[[ToolContext, dict[str, Any]], Awaitable[Any]]
+
+
+class ToolAgentLike(Protocol):
+    """An agent attached to another as a tool (``store.agent_tools.ToolAgent``)."""
+
+    agent_id: str
+    name: str
+    description: str
 
 
 @dataclass(frozen=True)
@@ -160,13 +168,17 @@ class Toolbox:
     """Every tool the runtime knows, which ones each agent is offered, and how a call becomes a result.
 
     An agent is offered the default tools, or the built-in names listed in its ``metadata["tools"]``,
-    plus any tools attached to it (``attach``), e.g. other agents it may call.
+    plus the groups it opts into with a true metadata flag (``opt_in``), plus any tools attached to it
+    (``attach``), plus one tool per agent attached to it in the store (built by ``agent_tool_factory``,
+    e.g. ``ask_<name>``).
     """
 
     def __init__(self, tools: Iterable[Tool] = (), *, defaults: Iterable[str] = ()) -> None:
         self._tools: dict[str, Tool] = {}
         self._defaults: list[str] = []
         self._attached: dict[str, dict[str, Tool]] = {}
+        self._opt_in: dict[str, list[str]] = {}
+        self.agent_tool_factory: Callable[[ToolAgentLike], Tool] | None = None
         for tool in tools:
             self.register(tool)
         for name in defaults:
@@ -183,6 +195,10 @@ class Toolbox:
         if default and tool.name not in self._defaults:
             self._defaults.append(tool.name)
 
+    def opt_in(self, flag: str, names: Iterable[str]) -> None:
+        """Offer the registered tools ``names`` to agents whose metadata has ``flag`` set to true."""
+        self._opt_in[flag] = [self._known(name).name for name in names]
+
     def attach(self, agent_id: str, tool: Tool) -> None:
         """Offer a tool to one agent only (in this process)."""
         self._attached.setdefault(agent_id, {})[tool.name] = tool
@@ -196,15 +212,32 @@ class Toolbox:
         """Names of every registered tool."""
         return list(self._tools)
 
-    def tools_for(self, agent_id: str, metadata: dict[str, Any] | None = None) -> dict[str, Tool]:
-        """The tools offered to an agent, by name, in the order they are shown to its LLM."""
+    def tools_for(
+        self, agent_id: str, metadata: dict[str, Any] | None = None, tool_agents: Sequence[ToolAgentLike] = ()
+    ) -> dict[str, Tool]:
+        """The tools offered to an agent, by name, in the order they are shown to its LLM.
+
+        ``tool_agents`` are the agents attached to it as tools (read from the store when its run started).
+        """
         chosen = (metadata or {}).get("tools")
         names = chosen if isinstance(chosen, list) and all(isinstance(n, str) for n in chosen) else self._defaults
+        for flag, group in self._opt_in.items():
+            if (metadata or {}).get(flag) is True:
+                names = [*names, *(n for n in group if n not in names)]
         offered = {name: self._tools[name] for name in names if name in self._tools}
         unknown = [name for name in names if name not in self._tools]
         if unknown:
             log.warning("agent %s lists unknown tools %s; known: %s", agent_id, unknown, ", ".join(self._tools))
         offered.update(self._attached.get(agent_id, {}))
+        if self.agent_tool_factory is not None:
+            for tool_agent in tool_agents:
+                tool = self.agent_tool_factory(tool_agent)
+                if tool.name in offered:  # possible with a custom MCP_LETTA_AGENT_TOOL template
+                    log.warning(
+                        "agent %s: tool %r for agent %r shadows a tool; skipped", agent_id, tool.name, tool_agent.name
+                    )
+                    continue
+                offered[tool.name] = tool
         return offered
 
     # -- dispatch ----------------------------------------------------------------------------------

@@ -1,0 +1,215 @@
+"""Letta's multi-agent tools for agents (same names and arguments), and the ``ask_<name>`` tool of an agent
+attached to another as a tool. They are awaited tools: they wait on other agents' runs outside the step's
+transaction, through ``MultiAgentOps`` (the hub), exactly as the host would.
+
+What the calling LLM sees follows Letta: a reply is ``{'agent_id': ..., 'response': [...]}`` (a Python
+repr, ``['<no response>']`` when empty); a broadcast is a list of those, one per recipient. Anything that
+went wrong (unknown agent, refused deadlock, failed or slow sub-agent) is a Failed result saying what
+happened and what to do, never a hang.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
+
+from mcp_letta.models import BroadcastResult, Run
+from mcp_letta.runtime.toolbox import Tool, ToolAgentLike, ToolContext, ToolFailure
+from mcp_letta.store.replies import NO_RESPONSE
+
+WAIT_FOR_REPLY = "send_message_to_agent_and_wait_for_reply"
+SEND_ASYNC = "send_message_to_agent_async"
+MATCHING_TAGS = "send_message_to_agents_matching_tags"
+MATCHING_ALL_TAGS = "send_message_to_agents_matching_all_tags"  # Letta <= 0.6.3x name, used by the seeds
+MULTI_AGENT_TOOL_NAMES = (WAIT_FOR_REPLY, SEND_ASYNC, MATCHING_TAGS, MATCHING_ALL_TAGS)
+AGENT_WAIT_S = 300.0  # how long an agent's tool call waits on other agents before it gets the run id instead
+
+
+class MultiAgentOps(Protocol):
+    """What the tools need from the hub (``AgentHub`` implements it)."""
+
+    agent_wait_s: float
+
+    async def send_and_wait(
+        self, target: str, message: str, *, sender: str | None = None, parent_run_id: str | None = None,
+        timeout_s: float = 50.0,
+    ) -> Run:  # fmt: skip
+        """Send and wait (``AgentHub.send_and_wait``)."""
+        ...
+
+    async def send_async(
+        self, target: str, message: str, *, sender: str | None = None, parent_run_id: str | None = None
+    ) -> Run:
+        """Send without waiting, the reply routed back (``AgentHub.send_async``)."""
+        ...
+
+    async def broadcast(
+        self, message: str, *, match_all: Sequence[str] = (), match_some: Sequence[str] = (),
+        sender: str | None = None, parent_run_id: str | None = None, timeout_s: float = 50.0,
+        on_result: Callable[[BroadcastResult], Awaitable[None]] | None = None,
+    ) -> list[BroadcastResult]:  # fmt: skip
+        """Tag broadcast (``AgentHub.broadcast``)."""
+        ...
+
+
+def letta_reply(agent_id: str, reply: str | None) -> dict[str, Any]:
+    """Letta's shape of one agent's answer."""
+    return {"agent_id": agent_id, "response": [reply or NO_RESPONSE]}
+
+
+def _outcome_error(run: Run, waited_s: float) -> str:
+    """Why a run the caller waited on gave no reply, and what happens next."""
+    who = f"agent {run.agent_name!r}"
+    if run.status in ("failed", "interrupted"):
+        return f"{who} could not answer: its run {run.id} {run.status}: {run.error or 'no error recorded'}"
+    if run.status == "cancelled":
+        return f"{who} could not answer: its run {run.id} was cancelled"
+    return (
+        f"{who} did not answer within {waited_s:g}s; its run {run.id} goes on and its reply will be delivered to "
+        "you as a new message when it finishes"
+    )
+
+
+async def wait_for_reply(ops: MultiAgentOps, ctx: ToolContext, target: str, message: str) -> str:
+    """Send ``message`` to ``target`` as the calling agent and wait for the reply (Letta's return shape)."""
+    run = await ops.send_and_wait(
+        target, message, sender=ctx.agent_id, parent_run_id=ctx.run_id, timeout_s=ops.agent_wait_s
+    )
+    if run.status != "completed":
+        raise ToolFailure(_outcome_error(run, ops.agent_wait_s))
+    return str(letta_reply(run.agent_id, run.reply))
+
+
+def _string(description: str) -> dict[str, Any]:
+    return {"type": "string", "description": description}
+
+
+def _tags(description: str) -> dict[str, Any]:
+    return {"type": "array", "items": {"type": "string"}, "description": description}
+
+
+MESSAGE = _string("The content of the message to be sent to the target agent.")
+OTHER_AGENT = _string("The id (agent-...) or the name of the agent to message.")
+
+
+def _broadcast_entry(result: BroadcastResult) -> dict[str, Any]:
+    entry: dict[str, Any] = {"agent_id": result.agent_id, "agent": result.agent, "status": result.status}
+    if result.status == "completed":
+        entry["response"] = [result.reply or NO_RESPONSE]
+    elif result.status == "pending":
+        entry["run_id"] = result.run_id
+        entry["response"] = ["<pending: the reply will be delivered to you as a new message when it finishes>"]
+    else:
+        entry["response"] = [f"<error: {result.error or result.status}>"]
+    return entry
+
+
+async def _broadcast(ops: MultiAgentOps, ctx: ToolContext, message: str, match_all: list[str], match_some: list[str]):
+    results = await ops.broadcast(
+        message, match_all=match_all, match_some=match_some, sender=ctx.agent_id, parent_run_id=ctx.run_id,
+        timeout_s=ops.agent_wait_s,
+    )  # fmt: skip
+    if not results:
+        return (
+            f"No agent matches match_all={match_all} and match_some={match_some} (you are excluded); nothing was sent."
+        )
+    return str([_broadcast_entry(r) for r in results])
+
+
+def multi_agent_tools(ops: MultiAgentOps) -> list[Tool]:
+    """Letta's multi-agent tools, acting through ``ops`` as the calling agent within its current run."""
+
+    async def and_wait(ctx: ToolContext, args: dict[str, Any]) -> str:
+        return await wait_for_reply(ops, ctx, args["other_agent_id"], args["message"])
+
+    async def send_async(ctx: ToolContext, args: dict[str, Any]) -> str:
+        target, message = args["other_agent_id"], args["message"]
+        run = await ops.send_async(target, message, sender=ctx.agent_id, parent_run_id=ctx.run_id)
+        return (
+            f"Message sent (run {run.id}); the reply will be delivered to you as a new message when "
+            f"{run.agent_name} answers."
+        )
+
+    async def matching_tags(ctx: ToolContext, args: dict[str, Any]) -> str:
+        return await _broadcast(ops, ctx, args["message"], args.get("match_all") or [], args.get("match_some") or [])
+
+    async def matching_all_tags(ctx: ToolContext, args: dict[str, Any]) -> str:
+        return await _broadcast(ops, ctx, args["message"], args.get("tags") or [], [])
+
+    return [
+        Tool(
+            WAIT_FOR_REPLY,
+            "Sends a message to another agent and waits for its reply. Your identity is included automatically, "
+            "so no introduction is needed. Use it when you need the answer to go on.",
+            {
+                "type": "object",
+                "properties": {"message": MESSAGE, "other_agent_id": OTHER_AGENT},
+                "required": ["message", "other_agent_id"],
+            },
+            awaited=and_wait,
+        ),
+        Tool(
+            SEND_ASYNC,
+            "Sends a message to another agent and returns at once, without waiting. Your identity is included "
+            "automatically. The agent's reply is delivered to you later as a new message.",
+            {
+                "type": "object",
+                "properties": {"message": MESSAGE, "other_agent_id": OTHER_AGENT},
+                "required": ["message", "other_agent_id"],
+            },
+            awaited=send_async,
+        ),
+        Tool(
+            MATCHING_TAGS,
+            "Sends a message to every other agent that has all of the tags in match_all and at least one of the "
+            "tags in match_some (an empty list does not filter), all at once, and waits for their replies.",
+            {
+                "type": "object",
+                "properties": {
+                    "message": _string("The content of the message to be sent to each matching agent."),
+                    "match_all": _tags("Tags that every recipient must have."),
+                    "match_some": _tags("Tags of which every recipient must have at least one."),
+                },
+                "required": ["message", "match_all", "match_some"],
+            },
+            awaited=matching_tags,
+        ),
+        Tool(
+            MATCHING_ALL_TAGS,
+            "Sends a message to every other agent that has all of the given tags, all at once, and waits for "
+            "their replies.",
+            {
+                "type": "object",
+                "properties": {
+                    "message": _string("The content of the message to be sent to each matching agent."),
+                    "tags": _tags("Tags that every recipient must have."),
+                },
+                "required": ["message", "tags"],
+            },
+            awaited=matching_all_tags,
+        ),
+    ]
+
+
+def agent_tool_factory(ops: MultiAgentOps, template: str) -> Callable[[ToolAgentLike], Tool]:
+    """Builds the tool for an agent attached to another: ``template`` (e.g. ``ask_{name}``), one ``message``."""
+
+    def build(tool_agent: ToolAgentLike) -> Tool:
+        target = tool_agent.agent_id  # by id: the call reaches it even if it is renamed meanwhile
+
+        async def ask(ctx: ToolContext, args: dict[str, Any]) -> str:
+            return await wait_for_reply(ops, ctx, target, args["message"])
+
+        about = f" {tool_agent.description}" if tool_agent.description else ""
+        return Tool(
+            template.replace("{name}", tool_agent.name),
+            f"Ask the agent '{tool_agent.name}' and wait for its reply.{about}",
+            {
+                "type": "object",
+                "properties": {"message": _string(f"What to say to {tool_agent.name}.")},
+                "required": ["message"],
+            },
+            awaited=ask,
+        )
+
+    return build
