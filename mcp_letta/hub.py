@@ -1,7 +1,8 @@
 """AgentHub: the one public API of mcp-letta (agents, blocks, archival and recall memory, changes, runs).
 
 The MCP surface, the CLI, the examples and Python users all call this. It is async; every database
-call runs on a worker thread. ``async with AgentHub(settings) as hub: ...``
+call runs on a worker thread. ``async with AgentHub(settings) as hub: ...`` Multi-agent messaging
+(send-and-wait, async replies, broadcast, pipelines, agents as tools, metrics) is in ``hub_multiagent``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from mcp_letta.config import Settings
 from mcp_letta.errors import Invalid
+from mcp_letta.hub_multiagent import MultiAgentHub
 from mcp_letta.llm import LLMPool
 from mcp_letta.models import (
     HUMAN_DESCRIPTION,
@@ -34,8 +36,9 @@ from mcp_letta.models import (
     Run,
     StepEvent,
 )
-from mcp_letta.runtime.builtin_tools import builtin_toolbox
+from mcp_letta.runtime.builtin_tools import INCLUDE_MULTI_AGENT_TOOLS, builtin_toolbox
 from mcp_letta.runtime.context import compile_system
+from mcp_letta.runtime.multiagent import AGENT_WAIT_S, agent_tool_factory, multi_agent_tools
 from mcp_letta.runtime.runner import Runner, memory_of
 from mcp_letta.runtime.scheduler import LEASE_S, Scheduler
 from mcp_letta.store import agents as agent_sql
@@ -57,15 +60,16 @@ DEFAULT_SYSTEM = (
 
 @dataclass(frozen=True)
 class Change:
-    """Something changed in the store: ``kind`` is 'block', 'agent' (its memory view), 'agents' (the list)
-    or 'run' (a run's status or steps); ``ref`` is the id."""
+    """Something changed in the store: ``kind`` is 'block', 'agent' (its memory view or tools), 'agents'
+    (the list), 'run' (a run's status or steps), 'inbox' (a reply reached the host inbox, or was read:
+    ``ref`` is the run id) or 'queued' (internal: a reply was queued for agent ``ref``); ``ref`` is the id."""
 
     kind: str
     ref: str
     local: bool = True
 
 
-class AgentHub:
+class AgentHub(MultiAgentHub):
     """Agents, memory blocks, archival and recall memory over one SQLite file. Use as an async context."""
 
     def __init__(self, settings: Settings | None = None, *, db_path: Path | str | None = None) -> None:
@@ -77,7 +81,9 @@ class AgentHub:
         self._task_group: TaskGroup | None = None
         self._opened = False
         self.llm = LLMPool(self.settings)
-        self.toolbox = builtin_toolbox()
+        self.agent_wait_s = AGENT_WAIT_S  # an agent's tool call waits this long on other agents
+        self.toolbox = builtin_toolbox(multi_agent_tools(self))
+        self.toolbox.agent_tool_factory = agent_tool_factory(self, self.settings.agent_tool_template)
         self._owner = run_sql.Owner(self.db.origin, lease_s=LEASE_S)
         runner = Runner(self.db, self.llm, self.toolbox, self.settings, self._owner)
         self._scheduler = Scheduler(self.db, runner, max_concurrency=self.settings.max_concurrency)
@@ -175,8 +181,16 @@ class AgentHub:
         model_settings: ModelSettings | dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
         writer: str | None = "api",
+        agent_tools: Sequence[str] = (),
+        include_multi_agent_tools: bool = False,
     ) -> Agent:
-        """Create an agent with ``persona`` and ``human`` blocks, extra ``blocks`` and existing ``shared_blocks``."""
+        """Create an agent with ``persona`` and ``human`` blocks, extra ``blocks`` and existing ``shared_blocks``.
+
+        ``agent_tools`` are existing agents it may call as tools (``ask_<name>``; see ``attach_agent_tool``).
+        ``include_multi_agent_tools`` (Letta's flag, kept in its metadata) offers it Letta's messaging tools:
+        send_message_to_agent_and_wait_for_reply, send_message_to_agent_async,
+        send_message_to_agents_matching_tags and send_message_to_agents_matching_all_tags.
+        """
         specs = [
             BlockSpec(label="persona", value=persona, description=PERSONA_DESCRIPTION),
             BlockSpec(label="human", value=human, description=HUMAN_DESCRIPTION),
@@ -189,18 +203,29 @@ class AgentHub:
         )
         if system is not None and not system.strip():
             raise Invalid("system prompt cannot be empty: omit it to use the default")
-        return await self.db.write(
-            agent_sql.create,
-            name=name,
-            system=system or DEFAULT_SYSTEM,
-            description=description,
-            block_specs=specs,
-            shared_block_refs=list(shared_blocks),
-            tags=list(tags),
-            model_settings=settings,
-            metadata=dict(metadata or {}),
-            writer=writer,
-        )
+        if isinstance(agent_tools, str):
+            raise Invalid("agent_tools must be a list of agent names or ids, not one string")
+        metadata = dict(metadata or {})
+        if include_multi_agent_tools:
+            metadata[INCLUDE_MULTI_AGENT_TOOLS] = True
+
+        def create(conn: Conn) -> Agent:
+            created = agent_sql.create(
+                conn,
+                name=name,
+                system=system or DEFAULT_SYSTEM,
+                description=description,
+                block_specs=specs,
+                shared_block_refs=list(shared_blocks),
+                tags=list(tags),
+                model_settings=settings,
+                metadata=metadata,
+                writer=writer,
+                tool_agent_refs=list(agent_tools),
+            )
+            return self._check_tool_names(created)
+
+        return await self.db.write(create)
 
     async def get_agent(self, agent: str) -> Agent:
         """An agent by id or name, with its blocks."""
