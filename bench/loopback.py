@@ -1,0 +1,112 @@
+"""The scripted loopback LLM in its own process, and the reference side that talks to it directly.
+
+Benchmarks run ``python -m mcp_letta.llm.scripted`` as a subprocess so that it does not share our GIL,
+and time the LLM alone with ``DirectLLM``: the same endpoint, the same request bodies, nothing of ours
+in between. ``record_requests`` captures the very requests an ``AgentHub`` sends, for replaying them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+
+from mcp_letta import AgentHub
+from mcp_letta.llm import ChatRequest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MODEL = "scripted-model"
+
+
+@contextmanager
+def scripted_llm_process(*, delay_ms: float = 0.0, reply: str | None = None) -> Iterator[str]:
+    """Run ``python -m mcp_letta.llm.scripted`` (echoing, or answering ``reply``) and yield its base URL."""
+    command = [sys.executable, "-m", "mcp_letta.llm.scripted", "--delay-ms", str(delay_ms)]
+    command += ["--echo"] if reply is None else ["--reply", reply]
+    proc = subprocess.Popen(command, cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()  # "ScriptedLLM ready at http://127.0.0.1:PORT/v1"
+        if "ready at " not in line:
+            raise RuntimeError(f"the scripted LLM did not start (exit {proc.wait(10)}): {line.strip()!r}")
+        threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep its pipe from filling up
+        yield line.rsplit("ready at ", 1)[1].strip()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+class DirectLLM:
+    """Posts a chat body straight to the endpoint and parses the JSON answer: what any client must pay."""
+
+    def __init__(self, base_url: str) -> None:
+        self.url = f"{base_url}/chat/completions"
+        self.http = httpx2.AsyncClient(
+            timeout=60, limits=httpx2.Limits(max_connections=200, max_keepalive_connections=200)
+        )
+
+    async def round_trip(self, body: dict[str, Any]) -> float:
+        """Seconds for one request and its parsed answer."""
+        start = time.perf_counter()
+        response = await self.http.post(self.url, json=body)
+        response.raise_for_status()
+        response.json()
+        return time.perf_counter() - start
+
+    async def rate(self, body: dict[str, Any], callers: int, per_caller: int) -> float:
+        """Requests/s with ``callers`` concurrent callers each sending ``per_caller`` requests in turn."""
+
+        async def caller() -> None:
+            for _ in range(per_caller):
+                await self.round_trip(body)
+
+        start = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for _ in range(callers):
+                tg.start_soon(caller)
+        return callers * per_caller / (time.perf_counter() - start)
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self.http.aclose()
+
+
+def record_requests(hub: AgentHub) -> list[ChatRequest]:
+    """Every ``ChatRequest`` the hub's runtime sends from now on, in order (the very objects it sends)."""
+    client, _model = hub.llm.client_for(None)
+    original, sent = client.chat, []
+
+    async def chat(request: ChatRequest) -> Any:
+        sent.append(request)
+        return await original(request)
+
+    client.chat = chat  # type: ignore[method-assign]
+    return sent
+
+
+def child_cpu_s(*, contains: str, excludes: str = "scripted") -> float | None:
+    """CPU seconds used so far by our child process whose command line has ``contains`` (Linux only)."""
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return None
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if int(stat[1]) == os.getpid() and contains in cmdline and excludes not in cmdline:
+            return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    return None
