@@ -402,18 +402,29 @@ def test_stdio_server_survives_garbage_on_the_wire_and_logs_no_secret(db_path: P
     watchdog = threading.Timer(60, proc.kill)  # a hung server fails the test instead of hanging it
     watchdog.start()
     answers: dict[Any, dict[str, Any]] = {}
-    while 99 not in answers:
+    # Requests run concurrently, so answers may come in any order: read until every expected one is here.
+    # 11 and 14 are not valid JSON-RPC requests; the SDK drops those (and unparseable lines) without a reply.
+    expected = {10, 12, 13, 15, 99}
+    while not expected <= answers.keys():
         line = proc.stdout.readline()
-        assert line, "the server closed stdout before answering the last request"
+        assert line, f"the server closed stdout without answering {sorted(expected - answers.keys())}"
         message = json.loads(line)  # stdout carries only JSON-RPC
+        answers[message.get("id")] = message
+    # And after all of that, one more request is served.
+    proc.stdin.write(json.dumps({"jsonrpc": "2.0", "id": 100, "method": "tools/call",
+                                 "params": {"name": "list_agents", "arguments": {}}}) + "\n")  # fmt: skip
+    proc.stdin.flush()
+    while 100 not in answers:
+        line = proc.stdout.readline()
+        assert line, "the server closed stdout instead of serving a valid request after the garbage"
+        message = json.loads(line)
         answers[message.get("id")] = message
     _, stderr = proc.communicate(timeout=60)
     watchdog.cancel()
-    assert len(answers[99]["result"]["tools"]) >= 19  # still serving
-    # 11 and 14 are not valid JSON-RPC requests; the SDK drops those (and unparseable lines) without a reply.
-    for request_id in (10, 12, 13, 15):
-        answer = answers.get(request_id)
-        assert answer is not None, f"no answer to request {request_id}"
+    assert len(answers[99]["result"]["tools"]) >= 19
+    assert answers[100]["result"]["isError"] is False
+    for request_id in expected - {99}:
+        answer = answers[request_id]
         failed = "error" in answer or answer.get("result", {}).get("isError") is True
         assert failed, answer
     for secret in SECRETS:
