@@ -146,17 +146,20 @@ class Scheduler:
             worker.holding = True
         except anyio.WouldBlock:
             worker = None
-        if worker is None or self._tg is None:
-            if worker is not None:
-                self._give_back(worker)
-            run = await self.runner.write(create)
-            first: ClaimResult | None = None
-        else:
-            try:
-                run, first = await self.runner.write(self._create_and_claim, create, worker)
-            except BaseException:
-                self._give_back(worker)
-                raise
+        # Shielded: were the caller cancelled once the run is stored (and maybe claimed, its worker
+        # reserved), nobody would execute it; a sent message goes on, like one sent just before.
+        with anyio.CancelScope(shield=True):
+            if worker is None or self._tg is None:
+                if worker is not None:
+                    self._give_back(worker)
+                run = await self.runner.write(create)
+                first: ClaimResult | None = None
+            else:
+                try:
+                    run, first = await self.runner.write(self._create_and_claim, create, worker)
+                except BaseException:
+                    self._give_back(worker)
+                    raise
         if on_step is not None:
             self._listeners.setdefault(run.id, []).append(on_step)
         if first is None or self._tg is None:
