@@ -185,3 +185,21 @@ async def test_a_waiting_run_lends_its_concurrency_slot_so_a_cap_of_one_cannot_d
         run = await hub.send_message("boss", "delegate", wait_s=10)
         assert {r.status for r in await hub.list_runs(limit=10)} == {"completed"}
     assert run.status == "completed" and run.reply.startswith("OK: {'agent_id'") and "leaf answer" in run.reply
+
+
+async def test_another_process_sees_the_wait_and_refuses_the_cycle_and_its_cancel_reaches_both_runs(
+    llm_settings: Settings, scripted_llm: ScriptedLLM
+) -> None:
+    agents = Agents(scripted_llm)
+    agents.on("alice", relay("bob"))
+    agents.on("bob", reply("too late", delay_s=5))
+    async with AgentHub(llm_settings) as here, AgentHub(llm_settings) as there:
+        await make(here, "alice", "bob", include_multi_agent_tools=True)
+        parent = await here.send_message("alice", "go")
+        await scripted_llm.wait_for_requests_async(2)  # alice (here) waits on bob, whose LLM call is in flight
+        bob_run = await newest_run(there, "bob")
+        with pytest.raises(Deadlock, match="bob is waiting on alice, which is waiting on bob"):
+            await there.send_and_wait("alice", "you there?", sender="bob", parent_run_id=bob_run.id)
+        cancelled = await there.cancel_run(parent.id)  # the runs execute in the other hub
+        assert cancelled.status == "cancelled"
+        assert (await there.wait_run(bob_run.id, 10)).status == "cancelled"
