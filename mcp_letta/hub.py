@@ -45,7 +45,7 @@ from mcp_letta.store import agents as agent_sql
 from mcp_letta.store import blocks as block_sql
 from mcp_letta.store import memory as memory_sql
 from mcp_letta.store import runs as run_sql
-from mcp_letta.store.db import Conn, Database
+from mcp_letta.store.db import Conn, Database, loads_json
 
 log = logging.getLogger("mcp_letta.hub")
 
@@ -258,8 +258,12 @@ class AgentHub(MultiAgentHub):
         tags: Sequence[str] | None = None,
         model_settings: ModelSettings | dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
+        include_multi_agent_tools: bool | None = None,
     ) -> Agent:
-        """Change the given fields of an agent; ``None`` leaves a field unchanged."""
+        """Change the given fields of an agent; ``None`` leaves a field unchanged.
+
+        ``include_multi_agent_tools`` offers (True) or withdraws (False) Letta's messaging tools.
+        """
         settings = (
             None
             if model_settings is None
@@ -270,6 +274,12 @@ class AgentHub(MultiAgentHub):
 
         def update(conn: Conn) -> Agent:
             row = agent_sql.resolve_agent_row(conn, agent)
+            new_metadata = metadata
+            if include_multi_agent_tools is not None:
+                new_metadata = dict(loads_json(row["metadata"], {}) if metadata is None else metadata)
+                new_metadata.pop(INCLUDE_MULTI_AGENT_TOOLS, None)
+                if include_multi_agent_tools:
+                    new_metadata[INCLUDE_MULTI_AGENT_TOOLS] = True
             return agent_sql.update(
                 conn,
                 row,
@@ -278,7 +288,7 @@ class AgentHub(MultiAgentHub):
                 system=system,
                 tags=None if tags is None else list(tags),
                 model_settings=settings,
-                metadata=metadata,
+                metadata=new_metadata,
             )
 
         return await self.db.write(update)

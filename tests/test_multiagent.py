@@ -118,6 +118,30 @@ async def test_an_agent_waits_for_another_with_lettas_wrapper_and_reply_shape(
     assert "send_message_to_agent_async" not in bob_request.tool_names  # opt-in, as in Letta
 
 
+async def test_letta_messaging_tools_are_offered_only_to_agents_that_opt_in(
+    llm_hub: AgentHub, scripted_llm: ScriptedLLM
+) -> None:
+    agents = Agents(scripted_llm)
+    agents.on("carol", reply("hi"))
+    await make(llm_hub, "carol", metadata={"team": "blue"})
+    await llm_hub.send_message("carol", "one", wait_s=10)
+    updated = await llm_hub.update_agent("carol", include_multi_agent_tools=True)
+    assert updated.metadata == {"team": "blue", "include_multi_agent_tools": True}
+    await llm_hub.send_message("carol", "two", wait_s=10)
+    await llm_hub.update_agent("carol", include_multi_agent_tools=False)
+    await llm_hub.send_message("carol", "three", wait_s=10)
+    offered = [set(r.tool_names) for r in agents.requests_of("carol")]
+    multi = {
+        "send_message_to_agent_and_wait_for_reply",
+        "send_message_to_agent_async",
+        "send_message_to_agents_matching_tags",
+        "send_message_to_agents_matching_all_tags",
+    }
+    assert [multi <= tools for tools in offered] == [False, True, False]
+    assert not multi & offered[0] and "memory_insert" in offered[1]
+    assert (await llm_hub.get_agent("carol")).metadata == {"team": "blue"}
+
+
 async def test_the_host_waits_with_a_plain_user_message_and_gets_the_run(
     llm_hub: AgentHub, scripted_llm: ScriptedLLM
 ) -> None:
