@@ -14,7 +14,17 @@ from typing import Any
 from mcp_letta.errors import Conflict, Invalid, LimitExceeded, NotFound, ReadOnly, VersionConflict
 from mcp_letta.models import Block, BlockChange, BlockSpec
 from mcp_letta.store.db import Conn, loads_json, new_id, now_iso
-from mcp_letta.store.refs import check_label, clean_text, suggestion
+from mcp_letta.store.refs import (
+    MAX_BLOCK_LIMIT,
+    MAX_DESCRIPTION,
+    check_cursor,
+    check_label,
+    check_ref,
+    check_text,
+    clean_text,
+    shown,
+    suggestion,
+)
 
 READ_ONLY_MESSAGE = "Error This block is read-only and cannot be edited."
 
@@ -76,8 +86,7 @@ def to_blocks(conn: Conn, rows: list[Any]) -> list[Block]:
 
 def resolve_block_row(conn: Conn, ref: str, agent_id: str | None = None, agent_name: str | None = None) -> Any:
     """Find a block by id, or by label (within ``agent_id`` when given, else the one block with it)."""
-    if not isinstance(ref, str) or not ref.strip():
-        raise Invalid("a block reference is required: pass a block id or label (list_blocks shows them)")
+    check_ref(ref, "block", "list_blocks")
     if agent_id is not None:
         row = conn.execute(
             "SELECT b.* FROM blocks b JOIN agent_blocks ab ON ab.block_id = b.id "
@@ -88,7 +97,7 @@ def resolve_block_row(conn: Conn, ref: str, agent_id: str | None = None, agent_n
             return row
         labels = [r[0] for r in conn.execute("SELECT label FROM agent_blocks WHERE agent_id = ?", (agent_id,))]
         raise NotFound(
-            f"agent {agent_name or agent_id!r} has no block {ref!r}; "
+            f"agent {agent_name or agent_id!r} has no block {shown(ref)}; "
             + suggestion(ref, labels, "get_agent").replace("none exist yet", "it has no blocks")
         )
     row = conn.execute("SELECT * FROM blocks WHERE id = ?", (ref,)).fetchone()
@@ -101,19 +110,20 @@ def resolve_block_row(conn: Conn, ref: str, agent_id: str | None = None, agent_n
         owners = _agent_names(conn, [r["id"] for r in rows])
         described = "; ".join(f"{r['id']} (agents: {', '.join(owners.get(r['id'], [])) or 'none'})" for r in rows)
         raise Invalid(
-            f"label {ref!r} matches {len(rows)} blocks: {described}. Pass the block id, or the agent "
+            f"label {shown(ref)} matches {len(rows)} blocks: {described}. Pass the block id, or the agent "
             "whose block you mean"
         )
     labels = sorted({r[0] for r in conn.execute("SELECT label FROM blocks")})
-    raise NotFound(f"block {ref!r} not found; " + suggestion(ref, labels, "list_blocks"))
+    raise NotFound(f"block {shown(ref)} not found; " + suggestion(ref, labels, "list_blocks"))
 
 
 def insert_block(conn: Conn, spec: BlockSpec, *, writer: str | None, owner_agent_id: str | None = None) -> str:
     """Insert a new block row (validated) and return its id."""
     check_label(spec.label)
     value = clean_text(spec.value)
-    if spec.limit < 1:
-        raise Invalid(f"block limit must be at least 1 (got {spec.limit})")
+    _check_limit_value(spec.limit)
+    if spec.description is not None:
+        check_text(spec.description, "block description", MAX_DESCRIPTION)
     if len(value) > spec.limit:
         raise LimitExceeded(limit_message(spec.limit, len(value)))
     block_id, now = new_id("block"), now_iso()
@@ -143,6 +153,11 @@ def insert_block(conn: Conn, spec: BlockSpec, *, writer: str | None, owner_agent
     return block_id
 
 
+def _check_limit_value(limit: int) -> None:
+    if not isinstance(limit, int) or limit < 1 or limit > MAX_BLOCK_LIMIT:
+        raise Invalid(f"block limit must be between 1 and {MAX_BLOCK_LIMIT} characters (got {shown(limit)})")
+
+
 def get_block(conn: Conn, block_id: str) -> Block:
     """The block with this exact id (it must exist)."""
     return to_blocks(conn, [conn.execute("SELECT * FROM blocks WHERE id = ?", (block_id,)).fetchone()])[0]
@@ -150,6 +165,8 @@ def get_block(conn: Conn, block_id: str) -> Block:
 
 def list_blocks(conn: Conn, *, label: str | None = None, agent_id: str | None = None) -> list[Block]:
     """Blocks filtered by label and/or by the agent they are attached to (attachment order)."""
+    if label is not None:
+        check_ref(label, "block label", "list_blocks")
     if agent_id is not None:
         sql = "SELECT b.* FROM blocks b JOIN agent_blocks ab ON ab.block_id = b.id WHERE ab.agent_id = ?"
         args: list[Any] = [agent_id]
@@ -242,9 +259,10 @@ def update_block_settings(
     writer: str | None = None,
 ) -> Block:
     """Change a block's limit, description, read-only flag or metadata (not its value)."""
+    if description is not None:
+        check_text(description, "block description", MAX_DESCRIPTION)
     if limit is not None:
-        if limit < 1:
-            raise Invalid(f"block limit must be at least 1 (got {limit})")
+        _check_limit_value(limit)
         if len(row["value"]) > limit:
             raise LimitExceeded(
                 f"Limit ({limit}) cannot be less than current value length ({len(row['value'])} characters)"
@@ -317,8 +335,9 @@ def delete(conn: Conn, block_row: Any) -> list[str]:
 
 def history(conn: Conn, block_id: str, *, limit: int = 50, before_version: int | None = None) -> list[BlockChange]:
     """The newest ``limit`` writes of a block, newest first."""
-    if limit < 1:
-        raise Invalid(f"limit must be at least 1 (got {limit})")
+    if not isinstance(limit, int) or limit < 1 or limit > 1000:
+        raise Invalid(f"limit must be between 1 and 1000 (got {shown(limit)})")
+    check_cursor(before_version, "before_version")
     rows = conn.execute(
         "SELECT * FROM block_history WHERE block_id = ? AND version < ? ORDER BY version DESC LIMIT ?",
         (block_id, before_version if before_version is not None else 2**62, limit),

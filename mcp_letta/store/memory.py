@@ -13,7 +13,16 @@ from typing import Any, Literal
 from mcp_letta.errors import Invalid, NotFound
 from mcp_letta.models import Message, NewMessage, Passage, ToolCall
 from mcp_letta.store.db import Conn, loads_json, new_id, now_iso
-from mcp_letta.store.refs import clean_text
+from mcp_letta.store.refs import (
+    MAX_QUERY,
+    MAX_TEXT,
+    check_cursor,
+    check_ref,
+    check_tags,
+    check_text,
+    clean_text,
+    shown,
+)
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 MAX_LIMIT = 1000
@@ -24,26 +33,17 @@ def fts_query(text: str) -> str:
 
     BM25 then ranks passages that contain more of the words, and rarer ones, first.
     """
+    check_text(text, "search query", MAX_QUERY)
     words = _WORD.findall(text)
     if not words:
-        raise Invalid(f"search query {text!r} has no words to search for: pass one or more words")
+        raise Invalid(f"search query {shown(text)} has no words to search for: pass one or more words")
     return " OR ".join(f'"{w}"' for w in dict.fromkeys(words))
 
 
 def _check_limit(limit: int) -> int:
     if not isinstance(limit, int) or limit < 1 or limit > MAX_LIMIT:
-        raise Invalid(f"limit must be between 1 and {MAX_LIMIT} (got {limit})")
+        raise Invalid(f"limit must be between 1 and {MAX_LIMIT} (got {shown(limit)})")
     return limit
-
-
-def _check_tags(tags: list[str] | None) -> list[str]:
-    out: list[str] = []
-    for tag in tags or []:
-        if not isinstance(tag, str) or not tag.strip() or len(tag) > 64:
-            raise Invalid(f"tag {tag!r} is not allowed: tags are non-empty strings of at most 64 characters")
-        if tag.strip() not in out:
-            out.append(tag.strip())
-    return out
 
 
 # -- archival ---------------------------------------------------------------------------------------
@@ -60,10 +60,10 @@ def _to_passage(row: Any, score: float | None = None) -> Passage:
 
 def insert_passage(conn: Conn, agent_id: str, text: str, tags: list[str] | None = None) -> Passage:
     """Store one archival passage for an agent."""
-    text = clean_text(text)
+    text = clean_text(check_text(text, "archival passage", MAX_TEXT))
     if not text.strip():
         raise Invalid("archival passage text is empty: pass the text to remember")
-    tags = _check_tags(tags)
+    tags = check_tags(tags)
     passage_id, now = new_id("passage"), now_iso()
     cur = conn.execute(
         "INSERT INTO passages(id, agent_id, text, tags, created_at) VALUES (?,?,?,?,?)",
@@ -89,13 +89,13 @@ def search_passages(
     """BM25-ranked passages of an agent matching any word of ``query``, optionally filtered by tags."""
     _check_limit(limit)
     if tag_match not in ("any", "all"):
-        raise Invalid(f"tag_match must be 'any' or 'all' (got {tag_match!r})")
+        raise Invalid(f"tag_match must be 'any' or 'all' (got {shown(tag_match)})")
     sql = (
         "SELECT p.*, bm25(passages_fts) AS rank FROM passages_fts JOIN passages p ON p.pk = passages_fts.rowid "
         "WHERE passages_fts MATCH ? AND p.agent_id = ?"
     )
     args: list[Any] = [fts_query(query), agent_id]
-    tags = _check_tags(tags)
+    tags = check_tags(tags)
     if tags:
         marks = ",".join("?" * len(tags))
         if tag_match == "all":
@@ -115,9 +115,10 @@ def list_passages(conn: Conn, agent_id: str, *, limit: int = 50, before: str | N
     _check_limit(limit)
     before_pk = 2**62
     if before is not None:
+        check_ref(before, "passage", "archival memory listing")
         row = conn.execute("SELECT pk FROM passages WHERE id = ? AND agent_id = ?", (before, agent_id)).fetchone()
         if row is None:
-            raise NotFound(f"passage {before!r} not found for this agent: pass an id from a previous listing")
+            raise NotFound(f"passage {shown(before)} not found for this agent: pass an id from a previous listing")
         before_pk = row[0]
     rows = conn.execute(
         "SELECT * FROM passages WHERE agent_id = ? AND pk < ? ORDER BY pk DESC LIMIT ?",
@@ -128,9 +129,10 @@ def list_passages(conn: Conn, agent_id: str, *, limit: int = 50, before: str | N
 
 def delete_passage(conn: Conn, agent_id: str, passage_id: str) -> None:
     """Delete one passage of an agent."""
+    check_ref(passage_id, "passage", "archival memory listing")
     cur = conn.execute("DELETE FROM passages WHERE id = ? AND agent_id = ?", (passage_id, agent_id))
     if cur.rowcount == 0:
-        raise NotFound(f"passage {passage_id!r} not found for this agent: list its archival memory for ids")
+        raise NotFound(f"passage {shown(passage_id)} not found for this agent: list its archival memory for ids")
     conn.log_change("agent", agent_id)
 
 
@@ -197,6 +199,7 @@ def list_messages(
 ) -> list[Message]:
     """The newest ``limit`` messages of an agent (before ``before_seq`` if given), oldest first."""
     _check_limit(limit)
+    check_cursor(before_seq, "before_seq")
     sql = "SELECT * FROM messages WHERE agent_id = ? AND seq < ?"
     if in_context_only:
         sql += " AND in_context = 1"
@@ -251,7 +254,7 @@ def search_messages(
     if roles:
         bad = [r for r in roles if r not in ("system", "user", "assistant", "tool")]
         if bad:
-            raise Invalid(f"unknown role(s) {bad}: use system, user, assistant or tool")
+            raise Invalid(f"unknown role(s) {shown(bad)}: use system, user, assistant or tool")
         sql += f" AND m.role IN ({','.join('?' * len(roles))})"
         args += roles
     if start:
@@ -266,9 +269,11 @@ def search_messages(
 
 def _date_bound(text: str, *, end: bool) -> str:
     try:
+        if len(text) > 40:
+            raise ValueError
         parsed = datetime.fromisoformat(text)
     except ValueError:
-        raise Invalid(f"date {text!r} is not ISO format: use YYYY-MM-DD or YYYY-MM-DDTHH:MM") from None
+        raise Invalid(f"date {shown(text)} is not ISO format: use YYYY-MM-DD or YYYY-MM-DDTHH:MM") from None
     if len(text) <= 10 and end:  # a bare date covers the whole day
         return parsed.strftime("%Y-%m-%dT23:59:59.999999+00:00")
     if parsed.tzinfo is None:

@@ -1,7 +1,9 @@
-"""How a reference (an id, a name or a label) becomes a row, and what to suggest when it does not.
+"""How a reference (an id, a name or a label) becomes a row, what to suggest when it does not, and how
+big any input may be.
 
 Every "not found" in mcp-letta names the closest existing names, so a caller (often a model) can
-correct itself in one step.
+correct itself in one step. Every size limit lives here, checked before any work is done, and an
+error never echoes more than a short excerpt of what it was given.
 """
 
 from __future__ import annotations
@@ -13,6 +15,69 @@ from mcp_letta.errors import Invalid
 
 AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 BLOCK_LABEL = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
+
+MAX_REF = 256  # an id, name or label
+MAX_TAG = 64
+MAX_TAGS = 100
+MAX_DESCRIPTION = 4_000
+MAX_SYSTEM = 100_000
+MAX_QUERY = 1_000
+MAX_TEXT = 200_000  # one message to an agent, or one archival passage
+MAX_BLOCK_LIMIT = 1_000_000
+MAX_CURSOR = 2**62
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters: what an error message may quote of its input."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def check_ref(ref: object, kind: str, listing_tool: str) -> str:
+    """A reference must be a non-empty string no longer than any id or name can be."""
+    if not isinstance(ref, str) or not ref.strip():
+        raise Invalid(f"a {kind} reference is required: pass a {kind} name or id ({listing_tool} shows them)")
+    if len(ref) > MAX_REF:
+        raise Invalid(
+            f"{kind} reference {shown(ref)} is {len(ref)} characters long; names and ids have at most {MAX_REF}: "
+            f"pass a {kind} name or id ({listing_tool} shows them)"
+        )
+    return ref
+
+
+def check_text(value: object, field: str, max_chars: int) -> str:
+    """Free text must be a string of at most ``max_chars`` characters."""
+    if not isinstance(value, str):
+        raise Invalid(f"{field} must be text")
+    if len(value) > max_chars:
+        raise Invalid(f"{field} is {len(value)} characters long; at most {max_chars} are allowed: shorten it")
+    return value
+
+
+def check_cursor(value: int | None, field: str) -> int | None:
+    """A paging cursor (a seq or version to page back from) is a positive whole number."""
+    if value is not None and (not isinstance(value, int) or value < 1 or value > MAX_CURSOR):
+        raise Invalid(f"{field} must be a positive whole number from a previous listing (got {shown(value)})")
+    return value
+
+
+def check_tags(tags: object) -> list[str]:
+    """Tags: non-empty strings of at most 64 characters, at most 100 of them; duplicates dropped."""
+    if tags is None:
+        return []
+    if not isinstance(tags, list | tuple):
+        raise Invalid("tags must be a list of strings")
+    if len(tags) > MAX_TAGS:
+        raise Invalid(f"{len(tags)} tags given; at most {MAX_TAGS} are allowed")
+    clean: list[str] = []
+    for tag in tags:
+        if not isinstance(tag, str) or not tag.strip() or len(tag) > MAX_TAG:
+            raise Invalid(
+                f"tag {shown(tag)} is not allowed: tags are non-empty strings of at most {MAX_TAG} characters"
+            )
+        if tag.strip() not in clean:
+            clean.append(tag.strip())
+    return clean
 
 
 def closest(ref: str, candidates: list[str], n: int = 3) -> list[str]:
@@ -41,7 +106,7 @@ def check_agent_name(name: str) -> str:
     """Validate an agent name: it becomes part of an MCP tool name (``ask_<name>``)."""
     if not isinstance(name, str) or not AGENT_NAME.match(name):
         raise Invalid(
-            f"agent name {name!r} is not allowed: use 1-64 letters, digits, '-' or '_', starting with a "
+            f"agent name {shown(name)} is not allowed: use 1-64 letters, digits, '-' or '_', starting with a "
             "letter or digit (the name becomes part of a tool name such as ask_<name>)"
         )
     return name
@@ -51,7 +116,7 @@ def check_label(label: str) -> str:
     """Validate a block label: it is rendered as an XML-like tag in the agent's prompt."""
     if not isinstance(label, str) or not BLOCK_LABEL.match(label):
         raise Invalid(
-            f"block label {label!r} is not allowed: use 1-64 letters, digits, '-' or '_', starting with a "
+            f"block label {shown(label)} is not allowed: use 1-64 letters, digits, '-' or '_', starting with a "
             "letter or '_' (the label is rendered as <label> in the agent's prompt)"
         )
     return label
