@@ -112,12 +112,12 @@ async def test_an_overall_timeout_returns_the_slow_ones_as_pending_runs_that_com
 ) -> None:
     agents = Agents(scripted_llm)
     agents.on("quick", reply("fast answer"))
-    agents.on("sloth", reply("slow answer", delay_s=1.0))
+    agents.on("sloth", reply("slow answer", delay_s=2.0))
     agents.on("queued", reply("queued answer"))
     async with AgentHub(llm_settings.with_overrides(fanout_concurrency=2)) as hub:
         await make(hub, "quick", "sloth", "queued", tags=["team"])
         # fanout 2: 'queued' (by name, first) and 'quick' go first; 'sloth' waits for a slot, then is slow.
-        results = await hub.broadcast("status?", match_all=["team"], timeout_s=0.5)
+        results = await hub.broadcast("status?", match_all=["team"], timeout_s=1.0)
         by_name = {r.agent: r for r in results}
         assert by_name["quick"].status == "completed" and by_name["queued"].status == "completed"
         pending = by_name["sloth"]

@@ -75,7 +75,7 @@ async def test_the_hub_refuses_a_cyclic_wait_with_deadlock_before_storing_anythi
     agents = Agents(scripted_llm)
     await make(llm_hub, "alice", "bob", include_multi_agent_tools=True)
     agents.on("alice", relay("bob"))
-    agents.on("bob", reply("slow answer", delay_s=0.5))
+    agents.on("bob", reply("slow answer", delay_s=2.0))  # still running through every check below
     parent = await llm_hub.send_message("alice", "go")
     await scripted_llm.wait_for_requests_async(2)  # alice waits on bob, whose LLM call is in flight
     bob_run = await newest_run(llm_hub, "bob")
