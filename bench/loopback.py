@@ -62,6 +62,14 @@ class DirectLLM:
         response.json()
         return time.perf_counter() - start
 
+    async def batch(self, body: dict[str, Any], n: int) -> float:
+        """Seconds for ``n`` requests sent at once, until the last answer is in."""
+        start = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for _ in range(n):
+                tg.start_soon(self.round_trip, body)
+        return time.perf_counter() - start
+
     async def rate(self, body: dict[str, Any], callers: int, per_caller: int) -> float:
         """Requests/s with ``callers`` concurrent callers each sending ``per_caller`` requests in turn."""
 
