@@ -35,6 +35,7 @@ from mcp_letta.store import replies as replies_sql
 from mcp_letta.store import runs as run_sql
 from mcp_letta.store import waits as waits_sql
 from mcp_letta.store.db import Conn, Database
+from mcp_letta.store.refs import MAX_TEXT, check_text, shown
 
 OnStep = Callable[[StepEvent], Awaitable[None]]
 OnResult = Callable[[BroadcastResult], Awaitable[None]]
@@ -69,11 +70,15 @@ def outcome(run: Run) -> dict[str, Any]:
 def _check_message(message: str) -> None:
     if not isinstance(message, str) or not message.strip():
         raise Invalid("the message is empty: pass the text to send to the agent")
+    check_text(message, "the message", MAX_TEXT)
+
+
+MAX_TIMEOUT_S = 86_400  # a day: longer waits are surely mistakes, and huge ones overflow the clock
 
 
 def _check_timeout(timeout_s: float) -> float:
-    if not isinstance(timeout_s, int | float) or timeout_s < 0:
-        raise Invalid(f"timeout_s must be a number of seconds >= 0 (got {timeout_s!r})")
+    if not isinstance(timeout_s, int | float) or not 0 <= timeout_s <= MAX_TIMEOUT_S:
+        raise Invalid(f"timeout_s must be between 0 and {MAX_TIMEOUT_S} seconds (got {shown(timeout_s)})")
     return float(timeout_s)
 
 
@@ -84,7 +89,7 @@ class MultiAgentHub:
     db: Database
     _scheduler: Scheduler
     _owner: run_sql.Owner
-    agent_wait_s: float  # how long an agent's tool call waits on other agents (runtime.multiagent.AGENT_WAIT_S)
+    agent_wait_s: float  # how long an agent's tool call waits on other agents (Settings.agent_wait_s)
 
     # -- sending -----------------------------------------------------------------------------------
     async def _submit(

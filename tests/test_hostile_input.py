@@ -192,6 +192,14 @@ def dump(path: Path) -> list[str]:
         conn.close()
 
 
+async def settle(hub: AgentHub) -> None:
+    """Wait for runs a case started: one accepted with a short timeout goes on and writes its outcome later,
+    which must not be blamed on the next case."""
+    for status in ("queued", "running"):
+        for run in await hub.list_runs(status=status, limit=1000):
+            await hub.wait_run(run.id, timeout_s=30)
+
+
 def problem_with(case: Case, result: types.CallToolResult) -> str | None:
     """Why ``result`` is not a clear error for ``case`` (None when it is)."""
     if not result.is_error:
@@ -218,40 +226,7 @@ UNBOUNDED = "no length limit on this text, 10 MB is stored or searched (hub/mode
 OVERFLOW = "int beyond SQLite's 64-bit range escapes as OverflowError (tools.py: Field(le=...); hub)"
 NEGATIVE_CURSOR = "a negative paging cursor is accepted and returns nothing (tools.py: Field(ge=1))"
 LIKE_TOO_COMPLEX = "sqlite 'LIKE or GLOB pattern too complex' escapes, message hidden (hub: cap query length)"
-KNOWN_GAPS: dict[str, str] = {
-    "list_agents [tags: list holding a 10 MB string]": ECHOES,
-    "list_agents [query: 10 MB string]": LIKE_TOO_COMPLEX,
-    "create_agent [description: 10 MB string]": UNBOUNDED,
-    "create_agent [system: 10 MB string]": UNBOUNDED,
-    "create_agent [tags: list holding a 10 MB string]": ECHOES,
-    "get_agent [agent: 10 MB string]": ECHOES,
-    "update_agent [agent: 10 MB string]": ECHOES,
-    "update_agent [description: 10 MB string]": UNBOUNDED,
-    "update_agent [system: 10 MB string]": UNBOUNDED,
-    "update_agent [tags: list holding a 10 MB string]": ECHOES,
-    "delete_agent [agent: 10 MB string]": ECHOES,
-    "create_block [attach_to: list holding a 10 MB string]": ECHOES,
-    "list_blocks [agent: 10 MB string]": ECHOES,
-    "read_block [agent: 10 MB string]": ECHOES,
-    "write_block [agent: 10 MB string]": ECHOES,
-    "append_to_block [agent: 10 MB string]": ECHOES,
-    "replace_in_block [old: 10 MB string]": ECHOES,
-    "replace_in_block [agent: 10 MB string]": ECHOES,
-    "attach_block [agent: 10 MB string]": ECHOES,
-    "detach_block [agent: 10 MB string]": ECHOES,
-    "delete_block [agent: 10 MB string]": ECHOES,
-    "block_history [agent: 10 MB string]": ECHOES,
-    "archival_memory_insert [agent: 10 MB string]": ECHOES,
-    "archival_memory_search [agent: 10 MB string]": ECHOES,
-    "get_messages [agent: 10 MB string]": ECHOES,
-    "conversation_search [agent: 10 MB string]": ECHOES,
-    "send_message [agent: 10 MB string]": ECHOES,
-    "send_message [message: 10 MB string]": UNBOUNDED,
-    "get_run [run_id: 10 MB string]": ECHOES,
-    "list_runs [agent: 10 MB string]": ECHOES,
-    "cancel_run [run_id: 10 MB string]": ECHOES,
-    "ask_alice [message: 10 MB string]": UNBOUNDED,
-}
+KNOWN_GAPS: dict[str, str] = {}
 
 
 @pytest.fixture
@@ -295,6 +270,7 @@ async def test_every_tool_rejects_hostile_input_and_changes_nothing(
                     continue
                 result = await c.call_tool(case.tool, case.args)
                 sent += 1
+                await settle(server.hub)
                 now = dump(db_path)
                 if problem := problem_with(case, result):
                     problems[str(case)] = problem

@@ -12,18 +12,27 @@ from mcp_letta.errors import Conflict, Invalid, NotFound
 from mcp_letta.models import Agent, BlockSpec, ModelSettings
 from mcp_letta.store import agent_tools, blocks
 from mcp_letta.store.db import Conn, loads_json, new_id, now_iso
-from mcp_letta.store.refs import check_agent_name, suggestion
+from mcp_letta.store.refs import (
+    MAX_DESCRIPTION,
+    MAX_QUERY,
+    MAX_SYSTEM,
+    check_agent_name,
+    check_ref,
+    check_tags,
+    check_text,
+    shown,
+    suggestion,
+)
 
 
 def resolve_agent_row(conn: Conn, ref: str) -> Any:
     """Find an agent by id or by name (case-insensitive); a clear error naming near matches otherwise."""
-    if not isinstance(ref, str) or not ref.strip():
-        raise Invalid("an agent reference is required: pass an agent name or id (list_agents shows them)")
+    check_ref(ref, "agent", "list_agents")
     row = conn.execute("SELECT * FROM agents WHERE id = ? OR name = ?", (ref, ref)).fetchone()
     if row is not None:
         return row
     names = [r[0] for r in conn.execute("SELECT name FROM agents ORDER BY name")]
-    raise NotFound(f"agent {ref!r} not found; " + suggestion(ref, names, "list_agents"))
+    raise NotFound(f"agent {shown(ref)} not found; " + suggestion(ref, names, "list_agents"))
 
 
 def _tags(conn: Conn, agent_id: str) -> list[str]:
@@ -48,14 +57,11 @@ def to_agent(conn: Conn, row: Any) -> Agent:
     )
 
 
-def _check_tags(tags: list[str]) -> list[str]:
-    clean = []
-    for tag in tags:
-        if not isinstance(tag, str) or not tag.strip() or len(tag) > 64:
-            raise Invalid(f"tag {tag!r} is not allowed: tags are non-empty strings of at most 64 characters")
-        if tag.strip() not in clean:
-            clean.append(tag.strip())
-    return clean
+def _check_texts(description: str | None, system: str | None) -> None:
+    if description is not None:
+        check_text(description, "agent description", MAX_DESCRIPTION)
+    if system is not None:
+        check_text(system, "system prompt", MAX_SYSTEM)
 
 
 def _check_unique_name(conn: Conn, name: str, except_id: str | None = None) -> None:
@@ -80,8 +86,9 @@ def create(
 ) -> Agent:
     """Create an agent, its own blocks, shared blocks and agents attached as tools; all or nothing."""
     check_agent_name(name)
+    _check_texts(description, system)
     _check_unique_name(conn, name)
-    tags = _check_tags(tags)
+    tags = check_tags(tags)
     labels = [spec.label for spec in block_specs]
     shared_rows = [blocks.resolve_block_row(conn, ref) for ref in shared_block_refs]
     tool_rows = [resolve_agent_row(conn, ref) for ref in tool_agent_refs or []]
@@ -129,7 +136,7 @@ def list_agents(
 ) -> list[Agent]:
     """Agents by name; ``tags`` filters any (or, with ``match_all_tags``, all); ``query`` searches text."""
     sql, args = "SELECT * FROM agents a WHERE 1=1", []
-    tags = _check_tags(tags or [])
+    tags = check_tags(tags or [])
     if tags:
         marks = ",".join("?" * len(tags))
         if match_all_tags:
@@ -139,6 +146,7 @@ def list_agents(
             sql += f" AND EXISTS (SELECT 1 FROM agent_tags t WHERE t.agent_id = a.id AND t.tag IN ({marks}))"
             args += tags
     if query:
+        check_text(query, "query", MAX_QUERY)
         like = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         sql += (
             " AND (a.name LIKE ? ESCAPE '\\' OR coalesce(a.description, '') LIKE ? ESCAPE '\\'"
@@ -160,7 +168,7 @@ def matching_tags(conn: Conn, match_all: list[str], match_some: list[str]) -> li
     Letta's rule: an empty list does not filter, so with both empty every agent matches (including agents
     without tags, which match nothing else).
     """
-    match_all, match_some = _check_tags(match_all), _check_tags(match_some)
+    match_all, match_some = check_tags(match_all), check_tags(match_some)
     sql, args = "SELECT a.id, a.name FROM agents a WHERE 1=1", []
     if match_all:
         marks = ",".join("?" * len(match_all))
@@ -191,6 +199,7 @@ def update(
         _check_unique_name(conn, name, except_id=agent_id)
     if system is not None and not system.strip():
         raise Invalid("system prompt cannot be empty")
+    _check_texts(description, system)
     conn.execute(
         "UPDATE agents SET name = coalesce(?, name), description = coalesce(?, description), "
         "system = coalesce(?, system), model_settings = coalesce(?, model_settings), "
@@ -208,7 +217,7 @@ def update(
     if tags is not None:
         conn.execute("DELETE FROM agent_tags WHERE agent_id = ?", (agent_id,))
         conn.executemany(
-            "INSERT INTO agent_tags(agent_id, tag) VALUES (?, ?)", [(agent_id, t) for t in _check_tags(tags)]
+            "INSERT INTO agent_tags(agent_id, tag) VALUES (?, ?)", [(agent_id, t) for t in check_tags(tags)]
         )
     conn.log_change("agent", agent_id)
     if (name is not None and name != row["name"]) or tags is not None or description is not None:

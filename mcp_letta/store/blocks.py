@@ -233,14 +233,17 @@ def replacer(old_text: str, new_text: str, *, replace_all: bool, label: str) -> 
     """An edit that replaces ``old_text``; it must occur, and once unless ``replace_all``."""
     if not old_text:
         raise Invalid("the text to replace is empty: pass the exact substring to replace")
+    check_text(old_text, "the text to replace", MAX_BLOCK_LIMIT)
 
     def edit(value: str) -> str:
         count = value.count(old_text)
         if count == 0:
-            raise Invalid(f"{old_text!r} does not occur in block {label!r}: read the block and pass an exact substring")
+            raise Invalid(
+                f"{shown(old_text)} does not occur in block {label!r}: read the block and pass an exact substring"
+            )
         if count > 1 and not replace_all:
             raise Invalid(
-                f"{old_text!r} occurs {count} times in block {label!r}: include more surrounding text so it "
+                f"{shown(old_text)} occurs {count} times in block {label!r}: include more surrounding text so it "
                 "is unique, or pass replace_all=true"
             )
         return value.replace(old_text, new_text)

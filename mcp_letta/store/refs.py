@@ -35,12 +35,15 @@ def shown(value: object, limit: int = 60) -> str:
 
 def check_ref(ref: object, kind: str, listing_tool: str) -> str:
     """A reference must be a non-empty string no longer than any id or name can be."""
+    article = "an" if kind[0] in "aeiou" else "a"
     if not isinstance(ref, str) or not ref.strip():
-        raise Invalid(f"a {kind} reference is required: pass a {kind} name or id ({listing_tool} shows them)")
+        raise Invalid(
+            f"{article} {kind} reference is required: pass {article} {kind} name or id ({listing_tool} shows them)"
+        )
     if len(ref) > MAX_REF:
         raise Invalid(
             f"{kind} reference {shown(ref)} is {len(ref)} characters long; names and ids have at most {MAX_REF}: "
-            f"pass a {kind} name or id ({listing_tool} shows them)"
+            f"pass {article} {kind} name or id ({listing_tool} shows them)"
         )
     return ref
 

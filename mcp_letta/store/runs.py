@@ -17,7 +17,7 @@ from mcp_letta.errors import Invalid, NotFound
 from mcp_letta.models import Run, RunStep, RunUsage, ToolCallRecord
 from mcp_letta.store import replies
 from mcp_letta.store.db import Conn, new_id, now_iso
-from mcp_letta.store.refs import clean_text
+from mcp_letta.store.refs import MAX_TEXT, check_ref, check_text, clean_text, shown
 
 STATUSES = ("queued", "running", "completed", "failed", "cancelled", "interrupted")
 MAX_LIMIT = 1000
@@ -113,12 +113,13 @@ def to_runs(conn: Conn, rows: list[Any]) -> list[Run]:
 
 def get_run(conn: Conn, run_id: str) -> Run:
     """A run by id; the error for an unknown id names the most recent runs."""
+    check_ref(run_id, "run", "list_runs")
     row = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
     if row is None:
         recent = conn.execute("SELECT id, agent_name, status FROM runs ORDER BY seq DESC LIMIT 5").fetchall()
         listed = ", ".join(f"{r['id']} ({r['agent_name']}, {r['status']})" for r in recent)
         raise NotFound(
-            f"run {run_id!r} not found; "
+            f"run {shown(run_id)} not found; "
             + (f"the most recent runs are {listed} (list_runs shows more)" if recent else "no runs exist yet")
         )
     return to_runs(conn, [row])[0]
@@ -162,13 +163,14 @@ def insert_run(
     """
     if not isinstance(text, str) or not text.strip():
         raise Invalid("the message is empty: pass the text to send to the agent")
+    check_text(text, "the message", MAX_TEXT)
     if role not in ("user", "system"):
         raise Invalid(f"role must be 'user' or 'system' (got {role!r})")
     if (
         parent_run_id is not None
         and conn.execute("SELECT 1 FROM runs WHERE id = ?", (parent_run_id,)).fetchone() is None
     ):
-        raise NotFound(f"parent run {parent_run_id!r} not found: pass the id of an existing run, or none")
+        raise NotFound(f"parent run {shown(parent_run_id)} not found: pass the id of an existing run, or none")
     run_id, now, text = new_id("run"), now_iso(), clean_text(text)
     conn.execute(
         "INSERT INTO runs(id, agent_id, agent_name, status, input, role, sender, parent_run_id, owner, created_at, "
