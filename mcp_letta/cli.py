@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -111,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             from mcp_letta.server.http import options_from, serve_http
 
-            options = options_from(settings, args.host, args.port, args.allowed_host, os.environ)
+            options = options_from(settings, args.host, args.port, args.allowed_host)
             anyio.run(serve_http, settings, options)
             return 0
         if args.command == "doctor":

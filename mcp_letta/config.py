@@ -66,7 +66,9 @@ class Settings:
     tools: str = "full"
     fanout_concurrency: int = 16
     max_depth: int = 5
+    agent_wait_s: float = 300.0
     token: str | None = field(default=None, repr=False)
+    allowed_hosts: tuple[str, ...] = ()
     watch_interval_s: float = 0.2
     log_level: str = "INFO"
 
@@ -96,7 +98,9 @@ class Settings:
             tools=tools,
             fanout_concurrency=_int(env, "MCP_LETTA_FANOUT_CONCURRENCY", 16, minimum=1),
             max_depth=_int(env, "MCP_LETTA_MAX_DEPTH", 5, minimum=1),
+            agent_wait_s=_float(env, "MCP_LETTA_AGENT_WAIT_S", 300.0),
             token=env.get("MCP_LETTA_TOKEN") or None,
+            allowed_hosts=_list(env, "MCP_LETTA_ALLOWED_HOSTS"),
             watch_interval_s=_float(env, "MCP_LETTA_WATCH_INTERVAL", 0.2),
             log_level=(env.get("MCP_LETTA_LOG_LEVEL") or "INFO").upper(),
         )

@@ -38,7 +38,7 @@ from mcp_letta.models import (
 )
 from mcp_letta.runtime.builtin_tools import INCLUDE_MULTI_AGENT_TOOLS, builtin_toolbox
 from mcp_letta.runtime.context import compile_system
-from mcp_letta.runtime.multiagent import AGENT_WAIT_S, agent_tool_factory, multi_agent_tools
+from mcp_letta.runtime.multiagent import agent_tool_factory, multi_agent_tools
 from mcp_letta.runtime.runner import Runner, memory_of
 from mcp_letta.runtime.scheduler import LEASE_S, Scheduler
 from mcp_letta.store import agents as agent_sql
@@ -81,7 +81,7 @@ class AgentHub(MultiAgentHub):
         self._task_group: TaskGroup | None = None
         self._opened = False
         self.llm = LLMPool(self.settings)
-        self.agent_wait_s = AGENT_WAIT_S  # an agent's tool call waits this long on other agents
+        self.agent_wait_s = self.settings.agent_wait_s  # an agent's tool call waits this long on other agents
         self.toolbox = builtin_toolbox(multi_agent_tools(self))
         self.toolbox.agent_tool_factory = agent_tool_factory(self, self.settings.agent_tool_template)
         self._owner = run_sql.Owner(self.db.origin, lease_s=LEASE_S)

@@ -24,6 +24,9 @@ BUILTIN_TOOLS = {
     "read_block", "write_block", "append_to_block", "replace_in_block", "attach_block", "detach_block",
     "delete_block", "block_history", "archival_memory_insert", "archival_memory_search", "get_messages",
     "conversation_search", "send_message", "get_run", "list_runs", "cancel_run",
+    "send_message_to_agent_and_wait_for_reply", "send_message_to_agent_async", "send_message_to_agents_matching_tags",
+    "send_message_to_agents_matching_all_tags", "check_replies", "run_pipeline", "get_metrics", "attach_agent_tool",
+    "detach_agent_tool",
 }  # fmt: skip
 
 

@@ -22,7 +22,6 @@ SEND_ASYNC = "send_message_to_agent_async"
 MATCHING_TAGS = "send_message_to_agents_matching_tags"
 MATCHING_ALL_TAGS = "send_message_to_agents_matching_all_tags"  # Letta <= 0.6.3x name, used by the seeds
 MULTI_AGENT_TOOL_NAMES = (WAIT_FOR_REPLY, SEND_ASYNC, MATCHING_TAGS, MATCHING_ALL_TAGS)
-AGENT_WAIT_S = 300.0  # how long an agent's tool call waits on other agents before it gets the run id instead
 
 
 class MultiAgentOps(Protocol):

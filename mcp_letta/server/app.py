@@ -21,8 +21,10 @@ from mcp_letta.hub import AgentHub, Change
 from mcp_letta.server.agent_tools import AgentTools
 from mcp_letta.server.compact import compact_tool_list
 from mcp_letta.server.messaging import ask, register_messaging_tools
+from mcp_letta.server.multiagent import register_multiagent_tools
 from mcp_letta.server.notify import Notifier
-from mcp_letta.server.resources import ResourceFanout, check_subscription, register_resources
+from mcp_letta.server.prompts import register_prompts
+from mcp_letta.server.resources import ResourceFanout, check_subscription, register_completions, register_resources
 from mcp_letta.server.tools import register_builtin_tools
 
 log = logging.getLogger("mcp_letta.server")
@@ -51,7 +53,10 @@ class LettaServer:
         self.mcp.middleware.append(compact_tool_list)
         self.builtin_tools = register_builtin_tools(self.mcp, hub, tools=self.settings.tools)
         self.builtin_tools += register_messaging_tools(self.mcp, hub, tools=self.settings.tools)
+        self.builtin_tools += register_multiagent_tools(self.mcp, hub, tools=self.settings.tools)
+        register_prompts(self.mcp)
         register_resources(self.mcp, hub)
+        register_completions(self.mcp, hub)
         self._fanout = ResourceFanout(hub, self.notifier)
         self.agent_tools = AgentTools(
             self.mcp,

@@ -10,15 +10,13 @@ import hmac
 import ipaddress
 import logging
 import socket
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import anyio
-import mcp.types as types
 import uvicorn
 from anyio.abc import TaskStatus
-from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -42,8 +40,6 @@ DEFAULT_PORT = 8000
 # any useful call, and a cap below the SDK's 4 MiB limits what one client can make us buffer and parse.
 MAX_BODY_BYTES = 1024 * 1024
 MIN_TOKEN_CHARS = 16
-ALLOWED_HOSTS_ENV = "MCP_LETTA_ALLOWED_HOSTS"
-COMPLETION_LIMIT = 100  # the most values a completion result may carry (MCP spec)
 TOKEN_HINT = (
     "set a bearer token first, e.g.\n"
     "  export MCP_LETTA_TOKEN=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')\n"
@@ -83,12 +79,6 @@ def check_bind(host: str, token: str | None) -> None:
     if not is_loopback(host) and not token:
         raise Invalid(f"refusing to serve MCP over HTTP on {host} without a token: anyone who can reach it could "
                       f"drive your agents. Bind 127.0.0.1, or {TOKEN_HINT}")  # fmt: skip
-
-
-def allowed_hosts_from_env(environ: Mapping[str, str]) -> tuple[str, ...]:
-    """Extra Host header values from ``MCP_LETTA_ALLOWED_HOSTS`` (comma-separated, e.g. ``agents.example.com``)."""
-    # Read here because config.py has no such setting yet; it belongs in Settings with the other variables.
-    return tuple(part.strip() for part in environ.get(ALLOWED_HOSTS_ENV, "").split(",") if part.strip())
 
 
 def transport_security(host: str, extra_hosts: Iterable[str] = ()) -> TransportSecuritySettings:
@@ -153,32 +143,8 @@ class BearerTokenMiddleware:
         return False
 
 
-def register_completions(mcp: MCPServer, hub: AgentHub) -> None:
-    """Answer ``completion/complete`` for the resource templates: agent names and block labels by prefix."""
-
-    @mcp.completion()
-    async def complete(
-        ref: types.PromptReference | types.ResourceTemplateReference,
-        argument: types.CompletionArgument,
-        context: types.CompletionContext | None,
-    ) -> types.Completion:
-        """Agent names for ``{agent}``, block labels for ``{block}``; nothing for anything else."""
-        names: list[str] = []
-        if isinstance(ref, types.ResourceTemplateReference):
-            if argument.name == "agent":
-                names = [a.name for a in await hub.list_agents()]
-            elif argument.name == "block":
-                names = list(dict.fromkeys(b.label for b in await hub.list_blocks()))
-        prefix = argument.value.lower()
-        found = sorted(n for n in names if n.lower().startswith(prefix))
-        return types.Completion(
-            values=found[:COMPLETION_LIMIT], total=len(found), has_more=len(found) > COMPLETION_LIMIT
-        )
-
-
 def http_app(server: LettaServer, options: HttpOptions) -> Starlette:
     """The ASGI app: ``/health`` (no auth) and stateful streamable HTTP MCP at ``/mcp`` (token if set)."""
-    register_completions(server.mcp, server.hub)
     mcp_app: ASGIApp = server.mcp.streamable_http_app(
         streamable_http_path=MCP_PATH,
         stateless_http=False,  # stateful: handshake clients need a session to receive list_changed pushes
@@ -282,8 +248,7 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
-def options_from(settings: Settings, host: str, port: int, allowed_hosts: Iterable[str], environ: Mapping[str, str]
-                 ) -> HttpOptions:  # fmt: skip
-    """The HTTP options for the CLI: flags, then ``MCP_LETTA_ALLOWED_HOSTS``, and the token from ``settings``."""
-    extra = tuple(allowed_hosts) + allowed_hosts_from_env(environ)
+def options_from(settings: Settings, host: str, port: int, allowed_hosts: Iterable[str]) -> HttpOptions:
+    """The HTTP options for the CLI: ``--allowed-host`` flags plus ``MCP_LETTA_ALLOWED_HOSTS``, the token."""
+    extra = tuple(allowed_hosts) + settings.allowed_hosts
     return HttpOptions(host=host, port=port, token=settings.token, allowed_hosts=extra)

@@ -1,14 +1,17 @@
 """The ``letta://`` resources and how store changes become resource-updated notifications.
 
 ``letta://agents/{agent}/memory`` is an agent's core memory exactly as its prompt shows it;
-``letta://blocks/{block}`` is one block's value and metadata. Either may name its object by id or name.
+``letta://blocks/{block}`` is one block's value and metadata (either by id or name); ``letta://inbox``
+holds the replies to the host's async messages that it has not read yet.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 
+import mcp.types as types
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 from mcp.shared.exceptions import MCPError
@@ -20,6 +23,8 @@ from mcp_letta.server.notify import Notifier
 
 log = logging.getLogger("mcp_letta.server")
 
+INBOX = "letta://inbox"
+COMPLETION_LIMIT = 100  # the most values a completion result may carry (MCP spec)
 AGENT_MEMORY = re.compile(r"^letta://agents/([^/]+)/memory$")
 BLOCK = re.compile(r"^letta://blocks/([^/]+)$")
 
@@ -50,6 +55,16 @@ def register_resources(mcp: MCPServer, hub: AgentHub) -> None:
         except LettaError as exc:
             raise ResourceNotFoundError(exc.message) from None
 
+    @mcp.resource(INBOX, name="inbox", title="Host inbox", mime_type="application/json")
+    async def inbox() -> str:
+        """Replies to the host's async messages not read yet (check_replies reads and marks them)."""
+        unread = await hub.check_replies(limit=100, mark_read=False)
+        return json.dumps(
+            {"unread": len(unread), "replies": [{"run_id": r.id, "agent": r.agent_name, "status": r.status,
+                                                 "reply": r.reply, "error": r.error} for r in unread]},
+            indent=2,
+        )  # fmt: skip
+
     @mcp.resource("letta://blocks/{block}", name="block", title="Memory block", mime_type="application/json")
     async def block(block: str) -> str:
         """A memory block's value and metadata (version, limit, description, agents sharing it) as JSON."""
@@ -60,8 +75,33 @@ def register_resources(mcp: MCPServer, hub: AgentHub) -> None:
         return found.model_dump_json(indent=2)
 
 
+def register_completions(mcp: MCPServer, hub: AgentHub) -> None:
+    """Answer ``completion/complete`` for the resource templates: agent names and block labels by prefix."""
+
+    @mcp.completion()
+    async def complete(
+        ref: types.PromptReference | types.ResourceTemplateReference,
+        argument: types.CompletionArgument,
+        context: types.CompletionContext | None,
+    ) -> types.Completion:
+        """Agent names for ``{agent}``, block labels for ``{block}``; nothing for anything else."""
+        names: list[str] = []
+        if isinstance(ref, types.ResourceTemplateReference):
+            if argument.name == "agent":
+                names = [a.name for a in await hub.list_agents()]
+            elif argument.name == "block":
+                names = list(dict.fromkeys(b.label for b in await hub.list_blocks()))
+        prefix = argument.value.lower()
+        found = sorted(n for n in names if n.lower().startswith(prefix))
+        return types.Completion(
+            values=found[:COMPLETION_LIMIT], total=len(found), has_more=len(found) > COMPLETION_LIMIT
+        )
+
+
 async def check_subscription(hub: AgentHub, uri: str) -> None:
     """Refuse a subscription to a URI that names nothing, saying what exists instead."""
+    if uri == INBOX:
+        return
     try:
         if match := AGENT_MEMORY.match(uri):
             await hub.get_agent(match.group(1))
@@ -73,7 +113,7 @@ async def check_subscription(hub: AgentHub, uri: str) -> None:
         raise MCPError(INVALID_PARAMS, f"cannot subscribe to {uri}: {exc.message}") from None
     raise MCPError(
         INVALID_PARAMS,
-        f"cannot subscribe to {uri}: use letta://agents/{{agent}}/memory or letta://blocks/{{block}}",
+        f"cannot subscribe to {uri}: use letta://agents/{{agent}}/memory, letta://blocks/{{block}} or {INBOX}",
     )
 
 
@@ -93,6 +133,8 @@ class ResourceFanout:
                 await self._block_uris(change.ref, uris)
             elif change.kind in ("agent", "agents"):
                 await self._agent_uris(change.ref, uris)
+            elif change.kind == "inbox":
+                uris[INBOX] = None
         for uri in uris:
             await self._notifier.resource_updated(uri)
 

@@ -109,13 +109,17 @@ def register_builtin_tools(mcp: MCPServer, hub: AgentHub, *, tools: str = "full"
         tags: list[str] | None = None,
         model_settings: ModelSettings | None = None,
         metadata: dict[str, Any] | None = None,
+        agent_tools: Annotated[list[str] | None, Field(description="agents it may call as ask_<name> tools")] = None,
+        include_multi_agent_tools: Annotated[
+            bool, Field(description="offer it Letta's agent-to-agent messaging tools")
+        ] = False,
     ) -> Agent:
         """Create a stateful agent with persona and human memory blocks, extra and shared blocks, and tags."""
         return await call(
             hub.create_agent(
                 name, description=description, system=system, persona=persona, human=human, blocks=blocks or [],
                 shared_blocks=shared_blocks or [], tags=tags or [], model_settings=model_settings, metadata=metadata,
-                writer=WRITER,
+                writer=WRITER, agent_tools=agent_tools or [], include_multi_agent_tools=include_multi_agent_tools,
             )
         )  # fmt: skip
 
@@ -133,12 +137,15 @@ def register_builtin_tools(mcp: MCPServer, hub: AgentHub, *, tools: str = "full"
         tags: Annotated[list[str] | None, Field(description="replaces all tags")] = None,
         model_settings: ModelSettings | None = None,
         metadata: Annotated[dict[str, Any] | None, Field(description="replaces all metadata")] = None,
+        include_multi_agent_tools: Annotated[
+            bool | None, Field(description="offer (true) or withdraw (false) the agent-to-agent messaging tools")
+        ] = None,
     ) -> Agent:
         """Change an agent's name, description, system prompt, tags, model settings or metadata."""
         return await call(
             hub.update_agent(
                 agent, name=name, description=description, system=system, tags=tags, model_settings=model_settings,
-                metadata=metadata,
+                metadata=metadata, include_multi_agent_tools=include_multi_agent_tools,
             )
         )  # fmt: skip
 
