@@ -249,3 +249,19 @@ async def test_full_context_window_is_summarized_and_evicted_messages_stay_searc
     assert not next(m for m in history if m.content.startswith("aardvark")).in_context
     hits = await llm_hub.search_messages("alice", "aardvark", roles=["user"])
     assert [h.in_context for h in hits if h.content.startswith("aardvark lorem")] == [False]
+
+
+async def test_compaction_stays_bounded_when_the_summarizer_echoes_everything(
+    llm_hub: AgentHub, scripted_llm: ScriptedLLM
+) -> None:
+    # An LLM that repeats its input (a bad summarizer) must not make each summary bigger than the last.
+    scripted_llm.echo()
+    await llm_hub.create_agent("parrot", model_settings={"context_window": 2000})
+    for i in range(12):
+        run = await llm_hub.send_message("parrot", f"message {i} " + "blah " * 120, wait_s=30)
+        assert run.status == "completed", run.error
+    requests = [len(json.dumps(r.body["messages"])) for r in scripted_llm.requests]
+    summaries = [r for r in scripted_llm.requests if "You summarize conversations" in r.system]
+    assert len(summaries) >= 3, "the window never filled up"
+    # Every request, summaries included, fits the window (four characters a token, plus JSON framing).
+    assert max(requests) < 2000 * 4 * 1.3, requests

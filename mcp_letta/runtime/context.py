@@ -96,6 +96,11 @@ DEFAULT_CONTEXT_WINDOW = 32768
 SUMMARIZE_AT = 0.9  # Letta compacts when the estimate passes 0.9 x the context window
 KEEP_FRACTION = 0.3  # Letta's sliding_window_percentage: the newest 30% of the window stays
 CHARS_PER_TOKEN = 4
+# Bounds that make compaction always shrink the window, whatever the summarizer returns: a summary longer
+# than what it replaced would be summarized again with the next messages, larger each time.
+SUMMARY_FRACTION = 0.1  # the summary may take at most this share of the window
+CLIP_CHARS = 2_000  # each evicted message as the summarizer sees it (Letta clips too)
+TRANSCRIPT_FRACTION = 0.6  # the summarizer's input, as a share of the window
 MESSAGE_OVERHEAD_TOKENS = 4  # role, separators: what a chat template adds per message
 SUMMARY_SENDER = "summarizer"  # the ``sender`` of summary messages, so they sort first in the window
 
@@ -213,20 +218,37 @@ def choose_eviction(history: list[Message], keep_tokens: int) -> int:
     return cut
 
 
-def summary_request(evicted: list[Message]) -> list[dict[str, Any]]:
-    """The chat messages asking the LLM to summarize the messages about to leave the window."""
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 40] + f" ... [{len(text) - limit + 40} characters cut]"
+
+
+def summary_request(evicted: list[Message], window: int = DEFAULT_CONTEXT_WINDOW) -> list[dict[str, Any]]:
+    """The chat messages asking the LLM to summarize the messages about to leave the window.
+
+    Each message is clipped, and the transcript fits in part of the window (the oldest part goes first:
+    the previous summary is kept whole at the top).
+    """
     lines = []
     for message in evicted:
         if message.role == "assistant" and message.tool_calls:
             calls = ", ".join(f"{tc.name}({tc.arguments})" for tc in message.tool_calls)
-            lines.append(f"assistant (calls tools): {message.content + ' ' if message.content else ''}{calls}")
+            line = f"assistant (calls tools): {message.content + ' ' if message.content else ''}{calls}"
         else:
-            lines.append(f"{message.role}: {message.content}")
-    transcript = "\n".join(lines)
+            line = f"{message.role}: {message.content}"
+        lines.append(line if message.sender == SUMMARY_SENDER else _clip(line, CLIP_CHARS))
+    budget = int(TRANSCRIPT_FRACTION * window * CHARS_PER_TOKEN)
+    while len(lines) > 1 and sum(len(line) + 1 for line in lines) > budget:
+        del lines[1 if evicted[0].sender == SUMMARY_SENDER else 0]
+    transcript = _clip("\n".join(lines), budget)
     return [
         {"role": "system", "content": SUMMARY_SYSTEM},
         {"role": "user", "content": f"Summarize this conversation:\n\n{transcript}"},
     ]
+
+
+def bounded_summary(summary: str, window: int) -> str:
+    """The summary cut to its share of the window, so compaction always frees room."""
+    return _clip(summary, max(200, int(SUMMARY_FRACTION * window * CHARS_PER_TOKEN)))
 
 
 def summary_alert(hidden: int, summary: str, moment: datetime | None = None) -> str:

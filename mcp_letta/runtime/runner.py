@@ -26,6 +26,7 @@ from mcp_letta.runtime.context import (
     SUMMARIZE_AT,
     SUMMARY_SENDER,
     Window,
+    bounded_summary,
     choose_eviction,
     compile_system,
     fixed_tokens,
@@ -342,8 +343,8 @@ class Runner:
         if cut == 0:
             return RunUsage()
         evicted, kept = ordered[:cut], ordered[cut:]
-        response = await client.chat(ChatRequest(model=model, messages=summary_request(evicted)))
-        summary = (response.content or "").strip() or "(the summarizer returned no text)"
+        response = await client.chat(ChatRequest(model=model, messages=summary_request(evicted, window)))
+        summary = bounded_summary((response.content or "").strip() or "(the summarizer returned no text)", window)
         run = claimed.run
 
         def commit(conn: Conn) -> tuple[Message, str]:
