@@ -4,6 +4,7 @@ whose agents talk to the real loopback ``ScriptedLLM`` (``llm_hub``), with a ``g
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -78,3 +79,16 @@ def gate(scripted_llm: ScriptedLLM) -> Iterator[Gate]:  # noqa: F811
         yield held
     finally:
         held.open()
+
+
+# Bookkeeping that moves on its own: the process heartbeat (every few seconds) and the change log's pruning.
+CLOCKWORK = ('INSERT INTO "processes"', 'INSERT INTO "changes"', "INSERT INTO \"sqlite_sequence\" VALUES('changes'")
+
+
+def dump(path: Path) -> list[str]:
+    """The whole database as SQL text, to compare before and after (bookkeeping left out)."""
+    conn = sqlite3.connect(path)
+    try:
+        return [line for line in conn.iterdump() if not line.startswith(CLOCKWORK)]
+    finally:
+        conn.close()

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import re
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ from typing import Any
 import httpx2
 import mcp.types as types
 import pytest
+from conftest import dump
 from mcp import Client
 
 from mcp_letta import AgentHub, Settings
@@ -181,15 +181,6 @@ def _accepts(kind: str, value: Any) -> bool:
 
 def _short(number: int) -> str:
     return str(number) if abs(number) < 10**6 else f"{'-' if number < 0 else ''}2^{abs(number).bit_length() - 1}+"
-
-
-def dump(path: Path) -> list[str]:
-    """The whole database as SQL text, to compare before and after."""
-    conn = sqlite3.connect(path)
-    try:
-        return list(conn.iterdump())
-    finally:
-        conn.close()
 
 
 async def settle(hub: AgentHub) -> None:

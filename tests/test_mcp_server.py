@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 import anyio
 import mcp.types as types
 import pytest
+from conftest import dump
 from mcp import Client
 
 from mcp_letta import AgentHub
@@ -57,14 +57,6 @@ async def fails(c: Client, tool: str, **args: Any) -> str:
     result = await c.call_tool(tool, args)
     assert result.is_error, f"{tool} should have failed: {result.structured_content}"
     return result.content[0].text
-
-
-def dump(path: Path) -> list[str]:
-    conn = sqlite3.connect(path)
-    try:
-        return list(conn.iterdump())
-    finally:
-        conn.close()
 
 
 async def test_tools_are_documented_typed_and_annotated(server: LettaServer, mode: str) -> None:

@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import sqlite3
 import sys
 import textwrap
 from pathlib import Path
 
 import anyio
 import pytest
+from conftest import dump
 
 from mcp_letta import AgentHub, Conflict, Invalid, LimitExceeded, NotFound, Settings, VersionConflict
 from mcp_letta.models import NewMessage
 
 pytestmark = pytest.mark.anyio
-
-
-def dump(path: Path) -> list[str]:
-    """Every row of every table, for 'nothing changed' assertions."""
-    conn = sqlite3.connect(path)
-    try:
-        return list(conn.iterdump())
-    finally:
-        conn.close()
 
 
 async def test_stale_compare_and_set_write_fails_and_reports_current_version(hub: AgentHub) -> None:
