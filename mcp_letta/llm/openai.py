@@ -103,6 +103,7 @@ class OpenAIClient:
             parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@"))
         self.url = urlunsplit(parts)
         self._secrets = [secret for secret in (api_key, urlsplit(self._endpoint).password) if secret]
+        self._endpoint_url = httpx2.URL(self._endpoint)  # parsed once: a string is parsed again on every request
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self._api_key = api_key or None
@@ -132,7 +133,7 @@ class OpenAIClient:
             wait: float | None = None
             try:
                 async with self._pools.lease() as http:
-                    response = await http.post(self._endpoint, json=body)
+                    response = await http.post(self._endpoint_url, json=body)
             except httpx2.TransportError as exc:
                 last_failure = f"{type(exc).__name__}: {self._redact(str(exc)).rstrip('.') or 'no detail'}"
             else:
