@@ -23,7 +23,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from mcp_letta.config import Settings
 from mcp_letta.errors import Invalid
 from mcp_letta.hub_memory import MemoryHub
-from mcp_letta.hub_multiagent import MultiAgentHub
+from mcp_letta.hub_multiagent import MultiAgentHub, check_timeout
 from mcp_letta.llm import LLMPool
 from mcp_letta.models import (
     HUMAN_DESCRIPTION,
@@ -332,9 +332,22 @@ class AgentHub(MemoryHub, MultiAgentHub):
                 conn, row, message, role=role, sender=sender, parent_run_id=parent_run_id, owner=owner
             )
 
+        if wait_s is not None:
+            wait_s = check_timeout(wait_s)
         run = await self._scheduler.submit(create, on_step)
         if wait_s is None:
             return run
+        return await self._await_run(run, wait_s, on_step=on_step, cancel_on_abort=cancel_on_abort)
+
+    async def _await_run(
+        self,
+        run: Run,
+        wait_s: float,
+        *,
+        on_step: Callable[[StepEvent], Awaitable[None]] | None,
+        cancel_on_abort: bool,
+    ) -> Run:
+        """Wait up to ``wait_s`` for a submitted run; the run as it is then. Stops its ``on_step`` listener."""
         try:
             return await self._scheduler.wait(run.id, wait_s, current=run)
         except anyio.get_cancelled_exc_class():

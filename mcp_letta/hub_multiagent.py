@@ -76,7 +76,8 @@ def _check_message(message: str) -> None:
 MAX_TIMEOUT_S = 86_400  # a day: longer waits are surely mistakes, and huge ones overflow the clock
 
 
-def _check_timeout(timeout_s: float) -> float:
+def check_timeout(timeout_s: float) -> float:
+    """A wait in seconds: from 0 to a day (huge values would overflow the clock)."""
     if not isinstance(timeout_s, int | float) or not 0 <= timeout_s <= MAX_TIMEOUT_S:
         raise Invalid(f"timeout_s must be between 0 and {MAX_TIMEOUT_S} seconds (got {shown(timeout_s)})")
     return float(timeout_s)
@@ -89,6 +90,7 @@ class MultiAgentHub:
     db: Database
     _scheduler: Scheduler
     _owner: run_sql.Owner
+    _await_run: Callable[..., Awaitable[Run]]  # AgentHub's bounded wait for a submitted run
     agent_wait_s: float  # how long an agent's tool call waits on other agents (Settings.agent_wait_s)
 
     # -- sending -----------------------------------------------------------------------------------
@@ -152,20 +154,11 @@ class MultiAgentHub:
         ``Settings.max_depth``, before anything is stored. If ``timeout_s`` passes first the run goes on;
         for an agent's run its reply is then delivered to that agent as a new message.
         """
-        timeout_s = _check_timeout(timeout_s)
+        timeout_s = check_timeout(timeout_s)
         run = await self._submit(target, message, sender=sender, parent_run_id=parent_run_id, waited=True,
                                  on_step=on_step)  # fmt: skip
-        try:
-            async with self._scheduler.lend_slot(parent_run_id):
-                run = await self._scheduler.wait(run.id, timeout_s, current=run)
-        except anyio.get_cancelled_exc_class():
-            if cancel_on_abort:
-                with anyio.CancelScope(shield=True):
-                    await self._scheduler.cancel(run.id)
-            raise
-        finally:
-            if on_step is not None:
-                self._scheduler.remove_listener(run.id, on_step)
+        async with self._scheduler.lend_slot(parent_run_id):
+            run = await self._await_run(run, timeout_s, on_step=on_step, cancel_on_abort=cancel_on_abort)
         if not run.done and parent_run_id is not None:
             [run] = await self._stop_waiting([run])
         return run
@@ -223,7 +216,7 @@ class MultiAgentHub:
         yet are sent to then); for an agent sender their replies are routed to it as new messages. A
         recipient that would close a cycle of waits gets a failed result, not a deadlock.
         """
-        timeout_s = _check_timeout(timeout_s)
+        timeout_s = check_timeout(timeout_s)
         _check_message(message)
 
         def recipients(conn: Conn) -> tuple[str | None, list[tuple[str, str]]]:
@@ -285,7 +278,7 @@ class MultiAgentHub:
         Every stage reference is checked before anything is sent. ``timeout_s`` bounds the whole pipeline;
         it stops at the first stage that does not complete (its status is the pipeline's).
         """
-        timeout_s = _check_timeout(timeout_s)
+        timeout_s = check_timeout(timeout_s)
         _check_message(message)
         if isinstance(stages, str) or not stages:
             raise Invalid("stages must be a non-empty list of agent names or ids, e.g. ['researcher', 'writer']")
