@@ -12,9 +12,11 @@ from typing import Any
 
 import pytest
 from conftest_llm import scripted_llm  # noqa: F401  (the fixture, shared with every test module)
+from mcp import Client
 
 from mcp_letta import AgentHub, Settings
 from mcp_letta.llm.scripted import Response, ScriptedLLM
+from mcp_letta.server.app import LettaServer, build_server
 
 
 @pytest.fixture
@@ -92,3 +94,39 @@ def dump(path: Path) -> list[str]:
         return [line for line in conn.iterdump() if not line.startswith(CLOCKWORK)]
     finally:
         conn.close()
+
+
+# -- MCP: a server over a hub, and clients in both protocol eras --------------------------------------
+@pytest.fixture
+async def server(hub: AgentHub) -> AsyncIterator[LettaServer]:
+    """The MCP server over ``hub``, with its background work running."""
+    built = build_server(hub)
+    async with built.running():
+        yield built
+
+
+@pytest.fixture
+async def llm_server(llm_hub: AgentHub) -> AsyncIterator[LettaServer]:
+    """The MCP server over ``llm_hub`` (agents think with the scripted LLM)."""
+    built = build_server(llm_hub)
+    async with built.running():
+        yield built
+
+
+@pytest.fixture(params=["legacy", "modern"])
+def mode(request: pytest.FixtureRequest) -> str:
+    """Each MCP test runs in both eras: the 2025-11-25 handshake (hosts) and 2026-07-28 (the SDK's client)."""
+    return request.param
+
+
+def client(server: LettaServer, mode: str, **kwargs: Any) -> Client:
+    """An in-process MCP client of ``server`` speaking the era ``mode`` names."""
+    return Client(server.mcp, mode="legacy", **kwargs) if mode == "legacy" else Client(server.mcp, **kwargs)
+
+
+async def ok(c: Client, tool: str, **args: Any) -> dict[str, Any]:
+    """Call a tool that must succeed; its structured result."""
+    result = await c.call_tool(tool, args)
+    assert not result.is_error, result.content
+    assert result.structured_content is not None
+    return result.structured_content

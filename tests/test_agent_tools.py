@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import mcp.types as types
 import pytest
-from conftest import Gate
+from conftest import Gate, client
 from mcp import Client
 
 from mcp_letta import AgentHub
@@ -21,19 +20,8 @@ pytestmark = [pytest.mark.anyio, pytest.mark.filterwarnings("ignore::UserWarning
 
 
 @pytest.fixture
-async def server(llm_hub: AgentHub) -> AsyncIterator[LettaServer]:
-    built = build_server(llm_hub)
-    async with built.running():
-        yield built
-
-
-@pytest.fixture(params=["legacy", "modern"])
-def mode(request: pytest.FixtureRequest) -> str:
-    return request.param
-
-
-def client(server: LettaServer, mode: str, **kwargs: Any) -> Client:
-    return Client(server.mcp, mode="legacy", **kwargs) if mode == "legacy" else Client(server.mcp, **kwargs)
+def server(llm_server: LettaServer) -> LettaServer:
+    return llm_server
 
 
 async def tool_names(c: Client) -> set[str]:

@@ -3,41 +3,23 @@ tools, pipelines, metrics and the pattern prompts, against the real loopback scr
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import mcp.types as types
 import pytest
+from conftest import client, ok
 from mcp import Client
 
-from mcp_letta import AgentHub
 from mcp_letta.llm.scripted import ScriptedLLM
-from mcp_letta.server.app import LettaServer, build_server
+from mcp_letta.server.app import LettaServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.filterwarnings("ignore::UserWarning")]
 
 
 @pytest.fixture
-async def server(llm_hub: AgentHub) -> AsyncIterator[LettaServer]:
-    built = build_server(llm_hub)
-    async with built.running():
-        yield built
-
-
-@pytest.fixture(params=["legacy", "modern"])
-def mode(request: pytest.FixtureRequest) -> str:
-    return request.param
-
-
-def client(server: LettaServer, mode: str, **kwargs: Any) -> Client:
-    return Client(server.mcp, mode="legacy", **kwargs) if mode == "legacy" else Client(server.mcp, **kwargs)
-
-
-async def ok(c: Client, tool: str, **args: Any) -> dict[str, Any]:
-    result = await c.call_tool(tool, args)
-    assert not result.is_error, result.content
-    return result.structured_content
+def server(llm_server: LettaServer) -> LettaServer:
+    return llm_server
 
 
 async def test_broadcast_reports_each_recipient_as_it_finishes(

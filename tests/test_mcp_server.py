@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import mcp.types as types
 import pytest
-from conftest import dump
+from conftest import client, dump, ok
 from mcp import Client
 
 from mcp_letta import AgentHub
-from mcp_letta.server.app import LettaServer, build_server
+from mcp_letta.server.app import LettaServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.filterwarnings("ignore::UserWarning")]
 
@@ -28,29 +27,6 @@ BUILTIN_TOOLS = {
     "send_message_to_agents_matching_all_tags", "check_replies", "run_pipeline", "get_metrics", "attach_agent_tool",
     "detach_agent_tool",
 }  # fmt: skip
-
-
-@pytest.fixture
-async def server(hub: AgentHub) -> AsyncIterator[LettaServer]:
-    built = build_server(hub)
-    async with built.running():
-        yield built
-
-
-@pytest.fixture(params=["legacy", "modern"])
-def mode(request: pytest.FixtureRequest) -> str:
-    return request.param
-
-
-def client(server: LettaServer, mode: str, **kwargs: Any) -> Client:
-    return Client(server.mcp, mode="legacy", **kwargs) if mode == "legacy" else Client(server.mcp, **kwargs)
-
-
-async def ok(c: Client, tool: str, **args: Any) -> dict[str, Any]:
-    result = await c.call_tool(tool, args)
-    assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
 
 
 async def fails(c: Client, tool: str, **args: Any) -> str:
