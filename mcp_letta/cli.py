@@ -101,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if settings.log_level != "DEBUG":  # one INFO line per LLM request would drown everything else
+        logging.getLogger("httpx2").setLevel(logging.WARNING)
     try:
         if args.command is None or (args.command == "serve" and args.transport == "stdio"):
             from mcp_letta.server.app import serve_stdio
