@@ -14,7 +14,7 @@ import pytest
 from conftest_llm import scripted_llm  # noqa: F401  (the fixture, shared with every test module)
 from mcp import Client
 
-from mcp_letta import AgentHub, Settings
+from mcp_letta import AgentHub, Run, Settings
 from mcp_letta.llm.scripted import Response, ScriptedLLM
 from mcp_letta.server.app import LettaServer, build_server
 
@@ -130,3 +130,16 @@ async def ok(c: Client, tool: str, **args: Any) -> dict[str, Any]:
     assert not result.is_error, result.content
     assert result.structured_content is not None
     return result.structured_content
+
+
+def most_at_once(runs: list[Run]) -> int:
+    """The largest number of runs that were running at the same moment (from their recorded intervals)."""
+    edges = []
+    for run in runs:
+        assert run.started_at and run.finished_at
+        edges += [(run.started_at, 1), (run.finished_at, -1)]
+    running = peak = 0
+    for _, step in sorted(edges, key=lambda e: (e[0], e[1])):  # an end before a start at the same instant
+        running += step
+        peak = max(peak, running)
+    return peak

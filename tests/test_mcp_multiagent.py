@@ -8,11 +8,12 @@ from typing import Any
 import anyio
 import mcp.types as types
 import pytest
-from conftest import client, ok
+from conftest import client, most_at_once, ok
 from mcp import Client
 
+from mcp_letta import AgentHub, Settings
 from mcp_letta.llm.scripted import ScriptedLLM
-from mcp_letta.server.app import LettaServer
+from mcp_letta.server.app import LettaServer, build_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.filterwarnings("ignore::UserWarning")]
 
@@ -162,3 +163,21 @@ async def test_prompts_teach_the_patterns(server: LettaServer, mode: str) -> Non
         assert names == {"orchestrator_with_specialists", "pipeline", "supervisor_broadcast", "mediator"}
         text = (await c.get_prompt("pipeline", {"topic": "memory"})).messages[0].content.text
     assert "run_pipeline" in text and "memory" in text
+
+
+async def test_broadcast_to_fifty_slow_agents_through_mcp_runs_them_concurrently(
+    llm_settings: Settings, mode: str, scripted_llm: ScriptedLLM
+) -> None:
+    scripted_llm.echo()
+    scripted_llm.delay_s = 0.2
+    async with AgentHub(llm_settings.with_overrides(max_concurrency=50, fanout_concurrency=50)) as hub:
+        for i in range(50):
+            await hub.create_agent(f"worker{i:02d}", tags=["worker"])
+        wide = build_server(hub)
+        async with wide.running(), client(wide, mode) as c:
+            got = await ok(
+                c, "send_message_to_agents_matching_tags", message="start", match_all=["worker"], timeout_s=30
+            )
+        runs = [await hub.get_run(r["run_id"]) for r in got["results"]]
+    assert got["count"] == 50 and {r["status"] for r in got["results"]} == {"completed"}
+    assert most_at_once(runs) >= 40  # from the recorded run intervals, not from wall-clock time

@@ -8,26 +8,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from conftest import most_at_once
 from test_multiagent import Agents, call_then_reply, make, reply
 
 from mcp_letta import AgentHub, Settings
 from mcp_letta.llm.scripted import Response, ScriptedLLM
-from mcp_letta.models import BroadcastResult, Run
+from mcp_letta.models import BroadcastResult
 
 pytestmark = pytest.mark.anyio
-
-
-def most_at_once(runs: list[Run]) -> int:
-    """The largest number of runs that were running at the same moment (from their recorded intervals)."""
-    edges = []
-    for run in runs:
-        assert run.started_at and run.finished_at
-        edges += [(run.started_at, 1), (run.finished_at, -1)]
-    running = peak = 0
-    for _, step in sorted(edges, key=lambda e: (e[0], e[1])):  # an end before a start at the same instant
-        running += step
-        peak = max(peak, running)
-    return peak
 
 
 async def test_broadcast_to_fifty_slow_agents_runs_them_concurrently(
