@@ -46,3 +46,12 @@ def test_readme_lists_every_cli_command() -> None:
     commands = _parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     for name in commands:
         assert re.search(rf"mcp-letta {name}\b", readme), f"README does not show `mcp-letta {name}`"
+
+
+def test_readme_documents_every_setting() -> None:
+    config = (ROOT / "mcp_letta" / "config.py").read_text()
+    readme = (ROOT / "README.md").read_text()
+    names = sorted(set(re.findall(r'"(MCP_LETTA_[A-Z_]+)"', config)))
+    assert len(names) > 10, names
+    missing = [name for name in names if name not in readme]
+    assert not missing, f"README does not mention {missing}"
