@@ -16,6 +16,7 @@ from mcp_letta.runtime.toolbox import Tool, Toolbox, ToolContext, ToolFailure
 from mcp_letta.store import blocks as block_sql
 from mcp_letta.store import memory as memory_sql
 from mcp_letta.store.db import Conn
+from mcp_letta.store.refs import MAX_PAGE
 
 # Letta's agent default (letta_v1_agent) plus archival memory, which works here without embeddings.
 # core_memory_append/core_memory_replace (memgpt-era) are offered when listed in metadata["tools"].
@@ -183,13 +184,13 @@ def archival_memory_search(conn: Conn, ctx: ToolContext, args: dict[str, Any]) -
     The list reaches the model as a Python repr string, exactly as Letta sends it.
     """
     top_k = args.get("top_k") or 10
-    if not 1 <= top_k <= memory_sql.MAX_LIMIT:
-        raise ToolFailure(f"top_k must be between 1 and {memory_sql.MAX_LIMIT} (got {top_k})")
+    if not 1 <= top_k <= MAX_PAGE:
+        raise ToolFailure(f"top_k must be between 1 and {MAX_PAGE} (got {top_k})")
     start = _moment(args["start_datetime"], end=False) if args.get("start_datetime") else None
     end = _moment(args["end_datetime"], end=True) if args.get("end_datetime") else None
     found = memory_sql.search_passages(
         conn, ctx.agent_id, args["query"], tags=args.get("tags"), tag_match=args.get("tag_match_mode") or "any",
-        limit=memory_sql.MAX_LIMIT if start or end else top_k,
+        limit=MAX_PAGE if start or end else top_k,
     )  # fmt: skip
     found = [p for p in found if (start is None or p.created_at >= start) and (end is None or p.created_at <= end)]
     return [
@@ -217,14 +218,14 @@ def conversation_search(conn: Conn, ctx: ToolContext, args: dict[str, Any]) -> d
     """
     query = args.get("query")
     limit = args.get("limit") or 5
-    if not 1 <= limit <= memory_sql.MAX_LIMIT:
-        raise ToolFailure(f"limit must be between 1 and {memory_sql.MAX_LIMIT} (got {limit})")
+    if not 1 <= limit <= MAX_PAGE:
+        raise ToolFailure(f"limit must be between 1 and {MAX_PAGE} (got {limit})")
     roles = args.get("roles") or ["user", "assistant", "system"]
     bad = [r for r in roles if r not in SEARCH_ROLES]
     if bad:
         raise ToolFailure(f"Unknown role(s) {bad}: use assistant, user or tool")
     found = memory_sql.search_messages(
-        conn, ctx.agent_id, query, roles=roles, limit=min(memory_sql.MAX_LIMIT, limit * 4 + 10),
+        conn, ctx.agent_id, query, roles=roles, limit=min(MAX_PAGE, limit * 4 + 10),
         start=args.get("start_date"), end=args.get("end_date"),
     )  # fmt: skip
     found = [m for m in found if m.content.strip() and m.run_id != ctx.run_id][:limit]

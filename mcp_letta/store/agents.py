@@ -135,16 +135,9 @@ def list_agents(
     limit: int | None = None,
 ) -> list[Agent]:
     """Agents by name; ``tags`` filters any (or, with ``match_all_tags``, all); ``query`` searches text."""
-    sql, args = "SELECT * FROM agents a WHERE 1=1", []
     tags = check_tags(tags or [])
-    if tags:
-        marks = ",".join("?" * len(tags))
-        if match_all_tags:
-            sql += f" AND (SELECT count(*) FROM agent_tags t WHERE t.agent_id = a.id AND t.tag IN ({marks})) = ?"
-            args += [*tags, len(tags)]
-        else:
-            sql += f" AND EXISTS (SELECT 1 FROM agent_tags t WHERE t.agent_id = a.id AND t.tag IN ({marks}))"
-            args += tags
+    where, args = _tag_filter(tags if match_all_tags else [], [] if match_all_tags else tags)
+    sql = "SELECT * FROM agents a WHERE 1=1" + where
     if query:
         check_text(query, "query", MAX_QUERY)
         like = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
@@ -168,8 +161,13 @@ def matching_tags(conn: Conn, match_all: list[str], match_some: list[str]) -> li
     Letta's rule: an empty list does not filter, so with both empty every agent matches (including agents
     without tags, which match nothing else).
     """
-    match_all, match_some = check_tags(match_all), check_tags(match_some)
-    sql, args = "SELECT a.id, a.name FROM agents a WHERE 1=1", []
+    where, args = _tag_filter(check_tags(match_all), check_tags(match_some))
+    return conn.execute("SELECT a.id, a.name FROM agents a WHERE 1=1" + where + " ORDER BY a.name", args).fetchall()
+
+
+def _tag_filter(match_all: list[str], match_some: list[str]) -> tuple[str, list[Any]]:
+    """SQL conditions on ``agents a``: has every tag of ``match_all`` and one of ``match_some`` (empty: any)."""
+    sql, args = "", []
     if match_all:
         marks = ",".join("?" * len(match_all))
         sql += f" AND (SELECT count(*) FROM agent_tags t WHERE t.agent_id = a.id AND t.tag IN ({marks})) = ?"
@@ -178,7 +176,7 @@ def matching_tags(conn: Conn, match_all: list[str], match_some: list[str]) -> li
         marks = ",".join("?" * len(match_some))
         sql += f" AND EXISTS (SELECT 1 FROM agent_tags t WHERE t.agent_id = a.id AND t.tag IN ({marks}))"
         args += match_some
-    return conn.execute(sql + " ORDER BY a.name", args).fetchall()
+    return sql, args
 
 
 def update(

@@ -19,6 +19,7 @@ from mcp_letta.store.refs import (
     MAX_DESCRIPTION,
     check_cursor,
     check_label,
+    check_page,
     check_ref,
     check_text,
     clean_text,
@@ -338,8 +339,7 @@ def delete(conn: Conn, block_row: Any) -> list[str]:
 
 def history(conn: Conn, block_id: str, *, limit: int = 50, before_version: int | None = None) -> list[BlockChange]:
     """The newest ``limit`` writes of a block, newest first."""
-    if not isinstance(limit, int) or limit < 1 or limit > 1000:
-        raise Invalid(f"limit must be between 1 and 1000 (got {shown(limit)})")
+    check_page(limit)
     check_cursor(before_version, "before_version")
     rows = conn.execute(
         "SELECT * FROM block_history WHERE block_id = ? AND version < ? ORDER BY version DESC LIMIT ?",

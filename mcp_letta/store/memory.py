@@ -17,6 +17,7 @@ from mcp_letta.store.refs import (
     MAX_QUERY,
     MAX_TEXT,
     check_cursor,
+    check_page,
     check_ref,
     check_tags,
     check_text,
@@ -25,7 +26,6 @@ from mcp_letta.store.refs import (
 )
 
 _WORD = re.compile(r"\w+", re.UNICODE)
-MAX_LIMIT = 1000
 
 
 def fts_query(text: str) -> str:
@@ -38,12 +38,6 @@ def fts_query(text: str) -> str:
     if not words:
         raise Invalid(f"search query {shown(text)} has no words to search for: pass one or more words")
     return " OR ".join(f'"{w}"' for w in dict.fromkeys(words))
-
-
-def _check_limit(limit: int) -> int:
-    if not isinstance(limit, int) or limit < 1 or limit > MAX_LIMIT:
-        raise Invalid(f"limit must be between 1 and {MAX_LIMIT} (got {shown(limit)})")
-    return limit
 
 
 # -- archival ---------------------------------------------------------------------------------------
@@ -87,7 +81,7 @@ def search_passages(
     limit: int = 10,
 ) -> list[Passage]:
     """BM25-ranked passages of an agent matching any word of ``query``, optionally filtered by tags."""
-    _check_limit(limit)
+    check_page(limit)
     if tag_match not in ("any", "all"):
         raise Invalid(f"tag_match must be 'any' or 'all' (got {shown(tag_match)})")
     sql = (
@@ -112,7 +106,7 @@ def search_passages(
 
 def list_passages(conn: Conn, agent_id: str, *, limit: int = 50, before: str | None = None) -> list[Passage]:
     """An agent's passages, newest first; ``before`` is a passage id to page from."""
-    _check_limit(limit)
+    check_page(limit)
     before_pk = 2**62
     if before is not None:
         check_ref(before, "passage", "archival memory listing")
@@ -198,7 +192,7 @@ def list_messages(
     in_context_only: bool = False,
 ) -> list[Message]:
     """The newest ``limit`` messages of an agent (before ``before_seq`` if given), oldest first."""
-    _check_limit(limit)
+    check_page(limit)
     check_cursor(before_seq, "before_seq")
     sql = "SELECT * FROM messages WHERE agent_id = ? AND seq < ?"
     if in_context_only:
@@ -239,7 +233,7 @@ def search_messages(
 
     ``start``/``end`` are ISO dates or datetimes; a date-only ``end`` covers the whole day.
     """
-    _check_limit(limit)
+    check_page(limit)
     args: list[Any] = []
     if query and query.strip():
         sql = (

@@ -25,6 +25,14 @@ MAX_QUERY = 1_000
 MAX_TEXT = 200_000  # one message to an agent, or one archival passage
 MAX_BLOCK_LIMIT = 1_000_000
 MAX_CURSOR = 2**62
+MAX_PAGE = 1_000  # rows one listing or search may return
+
+
+def check_page(limit: object, field: str = "limit") -> int:
+    """A page size: a whole number from 1 to ``MAX_PAGE``."""
+    if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise Invalid(f"{field} must be between 1 and {MAX_PAGE} (got {shown(limit)})")
+    return limit
 
 
 def shown(value: object, limit: int = 60) -> str:

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from mcp_letta.errors import Invalid
+from mcp_letta.store.refs import check_page
 
 HOST = "host"  # runs.reply_to for replies kept in the host inbox
 NO_RESPONSE = "<no response>"  # Letta's text when an agent answered with no message
-MAX_LIMIT = 1000
 
 
 def reply_notice(row: Any) -> str:
@@ -27,8 +26,7 @@ def reply_notice(row: Any) -> str:
 
 def unread_ids(conn: Any, limit: int) -> list[str]:
     """Ids of the finished runs the host sent asynchronously whose replies it has not read, oldest first."""
-    if not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
-        raise Invalid(f"limit must be between 1 and {MAX_LIMIT} (got {limit})")
+    check_page(limit)
     return [
         r[0]
         for r in conn.execute(

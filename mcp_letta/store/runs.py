@@ -17,10 +17,9 @@ from mcp_letta.errors import Invalid, NotFound
 from mcp_letta.models import Run, RunStep, RunUsage, ToolCallRecord
 from mcp_letta.store import replies
 from mcp_letta.store.db import Conn, new_id, now_iso
-from mcp_letta.store.refs import MAX_TEXT, check_ref, check_text, clean_text, shown
+from mcp_letta.store.refs import MAX_TEXT, check_page, check_ref, check_text, clean_text, shown
 
 STATUSES = ("queued", "running", "completed", "failed", "cancelled", "interrupted")
-MAX_LIMIT = 1000
 INTERRUPTED_ERROR = (
     "the process running this run stopped (it crashed, was killed or shut down) before the run finished; "
     "the input is in the agent's history: send the message again if you still need an answer"
@@ -127,8 +126,7 @@ def get_run(conn: Conn, run_id: str) -> Run:
 
 def list_runs(conn: Conn, *, agent_id: str | None = None, status: str | None = None, limit: int = 50) -> list[Run]:
     """Runs, newest first, optionally of one agent and/or in one status."""
-    if not isinstance(limit, int) or limit < 1 or limit > MAX_LIMIT:
-        raise Invalid(f"limit must be between 1 and {MAX_LIMIT} (got {limit})")
+    check_page(limit)
     if status is not None and status not in STATUSES:
         raise Invalid(f"unknown run status {status!r}: use one of {', '.join(STATUSES)}")
     sql, args = "SELECT * FROM runs WHERE 1=1", []
