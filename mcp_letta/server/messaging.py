@@ -6,6 +6,7 @@ bounded wait, progress at every step, and a client cancellation that cancels the
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
@@ -42,19 +43,20 @@ def reply_of(run: Run) -> AgentReply:
     )
 
 
+def step_progress(ctx: Context, max_steps: int) -> Callable[[StepEvent], Awaitable[None]]:
+    """An ``on_step`` callback that reports each step to the client: "<agent>: <tools it called>"."""
+
+    async def report(event: StepEvent) -> None:
+        tools = ", ".join(c.name for c in event.step.tool_calls) or "replying"
+        await ctx.report_progress(event.step.index + 1, max_steps, f"{event.agent_name}: {tools}")
+
+    return report
+
+
 async def ask(hub: AgentHub, agent: str, message: str, timeout_s: float, ctx: Context | None) -> AgentReply:
     """Send ``message`` to ``agent`` and wait up to ``timeout_s`` for the reply, reporting each step."""
-
-    async def progress(event: StepEvent) -> None:
-        tools = ", ".join(c.name for c in event.step.tool_calls) or "replying"
-        if ctx is not None:
-            await ctx.report_progress(event.step.index + 1, hub.settings.max_steps, f"{event.agent_name}: {tools}")
-
-    run = await call(
-        hub.send_message(
-            agent, message, wait_s=timeout_s, on_step=progress if ctx is not None else None, cancel_on_abort=True
-        )
-    )
+    on_step = None if ctx is None else step_progress(ctx, hub.settings.max_steps)
+    run = await call(hub.send_message(agent, message, wait_s=timeout_s, on_step=on_step, cancel_on_abort=True))
     return reply_of(run)
 
 

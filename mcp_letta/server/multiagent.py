@@ -12,8 +12,8 @@ from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from mcp_letta.hub import AgentHub
-from mcp_letta.models import Agent, BroadcastResult, Metrics, PipelineResult, StageResult, StepEvent
-from mcp_letta.server.messaging import RunList, TimeoutS, reply_of
+from mcp_letta.models import Agent, BroadcastResult, Metrics, PipelineResult, StageResult
+from mcp_letta.server.messaging import RunList, TimeoutS, reply_of, step_progress
 from mcp_letta.server.shapes import AgentReply
 from mcp_letta.server.tools import CREATE, LINK, READ, AgentRef, call
 
@@ -58,21 +58,18 @@ def register_multiagent_tools(mcp: MCPServer, hub: AgentHub, *, tools: str = "fu
             mcp.tool(title=title, annotations=hints)(fn)
             registered.append(fn.__name__)
 
-    def step_progress(ctx: Context) -> Callable[[StepEvent], Awaitable[None]]:
-        async def report(event: StepEvent) -> None:
-            tools_called = ", ".join(c.name for c in event.step.tool_calls) or "replying"
-            await ctx.report_progress(
-                event.step.index + 1, hub.settings.max_steps, f"{event.agent_name}: {tools_called}"
-            )
-
-        return report
-
     async def send_message_to_agent_and_wait_for_reply(
         ctx: Context, agent: AgentRef, message: Message, timeout_s: TimeoutS = 50
     ) -> AgentReply:
         """Send a message to an agent and wait for its reply; after timeout_s you get status 'pending' + run_id."""
         run = await call(
-            hub.send_and_wait(agent, message, timeout_s=timeout_s, on_step=step_progress(ctx), cancel_on_abort=True)
+            hub.send_and_wait(
+                agent,
+                message,
+                timeout_s=timeout_s,
+                on_step=step_progress(ctx, hub.settings.max_steps),
+                cancel_on_abort=True,
+            )
         )
         return reply_of(run)
 
