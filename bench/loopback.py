@@ -7,6 +7,7 @@ in between. ``record_requests`` captures the very requests an ``AgentHub`` sends
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -16,12 +17,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
-import httpx2
 
 from mcp_letta import AgentHub
 from mcp_letta.llm import ChatRequest
+from mcp_letta.llm.http import HTTPClient
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODEL = "scripted-model"
@@ -46,19 +48,19 @@ def scripted_llm_process(*, delay_ms: float = 0.0, reply: str | None = None) -> 
 
 
 class DirectLLM:
-    """Posts a chat body straight to the endpoint and parses the JSON answer: what any client must pay."""
+    """Posts a chat body straight to the endpoint with the runtime's HTTP client and parses the JSON answer:
+    what any client of that endpoint must pay, with nothing of the runtime in between."""
 
     def __init__(self, base_url: str) -> None:
-        self.url = f"{base_url}/chat/completions"
-        self.http = httpx2.AsyncClient(
-            timeout=60, limits=httpx2.Limits(max_connections=200, max_keepalive_connections=200)
-        )
+        self.target = urlsplit(f"{base_url}/chat/completions").path
+        self.http = HTTPClient(base_url, timeout_s=60)
 
     async def round_trip(self, body: dict[str, Any]) -> float:
         """Seconds for one request and its parsed answer."""
         start = time.perf_counter()
-        response = await self.http.post(self.url, json=body)
-        response.raise_for_status()
+        response = await self.http.request("POST", self.target, json.dumps(body).encode())
+        if response.status_code != 200:
+            raise RuntimeError(f"the LLM answered HTTP {response.status_code}: {response.text[:200]}")
         response.json()
         return time.perf_counter() - start
 

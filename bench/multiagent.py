@@ -245,7 +245,7 @@ def render(result: dict[str, Any], delay_ms: float, concurrency: int) -> str:
             f"one call = {call_ms:.0f} ms, the LLM alone {llm_ms:.0f} ms (medians)")  # fmt: skip
     notes = (
         "ratio = median broadcast / median one call; LLM alone = the same request posted N times at once with "
-        "httpx2 (the runtime's HTTP client), as a ratio to one; Letta V1 broadcasts sequentially, 5.5-6.9 s a call"
+        "the runtime's HTTP client, as a ratio to one; Letta V1 broadcasts sequentially, 5.5-6.9 s a call"
     )
     return "\n".join([head, "", *table(rows), notes, "", *table(rows2)])
 

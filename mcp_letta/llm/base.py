@@ -22,6 +22,9 @@ class ChatRequest(BaseModel):
     model: str
     messages: list[dict[str, Any]] = Field(description="OpenAI chat messages, system prompt first")
     tools: list[dict[str, Any]] = Field(default_factory=list, description="OpenAI function-tool schemas")
+    tools_json: str | None = Field(
+        default=None, description="``tools`` already encoded as a JSON array (the runtime encodes each tool once)"
+    )
     tool_choice: ToolChoice = "auto"
     temperature: float | None = None
     max_tokens: int | None = None

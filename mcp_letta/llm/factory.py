@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-import httpx2
-
 from mcp_letta.config import Settings
 from mcp_letta.errors import LLMUnavailable
 from mcp_letta.llm.base import LLMClient
@@ -25,9 +23,8 @@ BASE_URL_HINT = (
 class LLMPool:
     """Hands out shared clients; an agent's own ``base_url``/``model`` win over the process settings."""
 
-    def __init__(self, settings: Settings, *, transport: httpx2.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._transport = transport
         self._clients: dict[tuple[str, str | None], OpenAIClient] = {}
 
     @property
@@ -58,7 +55,6 @@ class LLMPool:
                 api_key,
                 timeout_s=self.settings.llm_timeout_s,
                 max_retries=self.settings.llm_max_retries,
-                transport=self._transport,
             )
             self._clients[key] = client
         return client, model

@@ -6,6 +6,7 @@ parsing answers, including the tool calls small local models print as JSON text 
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import json
 import logging
@@ -13,20 +14,15 @@ import random
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import anyio
 
-# httpx2 (pydantic's maintained httpx, already required by mcp): httpcore 1.0.9's pool is quadratic in
-# queued requests, which made 100 concurrent agents wait seconds for a 0.5 s LLM call. Its per-request
-# scan of the pool's connections is still linear, hence ``_Pools``.
-import httpx2
-
 from mcp_letta.errors import Invalid, LLMUnavailable
 from mcp_letta.llm.base import ChatRequest, ChatResponse, Usage
+from mcp_letta.llm.http import HTTPError, HTTPResponse
+from mcp_letta.llm.transport import http_client_for
 from mcp_letta.models import ToolCall
 
 logger = logging.getLogger("mcp_letta.llm")
@@ -39,45 +35,6 @@ _FENCE = re.compile(r"^```[A-Za-z0-9_-]*\s*\n?(.*?)\n?\s*```$", re.DOTALL)
 _HERMES_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
 
 
-POOL_SIZE = 4  # requests in flight on one connection pool before another pool takes new ones
-MAX_POOLS = 32
-
-
-class _Pools:
-    """Connection pools for one endpoint, used least-busy first.
-
-    httpcore checks every connection of a pool (a socket poll for each idle one) whenever a request
-    starts or ends, so one pool serving 100 concurrent agents spends O(n^2) polls: 100 concurrent calls
-    to a 100 ms loopback LLM took 280 ms, against 130 ms for bare sockets. Small pools keep n small;
-    a single caller always lands on the first pool and keeps its warm connections.
-    """
-
-    def __init__(self, make: Callable[[], httpx2.AsyncClient]) -> None:
-        self._make = make
-        self._clients: list[httpx2.AsyncClient] = []
-        self._busy: list[int] = []
-
-    @asynccontextmanager
-    async def lease(self) -> AsyncIterator[httpx2.AsyncClient]:
-        """The least busy pool (a new one when all are full), counted busy while in use."""
-        index = min(range(len(self._clients)), key=self._busy.__getitem__, default=-1)
-        if index < 0 or (self._busy[index] >= POOL_SIZE and len(self._clients) < MAX_POOLS):
-            self._clients.append(self._make())
-            self._busy.append(0)
-            index = len(self._clients) - 1
-        self._busy[index] += 1
-        try:
-            yield self._clients[index]
-        finally:
-            self._busy[index] -= 1
-
-    async def aclose(self) -> None:
-        """Close every pool."""
-        for client in self._clients:
-            await client.aclose()
-        self._clients, self._busy = [], []
-
-
 class OpenAIClient:
     """One pooled HTTP client for one endpoint and key; safe to share between many concurrent agents."""
 
@@ -87,7 +44,6 @@ class OpenAIClient:
         api_key: str | None = None,
         timeout_s: float = 120.0,
         max_retries: int = 3,
-        transport: httpx2.AsyncBaseTransport | None = None,
         *,
         backoff_s: float = 0.5,
     ) -> None:
@@ -96,45 +52,51 @@ class OpenAIClient:
         if max_retries < 0:
             raise Invalid(f"max_retries={max_retries} must be 0 or more")
         self.base_url = base_url.rstrip("/")
-        self._endpoint = f"{self.base_url}/chat/completions"
+        endpoint = urlsplit(f"{self.base_url}/chat/completions")
         # What messages and logs show: a password in the URL (http://user:pw@host) is a secret too.
-        parts = urlsplit(self._endpoint)
-        if parts.password:
-            parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@"))
-        self.url = urlunsplit(parts)
-        self._secrets = [secret for secret in (api_key, urlsplit(self._endpoint).password) if secret]
-        self._endpoint_url = httpx2.URL(self._endpoint)  # parsed once: a string is parsed again on every request
+        shown = endpoint
+        if endpoint.password:
+            shown = endpoint._replace(netloc=endpoint.netloc.replace(f":{endpoint.password}@", ":***@"))
+        self.url = urlunsplit(shown)
+        self._secrets = [secret for secret in (api_key, endpoint.password) if secret]
+        self._target = endpoint.path + (f"?{endpoint.query}" if endpoint.query else "")
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self._api_key = api_key or None
-        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-        self._pools = _Pools(
-            lambda: httpx2.AsyncClient(
+        headers = {}
+        if self._api_key:
+            headers["authorization"] = f"Bearer {self._api_key}"
+        elif endpoint.username is not None:
+            userinfo = f"{unquote(endpoint.username)}:{unquote(endpoint.password or '')}"
+            headers["authorization"] = "Basic " + base64.b64encode(userinfo.encode()).decode()
+        try:
+            self._http = http_client_for(
+                self.base_url,
                 headers=headers,
-                timeout=httpx2.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
-                limits=httpx2.Limits(max_connections=POOL_SIZE * 4, max_keepalive_connections=POOL_SIZE),
-                transport=transport,
+                timeout_s=timeout_s,
+                connect_timeout_s=min(timeout_s, 10.0),
+                user_agent=f"mcp-letta/{_version()}",
             )
-        )
+        except ValueError as exc:
+            raise Invalid(f"cannot use the LLM endpoint {self.url}: {self._redact(str(exc))}") from None
 
     def __repr__(self) -> str:
         return f"OpenAIClient({self.url!r}, api_key={'set' if self._api_key else 'unset'})"
 
     async def aclose(self) -> None:
-        """Close the connection pools."""
-        await self._pools.aclose()
+        """Close the connections."""
+        await self._http.aclose()
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
         """POST one chat completion, retrying transient failures; raise ``LLMUnavailable`` when it fails."""
-        body = request_body(request)
+        body = encode_request(request)
         attempts = 1 + self.max_retries
         last_failure = "no attempt made"
         for attempt in range(1, attempts + 1):
             wait: float | None = None
             try:
-                async with self._pools.lease() as http:
-                    response = await http.post(self._endpoint_url, json=body)
-            except httpx2.TransportError as exc:
+                response = await self._http.request("POST", self._target, body)
+            except HTTPError as exc:
                 last_failure = f"{type(exc).__name__}: {self._redact(str(exc)).rstrip('.') or 'no detail'}"
             else:
                 if response.status_code == 200:
@@ -164,7 +126,7 @@ class OpenAIClient:
             attempts=attempts,
         )
 
-    def _refusal(self, response: httpx2.Response, request: ChatRequest) -> LLMUnavailable:
+    def _refusal(self, response: HTTPResponse, request: ChatRequest) -> LLMUnavailable:
         """The error for a status that retrying will not fix."""
         status = response.status_code
         text = self._error_text(response)
@@ -188,7 +150,7 @@ class OpenAIClient:
             status=status,
         )
 
-    def _error_text(self, response: httpx2.Response) -> str:
+    def _error_text(self, response: HTTPResponse) -> str:
         """The server's own error message, short and with the API key removed (some servers echo it)."""
         try:
             data = response.json()
@@ -209,7 +171,7 @@ class OpenAIClient:
             text = text.replace(secret, "***")
         return text
 
-    def _parse(self, response: httpx2.Response, request: ChatRequest) -> ChatResponse:
+    def _parse(self, response: HTTPResponse, request: ChatRequest) -> ChatResponse:
         try:
             data = response.json()
             message = data["choices"][0]["message"]
@@ -254,6 +216,16 @@ def request_body(request: ChatRequest) -> dict[str, Any]:
         # max_tokens, not max_completion_tokens: Ollama, vLLM and llama.cpp all understand it.
         body["max_tokens"] = request.max_tokens
     return body
+
+
+def encode_request(request: ChatRequest) -> bytes:
+    """``request_body`` as compact JSON bytes, reusing ``request.tools_json`` when the caller encoded the tools."""
+    body = request_body(request)
+    if request.tools_json is None or "tools" not in body:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    del body["tools"]
+    head = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    return f'{head[:-1]},"tools":{request.tools_json}}}'.encode()
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -373,3 +345,9 @@ def _printed_call(item: Any, offered: set[str]) -> ToolCall | None:
     elif arguments is not None and not isinstance(arguments, dict):
         return None
     return ToolCall(id=new_call_id(), name=name, arguments=arguments_json(arguments))
+
+
+def _version() -> str:
+    from mcp_letta import __version__
+
+    return __version__

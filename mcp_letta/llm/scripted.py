@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -80,6 +81,7 @@ class RecordedRequest:
     arrived: float
     completed: float | None = None
     status: int | None = None
+    client_port: int | None = None  # the client's side of the connection: which requests shared one
 
     @property
     def system(self) -> str:
@@ -150,9 +152,17 @@ class Route(_Script):
 class ScriptedLLM(_Script):
     """The loopback server. ``with ScriptedLLM() as llm:`` then use ``llm.base_url`` and the verbs."""
 
-    def __init__(self, *, delay_s: float = 0.0, model: str = "scripted-model", port: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        delay_s: float = 0.0,
+        model: str = "scripted-model",
+        port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.delay_s = delay_s
         self.model = model
+        self.ssl_context = ssl_context  # serve HTTPS with it
         self.default: Response | Responder | None = None
         super().__init__(threading.Lock())
         self._port = port
@@ -235,7 +245,9 @@ class ScriptedLLM(_Script):
     @property
     def base_url(self) -> str:
         """What to use as the LLM base URL, e.g. ``http://127.0.0.1:PORT/v1``."""
-        return f"http://127.0.0.1:{self._port}/v1"
+        scheme = "https" if self.ssl_context is not None else "http"
+        host = "localhost" if self.ssl_context is not None else "127.0.0.1"  # a certificate names a host
+        return f"{scheme}://{host}:{self._port}/v1"
 
     def start(self) -> Self:
         """Start the server thread and listen."""
@@ -283,7 +295,7 @@ class ScriptedLLM(_Script):
     async def _listen(self) -> None:
         if self._server is None:
             self._server = await asyncio.start_server(
-                self._serve_connection, "127.0.0.1", self._port, backlog=1024, reuse_address=True
+                self._serve_connection, "127.0.0.1", self._port, backlog=1024, reuse_address=True, ssl=self.ssl_context
             )
             self._port = self._server.sockets[0].getsockname()[1]
 
@@ -302,11 +314,12 @@ class ScriptedLLM(_Script):
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
+        peer = writer.get_extra_info("peername")
         try:
             while (request := await _read_request(reader)) is not None:
                 method, path, version, headers, raw = request
                 keep_alive = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
-                status, extra, payload = await self._answer(method, path, headers, raw)
+                status, extra, payload = await self._answer(method, path, headers, raw, peer[1] if peer else None)
                 writer.write(_encode(status, extra, payload, keep_alive))
                 await writer.drain()
                 if not keep_alive:
@@ -322,7 +335,7 @@ class ScriptedLLM(_Script):
             writer.close()
 
     async def _answer(
-        self, method: str, path: str, headers: dict[str, str], raw: bytes
+        self, method: str, path: str, headers: dict[str, str], raw: bytes, client_port: int | None = None
     ) -> tuple[int, dict[str, str], Any]:
         path = path.split("?", 1)[0].rstrip("/")
         if method == "GET" and path.endswith("/models"):
@@ -336,7 +349,9 @@ class ScriptedLLM(_Script):
                 raise ValueError("not an object")
         except ValueError as exc:
             return 400, {}, {"error": {"message": f"request body is not a JSON object: {exc}"}}
-        record = RecordedRequest(body=body, headers=headers, path=path, arrived=time.monotonic())
+        record = RecordedRequest(
+            body=body, headers=headers, path=path, arrived=time.monotonic(), client_port=client_port
+        )
         with self._arrivals:
             self._requests.append(record)
             self._arrivals.notify_all()

@@ -11,6 +11,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Protocol
 
 from mcp_letta.errors import LettaError
@@ -86,6 +87,11 @@ class Tool:
             "type": "function",
             "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
         }
+
+    @cached_property
+    def schema_json(self) -> str:
+        """``schema()`` as compact JSON, encoded once: every LLM request of every agent carries it."""
+        return json.dumps(self.schema(), ensure_ascii=False, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
