@@ -166,23 +166,25 @@ class Window:
         self.messages = context_order(history)
         self.chat = history_messages(self.messages)
         self.tokens = sum(message_tokens(m) for m in self.messages)
+        self.newest = max((m.seq for m in self.messages), default=0)
 
     def add(self, new: list[Message]) -> None:
         """Append messages just stored (a step's messages are complete: calls come with their results)."""
         self.messages = self.messages + new
         self.chat = self.chat + history_messages(new)
         self.tokens += sum(message_tokens(m) for m in new)
+        self.newest = max(self.newest, *(m.seq for m in new)) if new else self.newest
 
     def copy(self) -> Window:
         """An independent copy (the lists are replaced, never mutated, so a shallow copy is enough)."""
         twin = Window.__new__(Window)
-        twin.messages, twin.chat, twin.tokens = self.messages, self.chat, self.tokens
+        twin.messages, twin.chat, twin.tokens, twin.newest = self.messages, self.chat, self.tokens, self.newest
         return twin
 
     @property
     def fingerprint(self) -> tuple[int, int]:
         """(count, newest seq): equal to the store's when nobody else changed the window since."""
-        return len(self.messages), max((m.seq for m in self.messages), default=0)
+        return len(self.messages), self.newest
 
     def request(self, system: str) -> list[dict[str, Any]]:
         """The chat messages of an LLM request: the system message, then the history."""

@@ -8,7 +8,6 @@ own, or another agent's on a shared block) are in the very next prompt.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -67,7 +66,7 @@ def memory_of(conn: Conn, agent_id: str) -> str:
     archival_count, archival_tags = memory_sql.archival_stats(conn, agent_id)
     return render_memory(
         agent_id=agent_id,
-        blocks=block_sql.list_blocks(conn, agent_id=agent_id),
+        blocks=block_sql.blocks_in_prompt(conn, agent_id),
         recall_count=memory_sql.recall_stats(conn, agent_id),
         archival_count=archival_count,
         archival_tags=archival_tags,
@@ -183,7 +182,7 @@ class Runner:
             )
         )
         return Claimed(
-            run=runs_sql.to_runs(conn, [row])[0],
+            run=runs_sql.started_run(row),
             model_settings=ModelSettings.model_validate(loads_json(agent["model_settings"], {})),
             metadata=loads_json(agent["metadata"], {}),
             system=compile_system(agent["system"], memory_of(conn, agent_id)),
@@ -216,7 +215,8 @@ class Runner:
         client, model = self.llm.client_for(settings)
         offered = self.toolbox.tools_for(run.agent_id, claimed.metadata, claimed.tool_agents)
         schemas = [tool.schema() for tool in offered.values()]
-        tools_chars = len(json.dumps(schemas))
+        tools_json = "[" + ",".join(tool.schema_json for tool in offered.values()) + "]"
+        tools_chars = len(tools_json)
         window = settings.context_window or DEFAULT_CONTEXT_WINDOW
         last_calls = ""
         for index in range(self.settings.max_steps):
@@ -234,6 +234,7 @@ class Runner:
                     model=model,
                     messages=claimed.window.request(claimed.system),
                     tools=schemas,
+                    tools_json=tools_json,
                     tool_choice="auto",
                     temperature=settings.temperature,
                     max_tokens=settings.max_tokens,

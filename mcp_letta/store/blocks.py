@@ -182,6 +182,17 @@ def list_blocks(conn: Conn, *, label: str | None = None, agent_id: str | None = 
     return to_blocks(conn, rows)
 
 
+def blocks_in_prompt(conn: Conn, agent_id: str) -> list[Block]:
+    """An agent's blocks in attachment order, for its prompt: without the names of the agents sharing them
+    (the prompt does not show them, and every LLM step renders this)."""
+    rows = conn.execute(
+        "SELECT b.* FROM blocks b JOIN agent_blocks ab ON ab.block_id = b.id WHERE ab.agent_id = ? "
+        "ORDER BY ab.position",
+        (agent_id,),
+    ).fetchall()
+    return [_to_block(r, []) for r in rows]
+
+
 Edit = Callable[[str], str]
 
 

@@ -49,7 +49,13 @@ class Conn(sqlite3.Connection):
     changes: list[tuple[str, str]]
 
     def log_change(self, kind: str, ref: str) -> None:
-        """Record that ``kind``/``ref`` changed in this transaction (local listeners + change log)."""
+        """Record that ``kind``/``ref`` changed in this transaction (local listeners + change log).
+
+        Once per transaction is enough: followers read the log after the commit (a run created and
+        claimed in one transaction is one change, not two).
+        """
+        if (kind, ref) in self.changes[-8:]:
+            return
         self.changes.append((kind, ref))
         self.execute(
             "INSERT INTO changes(origin, kind, ref, at) VALUES (?, ?, ?, ?)",

@@ -161,7 +161,7 @@ def append_messages(conn: Conn, agent_id: str, messages: list[NewMessage]) -> li
     """Append messages to an agent's history, in order."""
     out = []
     for msg in messages:
-        message_id, now = new_id("message"), now_iso()
+        message_id, now, content = new_id("message"), now_iso(), clean_text(msg.content)
         cur = conn.execute(
             "INSERT INTO messages(id, agent_id, role, content, name, tool_calls, tool_call_id, run_id, sender, "
             "in_context, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
@@ -169,7 +169,7 @@ def append_messages(conn: Conn, agent_id: str, messages: list[NewMessage]) -> li
                 message_id,
                 agent_id,
                 msg.role,
-                clean_text(msg.content),
+                content,
                 msg.name,
                 json.dumps([tc.model_dump() for tc in msg.tool_calls]) if msg.tool_calls else None,
                 msg.tool_call_id,
@@ -179,7 +179,12 @@ def append_messages(conn: Conn, agent_id: str, messages: list[NewMessage]) -> li
                 now,
             ),
         )
-        out.append(_to_message(conn.execute("SELECT * FROM messages WHERE seq = ?", (cur.lastrowid,)).fetchone()))
+        added = Message(
+            id=message_id, agent_id=agent_id, seq=cur.lastrowid, role=msg.role, content=content, name=msg.name,
+            tool_calls=list(msg.tool_calls), tool_call_id=msg.tool_call_id, run_id=msg.run_id, sender=msg.sender,
+            in_context=msg.in_context, created_at=now,
+        )  # fmt: skip
+        out.append(added)
     return out
 
 

@@ -104,6 +104,11 @@ def _to_run(row: Any, steps: list[RunStep]) -> Run:
     )
 
 
+def started_run(row: Any) -> Run:
+    """The model of a run just claimed: it has no steps yet, so none are read."""
+    return _to_run(row, [])
+
+
 def to_runs(conn: Conn, rows: list[Any]) -> list[Run]:
     """Turn run rows into models, with their steps."""
     steps = _steps(conn, [r["id"] for r in rows])
@@ -236,12 +241,12 @@ def claim_next(conn: Conn, agent_id: str, owner: Owner) -> Claim:
         live = live if live is not None else live_owners(conn, owner)
         if head["owner"] in live:
             return "blocked", None
-    conn.execute(
-        "UPDATE runs SET status = 'running', owner = ?, lease_until = ?, started_at = ? WHERE id = ?",
+    claimed = conn.execute(
+        "UPDATE runs SET status = 'running', owner = ?, lease_until = ?, started_at = ? WHERE id = ? RETURNING *",
         (owner.id, now + owner.lease_s, now_iso(), head["id"]),
-    )
+    ).fetchone()
     conn.log_change("run", head["id"])
-    return "claimed", conn.execute("SELECT * FROM runs WHERE id = ?", (head["id"],)).fetchone()
+    return "claimed", claimed
 
 
 def has_queued(conn: Conn, agent_id: str) -> bool:
