@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 import textwrap
 from pathlib import Path
@@ -12,6 +13,7 @@ from conftest import dump
 
 from mcp_letta import AgentHub, Conflict, Invalid, LimitExceeded, NotFound, Settings, VersionConflict
 from mcp_letta.models import NewMessage
+from mcp_letta.store import memory as memory_sql
 
 pytestmark = pytest.mark.anyio
 
@@ -270,3 +272,49 @@ async def test_a_reopened_database_keeps_everything(settings: Settings) -> None:
     async with AgentHub(settings) as second:
         assert (await second.read_block("persona", agent="keeper")).value == "persistent"
         assert (await second.archival_search("keeper", "fact"))[0].text == "long term fact"
+
+
+async def test_message_search_covers_old_new_batched_and_deleted_messages(settings: Settings) -> None:
+    # A file made before messages were indexed per transaction (schema 3, indexed by a trigger per row).
+    migrations = Path(__file__).parent.parent / "mcp_letta" / "store" / "migrations"
+    old = sqlite3.connect(settings.db_path)
+    for name in ("001_init.sql", "002_runs.sql", "003_multiagent.sql"):
+        old.executescript((migrations / name).read_text())
+    when = "2026-01-01T00:00:00+00:00"
+    old.execute("INSERT INTO agents(id, name, system, created_at, updated_at) "
+                "VALUES ('agent-old', 'veteran', 'sys', ?, ?)",
+                (when, when))  # fmt: skip
+    old.execute("INSERT INTO messages(id, agent_id, role, content, created_at) "
+                "VALUES ('message-old', 'agent-old', 'user', 'the old lighthouse keeper', ?)", (when,))  # fmt: skip
+    old.execute("PRAGMA user_version = 3")
+    old.commit()
+    old.close()
+
+    async with AgentHub(settings) as hub:
+        assert [m.content for m in await hub.search_messages("veteran", "lighthouse")] == ["the old lighthouse keeper"]
+        await hub.create_agent("newcomer")
+        await hub.append_messages("veteran", [NewMessage(role="user", content="a new lighthouse lamp")])
+
+        # Many writers at once: the runtime's group commit puts each in a savepoint of one transaction.
+        newcomer_id = (await hub.get_agent("newcomer")).id
+
+        async def beacon(i: int) -> None:
+            agent_id = "agent-old" if i % 2 else newcomer_id
+            await hub._scheduler.runner.write(
+                memory_sql.append_messages, agent_id, [NewMessage(role="user", content=f"beacon number {i}")]
+            )
+
+        async with anyio.create_task_group() as tg:
+            for i in range(40):
+                tg.start_soon(beacon, i)
+        assert len(await hub.search_messages("veteran", "beacon", limit=50)) == 20
+        assert len(await hub.search_messages("newcomer", "beacon", limit=50)) == 20
+        assert len(await hub.search_messages("veteran", "lighthouse", limit=50)) == 2
+
+        await hub.delete_agent("veteran")  # its messages leave the index with it
+        # FTS5 compares its index with the messages table and raises if they disagree.
+        await hub.db.write(lambda c: c.execute("INSERT INTO messages_fts(messages_fts) VALUES ('integrity-check')"))
+    check = sqlite3.connect(settings.db_path)
+    hits = check.execute("SELECT count(*) FROM messages_fts WHERE messages_fts MATCH 'beacon'").fetchone()[0]
+    check.close()
+    assert hits == 20

@@ -91,6 +91,7 @@ class Claimed:
     window: Window
     more_queued: bool = False  # the agent had more queued runs when this one was claimed
     tool_agents: list[agent_tools_sql.ToolAgent] = field(default_factory=list)  # offered as ask_<name>
+    steps: list[RunStep] = field(default_factory=list)  # committed so far
 
     @property
     def context(self) -> ToolContext:
@@ -151,16 +152,17 @@ class Runner:
         Returns the ``Claimed`` run, "empty"/"blocked" (see ``runs.claim_next``), or a ``Run`` that
         failed at once (its agent was deleted, or its context could not be loaded).
         """
-        state, row = runs_sql.claim_next(conn, agent_id, self.owner)
-        if state != "claimed":
+        state, claim = runs_sql.claim_next(conn, agent_id, self.owner)
+        if claim is None:
             return state
+        row, more_queued = claim
         agent = conn.execute("SELECT * FROM agents WHERE id = ?", (agent_id,)).fetchone()
         if agent is None:
             error = f"agent {row['agent_name']!r} was deleted before this run started"
         else:
             conn.execute("SAVEPOINT load_context")
             try:
-                claimed = self._load(conn, row, agent)
+                claimed = self._load(conn, row, agent, more_queued)
             except Exception as exc:  # a run that cannot start must fail, not block its agent's queue
                 conn.execute("ROLLBACK TO load_context")
                 log.exception("could not start run %s of agent %s", row["id"], row["agent_name"])
@@ -171,7 +173,7 @@ class Runner:
         runs_sql.finish_run(conn, row["id"], status="failed", stop_reason="error", error=error)
         return runs_sql.get_run(conn, row["id"])
 
-    def _load(self, conn: Conn, row: Any, agent: Any) -> Claimed:
+    def _load(self, conn: Conn, row: Any, agent: Any, more_queued: bool) -> Claimed:
         agent_id = agent["id"]
         window = self._window(conn, agent_id)
         window.add(
@@ -182,12 +184,12 @@ class Runner:
             )
         )
         return Claimed(
-            run=runs_sql.started_run(row),
+            run=runs_sql.run_of(row, []),
             model_settings=ModelSettings.model_validate(loads_json(agent["model_settings"], {})),
             metadata=loads_json(agent["metadata"], {}),
             system=compile_system(agent["system"], memory_of(conn, agent_id)),
             window=window,
-            more_queued=runs_sql.has_queued(conn, agent_id),
+            more_queued=more_queued,
             tool_agents=agent_tools_sql.for_runtime(conn, agent_id),
         )
 
@@ -253,6 +255,7 @@ class Runner:
             step, added, claimed.system = await self.write(
                 self._commit_tools, claimed, response, prepared, results, index, started, usage
             )
+            claimed.steps.append(step)
             claimed.window.add(added)
             await self._emit(on_step, run, step)
             last_calls = ", ".join(call.name for call in response.tool_calls)
@@ -280,7 +283,7 @@ class Runner:
             raise CancelRequested(claimed.run.id)
         if state == "lost":
             raise RunLost(claimed.run.id)
-        if conn.execute("SELECT 1 FROM agents WHERE id = ?", (claimed.run.agent_id,)).fetchone() is None:
+        if state == "no_agent":
             raise AgentDeleted(f"agent {claimed.run.agent_name!r} was deleted while this run was going")
 
     def _commit_reply(self, conn: Conn, claimed: Claimed, reply: str, step: RunStep) -> Run:
@@ -290,10 +293,10 @@ class Runner:
             conn, run.agent_id, [NewMessage(role="assistant", content=reply, run_id=run.id)]
         )
         runs_sql.add_step(conn, run.id, step)
-        runs_sql.finish_run(conn, run.id, status="completed", reply=reply, stop_reason="end_turn")
+        ended = runs_sql.finish_run(conn, run.id, status="completed", reply=reply, stop_reason="end_turn")
         claimed.window.add(added)
         self._keep_window(run.agent_id, claimed.window)  # were the commit to fail, the fingerprint would not match
-        return runs_sql.get_run(conn, run.id)
+        return runs_sql.run_of(ended, [*claimed.steps, step])  # _check saw it running: it ended here
 
     def _commit_tools(
         self,
@@ -331,8 +334,8 @@ class Runner:
 
     async def _finish(self, claimed: Claimed, status: str, *, error: str, stop_reason: str) -> Run:
         def finish(conn: Conn) -> Run:
-            runs_sql.finish_run(conn, claimed.run.id, status=status, error=error, stop_reason=stop_reason)
-            return runs_sql.get_run(conn, claimed.run.id)
+            ended = runs_sql.finish_run(conn, claimed.run.id, status=status, error=error, stop_reason=stop_reason)
+            return runs_sql.get_run(conn, claimed.run.id) if ended is None else runs_sql.run_of(ended, claimed.steps)
 
         return await self.write(finish)
 

@@ -47,6 +47,7 @@ class Conn(sqlite3.Connection):
 
     origin: str
     changes: list[tuple[str, str]]
+    before_commit: dict[str, Callable[[Conn], None]]  # run once each, in order, just before COMMIT
 
     def log_change(self, kind: str, ref: str) -> None:
         """Record that ``kind``/``ref`` changed in this transaction (local listeners + change log).
@@ -121,6 +122,7 @@ class Database:
         conn.row_factory = sqlite3.Row
         conn.origin = self.origin
         conn.changes = []
+        conn.before_commit = {}
         conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
@@ -161,15 +163,18 @@ class Database:
     ) -> tuple[T, list[tuple[str, str]]]:
         conn = self._acquire()
         try:
-            conn.changes = []
+            conn.changes, conn.before_commit = [], {}
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(conn, *args, **kwargs)
+                while conn.before_commit:
+                    hook = next(iter(conn.before_commit))
+                    conn.before_commit.pop(hook)(conn)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                conn.changes = []
+                conn.changes, conn.before_commit = [], {}
                 raise
             changes, conn.changes = conn.changes, []
             return result, changes

@@ -133,6 +133,8 @@ def delete_passage(conn: Conn, agent_id: str, passage_id: str) -> None:
 def archival_stats(conn: Conn, agent_id: str) -> tuple[int, list[str]]:
     """How many passages an agent has, and the distinct tags in use (for the memory metadata)."""
     count = conn.execute("SELECT count(*) FROM passages WHERE agent_id = ?", (agent_id,)).fetchone()[0]
+    if not count:
+        return 0, []  # every prompt renders this: most agents have no passages, so no tags either
     tags = [
         r[0] for r in conn.execute("SELECT DISTINCT tag FROM passage_tags WHERE agent_id = ? ORDER BY tag", (agent_id,))
     ]
@@ -157,8 +159,25 @@ def _to_message(row: Any) -> Message:
     )
 
 
+def index_new_messages(conn: Conn) -> None:
+    """(Just before a transaction commits.) Add the messages it appended to the search index, in one go.
+
+    One FTS5 insert per transaction, not per message: FTS5 writes an index segment at every savepoint,
+    and the runtime's group commit puts each write in one (see migration 004).
+    """
+    mark = conn.execute("SELECT indexed_through FROM search_progress WHERE name = 'messages'").fetchone()[0]
+    newest = conn.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0]
+    if newest > mark:
+        conn.execute(
+            "INSERT INTO messages_fts(rowid, content) SELECT seq, content FROM messages WHERE seq > ? ORDER BY seq",
+            (mark,),
+        )
+        conn.execute("UPDATE search_progress SET indexed_through = ? WHERE name = 'messages'", (newest,))
+
+
 def append_messages(conn: Conn, agent_id: str, messages: list[NewMessage]) -> list[Message]:
-    """Append messages to an agent's history, in order."""
+    """Append messages to an agent's history, in order (searchable once the transaction commits)."""
+    conn.before_commit.setdefault("index_new_messages", index_new_messages)
     out = []
     for msg in messages:
         message_id, now, content = new_id("message"), now_iso(), clean_text(msg.content)

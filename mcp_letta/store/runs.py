@@ -104,9 +104,9 @@ def _to_run(row: Any, steps: list[RunStep]) -> Run:
     )
 
 
-def started_run(row: Any) -> Run:
-    """The model of a run just claimed: it has no steps yet, so none are read."""
-    return _to_run(row, [])
+def run_of(row: Any, steps: list[RunStep]) -> Run:
+    """The model of a run row whose steps the caller already has (a run just claimed has none)."""
+    return _to_run(row, steps)
 
 
 def to_runs(conn: Conn, rows: list[Any]) -> list[Run]:
@@ -213,14 +213,15 @@ def _interrupt(conn: Conn, run_id: str) -> None:
     finish_run(conn, run_id, status="interrupted", error=INTERRUPTED_ERROR, stop_reason="interrupted")
 
 
-Claim = tuple[Literal["claimed"], Any] | tuple[Literal["empty", "blocked"], None]
+Claim = tuple[Literal["claimed"], tuple[Any, bool]] | tuple[Literal["empty", "blocked"], None]
 
 
 def claim_next(conn: Conn, agent_id: str, owner: Owner) -> Claim:
     """Start the agent's oldest queued run if nothing else of it runs and it is ours (or its owner died).
 
-    Returns ("claimed", row), ("empty", None) when nothing is queued, or ("blocked", None) when another
-    live process is running the agent or owns the next run (its change wakes us later).
+    Returns ("claimed", (row, more queued behind it)), ("empty", None) when nothing is queued, or
+    ("blocked", None) when another live process is running the agent or owns the next run (its change
+    wakes us later).
     """
     now, live = owner.now(), None
     for r in conn.execute(
@@ -232,11 +233,12 @@ def claim_next(conn: Conn, agent_id: str, owner: Owner) -> Claim:
         if (r["lease_until"] or 0) > now and r["owner"] in live:
             return "blocked", None
         _interrupt(conn, r["id"])
-    head = conn.execute(
-        "SELECT * FROM runs WHERE agent_id = ? AND status = 'queued' ORDER BY seq LIMIT 1", (agent_id,)
-    ).fetchone()
-    if head is None:
+    queued = conn.execute(
+        "SELECT * FROM runs WHERE agent_id = ? AND status = 'queued' ORDER BY seq LIMIT 2", (agent_id,)
+    ).fetchall()
+    if not queued:
         return "empty", None
+    head = queued[0]
     if head["owner"] != owner.id:
         live = live if live is not None else live_owners(conn, owner)
         if head["owner"] in live:
@@ -246,23 +248,22 @@ def claim_next(conn: Conn, agent_id: str, owner: Owner) -> Claim:
         (owner.id, now + owner.lease_s, now_iso(), head["id"]),
     ).fetchone()
     conn.log_change("run", head["id"])
-    return "claimed", claimed
+    return "claimed", (claimed, len(queued) > 1)
 
 
-def has_queued(conn: Conn, agent_id: str) -> bool:
-    """Whether the agent has runs waiting in the queue."""
-    return (
-        conn.execute("SELECT 1 FROM runs WHERE agent_id = ? AND status = 'queued' LIMIT 1", (agent_id,)).fetchone()
-        is not None
-    )
-
-
-def run_state(conn: Conn, run_id: str, owner: Owner) -> Literal["ok", "cancel", "lost"]:
-    """Whether ``owner`` may go on with a run: 'ok', 'cancel' (someone asked) or 'lost' (no longer its run)."""
-    row = conn.execute("SELECT status, owner, cancel_requested FROM runs WHERE id = ?", (run_id,)).fetchone()
+def run_state(conn: Conn, run_id: str, owner: Owner) -> Literal["ok", "cancel", "lost", "no_agent"]:
+    """Whether ``owner`` may go on with a run: 'ok', 'cancel' (someone asked), 'lost' (no longer its run) or
+    'no_agent' (its agent was deleted meanwhile)."""
+    row = conn.execute(
+        "SELECT status, owner, cancel_requested, EXISTS(SELECT 1 FROM agents WHERE id = runs.agent_id) AS agent "
+        "FROM runs WHERE id = ?",
+        (run_id,),
+    ).fetchone()
     if row is None or row["status"] != "running" or row["owner"] != owner.id:
         return "lost"
-    return "cancel" if row["cancel_requested"] else "ok"
+    if row["cancel_requested"]:
+        return "cancel"
+    return "ok" if row["agent"] else "no_agent"
 
 
 def add_step(conn: Conn, run_id: str, step: RunStep) -> None:
@@ -298,8 +299,8 @@ def finish_run(
     error: str | None = None,
     stop_reason: str,
     expect: tuple[str, ...] = ("running",),
-) -> bool:
-    """Move a run to a final status, only if it is still in one of ``expect``; False if it was not.
+) -> Any | None:
+    """Move a run to a final status, only if it is still in one of ``expect``: its row as ended, else None.
 
     Every run ends here, so this is also where its reply is routed (see ``replies``): in the same
     transaction, whichever process ends it and however (completed, failed, cancelled, interrupted).
@@ -311,11 +312,11 @@ def finish_run(
         (status, reply, error, stop_reason, now_iso(), run_id, *expect),
     ).fetchone()
     if ended is None:
-        return False
+        return None
     conn.log_change("run", run_id)
     if ended["reply_to"] is not None:
         _route_reply(conn, ended)
-    return True
+    return ended
 
 
 def _route_reply(conn: Conn, ended: Any) -> None:
