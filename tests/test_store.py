@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import sys
 import textwrap
+import uuid
 from pathlib import Path
 
 import anyio
@@ -318,3 +319,14 @@ async def test_message_search_covers_old_new_batched_and_deleted_messages(settin
     hits = check.execute("SELECT count(*) FROM messages_fts WHERE messages_fts MATCH 'beacon'").fetchone()[0]
     check.close()
     assert hits == 20
+
+
+async def test_ids_are_letta_shaped_and_runs_and_messages_sort_by_creation(hub: AgentHub) -> None:
+    agent = await hub.create_agent("a")
+    block_id = (await hub.list_blocks(agent="a"))[0].id
+    added = await hub.append_messages("a", [NewMessage(role="user", content=f"note {i}") for i in range(50)])
+    for value, kind, version in ((agent.id, "agent", 4), (block_id, "block", 4), (added[0].id, "message", 7)):
+        prefix, _, rest = value.partition("-")
+        assert prefix == kind and uuid.UUID(rest).version == version, value
+    # Time-ordered: new rows land at the end of the id index (see db.new_ordered_id), in creation order.
+    assert [m.id for m in added] == sorted(m.id for m in added)

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from mcp_letta.errors import Invalid, NotFound
 from mcp_letta.models import Message, NewMessage, Passage, ToolCall
-from mcp_letta.store.db import Conn, loads_json, new_id, now_iso
+from mcp_letta.store.db import Conn, loads_json, new_id, new_ordered_id, now_iso
 from mcp_letta.store.refs import (
     MAX_QUERY,
     MAX_TEXT,
@@ -180,7 +180,7 @@ def append_messages(conn: Conn, agent_id: str, messages: list[NewMessage]) -> li
     conn.before_commit.setdefault("index_new_messages", index_new_messages)
     out = []
     for msg in messages:
-        message_id, now, content = new_id("message"), now_iso(), clean_text(msg.content)
+        message_id, now, content = new_ordered_id("message"), now_iso(), clean_text(msg.content)
         cur = conn.execute(
             "INSERT INTO messages(id, agent_id, role, content, name, tool_calls, tool_call_id, run_id, sender, "
             "in_context, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from mcp_letta.errors import Invalid, NotFound
 from mcp_letta.models import Run, RunStep, RunUsage, ToolCallRecord
 from mcp_letta.store import replies
-from mcp_letta.store.db import Conn, new_id, now_iso
+from mcp_letta.store.db import Conn, new_ordered_id, now_iso
 from mcp_letta.store.refs import MAX_TEXT, check_page, check_ref, check_text, clean_text, shown
 
 STATUSES = ("queued", "running", "completed", "failed", "cancelled", "interrupted")
@@ -174,7 +174,7 @@ def insert_run(
         and conn.execute("SELECT 1 FROM runs WHERE id = ?", (parent_run_id,)).fetchone() is None
     ):
         raise NotFound(f"parent run {shown(parent_run_id)} not found: pass the id of an existing run, or none")
-    run_id, now, text = new_id("run"), now_iso(), clean_text(text)
+    run_id, now, text = new_ordered_id("run"), now_iso(), clean_text(text)
     conn.execute(
         "INSERT INTO runs(id, agent_id, agent_name, status, input, role, sender, parent_run_id, owner, created_at, "
         "waited, depth, reply_to) VALUES (?,?,?,'queued',?,?,?,?,?,?,?,?,?)",
