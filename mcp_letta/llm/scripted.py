@@ -159,10 +159,12 @@ class ScriptedLLM(_Script):
         model: str = "scripted-model",
         port: int = 0,
         ssl_context: ssl.SSLContext | None = None,
+        record: bool = True,
     ) -> None:
         self.delay_s = delay_s
         self.model = model
         self.ssl_context = ssl_context  # serve HTTPS with it
+        self.record = record  # keep every request for ``requests`` (a long benchmark would rather not)
         self.default: Response | Responder | None = None
         super().__init__(threading.Lock())
         self._port = port
@@ -352,9 +354,10 @@ class ScriptedLLM(_Script):
         record = RecordedRequest(
             body=body, headers=headers, path=path, arrived=time.monotonic(), client_port=client_port
         )
-        with self._arrivals:
-            self._requests.append(record)
-            self._arrivals.notify_all()
+        if self.record:
+            with self._arrivals:
+                self._requests.append(record)
+                self._arrivals.notify_all()
         try:
             response = self._next(body)
         except Exception as exc:  # a broken default responder is a test bug: show it in the body
@@ -370,11 +373,11 @@ class ScriptedLLM(_Script):
         elif response.status != 200:
             payload = {"error": {"message": f"scripted HTTP {response.status}", "code": response.status}}
         else:
-            payload = self._completion(response, body)
+            payload = self._completion(response, body, len(raw))
         record.status, record.completed = response.status, time.monotonic()
         return response.status, extra, payload
 
-    def _completion(self, response: Response, request: dict[str, Any]) -> dict[str, Any]:
+    def _completion(self, response: Response, request: dict[str, Any], request_bytes: int) -> dict[str, Any]:
         calls = [
             {
                 "id": f"call_{uuid.uuid4().hex[:24]}",
@@ -386,8 +389,8 @@ class ScriptedLLM(_Script):
         message: dict[str, Any] = {"role": "assistant", "content": response.content}
         if calls:
             message["tool_calls"] = calls
-        # Realistic enough for accounting tests: about four characters per token.
-        prompt_chars = len(json.dumps(request.get("messages", [])) + json.dumps(request.get("tools", [])))
+        # Realistic enough for accounting tests: about four characters (of the request's JSON) per token.
+        prompt_chars = request_bytes
         completion_chars = len(response.content or "") + (len(json.dumps(calls)) if calls else 0)
         prompt_tokens, completion_tokens = max(1, prompt_chars // 4), max(1, completion_chars // 4)
         return {
@@ -459,7 +462,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reply", help="reply this text to every request")
     parser.add_argument("--model", default="scripted-model", help="model name in /v1/models")
     args = parser.parse_args(argv)
-    llm = ScriptedLLM(port=args.port, delay_s=args.delay_ms / 1000, model=args.model)
+    # Nobody can read a subprocess's records, and a benchmark's hundred thousand requests would pile up.
+    llm = ScriptedLLM(port=args.port, delay_s=args.delay_ms / 1000, model=args.model, record=False)
     if args.echo:
         llm.echo()
     elif args.reply is not None:
