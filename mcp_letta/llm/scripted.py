@@ -18,8 +18,9 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from http import HTTPStatus
 from typing import Any, Self
+
+from mcp_letta.llm.scripted_wire import Answer, Request, ServerProtocol
 
 NOT_SCRIPTED = (
     "ScriptedLLM has no scripted response for this request and no default: queue one with "
@@ -174,7 +175,7 @@ class ScriptedLLM(_Script):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self._connections: set[ServerProtocol] = set()
 
     # -- scripting ---------------------------------------------------------------------------------
 
@@ -296,8 +297,14 @@ class ScriptedLLM(_Script):
 
     async def _listen(self) -> None:
         if self._server is None:
-            self._server = await asyncio.start_server(
-                self._serve_connection, "127.0.0.1", self._port, backlog=1024, reuse_address=True, ssl=self.ssl_context
+            loop = asyncio.get_running_loop()
+            self._server = await loop.create_server(
+                lambda: ServerProtocol(self._respond, self._connections),
+                "127.0.0.1",
+                self._port,
+                backlog=1024,
+                reuse_address=True,
+                ssl=self.ssl_context,
             )
             self._port = self._server.sockets[0].getsockname()[1]
 
@@ -305,52 +312,26 @@ class ScriptedLLM(_Script):
         if self._server is not None:
             self._server.close()
             self._server = None
-        tasks = list(self._connections)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        for connection in list(self._connections):
+            connection.abort()  # the client must see the connection die
+        await asyncio.sleep(0)  # let the transports finish closing
 
     # -- HTTP --------------------------------------------------------------------------------------
 
-    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
-        peer = writer.get_extra_info("peername")
-        try:
-            while (request := await _read_request(reader)) is not None:
-                method, path, version, headers, raw = request
-                keep_alive = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
-                status, extra, payload = await self._answer(method, path, headers, raw, peer[1] if peer else None)
-                writer.write(_encode(status, extra, payload, keep_alive))
-                await writer.drain()
-                if not keep_alive:
-                    break
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
-            pass  # a client that hangs up or sends garbage only loses its own connection
-        except asyncio.CancelledError:
-            # down()/stop() cancelled us: the client must see the connection die. Not re-raised, since
-            # asyncio's stream callback would log a cancelled handler task as an error.
-            writer.transport.abort()
-        finally:
-            self._connections.discard(task)
-            writer.close()
-
-    async def _answer(
-        self, method: str, path: str, headers: dict[str, str], raw: bytes, client_port: int | None = None
-    ) -> tuple[int, dict[str, str], Any]:
-        path = path.split("?", 1)[0].rstrip("/")
+    def _respond(self, request: Request, client_port: int | None) -> Answer:
+        method, headers, raw = request.method, request.headers, request.body
+        path = request.path.split("?", 1)[0].rstrip("/")
         if method == "GET" and path.endswith("/models"):
-            return 200, {}, {"object": "list", "data": [{"id": self.model, "object": "model"}]}
+            return Answer(200, {}, {"object": "list", "data": [{"id": self.model, "object": "model"}]})
         if method != "POST" or not path.endswith("/chat/completions"):
             error = f"ScriptedLLM serves POST /v1/chat/completions, not {method} {path}"
-            return 404, {}, {"error": {"message": error}}
+            return Answer(404, {}, {"error": {"message": error}})
         try:
             body = json.loads(raw)
             if not isinstance(body, dict):
                 raise ValueError("not an object")
         except ValueError as exc:
-            return 400, {}, {"error": {"message": f"request body is not a JSON object: {exc}"}}
+            return Answer(400, {}, {"error": {"message": f"request body is not a JSON object: {exc}"}})
         record = RecordedRequest(
             body=body, headers=headers, path=path, arrived=time.monotonic(), client_port=client_port
         )
@@ -364,9 +345,6 @@ class ScriptedLLM(_Script):
             response = Response(status=500, body={"error": {"message": f"ScriptedLLM default raised {exc!r}"}})
         if response is None:
             response = Response(status=500, body={"error": {"message": NOT_SCRIPTED, "type": "not_scripted"}})
-        delay = self.delay_s + response.delay_s
-        if delay > 0:
-            await asyncio.sleep(delay)
         extra = {"retry-after": str(response.retry_after)} if response.retry_after is not None else {}
         if response.body is not None:
             payload = response.body
@@ -374,8 +352,11 @@ class ScriptedLLM(_Script):
             payload = {"error": {"message": f"scripted HTTP {response.status}", "code": response.status}}
         else:
             payload = self._completion(response, body, len(raw))
-        record.status, record.completed = response.status, time.monotonic()
-        return response.status, extra, payload
+
+        def sent(status: int = response.status) -> None:
+            record.status, record.completed = status, time.monotonic()
+
+        return Answer(response.status, extra, payload, self.delay_s + response.delay_s, sent)
 
     def _completion(self, response: Response, request: dict[str, Any], request_bytes: int) -> dict[str, Any]:
         calls = [
@@ -405,52 +386,6 @@ class ScriptedLLM(_Script):
                 "total_tokens": prompt_tokens + completion_tokens,
             },
         }
-
-
-async def _read_request(
-    reader: asyncio.StreamReader,
-) -> tuple[str, str, str, dict[str, str], bytes] | None:
-    """One HTTP/1.1 request, or ``None`` when the client closed the connection between requests."""
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError as exc:
-        if exc.partial.strip():
-            raise
-        return None
-    request_line, *header_lines = head.decode("latin-1").split("\r\n")
-    method, path, version = request_line.split(" ", 2)
-    headers: dict[str, str] = {}
-    for line in header_lines:
-        if line:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-    if headers.get("transfer-encoding", "").lower() == "chunked":
-        chunks = []
-        while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
-            chunks.append(await reader.readexactly(size))
-            await reader.readexactly(2)
-        await reader.readuntil(b"\r\n")  # the empty trailer
-        return method, path, version, headers, b"".join(chunks)
-    return method, path, version, headers, await reader.readexactly(int(headers.get("content-length") or 0))
-
-
-def _encode(status: int, extra: dict[str, str], payload: Any, keep_alive: bool) -> bytes:
-    if isinstance(payload, str | bytes):
-        data, content_type = (payload.encode() if isinstance(payload, str) else payload), "text/plain"
-    else:
-        data, content_type = json.dumps(payload).encode(), "application/json"
-    try:
-        reason = HTTPStatus(status).phrase
-    except ValueError:
-        reason = "Scripted"
-    lines = [
-        f"HTTP/1.1 {status} {reason}",
-        f"content-type: {content_type}",
-        f"content-length: {len(data)}",
-        f"connection: {'keep-alive' if keep_alive else 'close'}",
-        *(f"{name}: {value}" for name, value in extra.items()),
-    ]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + data
 
 
 def main(argv: list[str] | None = None) -> int:
