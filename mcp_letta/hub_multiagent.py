@@ -107,6 +107,15 @@ class MultiAgentHub:
     ) -> Run:
         """Persist (after the deadlock and depth checks) and schedule one message to ``target``."""
         _check_message(message)
+        creator = self._creator(target, message, sender=sender, parent_run_id=parent_run_id, waited=waited,
+                                route_reply=route_reply)  # fmt: skip
+        return await self._scheduler.submit(creator, on_step)
+
+    def _creator(
+        self, target: str, message: str, *, sender: str | None, parent_run_id: str | None, waited: bool,
+        route_reply: bool = False,
+    ) -> Callable[[Conn], Run]:  # fmt: skip
+        """The function that stores one message to ``target`` as a queued run, in a write transaction."""
         owner, max_depth = self._owner.id, self.settings.max_depth
 
         def create(conn: Conn) -> Run:
@@ -122,7 +131,7 @@ class MultiAgentHub:
                 owner=owner, waited=waited and parent_run_id is not None, depth=depth, reply_to=reply_to,
             )  # fmt: skip
 
-        return await self._scheduler.submit(create, on_step)
+        return create
 
     async def _stop_waiting(self, runs: list[Run]) -> list[Run]:
         """The waiting run gives up on these unfinished runs: they go on, and each reply is routed to its
@@ -229,22 +238,29 @@ class MultiAgentHub:
         sent: dict[str, Run] = {}
         gate = anyio.Semaphore(self.settings.fanout_concurrency)
 
+        def creator(agent_id: str) -> Callable[[Conn], Run]:
+            return self._creator(agent_id, message, sender=sender_id, parent_run_id=parent_run_id, waited=True)
+
+        def record(agent_id: str, name: str, made: Run | LettaError) -> Run | None:
+            if isinstance(made, LettaError):  # refused (a cycle, too deep) or the agent was deleted meanwhile
+                results[agent_id] = BroadcastResult(agent=name, agent_id=agent_id, status="failed", error=made.message)
+                return None
+            sent[agent_id] = made
+            return made
+
         async def submit(agent_id: str, name: str) -> Run | None:
             # Shielded: at the deadline a run already stored must not be lost track of (and sent twice).
             with anyio.CancelScope(shield=True):
                 try:
-                    run = await self._submit(agent_id, message, sender=sender_id, parent_run_id=parent_run_id,
-                                             waited=True)  # fmt: skip
-                except LettaError as exc:  # refused (a cycle, too deep) or the agent was deleted meanwhile
-                    results[agent_id] = BroadcastResult(agent=name, agent_id=agent_id, status="failed",
-                                                        error=exc.message)  # fmt: skip
-                    return None
-                sent[agent_id] = run
-                return run
+                    made: Run | LettaError = await self._scheduler.submit(creator(agent_id))
+                except LettaError as exc:
+                    made = exc
+                return record(agent_id, name, made)
 
-        async def deliver(agent_id: str, name: str) -> None:
+        async def deliver(agent_id: str, name: str, run: Run | None, submitted: bool) -> None:
             async with gate:
-                run = await submit(agent_id, name)
+                if not submitted:
+                    run = await submit(agent_id, name)
                 if run is not None:
                     run = await self._scheduler.wait(run.id, None, current=run)
                     results[agent_id] = BroadcastResult(agent=name, agent_id=agent_id, **outcome(run))
@@ -253,9 +269,15 @@ class MultiAgentHub:
 
         async with self._scheduler.lend_slot(parent_run_id):
             with anyio.move_on_after(timeout_s):
+                # The first wave (as many as may be unfinished at once) is stored and started in one
+                # transaction; the rest are sent one by one as the first ones finish.
+                wave = targets[: self.settings.fanout_concurrency]
+                made = await self._scheduler.submit_many([creator(agent_id) for agent_id, _ in wave])
+                firsts = [record(agent_id, name, m) for (agent_id, name), m in zip(wave, made, strict=True)]
                 async with anyio.create_task_group() as tg:
-                    for agent_id, name in targets:
-                        tg.start_soon(deliver, agent_id, name)
+                    for index, (agent_id, name) in enumerate(targets):
+                        first = index < len(wave)
+                        tg.start_soon(deliver, agent_id, name, firsts[index] if first else None, first)
         for agent_id, name in targets:
             if agent_id not in results and agent_id not in sent:
                 await submit(agent_id, name)

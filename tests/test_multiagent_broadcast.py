@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from conftest import most_at_once
-from test_multiagent import Agents, call_then_reply, make, reply
+from test_multiagent import Agents, call_then_reply, make, newest_run, reply
 
 from mcp_letta import AgentHub, Settings
 from mcp_letta.llm.scripted import Response, ScriptedLLM
@@ -162,3 +162,35 @@ async def test_a_supervisor_agent_broadcasts_with_the_old_and_new_tool_names(
     )
     run = await llm_hub.send_message("supervisor", "again", wait_s=10)
     assert run.reply.startswith("No agent matches match_all=['worker'] and match_some=['nobody']")
+
+
+async def test_a_recipient_that_would_close_a_cycle_fails_alone_and_the_others_answer(
+    llm_hub: AgentHub, scripted_llm: ScriptedLLM
+) -> None:
+    # wanda waits on boss; boss broadcasts to the team, wanda included: that wait would deadlock.
+    agents = Agents(scripted_llm)
+    agents.on(
+        "wanda",
+        call_then_reply(
+            "send_message_to_agent_and_wait_for_reply", {"message": "status?", "other_agent_id": "boss"},
+            lambda result: f"boss said: {result['message']}",
+        ),
+    )  # fmt: skip
+    agents.on("xena", reply("xena fine"))
+    agents.on("yuri", reply("yuri fine"))
+    agents.on(
+        "boss",
+        call_then_reply(
+            "send_message_to_agents_matching_tags", {"message": "report", "match_all": ["team"], "match_some": []},
+            lambda result: result["message"],
+        ),
+    )  # fmt: skip
+    await make(llm_hub, "wanda", "xena", "yuri", tags=["team"], include_multi_agent_tools=True)
+    await make(llm_hub, "boss", include_multi_agent_tools=True)
+    await llm_hub.send_message("wanda", "ask the boss", wait_s=10)
+    boss_run = await newest_run(llm_hub, "boss")
+    entries = {e["agent"]: e for e in eval(boss_run.reply)}  # Letta's repr of the per-recipient dicts
+    assert entries["wanda"]["status"] == "failed"
+    assert "refused: boss is waiting on wanda, which is waiting on boss" in entries["wanda"]["response"][0]
+    assert (entries["xena"]["response"], entries["yuri"]["response"]) == (["xena fine"], ["yuri fine"])
+    assert [r.agent_name for r in await llm_hub.list_runs("wanda")] == ["wanda"]  # the refused one was not stored

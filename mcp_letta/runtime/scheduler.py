@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 import anyio
 from anyio.abc import ObjectReceiveStream, TaskGroup
 
-from mcp_letta.errors import NotFound, Timeout
+from mcp_letta.errors import LettaError, NotFound, Timeout
 from mcp_letta.models import Run, StepEvent
 from mcp_letta.runtime.runner import CancelRequested, Claimed, RunLost, Runner
 from mcp_letta.store import runs as runs_sql
@@ -157,8 +157,9 @@ class Scheduler:
             else:
                 try:
                     run, first = await self.runner.write(self._create_and_claim, create, worker)
-                except BaseException:
+                except BaseException:  # nothing was stored (the transaction failed as a whole)
                     self._give_back(worker)
+                    self._unreserve_worker(worker)
                     raise
         if on_step is not None:
             self._listeners.setdefault(run.id, []).append(on_step)
@@ -183,6 +184,81 @@ class Scheduler:
         except BaseException:
             self._unreserve(run.agent_id, worker)
             raise
+
+    async def submit_many(self, creates: Sequence[Callable[[Conn], Run]]) -> list[Run | LettaError]:
+        """``submit`` for many runs in one transaction, each ``create`` in its own savepoint: one that
+        raises a ``LettaError`` (e.g. a refused wait) leaves nothing and its error takes its place.
+
+        A broadcast's runs are stored, and those whose agents are idle here claimed, as free concurrency
+        slots allow, all in one commit: one transaction, not one per recipient queued behind the first.
+        """
+        workers: list[_Worker] = []
+        while len(workers) < len(creates) and self._tg is not None:
+            worker = _Worker(again=False)
+            try:
+                self._limiter.acquire_on_behalf_of_nowait(worker)
+            except anyio.WouldBlock:
+                break
+            worker.holding = True
+            workers.append(worker)
+        with anyio.CancelScope(shield=True):  # as in submit: stored runs must be executed
+            try:
+                made, spare = await self.runner.write(self._create_and_claim_many, creates, workers)
+            except BaseException:  # nothing was stored (the transaction failed as a whole)
+                for worker in workers:
+                    self._give_back(worker)
+                    self._unreserve_worker(worker)
+                raise
+        for worker in spare:
+            self._give_back(worker)
+        out: list[Run | LettaError] = []
+        for outcome, worker, first in made:
+            out.append(outcome)
+            if isinstance(outcome, LettaError):
+                continue
+            if worker is None or first is None or self._tg is None:
+                if worker is not None:
+                    self._give_back(worker)
+                    self._unreserve(outcome.agent_id, worker)
+                self.wake(outcome.agent_id)
+            else:
+                self._tg.start_soon(
+                    self._drain, outcome.agent_id, worker, first, name=f"agent-worker-{outcome.agent_id}"
+                )
+        return out
+
+    def _create_and_claim_many(
+        self, conn: Conn, creates: Sequence[Callable[[Conn], Run]], workers: list[_Worker]
+    ) -> tuple[list[tuple[Run | LettaError, _Worker | None, Any]], list[_Worker]]:
+        """(In the write transaction.) Each create in a savepoint; claim for the idle agents while workers last."""
+        spare, made = list(workers), []
+        for create in creates:
+            mark = len(conn.changes)
+            conn.execute("SAVEPOINT submit_one")
+            try:
+                run = create(conn)
+            except LettaError as exc:
+                conn.execute("ROLLBACK TO submit_one")
+                conn.execute("RELEASE submit_one")
+                del conn.changes[mark:]
+                made.append((exc, None, None))
+                continue
+            conn.execute("RELEASE submit_one")
+            worker = spare.pop() if spare else None
+            if worker is not None:
+                with self._workers_lock:
+                    if run.agent_id in self._workers:
+                        spare.append(worker)  # the agent's worker here will take this run in turn
+                        worker = None
+                    else:
+                        self._workers[run.agent_id] = worker
+            made.append((run, worker, None if worker is None else self.runner.claim(conn, run.agent_id)))
+        return made, spare
+
+    def _unreserve_worker(self, worker: _Worker) -> None:
+        with self._workers_lock:
+            for agent_id in [a for a, w in self._workers.items() if w is worker]:
+                del self._workers[agent_id]
 
     async def _take(self, worker: _Worker) -> None:
         await self._limiter.acquire_on_behalf_of(worker)
