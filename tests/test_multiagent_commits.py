@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from mcp_letta.runtime.group_commit import GroupCommit
@@ -94,3 +95,35 @@ async def test_a_write_cancelled_before_its_turn_never_runs(db: Database) -> Non
         with anyio.move_on_after(0.05):
             await writes.write(note, 2)
     assert await notes(db) == [1]
+
+
+def keep_the_event_loop_busy(seconds: float) -> float:
+    """Block the calling (event loop) thread, as a burst of work would; returns when it is free again."""
+    time.sleep(seconds)
+    return time.monotonic()
+
+
+async def test_writes_queued_while_a_batch_commits_are_committed_even_if_the_event_loop_is_busy(db: Database) -> None:
+    # A hundred agents' answers arriving at once keep the event loop busy; the disk must not wait for it.
+    writes = GroupCommit(db)
+    started, ran_at = anyio.Event(), {}
+
+    def slow_note(conn: Conn, n: int) -> int:
+        anyio.from_thread.run_sync(started.set)
+        time.sleep(0.1)  # the batch in progress while the others queue
+        return note(conn, n)
+
+    def timed_note(conn: Conn, n: int) -> int:
+        ran_at[n] = time.monotonic()
+        return note(conn, n)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(writes.write, slow_note, 0)
+        await started.wait()
+        for n in range(1, 11):
+            tg.start_soon(writes.write, timed_note, n)
+        await anyio.lowlevel.checkpoint()  # let them queue
+        await anyio.lowlevel.checkpoint()
+        loop_free_at = keep_the_event_loop_busy(0.5)
+    assert await notes(db) == list(range(11))
+    assert sorted(ran_at) == list(range(1, 11)) and max(ran_at.values()) < loop_free_at

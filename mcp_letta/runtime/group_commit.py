@@ -3,22 +3,25 @@ commits is written together in the next one, each in its own savepoint.
 
 A run writes a few times (start, each step, the reply), and each commit is an fsync (WAL with
 ``synchronous=FULL``). One transaction per write made 100 concurrent agents queue behind 200 fsyncs,
-so the disk, not the agents, set the pace. Here one batch is committed at a time, in arrival order;
-a write that raises rolls back only its own savepoint and its caller gets the exception, while the
-others commit. Every caller resumes only after its batch is durable.
+so the disk, not the agents, set the pace. Here one batch is committed at a time, in arrival order, and
+while writes keep arriving the next batch follows on the database's thread without a trip through the
+event loop; a write that raises rolls back only its own savepoint and its caller gets the exception,
+while the others commit. Every caller resumes only after its batch is durable.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import anyio
 
-from mcp_letta.store.db import Conn, Database
+from mcp_letta.store.db import Chained, Conn, Database
 
 T = TypeVar("T")
 MAX_BATCH = 256  # writes per transaction: bounds how long one commit holds SQLite's write lock
+MAX_CHAIN = 8  # transactions back to back before the waiting writers hear back
 
 
 class _Write:
@@ -42,24 +45,27 @@ class GroupCommit:
         self.db = db
         self.max_batch = max_batch
         self._queue: list[_Write] = []
+        self._lock = threading.Lock()  # the queue is taken from on the database's worker thread
         self._committing = False
-        self._turn = anyio.Event()  # set when a batch ends, then replaced
+        self._turn = anyio.Event()  # set when a chain of batches ends, then replaced
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, *args)`` in a write transaction (perhaps shared) and return its result or raise."""
         write = _Write(fn, args)
-        self._queue.append(write)
+        with self._lock:
+            self._queue.append(write)
         try:
             while not write.taken:
                 if self._committing:
                     await self._turn.wait()
                 else:
-                    await self._commit_next_batch()
+                    await self._commit_batches()
             await write.done.wait()
         except anyio.get_cancelled_exc_class():
-            if not write.taken:
-                self._queue.remove(write)  # it never ran
-                raise
+            with self._lock:
+                if not write.taken:
+                    self._queue.remove(write)  # it never ran
+                    raise
             with anyio.CancelScope(shield=True):  # it is being written: the caller learns of it as before
                 await write.done.wait()
             raise
@@ -67,20 +73,42 @@ class GroupCommit:
             raise write.error
         return write.result  # type: ignore[no-any-return]
 
-    async def _commit_next_batch(self) -> None:
+    def _take(self) -> list[_Write] | None:
+        """(On the database's thread.) The next batch, or None when nothing waits."""
+        with self._lock:
+            batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+            for write in batch:
+                write.taken = True
+        return batch or None
+
+    async def _commit_batches(self) -> None:
+        # Batch after batch on the database's thread while writes keep coming: were each next batch
+        # started from the event loop, a loop busy with a hundred agents' answers would leave it idle.
         self._committing = True
-        batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
-        for write in batch:
-            write.taken = True
+        taken: list[list[_Write]] = []
+
+        def take() -> list[_Write] | None:
+            batch = self._take() if len(taken) < MAX_CHAIN else None
+            if batch is not None:
+                taken.append(batch)
+            return batch
+
+        done: list[Chained[list[_Write], None]] = []
         try:
             with anyio.CancelScope(shield=True):  # a batch taken is written even if its leader is cancelled
-                await self.db.write(_run_batch, batch)
-        except Exception as exc:  # the transaction failed as a whole (e.g. the commit): nothing was stored
-            for write in batch:
-                write.result, write.error = None, exc
+                done = await self.db.write_chain(_run_batch, take)
+        except Exception as exc:  # the chain broke off: what it took cannot be known to be stored
+            for batch in taken:
+                for write in batch:
+                    write.result, write.error = None, exc
         finally:
-            for write in batch:
-                write.done.set()
+            for chained in done:
+                if chained.error is not None:  # the transaction failed as a whole: nothing of it was stored
+                    for write in chained.item:
+                        write.result, write.error = None, chained.error
+            for batch in taken:
+                for write in batch:
+                    write.done.set()
             self._committing = False
             turn, self._turn = self._turn, anyio.Event()
             turn.set()

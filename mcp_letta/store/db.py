@@ -16,10 +16,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -92,6 +93,17 @@ class Conn(sqlite3.Connection):
 
 
 ChangeListener = Callable[[list[tuple[str, str]]], None]
+B = TypeVar("B")
+
+
+@dataclass(frozen=True)
+class Chained(Generic[B, T]):
+    """One transaction of ``Database.write_chain``: its item, and its result or the error that undid it."""
+
+    item: B
+    result: T | None
+    error: Exception | None
+    changes: list[tuple[str, str]]
 
 
 class Database:
@@ -231,6 +243,30 @@ class Database:
             )
         self._notify(changes)
         return result
+
+    async def write_chain(self, fn: Callable[[Conn, B], T], take: Callable[[], B | None]) -> list[Chained[B, T]]:
+        """Write transactions back to back on one worker thread: ``fn(conn, item)`` for each ``item`` that
+        ``take()`` (called on that thread) hands out, until it returns None. Each item's outcome is its
+        result or the exception that rolled its transaction back; listeners run back on the loop.
+
+        Between two transactions the event loop is not needed, so a busy loop cannot leave the disk idle.
+        """
+        async with self._write_gate:
+            done = await anyio.to_thread.run_sync(self._chain, fn, take, limiter=self._limiter)
+        for item in done:
+            self._notify(item.changes)
+        return done
+
+    def _chain(self, fn: Callable[[Conn, B], T], take: Callable[[], B | None]) -> list[Chained[B, T]]:
+        done: list[Chained[B, T]] = []
+        while (item := take()) is not None:
+            try:
+                result, changes = self._write_txn(fn, item)
+            except Exception as exc:
+                done.append(Chained(item, None, exc, []))
+            else:
+                done.append(Chained(item, result, None, changes))
+        return done
 
     # -- following other processes -----------------------------------------------------------------
     def data_version_sync(self) -> int:
