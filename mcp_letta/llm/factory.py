@@ -26,6 +26,8 @@ class LLMPool:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._clients: dict[tuple[str, str | None], OpenAIClient] = {}
+        # (agent base URL, agent model) -> what client_for returns: every LLM step asks, settings never change.
+        self._chosen: dict[tuple[str | None, str | None], tuple[LLMClient, str]] = {}
 
     @property
     def default_base_url(self) -> str | None:
@@ -38,6 +40,9 @@ class LLMPool:
     def client_for(self, model_settings: ModelSettings | None = None) -> tuple[LLMClient, str]:
         """The client and model name for an agent; raise ``LLMUnavailable`` when either is not configured."""
         own = model_settings or ModelSettings()
+        chosen = self._chosen.get((own.base_url, own.model))
+        if chosen is not None:
+            return chosen
         base_url = (own.base_url or "").rstrip("/") or self.default_base_url
         if not base_url:
             raise LLMUnavailable(f"no LLM endpoint is configured: {BASE_URL_HINT}")
@@ -57,6 +62,7 @@ class LLMPool:
                 max_retries=self.settings.llm_max_retries,
             )
             self._clients[key] = client
+        self._chosen[(own.base_url, own.model)] = client, model
         return client, model
 
     def _key_for(self, base_url: str) -> str | None:
@@ -68,7 +74,7 @@ class LLMPool:
 
     async def aclose(self) -> None:
         """Close every client's connection pool."""
-        clients, self._clients = list(self._clients.values()), {}
+        clients, self._clients, self._chosen = list(self._clients.values()), {}, {}
         for client in clients:
             await client.aclose()
 

@@ -76,10 +76,12 @@ class HTTPResponse:
 class _Connection:
     """One socket (TLS or not) with its read buffer."""
 
-    __slots__ = ("answered", "buffer", "expires", "stream")
+    __slots__ = ("answered", "buffer", "expires", "socket", "stream")
 
     def __init__(self, stream: anyio.abc.ByteStream) -> None:
         self.stream = stream
+        # Looked up once: anyio builds every extra attribute (a getpeername call among them) on each lookup.
+        self.socket = stream.extra(SocketAttribute.raw_socket, None)
         self.buffer = bytearray()
         self.expires = 0.0
         self.answered = False  # any byte of the current answer has arrived
@@ -88,11 +90,10 @@ class _Connection:
         """True when an idle connection has something to read: the server closed it (or misbehaved)."""
         if self.buffer:
             return True
-        sock = self.stream.extra(SocketAttribute.raw_socket, None)
-        if sock is None:
+        if self.socket is None:
             return False
         try:
-            readable, _, _ = select.select([sock], [], [], 0)
+            readable, _, _ = select.select([self.socket], [], [], 0)
         except (OSError, ValueError):
             return True
         return bool(readable)

@@ -218,13 +218,16 @@ def request_body(request: ChatRequest) -> dict[str, Any]:
     return body
 
 
+_to_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
+
+
 def encode_request(request: ChatRequest) -> bytes:
     """``request_body`` as compact JSON bytes, reusing ``request.tools_json`` when the caller encoded the tools."""
     body = request_body(request)
     if request.tools_json is None or "tools" not in body:
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        return _to_json(body).encode()
     del body["tools"]
-    head = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    head = _to_json(body)
     return f'{head[:-1]},"tools":{request.tools_json}}}'.encode()
 
 
