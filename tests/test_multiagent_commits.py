@@ -8,12 +8,17 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.lowlevel
 import pytest
 
+from mcp_letta import AgentHub
+from mcp_letta.runtime.context import compile_system
 from mcp_letta.runtime.group_commit import GroupCommit
+from mcp_letta.runtime.runner import Claimed, memory_of
+from mcp_letta.store import runs as run_sql
 from mcp_letta.store.db import Conn, Database
 
 pytestmark = pytest.mark.anyio
@@ -127,3 +132,41 @@ async def test_writes_queued_while_a_batch_commits_are_committed_even_if_the_eve
         loop_free_at = keep_the_event_loop_busy(0.5)
     assert await notes(db) == list(range(11))
     assert sorted(ran_at) == list(range(1, 11)) and max(ran_at.values()) < loop_free_at
+
+
+def without_clock(system: str) -> str:
+    return "\n".join(line for line in system.splitlines() if "System prompt last recompiled" not in line)
+
+
+async def test_starting_many_agents_at_once_matches_starting_each(hub: AgentHub) -> None:
+    # claim_many (a broadcast's recipients) must make exactly the decisions claim makes one by one.
+    runner = hub._scheduler.runner
+    for name in ("solo", "busy", "foreign"):
+        await hub.create_agent(name, persona=f"I am {name}.")
+    await hub.archival_insert("solo", "a fact to count")
+    ids = {a.name: a.id for a in await hub.list_agents()}
+
+    def scene(conn: Conn) -> tuple[list[Any], list[Any]]:
+        rows = {r["name"]: r for r in conn.execute("SELECT * FROM agents")}
+        mine = runner.owner.id
+        conn.execute(  # another live process (this pid, fresh heartbeat) owns the foreign agent's run
+            "INSERT INTO processes(id, pid, host, started_at, heartbeat) VALUES ('other', ?, ?, 't', ?)",
+            (runner.owner.pid, runner.owner.host, time.time()),
+        )
+        for name, owner in (("solo", mine), ("busy", mine), ("busy", mine), ("foreign", "other")):
+            run_sql.insert_run(conn, rows[name], f"hello {name}", role="user", sender=None, parent_run_id=None,
+                               owner=owner)  # fmt: skip
+        many = runner.claim_many(conn, [ids["solo"], ids["busy"], ids["foreign"]])
+        one_by_one = compile_system(rows["solo"]["system"], memory_of(conn, ids["solo"]))
+        again = [runner.claim(conn, ids[name]) for name in ("solo", "busy", "foreign")]
+        return many, [one_by_one, *again]
+
+    many, (one_by_one, *again) = await hub.db.write(scene)
+    solo, busy, foreign = many
+    assert isinstance(solo, Claimed) and isinstance(busy, Claimed) and foreign == "blocked"
+    assert (solo.more_queued, busy.more_queued) == (False, True)
+    assert solo.window.chat[-1] == {"role": "user", "content": "hello solo"}
+    assert "I am solo." in solo.system and "1 total memories you created" in solo.system
+    assert without_clock(solo.system) == without_clock(one_by_one)  # the same prompt as the single claim builds
+    # Once started, each agent is busy: claiming it again (one by one) starts nothing more.
+    assert again == ["blocked", "blocked", "blocked"]

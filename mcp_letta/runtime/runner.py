@@ -61,16 +61,47 @@ class AgentDeleted(Exception):
     """The agent was deleted while its run was going: the run fails, nothing of this step is kept."""
 
 
-def memory_of(conn: Conn, agent_id: str) -> str:
+def memory_of(conn: Conn, agent_id: str, known: Prefetched | None = None) -> str:
     """An agent's core memory rendered as its prompt shows it (blocks and memory metadata)."""
-    archival_count, archival_tags = memory_sql.archival_stats(conn, agent_id)
+    if known is None:
+        archival_count, archival_tags = memory_sql.archival_stats(conn, agent_id)
+        blocks, recall_count = block_sql.blocks_in_prompt(conn, agent_id), memory_sql.recall_stats(conn, agent_id)
+    else:
+        archival_count, blocks, recall_count = known.archival[agent_id], known.blocks[agent_id], known.recall[agent_id]
+        archival_tags = memory_sql.archival_stats(conn, agent_id)[1] if archival_count else []
     return render_memory(
         agent_id=agent_id,
-        blocks=block_sql.blocks_in_prompt(conn, agent_id),
-        recall_count=memory_sql.recall_stats(conn, agent_id),
+        blocks=blocks,
+        recall_count=recall_count,
         archival_count=archival_count,
         archival_tags=archival_tags,
     )
+
+
+@dataclass
+class Prefetched:
+    """What starting runs for many agents at once reads in one query each, instead of per agent."""
+
+    agents: dict[str, Any]
+    fingerprints: dict[str, tuple[int, int]]
+    blocks: dict[str, list[Any]]
+    archival: dict[str, int]
+    recall: dict[str, int]
+    tool_agents: dict[str, list[agent_tools_sql.ToolAgent]]
+
+    @classmethod
+    def read(cls, conn: Conn, agent_ids: list[str]) -> Prefetched:
+        """(In the claiming transaction, before any input is appended.)"""
+        marks = ",".join("?" * len(agent_ids))
+        agents = {r["id"]: r for r in conn.execute(f"SELECT * FROM agents WHERE id IN ({marks})", agent_ids)}
+        return cls(
+            agents=agents,
+            fingerprints=runs_sql.window_fingerprints(conn, agent_ids),
+            blocks=block_sql.blocks_in_prompts(conn, agent_ids),
+            archival=memory_sql.counts_by_agent(conn, "passages", agent_ids),
+            recall=memory_sql.counts_by_agent(conn, "messages", agent_ids, "in_context = 0"),
+            tool_agents=agent_tools_sql.for_runtimes(conn, agent_ids),
+        )
 
 
 def _system_of(conn: Conn, agent_id: str) -> str:
@@ -133,10 +164,13 @@ class Runner:
         """
         return await self._writes.write(fn, *args)
 
-    def _window(self, conn: Conn, agent_id: str) -> Window:
+    def _window(self, conn: Conn, agent_id: str, fingerprint: tuple[int, int] | None = None) -> Window:
         cached = self._windows.pop(agent_id, None)
-        if cached is not None and cached.fingerprint == runs_sql.window_fingerprint(conn, agent_id):
-            return cached.copy()
+        if cached is not None:
+            if fingerprint is None:
+                fingerprint = runs_sql.window_fingerprint(conn, agent_id)
+            if cached.fingerprint == fingerprint:
+                return cached.copy()
         return Window(memory_sql.in_context_messages(conn, agent_id))
 
     def _keep_window(self, agent_id: str, window: Window) -> None:
@@ -157,12 +191,42 @@ class Runner:
             return state
         row, more_queued = claim
         agent = conn.execute("SELECT * FROM agents WHERE id = ?", (agent_id,)).fetchone()
+        return self._start(conn, row, agent, more_queued)
+
+    def claim_many(self, conn: Conn, agent_ids: list[str]) -> list[Claimed | Run | Literal["empty", "blocked"]]:
+        """``claim`` for many agents at once (a broadcast's recipients), reading what every start needs in one
+        query each; an agent whose queue is not simply "our run, nothing running" gets the single claim."""
+        active = runs_sql.active_runs(conn, agent_ids)
+        simple = {
+            agent_id: runs[0]
+            for agent_id, runs in active.items()
+            if runs and runs[0]["status"] == "queued" and runs[0]["owner"] == self.owner.id
+            and all(r["status"] == "queued" for r in runs)
+        }  # fmt: skip
+        started = runs_sql.start_runs(conn, [head["id"] for head in simple.values()], self.owner)
+        known = Prefetched.read(conn, [a for a, head in simple.items() if head["id"] in started]) if started else None
+        out: list[Claimed | Run | Literal["empty", "blocked"]] = []
+        seen: set[str] = set()
+        for agent_id in agent_ids:
+            head = simple.get(agent_id)
+            if known is None or head is None or head["id"] not in started or agent_id in seen:
+                out.append(self.claim(conn, agent_id))  # (a repeated agent finds its run running: "blocked")
+                continue
+            seen.add(agent_id)
+            row = started[head["id"]]
+            out.append(self._start(conn, row, known.agents.get(agent_id), len(active[agent_id]) > 1, known))
+        return out
+
+    def _start(
+        self, conn: Conn, row: Any, agent: Any, more_queued: bool, known: Prefetched | None = None
+    ) -> Claimed | Run:
+        """(The run is claimed.) Load its context, or fail it when its agent is gone or the load fails."""
         if agent is None:
             error = f"agent {row['agent_name']!r} was deleted before this run started"
         else:
             conn.execute("SAVEPOINT load_context")
             try:
-                claimed = self._load(conn, row, agent, more_queued)
+                claimed = self._load(conn, row, agent, more_queued, known)
             except Exception as exc:  # a run that cannot start must fail, not block its agent's queue
                 conn.execute("ROLLBACK TO load_context")
                 log.exception("could not start run %s of agent %s", row["id"], row["agent_name"])
@@ -173,9 +237,9 @@ class Runner:
         runs_sql.finish_run(conn, row["id"], status="failed", stop_reason="error", error=error)
         return runs_sql.get_run(conn, row["id"])
 
-    def _load(self, conn: Conn, row: Any, agent: Any, more_queued: bool) -> Claimed:
+    def _load(self, conn: Conn, row: Any, agent: Any, more_queued: bool, known: Prefetched | None = None) -> Claimed:
         agent_id = agent["id"]
-        window = self._window(conn, agent_id)
+        window = self._window(conn, agent_id, None if known is None else known.fingerprints[agent_id])
         window.add(
             memory_sql.append_messages(
                 conn,
@@ -187,10 +251,10 @@ class Runner:
             run=runs_sql.run_of(row, []),
             model_settings=ModelSettings.model_validate(loads_json(agent["model_settings"], {})),
             metadata=loads_json(agent["metadata"], {}),
-            system=compile_system(agent["system"], memory_of(conn, agent_id)),
+            system=compile_system(agent["system"], memory_of(conn, agent_id, known)),
             window=window,
             more_queued=more_queued,
-            tool_agents=agent_tools_sql.for_runtime(conn, agent_id),
+            tool_agents=(agent_tools_sql.for_runtime(conn, agent_id) if known is None else known.tool_agents[agent_id]),
         )
 
     # -- the loop ----------------------------------------------------------------------------------

@@ -231,7 +231,8 @@ class Scheduler:
         self, conn: Conn, creates: Sequence[Callable[[Conn], Run]], workers: list[_Worker]
     ) -> tuple[list[tuple[Run | LettaError, _Worker | None, Any]], list[_Worker]]:
         """(In the write transaction.) Each create in a savepoint; claim for the idle agents while workers last."""
-        spare, made = list(workers), []
+        spare: list[_Worker] = list(workers)
+        made: list[tuple[Run | LettaError, _Worker | None, Any]] = []
         for create in creates:
             mark = len(conn.changes)
             conn.execute("SAVEPOINT submit_one")
@@ -252,7 +253,12 @@ class Scheduler:
                         worker = None
                     else:
                         self._workers[run.agent_id] = worker
-            made.append((run, worker, None if worker is None else self.runner.claim(conn, run.agent_id)))
+            made.append((run, worker, None))
+        # The idle agents' runs start together: one query each for what every start reads.
+        reserved = [i for i, (_, worker, _) in enumerate(made) if worker is not None]
+        claims = self.runner.claim_many(conn, [made[i][0].agent_id for i in reserved])  # type: ignore[union-attr]
+        for i, first in zip(reserved, claims, strict=True):
+            made[i] = (made[i][0], made[i][1], first)
         return made, spare
 
     def _unreserve_worker(self, worker: _Worker) -> None:

@@ -58,6 +58,19 @@ def for_runtime(conn: Conn, agent_id: str) -> list[ToolAgent]:
     return [ToolAgent(r["id"], r["name"], _description(conn, r)) for r in rows]
 
 
+def for_runtimes(conn: Conn, agent_ids: list[str]) -> dict[str, list[ToolAgent]]:
+    """``for_runtime`` for each of these agents, in one query."""
+    out: dict[str, list[ToolAgent]] = {agent_id: [] for agent_id in agent_ids}
+    marks = ",".join("?" * len(agent_ids))
+    for row in conn.execute(
+        f"SELECT t.agent_id AS owner_id, a.id, a.name, a.description FROM agent_tools t "
+        f"JOIN agents a ON a.id = t.tool_agent_id WHERE t.agent_id IN ({marks}) ORDER BY t.agent_id, t.position",
+        agent_ids,
+    ):
+        out[row["owner_id"]].append(ToolAgent(row["id"], row["name"], _description(conn, row)))
+    return out
+
+
 def attach(conn: Conn, agent: Any, tool_agent: Any) -> bool:
     """Attach agent row ``tool_agent`` to agent row ``agent``; False if it already was."""
     if agent["id"] == tool_agent["id"]:

@@ -193,6 +193,19 @@ def blocks_in_prompt(conn: Conn, agent_id: str) -> list[Block]:
     return [_to_block(r, []) for r in rows]
 
 
+def blocks_in_prompts(conn: Conn, agent_ids: list[str]) -> dict[str, list[Block]]:
+    """``blocks_in_prompt`` for each of these agents, in one query."""
+    out: dict[str, list[Block]] = {agent_id: [] for agent_id in agent_ids}
+    marks = ",".join("?" * len(agent_ids))
+    for row in conn.execute(
+        f"SELECT ab.agent_id AS attached_to, b.* FROM blocks b JOIN agent_blocks ab ON ab.block_id = b.id "
+        f"WHERE ab.agent_id IN ({marks}) ORDER BY ab.agent_id, ab.position",
+        agent_ids,
+    ):
+        out[row["attached_to"]].append(_to_block(row, []))
+    return out
+
+
 Edit = Callable[[str], str]
 
 

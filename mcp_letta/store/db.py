@@ -76,6 +76,7 @@ class Conn(sqlite3.Connection):
     origin: str
     changes: list[tuple[str, str]]
     before_commit: dict[str, Callable[[Conn], None]]  # run once each, in order, just before COMMIT
+    _logged: set[tuple[str, str]]  # ``changes`` as a set (kept in step by log_change)
 
     def log_change(self, kind: str, ref: str) -> None:
         """Record that ``kind``/``ref`` changed in this transaction (local listeners + change log).
@@ -83,9 +84,13 @@ class Conn(sqlite3.Connection):
         Once per transaction is enough: followers read the log after the commit (a run created and
         claimed in one transaction is one change, not two).
         """
-        if (kind, ref) in self.changes[-8:]:
+        key = (kind, ref)
+        if len(self._logged) != len(self.changes):  # the list was reset, or cut back by a rolled-back savepoint
+            self._logged = set(self.changes)
+        if key in self._logged:
             return
-        self.changes.append((kind, ref))
+        self.changes.append(key)
+        self._logged.add(key)
         self.execute(
             "INSERT INTO changes(origin, kind, ref, at) VALUES (?, ?, ?, ?)",
             (self.origin, kind, ref, time.time()),
@@ -161,6 +166,7 @@ class Database:
         conn.row_factory = sqlite3.Row
         conn.origin = self.origin
         conn.changes = []
+        conn._logged = set()
         conn.before_commit = {}
         conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
         conn.execute("PRAGMA synchronous=FULL")

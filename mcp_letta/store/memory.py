@@ -141,6 +141,18 @@ def archival_stats(conn: Conn, agent_id: str) -> tuple[int, list[str]]:
     return count, tags
 
 
+def counts_by_agent(conn: Conn, table: str, agent_ids: list[str], where: str = "1") -> dict[str, int]:
+    """``count(*)`` of ``table`` rows per agent (``where`` narrows them), 0 for agents with none."""
+    marks = ",".join("?" * len(agent_ids))
+    found = dict(
+        conn.execute(
+            f"SELECT agent_id, count(*) FROM {table} WHERE agent_id IN ({marks}) AND {where} GROUP BY agent_id",
+            agent_ids,
+        ).fetchall()
+    )
+    return {agent_id: int(found.get(agent_id, 0)) for agent_id in agent_ids}
+
+
 # -- recall -----------------------------------------------------------------------------------------
 def _to_message(row: Any) -> Message:
     return Message(

@@ -251,6 +251,47 @@ def claim_next(conn: Conn, agent_id: str, owner: Owner) -> Claim:
     return "claimed", (claimed, len(queued) > 1)
 
 
+def active_runs(conn: Conn, agent_ids: list[str]) -> dict[str, list[Any]]:
+    """The running and queued runs of each of these agents, oldest first (claiming many at once)."""
+    out: dict[str, list[Any]] = {agent_id: [] for agent_id in agent_ids}
+    marks = ",".join("?" * len(agent_ids))
+    for row in conn.execute(
+        f"SELECT * FROM runs WHERE agent_id IN ({marks}) AND status IN ('running', 'queued') ORDER BY seq",
+        agent_ids,
+    ):
+        out[row["agent_id"]].append(row)
+    return out
+
+
+def start_runs(conn: Conn, run_ids: list[str], owner: Owner) -> dict[str, Any]:
+    """Mark queued runs running for ``owner`` (the claim ``claim_next`` makes, for many); their rows by id."""
+    if not run_ids:
+        return {}
+    now, marks = owner.now(), ",".join("?" * len(run_ids))
+    rows = conn.execute(
+        f"UPDATE runs SET status = 'running', owner = ?, lease_until = ?, started_at = ? "
+        f"WHERE id IN ({marks}) AND status = 'queued' RETURNING *",
+        (owner.id, now + owner.lease_s, now_iso(), *run_ids),
+    ).fetchall()
+    for row in rows:
+        conn.log_change("run", row["id"])
+    return {row["id"]: row for row in rows}
+
+
+def window_fingerprints(conn: Conn, agent_ids: list[str]) -> dict[str, tuple[int, int]]:
+    """``window_fingerprint`` of each of these agents, in one query."""
+    marks = ",".join("?" * len(agent_ids))
+    found = {
+        row[0]: (int(row[1]), int(row[2]))
+        for row in conn.execute(
+            f"SELECT agent_id, count(*), coalesce(max(seq), 0) FROM messages WHERE agent_id IN ({marks}) "
+            "AND in_context = 1 GROUP BY agent_id",
+            agent_ids,
+        )
+    }
+    return {agent_id: found.get(agent_id, (0, 0)) for agent_id in agent_ids}
+
+
 def run_state(conn: Conn, run_id: str, owner: Owner) -> Literal["ok", "cancel", "lost", "no_agent"]:
     """Whether ``owner`` may go on with a run: 'ok', 'cancel' (someone asked), 'lost' (no longer its run) or
     'no_agent' (its agent was deleted meanwhile)."""
