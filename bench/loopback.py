@@ -13,7 +13,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterator, MutableSequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -90,10 +91,13 @@ class DirectLLM:
         await self.http.aclose()
 
 
-def record_requests(hub: AgentHub) -> list[ChatRequest]:
-    """Every ``ChatRequest`` the hub's runtime sends from now on, in order (the very objects it sends)."""
+def record_requests(hub: AgentHub, keep: int | None = None) -> MutableSequence[ChatRequest]:
+    """Every ``ChatRequest`` the hub's runtime sends from now on, in order (the very objects it sends); with
+    ``keep``, only the newest ``keep`` (a benchmark holding every request would make our garbage collector
+    walk them all, which no real process pays)."""
     client, _model = hub.llm.client_for(None)
-    original, sent = client.chat, []
+    original = client.chat
+    sent: MutableSequence[ChatRequest] = [] if keep is None else deque(maxlen=keep)
 
     async def chat(request: ChatRequest) -> Any:
         sent.append(request)

@@ -97,7 +97,7 @@ async def one_broadcast(hub: AgentHub, n: int) -> tuple[float, list[float]]:
 async def measure_broadcasts(hub: AgentHub, direct: DirectLLM, sizes: Sizes) -> dict[str, Any]:
     """Rounds of one call and a broadcast of each size (rotating order), each beside the LLM alone doing
     the same (one request; N requests at once, with the very body our agents send); medians and ratios."""
-    sent = record_requests(hub)
+    sent = record_requests(hub, keep=1)
     await one_broadcast(hub, max(sizes.ns))  # warm every agent and the LLM client's connections
     for _ in range(3):
         await one_call(hub)
