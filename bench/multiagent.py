@@ -7,6 +7,7 @@ the same rounds, the broadcast sizes in rotating order, and each ratio is median
 (1.0 = a broadcast to N agents costs no more than asking one). Async latency, one message at a time:
 host ``send_async`` -> the reply read by ``check_replies`` (woken by the inbox change, as a host is by its
 notification), and agent -> agent ``send_async(sender=...)`` -> the reply notice in the sender's history.
+The process freezes its start-up heap once the agents exist, as ``mcp-letta serve`` does when it starts.
 
 Anchor: Letta V1 broadcasts sequentially (ratio = N) and each multi-agent call cost 5.5-6.9 s there.
 Target: ratio <= 1.5 at N = 100.
@@ -33,6 +34,7 @@ from bench.loopback import MODEL, DirectLLM, record_requests, scripted_llm_proce
 from mcp_letta import AgentHub, Change, Settings
 from mcp_letta.llm.openai import request_body
 from mcp_letta.models import Run
+from mcp_letta.server.process import freeze_startup_heap
 
 TARGET_RATIO = 1.5  # at N = 100
 ANCHOR_CALL_S = (5.5, 6.9)  # Letta V1, one multi-agent call; its broadcast is sequential: ratio = N
@@ -205,6 +207,7 @@ async def run_all(base_url: str, folder: Path, sizes: Sizes, concurrency: int) -
     try:
         async with AgentHub(settings) as hub:
             await create_agents(hub, sizes.ns)
+            freeze_startup_heap()  # what `mcp-letta serve` does once it has started (see server/process.py)
             log(f"broadcasts to {', '.join(map(str, sizes.ns))}, {sizes.rounds} rounds ...")
             broadcasts = await measure_broadcasts(hub, direct, sizes)
             log(f"async replies: {sizes.async_messages} each way, one at a time ...")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 
 from mcp_letta import AgentHub, Settings
+from mcp_letta.server.process import freeze_startup_heap
 
 pytestmark = [pytest.mark.anyio, pytest.mark.filterwarnings("ignore::UserWarning")]
 
@@ -93,3 +95,15 @@ def test_stdout_carries_only_protocol_messages(db_path: Path) -> None:
     error = next(m for m in messages if m.get("id") == 3)["result"]
     assert error["isError"] is True and "not found" in error["content"][0]["text"]
     assert "applied migration" in stderr  # logs go to stderr
+
+
+def test_freezing_the_startup_heap_takes_what_exists_out_of_full_collections() -> None:
+    before = gc.get_freeze_count()
+    kept = [{"a": i} for i in range(1000)]  # long-lived objects made at start-up
+    try:
+        frozen = freeze_startup_heap()
+        assert frozen >= before + len(kept)
+        walked = {id(o) for o in gc.get_objects()}  # what a full collection goes through
+        assert not any(id(k) in walked for k in kept)
+    finally:
+        gc.unfreeze()  # leave the test process as it was

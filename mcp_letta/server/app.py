@@ -23,6 +23,7 @@ from mcp_letta.server.compact import compact_tool_list
 from mcp_letta.server.messaging import ask, register_messaging_tools
 from mcp_letta.server.multiagent import register_multiagent_tools
 from mcp_letta.server.notify import Notifier
+from mcp_letta.server.process import freeze_startup_heap
 from mcp_letta.server.prompts import register_prompts
 from mcp_letta.server.resources import ResourceFanout, check_subscription, register_completions, register_resources
 from mcp_letta.server.tools import register_builtin_tools
@@ -109,4 +110,6 @@ def build_server(hub: AgentHub, settings: Settings | None = None) -> LettaServer
 async def serve_stdio(settings: Settings) -> None:
     """Open the store named by ``settings`` and serve MCP over stdio."""
     async with AgentHub(settings) as hub:
-        await build_server(hub, settings).serve_stdio()
+        server = build_server(hub, settings)
+        freeze_startup_heap()
+        await server.serve_stdio()

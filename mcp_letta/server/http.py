@@ -29,6 +29,7 @@ from mcp_letta.config import Settings
 from mcp_letta.errors import Invalid
 from mcp_letta.hub import AgentHub
 from mcp_letta.server.app import LettaServer, build_server
+from mcp_letta.server.process import freeze_startup_heap
 
 log = logging.getLogger("mcp_letta.http")
 
@@ -231,6 +232,7 @@ async def serve_http(settings: Settings, options: HttpOptions) -> None:
     """Open the store named by ``settings`` and serve MCP over HTTP until interrupted."""
     async with AgentHub(settings) as hub:
         app = http_app(build_server(hub, settings), options)
+        freeze_startup_heap()
         auth = "bearer token required" if options.token else "no token (loopback only)"
         if options.token and len(options.token) < MIN_TOKEN_CHARS:
             log.warning(
