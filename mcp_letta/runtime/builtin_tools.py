@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from mcp_letta.runtime.toolbox import Tool, Toolbox, ToolContext, ToolFailure
+from mcp_letta.runtime.toolbox import Tool, Toolbox, ToolContext, ToolFailure, object_params, string_param
 from mcp_letta.store import blocks as block_sql
 from mcp_letta.store import memory as memory_sql
 from mcp_letta.store.db import Conn
@@ -40,15 +40,7 @@ LINE_NUMBER_WARNING = (
 SEARCH_ROLES = ("assistant", "user", "tool", "system")
 
 
-def _string(description: str) -> dict[str, Any]:
-    return {"type": "string", "description": description}
-
-
-def _params(required: list[str], **properties: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "object", "properties": properties, "required": required}
-
-
-LABEL = _string("Section of the memory to be edited, identified by its label.")
+LABEL = string_param("Section of the memory to be edited, identified by its label.")
 
 
 # -- core memory ------------------------------------------------------------------------------------
@@ -245,17 +237,17 @@ BUILTIN_TOOLS = (
     Tool(
         "core_memory_append",
         "Append to the contents of a core memory block (on a new line).",
-        _params(["label", "content"], label=LABEL, content=_string("Content to write to the memory.")),
+        object_params(["label", "content"], label=LABEL, content=string_param("Content to write to the memory.")),
         in_transaction=core_memory_append,
     ),
     Tool(
         "core_memory_replace",
         "Replace text in a core memory block (every occurrence). To delete text, use an empty new_content.",
-        _params(
+        object_params(
             ["label", "old_content", "new_content"],
             label=LABEL,
-            old_content=_string("String to replace. Must be an exact match."),
-            new_content=_string("Content to write to the memory."),
+            old_content=string_param("String to replace. Must be an exact match."),
+            new_content=string_param("Content to write to the memory."),
         ),
         in_transaction=core_memory_replace,
     ),
@@ -263,21 +255,21 @@ BUILTIN_TOOLS = (
         "memory_replace",
         "Replace one specific string in a memory block with a new string, for precise edits. The old string "
         "must occur exactly once. Do not use it to rewrite a whole block (use memory_rethink).",
-        _params(
+        object_params(
             ["label", "old_string", "new_string"],
             label=LABEL,
-            old_string=_string("The text to replace: it must match exactly, including whitespace."),
-            new_string=_string("The new text to put in its place. Do not include line number prefixes."),
+            old_string=string_param("The text to replace: it must match exactly, including whitespace."),
+            new_string=string_param("The new text to put in its place. Do not include line number prefixes."),
         ),
         in_transaction=memory_replace,
     ),
     Tool(
         "memory_insert",
         "Insert text at a specific line of a memory block.",
-        _params(
+        object_params(
             ["label", "new_string"],
             label=LABEL,
-            new_string=_string("The text to insert. Do not include line number prefixes."),
+            new_string=string_param("The text to insert. Do not include line number prefixes."),
             insert_line={
                 "type": "integer",
                 "description": "The line after which to insert the text (0 for the beginning). Default -1: the end.",
@@ -289,19 +281,19 @@ BUILTIN_TOOLS = (
         "memory_rethink",
         "Rewrite the whole contents of a memory block, to condense or reorganize it. For small edits use "
         "memory_replace or memory_insert instead.",
-        _params(
+        object_params(
             ["label", "new_memory"],
             label=LABEL,
-            new_memory=_string("The new contents of the block. Do not include line number prefixes."),
+            new_memory=string_param("The new contents of the block. Do not include line number prefixes."),
         ),
         in_transaction=memory_rethink,
     ),
     Tool(
         "archival_memory_insert",
         "Add information to long-term archival memory, to find later with archival_memory_search.",
-        _params(
+        object_params(
             ["content"],
-            content=_string("Content to write to the memory."),
+            content=string_param("Content to write to the memory."),
             tags={"type": "array", "items": {"type": "string"}, "description": "Optional tags to file it under."},
         ),
         in_transaction=archival_memory_insert,
@@ -309,31 +301,33 @@ BUILTIN_TOOLS = (
     Tool(
         "archival_memory_search",
         "Search archival memory by keywords (best matches first), optionally filtered by tags and dates.",
-        _params(
+        object_params(
             ["query"],
-            query=_string("Words to search for."),
+            query=string_param("Words to search for."),
             tags={"type": "array", "items": {"type": "string"}, "description": "Only passages with these tags."},
             tag_match_mode={"type": "string", "enum": ["any", "all"], "description": "Match any tag (default) or all."},
             top_k={"type": "integer", "description": "How many results at most (default 10)."},
-            start_datetime=_string("Only passages from this time on (ISO 8601, e.g. 2025-01-31 or 2025-01-31T14:00)."),
-            end_datetime=_string("Only passages up to this time (ISO 8601; a bare date includes the whole day)."),
+            start_datetime=string_param(
+                "Only passages from this time on (ISO 8601, e.g. 2025-01-31 or 2025-01-31T14:00)."
+            ),
+            end_datetime=string_param("Only passages up to this time (ISO 8601; a bare date includes the whole day)."),
         ),
         in_transaction=archival_memory_search,
     ),
     Tool(
         "conversation_search",
         "Search your prior conversation history (recall memory), including messages no longer in view.",
-        _params(
+        object_params(
             [],
-            query=_string("Words to search for; omit to list the most recent messages."),
+            query=string_param("Words to search for; omit to list the most recent messages."),
             roles={
                 "type": "array",
                 "items": {"type": "string", "enum": ["assistant", "user", "tool"]},
                 "description": "Only messages from these roles.",
             },
             limit={"type": "integer", "description": "How many results at most (default 5)."},
-            start_date=_string("Only messages from this date on (YYYY-MM-DD or YYYY-MM-DDTHH:MM)."),
-            end_date=_string("Only messages up to this date (inclusive)."),
+            start_date=string_param("Only messages from this date on (YYYY-MM-DD or YYYY-MM-DDTHH:MM)."),
+            end_date=string_param("Only messages up to this date (inclusive)."),
         ),
         in_transaction=conversation_search,
     ),

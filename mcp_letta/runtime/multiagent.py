@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from mcp_letta.models import BroadcastResult, Run
-from mcp_letta.runtime.toolbox import Tool, ToolAgentLike, ToolContext, ToolFailure
+from mcp_letta.runtime.toolbox import Tool, ToolAgentLike, ToolContext, ToolFailure, object_params, string_param
 from mcp_letta.store.replies import NO_RESPONSE
 
 WAIT_FOR_REPLY = "send_message_to_agent_and_wait_for_reply"
@@ -79,16 +79,12 @@ async def wait_for_reply(ops: MultiAgentOps, ctx: ToolContext, target: str, mess
     return str(letta_reply(run.agent_id, run.reply))
 
 
-def _string(description: str) -> dict[str, Any]:
-    return {"type": "string", "description": description}
-
-
 def _tags(description: str) -> dict[str, Any]:
     return {"type": "array", "items": {"type": "string"}, "description": description}
 
 
-MESSAGE = _string("The content of the message to be sent to the target agent.")
-OTHER_AGENT = _string("The id (agent-...) or the name of the agent to message.")
+MESSAGE = string_param("The content of the message to be sent to the target agent.")
+OTHER_AGENT = string_param("The id (agent-...) or the name of the agent to message.")
 
 
 def _broadcast_entry(result: BroadcastResult) -> dict[str, Any]:
@@ -140,51 +136,37 @@ def multi_agent_tools(ops: MultiAgentOps) -> list[Tool]:
             WAIT_FOR_REPLY,
             "Sends a message to another agent and waits for its reply. Your identity is included automatically, "
             "so no introduction is needed. Use it when you need the answer to go on.",
-            {
-                "type": "object",
-                "properties": {"message": MESSAGE, "other_agent_id": OTHER_AGENT},
-                "required": ["message", "other_agent_id"],
-            },
+            object_params(["message", "other_agent_id"], message=MESSAGE, other_agent_id=OTHER_AGENT),
             awaited=and_wait,
         ),
         Tool(
             SEND_ASYNC,
             "Sends a message to another agent and returns at once, without waiting. Your identity is included "
             "automatically. The agent's reply is delivered to you later as a new message.",
-            {
-                "type": "object",
-                "properties": {"message": MESSAGE, "other_agent_id": OTHER_AGENT},
-                "required": ["message", "other_agent_id"],
-            },
+            object_params(["message", "other_agent_id"], message=MESSAGE, other_agent_id=OTHER_AGENT),
             awaited=send_async,
         ),
         Tool(
             MATCHING_TAGS,
             "Sends a message to every other agent that has all of the tags in match_all and at least one of the "
             "tags in match_some (an empty list does not filter), all at once, and waits for their replies.",
-            {
-                "type": "object",
-                "properties": {
-                    "message": _string("The content of the message to be sent to each matching agent."),
-                    "match_all": _tags("Tags that every recipient must have."),
-                    "match_some": _tags("Tags of which every recipient must have at least one."),
-                },
-                "required": ["message", "match_all", "match_some"],
-            },
+            object_params(
+                ["message", "match_all", "match_some"],
+                message=string_param("The content of the message to be sent to each matching agent."),
+                match_all=_tags("Tags that every recipient must have."),
+                match_some=_tags("Tags of which every recipient must have at least one."),
+            ),
             awaited=matching_tags,
         ),
         Tool(
             MATCHING_ALL_TAGS,
             "Sends a message to every other agent that has all of the given tags, all at once, and waits for "
             "their replies.",
-            {
-                "type": "object",
-                "properties": {
-                    "message": _string("The content of the message to be sent to each matching agent."),
-                    "tags": _tags("Tags that every recipient must have."),
-                },
-                "required": ["message", "tags"],
-            },
+            object_params(
+                ["message", "tags"],
+                message=string_param("The content of the message to be sent to each matching agent."),
+                tags=_tags("Tags that every recipient must have."),
+            ),
             awaited=matching_all_tags,
         ),
     ]
@@ -203,11 +185,7 @@ def agent_tool_factory(ops: MultiAgentOps, template: str) -> Callable[[ToolAgent
         return Tool(
             template.replace("{name}", tool_agent.name),
             f"Ask the agent '{tool_agent.name}' and wait for its reply.{about}",
-            {
-                "type": "object",
-                "properties": {"message": _string(f"What to say to {tool_agent.name}.")},
-                "required": ["message"],
-            },
+            object_params(["message"], message=string_param(f"What to say to {tool_agent.name}.")),
             awaited=ask,
         )
 

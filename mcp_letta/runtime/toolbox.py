@@ -33,6 +33,16 @@ _JSON_TYPES: dict[str, type | tuple[type, ...]] = {
 }
 
 
+def string_param(description: str) -> dict[str, Any]:
+    """A string parameter of a tool's JSON schema."""
+    return {"type": "string", "description": description}
+
+
+def object_params(required: list[str], **properties: dict[str, Any]) -> dict[str, Any]:
+    """A tool's parameters: an object with these properties, the ``required`` ones listed."""
+    return {"type": "object", "properties": properties, "required": required}
+
+
 class ToolFailure(Exception):
     """Raised by a tool: the message goes back to the agent verbatim as a Failed result."""
 
