@@ -61,32 +61,44 @@ class AgentDeleted(Exception):
     """The agent was deleted while its run was going: the run fails, nothing of this step is kept."""
 
 
-def memory_of(conn: Conn, agent_id: str, known: Prefetched | None = None) -> str:
+@dataclass
+class MemoryFacts:
+    """What agents' core memory shows, read in one query each: their blocks, archival and recall counts."""
+
+    blocks: dict[str, list[Any]]
+    archival: dict[str, int]
+    recall: dict[str, int]
+
+    @classmethod
+    def read(cls, conn: Conn, agent_ids: list[str]) -> MemoryFacts:
+        """The facts of these agents as the store has them now."""
+        return cls(
+            blocks=block_sql.blocks_in_prompts(conn, agent_ids),
+            archival=memory_sql.counts_by_agent(conn, "passages", agent_ids),
+            recall=memory_sql.counts_by_agent(conn, "messages", agent_ids, "in_context = 0"),
+        )
+
+
+def memory_of(conn: Conn, agent_id: str, facts: MemoryFacts | None = None) -> str:
     """An agent's core memory rendered as its prompt shows it (blocks and memory metadata)."""
-    if known is None:
-        archival_count, archival_tags = memory_sql.archival_stats(conn, agent_id)
-        blocks, recall_count = block_sql.blocks_in_prompt(conn, agent_id), memory_sql.recall_stats(conn, agent_id)
-    else:
-        archival_count, blocks, recall_count = known.archival[agent_id], known.blocks[agent_id], known.recall[agent_id]
-        archival_tags = memory_sql.archival_stats(conn, agent_id)[1] if archival_count else []
+    facts = facts if facts is not None else MemoryFacts.read(conn, [agent_id])
+    archival_count = facts.archival[agent_id]
     return render_memory(
         agent_id=agent_id,
-        blocks=blocks,
-        recall_count=recall_count,
+        blocks=facts.blocks[agent_id],
+        recall_count=facts.recall[agent_id],
         archival_count=archival_count,
-        archival_tags=archival_tags,
+        archival_tags=memory_sql.archival_tags(conn, agent_id) if archival_count else [],
     )
 
 
 @dataclass
 class Prefetched:
-    """What starting runs for many agents at once reads in one query each, instead of per agent."""
+    """What starting agents' runs reads, in one query each however many agents start together."""
 
     agents: dict[str, Any]
     fingerprints: dict[str, tuple[int, int]]
-    blocks: dict[str, list[Any]]
-    archival: dict[str, int]
-    recall: dict[str, int]
+    memory: MemoryFacts
     tool_agents: dict[str, list[agent_tools_sql.ToolAgent]]
 
     @classmethod
@@ -97,9 +109,7 @@ class Prefetched:
         return cls(
             agents=agents,
             fingerprints=runs_sql.window_fingerprints(conn, agent_ids),
-            blocks=block_sql.blocks_in_prompts(conn, agent_ids),
-            archival=memory_sql.counts_by_agent(conn, "passages", agent_ids),
-            recall=memory_sql.counts_by_agent(conn, "messages", agent_ids, "in_context = 0"),
+            memory=MemoryFacts.read(conn, agent_ids),
             tool_agents=agent_tools_sql.for_runtimes(conn, agent_ids),
         )
 
@@ -164,13 +174,11 @@ class Runner:
         """
         return await self._writes.write(fn, *args)
 
-    def _window(self, conn: Conn, agent_id: str, fingerprint: tuple[int, int] | None = None) -> Window:
+    def _window(self, conn: Conn, agent_id: str, fingerprint: tuple[int, int]) -> Window:
+        """The agent's window: the one this process kept, if the store's ``fingerprint`` says it is current."""
         cached = self._windows.pop(agent_id, None)
-        if cached is not None:
-            if fingerprint is None:
-                fingerprint = runs_sql.window_fingerprint(conn, agent_id)
-            if cached.fingerprint == fingerprint:
-                return cached.copy()
+        if cached is not None and cached.fingerprint == fingerprint:
+            return cached.copy()
         return Window(memory_sql.in_context_messages(conn, agent_id))
 
     def _keep_window(self, agent_id: str, window: Window) -> None:
@@ -190,8 +198,7 @@ class Runner:
         if claim is None:
             return state
         row, more_queued = claim
-        agent = conn.execute("SELECT * FROM agents WHERE id = ?", (agent_id,)).fetchone()
-        return self._start(conn, row, agent, more_queued)
+        return self._start(conn, row, more_queued, Prefetched.read(conn, [agent_id]))
 
     def claim_many(self, conn: Conn, agent_ids: list[str]) -> list[Claimed | Run | Literal["empty", "blocked"]]:
         """``claim`` for many agents at once (a broadcast's recipients), reading what every start needs in one
@@ -204,23 +211,21 @@ class Runner:
             and all(r["status"] == "queued" for r in runs)
         }  # fmt: skip
         started = runs_sql.start_runs(conn, [head["id"] for head in simple.values()], self.owner)
-        known = Prefetched.read(conn, [a for a, head in simple.items() if head["id"] in started]) if started else None
+        known = Prefetched.read(conn, [a for a, head in simple.items() if head["id"] in started])
         out: list[Claimed | Run | Literal["empty", "blocked"]] = []
         seen: set[str] = set()
         for agent_id in agent_ids:
             head = simple.get(agent_id)
-            if known is None or head is None or head["id"] not in started or agent_id in seen:
+            if head is None or head["id"] not in started or agent_id in seen:
                 out.append(self.claim(conn, agent_id))  # (a repeated agent finds its run running: "blocked")
                 continue
             seen.add(agent_id)
-            row = started[head["id"]]
-            out.append(self._start(conn, row, known.agents.get(agent_id), len(active[agent_id]) > 1, known))
+            out.append(self._start(conn, started[head["id"]], len(active[agent_id]) > 1, known))
         return out
 
-    def _start(
-        self, conn: Conn, row: Any, agent: Any, more_queued: bool, known: Prefetched | None = None
-    ) -> Claimed | Run:
+    def _start(self, conn: Conn, row: Any, more_queued: bool, known: Prefetched) -> Claimed | Run:
         """(The run is claimed.) Load its context, or fail it when its agent is gone or the load fails."""
+        agent = known.agents.get(row["agent_id"])
         if agent is None:
             error = f"agent {row['agent_name']!r} was deleted before this run started"
         else:
@@ -237,9 +242,9 @@ class Runner:
         runs_sql.finish_run(conn, row["id"], status="failed", stop_reason="error", error=error)
         return runs_sql.get_run(conn, row["id"])
 
-    def _load(self, conn: Conn, row: Any, agent: Any, more_queued: bool, known: Prefetched | None = None) -> Claimed:
+    def _load(self, conn: Conn, row: Any, agent: Any, more_queued: bool, known: Prefetched) -> Claimed:
         agent_id = agent["id"]
-        window = self._window(conn, agent_id, None if known is None else known.fingerprints[agent_id])
+        window = self._window(conn, agent_id, known.fingerprints[agent_id])
         window.add(
             memory_sql.append_messages(
                 conn,
@@ -251,10 +256,10 @@ class Runner:
             run=runs_sql.run_of(row, []),
             model_settings=ModelSettings.model_validate(loads_json(agent["model_settings"], {})),
             metadata=loads_json(agent["metadata"], {}),
-            system=compile_system(agent["system"], memory_of(conn, agent_id, known)),
+            system=compile_system(agent["system"], memory_of(conn, agent_id, known.memory)),
             window=window,
             more_queued=more_queued,
-            tool_agents=(agent_tools_sql.for_runtime(conn, agent_id) if known is None else known.tool_agents[agent_id]),
+            tool_agents=known.tool_agents[agent_id],
         )
 
     # -- the loop ----------------------------------------------------------------------------------

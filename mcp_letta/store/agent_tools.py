@@ -48,18 +48,8 @@ def listed(conn: Conn, agent_id: str) -> list[AgentTool]:
     ]
 
 
-def for_runtime(conn: Conn, agent_id: str) -> list[ToolAgent]:
-    """The attached agents with the description their tool shows, for a run that is starting."""
-    rows = conn.execute(
-        "SELECT a.id, a.name, a.description FROM agent_tools t JOIN agents a ON a.id = t.tool_agent_id "
-        "WHERE t.agent_id = ? ORDER BY t.position",
-        (agent_id,),
-    ).fetchall()
-    return [ToolAgent(r["id"], r["name"], _description(conn, r)) for r in rows]
-
-
 def for_runtimes(conn: Conn, agent_ids: list[str]) -> dict[str, list[ToolAgent]]:
-    """``for_runtime`` for each of these agents, in one query."""
+    """Each agent's attached agents with the description their tool shows, for runs that are starting."""
     out: dict[str, list[ToolAgent]] = {agent_id: [] for agent_id in agent_ids}
     marks = ",".join("?" * len(agent_ids))
     for row in conn.execute(

@@ -182,19 +182,9 @@ def list_blocks(conn: Conn, *, label: str | None = None, agent_id: str | None = 
     return to_blocks(conn, rows)
 
 
-def blocks_in_prompt(conn: Conn, agent_id: str) -> list[Block]:
-    """An agent's blocks in attachment order, for its prompt: without the names of the agents sharing them
-    (the prompt does not show them, and every LLM step renders this)."""
-    rows = conn.execute(
-        "SELECT b.* FROM blocks b JOIN agent_blocks ab ON ab.block_id = b.id WHERE ab.agent_id = ? "
-        "ORDER BY ab.position",
-        (agent_id,),
-    ).fetchall()
-    return [_to_block(r, []) for r in rows]
-
-
 def blocks_in_prompts(conn: Conn, agent_ids: list[str]) -> dict[str, list[Block]]:
-    """``blocks_in_prompt`` for each of these agents, in one query."""
+    """Each agent's blocks in attachment order, for its prompt: without the names of the agents sharing them
+    (the prompt does not show them, and every LLM step renders this)."""
     out: dict[str, list[Block]] = {agent_id: [] for agent_id in agent_ids}
     marks = ",".join("?" * len(agent_ids))
     for row in conn.execute(

@@ -130,15 +130,10 @@ def delete_passage(conn: Conn, agent_id: str, passage_id: str) -> None:
     conn.log_change("agent", agent_id)
 
 
-def archival_stats(conn: Conn, agent_id: str) -> tuple[int, list[str]]:
-    """How many passages an agent has, and the distinct tags in use (for the memory metadata)."""
-    count = conn.execute("SELECT count(*) FROM passages WHERE agent_id = ?", (agent_id,)).fetchone()[0]
-    if not count:
-        return 0, []  # every prompt renders this: most agents have no passages, so no tags either
-    tags = [
-        r[0] for r in conn.execute("SELECT DISTINCT tag FROM passage_tags WHERE agent_id = ? ORDER BY tag", (agent_id,))
-    ]
-    return count, tags
+def archival_tags(conn: Conn, agent_id: str) -> list[str]:
+    """The distinct tags on an agent's passages (for the memory metadata)."""
+    rows = conn.execute("SELECT DISTINCT tag FROM passage_tags WHERE agent_id = ? ORDER BY tag", (agent_id,))
+    return [r[0] for r in rows]
 
 
 def counts_by_agent(conn: Conn, table: str, agent_ids: list[str], where: str = "1") -> dict[str, int]:
@@ -313,6 +308,4 @@ def _date_bound(text: str, *, end: bool) -> str:
 
 def recall_stats(conn: Conn, agent_id: str) -> int:
     """How many messages of an agent are out of its context window (stored in recall only)."""
-    return conn.execute("SELECT count(*) FROM messages WHERE agent_id = ? AND in_context = 0", (agent_id,)).fetchone()[
-        0
-    ]
+    return counts_by_agent(conn, "messages", [agent_id], "in_context = 0")[agent_id]

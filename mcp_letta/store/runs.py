@@ -76,7 +76,8 @@ def _steps(conn: Conn, run_ids: list[str]) -> dict[str, list[RunStep]]:
     return out
 
 
-def _to_run(row: Any, steps: list[RunStep]) -> Run:
+def run_of(row: Any, steps: list[RunStep]) -> Run:
+    """The model of a run row, with its steps (a run just claimed has none)."""
     return Run(
         id=row["id"],
         agent_id=row["agent_id"],
@@ -104,15 +105,10 @@ def _to_run(row: Any, steps: list[RunStep]) -> Run:
     )
 
 
-def run_of(row: Any, steps: list[RunStep]) -> Run:
-    """The model of a run row whose steps the caller already has (a run just claimed has none)."""
-    return _to_run(row, steps)
-
-
 def to_runs(conn: Conn, rows: list[Any]) -> list[Run]:
     """Turn run rows into models, with their steps."""
     steps = _steps(conn, [r["id"] for r in rows])
-    return [_to_run(r, steps[r["id"]]) for r in rows]
+    return [run_of(r, steps[r["id"]]) for r in rows]
 
 
 def get_run(conn: Conn, run_id: str) -> Run:
@@ -243,12 +239,7 @@ def claim_next(conn: Conn, agent_id: str, owner: Owner) -> Claim:
         live = live if live is not None else live_owners(conn, owner)
         if head["owner"] in live:
             return "blocked", None
-    claimed = conn.execute(
-        "UPDATE runs SET status = 'running', owner = ?, lease_until = ?, started_at = ? WHERE id = ? RETURNING *",
-        (owner.id, now + owner.lease_s, now_iso(), head["id"]),
-    ).fetchone()
-    conn.log_change("run", head["id"])
-    return "claimed", (claimed, len(queued) > 1)
+    return "claimed", (start_runs(conn, [head["id"]], owner)[head["id"]], len(queued) > 1)
 
 
 def active_runs(conn: Conn, agent_ids: list[str]) -> dict[str, list[Any]]:
@@ -279,7 +270,7 @@ def start_runs(conn: Conn, run_ids: list[str], owner: Owner) -> dict[str, Any]:
 
 
 def window_fingerprints(conn: Conn, agent_ids: list[str]) -> dict[str, tuple[int, int]]:
-    """``window_fingerprint`` of each of these agents, in one query."""
+    """(count, newest seq) of each agent's in-context messages: changes whenever its window changes."""
     marks = ",".join("?" * len(agent_ids))
     found = {
         row[0]: (int(row[1]), int(row[2]))
@@ -461,14 +452,6 @@ def recover(conn: Conn, owner: Owner) -> list[str]:
 def forget_process(conn: Conn, owner: Owner) -> None:
     """A clean shutdown: drop this process's row so others adopt its queued runs without waiting."""
     conn.execute("DELETE FROM processes WHERE id = ?", (owner.id,))
-
-
-def window_fingerprint(conn: Conn, agent_id: str) -> tuple[int, int]:
-    """(count, newest seq) of an agent's in-context messages: changes whenever its window changes."""
-    row = conn.execute(
-        "SELECT count(*), coalesce(max(seq), 0) FROM messages WHERE agent_id = ? AND in_context = 1", (agent_id,)
-    ).fetchone()
-    return int(row[0]), int(row[1])
 
 
 def take_out_of_context(conn: Conn, agent_id: str, seqs: list[int]) -> int:
