@@ -138,52 +138,14 @@ class Scheduler:
         """Persist a queued run with ``create(conn)`` (in a write transaction), then schedule it.
 
         When the agent is idle here and a concurrency slot is free, the run is claimed in that same
-        transaction (one commit fewer on the common path).
+        transaction (one commit fewer on the common path): ``submit_many`` for one run.
         """
-        worker: _Worker | None = _Worker(again=False)
-        try:
-            self._limiter.acquire_on_behalf_of_nowait(worker)
-            worker.holding = True
-        except anyio.WouldBlock:
-            worker = None
-        # Shielded: were the caller cancelled once the run is stored (and maybe claimed, its worker
-        # reserved), nobody would execute it; a sent message goes on, like one sent just before.
-        with anyio.CancelScope(shield=True):
-            if worker is None or self._tg is None:
-                if worker is not None:
-                    self._give_back(worker)
-                run = await self.runner.write(create)
-                first: ClaimResult | None = None
-            else:
-                try:
-                    run, first = await self.runner.write(self._create_and_claim, create, worker)
-                except BaseException:  # nothing was stored (the transaction failed as a whole)
-                    self._give_back(worker)
-                    self._unreserve_worker(worker)
-                    raise
-        if on_step is not None:
-            self._listeners.setdefault(run.id, []).append(on_step)
-        if first is None or self._tg is None:
-            if worker is not None:
-                self._give_back(worker)
-                self._unreserve(run.agent_id, worker)
-            self.wake(run.agent_id)
-        else:
-            self._tg.start_soon(self._drain, run.agent_id, worker, first, name=f"agent-worker-{run.agent_id}")
-        return run
-
-    def _create_and_claim(self, conn: Conn, create: Callable[[Conn], Run], worker: _Worker) -> tuple[Run, Any]:
-        """(In the write transaction.) Create the run and, if no worker here has the agent, claim its next run."""
-        run = create(conn)
-        with self._workers_lock:  # a worker thread: the event loop may be starting a worker right now
-            if run.agent_id in self._workers:
-                return run, None
-            self._workers[run.agent_id] = worker
-        try:
-            return run, self.runner.claim(conn, run.agent_id)
-        except BaseException:
-            self._unreserve(run.agent_id, worker)
-            raise
+        [made] = await self.submit_many([create])
+        if isinstance(made, LettaError):
+            raise made
+        if on_step is not None:  # in time: the run's worker task has not run yet (no checkpoint since)
+            self._listeners.setdefault(made.id, []).append(on_step)
+        return made
 
     async def submit_many(self, creates: Sequence[Callable[[Conn], Run]]) -> list[Run | LettaError]:
         """``submit`` for many runs in one transaction, each ``create`` in its own savepoint: one that
@@ -201,7 +163,9 @@ class Scheduler:
                 break
             worker.holding = True
             workers.append(worker)
-        with anyio.CancelScope(shield=True):  # as in submit: stored runs must be executed
+        # Shielded: were the caller cancelled once the runs are stored (and maybe claimed, their workers
+        # reserved), nobody would execute them; a sent message goes on, like one sent just before.
+        with anyio.CancelScope(shield=True):
             try:
                 made, spare = await self.runner.write(self._create_and_claim_many, creates, workers)
             except BaseException:  # nothing was stored (the transaction failed as a whole)
