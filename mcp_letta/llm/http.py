@@ -4,7 +4,7 @@ A broadcast sends one LLM request per recipient at once. httpx2 spends 0.7-1.3 m
 re-checks connections, h11 events, request and response models), about 0.1 ms is spent here, and at 100
 recipients that difference was most of a broadcast's cost. This client does what an LLM API call needs and
 no more: a request with a body, keep-alive reuse, content-length / chunked / read-to-close bodies, gzip,
-deadlines and TLS with httpx2's trust settings. Proxies stay httpx2's job (see ``openai.py``).
+deadlines and TLS with httpx2's trust settings. Proxies stay httpx2's job (see ``transport.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import anyio
 import anyio.abc
+import httpx2
 from anyio.abc import SocketAttribute
 
 MAX_HEAD_BYTES = 64 * 1024
@@ -238,6 +239,11 @@ def _keep_alive_s(headers: Mapping[str, str]) -> float:
     return IDLE_S
 
 
+def host_and_port(url: str) -> str:
+    """``host[:port]`` of a URL without its credentials, which must never reach a message or a log."""
+    return urlsplit(url).netloc.rpartition("@")[2]
+
+
 class HTTPClient:
     """Keep-alive HTTP/1.1 connections to one origin, taken most-recently-used first and safe to share."""
 
@@ -255,7 +261,7 @@ class HTTPClient:
             raise ValueError(f"{url!r} is not an http:// or https:// URL with a host")
         self.host = parts.hostname
         self.port = parts.port or DEFAULT_PORTS[parts.scheme]
-        self.origin = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+        self.origin = f"{parts.scheme}://{host_and_port(url)}"
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
         self._tls = parts.scheme == "https"
@@ -366,8 +372,6 @@ class HTTPClient:
         if self._ssl_context is None:
             # httpx2's own trust settings (SSL_CERT_FILE / SSL_CERT_DIR, the OS store on macOS and Windows),
             # so switching clients changes no one's certificate handling.
-            import httpx2
-
             context = httpx2.create_ssl_context()
             context.set_alpn_protocols(["http/1.1"])
             self._ssl_context = context

@@ -11,7 +11,9 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from mcp_letta.llm.http import ConnectFailed, HTTPClient, HTTPResponse, ProtocolError, TimedOut
+import httpx2
+
+from mcp_letta.llm.http import ConnectFailed, HTTPClient, HTTPResponse, ProtocolError, TimedOut, host_and_port
 
 
 class ProxiedHTTPClient:
@@ -27,12 +29,8 @@ class ProxiedHTTPClient:
         connect_timeout_s: float = 10.0,
         user_agent: str = "mcp-letta",
     ) -> None:
-        import httpx2
-
-        parts = urlsplit(url)
-        self.origin = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+        self.origin = f"{urlsplit(url).scheme}://{host_and_port(url)}"
         self.timeout_s = timeout_s
-        self._httpx = httpx2
         self._http = httpx2.AsyncClient(
             headers={"user-agent": user_agent, "accept": "application/json", **(headers or {})},
             timeout=httpx2.Timeout(timeout_s, connect=connect_timeout_s),
@@ -45,7 +43,6 @@ class ProxiedHTTPClient:
         self, method: str, target: str, body: bytes | None = None, content_type: str = "application/json"
     ) -> HTTPResponse:
         """As ``HTTPClient.request``, through the proxy."""
-        httpx2 = self._httpx
         headers = {"content-type": content_type} if body is not None else {}
         try:
             response = await self._http.request(method, self.origin + target, content=body, headers=headers)
@@ -69,7 +66,7 @@ def proxy_for(url: str) -> str | None:
     parts = urlsplit(url)
     proxies = urllib.request.getproxies()
     proxy = proxies.get(parts.scheme) or proxies.get("all")
-    if not proxy or urllib.request.proxy_bypass(parts.netloc.rpartition("@")[2]):
+    if not proxy or urllib.request.proxy_bypass(host_and_port(url)):
         return None
     return proxy if "://" in proxy else f"http://{proxy}"
 
