@@ -27,6 +27,7 @@ from mcp_letta.models import (
     StageResult,
     StepEvent,
 )
+from mcp_letta.runtime.run_feed import RunFeed
 from mcp_letta.runtime.scheduler import Scheduler
 from mcp_letta.store import agent_tools as agent_tools_sql
 from mcp_letta.store import agents as agent_sql
@@ -234,53 +235,68 @@ class MultiAgentHub:
             return sender_id, [(r["id"], r["name"]) for r in rows if r["id"] != sender_id]
 
         sender_id, targets = await self.db.read(recipients)
+        names = dict(targets)
         results: dict[str, BroadcastResult] = {}
         sent: dict[str, Run] = {}
-        gate = anyio.Semaphore(self.settings.fanout_concurrency)
+        feed = RunFeed(self._scheduler)
 
         def creator(agent_id: str) -> Callable[[Conn], Run]:
             return self._creator(agent_id, message, sender=sender_id, parent_run_id=parent_run_id, waited=True)
 
-        def record(agent_id: str, name: str, made: Run | LettaError) -> Run | None:
-            if isinstance(made, LettaError):  # refused (a cycle, too deep) or the agent was deleted meanwhile
-                results[agent_id] = BroadcastResult(agent=name, agent_id=agent_id, status="failed", error=made.message)
-                return None
+        def record(agent_id: str, made: Run | LettaError) -> BroadcastResult | None:
+            """Follow a stored run; a refused one (a cycle, too deep, its agent deleted meanwhile) has its result."""
+            if isinstance(made, LettaError):
+                result = BroadcastResult(agent=names[agent_id], agent_id=agent_id, status="failed", error=made.message)
+                results[agent_id] = result
+                return result
             sent[agent_id] = made
-            return made
+            feed.add(made)
+            return None
 
-        async def submit(agent_id: str, name: str) -> Run | None:
+        async def submit(agent_id: str) -> BroadcastResult | None:
             # Shielded: at the deadline a run already stored must not be lost track of (and sent twice).
             with anyio.CancelScope(shield=True):
                 try:
                     made: Run | LettaError = await self._scheduler.submit(creator(agent_id))
                 except LettaError as exc:
                     made = exc
-                return record(agent_id, name, made)
+                return record(agent_id, made)
 
-        async def deliver(agent_id: str, name: str, run: Run | None, submitted: bool) -> None:
-            async with gate:
-                if not submitted:
-                    run = await submit(agent_id, name)
-                if run is not None:
-                    run = await self._scheduler.wait(run.id, None, current=run)
-                    results[agent_id] = BroadcastResult(agent=name, agent_id=agent_id, **outcome(run))
+        async def report(result: BroadcastResult) -> None:
             if on_result is not None:
-                await on_result(results[agent_id])
+                await on_result(result)
 
-        async with self._scheduler.lend_slot(parent_run_id):
-            with anyio.move_on_after(timeout_s):
-                # The first wave (as many as may be unfinished at once) is stored and started in one
-                # transaction; the rest are sent one by one as the first ones finish.
-                wave = targets[: self.settings.fanout_concurrency]
-                made = await self._scheduler.submit_many([creator(agent_id) for agent_id, _ in wave])
-                firsts = [record(agent_id, name, m) for (agent_id, name), m in zip(wave, made, strict=True)]
-                async with anyio.create_task_group() as tg:
-                    for index, (agent_id, name) in enumerate(targets):
-                        first = index < len(wave)
-                        tg.start_soon(deliver, agent_id, name, firsts[index] if first else None, first)
-        for agent_id, name in targets:
+        later = iter(targets[self.settings.fanout_concurrency :])
+
+        async def send_next() -> None:
+            """A freed slot goes to the next recipient (one refused reports at once and passes the slot on)."""
+            for agent_id, _ in later:
+                if (result := await submit(agent_id)) is None:
+                    return
+                await report(result)
+
+        try:
+            async with self._scheduler.lend_slot(parent_run_id):
+                with anyio.move_on_after(timeout_s):
+                    # The first wave (as many as may be unfinished at once) is stored and started in one
+                    # transaction; the rest are sent one by one as the first ones finish.
+                    wave = targets[: self.settings.fanout_concurrency]
+                    made = await self._scheduler.submit_many([creator(agent_id) for agent_id, _ in wave])
+                    refused = [r for (agent_id, _), m in zip(wave, made, strict=True) if (r := record(agent_id, m))]
+                    for result in refused:
+                        await report(result)
+                        await send_next()
+                    while feed.waiting:
+                        run = await feed.next()
+                        result = BroadcastResult(agent=names[run.agent_id], agent_id=run.agent_id, **outcome(run))
+                        results[run.agent_id] = result
+                        await report(result)
+                        await send_next()
+        finally:
+            feed.close()
+        for agent_id, _ in targets:  # not sent by the deadline: sent now, and come back pending
             if agent_id not in results and agent_id not in sent:
-                await submit(agent_id, name)
+                await submit(agent_id)
         unfinished = [run for agent_id, run in sent.items() if agent_id not in results]
         if parent_run_id is not None:
             unfinished = await self._stop_waiting(unfinished)

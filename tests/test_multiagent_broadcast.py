@@ -164,11 +164,13 @@ async def test_a_supervisor_agent_broadcasts_with_the_old_and_new_tool_names(
     assert run.reply.startswith("No agent matches match_all=['worker'] and match_some=['nobody']")
 
 
+@pytest.mark.parametrize("fanout", [50, 1])  # 1: wanda's turn comes after alice's reply, and passes on
 async def test_a_recipient_that_would_close_a_cycle_fails_alone_and_the_others_answer(
-    llm_hub: AgentHub, scripted_llm: ScriptedLLM
+    llm_settings: Settings, scripted_llm: ScriptedLLM, fanout: int
 ) -> None:
     # wanda waits on boss; boss broadcasts to the team, wanda included: that wait would deadlock.
     agents = Agents(scripted_llm)
+    agents.on("alice", reply("alice fine"))
     agents.on(
         "wanda",
         call_then_reply(
@@ -185,12 +187,18 @@ async def test_a_recipient_that_would_close_a_cycle_fails_alone_and_the_others_a
             lambda result: result["message"],
         ),
     )  # fmt: skip
-    await make(llm_hub, "wanda", "xena", "yuri", tags=["team"], include_multi_agent_tools=True)
+    async with AgentHub(llm_settings.with_overrides(fanout_concurrency=fanout)) as llm_hub:
+        await check_cycle_refused_alone(llm_hub)
+
+
+async def check_cycle_refused_alone(llm_hub: AgentHub) -> None:
+    await make(llm_hub, "alice", "wanda", "xena", "yuri", tags=["team"], include_multi_agent_tools=True)
     await make(llm_hub, "boss", include_multi_agent_tools=True)
     await llm_hub.send_message("wanda", "ask the boss", wait_s=10)
     boss_run = await newest_run(llm_hub, "boss")
     entries = {e["agent"]: e for e in eval(boss_run.reply)}  # Letta's repr of the per-recipient dicts
     assert entries["wanda"]["status"] == "failed"
     assert "refused: boss is waiting on wanda, which is waiting on boss" in entries["wanda"]["response"][0]
-    assert (entries["xena"]["response"], entries["yuri"]["response"]) == (["xena fine"], ["yuri fine"])
+    others = ("alice", "xena", "yuri")
+    assert [entries[name]["response"] for name in others] == [[f"{name} fine"] for name in others]
     assert [r.agent_name for r in await llm_hub.list_runs("wanda")] == ["wanda"]  # the refused one was not stored

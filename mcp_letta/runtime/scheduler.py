@@ -62,11 +62,12 @@ class _Worker:
 class _Watch:
     """Wakes the waiters of one run at its next change; carries the run when this process finished it."""
 
-    __slots__ = ("event", "run")
+    __slots__ = ("callbacks", "event", "run")
 
     def __init__(self) -> None:
         self.event = anyio.Event()
         self.run: Run | None = None
+        self.callbacks: list[Callable[[str, Run | None], None]] = []
 
 
 class Scheduler:
@@ -380,6 +381,16 @@ class Scheduler:
         if watch is not None:
             watch.run = run
             watch.event.set()
+            for callback in watch.callbacks:
+                callback(run_id, run)
+
+    def on_next_change(self, run_id: str, callback: Callable[[str, Run | None], None]) -> None:
+        """Call ``callback(run_id, run)`` at the run's next change, as ``wait`` wakes: with the run when this
+        process knows it final, else None (read it to see). Not called if the run is already final."""
+        watch = self._watches.get(run_id)
+        if watch is None:
+            watch = self._watches[run_id] = _Watch()
+        watch.callbacks.append(callback)
 
     async def get(self, run_id: str) -> Run:
         """The run as stored now."""
