@@ -110,12 +110,14 @@ def answer(body: bytes, *headers: str, status: str = "200 OK") -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-@pytest.fixture
-async def http_client_of() -> AsyncIterator[Callable[..., HTTPClient]]:
+@pytest.fixture(params=["asyncio protocol", "anyio streams"])
+async def http_client_of(request: pytest.FixtureRequest) -> AsyncIterator[Callable[..., HTTPClient]]:
+    """Clients reading through an asyncio protocol (on asyncio), or through anyio's streams (other loops)."""
     made: list[HTTPClient] = []
 
     def make(url: str, **options: float) -> HTTPClient:
         made.append(HTTPClient(url, **options))  # type: ignore[arg-type]
+        made[-1].asyncio_protocol = request.param == "asyncio protocol"
         return made[-1]
 
     yield make
