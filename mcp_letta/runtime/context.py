@@ -11,7 +11,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from mcp_letta.models import Block, Message
+from mcp_letta.models import Message
+from mcp_letta.store.blocks import PromptBlock
 
 CORE_MEMORY_PLACEHOLDER = "{CORE_MEMORY}"
 
@@ -22,7 +23,7 @@ def letta_time(moment: datetime | None = None) -> str:
     return moment.strftime("%Y-%m-%d %I:%M:%S %p UTC%z")
 
 
-def render_blocks(blocks: list[Block]) -> str:
+def render_blocks(blocks: list[PromptBlock]) -> str:
     """The ``<memory_blocks>`` section: one element per block, in attachment order."""
     parts = ["<memory_blocks>\nThe following memory blocks are currently engaged in your core memory unit:\n\n"]
     for index, block in enumerate(blocks):
@@ -67,7 +68,7 @@ def render_metadata(
 def render_memory(
     *,
     agent_id: str,
-    blocks: list[Block],
+    blocks: list[PromptBlock],
     recall_count: int,
     archival_count: int,
     archival_tags: list[str],

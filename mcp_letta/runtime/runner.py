@@ -65,7 +65,7 @@ class AgentDeleted(Exception):
 class MemoryFacts:
     """What agents' core memory shows, read in one query each: their blocks, archival and recall counts."""
 
-    blocks: dict[str, list[Any]]
+    blocks: dict[str, list[block_sql.PromptBlock]]
     archival: dict[str, int]
     recall: dict[str, int]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from mcp_letta.errors import Conflict, Invalid, LimitExceeded, NotFound, ReadOnly, VersionConflict
 from mcp_letta.models import Block, BlockChange, BlockSpec
@@ -182,17 +182,27 @@ def list_blocks(conn: Conn, *, label: str | None = None, agent_id: str | None = 
     return to_blocks(conn, rows)
 
 
-def blocks_in_prompts(conn: Conn, agent_ids: list[str]) -> dict[str, list[Block]]:
-    """Each agent's blocks in attachment order, for its prompt: without the names of the agents sharing them
-    (the prompt does not show them, and every LLM step renders this)."""
-    out: dict[str, list[Block]] = {agent_id: [] for agent_id in agent_ids}
+class PromptBlock(NamedTuple):
+    """What an agent's prompt shows of a block (see ``context.render_blocks``)."""
+
+    label: str
+    description: str | None
+    value: str
+    limit: int
+    read_only: bool
+
+
+def blocks_in_prompts(conn: Conn, agent_ids: list[str]) -> dict[str, list[PromptBlock]]:
+    """Each agent's blocks in attachment order, as its prompt shows them (every start and step renders this,
+    for a hundred agents at once in a broadcast: plain tuples, not models)."""
+    out: dict[str, list[PromptBlock]] = {agent_id: [] for agent_id in agent_ids}
     marks = ",".join("?" * len(agent_ids))
-    for row in conn.execute(
-        f"SELECT ab.agent_id AS attached_to, b.* FROM blocks b JOIN agent_blocks ab ON ab.block_id = b.id "
-        f"WHERE ab.agent_id IN ({marks}) ORDER BY ab.agent_id, ab.position",
+    for attached_to, label, description, value, limit, read_only in conn.execute(
+        f"SELECT ab.agent_id, b.label, b.description, b.value, b.char_limit, b.read_only FROM blocks b "
+        f"JOIN agent_blocks ab ON ab.block_id = b.id WHERE ab.agent_id IN ({marks}) ORDER BY ab.agent_id, ab.position",
         agent_ids,
     ):
-        out[row["attached_to"]].append(_to_block(row, []))
+        out[attached_to].append(PromptBlock(label, description, value, limit, bool(read_only)))
     return out
 
 
