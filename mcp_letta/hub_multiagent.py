@@ -28,7 +28,7 @@ from mcp_letta.models import (
     StepEvent,
 )
 from mcp_letta.runtime.run_feed import RunFeed
-from mcp_letta.runtime.scheduler import Scheduler
+from mcp_letta.runtime.scheduler import Preview, Scheduler
 from mcp_letta.store import agent_tools as agent_tools_sql
 from mcp_letta.store import agents as agent_sql
 from mcp_letta.store import metrics as metrics_sql
@@ -48,6 +48,11 @@ MAX_TOOL_NAME = 64  # OpenAI-compatible APIs refuse longer function names
 def incoming(sender_id: str, message: str) -> str:
     """Letta's wrapper for a message from another agent (delivered with role "system")."""
     return f"[Incoming message from agent with ID '{sender_id}' - {WILL_BE_DELIVERED}] {message}"
+
+
+def input_of(message: str, sender_id: str | None) -> tuple[str, str]:
+    """The role and text a message arrives with: as sent, from the host; in Letta's wrapper, from an agent."""
+    return ("user", message) if sender_id is None else ("system", incoming(sender_id, message))
 
 
 def latency_ms(run: Run) -> float | None:
@@ -126,10 +131,10 @@ class MultiAgentHub:
             if waited and parent_run_id is not None:
                 depth = waits_sql.check_wait(conn, parent_run_id, row, max_depth)
             reply_to = (sender_id or replies_sql.HOST) if route_reply else None
+            role, text = input_of(message, sender_id)
             return run_sql.insert_run(
-                conn, row, message if sender_id is None else incoming(sender_id, message),
-                role="user" if sender_id is None else "system", sender=sender_id, parent_run_id=parent_run_id,
-                owner=owner, waited=waited and parent_run_id is not None, depth=depth, reply_to=reply_to,
+                conn, row, text, role=role, sender=sender_id, parent_run_id=parent_run_id, owner=owner,
+                waited=waited and parent_run_id is not None, depth=depth, reply_to=reply_to,
             )  # fmt: skip
 
         return create
@@ -281,7 +286,9 @@ class MultiAgentHub:
                     # The first wave (as many as may be unfinished at once) is stored and started in one
                     # transaction; the rest are sent one by one as the first ones finish.
                     wave = targets[: self.settings.fanout_concurrency]
-                    made = await self._scheduler.submit_many([creator(agent_id) for agent_id, _ in wave])
+                    role, text = input_of(message, sender_id)
+                    previews = [Preview(agent_id, role, text) for agent_id, _ in wave]
+                    made = await self._scheduler.submit_many([creator(agent_id) for agent_id, _ in wave], previews)
                     refused = [r for (agent_id, _), m in zip(wave, made, strict=True) if (r := record(agent_id, m))]
                     for result in refused:
                         await report(result)

@@ -5,13 +5,16 @@ results and errors, progress per recipient, and an overall timeout that hands ba
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
+import anyio
 import pytest
 from conftest import most_at_once
 from test_multiagent import Agents, call_then_reply, make, newest_run, reply
 
 from mcp_letta import AgentHub, Settings
+from mcp_letta.llm.openai import message_text
 from mcp_letta.llm.scripted import Response, ScriptedLLM
 from mcp_letta.models import BroadcastResult
 
@@ -202,3 +205,77 @@ async def check_cycle_refused_alone(llm_hub: AgentHub) -> None:
     others = ("alice", "xena", "yuri")
     assert [entries[name]["response"] for name in others] == [[f"{name} fine"] for name in others]
     assert [r.agent_name for r in await llm_hub.list_runs("wanda")] == ["wanda"]  # the refused one was not stored
+
+
+# -- early first requests ------------------------------------------------------------------------------
+async def test_recipients_that_answered_before_are_asked_while_their_runs_are_still_being_stored(
+    llm_settings: Settings, scripted_llm: ScriptedLLM
+) -> None:
+    # The second broadcast's requests must reach the LLM while another writer holds the file's write lock,
+    # so before its runs can be stored; the answers that come back are the ones used (nobody is asked twice).
+    agents = Agents(scripted_llm)
+    for name in ("ann", "ben", "cat"):
+        agents.on(name, reply(lambda request: f"seen {len(request['messages'])} messages"))
+    async with AgentHub(llm_settings) as hub:
+        await make(hub, "ann", "ben", "cat", tags=["team"])
+        await hub.broadcast("first", match_all=["team"], timeout_s=10)  # they ran here: the process knows them
+        asked_before = len(scripted_llm.requests)
+        blocker = sqlite3.connect(llm_settings.db_path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            async with anyio.create_task_group() as tg:
+                done: list[list[BroadcastResult]] = []
+
+                async def second() -> None:
+                    done.append(await hub.broadcast("second", match_all=["team"], timeout_s=20))
+
+                tg.start_soon(second)
+                await scripted_llm.wait_for_requests_async(asked_before + 3, within_s=10)
+                stored = sqlite3.connect(llm_settings.db_path).execute("SELECT count(*) FROM runs").fetchone()[0]
+                blocker.execute("ROLLBACK")
+        finally:
+            blocker.close()
+        [results] = done
+        history = [m.content for m in await hub.get_messages("ann", limit=2)]
+    assert stored == 3  # the first broadcast's: the second's were not stored yet when the LLM was asked
+    assert [(r.agent, r.status, r.reply) for r in results] == [
+        (n, "completed", "seen 4 messages") for n in ("ann", "ben", "cat")
+    ]
+    assert len(scripted_llm.requests) == asked_before + 3
+    assert history == ["second", "seen 4 messages"]
+
+
+async def test_an_early_request_built_from_memory_another_process_changed_is_not_used(
+    llm_settings: Settings, scripted_llm: ScriptedLLM
+) -> None:
+    agents = Agents(scripted_llm)
+    agents.on(
+        "ann", reply(lambda request: "new rules" if "NEW RULES" in message_text(request["messages"][0]) else "old")
+    )
+    async with AgentHub(llm_settings) as hub, AgentHub(llm_settings) as other:
+        await make(hub, "ann", tags=["team"])
+        assert [r.reply for r in await hub.broadcast("first", match_all=["team"], timeout_s=10)] == ["old"]
+        await other.write_block("persona", "NEW RULES", agent="ann")  # this process does not know of it
+        [result] = await hub.broadcast("second", match_all=["team"], timeout_s=10)
+    assert (result.status, result.reply) == ("completed", "new rules")
+    assert "NEW RULES" in agents.requests_of("ann")[-1].system
+
+
+async def test_closing_the_hub_while_early_requests_are_out_leaves_their_runs_interrupted(
+    llm_settings: Settings, scripted_llm: ScriptedLLM
+) -> None:
+    agents = Agents(scripted_llm)
+    slow = {"on": False}
+    agents.on("ann", reply("fine"))
+    agents.on("ben", lambda _request: Response(content="late", delay_s=5.0 if slow["on"] else 0.0))
+    async with AgentHub(llm_settings) as hub:
+        await make(hub, "ann", "ben", tags=["team"])
+        await hub.broadcast("first", match_all=["team"], timeout_s=10)
+        slow["on"] = True
+        with anyio.move_on_after(0.5):
+            await hub.broadcast("second", match_all=["team"], timeout_s=10)
+        [ben_run] = await hub.list_runs("ben", limit=1)
+    async with AgentHub(llm_settings) as hub:
+        after = await hub.get_run(ben_run.id)
+    assert (after.input, after.status, after.stop_reason) == ("second", "interrupted", "interrupted")
+    assert after.error.startswith("the process running this run shut down")  # said by this process as it closed

@@ -34,12 +34,14 @@ from mcp_letta.runtime.context import (
     summary_request,
 )
 from mcp_letta.runtime.group_commit import GroupCommit
+from mcp_letta.runtime.requests import Basis, Early, chat_request, offered_tools
 from mcp_letta.runtime.toolbox import PreparedCall, Toolbox, ToolContext, ToolResult
 from mcp_letta.store import agent_tools as agent_tools_sql
 from mcp_letta.store import blocks as block_sql
 from mcp_letta.store import memory as memory_sql
 from mcp_letta.store import runs as runs_sql
 from mcp_letta.store.db import Conn, Database, loads_json
+from mcp_letta.store.refs import clean_text
 
 log = logging.getLogger("mcp_letta.runner")
 
@@ -126,13 +128,12 @@ class Claimed:
     """A run this process just started, with what its first step needs."""
 
     run: Run
-    model_settings: ModelSettings
-    metadata: dict[str, Any]
+    basis: Basis  # model settings, tools (the attached agents offered as ask_<name>) and memory, as read
     system: str
     window: Window
     more_queued: bool = False  # the agent had more queued runs when this one was claimed
-    tool_agents: list[agent_tools_sql.ToolAgent] = field(default_factory=list)  # offered as ask_<name>
     steps: list[RunStep] = field(default_factory=list)  # committed so far
+    early: Early | None = None  # its first request, sent before it started and equal to the one it would send
 
     @property
     def context(self) -> ToolContext:
@@ -162,6 +163,7 @@ class Runner:
         self.settings = settings
         self.owner = owner
         self._windows: OrderedDict[str, Window] = OrderedDict()
+        self._bases: OrderedDict[str, Basis] = OrderedDict()
         self._writes = GroupCommit(db)
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
@@ -182,10 +184,14 @@ class Runner:
         return Window(memory_sql.in_context_messages(conn, agent_id))
 
     def _keep_window(self, agent_id: str, window: Window) -> None:
-        self._windows[agent_id] = window
-        self._windows.move_to_end(agent_id)
-        while len(self._windows) > WINDOW_CACHE_SIZE:
-            self._windows.popitem(last=False)
+        self._remember(self._windows, agent_id, window)
+
+    @staticmethod
+    def _remember(cache: OrderedDict[str, Any], agent_id: str, value: Any) -> None:
+        cache[agent_id] = value
+        cache.move_to_end(agent_id)
+        while len(cache) > WINDOW_CACHE_SIZE:
+            cache.popitem(last=False)
 
     # -- claiming ----------------------------------------------------------------------------------
     def claim(self, conn: Conn, agent_id: str) -> Claimed | Run | Literal["empty", "blocked"]:
@@ -198,11 +204,15 @@ class Runner:
         if claim is None:
             return state
         row, more_queued = claim
-        return self._start(conn, row, more_queued, Prefetched.read(conn, [agent_id]))
+        return self._start(conn, row, more_queued, Prefetched.read(conn, [agent_id]), None)
 
-    def claim_many(self, conn: Conn, agent_ids: list[str]) -> list[Claimed | Run | Literal["empty", "blocked"]]:
+    def claim_many(
+        self, conn: Conn, agent_ids: list[str], compiled_at: dict[str, datetime] | None = None
+    ) -> list[Claimed | Run | Literal["empty", "blocked"]]:
         """``claim`` for many agents at once (a broadcast's recipients), reading what every start needs in one
-        query each; an agent whose queue is not simply "our run, nothing running" gets the single claim."""
+        query each; an agent whose queue is not simply "our run, nothing running" gets the single claim.
+
+        ``compiled_at``: the time an agent's prompt says it was compiled (that of its early request)."""
         active = runs_sql.active_runs(conn, agent_ids)
         simple = {
             agent_id: runs[0]
@@ -220,10 +230,13 @@ class Runner:
                 out.append(self.claim(conn, agent_id))  # (a repeated agent finds its run running: "blocked")
                 continue
             seen.add(agent_id)
-            out.append(self._start(conn, started[head["id"]], len(active[agent_id]) > 1, known))
+            when = (compiled_at or {}).get(agent_id)
+            out.append(self._start(conn, started[head["id"]], len(active[agent_id]) > 1, known, when))
         return out
 
-    def _start(self, conn: Conn, row: Any, more_queued: bool, known: Prefetched) -> Claimed | Run:
+    def _start(
+        self, conn: Conn, row: Any, more_queued: bool, known: Prefetched, compiled_at: datetime | None
+    ) -> Claimed | Run:
         """(The run is claimed.) Load its context, or fail it when its agent is gone or the load fails."""
         agent = known.agents.get(row["agent_id"])
         if agent is None:
@@ -231,7 +244,7 @@ class Runner:
         else:
             conn.execute("SAVEPOINT load_context")
             try:
-                claimed = self._load(conn, row, agent, more_queued, known)
+                claimed = self._load(conn, row, agent, more_queued, known, compiled_at)
             except Exception as exc:  # a run that cannot start must fail, not block its agent's queue
                 conn.execute("ROLLBACK TO load_context")
                 log.exception("could not start run %s of agent %s", row["id"], row["agent_name"])
@@ -242,7 +255,9 @@ class Runner:
         runs_sql.finish_run(conn, row["id"], status="failed", stop_reason="error", error=error)
         return runs_sql.get_run(conn, row["id"])
 
-    def _load(self, conn: Conn, row: Any, agent: Any, more_queued: bool, known: Prefetched) -> Claimed:
+    def _load(
+        self, conn: Conn, row: Any, agent: Any, more_queued: bool, known: Prefetched, compiled_at: datetime | None
+    ) -> Claimed:
         agent_id = agent["id"]
         window = self._window(conn, agent_id, known.fingerprints[agent_id])
         window.add(
@@ -252,15 +267,50 @@ class Runner:
                 [NewMessage(role=row["role"], content=row["input"], sender=row["sender"], run_id=row["id"])],
             )
         )
-        return Claimed(
-            run=runs_sql.run_of(row, []),
+        facts, archival = known.memory, known.memory.archival[agent_id]
+        basis = Basis(
+            template=agent["system"],
             model_settings=ModelSettings.model_validate(loads_json(agent["model_settings"], {})),
             metadata=loads_json(agent["metadata"], {}),
-            system=compile_system(agent["system"], memory_of(conn, agent_id, known.memory)),
+            tool_agents=known.tool_agents[agent_id],
+            blocks=facts.blocks[agent_id],
+            recall=facts.recall[agent_id],
+            archival=archival,
+            tags=memory_sql.archival_tags(conn, agent_id) if archival else [],
+        )
+        self._remember(self._bases, agent_id, basis)  # (a guess for the next start: that start checks it)
+        return Claimed(
+            run=runs_sql.run_of(row, []),
+            basis=basis,
+            system=basis.system(agent_id, compiled_at),
             window=window,
             more_queued=more_queued,
-            tool_agents=known.tool_agents[agent_id],
         )
+
+    # -- sending early -----------------------------------------------------------------------------
+    def plan_early(self, agent_id: str, role: str, content: str) -> Early | None:
+        """The first request of a run about to start for ``agent_id`` with this input, built from what this
+        process remembers (the agent's last start and its window), or None when it remembers too little
+        or the first step would summarize. ``takes_early`` decides, once the run started, whether it is used."""
+        basis, history = self._bases.get(agent_id), self._windows.get(agent_id)
+        if basis is None or history is None:
+            return None
+        try:
+            client, model = self.llm.client_for(basis.model_settings)
+        except LLMUnavailable:
+            return None
+        return Early.plan(self.toolbox, client, model, agent_id, basis, history, role, clean_text(content), _now())
+
+    def takes_early(self, claimed: Claimed, early: Early) -> bool:
+        """Whether the run's first step would send exactly ``early.request``; if so, ``early`` is that step's."""
+        try:
+            _, model = self.llm.client_for(claimed.basis.model_settings)
+        except LLMUnavailable:
+            return False
+        if not early.matches(self.toolbox, model, claimed.basis, claimed.system, claimed.window):
+            return False
+        claimed.early = early
+        return True
 
     # -- the loop ----------------------------------------------------------------------------------
     async def execute(self, claimed: Claimed, on_step: OnStep | None = None) -> Run:
@@ -282,11 +332,9 @@ class Runner:
             return await self._finish(claimed, "failed", error=error, stop_reason="error")
 
     async def _loop(self, claimed: Claimed, on_step: OnStep | None) -> Run:
-        run, settings = claimed.run, claimed.model_settings
+        run, settings = claimed.run, claimed.basis.model_settings
         client, model = self.llm.client_for(settings)
-        offered = self.toolbox.tools_for(run.agent_id, claimed.metadata, claimed.tool_agents)
-        schemas = [tool.schema() for tool in offered.values()]
-        tools_json = "[" + ",".join(tool.schema_json for tool in offered.values()) + "]"
+        offered, tools_json = offered_tools(self.toolbox, run.agent_id, claimed.basis)
         tools_chars = len(tools_json)
         window = settings.context_window or DEFAULT_CONTEXT_WINDOW
         last_calls = ""
@@ -300,17 +348,17 @@ class Runner:
                 )  # fmt: skip
             if claimed.window.estimate(claimed.system, tools_chars) > SUMMARIZE_AT * window:
                 usage = usage.plus(await self._summarize(claimed, client, model, window))
-            response = await client.chat(
-                ChatRequest(
-                    model=model,
-                    messages=claimed.window.request(claimed.system),
-                    tools=schemas,
-                    tools_json=tools_json,
-                    tool_choice="auto",
-                    temperature=settings.temperature,
-                    max_tokens=settings.max_tokens,
+            if claimed.early is not None:  # (equal to the request below: see takes_early)
+                early, claimed.early = claimed.early, None
+                started = min(started, early.compiled_at)
+                if isinstance(early.answer, Exception):
+                    raise early.answer
+                assert early.answer is not None
+                response = early.answer
+            else:
+                response = await client.chat(
+                    chat_request(model, settings, claimed.window.request(claimed.system), offered, tools_json)
                 )
-            )
             usage = usage.plus(_usage(response))
             if not response.tool_calls:
                 step = RunStep(index=index, usage=usage, started_at=started, finished_at=_now())
