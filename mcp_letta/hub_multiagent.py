@@ -28,7 +28,8 @@ from mcp_letta.models import (
     StepEvent,
 )
 from mcp_letta.runtime.run_feed import RunFeed
-from mcp_letta.runtime.scheduler import Preview, Scheduler
+from mcp_letta.runtime.scheduler import Scheduler
+from mcp_letta.runtime.submitting import Preview
 from mcp_letta.store import agent_tools as agent_tools_sql
 from mcp_letta.store import agents as agent_sql
 from mcp_letta.store import metrics as metrics_sql
