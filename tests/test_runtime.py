@@ -53,6 +53,12 @@ async def test_memory_edit_by_the_agent_persists_and_is_in_the_next_prompt(
     run = await llm_hub.send_message("alice", "I'm Ada and I like green tea", wait_s=10)
     assert run.status == "completed" and run.reply == "Noted, Ada."
     assert [[(c.name, c.ok) for c in s.tool_calls] for s in run.steps] == [[("memory_insert", True)], []]
+    for got in (run, await llm_hub.get_run(run.id)):  # the reply's step counts as the tool step did
+        assert (
+            got.usage.total_tokens
+            == sum(step.usage.total_tokens for step in run.steps)
+            > run.steps[0].usage.total_tokens
+        )
 
     first, second = scripted_llm.requests
     assert "Likes green tea" not in first.system

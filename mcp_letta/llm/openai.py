@@ -187,8 +187,7 @@ class OpenAIClient:
             ) from None
         content = message_text(message.get("content"))
         tool_calls = parse_tool_calls(message.get("tool_calls"))
-        offered = request.tool_names()
-        if not tool_calls and content and offered:
+        if not tool_calls and content and (offered := request.tool_names()):
             printed = tool_calls_from_content(content, offered)
             if printed:
                 logger.debug("accepted %d tool call(s) printed as JSON in content", len(printed))

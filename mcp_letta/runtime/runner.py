@@ -409,8 +409,10 @@ class Runner:
         added = memory_sql.append_messages(
             conn, run.agent_id, [NewMessage(role="assistant", content=reply, run_id=run.id)]
         )
-        runs_sql.add_step(conn, run.id, step)
-        ended = runs_sql.finish_run(conn, run.id, status="completed", reply=reply, stop_reason="end_turn")
+        runs_sql.add_step(conn, run.id, step, count_usage=False)
+        ended = runs_sql.finish_run(
+            conn, run.id, status="completed", reply=reply, stop_reason="end_turn", add_usage=step.usage
+        )
         claimed.window.add(added)
         self._keep_window(run.agent_id, claimed.window)  # were the commit to fail, the fingerprint would not match
         return runs_sql.run_of(ended, [*claimed.steps, step])  # _check saw it running: it ended here

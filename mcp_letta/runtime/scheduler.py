@@ -218,7 +218,9 @@ class Scheduler(Submitting):
         try:
             try:
                 with scope:
-                    finished = await self.runner.execute(claimed, self._on_step_of(run_id))
+                    # (listeners are added in submit, before this task runs: none now means none at all)
+                    on_step = self._on_step_of(run_id) if run_id in self._listeners else None
+                    finished = await self.runner.execute(claimed, on_step)
             except CancelRequested:
                 scope.cancel()
             if scope.cancel_called:

@@ -183,7 +183,8 @@ class Submitting:
                     early.answer = await early.client.chat(early.request)
                 except Exception as exc:  # the run's first step fails the same way, if the start takes it
                     early.answer = exc
-            await start.decided.wait()
+            if not start.decided.is_set():
+                await start.decided.wait()
         except anyio.get_cancelled_exc_class():  # the hub is closing
             with anyio.CancelScope(shield=True):
                 await start.decided.wait()

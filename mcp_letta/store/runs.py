@@ -298,8 +298,9 @@ def run_state(conn: Conn, run_id: str, owner: Owner) -> Literal["ok", "cancel", 
     return "ok" if row["agent"] else "no_agent"
 
 
-def add_step(conn: Conn, run_id: str, step: RunStep) -> None:
-    """Record a completed step and add its tokens to the run's usage."""
+def add_step(conn: Conn, run_id: str, step: RunStep, *, count_usage: bool = True) -> None:
+    """Record a completed step and add its tokens to the run's usage (``count_usage=False``: the caller adds
+    them itself, as ``finish_run(add_usage=...)`` does in the same update)."""
     conn.execute(
         "INSERT INTO run_steps(run_id, idx, tool_calls, prompt_tokens, completion_tokens, total_tokens, started_at, "
         "finished_at) VALUES (?,?,?,?,?,?,?,?)",
@@ -314,11 +315,12 @@ def add_step(conn: Conn, run_id: str, step: RunStep) -> None:
             step.finished_at.isoformat(timespec="microseconds"),
         ),
     )
-    conn.execute(
-        "UPDATE runs SET prompt_tokens = prompt_tokens + ?, completion_tokens = completion_tokens + ?, "
-        "total_tokens = total_tokens + ? WHERE id = ?",
-        (step.usage.prompt_tokens, step.usage.completion_tokens, step.usage.total_tokens, run_id),
-    )
+    if count_usage:
+        conn.execute(
+            "UPDATE runs SET prompt_tokens = prompt_tokens + ?, completion_tokens = completion_tokens + ?, "
+            "total_tokens = total_tokens + ? WHERE id = ?",
+            (step.usage.prompt_tokens, step.usage.completion_tokens, step.usage.total_tokens, run_id),
+        )
     conn.log_change("run", run_id)
 
 
@@ -331,18 +333,25 @@ def finish_run(
     error: str | None = None,
     stop_reason: str,
     expect: tuple[str, ...] = ("running",),
+    add_usage: RunUsage | None = None,
 ) -> Any | None:
     """Move a run to a final status, only if it is still in one of ``expect``: its row as ended, else None.
+    ``add_usage``: tokens to add to the run's usage in the same update (its last step's).
 
     Every run ends here, so this is also where its reply is routed (see ``replies``): in the same
     transaction, whichever process ends it and however (completed, failed, cancelled, interrupted).
     """
     marks = ",".join("?" * len(expect))
+    usage = add_usage or RunUsage()
     ended = conn.execute(
-        "UPDATE runs SET status = ?, reply = ?, error = ?, stop_reason = ?, finished_at = ?, lease_until = NULL "
+        "UPDATE runs SET status = ?, reply = ?, error = ?, stop_reason = ?, finished_at = ?, lease_until = NULL, "
+        "prompt_tokens = prompt_tokens + ?, completion_tokens = completion_tokens + ?, total_tokens = total_tokens + ? "
         f"WHERE id = ? AND status IN ({marks}) RETURNING *",
-        (status, reply, error, stop_reason, now_iso(), run_id, *expect),
-    ).fetchone()
+        (
+            status, reply, error, stop_reason, now_iso(), usage.prompt_tokens, usage.completion_tokens,
+            usage.total_tokens, run_id, *expect,
+        ),
+    ).fetchone()  # fmt: skip
     if ended is None:
         return None
     conn.log_change("run", run_id)
