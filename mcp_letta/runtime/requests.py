@@ -105,8 +105,12 @@ def offered_tools(toolbox: Toolbox, agent_id: str, basis: Basis) -> tuple[dict[s
 def chat_request(
     model: str, settings: ModelSettings, messages: list[dict[str, Any]], offered: dict[str, Tool], tools_json: str
 ) -> ChatRequest:
-    """The request of one step: ``messages`` as ``Window.request`` gives them, the tools as offered."""
-    return ChatRequest(
+    """The request of one step: ``messages`` as ``Window.request`` gives them, the tools as offered.
+
+    Built without validation: every field comes typed from the runtime, and validating copies each
+    message (14 us for a window of 100, for each of a broadcast's hundred recipients).
+    """
+    return ChatRequest.model_construct(
         model=model,
         messages=messages,
         tools=[tool.schema() for tool in offered.values()],
