@@ -91,10 +91,16 @@ class Conn(sqlite3.Connection):
             return
         self.changes.append(key)
         self._logged.add(key)
-        self.execute(
-            "INSERT INTO changes(origin, kind, ref, at) VALUES (?, ?, ?, ?)",
-            (self.origin, kind, ref, time.time()),
-        )
+
+    def write_change_log(self) -> None:
+        """(Just before COMMIT.) The transaction's changes into the ``changes`` table, in one statement: what
+        a rolled-back savepoint logged is already gone from ``changes``, so it never reaches the table."""
+        if self.changes:
+            at = time.time()
+            self.executemany(
+                "INSERT INTO changes(origin, kind, ref, at) VALUES (?, ?, ?, ?)",
+                [(self.origin, kind, ref, at) for kind, ref in self.changes],
+            )
 
 
 ChangeListener = Callable[[list[tuple[str, str]]], None]
@@ -215,6 +221,7 @@ class Database:
                 while conn.before_commit:
                     hook = next(iter(conn.before_commit))
                     conn.before_commit.pop(hook)(conn)
+                conn.write_change_log()
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -287,11 +294,13 @@ class Database:
         """Changes committed by OTHER processes after change-log id ``after_id``, and the newest id seen."""
 
         def query(conn: Conn) -> tuple[int, list[tuple[str, str]]]:
+            # This process's own commits move data_version too: its rows are skipped in SQL, not in Python.
+            last = max(after_id, conn.execute("SELECT coalesce(max(id), 0) FROM changes").fetchone()[0])
             rows = conn.execute(
-                "SELECT id, origin, kind, ref FROM changes WHERE id > ? ORDER BY id", (after_id,)
+                "SELECT kind, ref FROM changes WHERE id > ? AND id <= ? AND origin != ? ORDER BY id",
+                (after_id, last, self.origin),
             ).fetchall()
-            last = rows[-1]["id"] if rows else after_id
-            return last, [(r["kind"], r["ref"]) for r in rows if r["origin"] != self.origin]
+            return last, [(kind, ref) for kind, ref in rows]
 
         return self.read_sync(query)
 
