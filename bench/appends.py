@@ -34,8 +34,8 @@ WRITER = "api"  # AgentHub.append_to_block's default writer
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # The statements the store runs for AgentHub.append_to_block(<block id>, text), in order
-# (db.Database._write_txn, blocks.resolve_block_row, blocks.edit_block, Conn.log_change,
-# blocks.get_block). Kept in step with the store by check_replica().
+# (db.Database._write_txn, blocks.resolve_block_row, blocks.edit_block, blocks.get_block, then
+# Conn.write_change_log just before COMMIT). Kept in step with the store by check_replica().
 SELECT_BLOCK = "SELECT * FROM blocks WHERE id = ?"
 UPDATE_BLOCK = "UPDATE blocks SET value = ?, version = ?, updated_at = ?, updated_by = ? WHERE id = ?"
 INSERT_HISTORY = (
@@ -110,9 +110,9 @@ class RawAppender:
             version, now = row[self._version] + 1, datetime.now(UTC).isoformat(timespec="microseconds")
             conn.execute(UPDATE_BLOCK, (new, version, now, WRITER, block_id))
             conn.execute(INSERT_HISTORY, (block_id, version, WRITER, "append", old, new, now))
-            conn.execute(INSERT_CHANGE, (self.origin, "block", block_id, time.time()))
             conn.execute(SELECT_BLOCK, (block_id,)).fetchone()
             conn.execute(SELECT_AGENT_NAMES, [block_id]).fetchall()
+            conn.executemany(INSERT_CHANGE, [(self.origin, "block", block_id, time.time())])
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
