@@ -279,3 +279,20 @@ async def test_closing_the_hub_while_early_requests_are_out_leaves_their_runs_in
         after = await hub.get_run(ben_run.id)
     assert (after.input, after.status, after.stop_reason) == ("second", "interrupted", "interrupted")
     assert after.error.startswith("the process running this run shut down")  # said by this process as it closed
+
+
+async def test_an_early_answer_that_calls_a_tool_goes_on_to_the_next_step(
+    llm_settings: Settings, scripted_llm: ScriptedLLM
+) -> None:
+    agents = Agents(scripted_llm)
+    agents.on("ann", call_then_reply("memory_insert", {"label": "human", "new_string": "Boss asked."}, "noted"))
+    async with AgentHub(llm_settings) as hub:
+        await make(hub, "ann", tags=["team"])
+        await hub.broadcast("first", match_all=["team"], timeout_s=10)
+        [result] = await hub.broadcast("second", match_all=["team"], timeout_s=10)
+        run = await hub.get_run(result.run_id)
+        block = await hub.read_block("human", agent="ann")
+    assert (result.status, result.reply) == ("completed", "noted")
+    assert [[c.name for c in step.tool_calls] for step in run.steps] == [["memory_insert"], []]
+    assert block.value.count("Boss asked.") == 2  # once per broadcast
+    assert len(agents.requests_of("ann")) == 4  # two steps each: the early answer was the second's first step

@@ -27,7 +27,6 @@ from mcp_letta.runtime.context import (
     Window,
     bounded_summary,
     choose_eviction,
-    compile_system,
     fixed_tokens,
     render_memory,
     summary_alert,
@@ -116,11 +115,20 @@ class Prefetched:
         )
 
 
-def _system_of(conn: Conn, agent_id: str) -> str:
-    row = conn.execute("SELECT system FROM agents WHERE id = ?", (agent_id,)).fetchone()
-    if row is None:
-        raise AgentDeleted(f"agent {agent_id} was deleted while this run was going")
-    return compile_system(row["system"], memory_of(conn, agent_id))
+def basis_of(conn: Conn, agent: Any, known: Prefetched) -> Basis:
+    """What the agent's prompt and tools are built from, out of its row and what ``known`` read."""
+    agent_id, facts = agent["id"], known.memory
+    archival = facts.archival[agent_id]
+    return Basis(
+        template=agent["system"],
+        model_settings=ModelSettings.model_validate(loads_json(agent["model_settings"], {})),
+        metadata=loads_json(agent["metadata"], {}),
+        tool_agents=known.tool_agents[agent_id],
+        blocks=facts.blocks[agent_id],
+        recall=facts.recall[agent_id],
+        archival=archival,
+        tags=memory_sql.archival_tags(conn, agent_id) if archival else [],
+    )
 
 
 @dataclass
@@ -267,17 +275,7 @@ class Runner:
                 [NewMessage(role=row["role"], content=row["input"], sender=row["sender"], run_id=row["id"])],
             )
         )
-        facts, archival = known.memory, known.memory.archival[agent_id]
-        basis = Basis(
-            template=agent["system"],
-            model_settings=ModelSettings.model_validate(loads_json(agent["model_settings"], {})),
-            metadata=loads_json(agent["metadata"], {}),
-            tool_agents=known.tool_agents[agent_id],
-            blocks=facts.blocks[agent_id],
-            recall=facts.recall[agent_id],
-            archival=archival,
-            tags=memory_sql.archival_tags(conn, agent_id) if archival else [],
-        )
+        basis = basis_of(conn, agent, known)
         self._remember(self._bases, agent_id, basis)  # (a guess for the next start: that start checks it)
         return Claimed(
             run=runs_sql.run_of(row, []),
@@ -403,6 +401,17 @@ class Runner:
         if state == "no_agent":
             raise AgentDeleted(f"agent {claimed.run.agent_name!r} was deleted while this run was going")
 
+    def _system_now(self, conn: Conn, agent_id: str) -> str:
+        """The system message for the run's next step, from the store as it is now (its tools may have
+        edited memory); what it was built from is remembered for the agent's next start."""
+        known = Prefetched.read(conn, [agent_id])
+        agent = known.agents.get(agent_id)
+        if agent is None:
+            raise AgentDeleted(f"agent {agent_id} was deleted while this run was going")
+        basis = basis_of(conn, agent, known)
+        self._remember(self._bases, agent_id, basis)
+        return basis.system(agent_id, None)
+
     def _commit_reply(self, conn: Conn, claimed: Claimed, reply: str, step: RunStep) -> Run:
         run = claimed.run
         self._check(conn, claimed)
@@ -449,7 +458,7 @@ class Runner:
             finished_at=_now(),
         )
         runs_sql.add_step(conn, run.id, step)
-        return step, added, _system_of(conn, run.agent_id)
+        return step, added, self._system_now(conn, run.agent_id)
 
     async def _finish(self, claimed: Claimed, status: str, *, error: str, stop_reason: str) -> Run:
         def finish(conn: Conn) -> Run:
@@ -480,7 +489,7 @@ class Runner:
                 [NewMessage(role="user", content=summary_alert(hidden, summary), sender=SUMMARY_SENDER, run_id=run.id)],
             )
             conn.log_change("agent", run.agent_id)  # its memory metadata (recall count) changed
-            return message, _system_of(conn, run.agent_id)
+            return message, self._system_now(conn, run.agent_id)
 
         message, claimed.system = await self.write(commit)
         claimed.window = Window([message, *kept])
