@@ -4,6 +4,7 @@ and a broadcast's early first requests (see ``runtime/requests.py``). ``Schedule
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NamedTuple
@@ -17,6 +18,8 @@ from mcp_letta.models import Run, StepEvent
 from mcp_letta.runtime.requests import Early
 from mcp_letta.runtime.runner import Claimed, Runner
 from mcp_letta.store.db import Conn
+
+log = logging.getLogger("mcp_letta.scheduler")
 
 SHUTDOWN_ERROR = (
     "the process running this run shut down before the run finished; the input is in the agent's history: "
@@ -125,9 +128,11 @@ class Submitting:
             try:
                 made, spare = await self.runner.write(self._create_and_claim_many, creates, workers, starts)
             except BaseException:  # nothing was stored (the transaction failed as a whole)
+                early_workers = {id(start.worker) for start in starts.values()}
                 for worker in workers:
                     self._give_back(worker)
-                    self._unreserve_worker(worker)
+                    if id(worker) not in early_workers:  # (an early start's task ends its worker as any does)
+                        self._unreserve_worker(worker)
                 for start in starts.values():
                     start.decide(None)
                 raise
@@ -139,7 +144,7 @@ class Submitting:
             if (start := starts.get(index)) is not None:
                 if first is None:
                     self._give_back(start.worker)
-                start.decide(first, isinstance(first, Claimed) and self.runner.takes_early(first, start.early))
+                start.decide(first, isinstance(first, Claimed) and self._takes_early(first, start.early))
                 continue
             if isinstance(outcome, LettaError):
                 continue
@@ -154,6 +159,13 @@ class Submitting:
                 )
         return out
 
+    def _takes_early(self, claimed: Claimed, early: Early) -> bool:
+        try:
+            return self.runner.takes_early(claimed, early)
+        except Exception:  # sending early only saves time: a bug in it must not strand the run
+            log.exception("could not compare the early request of run %s; asking again", claimed.run.id)
+            return False
+
     def _send_early(self, previews: Sequence[Preview | None], workers: list[Worker]) -> dict[int, _EarlyStart]:
         """Start the first requests of the previewed runs whose agents are idle here and remembered (see
         ``Runner.plan_early``), each in its agent's worker task, which then waits for the transaction."""
@@ -164,7 +176,11 @@ class Submitting:
             with self._workers_lock:
                 if preview.agent_id in self._workers:
                     continue
-            early = self.runner.plan_early(preview.agent_id, preview.role, preview.content)
+            try:
+                early = self.runner.plan_early(preview.agent_id, preview.role, preview.content)
+            except Exception:  # sending early only saves time: a bug in it must not fail the broadcast
+                log.exception("could not build an early request for agent %s", preview.agent_id)
+                continue
             if early is None:
                 continue
             start = starts[index] = _EarlyStart(early, workers[len(starts)])
