@@ -10,7 +10,7 @@ from typing import Any, Literal
 from mcp_letta.errors import Invalid
 from mcp_letta.models import Block, BlockChange, BlockSpec, Message, NewMessage, Passage
 from mcp_letta.runtime.context import compile_system
-from mcp_letta.runtime.runner import memory_of
+from mcp_letta.runtime.requests import memory_of
 from mcp_letta.store import agents as agent_sql
 from mcp_letta.store import blocks as block_sql
 from mcp_letta.store import memory as memory_sql

@@ -17,7 +17,8 @@ import pytest
 from mcp_letta import AgentHub
 from mcp_letta.runtime.context import compile_system
 from mcp_letta.runtime.group_commit import GroupCommit
-from mcp_letta.runtime.runner import Claimed, memory_of
+from mcp_letta.runtime.requests import memory_of
+from mcp_letta.runtime.runner import Claimed
 from mcp_letta.store import runs as run_sql
 from mcp_letta.store.db import Conn, Database
 

@@ -6,7 +6,7 @@ recipients that difference was most of a broadcast's cost. This client does what
 no more: a request with a body, keep-alive reuse, content-length / chunked / read-to-close bodies, gzip,
 deadlines and TLS with httpx2's trust settings. Proxies stay httpx2's job (see ``transport.py``).
 
-On asyncio the bytes come through a protocol (``_Wire``): a stream's receive pauses and resumes the
+On asyncio the bytes come through a protocol (``Wire``): a stream's receive pauses and resumes the
 socket's reader around every read, and 100 concurrent requests spent twice the CPU that way. Other
 event loops (trio) get anyio's streams.
 """
@@ -29,6 +29,8 @@ import anyio
 import anyio.abc
 import httpx2
 from anyio.abc import SocketAttribute
+
+from mcp_letta.llm.wire import Wire
 
 MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -79,103 +81,15 @@ class HTTPResponse:
             return self.content.decode("utf-8", errors="replace")
 
 
-class _Wire(asyncio.Protocol):
-    """A connection's bytes on asyncio: what arrives is buffered as it comes, and ``receive`` takes it all.
-
-    It has the part of a byte stream's interface ``_Connection`` uses: ``receive`` (``anyio.EndOfStream``
-    once the server closed, or the connection's error), ``send`` (waits while the write buffer is full)
-    and ``aclose``.
-    """
-
-    def __init__(self) -> None:
-        self._transport: asyncio.Transport | None = None
-        self._data = bytearray()
-        self._ended: BaseException | None = None
-        self._readable: asyncio.Future[None] | None = None
-        self._writable: asyncio.Future[None] | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """(asyncio) Connected."""
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        """(asyncio) Bytes arrived."""
-        self._data += data
-        self._wake(self._readable)
-
-    def eof_received(self) -> bool:
-        """(asyncio) The server closed its side: the connection is done (the transport closes it)."""
-        self._end(anyio.EndOfStream())
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        """(asyncio) The connection is gone, cleanly or with ``exc``."""
-        self._end(anyio.EndOfStream() if exc is None else exc)
-
-    def pause_writing(self) -> None:
-        """(asyncio) The write buffer is full."""
-        self._writable = asyncio.get_running_loop().create_future()
-
-    def resume_writing(self) -> None:
-        """(asyncio) The write buffer drained."""
-        self._wake(self._writable)
-        self._writable = None
-
-    def _end(self, error: BaseException) -> None:
-        if self._ended is None:
-            self._ended = error
-        self._wake(self._readable)
-        self._wake(self._writable)
-
-    @staticmethod
-    def _wake(waiter: asyncio.Future[None] | None) -> None:
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def unsolicited(self) -> bool:
-        """Whether anything happened while nobody was reading: bytes, or the server closing."""
-        return bool(self._data) or self._ended is not None
-
-    async def receive(self, max_bytes: int = 65536) -> bytes:
-        """Everything buffered (``max_bytes`` is not a bound here); waits for bytes if there are none."""
-        while not self._data:
-            if self._ended is not None:
-                raise self._ended
-            self._readable = asyncio.get_running_loop().create_future()
-            try:
-                await self._readable
-            finally:
-                self._readable = None
-        data = bytes(self._data)
-        self._data.clear()
-        return data
-
-    async def send(self, data: bytes) -> None:
-        """Write ``data``; waits while the transport's buffer is over its high-water mark."""
-        if self._ended is not None or self._transport is None or self._transport.is_closing():
-            raise anyio.BrokenResourceError("the connection is closed")
-        self._transport.write(data)
-        if self._writable is not None:
-            await self._writable
-            if self._ended is not None:
-                raise anyio.BrokenResourceError("the connection closed while sending")
-
-    async def aclose(self) -> None:
-        """Close the connection (without waiting for the server)."""
-        if self._transport is not None:
-            self._transport.close()
-
-
 class _Connection:
     """One socket (TLS or not) with its read buffer."""
 
     __slots__ = ("answered", "buffer", "expires", "socket", "stream")
 
-    def __init__(self, stream: anyio.abc.ByteStream | _Wire) -> None:
+    def __init__(self, stream: anyio.abc.ByteStream | Wire) -> None:
         self.stream = stream
         # Looked up once: anyio builds every extra attribute (a getpeername call among them) on each lookup.
-        self.socket = None if isinstance(stream, _Wire) else stream.extra(SocketAttribute.raw_socket, None)
+        self.socket = None if isinstance(stream, Wire) else stream.extra(SocketAttribute.raw_socket, None)
         self.buffer = bytearray()
         self.expires = 0.0
         self.answered = False  # any byte of the current answer has arrived
@@ -184,7 +98,7 @@ class _Connection:
         """True when an idle connection has something to read: the server closed it (or misbehaved)."""
         if self.buffer:
             return True
-        if isinstance(self.stream, _Wire):
+        if isinstance(self.stream, Wire):
             return self.stream.unsolicited()
         if self.socket is None:
             return False
@@ -449,7 +363,7 @@ class HTTPClient:
             with anyio.fail_after(self.connect_timeout_s):
                 if loop is not None:
                     tls = {"ssl": self._context(), "server_hostname": self.host} if self._tls else {}
-                    _, wire = await loop.create_connection(_Wire, self.host, self.port, **tls)  # type: ignore[arg-type]
+                    _, wire = await loop.create_connection(Wire, self.host, self.port, **tls)  # type: ignore[arg-type]
                     return _Connection(wire)
                 if self._tls:
                     stream: anyio.abc.ByteStream = await anyio.connect_tcp(

@@ -1,4 +1,5 @@
-"""An agent's LLM request, and the early first request of a run that is about to start.
+"""An agent's LLM request: what it is built from (read from the store as a run starts, or remembered), and
+the early first request of a run that is about to start.
 
 A broadcast's first wave used to be stored and started (one transaction, reading every recipient's
 memory) before any request went out. A process that ran an agent before remembers what its prompt was
@@ -26,8 +27,13 @@ from mcp_letta.runtime.context import (
     render_memory,
 )
 from mcp_letta.runtime.toolbox import Tool, Toolbox
+from mcp_letta.store import agent_tools as agent_tools_sql
+from mcp_letta.store import blocks as block_sql
+from mcp_letta.store import memory as memory_sql
+from mcp_letta.store import runs as runs_sql
 from mcp_letta.store.agent_tools import ToolAgent
 from mcp_letta.store.blocks import PromptBlock
+from mcp_letta.store.db import Conn, loads_json
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,75 @@ class Basis:
             archival_tags=self.tags, compiled_at=compiled_at,
         )  # fmt: skip
         return compile_system(self.template, memory)
+
+
+@dataclass
+class MemoryFacts:
+    """What agents' core memory shows, read in one query each: their blocks, archival and recall counts."""
+
+    blocks: dict[str, list[block_sql.PromptBlock]]
+    archival: dict[str, int]
+    recall: dict[str, int]
+
+    @classmethod
+    def read(cls, conn: Conn, agent_ids: list[str]) -> MemoryFacts:
+        """The facts of these agents as the store has them now."""
+        return cls(
+            blocks=block_sql.blocks_in_prompts(conn, agent_ids),
+            archival=memory_sql.counts_by_agent(conn, "passages", agent_ids),
+            recall=memory_sql.counts_by_agent(conn, "messages", agent_ids, "in_context = 0"),
+        )
+
+
+def memory_of(conn: Conn, agent_id: str, facts: MemoryFacts | None = None) -> str:
+    """An agent's core memory rendered as its prompt shows it (blocks and memory metadata)."""
+    facts = facts if facts is not None else MemoryFacts.read(conn, [agent_id])
+    archival_count = facts.archival[agent_id]
+    return render_memory(
+        agent_id=agent_id,
+        blocks=facts.blocks[agent_id],
+        recall_count=facts.recall[agent_id],
+        archival_count=archival_count,
+        archival_tags=memory_sql.archival_tags(conn, agent_id) if archival_count else [],
+    )
+
+
+@dataclass
+class Prefetched:
+    """What starting agents' runs reads, in one query each however many agents start together."""
+
+    agents: dict[str, Any]
+    fingerprints: dict[str, tuple[int, int]]
+    memory: MemoryFacts
+    tool_agents: dict[str, list[agent_tools_sql.ToolAgent]]
+
+    @classmethod
+    def read(cls, conn: Conn, agent_ids: list[str]) -> Prefetched:
+        """(In the claiming transaction, before any input is appended.)"""
+        marks = ",".join("?" * len(agent_ids))
+        agents = {r["id"]: r for r in conn.execute(f"SELECT * FROM agents WHERE id IN ({marks})", agent_ids)}
+        return cls(
+            agents=agents,
+            fingerprints=runs_sql.window_fingerprints(conn, agent_ids),
+            memory=MemoryFacts.read(conn, agent_ids),
+            tool_agents=agent_tools_sql.for_runtimes(conn, agent_ids),
+        )
+
+
+def basis_of(conn: Conn, agent: Any, known: Prefetched) -> Basis:
+    """What the agent's prompt and tools are built from, out of its row and what ``known`` read."""
+    agent_id, facts = agent["id"], known.memory
+    archival = facts.archival[agent_id]
+    return Basis(
+        template=agent["system"],
+        model_settings=ModelSettings.model_validate(loads_json(agent["model_settings"], {})),
+        metadata=loads_json(agent["metadata"], {}),
+        tool_agents=known.tool_agents[agent_id],
+        blocks=facts.blocks[agent_id],
+        recall=facts.recall[agent_id],
+        archival=archival,
+        tags=memory_sql.archival_tags(conn, agent_id) if archival else [],
+    )
 
 
 @dataclass

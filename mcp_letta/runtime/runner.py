@@ -18,7 +18,7 @@ from typing import Any, Literal, TypeVar
 from mcp_letta.config import Settings
 from mcp_letta.errors import LLMUnavailable
 from mcp_letta.llm import ChatRequest, ChatResponse, LLMClient, LLMPool
-from mcp_letta.models import Message, ModelSettings, NewMessage, Run, RunStep, RunUsage, StepEvent
+from mcp_letta.models import Message, NewMessage, Run, RunStep, RunUsage, StepEvent
 from mcp_letta.runtime.context import (
     DEFAULT_CONTEXT_WINDOW,
     KEEP_FRACTION,
@@ -28,18 +28,15 @@ from mcp_letta.runtime.context import (
     bounded_summary,
     choose_eviction,
     fixed_tokens,
-    render_memory,
     summary_alert,
     summary_request,
 )
 from mcp_letta.runtime.group_commit import GroupCommit
-from mcp_letta.runtime.requests import Basis, Early, chat_request, offered_tools
+from mcp_letta.runtime.requests import Basis, Early, Prefetched, basis_of, chat_request, offered_tools
 from mcp_letta.runtime.toolbox import PreparedCall, Toolbox, ToolContext, ToolResult
-from mcp_letta.store import agent_tools as agent_tools_sql
-from mcp_letta.store import blocks as block_sql
 from mcp_letta.store import memory as memory_sql
 from mcp_letta.store import runs as runs_sql
-from mcp_letta.store.db import Conn, Database, loads_json
+from mcp_letta.store.db import Conn, Database
 from mcp_letta.store.refs import clean_text
 
 log = logging.getLogger("mcp_letta.runner")
@@ -60,75 +57,6 @@ class CancelRequested(Exception):
 
 class AgentDeleted(Exception):
     """The agent was deleted while its run was going: the run fails, nothing of this step is kept."""
-
-
-@dataclass
-class MemoryFacts:
-    """What agents' core memory shows, read in one query each: their blocks, archival and recall counts."""
-
-    blocks: dict[str, list[block_sql.PromptBlock]]
-    archival: dict[str, int]
-    recall: dict[str, int]
-
-    @classmethod
-    def read(cls, conn: Conn, agent_ids: list[str]) -> MemoryFacts:
-        """The facts of these agents as the store has them now."""
-        return cls(
-            blocks=block_sql.blocks_in_prompts(conn, agent_ids),
-            archival=memory_sql.counts_by_agent(conn, "passages", agent_ids),
-            recall=memory_sql.counts_by_agent(conn, "messages", agent_ids, "in_context = 0"),
-        )
-
-
-def memory_of(conn: Conn, agent_id: str, facts: MemoryFacts | None = None) -> str:
-    """An agent's core memory rendered as its prompt shows it (blocks and memory metadata)."""
-    facts = facts if facts is not None else MemoryFacts.read(conn, [agent_id])
-    archival_count = facts.archival[agent_id]
-    return render_memory(
-        agent_id=agent_id,
-        blocks=facts.blocks[agent_id],
-        recall_count=facts.recall[agent_id],
-        archival_count=archival_count,
-        archival_tags=memory_sql.archival_tags(conn, agent_id) if archival_count else [],
-    )
-
-
-@dataclass
-class Prefetched:
-    """What starting agents' runs reads, in one query each however many agents start together."""
-
-    agents: dict[str, Any]
-    fingerprints: dict[str, tuple[int, int]]
-    memory: MemoryFacts
-    tool_agents: dict[str, list[agent_tools_sql.ToolAgent]]
-
-    @classmethod
-    def read(cls, conn: Conn, agent_ids: list[str]) -> Prefetched:
-        """(In the claiming transaction, before any input is appended.)"""
-        marks = ",".join("?" * len(agent_ids))
-        agents = {r["id"]: r for r in conn.execute(f"SELECT * FROM agents WHERE id IN ({marks})", agent_ids)}
-        return cls(
-            agents=agents,
-            fingerprints=runs_sql.window_fingerprints(conn, agent_ids),
-            memory=MemoryFacts.read(conn, agent_ids),
-            tool_agents=agent_tools_sql.for_runtimes(conn, agent_ids),
-        )
-
-
-def basis_of(conn: Conn, agent: Any, known: Prefetched) -> Basis:
-    """What the agent's prompt and tools are built from, out of its row and what ``known`` read."""
-    agent_id, facts = agent["id"], known.memory
-    archival = facts.archival[agent_id]
-    return Basis(
-        template=agent["system"],
-        model_settings=ModelSettings.model_validate(loads_json(agent["model_settings"], {})),
-        metadata=loads_json(agent["metadata"], {}),
-        tool_agents=known.tool_agents[agent_id],
-        blocks=facts.blocks[agent_id],
-        recall=facts.recall[agent_id],
-        archival=archival,
-        tags=memory_sql.archival_tags(conn, agent_id) if archival else [],
-    )
 
 
 @dataclass
