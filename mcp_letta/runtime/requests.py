@@ -37,6 +37,30 @@ from mcp_letta.store.db import Conn, loads_json
 
 
 @dataclass(frozen=True)
+class ShownMemory:
+    """What an agent's core memory shows: its blocks, and how much recall and archival memory it has."""
+
+    blocks: list[PromptBlock]
+    recall: int
+    archival: int
+    tags: list[str]
+
+    @classmethod
+    def read(cls, conn: Conn, agent_id: str, facts: MemoryFacts) -> ShownMemory:
+        """The agent's, from ``facts`` (and its archival tags, read only when it has passages)."""
+        archival = facts.archival[agent_id]
+        tags = memory_sql.archival_tags(conn, agent_id) if archival else []
+        return cls(facts.blocks[agent_id], facts.recall[agent_id], archival, tags)
+
+    def render(self, agent_id: str, compiled_at: datetime | None = None) -> str:
+        """As the prompt shows it, compiled at ``compiled_at`` (now if None)."""
+        return render_memory(
+            agent_id=agent_id, blocks=self.blocks, recall_count=self.recall, archival_count=self.archival,
+            archival_tags=self.tags, compiled_at=compiled_at,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
 class Basis:
     """What an agent's system prompt and tools are built from, as its last start read them from the store."""
 
@@ -44,18 +68,11 @@ class Basis:
     model_settings: ModelSettings
     metadata: dict[str, Any]
     tool_agents: list[ToolAgent]
-    blocks: list[PromptBlock]
-    recall: int
-    archival: int
-    tags: list[str]
+    memory: ShownMemory
 
     def system(self, agent_id: str, compiled_at: datetime | None) -> str:
         """The system message: the template with core memory rendered as of ``compiled_at``."""
-        memory = render_memory(
-            agent_id=agent_id, blocks=self.blocks, recall_count=self.recall, archival_count=self.archival,
-            archival_tags=self.tags, compiled_at=compiled_at,
-        )  # fmt: skip
-        return compile_system(self.template, memory)
+        return compile_system(self.template, self.memory.render(agent_id, compiled_at))
 
 
 @dataclass
@@ -79,14 +96,7 @@ class MemoryFacts:
 def memory_of(conn: Conn, agent_id: str, facts: MemoryFacts | None = None) -> str:
     """An agent's core memory rendered as its prompt shows it (blocks and memory metadata)."""
     facts = facts if facts is not None else MemoryFacts.read(conn, [agent_id])
-    archival_count = facts.archival[agent_id]
-    return render_memory(
-        agent_id=agent_id,
-        blocks=facts.blocks[agent_id],
-        recall_count=facts.recall[agent_id],
-        archival_count=archival_count,
-        archival_tags=memory_sql.archival_tags(conn, agent_id) if archival_count else [],
-    )
+    return ShownMemory.read(conn, agent_id, facts).render(agent_id)
 
 
 @dataclass
@@ -113,17 +123,13 @@ class Prefetched:
 
 def basis_of(conn: Conn, agent: Any, known: Prefetched) -> Basis:
     """What the agent's prompt and tools are built from, out of its row and what ``known`` read."""
-    agent_id, facts = agent["id"], known.memory
-    archival = facts.archival[agent_id]
+    agent_id = agent["id"]
     return Basis(
         template=agent["system"],
         model_settings=ModelSettings.model_validate(loads_json(agent["model_settings"], {})),
         metadata=loads_json(agent["metadata"], {}),
         tool_agents=known.tool_agents[agent_id],
-        blocks=facts.blocks[agent_id],
-        recall=facts.recall[agent_id],
-        archival=archival,
-        tags=memory_sql.archival_tags(conn, agent_id) if archival else [],
+        memory=ShownMemory.read(conn, agent_id, known.memory),
     )
 
 
