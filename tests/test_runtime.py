@@ -11,7 +11,9 @@ import pytest
 
 from mcp_letta import AgentHub
 from mcp_letta.llm.scripted import RecordedRequest, Response, ScriptedLLM
+from mcp_letta.models import Message, ToolCall
 from mcp_letta.runtime.builtin_tools import DEFAULT_TOOL_NAMES
+from mcp_letta.runtime.context import Window
 
 pytestmark = pytest.mark.anyio
 
@@ -271,3 +273,29 @@ async def test_compaction_stays_bounded_when_the_summarizer_echoes_everything(
     assert len(summaries) >= 3, "the window never filled up"
     # Every request, summaries included, fits the window (four characters a token, plus JSON framing).
     assert max(requests) < 2000 * 4 * 1.3, requests
+
+
+def test_the_encoded_history_is_the_history_a_request_carries() -> None:
+    # Requests carry the window as JSON encoded message by message as it grew (Window.request_json); that
+    # must be exactly the messages the runtime reasons about (Window.request), whatever the messages hold.
+    def message(seq: int, role: str, content: str, **more: Any) -> Message:
+        return Message(
+            id=f"m{seq}", agent_id="a", seq=seq, role=role, content=content, created_at="2026-11-21T00:00:00Z", **more
+        )  # type: ignore[arg-type]
+
+    call, unanswered = (
+        ToolCall(id="c1", name="memory_insert", arguments='{"label": "human"}'),
+        ToolCall(id="c2", name="x", arguments="{}"),
+    )
+    window = Window([message(1, "user", 'Grüße, "quoted" \\ and a\nnewline ✓')])
+    window.add(  # a step's messages come together: the calls, then their results (c2's never came)
+        [
+            message(2, "assistant", "", tool_calls=[call, unanswered]),
+            message(3, "tool", '{"status": "OK"}', name="memory_insert", tool_call_id="c1"),
+        ]
+    )
+    window.add([message(4, "assistant", "done ✓"), message(5, "system", "[Incoming message] ☃")])
+    given = {"role": "user", "content": "and one more 𝄞"}
+    assert json.loads(window.request_json("system prompt ✓")) == window.request("system prompt ✓")
+    assert json.loads(window.copy().request_json("s", given)) == [*window.request("s"), given]
+    assert [m["role"] for m in window.request("s")] == ["system", "user", "assistant", "tool", "assistant", "system"]

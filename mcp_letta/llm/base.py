@@ -5,6 +5,7 @@ Requests and responses use OpenAI chat-completion shapes because every server we
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -12,6 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from mcp_letta.models import ToolCall
 
 ToolChoice = Literal["auto", "required", "none"]
+
+compact_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
+"""JSON as request bodies carry it: no spaces, non-ASCII as is (the runtime encodes pieces with it once)."""
 
 
 class ChatRequest(BaseModel):
@@ -21,6 +25,10 @@ class ChatRequest(BaseModel):
 
     model: str
     messages: list[dict[str, Any]] = Field(description="OpenAI chat messages, system prompt first")
+    messages_json: str | None = Field(
+        default=None,
+        description="``messages`` already encoded as a JSON array (the runtime keeps each agent's history encoded)",
+    )
     tools: list[dict[str, Any]] = Field(default_factory=list, description="OpenAI function-tool schemas")
     tools_json: str | None = Field(
         default=None, description="``tools`` already encoded as a JSON array (the runtime encodes each tool once)"

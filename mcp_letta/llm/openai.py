@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import anyio
 
 from mcp_letta.errors import Invalid, LLMUnavailable
-from mcp_letta.llm.base import ChatRequest, ChatResponse, Usage
+from mcp_letta.llm.base import ChatRequest, ChatResponse, Usage, compact_json
 from mcp_letta.llm.http import HTTPError, HTTPResponse
 from mcp_letta.llm.transport import http_client_for
 from mcp_letta.models import ToolCall
@@ -217,17 +217,19 @@ def request_body(request: ChatRequest) -> dict[str, Any]:
     return body
 
 
-_to_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
-
-
 def encode_request(request: ChatRequest) -> bytes:
-    """``request_body`` as compact JSON bytes, reusing ``request.tools_json`` when the caller encoded the tools."""
+    """``request_body`` as compact JSON bytes, reusing ``request.messages_json`` and ``request.tools_json``
+    when the caller encoded them (an agent's history is encoded once, not again at every step)."""
     body = request_body(request)
-    if request.tools_json is None or "tools" not in body:
-        return _to_json(body).encode()
-    del body["tools"]
-    head = _to_json(body)
-    return f'{head[:-1]},"tools":{request.tools_json}}}'.encode()
+    encoded = []
+    if request.messages_json is not None:
+        del body["messages"]
+        encoded.append(f'"messages":{request.messages_json}')
+    if request.tools_json is not None and "tools" in body:
+        del body["tools"]
+        encoded.append(f'"tools":{request.tools_json}')
+    head = compact_json(body)
+    return (f"{head[:-1]},{','.join(encoded)}}}" if encoded else head).encode()
 
 
 def retry_after_seconds(value: str | None) -> float | None:

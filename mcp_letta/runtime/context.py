@@ -11,6 +11,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from mcp_letta.llm.base import compact_json
 from mcp_letta.models import Message
 from mcp_letta.store.blocks import PromptBlock
 
@@ -160,26 +161,31 @@ def message_tokens(message: Message) -> int:
 
 class Window:
     """An agent's in-context history, kept in step as a run adds to it: the messages (in ``context_order``),
-    their chat form and their token estimate, so a step costs what it adds, not what the history holds.
+    their chat form, each chat message encoded as JSON, and their token estimate, so a step costs what it
+    adds, not what the history holds.
     """
 
     def __init__(self, history: list[Message]) -> None:
         self.messages = context_order(history)
         self.chat = history_messages(self.messages)
+        self.encoded = [compact_json(m) for m in self.chat]
         self.tokens = sum(message_tokens(m) for m in self.messages)
         self.newest = max((m.seq for m in self.messages), default=0)
 
     def add(self, new: list[Message]) -> None:
         """Append messages just stored (a step's messages are complete: calls come with their results)."""
+        chat = history_messages(new)
         self.messages = self.messages + new
-        self.chat = self.chat + history_messages(new)
+        self.chat = self.chat + chat
+        self.encoded = self.encoded + [compact_json(m) for m in chat]
         self.tokens += sum(message_tokens(m) for m in new)
         self.newest = max(self.newest, *(m.seq for m in new)) if new else self.newest
 
     def copy(self) -> Window:
         """An independent copy (the lists are replaced, never mutated, so a shallow copy is enough)."""
         twin = Window.__new__(Window)
-        twin.messages, twin.chat, twin.tokens, twin.newest = self.messages, self.chat, self.tokens, self.newest
+        twin.messages, twin.chat, twin.encoded = self.messages, self.chat, self.encoded
+        twin.tokens, twin.newest = self.tokens, self.newest
         return twin
 
     @property
@@ -190,6 +196,12 @@ class Window:
     def request(self, system: str) -> list[dict[str, Any]]:
         """The chat messages of an LLM request: the system message, then the history."""
         return [{"role": "system", "content": system}, *self.chat]
+
+    def request_json(self, system: str, *more: dict[str, Any]) -> str:
+        """``request(system)`` and then ``more`` messages, as the JSON array a request body carries (the
+        history was encoded as it was added: a long one is not encoded again at every step)."""
+        parts = [compact_json({"role": "system", "content": system}), *self.encoded, *map(compact_json, more)]
+        return "[" + ",".join(parts) + "]"
 
     def estimate(self, system: str, tools_chars: int = 0) -> int:
         """The estimated prompt size: system message, tool schemas and history, at four characters a token."""

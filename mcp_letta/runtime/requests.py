@@ -162,8 +162,11 @@ class Early:
         tokens = history.estimate(system, len(tools_json)) + len(content) // CHARS_PER_TOKEN + MESSAGE_OVERHEAD_TOKENS
         if fixed_tokens(system, len(tools_json)) > limit or tokens > SUMMARIZE_AT * limit:
             return None
-        messages = [{"role": "system", "content": system}, *history.chat, {"role": role, "content": content}]
-        request = chat_request(model, basis.model_settings, messages, offered, tools_json)
+        given = {"role": role, "content": content}
+        messages = [{"role": "system", "content": system}, *history.chat, given]
+        request = chat_request(
+            model, basis.model_settings, messages, history.request_json(system, given), offered, tools_json
+        )
         return cls(agent_id, client, model, basis, system, messages, tools_json, request, compiled_at)
 
     def matches(self, toolbox: Toolbox, model: str, basis: Basis, system: str, window: Window) -> bool:
@@ -184,7 +187,12 @@ def offered_tools(toolbox: Toolbox, agent_id: str, basis: Basis) -> tuple[dict[s
 
 
 def chat_request(
-    model: str, settings: ModelSettings, messages: list[dict[str, Any]], offered: dict[str, Tool], tools_json: str
+    model: str,
+    settings: ModelSettings,
+    messages: list[dict[str, Any]],
+    messages_json: str,
+    offered: dict[str, Tool],
+    tools_json: str,
 ) -> ChatRequest:
     """The request of one step: ``messages`` as ``Window.request`` gives them, the tools as offered.
 
@@ -194,6 +202,7 @@ def chat_request(
     return ChatRequest.model_construct(
         model=model,
         messages=messages,
+        messages_json=messages_json,
         tools=[tool.schema() for tool in offered.values()],
         tools_json=tools_json,
         tool_choice="auto",

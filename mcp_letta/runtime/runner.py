@@ -282,9 +282,9 @@ class Runner:
                 assert early.answer is not None
                 response = early.answer
             else:
-                response = await client.chat(
-                    chat_request(model, settings, claimed.window.request(claimed.system), offered, tools_json)
-                )
+                history, system = claimed.window, claimed.system
+                messages, encoded = history.request(system), history.request_json(system)
+                response = await client.chat(chat_request(model, settings, messages, encoded, offered, tools_json))
             usage = usage.plus(_usage(response))
             if not response.tool_calls:
                 step = RunStep(index=index, usage=usage, started_at=started, finished_at=_now())
