@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
@@ -32,7 +32,16 @@ from mcp_letta.runtime.context import (
     summary_request,
 )
 from mcp_letta.runtime.group_commit import GroupCommit
-from mcp_letta.runtime.requests import Basis, Early, Prefetched, basis_of, chat_request, offered_tools
+from mcp_letta.runtime.requests import (
+    Basis,
+    Early,
+    MemoryFacts,
+    Prefetched,
+    ShownMemory,
+    basis_of,
+    chat_request,
+    offered_tools,
+)
 from mcp_letta.runtime.toolbox import PreparedCall, Toolbox, ToolContext, ToolResult
 from mcp_letta.store import memory as memory_sql
 from mcp_letta.store import runs as runs_sql
@@ -329,14 +338,16 @@ class Runner:
         if state == "no_agent":
             raise AgentDeleted(f"agent {claimed.run.agent_name!r} was deleted while this run was going")
 
-    def _system_now(self, conn: Conn, agent_id: str) -> str:
-        """The system message for the run's next step, from the store as it is now (its tools may have
-        edited memory); what it was built from is remembered for the agent's next start."""
-        known = Prefetched.read(conn, [agent_id])
-        agent = known.agents.get(agent_id)
-        if agent is None:
-            raise AgentDeleted(f"agent {agent_id} was deleted while this run was going")
-        basis = basis_of(conn, agent, known)
+    def _system_now(self, conn: Conn, claimed: Claimed) -> str:
+        """The system message for the run's next step: the agent's template and memory as the store has them
+        now (its tools may have edited memory). What it is built from is remembered for the agent's next
+        start, with the settings and tools the run started with (that start checks them all again)."""
+        agent_id = claimed.run.agent_id
+        row = conn.execute("SELECT system FROM agents WHERE id = ?", (agent_id,)).fetchone()
+        if row is None:
+            raise AgentDeleted(f"agent {claimed.run.agent_name!r} was deleted while this run was going")
+        memory = ShownMemory.read(conn, agent_id, MemoryFacts.read(conn, [agent_id]))
+        basis = replace(claimed.basis, template=row["system"], memory=memory)
         self._remember(self._bases, agent_id, basis)
         return basis.system(agent_id, None)
 
@@ -386,7 +397,7 @@ class Runner:
             finished_at=_now(),
         )
         runs_sql.add_step(conn, run.id, step)
-        return step, added, self._system_now(conn, run.agent_id)
+        return step, added, self._system_now(conn, claimed)
 
     async def _finish(self, claimed: Claimed, status: str, *, error: str, stop_reason: str) -> Run:
         def finish(conn: Conn) -> Run:
@@ -417,7 +428,7 @@ class Runner:
                 [NewMessage(role="user", content=summary_alert(hidden, summary), sender=SUMMARY_SENDER, run_id=run.id)],
             )
             conn.log_change("agent", run.agent_id)  # its memory metadata (recall count) changed
-            return message, self._system_now(conn, run.agent_id)
+            return message, self._system_now(conn, claimed)
 
         message, claimed.system = await self.write(commit)
         claimed.window = Window([message, *kept])
