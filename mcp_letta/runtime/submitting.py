@@ -173,9 +173,6 @@ class Submitting:
         for index, preview in enumerate(previews):
             if preview is None or len(starts) == len(workers) or self._tg is None:
                 continue
-            with self._workers_lock:
-                if preview.agent_id in self._workers:
-                    continue
             try:
                 early = self.runner.plan_early(preview.agent_id, preview.role, preview.content)
             except Exception:  # sending early only saves time: a bug in it must not fail the broadcast
@@ -183,9 +180,12 @@ class Submitting:
                 continue
             if early is None:
                 continue
-            start = starts[index] = _EarlyStart(early, workers[len(starts)])
-            with self._workers_lock:
-                self._workers[preview.agent_id] = start.worker
+            worker = workers[len(starts)]
+            with self._workers_lock:  # (checked and taken at once: another submit's transaction may claim it)
+                if preview.agent_id in self._workers:
+                    continue  # the agent has a worker here: its runs go in turn, as any run's do
+                self._workers[preview.agent_id] = worker
+            start = starts[index] = _EarlyStart(early, worker)
             self._tg.start_soon(self._drain_early, preview.agent_id, start, name=f"agent-worker-{preview.agent_id}")
         return starts
 
