@@ -43,9 +43,13 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
         raise Invalid(f"{name}={raw!r} is not a number: set it to e.g. {default}") from None
 
 
+def comma_list(text: str) -> list[str]:
+    """The non-empty items of a comma-separated list, stripped (``"a, b,"`` -> ``["a", "b"]``)."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def _list(env: dict[str, str], name: str) -> tuple[str, ...]:
-    raw = env.get(name, "")
-    return tuple(part.strip() for part in raw.split(",") if part.strip())
+    return tuple(comma_list(env.get(name, "")))
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from mcp.server.mcpserver import MCPServer
 
+from mcp_letta.config import comma_list
+
 
 def register_prompts(mcp: MCPServer) -> list[str]:
     """Add the pattern prompts to ``mcp``; returns their names."""
@@ -13,7 +15,7 @@ def register_prompts(mcp: MCPServer) -> list[str]:
     @mcp.prompt(title="Orchestrator with specialists")
     def orchestrator_with_specialists(goal: str, specialists: str = "researcher, writer") -> str:
         """Set up an orchestrator agent that delegates to specialist agents sharing a project block."""
-        names = [s.strip() for s in specialists.split(",") if s.strip()]
+        names = comma_list(specialists)
         listed = ", ".join(names)
         return (
             f"Goal: {goal}\n\n"
@@ -33,7 +35,7 @@ def register_prompts(mcp: MCPServer) -> list[str]:
     @mcp.prompt(title="Pipeline")
     def pipeline(topic: str, stages: str = "researcher, writer, editor") -> str:
         """Run agents as a pipeline (research, write, edit): each stage gets the previous stage's reply."""
-        names = [s.strip() for s in stages.split(",") if s.strip()]
+        names = comma_list(stages)
         return (
             f"Topic: {topic}\n\n"
             f"Run the pipeline {' -> '.join(names)} without ferrying text yourself:\n"
@@ -48,7 +50,7 @@ def register_prompts(mcp: MCPServer) -> list[str]:
     @mcp.prompt(title="Supervisor broadcast")
     def supervisor_broadcast(task: str, tags: str = "worker") -> str:
         """Broadcast a task to every agent with the given tags, in parallel, and collect their answers."""
-        tag_list = [t.strip() for t in tags.split(",") if t.strip()]
+        tag_list = comma_list(tags)
         return (
             f"Task: {task}\n\n"
             f"1. list_agents(tags={tag_list!r}, match_all_tags=true) to see who will receive it.\n"
