@@ -27,7 +27,7 @@ import anyio
 
 from mcp_letta.config import Settings
 from mcp_letta.hub import AgentHub
-from mcp_letta.store.db import BUSY_TIMEOUT_S
+from mcp_letta.store.sqlite.db import BUSY_TIMEOUT_S
 
 APPENDS_PER_BLOCK = 120
 WRITER = "api"  # AgentHub.append_to_block's default writer
@@ -251,10 +251,10 @@ async def _trace_ours(path: Path, block_id: str, text: str) -> list[str]:
     async with AgentHub(Settings(db_path=path, watch_interval_s=3600)) as hub:
         # The pool hands out its most recently released connection and nothing else runs here, so
         # the connection this installs the tracer on is the one the append below uses.
-        await hub.db.read(lambda c: c.set_trace_callback(traced.append))
+        await hub._store.db.read(lambda c: c.set_trace_callback(traced.append))
         traced.clear()
         await hub.append_to_block(block_id, text)
-        await hub.db.read(lambda c: c.set_trace_callback(None))
+        await hub._store.db.read(lambda c: c.set_trace_callback(None))
     return traced[: traced.index("COMMIT") + 1] if "COMMIT" in traced else traced
 
 

@@ -1,8 +1,8 @@
 """Where the store's overhead goes: the same append or search peeled one layer at a time.
 
 Layers, each adding one thing to the one before: raw sqlite3 on the calling thread; raw sqlite3
-on an anyio worker thread (the hop alone); the store's functions in ``Database.write_sync`` /
-``read_sync`` on the calling thread (no hop); ``Database.write`` / ``read`` (store + hop); the
+on an anyio worker thread (the hop alone); for searches, the store's functions in ``Database.read_sync``
+on the calling thread (no hop); ``Database.write`` / ``read`` (store + hop); the
 public ``AgentHub`` call. All layers take turns in small chunks, so load on a shared machine hits
 them alike; per-chunk medians are reported, with CPU time of the whole process (every thread).
 """
@@ -22,12 +22,11 @@ from bench import appends, search
 from bench.common import median, remove_database
 from mcp_letta.config import Settings
 from mcp_letta.hub import AgentHub
-from mcp_letta.store import agents as agent_sql
-from mcp_letta.store import blocks as block_sql
-from mcp_letta.store import memory as memory_sql
-from mcp_letta.store.db import Conn
+from mcp_letta.store import appender
+from mcp_letta.store.sqlite import SQLiteTx
+from mcp_letta.store.sqlite.db import Conn
 
-APPEND_LAYERS = ("raw", "raw on a worker thread", "store, calling thread", "store via Database.write", "AgentHub")
+APPEND_LAYERS = ("raw", "raw on a worker thread", "store via Database.write", "AgentHub")
 SEARCH_LAYERS = ("raw", "raw on a worker thread", "store, calling thread", "store via Database.read", "AgentHub")
 Step = Callable[[int], Awaitable[None]]
 
@@ -58,9 +57,8 @@ async def _append_layers(paths: dict[str, Path], count: int) -> dict[str, dict[s
         return appends.block_for(i, blocks[name], 1), appends.append_text(0, i)
 
     def edit(conn: Conn, block: str, text: str) -> Any:
-        # What AgentHub._edit runs inside the transaction for append_to_block(block_id, text).
-        row = block_sql.resolve_block_row(conn, block)
-        return block_sql.edit_block(conn, row, block_sql.appender(text), op="append", writer=appends.WRITER)
+        # What AgentHub.append_to_block(block_id, text) runs inside the transaction.
+        return SQLiteTx(conn).edit_block(block, appender(text), op="append", writer=appends.WRITER)
 
     async def raw(i: int) -> None:
         raws["raw"].append(*target("raw", i))
@@ -68,16 +66,13 @@ async def _append_layers(paths: dict[str, Path], count: int) -> dict[str, dict[s
     async def raw_thread(i: int) -> None:
         await anyio.to_thread.run_sync(raws["raw on a worker thread"].append, *target("raw on a worker thread", i))
 
-    async def store_sync(i: int) -> None:
-        hubs["store, calling thread"].db.write_sync(edit, *target("store, calling thread", i))
-
     async def store_write(i: int) -> None:
-        await hubs["store via Database.write"].db.write(edit, *target("store via Database.write", i))
+        await hubs["store via Database.write"]._store.db.write(edit, *target("store via Database.write", i))
 
     async def hub(i: int) -> None:
         await hubs["AgentHub"].append_to_block(*target("AgentHub", i))
 
-    steps = dict(zip(APPEND_LAYERS, (raw, raw_thread, store_sync, store_write, hub), strict=True))
+    steps = dict(zip(APPEND_LAYERS, (raw, raw_thread, store_write, hub), strict=True))
     try:
         for opened in hubs.values():
             await opened.open()
@@ -109,9 +104,10 @@ async def _search_layers(path: Path, agent_id: str, qs: list[search.Query], pass
 
     def find(conn: Conn, query: search.Query) -> Any:
         # What AgentHub.archival_search runs inside the read transaction.
-        agent = agent_sql.resolve_agent_row(conn, search.AGENT)["id"]
-        return memory_sql.search_passages(
-            conn, agent, query.text, tags=list(query.tags), tag_match=query.tag_match, limit=search.LIMIT
+        tx = SQLiteTx(conn)
+        agent = tx.resolve_agent(search.AGENT).id
+        return tx.search_passages(
+            agent, query.text, tags=list(query.tags), tag_match=query.tag_match, limit=search.LIMIT
         )
 
     def raw_on(conn: sqlite3.Connection, i: int) -> None:
@@ -126,10 +122,10 @@ async def _search_layers(path: Path, agent_id: str, qs: list[search.Query], pass
             await anyio.to_thread.run_sync(raw_on, conns["raw on a worker thread"], i)
 
         async def store_sync(i: int) -> None:
-            hub.db.read_sync(find, qs[i % len(qs)])
+            hub._store.db.read_sync(find, qs[i % len(qs)])
 
         async def store_read(i: int) -> None:
-            await hub.db.read(find, qs[i % len(qs)])
+            await hub._store.db.read(find, qs[i % len(qs)])
 
         async def public(i: int) -> None:
             query = qs[i % len(qs)]

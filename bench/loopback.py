@@ -95,7 +95,7 @@ def record_requests(hub: AgentHub, keep: int | None = None) -> MutableSequence[C
     """Every ``ChatRequest`` the hub's runtime sends from now on, in order (the very objects it sends); with
     ``keep``, only the newest ``keep`` (a benchmark holding every request would make our garbage collector
     walk them all, which no real process pays)."""
-    client, _model = hub.llm.client_for(None)
+    client, _model = hub._llm.client_for(None)
     original = client.chat
     sent: MutableSequence[ChatRequest] = [] if keep is None else deque(maxlen=keep)
 

@@ -80,7 +80,7 @@ async def create_agents(hub: AgentHub, ns: tuple[int, ...]) -> None:
 async def one_call(hub: AgentHub) -> float:
     """Seconds for one send_and_wait to one agent."""
     start = time.perf_counter()
-    run = await hub.send_and_wait("solo", MESSAGE, timeout_s=WAIT_S)
+    run = await hub.send_and_wait("solo", MESSAGE, wait_s=WAIT_S)
     elapsed = time.perf_counter() - start
     if run.status != "completed":
         raise RuntimeError(f"one call ended {run.status}: {run.error}")
@@ -90,7 +90,7 @@ async def one_call(hub: AgentHub) -> float:
 async def one_broadcast(hub: AgentHub, n: int) -> tuple[float, list[float]]:
     """Seconds for a broadcast to the ``n`` agents tagged ``n<n>``, and each recipient's latency (ms)."""
     start = time.perf_counter()
-    results = await hub.broadcast(MESSAGE, match_all=[f"n{n}"], timeout_s=WAIT_S)
+    results = await hub.broadcast(MESSAGE, match_all=[f"n{n}"], wait_s=WAIT_S)
     elapsed = time.perf_counter() - start
     failed = [r for r in results if r.status != "completed"]
     if len(results) != n or failed:

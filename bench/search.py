@@ -23,7 +23,7 @@ import anyio
 
 from mcp_letta.config import Settings
 from mcp_letta.hub import AgentHub
-from mcp_letta.store.db import BUSY_TIMEOUT_S, Conn, Database
+from mcp_letta.store.sqlite.db import BUSY_TIMEOUT_S, Conn, Database
 
 AGENT = "archivist"
 VOCABULARY_SIZE = 5000
@@ -181,12 +181,12 @@ async def _trace_ours(path: Path, qs: list[Query]) -> list[list[str]]:
     async with AgentHub(Settings(db_path=path, watch_interval_s=3600)) as hub:
         traced: list[str] = []
         # The pool hands out its most recently released connection and nothing else runs here.
-        await hub.db.read(lambda c: c.set_trace_callback(traced.append))
+        await hub._store.db.read(lambda c: c.set_trace_callback(traced.append))
         for query in qs:
             traced.clear()
             await _ours(hub, query)
             per_query.append(list(traced))
-        await hub.db.read(lambda c: c.set_trace_callback(None))
+        await hub._store.db.read(lambda c: c.set_trace_callback(None))
     return per_query
 
 

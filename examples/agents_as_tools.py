@@ -71,7 +71,7 @@ async def main(hub: AgentHub, task: str = TASK) -> Outcome:
     print(", ".join(f"ask_{tool.name}" for tool in writer.agent_tools))
 
     section(f"task: {task}")
-    run = await hub.send_and_wait("guide_writer", task, timeout_s=900)
+    run = await hub.send_and_wait("guide_writer", task, wait_s=900)
     delegated = []
     for name in (RESEARCHER[0], FACT_CHECKER[0]):
         delegated += [r for r in await hub.list_runs(name) if r.parent_run_id == run.id]

@@ -52,7 +52,7 @@ async def main(hub: AgentHub, topic: str = TOPIC) -> PipelineResult:
     async def progress(stage: StageResult) -> None:
         show(f"{stage.agent}, {stage.status}, {stage.latency_ms or 0:.0f} ms", stage.reply)
 
-    result = await hub.run_pipeline(STAGES, f"Research: {topic}", timeout_s=600, on_stage=progress)
+    result = await hub.run_pipeline(STAGES, f"Research: {topic}", wait_s=600, on_stage=progress)
     section("final article" if result.status == "completed" else f"pipeline {result.status}")
     print(result.output if result.status == "completed" else result.error)
     return result

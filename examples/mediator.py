@@ -60,7 +60,7 @@ async def main(hub: AgentHub, issue: str = ISSUE) -> Outcome:
     views: dict[str, Run] = {}
 
     async def ask_view(name: str) -> None:
-        views[name] = await hub.send_and_wait(name, f"What's your view on: {issue}? Two sentences.", timeout_s=300)
+        views[name] = await hub.send_and_wait(name, f"What's your view on: {issue}? Two sentences.", wait_s=300)
         show(name, views[name].reply or views[name].error)
 
     async with anyio.create_task_group() as tg:  # both at once: they are independent agents
@@ -69,11 +69,9 @@ async def main(hub: AgentHub, issue: str = ISSUE) -> Outcome:
 
     section("each view goes to the mediator, from the agent that holds it")
     for name, view in views.items():
-        heard = await hub.send_and_wait("mediator", f"My view on {issue}: {view.reply}", sender=name, timeout_s=300)
+        heard = await hub.send_and_wait("mediator", f"My view on {issue}: {view.reply}", sender=name, wait_s=300)
         show(f"mediator to {name}", heard.reply or heard.error, width=200)
-    proposal = await hub.send_and_wait(
-        "mediator", "You have heard both sides. Propose the compromise now.", timeout_s=300
-    )
+    proposal = await hub.send_and_wait("mediator", "You have heard both sides. Propose the compromise now.", wait_s=300)
     show("mediator's proposal", proposal.reply or proposal.error)
 
     section("the proposal goes to both parties (send_async); answers arrive in the host inbox")
@@ -82,7 +80,7 @@ async def main(hub: AgentHub, issue: str = ISSUE) -> Outcome:
         for name in PARTIES
     ]
     for run in sent:
-        await hub.wait_run(run.id, timeout_s=300)
+        await hub.wait_run(run.id, wait_s=300)
     answers = await hub.check_replies()
     for answer in answers:
         show(f"{answer.agent_name} (from the inbox)", answer.reply or answer.error)

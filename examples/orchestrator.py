@@ -91,7 +91,7 @@ async def main(hub: AgentHub, task: str = TASK) -> Outcome:
     print(before)
 
     section(f"task for the orchestrator: {task}")
-    run = await hub.send_and_wait("orchestrator", task, timeout_s=900)
+    run = await hub.send_and_wait("orchestrator", task, wait_s=900)
     show_steps(run)
     show(f"orchestrator, {run.status}", run.reply or run.error)
 

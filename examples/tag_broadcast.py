@@ -69,10 +69,10 @@ async def main(hub: AgentHub) -> Outcome:
     async def arrived(result: BroadcastResult) -> None:
         show(f"{result.agent}, {result.status}, {result.latency_ms or 0:.0f} ms", result.reply or result.error)
 
-    group = await hub.broadcast(ANNOUNCEMENT, match_all=["content"], timeout_s=300, on_result=arrived)
+    group = await hub.broadcast(ANNOUNCEMENT, match_all=["content"], wait_s=300, on_result=arrived)
 
     section(f"host -> supervisor: {TASK}")
-    run = await hub.send_and_wait("supervisor", TASK, timeout_s=900)
+    run = await hub.send_and_wait("supervisor", TASK, wait_s=900)
     fanned_out = []
     for name in WORKERS:
         fanned_out += [r for r in await hub.list_runs(name) if r.parent_run_id == run.id]

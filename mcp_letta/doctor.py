@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import sqlite3
 import sys
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -26,7 +23,7 @@ from mcp_letta.install import default_config_path, server_entry
 from mcp_letta.llm.base import ChatRequest
 from mcp_letta.llm.factory import BASE_URL_HINT, LLMPool
 from mcp_letta.llm.openai import OpenAIClient
-from mcp_letta.store.db import schema_version
+from mcp_letta.store.sqlite.db import file_schema_version, latest_schema_version
 
 PROBE_TIMEOUT_S = 15.0
 MODELS_SHOWN = 8
@@ -49,24 +46,17 @@ def mask(secret: str | None) -> str:
     return f"set (…{secret[-4:]}, {len(secret)} chars)" if len(secret) >= 16 else f"set ({len(secret)} chars)"
 
 
-def latest_schema() -> int:
-    """The newest migration this mcp-letta ships."""
-    folder = resources.files("mcp_letta.store") / "migrations"
-    numbers = [int(m.group(1)) for e in folder.iterdir() if (m := re.match(r"^(\d{3})_\w+\.sql$", e.name))]
-    return max(numbers, default=0)
-
-
 async def check_database(settings: Settings) -> Check:
     """The store opens, its schema is one we know, and how many agents and blocks it holds."""
     path = settings.db_path
-    latest = latest_schema()
+    latest = latest_schema_version()
     found = await anyio.to_thread.run_sync(_file_schema, Path(path), latest)
     if isinstance(found, Check):
         return found
     try:
         async with AgentHub(settings) as hub:  # applies pending migrations, exactly as the server would
             agents, blocks = len(await hub.list_agents()), len(await hub.list_blocks())
-    except (LettaError, sqlite3.Error, OSError) as exc:
+    except Exception as exc:  # whatever stops the store from opening is the finding
         return Check("database", False, f"{path} did not open: {exc}", "check the file's permissions")
     pending = f", {latest - found} migration(s) applied now" if found < latest else ""
     return Check("database", True, f"{path}: schema {latest}{pending}, {agents} agents, {blocks} blocks")
@@ -83,12 +73,8 @@ def _file_schema(path: Path, latest: int) -> Check | int:
         return Check("database", True, f"{path} does not exist yet; it is created on first start")
     try:
         # Read-only first: a doctor must not migrate a database that is newer than this program.
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            version = schema_version(conn)
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
+        version = file_schema_version(path)
+    except ValueError as exc:
         return Check("database", False, f"{path} cannot be read as SQLite ({exc})",
                      "point MCP_LETTA_DB at an mcp-letta database, or move this file aside")  # fmt: skip
     if version > latest:

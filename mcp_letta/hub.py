@@ -1,18 +1,18 @@
-"""AgentHub: the one public API of mcp-letta (agents, blocks, archival and recall memory, changes, runs).
+"""AgentHub: the one public API of mcp-letta. Agents, memory (blocks, archival, recall), runs and messaging
+between agents (send-and-wait, async replies, tag broadcast, pipelines, agents as tools), metrics.
 
-The MCP surface, the CLI, the examples and Python users all call this. It is async; every database
-call runs on a worker thread. ``async with AgentHub(settings) as hub: ...`` This module holds the
-lifecycle, the change feed, agents and runs; memory (blocks, archival, recall) is in ``hub_memory`` and
-multi-agent messaging (send-and-wait, async replies, broadcast, pipelines, agents as tools, metrics) in
-``hub_multiagent``.
+The MCP surface, the CLI, the examples and Python users all call this; ``async with AgentHub(settings) as
+hub: ...``. Every path is the same for the host and for an agent, whose messaging tools call these with
+``sender`` and its current run as ``parent_run_id``: a synchronous wait by an agent is checked against the
+wait-for graph before anything is stored, lends its concurrency slot while it waits, and ends within a
+bound, after which the run goes on and its reply is routed to the waiting agent as a new message.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from functools import partial
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,67 +21,114 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from mcp_letta.config import Settings
-from mcp_letta.errors import Invalid
-from mcp_letta.hub_memory import MemoryHub
-from mcp_letta.hub_multiagent import MultiAgentHub, check_timeout
+from mcp_letta.errors import Invalid, LettaError
 from mcp_letta.llm import LLMPool
 from mcp_letta.models import (
     HUMAN_DESCRIPTION,
     PERSONA_DESCRIPTION,
     Agent,
+    Block,
+    BlockChange,
     BlockSpec,
+    BroadcastResult,
+    Message,
+    Metrics,
     ModelSettings,
+    NewMessage,
+    Passage,
+    PipelineResult,
     Run,
+    StageResult,
     StepEvent,
 )
-from mcp_letta.runtime.builtin_tools import INCLUDE_MULTI_AGENT_TOOLS, builtin_toolbox
-from mcp_letta.runtime.multiagent import agent_tool_factory, multi_agent_tools
+from mcp_letta.runtime.context import compile_system, memory_of
+from mcp_letta.runtime.memory_tools import INCLUDE_MULTI_AGENT_TOOLS, builtin_toolbox
+from mcp_letta.runtime.messaging_tools import agent_tool_factory, multi_agent_tools
 from mcp_letta.runtime.runner import Runner
 from mcp_letta.runtime.scheduler import LEASE_S, Scheduler
-from mcp_letta.store import agents as agent_sql
-from mcp_letta.store import runs as run_sql
-from mcp_letta.store.db import Conn, Database, loads_json
+from mcp_letta.store import HOST, Change, Owner, SQLiteStore, Store, Tx, appender
+from mcp_letta.store.limits import MAX_TEXT, check_text, shown
 
 log = logging.getLogger("mcp_letta.hub")
 
-RUN_FEED_BUFFER = 1_000_000
-
+OnStep = Callable[[StepEvent], Awaitable[None]]
+OnResult = Callable[[BroadcastResult], Awaitable[None]]
+OnStage = Callable[[StageResult], Awaitable[None]]
 DEFAULT_SYSTEM = (
     "You are a helpful agent with persistent memory. Your core memory blocks are shown below and stay in "
     "your context; edit them with your memory tools when you learn something worth keeping. Older messages "
     "and archival memory can be searched with your search tools. Reply to the user in plain text."
 )
+WILL_BE_DELIVERED = "your response will be delivered to the sender"
+MAX_TOOL_NAME = 64  # OpenAI-compatible APIs refuse longer function names
+MAX_WAIT_S = 86_400  # a day: longer waits are surely mistakes, and huge ones overflow the clock
 
 
-@dataclass(frozen=True)
-class Change:
-    """Something changed in the store: ``kind`` is 'block', 'agent' (its memory view or tools), 'agents'
-    (the list), 'run' (a run's status or steps), 'inbox' (a reply reached the host inbox, or was read:
-    ``ref`` is the run id) or 'queued' (internal: a reply was queued for agent ``ref``); ``ref`` is the id."""
-
-    kind: str
-    ref: str
-    local: bool = True
+def incoming(sender_id: str, message: str) -> str:
+    """Letta's wrapper for a message from another agent (delivered with role "system")."""
+    return f"[Incoming message from agent with ID '{sender_id}' - {WILL_BE_DELIVERED}] {message}"
 
 
-class AgentHub(MemoryHub, MultiAgentHub):
-    """Agents, memory blocks, archival and recall memory over one SQLite file. Use as an async context."""
+def input_of(message: str, sender_id: str | None) -> tuple[str, str]:
+    """The role and text a message arrives with: as sent, from the host; in Letta's wrapper, from an agent."""
+    return ("user", message) if sender_id is None else ("system", incoming(sender_id, message))
+
+
+def latency_ms(run: Run) -> float | None:
+    """From sending to the reply, in milliseconds; None while the run is unfinished."""
+    if run.finished_at is None:
+        return None
+    return round((run.finished_at - run.created_at).total_seconds() * 1000, 3)
+
+
+def outcome(run: Run) -> dict[str, Any]:
+    """The fields a broadcast or pipeline result takes from a run (``pending`` while it is unfinished)."""
+    return {
+        "run_id": run.id,
+        "status": run.status if run.done else "pending",
+        "reply": run.reply,
+        "error": run.error,
+        "latency_ms": latency_ms(run),
+    }
+
+
+def check_message(message: str) -> None:
+    """A message to an agent: non-empty text of at most ``MAX_TEXT`` characters."""
+    if not isinstance(message, str) or not message.strip():
+        raise Invalid("the message is empty: pass the text to send to the agent")
+    check_text(message, "the message", MAX_TEXT)
+
+
+def check_wait_s(wait_s: float) -> float:
+    """A wait in seconds: from 0 to a day (huge values would overflow the clock)."""
+    if not isinstance(wait_s, int | float) or isinstance(wait_s, bool) or not 0 <= wait_s <= MAX_WAIT_S:
+        raise Invalid(f"the wait must be between 0 and {MAX_WAIT_S} seconds (got {shown(wait_s)})")
+    return float(wait_s)
+
+
+def _model_settings(value: ModelSettings | dict[str, Any] | None) -> ModelSettings | None:
+    return value if value is None or isinstance(value, ModelSettings) else ModelSettings.model_validate(value)
+
+
+class AgentHub:
+    """Agents, memory blocks, archival and recall memory, runs and messaging over one store. Use it as an
+    async context manager (or call ``open`` and ``close``)."""
 
     def __init__(self, settings: Settings | None = None, *, db_path: Path | str | None = None) -> None:
         self.settings = settings or Settings.from_env()
         if db_path is not None:
             self.settings = self.settings.with_overrides(db_path=Path(db_path))
-        self.db = Database(self.settings.db_path)
+        self._store: Store = SQLiteStore(self.settings.db_path, watch_interval_s=self.settings.watch_interval_s)
         self._subscribers: list[MemoryObjectSendStream[Change]] = []
         self._task_group: TaskGroup | None = None
         self._opened = False
-        self.llm = LLMPool(self.settings)
+        self._llm = LLMPool(self.settings)
         self.agent_wait_s = self.settings.agent_wait_s  # an agent's tool call waits this long on other agents
-        self.toolbox = builtin_toolbox(multi_agent_tools(self))
-        self.toolbox.agent_tool_factory = agent_tool_factory(self, self.settings.agent_tool_template)
-        self._owner = run_sql.Owner(self.db.origin, lease_s=LEASE_S)
-        runner = Runner(self.db, self.llm, self.toolbox, self.settings, self._owner)
-        self._scheduler = Scheduler(self.db, runner, max_concurrency=self.settings.max_concurrency)
+        self._toolbox = builtin_toolbox(multi_agent_tools(self))
+        self._toolbox.agent_tool_factory = agent_tool_factory(self, self.settings.agent_tool_template)
+        self._owner = Owner(self._store.origin, lease_s=LEASE_S)
+        runner = Runner(self._store, self._llm, self._toolbox, self.settings, self._owner)
+        self._scheduler = Scheduler(self._store, runner, max_concurrency=self.settings.max_concurrency)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def __aenter__(self) -> AgentHub:
@@ -92,21 +139,19 @@ class AgentHub(MemoryHub, MultiAgentHub):
         await self.close()
 
     async def open(self) -> None:
-        """Open (and migrate) the database and start following changes made by other processes."""
+        """Open (and migrate) the store, start the scheduler and follow changes made by other processes."""
         if self._opened:
             return
-        await anyio.to_thread.run_sync(self.db.open)
-        self.db.add_listener(self._on_local_changes)
+        await self._store.open()
+        self._store.add_listener(self._publish)
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
-        start_id = await self.db.run_sync(self.db.last_change_id_sync)
-        self._task_group.start_soon(self._follow_other_processes, start_id)
-        # The scheduler must see every run change, so its feed is never allowed to drop one.
-        await self._scheduler.start(self._task_group, self.subscribe_changes(buffer=RUN_FEED_BUFFER))
+        self._task_group.start_soon(self._store.follow_changes)
+        await self._scheduler.start(self._task_group)
         self._opened = True
 
     async def close(self) -> None:
-        """Stop background work and close the database."""
+        """Stop background work and close the store."""
         if not self._opened:
             return
         self._opened = False
@@ -118,12 +163,12 @@ class AgentHub(MemoryHub, MultiAgentHub):
         for stream in self._subscribers:
             stream.close()
         self._subscribers.clear()
-        await self.llm.aclose()
-        await anyio.to_thread.run_sync(self.db.close)
+        await self._llm.aclose()
+        await self._store.close()
 
     # -- change feed -------------------------------------------------------------------------------
     def subscribe_changes(self, buffer: int = 1000) -> MemoryObjectReceiveStream[Change]:
-        """A stream of every change, local or made by another process on the same database."""
+        """A stream of every change, local or made by another process on the same store."""
         send, receive = anyio.create_memory_object_stream[Change](buffer)
         self._subscribers.append(send)
         return receive
@@ -139,29 +184,7 @@ class AgentHub(MemoryHub, MultiAgentHub):
                     self._subscribers.remove(stream)
                     break
 
-    def _on_local_changes(self, changes: list[tuple[str, str]]) -> None:
-        self._publish([Change(kind, ref) for kind, ref in changes])
-
-    async def _follow_other_processes(self, last_id: int) -> None:
-        interval = self.settings.watch_interval_s
-        version = await self.db.run_sync(self.db.data_version_sync)
-        polls = 0
-        while True:
-            await anyio.sleep(interval)
-            polls += 1
-            try:
-                current = await self.db.run_sync(self.db.data_version_sync)
-                if current != version:
-                    version = current
-                    last_id, foreign = await self.db.run_sync(partial(self.db.foreign_changes_sync, last_id))
-                    if foreign:
-                        self._publish([Change(kind, ref, local=False) for kind, ref in foreign])
-                if polls % max(1, int(300 / max(interval, 0.01))) == 0:
-                    await self.db.run_sync(self.db.prune_changes_sync)
-            except Exception:  # a follower must survive a transient error (busy file, disk hiccup)
-                log.exception("following other processes' changes failed; retrying")
-
-    # -- agents ------------------------------------------------------------------------------------
+    # == agents ====================================================================================
     async def create_agent(
         self,
         name: str,
@@ -191,11 +214,7 @@ class AgentHub(MemoryHub, MultiAgentHub):
             BlockSpec(label="human", value=human, description=HUMAN_DESCRIPTION),
         ]
         specs += [b if isinstance(b, BlockSpec) else BlockSpec.model_validate(b) for b in blocks]
-        settings = (
-            model_settings
-            if isinstance(model_settings, ModelSettings)
-            else ModelSettings.model_validate(model_settings or {})
-        )
+        settings = _model_settings(model_settings) or ModelSettings()
         if system is not None and not system.strip():
             raise Invalid("system prompt cannot be empty: omit it to use the default")
         if isinstance(agent_tools, str):
@@ -204,27 +223,19 @@ class AgentHub(MemoryHub, MultiAgentHub):
         if include_multi_agent_tools:
             metadata[INCLUDE_MULTI_AGENT_TOOLS] = True
 
-        def create(conn: Conn) -> Agent:
-            created = agent_sql.create(
-                conn,
-                name=name,
-                system=system or DEFAULT_SYSTEM,
-                description=description,
-                block_specs=specs,
-                shared_block_refs=list(shared_blocks),
-                tags=list(tags),
-                model_settings=settings,
-                metadata=metadata,
-                writer=writer,
-                tool_agent_refs=list(agent_tools),
-            )
+        def create(tx: Tx) -> Agent:
+            created = tx.create_agent(
+                name=name, system=system or DEFAULT_SYSTEM, description=description, block_specs=specs,
+                shared_blocks=list(shared_blocks), tags=list(tags), model_settings=settings, metadata=metadata,
+                writer=writer, tool_agents=list(agent_tools),
+            )  # fmt: skip
             return self._check_tool_names(created)
 
-        return await self.db.write(create)
+        return await self._store.write(create)
 
     async def get_agent(self, agent: str) -> Agent:
         """An agent by id or name, with its blocks."""
-        return await self.db.read(lambda c: agent_sql.to_agent(c, agent_sql.resolve_agent_row(c, agent)))
+        return await self._store.read(lambda tx: tx.get_agent(agent))
 
     async def list_agents(
         self,
@@ -235,12 +246,8 @@ class AgentHub(MemoryHub, MultiAgentHub):
         limit: int | None = None,
     ) -> list[Agent]:
         """Agents sorted by name, filtered by tags (any, or all with ``match_all_tags``) and a text query."""
-        return await self.db.read(
-            agent_sql.list_agents,
-            tags=list(tags or []),
-            match_all_tags=match_all_tags,
-            query=query,
-            limit=limit,
+        return await self._store.read(
+            lambda tx: tx.list_agents(tags=list(tags or []), match_all_tags=match_all_tags, query=query, limit=limit)
         )
 
     async def update_agent(
@@ -259,48 +266,269 @@ class AgentHub(MemoryHub, MultiAgentHub):
 
         ``include_multi_agent_tools`` offers (True) or withdraws (False) Letta's messaging tools.
         """
-        settings = (
-            None
-            if model_settings is None
-            else model_settings
-            if isinstance(model_settings, ModelSettings)
-            else ModelSettings.model_validate(model_settings)
-        )
+        settings = _model_settings(model_settings)
 
-        def update(conn: Conn) -> Agent:
-            row = agent_sql.resolve_agent_row(conn, agent)
+        def update(tx: Tx) -> Agent:
+            record = tx.resolve_agent(agent)
             new_metadata = metadata
             if include_multi_agent_tools is not None:
-                new_metadata = dict(loads_json(row["metadata"], {}) if metadata is None else metadata)
+                new_metadata = dict(record.metadata if metadata is None else metadata)
                 new_metadata.pop(INCLUDE_MULTI_AGENT_TOOLS, None)
                 if include_multi_agent_tools:
                     new_metadata[INCLUDE_MULTI_AGENT_TOOLS] = True
-            return agent_sql.update(
-                conn,
-                row,
-                name=name,
-                description=description,
-                system=system,
-                tags=None if tags is None else list(tags),
-                model_settings=settings,
-                metadata=new_metadata,
-            )
+            return tx.update_agent(
+                record.id, name=name, description=description, system=system,
+                tags=None if tags is None else list(tags), model_settings=settings, metadata=new_metadata,
+            )  # fmt: skip
 
-        return await self.db.write(update)
+        return await self._store.write(update)
 
     async def delete_agent(self, agent: str) -> Agent:
         """Delete an agent, its history, passages and the blocks only it used; returns what was deleted."""
 
-        def delete(conn: Conn) -> Agent:
-            row = agent_sql.resolve_agent_row(conn, agent)
-            snapshot = agent_sql.to_agent(conn, row)
-            agent_sql.delete(conn, row)
+        def delete(tx: Tx) -> Agent:
+            snapshot = tx.get_agent(agent)
+            tx.delete_agent(snapshot.id)
             return snapshot
 
-        return await self.db.write(delete)
+        return await self._store.write(delete)
 
-    # == runs and messaging ========================================================================
-    # Sending a message persists a queued Run first; the scheduler executes it (FIFO and one at a time per
+    # -- agents as tools ---------------------------------------------------------------------------
+    def _check_tool_names(self, agent: Agent) -> Agent:
+        for tool in agent.agent_tools:
+            name = self.settings.agent_tool_template.replace("{name}", tool.name)
+            if len(name) > MAX_TOOL_NAME:
+                raise Invalid(
+                    f"the tool for agent {tool.name!r} would be named {name!r}, longer than the {MAX_TOOL_NAME} "
+                    "characters LLM APIs accept: give that agent a shorter name"
+                )
+        return agent
+
+    async def attach_agent_tool(self, agent: str, tool_agent: str) -> Agent:
+        """Attach ``tool_agent`` to ``agent``: its LLM gets ``ask_<tool_agent>(message)``, a send-and-wait.
+
+        Attaching twice is a no-op. Stored, so every process (and the next start) offers the tool.
+        """
+
+        def attach(tx: Tx) -> Agent:
+            tx.attach_agent_tool(tx.resolve_agent(agent).id, tx.resolve_agent(tool_agent).id)
+            return self._check_tool_names(tx.get_agent(agent))
+
+        return await self._store.write(attach)
+
+    async def detach_agent_tool(self, agent: str, tool_agent: str) -> Agent:
+        """Stop offering ``ask_<tool_agent>`` to ``agent`` (an error if it was not attached)."""
+
+        def detach(tx: Tx) -> Agent:
+            tx.detach_agent_tool(tx.resolve_agent(agent).id, tx.resolve_agent(tool_agent).id)
+            return tx.get_agent(agent)
+
+        return await self._store.write(detach)
+
+    # == memory blocks ================================================================================
+    async def create_block(
+        self,
+        label: str,
+        value: str = "",
+        *,
+        limit: int = 5000,
+        description: str | None = None,
+        read_only: bool = False,
+        metadata: dict[str, Any] | None = None,
+        attach_to: Sequence[str] = (),
+        writer: str | None = "api",
+    ) -> Block:
+        """Create a block (shareable between agents), optionally attaching it to agents right away."""
+        spec = BlockSpec(
+            label=label, value=value, limit=limit, description=description, read_only=read_only,
+            metadata=dict(metadata or {}),
+        )  # fmt: skip
+        return await self._store.write(lambda tx: tx.create_block(spec, writer=writer, attach_to=list(attach_to)))
+
+    async def read_block(self, block: str, *, agent: str | None = None) -> Block:
+        """A block by id or label (a label is resolved within ``agent`` when given)."""
+        return await self._store.read(lambda tx: tx.get_block(block, agent=agent))
+
+    async def list_blocks(self, *, label: str | None = None, agent: str | None = None) -> list[Block]:
+        """Blocks, optionally only those with ``label`` and/or attached to ``agent``."""
+
+        def query(tx: Tx) -> list[Block]:
+            agent_id = None if agent is None else tx.resolve_agent(agent).id
+            return tx.list_blocks(label=label, agent_id=agent_id)
+
+        return await self._store.read(query)
+
+    async def write_block(
+        self,
+        block: str,
+        value: str,
+        *,
+        expected_version: int | None = None,
+        agent: str | None = None,
+        writer: str | None = "api",
+    ) -> Block:
+        """Replace a block's value. With ``expected_version`` the write fails if someone wrote first."""
+        if not isinstance(value, str):
+            raise Invalid("value must be a string")
+        return await self._store.write(
+            lambda tx: tx.edit_block(
+                block, lambda _old: value, agent=agent, op="write", writer=writer, expected_version=expected_version
+            )
+        )
+
+    async def append_to_block(
+        self,
+        block: str,
+        text: str,
+        *,
+        expected_version: int | None = None,
+        agent: str | None = None,
+        writer: str | None = "api",
+    ) -> Block:
+        """Append ``text`` on a new line, atomically (concurrent appends never lose each other)."""
+        if not isinstance(text, str) or text == "":
+            raise Invalid("text to append is empty: pass the text to add")
+        return await self._store.write(
+            lambda tx: tx.edit_block(
+                block, appender(text), agent=agent, op="append", writer=writer, expected_version=expected_version
+            )
+        )
+
+    async def replace_in_block(
+        self,
+        block: str,
+        old: str,
+        new: str,
+        *,
+        replace_all: bool = False,
+        expected_version: int | None = None,
+        agent: str | None = None,
+        writer: str | None = "api",
+    ) -> Block:
+        """Replace the substring ``old`` (it must occur, once unless ``replace_all``) with ``new``, atomically."""
+        return await self._store.write(
+            lambda tx: tx.replace_in_block(
+                block, old, new, replace_all=replace_all, agent=agent, writer=writer,
+                expected_version=expected_version,
+            )
+        )  # fmt: skip
+
+    async def update_block(
+        self,
+        block: str,
+        *,
+        limit: int | None = None,
+        description: str | None = None,
+        read_only: bool | None = None,
+        metadata: dict[str, Any] | None = None,
+        agent: str | None = None,
+        writer: str | None = "api",
+    ) -> Block:
+        """Change a block's limit, description, read-only flag or metadata (not its value)."""
+        return await self._store.write(
+            lambda tx: tx.update_block(
+                block, agent=agent, limit=limit, description=description, read_only=read_only, metadata=metadata,
+                writer=writer,
+            )
+        )  # fmt: skip
+
+    async def attach_block(self, agent: str, block: str) -> Block:
+        """Attach a block to an agent (no-op if already attached; a clashing label is an error)."""
+        return await self._store.write(lambda tx: tx.attach_block(agent, block))
+
+    async def detach_block(self, agent: str, block: str) -> Block:
+        """Detach a block from an agent (the block itself stays)."""
+        return await self._store.write(lambda tx: tx.detach_block(agent, block))
+
+    async def delete_block(self, block: str, *, agent: str | None = None) -> Block:
+        """Delete a block everywhere (it is detached from every agent); returns what was deleted."""
+        return await self._store.write(lambda tx: tx.delete_block(block, agent=agent))
+
+    async def block_history(
+        self, block: str, *, agent: str | None = None, limit: int = 50, before_version: int | None = None
+    ) -> list[BlockChange]:
+        """The newest writes of a block, newest first: writer, time, version, old and new value."""
+        return await self._store.read(
+            lambda tx: tx.block_history(block, agent=agent, limit=limit, before_version=before_version)
+        )
+
+    async def block_agents(self, block_id: str) -> list[tuple[str, str]]:
+        """``(id, name)`` of the agents a block (by exact id) is attached to; empty if none or deleted."""
+        return await self._store.read(lambda tx: tx.block_agents(block_id))
+
+    # == archival and recall memory ===================================================================
+    async def archival_insert(self, agent: str, text: str, *, tags: Sequence[str] | None = None) -> Passage:
+        """Store a passage in an agent's archival memory."""
+        return await self._store.write(lambda tx: tx.insert_passage(tx.resolve_agent(agent).id, text, list(tags or [])))
+
+    async def archival_search(
+        self,
+        agent: str,
+        query: str,
+        *,
+        tags: Sequence[str] | None = None,
+        tag_match: Literal["any", "all"] = "any",
+        limit: int = 10,
+    ) -> list[Passage]:
+        """Search an agent's archival memory (full-text, best first), optionally filtered by tags."""
+        return await self._store.read(
+            lambda tx: tx.search_passages(
+                tx.resolve_agent(agent).id, query, tags=list(tags or []), tag_match=tag_match, limit=limit
+            )
+        )
+
+    async def archival_list(self, agent: str, *, limit: int = 50, before: str | None = None) -> list[Passage]:
+        """An agent's passages, newest first (``before``: a passage id from a previous page)."""
+        return await self._store.read(
+            lambda tx: tx.list_passages(tx.resolve_agent(agent).id, limit=limit, before=before)
+        )
+
+    async def archival_delete(self, agent: str, passage_id: str) -> None:
+        """Delete one passage from an agent's archival memory."""
+        await self._store.write(lambda tx: tx.delete_passage(tx.resolve_agent(agent).id, passage_id))
+
+    async def append_messages(self, agent: str, messages: Sequence[NewMessage]) -> list[Message]:
+        """Append messages to an agent's history."""
+        return await self._store.write(lambda tx: tx.append_messages(tx.resolve_agent(agent).id, list(messages)))
+
+    async def get_messages(self, agent: str, *, limit: int = 50, before_seq: int | None = None) -> list[Message]:
+        """The newest ``limit`` messages of an agent, oldest first (page back with ``before_seq``)."""
+        return await self._store.read(
+            lambda tx: tx.get_messages(tx.resolve_agent(agent).id, limit=limit, before_seq=before_seq)
+        )
+
+    async def search_messages(
+        self,
+        agent: str,
+        query: str | None = None,
+        *,
+        roles: Sequence[str] | None = None,
+        limit: int = 5,
+        start: str | None = None,
+        end: str | None = None,
+    ) -> list[Message]:
+        """Search an agent's whole history (in context or not) by text, role and date range."""
+        return await self._store.read(
+            lambda tx: tx.search_messages(
+                tx.resolve_agent(agent).id, query, roles=list(roles or []), limit=limit, start=start, end=end
+            )
+        )
+
+    async def core_memory(self, agent: str) -> str:
+        """An agent's core memory rendered exactly as it appears in its prompt."""
+        return await self._store.read(lambda tx: memory_of(tx, tx.resolve_agent(agent).id))
+
+    async def system_prompt(self, agent: str) -> str:
+        """The full system message the agent's LLM sees: system prompt plus rendered core memory."""
+
+        def build(tx: Tx) -> str:
+            record = tx.resolve_agent(agent)
+            return compile_system(record.system, memory_of(tx, record.id))
+
+        return await self._store.read(build)
+
+    # == runs =======================================================================================
+    # Sending a message stores a queued Run first; the scheduler executes it (FIFO and one at a time per
     # agent, across processes; agents in parallel up to max_concurrency). Waiting is bounded: when the
     # bound passes the caller gets the run as it is, and the run goes on.
 
@@ -313,10 +541,10 @@ class AgentHub(MemoryHub, MultiAgentHub):
         role: Literal["user", "system"] = "user",
         parent_run_id: str | None = None,
         wait_s: float | None = None,
-        on_step: Callable[[StepEvent], Awaitable[None]] | None = None,
+        on_step: OnStep | None = None,
         cancel_on_abort: bool = False,
     ) -> Run:
-        """Send a message to an agent: persist a queued run, then wait up to ``wait_s`` seconds for it.
+        """Send a message to an agent: store a queued run, then wait up to ``wait_s`` seconds for it.
 
         Returns the finished run, or (``wait_s`` passed, or ``None``: return at once) the run as it is then,
         e.g. "queued" or "running"; fetch it later with ``get_run``. ``sender`` is who sent it (``None``
@@ -326,27 +554,18 @@ class AgentHub(MemoryHub, MultiAgentHub):
         """
         owner = self._owner.id
 
-        def create(conn: Conn) -> Run:
-            row = agent_sql.resolve_agent_row(conn, agent)
-            return run_sql.insert_run(
-                conn, row, message, role=role, sender=sender, parent_run_id=parent_run_id, owner=owner
-            )
+        def create(tx: Tx) -> Run:
+            record = tx.resolve_agent(agent)
+            return tx.insert_run(record, message, role=role, sender=sender, parent_run_id=parent_run_id, owner=owner)
 
         if wait_s is not None:
-            wait_s = check_timeout(wait_s)
+            wait_s = check_wait_s(wait_s)
         run = await self._scheduler.submit(create, on_step)
         if wait_s is None:
             return run
         return await self._await_run(run, wait_s, on_step=on_step, cancel_on_abort=cancel_on_abort)
 
-    async def _await_run(
-        self,
-        run: Run,
-        wait_s: float,
-        *,
-        on_step: Callable[[StepEvent], Awaitable[None]] | None,
-        cancel_on_abort: bool,
-    ) -> Run:
+    async def _await_run(self, run: Run, wait_s: float, *, on_step: OnStep | None, cancel_on_abort: bool) -> Run:
         """Wait up to ``wait_s`` for a submitted run; the run as it is then. Stops its ``on_step`` listener."""
         try:
             return await self._scheduler.wait(run.id, wait_s, current=run)
@@ -362,22 +581,281 @@ class AgentHub(MemoryHub, MultiAgentHub):
     async def get_run(self, run_id: str, *, wait_s: float = 0) -> Run:
         """A run by id; with ``wait_s`` > 0, waits up to that long for it to finish (never raises on time)."""
         if wait_s and wait_s > 0:
-            return await self._scheduler.wait(run_id, wait_s)
+            return await self._scheduler.wait(run_id, check_wait_s(wait_s))
         return await self._scheduler.get(run_id)
 
-    async def wait_run(self, run_id: str, timeout_s: float | None = None) -> Run:
-        """The run once finished; raises ``Timeout`` if ``timeout_s`` seconds pass first (the run goes on)."""
-        return await self._scheduler.wait_done(run_id, timeout_s)
+    async def wait_run(self, run_id: str, *, wait_s: float | None = None) -> Run:
+        """The run once finished; raises ``Timeout`` if ``wait_s`` seconds pass first (the run goes on)."""
+        return await self._scheduler.wait_done(run_id, None if wait_s is None else check_wait_s(wait_s))
 
-    async def list_runs(self, agent: str | None = None, status: str | None = None, limit: int = 50) -> list[Run]:
+    async def list_runs(self, agent: str | None = None, *, status: str | None = None, limit: int = 50) -> list[Run]:
         """Runs, newest first, optionally of one agent and/or in one status."""
 
-        def query(conn: Conn) -> list[Run]:
-            agent_id = None if agent is None else agent_sql.resolve_agent_row(conn, agent)["id"]
-            return run_sql.list_runs(conn, agent_id=agent_id, status=status, limit=limit)
+        def query(tx: Tx) -> list[Run]:
+            agent_id = None if agent is None else tx.resolve_agent(agent).id
+            return tx.list_runs(agent_id=agent_id, status=status, limit=limit)
 
-        return await self.db.read(query)
+        return await self._store.read(query)
 
     async def cancel_run(self, run_id: str) -> Run:
         """Cancel a run: a queued one at once, a running one (here or in another process) at its next step."""
         return await self._scheduler.cancel(run_id)
+
+    # == messaging between agents =====================================================================
+    async def _submit(
+        self,
+        agent: str,
+        message: str,
+        *,
+        sender: str | None,
+        parent_run_id: str | None,
+        waited: bool,
+        route_reply: bool = False,
+        on_step: OnStep | None = None,
+    ) -> Run:
+        """Persist (after the deadlock and depth checks) and schedule one message to ``agent``."""
+        check_message(message)
+        creator = self._creator(agent, message, sender=sender, parent_run_id=parent_run_id, waited=waited,
+                                route_reply=route_reply)  # fmt: skip
+        return await self._scheduler.submit(creator, on_step)
+
+    def _creator(
+        self, agent: str, message: str, *, sender: str | None, parent_run_id: str | None, waited: bool,
+        route_reply: bool = False,
+    ) -> Callable[[Tx], Run]:  # fmt: skip
+        """The function that stores one message to ``agent`` as a queued run, in a write transaction."""
+        owner, max_depth = self._owner.id, self.settings.max_depth
+
+        def create(tx: Tx) -> Run:
+            record = tx.resolve_agent(agent)
+            sender_id = None if sender is None else tx.resolve_agent(sender).id
+            depth = 0
+            if waited and parent_run_id is not None:
+                depth = tx.check_wait(parent_run_id, record, max_depth)
+            reply_to = (sender_id or HOST) if route_reply else None
+            role, text = input_of(message, sender_id)
+            return tx.insert_run(
+                record, text, role=role, sender=sender_id, parent_run_id=parent_run_id, owner=owner,
+                waited=waited and parent_run_id is not None, depth=depth, reply_to=reply_to,
+            )  # fmt: skip
+
+        return create
+
+    async def _stop_waiting(self, runs: list[Run]) -> list[Run]:
+        """The waiting run gives up on these unfinished runs: they go on, and each reply is routed to its
+        sender agent as a new message. Returns them as they are now (finished meanwhile, or not)."""
+
+        def stop(tx: Tx) -> list[Run]:
+            for run in runs:
+                tx.stop_waiting(run.id, reply_to=run.sender)
+            return [tx.get_run(run.id) for run in runs]
+
+        return await self._store.write(stop) if runs else []
+
+    async def send_and_wait(
+        self,
+        agent: str,
+        message: str,
+        *,
+        sender: str | None = None,
+        parent_run_id: str | None = None,
+        wait_s: float = 50.0,
+        on_step: OnStep | None = None,
+        cancel_on_abort: bool = False,
+    ) -> Run:
+        """Send ``message`` to ``agent`` and wait up to ``wait_s`` for the reply; the run, done or as it is.
+
+        From the host (``sender=None``) the message arrives with role "user". From an agent it arrives with
+        role "system" in Letta's wrapper, and, with ``parent_run_id`` (the agent's current run), the wait
+        is refused with ``Deadlock`` if it would close a cycle of waits or nest deeper than
+        ``Settings.max_depth``, before anything is stored. If ``wait_s`` passes first the run goes on;
+        for an agent's run its reply is then delivered to that agent as a new message.
+        """
+        wait_s = check_wait_s(wait_s)
+        run = await self._submit(agent, message, sender=sender, parent_run_id=parent_run_id, waited=True,
+                                 on_step=on_step)  # fmt: skip
+        async with self._scheduler.lend_slot(parent_run_id):
+            run = await self._await_run(run, wait_s, on_step=on_step, cancel_on_abort=cancel_on_abort)
+        if not run.done and parent_run_id is not None:
+            [run] = await self._stop_waiting([run])
+        return run
+
+    async def send_async(
+        self, agent: str, message: str, *, sender: str | None = None, parent_run_id: str | None = None
+    ) -> Run:
+        """Send ``message`` to ``agent`` and return the queued run at once.
+
+        When the run ends (completed, failed, cancelled or interrupted) its reply is routed: to a sending
+        agent as a new incoming message that it processes in a run of its own; to the host into the host
+        inbox (``check_replies``), with a ``Change("inbox", run_id)`` on the change feed.
+        """
+        return await self._submit(agent, message, sender=sender, parent_run_id=parent_run_id, waited=False,
+                                  route_reply=True)  # fmt: skip
+
+    # -- host inbox --------------------------------------------------------------------------------
+    async def check_replies(self, *, limit: int = 50, mark_read: bool = True) -> list[Run]:
+        """Finished runs the host sent with ``send_async`` whose replies it has not read, oldest first.
+
+        With ``mark_read`` (default) they leave the inbox; ``get_run`` still returns them.
+        """
+
+        def take(tx: Tx) -> list[Run]:
+            ids = tx.unread_replies(limit)
+            runs = [tx.get_run(run_id) for run_id in ids]
+            if mark_read:
+                tx.mark_read(ids)
+            return runs
+
+        return await (self._store.write(take) if mark_read else self._store.read(take))
+
+    async def inbox_count(self) -> int:
+        """How many replies wait in the host inbox."""
+        return await self._store.read(lambda tx: tx.unread_count())
+
+    # -- broadcast ---------------------------------------------------------------------------------
+    async def broadcast(
+        self,
+        message: str,
+        *,
+        match_all: Sequence[str] = (),
+        match_some: Sequence[str] = (),
+        sender: str | None = None,
+        parent_run_id: str | None = None,
+        wait_s: float = 50.0,
+        on_result: OnResult | None = None,
+    ) -> list[BroadcastResult]:
+        """Send ``message`` to every agent with all tags of ``match_all`` and one of ``match_some`` (Letta's
+        rule: an empty list does not filter, so both empty means every agent), the sender excluded, all at
+        once (at most ``Settings.fanout_concurrency`` unfinished at a time), and wait for the replies.
+
+        One result per recipient, by name; ``on_result`` is awaited as each one finishes. After ``wait_s``
+        the unfinished ones come back ``pending`` with their run ids (recipients not sent to yet are sent
+        to then); for an agent sender their replies are routed to it as new messages. A recipient that
+        would close a cycle of waits gets a failed result, not a deadlock.
+        """
+        wait_s = check_wait_s(wait_s)
+        check_message(message)
+
+        def recipients(tx: Tx) -> tuple[str | None, list[tuple[str, str]]]:
+            sender_id = None if sender is None else tx.resolve_agent(sender).id
+            found = tx.agents_matching_tags(list(match_all), list(match_some))
+            return sender_id, [(a.id, a.name) for a in found if a.id != sender_id]
+
+        sender_id, targets = await self._store.read(recipients)
+        names = dict(targets)
+        results: dict[str, BroadcastResult] = {}
+        sent: dict[str, Run] = {}
+        later = iter(targets[self.settings.fanout_concurrency :])
+
+        def creator(agent_id: str) -> Callable[[Tx], Run]:
+            return self._creator(agent_id, message, sender=sender_id, parent_run_id=parent_run_id, waited=True)
+
+        async def report(agent_id: str, result: BroadcastResult) -> None:
+            results[agent_id] = result
+            if on_result is not None:
+                await on_result(result)
+
+        async def follow(agent_id: str, made: Run | LettaError) -> None:
+            """One recipient at a time: wait for its run, report it, then send to the next recipient."""
+            while True:
+                if isinstance(made, LettaError):  # refused (a cycle, too deep, its agent deleted meanwhile)
+                    failed = BroadcastResult(
+                        agent=names[agent_id], agent_id=agent_id, status="failed", error=made.message
+                    )
+                    await report(agent_id, failed)
+                else:
+                    run = await self._scheduler.wait(made.id, None, current=made)
+                    await report(agent_id, BroadcastResult(agent=names[agent_id], agent_id=agent_id, **outcome(run)))
+                next_target = next(later, None)
+                if next_target is None:
+                    return
+                agent_id = next_target[0]
+                made = await submit(agent_id)
+
+        async def submit(agent_id: str) -> Run | LettaError:
+            # Shielded: at the deadline a run already stored must not be lost track of (and sent twice).
+            with anyio.CancelScope(shield=True):
+                try:
+                    made: Run | LettaError = await self._scheduler.submit(creator(agent_id))
+                except LettaError as exc:
+                    return exc
+                sent[agent_id] = made
+                return made
+
+        async with self._scheduler.lend_slot(parent_run_id):
+            with anyio.move_on_after(wait_s):
+                # The first wave (as many as may be unfinished at once) is stored and started in one
+                # transaction; each next recipient is sent to as one of them finishes.
+                wave = targets[: self.settings.fanout_concurrency]
+                made = await self._scheduler.submit_many([creator(agent_id) for agent_id, _ in wave])
+                sent.update((r.agent_id, r) for r in made if isinstance(r, Run))
+                async with anyio.create_task_group() as tg:
+                    for (agent_id, _), first in zip(wave, made, strict=True):
+                        tg.start_soon(follow, agent_id, first)
+        for agent_id, _ in targets:  # not sent by the deadline: sent now, and come back pending
+            if agent_id not in results and agent_id not in sent:
+                if isinstance(refused := await submit(agent_id), LettaError):
+                    failed = BroadcastResult(
+                        agent=names[agent_id], agent_id=agent_id, status="failed", error=refused.message
+                    )
+                    results[agent_id] = failed
+        unfinished = [run for agent_id, run in sent.items() if agent_id not in results]
+        if parent_run_id is not None:
+            unfinished = await self._stop_waiting(unfinished)
+        elif unfinished:  # as they are now: some may have finished since the deadline
+            unfinished = await self._store.read(lambda tx: tx.get_runs([run.id for run in unfinished]))
+        for run in unfinished:
+            results[run.agent_id] = BroadcastResult(agent=run.agent_name, agent_id=run.agent_id, **outcome(run))
+        return [results[agent_id] for agent_id, _ in targets]
+
+    # -- pipelines ---------------------------------------------------------------------------------
+    async def run_pipeline(
+        self, stages: Sequence[str], message: str, *, wait_s: float = 300.0, on_stage: OnStage | None = None
+    ) -> PipelineResult:
+        """Send ``message`` to the first stage's agent, each next stage the previous stage's reply (the
+        seed's research -> write -> edit), from the host; every stage's output is in the result.
+
+        Every stage reference is checked before anything is sent. ``wait_s`` bounds the whole pipeline;
+        it stops at the first stage that does not complete (its status is the pipeline's).
+        """
+        wait_s = check_wait_s(wait_s)
+        check_message(message)
+        if isinstance(stages, str) or not stages:
+            raise Invalid("stages must be a non-empty list of agent names or ids, e.g. ['researcher', 'writer']")
+        agents = await self._store.read(lambda tx: [tx.resolve_agent(s).id for s in stages])
+        deadline = anyio.current_time() + wait_s
+        done: list[StageResult] = []
+        text = message
+        for index, agent_id in enumerate(agents, start=1):
+            run = await self.send_and_wait(agent_id, text, wait_s=max(0.0, deadline - anyio.current_time()))
+            stage = StageResult(agent=run.agent_name, **outcome(run))
+            error = None
+            if stage.status == "pending":
+                error = (
+                    f"stage {index} ({run.agent_name}) did not finish within the pipeline's {wait_s:g}s; its run "
+                    f"{run.id} goes on: get its reply later"
+                )
+            elif stage.status != "completed":
+                error = f"stage {index} ({run.agent_name}) {stage.status}: {run.error or 'no error recorded'}"
+            elif not (run.reply or "").strip() and index < len(agents):
+                error = f"stage {index} ({run.agent_name}) replied with nothing, so the next stage has no input"
+            done.append(stage)
+            if on_stage is not None:
+                await on_stage(stage)
+            if error is not None:
+                status = "failed" if stage.status == "completed" else stage.status
+                return PipelineResult(stages=done, output=None, status=status, error=error)
+            text = run.reply or ""
+        return PipelineResult(stages=done, output=text, status="completed")
+
+    # -- monitoring --------------------------------------------------------------------------------
+    async def get_metrics(self, *, agent: str | None = None, since: datetime | None = None) -> Metrics:
+        """Messages, errors, latency p50/p95 (sent to finished) and tokens, per receiving agent and per
+        sender -> receiver pair ("host" for the host), slowest (p95) first; optionally only runs to or from
+        ``agent`` and created at or after ``since``."""
+
+        def compute(tx: Tx) -> Metrics:
+            agent_id = None if agent is None else tx.resolve_agent(agent).id
+            return tx.metrics(agent_id=agent_id, since=since)
+
+        return await self._store.read(compute)

@@ -146,7 +146,7 @@ async def test_cancelling_the_call_cancels_the_run(server: LettaServer, gate: Ga
         with anyio.move_on_after(0.5):
             await c.call_tool("ask_cancel_me", {"message": "never mind"})
         (run,) = await server.hub.list_runs("cancel_me")
-        ended = await server.hub.wait_run(run.id, timeout_s=10)
+        ended = await server.hub.wait_run(run.id, wait_s=10)
     gate.open()
     assert ended.status == "cancelled" and ended.reply is None
 

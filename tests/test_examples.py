@@ -20,7 +20,7 @@ import pytest
 
 from mcp_letta import AgentHub
 from mcp_letta.llm.scripted import RecordedRequest, ScriptedLLM
-from mcp_letta.runtime.multiagent import MATCHING_TAGS, WAIT_FOR_REPLY
+from mcp_letta.runtime.messaging_tools import MATCHING_TAGS, WAIT_FOR_REPLY
 
 pytestmark = pytest.mark.anyio
 

@@ -188,7 +188,7 @@ async def settle(hub: AgentHub) -> None:
     which must not be blamed on the next case."""
     for status in ("queued", "running"):
         for run in await hub.list_runs(status=status, limit=1000):
-            await hub.wait_run(run.id, timeout_s=30)
+            await hub.wait_run(run.id, wait_s=30)
 
 
 def problem_with(case: Case, result: types.CallToolResult) -> str | None:

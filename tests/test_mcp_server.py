@@ -113,6 +113,9 @@ async def test_bad_references_name_near_matches(server: LettaServer, mode: str, 
         assert "did you mean 'researcher'" in await fails(c, "get_agent", agent="reseacher")
         assert "did you mean 'project_memory'" in await fails(c, "read_block", block="project_mem")
         assert "did you mean 'researcher'" in await fails(c, "archival_memory_insert", agent="reserch", content="x")
+        assert "(list_agents shows them)" in await fails(c, "get_agent", agent="reseacher")
+        assert "(list_blocks shows them)" in await fails(c, "read_block", block="project_mem")
+        assert "(list_runs shows them)" in await fails(c, "get_run", run_id="run-nope")
         assert "not allowed" in await fails(c, "create_agent", name="bad name!")
         assert "top_k" in await fails(c, "archival_memory_search", agent="researcher", query="x", top_k=-1)
         with pytest.raises(Exception, match="not found"):

@@ -148,14 +148,14 @@ async def test_the_host_waits_with_a_plain_user_message_and_gets_the_run(
     agents = Agents(scripted_llm)
     await make(llm_hub, "bob")
     agents.on("bob", reply("hello host"))
-    run = await llm_hub.send_and_wait("bob", "hi bob", timeout_s=10)
+    run = await llm_hub.send_and_wait("bob", "hi bob", wait_s=10)
     assert (run.status, run.reply, run.role, run.input, run.sender, run.depth) == (
         "completed", "hello host", "user", "hi bob", None, 0,
     )  # fmt: skip
     with pytest.raises(NotFound, match="did you mean 'bob'"):
-        await llm_hub.send_and_wait("bbo", "hi", timeout_s=1)
+        await llm_hub.send_and_wait("bbo", "hi", wait_s=1)
     with pytest.raises(Invalid, match="empty"):
-        await llm_hub.send_and_wait("bob", "  ", timeout_s=1)
+        await llm_hub.send_and_wait("bob", "  ", wait_s=1)
 
 
 async def test_an_async_reply_reaches_the_sending_agent_as_a_message_it_processes_in_its_own_run(
@@ -184,12 +184,12 @@ async def test_an_async_reply_reaches_the_sending_agent_as_a_message_it_processe
         f"sent: Message sent (run {bob_run.id}); the reply will be delivered to you as a new message when bob answers."
     )
     assert bob_run.reply_to == first.agent_id and bob_run.parent_run_id == first.id
-    await llm_hub.wait_run(bob_run.id, 10)
+    await llm_hub.wait_run(bob_run.id, wait_s=10)
     delivered = await newest_run(llm_hub, "alice")  # queued in the transaction that ended bob's run
     assert delivered.id != first.id and delivered.parent_run_id == bob_run.id
     assert (delivered.role, delivered.sender) == ("system", bob.id)
     assert delivered.input == f"[Reply from agent 'bob' (ID '{bob.id}') to your message (run {bob_run.id})] 42"
-    assert (await llm_hub.wait_run(delivered.id, 10)).reply == "thanks, noted"
+    assert (await llm_hub.wait_run(delivered.id, wait_s=10)).reply == "thanks, noted"
     history = await llm_hub.get_messages("alice")
     assert [(m.role, m.content) for m in history[-2:]] == [("system", delivered.input), ("assistant", "thanks, noted")]
     assert await llm_hub.inbox_count() == 0  # an agent's reply never lands in the host inbox
@@ -204,7 +204,7 @@ async def test_a_failed_async_message_is_reported_back_to_the_sender(
         await make(hub, "alice", "bob")
         alice = await hub.get_agent("alice")
         sent = await hub.send_async("bob", "do it", sender="alice")
-        failed = await hub.wait_run(sent.id, 10)
+        failed = await hub.wait_run(sent.id, wait_s=10)
         delivered = await newest_run(hub, "alice")
         assert failed.status == "failed" and delivered.parent_run_id == sent.id
         assert delivered.input.startswith(f"[No reply from agent 'bob' (ID '{failed.agent_id}') to your message")
@@ -223,8 +223,8 @@ async def test_the_hosts_async_reply_is_in_check_replies_once_and_announced_on_t
     first = await llm_hub.send_async("bob", "question one")
     assert first.status in ("queued", "running") and first.reply_to == "host"
     second = await llm_hub.send_async("carol", "question two")
-    await llm_hub.wait_run(first.id, 10)
-    await llm_hub.wait_run(second.id, 10)
+    await llm_hub.wait_run(first.id, wait_s=10)
+    await llm_hub.wait_run(second.id, wait_s=10)
     assert await llm_hub.inbox_count() == 2
     peeked = await llm_hub.check_replies(mark_read=False)
     assert [r.id for r in peeked] == [first.id, second.id] or [r.id for r in peeked] == [second.id, first.id]
@@ -241,7 +241,7 @@ async def test_the_hosts_async_reply_is_in_check_replies_once_and_announced_on_t
             if change.kind == "inbox":
                 announced.add(change.ref)
     assert {first.id, second.id} <= announced
-    await llm_hub.send_and_wait("bob", "sync question", timeout_s=10)
+    await llm_hub.send_and_wait("bob", "sync question", wait_s=10)
     assert await llm_hub.inbox_count() == 0  # only async sends from the host go to the inbox
 
 
@@ -344,10 +344,10 @@ async def test_metrics_count_messages_errors_and_latency_per_agent_and_pair_slow
     async with AgentHub(llm_settings) as hub:
         await make(hub, "slow", "fast", "broken", "boss")
         for _ in range(2):
-            await hub.send_and_wait("slow", "hi", timeout_s=10)
-            await hub.send_and_wait("fast", "hi", timeout_s=10)
-        await hub.send_and_wait("fast", "from boss", sender="boss", timeout_s=10)
-        await hub.send_and_wait("broken", "hi", timeout_s=10)
+            await hub.send_and_wait("slow", "hi", wait_s=10)
+            await hub.send_and_wait("fast", "hi", wait_s=10)
+        await hub.send_and_wait("fast", "from boss", sender="boss", wait_s=10)
+        await hub.send_and_wait("broken", "hi", wait_s=10)
         metrics = await hub.get_metrics()
         only_fast = await hub.get_metrics(agent="fast")
     by_agent = {m.agent: m for m in metrics.agents}

@@ -5,7 +5,6 @@ results and errors, progress per recipient, and an overall timeout that hands ba
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 import anyio
@@ -30,7 +29,7 @@ async def test_broadcast_to_fifty_slow_agents_runs_them_concurrently(
     async with AgentHub(settings) as hub:
         for i in range(50):
             await hub.create_agent(f"worker{i:02d}", tags=["worker"])
-        results = await hub.broadcast("start the task", match_all=["worker"], timeout_s=30)
+        results = await hub.broadcast("start the task", match_all=["worker"], wait_s=30)
         runs = [await hub.get_run(r.run_id) for r in results if r.run_id]
     assert [r.agent for r in results] == [f"worker{i:02d}" for i in range(50)]
     assert {r.status for r in results} == {"completed"} and len(runs) == 50
@@ -44,7 +43,7 @@ async def test_fan_out_is_bounded_by_the_fanout_setting(llm_settings: Settings, 
     async with AgentHub(llm_settings.with_overrides(max_concurrency=50, fanout_concurrency=3)) as hub:
         for i in range(9):
             await hub.create_agent(f"w{i}", tags=["w"])
-        results = await hub.broadcast("go", match_all=["w"], timeout_s=30)
+        results = await hub.broadcast("go", match_all=["w"], wait_s=30)
         runs = [await hub.get_run(r.run_id) for r in results if r.run_id]
     assert {r.status for r in results} == {"completed"}
     assert most_at_once(runs) <= 3
@@ -59,7 +58,7 @@ async def test_tag_matching_follows_letta_and_excludes_the_sender(llm_hub: Agent
     await llm_hub.create_agent("boss", tags=["x", "y", "boss"])
 
     async def names(sender: str | None = None, **tags: Any) -> list[str]:
-        return [r.agent for r in await llm_hub.broadcast("hi", sender=sender, timeout_s=10, **tags)]
+        return [r.agent for r in await llm_hub.broadcast("hi", sender=sender, wait_s=10, **tags)]
 
     assert await names(match_all=["x"]) == ["boss", "both", "only_x"]  # by name
     assert await names(match_some=["y"]) == ["boss", "both", "only_y"]
@@ -68,7 +67,7 @@ async def test_tag_matching_follows_letta_and_excludes_the_sender(llm_hub: Agent
     assert await names(match_some=["nobody"]) == []
     assert await names() == ["boss", "both", "only_x", "only_y", "untagged"]  # untagged only with both empty
     assert await names(sender="boss", match_all=["x"]) == ["both", "only_x"]
-    [result] = await llm_hub.broadcast("hello", sender="boss", match_all=["x", "y"], timeout_s=10)
+    [result] = await llm_hub.broadcast("hello", sender="boss", match_all=["x", "y"], wait_s=10)
     boss = await llm_hub.get_agent("boss")
     run = await llm_hub.get_run(result.run_id)
     assert run.role == "system" and run.input.startswith(f"[Incoming message from agent with ID '{boss.id}'")
@@ -88,7 +87,7 @@ async def test_each_recipient_gets_a_result_with_its_reply_or_its_error_and_prog
 
     async with AgentHub(llm_settings.with_overrides(llm_max_retries=0)) as hub:
         await make(hub, "good", "slowgood", "crashy", tags=["team"])
-        results = await hub.broadcast("report", match_all=["team"], timeout_s=10, on_result=on_result)
+        results = await hub.broadcast("report", match_all=["team"], wait_s=10, on_result=on_result)
     by_name = {r.agent: r for r in results}
     assert (by_name["good"].status, by_name["good"].reply, by_name["good"].error) == ("completed", "done", None)
     assert by_name["slowgood"].reply == "done later"
@@ -108,12 +107,12 @@ async def test_an_overall_timeout_returns_the_slow_ones_as_pending_runs_that_com
     async with AgentHub(llm_settings.with_overrides(fanout_concurrency=2)) as hub:
         await make(hub, "quick", "sloth", "queued", tags=["team"])
         # fanout 2: 'queued' (by name, first) and 'quick' go first; 'sloth' waits for a slot, then is slow.
-        results = await hub.broadcast("status?", match_all=["team"], timeout_s=1.0)
+        results = await hub.broadcast("status?", match_all=["team"], wait_s=1.0)
         by_name = {r.agent: r for r in results}
         assert by_name["quick"].status == "completed" and by_name["queued"].status == "completed"
         pending = by_name["sloth"]
         assert (pending.status, pending.reply, pending.latency_ms) == ("pending", None, None)
-        assert (await hub.wait_run(pending.run_id, 10)).reply == "slow answer"
+        assert (await hub.wait_run(pending.run_id, wait_s=10)).reply == "slow answer"
 
 
 async def test_recipients_not_yet_sent_to_at_the_deadline_are_sent_and_pending(
@@ -124,10 +123,10 @@ async def test_recipients_not_yet_sent_to_at_the_deadline_are_sent_and_pending(
         agents.on(name, reply(f"{name} ok", delay_s=0.5))
     async with AgentHub(llm_settings.with_overrides(fanout_concurrency=1)) as hub:
         await make(hub, "a1", "a2", "a3", tags=["t"])
-        results = await hub.broadcast("go", match_all=["t"], timeout_s=0.2)
+        results = await hub.broadcast("go", match_all=["t"], wait_s=0.2)
         assert [(r.agent, r.status) for r in results] == [("a1", "pending"), ("a2", "pending"), ("a3", "pending")]
         assert all(r.run_id for r in results)
-        done = [await hub.wait_run(r.run_id, 10) for r in results]
+        done = [await hub.wait_run(r.run_id, wait_s=10) for r in results]
     assert [r.reply for r in done] == ["a1 ok", "a2 ok", "a3 ok"]
 
 
@@ -207,45 +206,8 @@ async def check_cycle_refused_alone(llm_hub: AgentHub) -> None:
     assert [r.agent_name for r in await llm_hub.list_runs("wanda")] == ["wanda"]  # the refused one was not stored
 
 
-# -- early first requests ------------------------------------------------------------------------------
-async def test_recipients_that_answered_before_are_asked_while_their_runs_are_still_being_stored(
-    llm_settings: Settings, scripted_llm: ScriptedLLM
-) -> None:
-    # The second broadcast's requests must reach the LLM while another writer holds the file's write lock,
-    # so before its runs can be stored; the answers that come back are the ones used (nobody is asked twice).
-    agents = Agents(scripted_llm)
-    for name in ("ann", "ben", "cat"):
-        agents.on(name, reply(lambda request: f"seen {len(request['messages'])} messages"))
-    async with AgentHub(llm_settings) as hub:
-        await make(hub, "ann", "ben", "cat", tags=["team"])
-        await hub.broadcast("first", match_all=["team"], timeout_s=10)  # they ran here: the process knows them
-        asked_before = len(scripted_llm.requests)
-        blocker = sqlite3.connect(llm_settings.db_path, isolation_level=None)
-        blocker.execute("BEGIN IMMEDIATE")
-        try:
-            async with anyio.create_task_group() as tg:
-                done: list[list[BroadcastResult]] = []
-
-                async def second() -> None:
-                    done.append(await hub.broadcast("second", match_all=["team"], timeout_s=20))
-
-                tg.start_soon(second)
-                await scripted_llm.wait_for_requests_async(asked_before + 3, within_s=10)
-                stored = sqlite3.connect(llm_settings.db_path).execute("SELECT count(*) FROM runs").fetchone()[0]
-                blocker.execute("ROLLBACK")
-        finally:
-            blocker.close()
-        [results] = done
-        history = [m.content for m in await hub.get_messages("ann", limit=2)]
-    assert stored == 3  # the first broadcast's: the second's were not stored yet when the LLM was asked
-    assert [(r.agent, r.status, r.reply) for r in results] == [
-        (n, "completed", "seen 4 messages") for n in ("ann", "ben", "cat")
-    ]
-    assert len(scripted_llm.requests) == asked_before + 3
-    assert history == ["second", "seen 4 messages"]
-
-
-async def test_an_early_request_built_from_memory_another_process_changed_is_not_used(
+# -- broadcasts to agents this process ran before ------------------------------------------------------------
+async def test_a_broadcast_builds_prompts_from_memory_another_process_just_changed(
     llm_settings: Settings, scripted_llm: ScriptedLLM
 ) -> None:
     agents = Agents(scripted_llm)
@@ -254,14 +216,14 @@ async def test_an_early_request_built_from_memory_another_process_changed_is_not
     )
     async with AgentHub(llm_settings) as hub, AgentHub(llm_settings) as other:
         await make(hub, "ann", tags=["team"])
-        assert [r.reply for r in await hub.broadcast("first", match_all=["team"], timeout_s=10)] == ["old"]
+        assert [r.reply for r in await hub.broadcast("first", match_all=["team"], wait_s=10)] == ["old"]
         await other.write_block("persona", "NEW RULES", agent="ann")  # this process does not know of it
-        [result] = await hub.broadcast("second", match_all=["team"], timeout_s=10)
+        [result] = await hub.broadcast("second", match_all=["team"], wait_s=10)
     assert (result.status, result.reply) == ("completed", "new rules")
     assert "NEW RULES" in agents.requests_of("ann")[-1].system
 
 
-async def test_closing_the_hub_while_early_requests_are_out_leaves_their_runs_interrupted(
+async def test_closing_the_hub_while_a_broadcast_waits_on_the_llm_leaves_its_runs_interrupted(
     llm_settings: Settings, scripted_llm: ScriptedLLM
 ) -> None:
     agents = Agents(scripted_llm)
@@ -270,10 +232,10 @@ async def test_closing_the_hub_while_early_requests_are_out_leaves_their_runs_in
     agents.on("ben", lambda _request: Response(content="late", delay_s=5.0 if slow["on"] else 0.0))
     async with AgentHub(llm_settings) as hub:
         await make(hub, "ann", "ben", tags=["team"])
-        await hub.broadcast("first", match_all=["team"], timeout_s=10)
+        await hub.broadcast("first", match_all=["team"], wait_s=10)
         slow["on"] = True
         with anyio.move_on_after(0.5):
-            await hub.broadcast("second", match_all=["team"], timeout_s=10)
+            await hub.broadcast("second", match_all=["team"], wait_s=10)
         [ben_run] = await hub.list_runs("ben", limit=1)
     async with AgentHub(llm_settings) as hub:
         after = await hub.get_run(ben_run.id)
@@ -281,18 +243,18 @@ async def test_closing_the_hub_while_early_requests_are_out_leaves_their_runs_in
     assert after.error.startswith("the process running this run shut down")  # said by this process as it closed
 
 
-async def test_an_early_answer_that_calls_a_tool_goes_on_to_the_next_step(
+async def test_a_recipient_whose_answer_calls_a_tool_goes_on_to_the_next_step(
     llm_settings: Settings, scripted_llm: ScriptedLLM
 ) -> None:
     agents = Agents(scripted_llm)
     agents.on("ann", call_then_reply("memory_insert", {"label": "human", "new_string": "Boss asked."}, "noted"))
     async with AgentHub(llm_settings) as hub:
         await make(hub, "ann", tags=["team"])
-        await hub.broadcast("first", match_all=["team"], timeout_s=10)
-        [result] = await hub.broadcast("second", match_all=["team"], timeout_s=10)
+        await hub.broadcast("first", match_all=["team"], wait_s=10)
+        [result] = await hub.broadcast("second", match_all=["team"], wait_s=10)
         run = await hub.get_run(result.run_id)
         block = await hub.read_block("human", agent="ann")
     assert (result.status, result.reply) == ("completed", "noted")
     assert [[c.name for c in step.tool_calls] for step in run.steps] == [["memory_insert"], []]
     assert block.value.count("Boss asked.") == 2  # once per broadcast
-    assert len(agents.requests_of("ann")) == 4  # two steps each: the early answer was the second's first step
+    assert len(agents.requests_of("ann")) == 4  # two steps each, nobody asked twice

@@ -15,12 +15,11 @@ import anyio.lowlevel
 import pytest
 
 from mcp_letta import AgentHub
-from mcp_letta.runtime.context import compile_system
-from mcp_letta.runtime.group_commit import GroupCommit
-from mcp_letta.runtime.requests import memory_of
-from mcp_letta.runtime.runner import Claimed
-from mcp_letta.store import runs as run_sql
-from mcp_letta.store.db import Conn, Database
+from mcp_letta.runtime.context import compile_system, memory_of
+from mcp_letta.runtime.runner import RunContext
+from mcp_letta.store import Tx
+from mcp_letta.store.sqlite import SQLiteTx
+from mcp_letta.store.sqlite.db import Conn, Database
 
 pytestmark = pytest.mark.anyio
 
@@ -54,7 +53,7 @@ async def notes(db: Database) -> list[int]:
 
 
 async def test_concurrent_writes_share_a_few_transactions_and_all_commit(db: Database) -> None:
-    writes = GroupCommit(db)
+    writes = db
     seen: dict[int, int] = {}
 
     async def one(n: int) -> None:
@@ -69,7 +68,7 @@ async def test_concurrent_writes_share_a_few_transactions_and_all_commit(db: Dat
 
 
 async def test_a_failing_write_rolls_back_only_itself(db: Database) -> None:
-    writes = GroupCommit(db)
+    writes = db
     outcomes: dict[int, object] = {}
 
     async def one(n: int) -> None:
@@ -87,7 +86,7 @@ async def test_a_failing_write_rolls_back_only_itself(db: Database) -> None:
 
 
 async def test_a_write_cancelled_before_its_turn_never_runs(db: Database) -> None:
-    writes = GroupCommit(db)
+    writes = db
     started = anyio.Event()
 
     def slow_note(conn: Conn, n: int) -> int:
@@ -111,7 +110,7 @@ def keep_the_event_loop_busy(seconds: float) -> float:
 
 async def test_writes_queued_while_a_batch_commits_are_committed_even_if_the_event_loop_is_busy(db: Database) -> None:
     # A hundred agents' answers arriving at once keep the event loop busy; the disk must not wait for it.
-    writes = GroupCommit(db)
+    writes = db
     started, ran_at = anyio.Event(), {}
 
     def slow_note(conn: Conn, n: int) -> int:
@@ -140,31 +139,32 @@ def without_clock(system: str) -> str:
 
 
 async def test_starting_many_agents_at_once_matches_starting_each(hub: AgentHub) -> None:
-    # claim_many (a broadcast's recipients) must make exactly the decisions claim makes one by one.
+    # Starting many agents at once (a broadcast's recipients) must make exactly the decisions one by one makes.
     runner = hub._scheduler.runner
     for name in ("solo", "busy", "foreign"):
         await hub.create_agent(name, persona=f"I am {name}.")
     await hub.archival_insert("solo", "a fact to count")
     ids = {a.name: a.id for a in await hub.list_agents()}
 
-    def scene(conn: Conn) -> tuple[list[Any], list[Any]]:
-        rows = {r["name"]: r for r in conn.execute("SELECT * FROM agents")}
+    def scene(tx: Tx) -> tuple[list[Any], list[Any]]:
+        assert isinstance(tx, SQLiteTx)
+        conn = tx.conn
+        rows = {name: tx.resolve_agent(name) for name in ids}
         mine = runner.owner.id
         conn.execute(  # another live process (this pid, fresh heartbeat) owns the foreign agent's run
             "INSERT INTO processes(id, pid, host, started_at, heartbeat) VALUES ('other', ?, ?, 't', ?)",
             (runner.owner.pid, runner.owner.host, time.time()),
         )
         for name, owner in (("solo", mine), ("busy", mine), ("busy", mine), ("foreign", "other")):
-            run_sql.insert_run(conn, rows[name], f"hello {name}", role="user", sender=None, parent_run_id=None,
-                               owner=owner)  # fmt: skip
-        many = runner.claim_many(conn, [ids["solo"], ids["busy"], ids["foreign"]])
-        one_by_one = compile_system(rows["solo"]["system"], memory_of(conn, ids["solo"]))
-        again = [runner.claim(conn, ids[name]) for name in ("solo", "busy", "foreign")]
+            tx.insert_run(rows[name], f"hello {name}", role="user", sender=None, parent_run_id=None, owner=owner)
+        many = runner.claim(tx, [ids["solo"], ids["busy"], ids["foreign"]])
+        one_by_one = compile_system(rows["solo"].system, memory_of(tx, ids["solo"]))
+        again = [runner.claim(tx, [ids[name]])[0] for name in ("solo", "busy", "foreign")]
         return many, [one_by_one, *again]
 
-    many, (one_by_one, *again) = await hub.db.write(scene)
+    many, (one_by_one, *again) = await hub._store.write(scene)
     solo, busy, foreign = many
-    assert isinstance(solo, Claimed) and isinstance(busy, Claimed) and foreign == "blocked"
+    assert isinstance(solo, RunContext) and isinstance(busy, RunContext) and foreign == "blocked"
     assert (solo.more_queued, busy.more_queued) == (False, True)
     assert solo.window.chat[-1] == {"role": "user", "content": "hello solo"}
     assert "I am solo." in solo.system and "1 total memories you created" in solo.system

@@ -85,12 +85,12 @@ async def test_the_hub_refuses_a_cyclic_wait_with_deadlock_before_storing_anythi
     with pytest.raises(Deadlock, match="cannot wait on itself"):
         await llm_hub.send_and_wait("bob", "me again", sender="bob", parent_run_id=bob_run.id)
     assert len(await llm_hub.list_runs(limit=100)) == before
-    [refused] = await llm_hub.broadcast("all hands", sender="bob", parent_run_id=bob_run.id, timeout_s=5)
+    [refused] = await llm_hub.broadcast("all hands", sender="bob", parent_run_id=bob_run.id, wait_s=5)
     assert (refused.agent, refused.status, refused.run_id) == ("alice", "failed", None)
     assert "waiting would deadlock" in refused.error
     note = await llm_hub.send_async("alice", "fyi", sender="bob", parent_run_id=bob_run.id)  # async never waits
     assert note.status == "queued"
-    assert (await llm_hub.wait_run(parent.id, 10)).status == "completed"
+    assert (await llm_hub.wait_run(parent.id, wait_s=10)).status == "completed"
 
 
 async def test_waits_nested_deeper_than_max_depth_are_refused(
@@ -148,10 +148,10 @@ async def test_a_slow_sub_agent_times_out_for_its_caller_and_its_reply_arrives_l
         "delivered to you as a new message when it finishes"
     )
     assert worker.reply_to == run.agent_id
-    await llm_hub.wait_run(worker.id, 10)
+    await llm_hub.wait_run(worker.id, wait_s=10)
     late = await newest_run(llm_hub, "boss")
     assert late.parent_run_id == worker.id and late.input.endswith("to your message (run " + worker.id + ")] finally")
-    assert (await llm_hub.wait_run(late.id, 10)).reply == "got the late reply"
+    assert (await llm_hub.wait_run(late.id, wait_s=10)).reply == "got the late reply"
 
 
 async def test_cancelling_a_waiting_run_cancels_the_run_it_waits_on(
@@ -167,7 +167,7 @@ async def test_cancelling_a_waiting_run_cancels_the_run_it_waits_on(
     assert child.status == "running" and child.parent_run_id == parent.id
     cancelled = await llm_hub.cancel_run(parent.id)
     assert cancelled.status == "cancelled"
-    child = await llm_hub.wait_run(child.id, 10)
+    child = await llm_hub.wait_run(child.id, wait_s=10)
     assert (child.status, child.reply) == ("cancelled", None)
     history = [m.content for m in await llm_hub.get_messages("worker")]
     assert "too late" not in history
@@ -202,4 +202,4 @@ async def test_another_process_sees_the_wait_and_refuses_the_cycle_and_its_cance
             await there.send_and_wait("alice", "you there?", sender="bob", parent_run_id=bob_run.id)
         cancelled = await there.cancel_run(parent.id)  # the runs execute in the other hub
         assert cancelled.status == "cancelled"
-        assert (await there.wait_run(bob_run.id, 10)).status == "cancelled"
+        assert (await there.wait_run(bob_run.id, wait_s=10)).status == "cancelled"

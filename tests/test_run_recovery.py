@@ -132,8 +132,8 @@ async def test_two_processes_run_one_agent_one_run_at_a_time_in_order(
         await first.create_agent("alice")
         one = await first.send_message("alice", "one")
         two = await second.send_message("alice", "two")
-        one = await second.wait_run(one.id, 10)  # a run of another process is waited on through the change feed
-        two = await first.wait_run(two.id, 10)
+        one = await second.wait_run(one.id, wait_s=10)  # a run of another process is waited on through the change feed
+        two = await first.wait_run(two.id, wait_s=10)
     assert (one.reply, two.reply) == ("echo: one", "echo: two")
     assert one.finished_at <= two.started_at
     assert [m["content"] for m in scripted_llm.requests[1].body["messages"][1:]] == ["one", "echo: one", "two"]

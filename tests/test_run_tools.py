@@ -61,7 +61,7 @@ async def test_a_tool_attached_to_one_agent_is_offered_to_it_only_and_runs_in_or
         block = await llm_hub.read_block("human", agent="alice")  # an awaited tool may wait on the hub
         return {"city": args["city"], "forecast": "rain", "human_block_before": block.value}
 
-    llm_hub.toolbox.attach(
+    llm_hub._toolbox.attach(
         alice.id,
         Tool(
             "get_weather",

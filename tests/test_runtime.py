@@ -12,8 +12,8 @@ import pytest
 from mcp_letta import AgentHub
 from mcp_letta.llm.scripted import RecordedRequest, Response, ScriptedLLM
 from mcp_letta.models import Message, ToolCall
-from mcp_letta.runtime.builtin_tools import DEFAULT_TOOL_NAMES
 from mcp_letta.runtime.context import Window
+from mcp_letta.runtime.memory_tools import DEFAULT_TOOL_NAMES
 
 pytestmark = pytest.mark.anyio
 
@@ -295,7 +295,6 @@ def test_the_encoded_history_is_the_history_a_request_carries() -> None:
         ]
     )
     window.add([message(4, "assistant", "done ✓"), message(5, "system", "[Incoming message] ☃")])
-    given = {"role": "user", "content": "and one more 𝄞"}
     assert json.loads(window.request_json("system prompt ✓")) == window.request("system prompt ✓")
-    assert json.loads(window.copy().request_json("s", given)) == [*window.request("s"), given]
+    assert json.loads(window.copy().request_json("s")) == window.request("s")
     assert [m["role"] for m in window.request("s")] == ["system", "user", "assistant", "tool", "assistant", "system"]

@@ -14,7 +14,6 @@ from conftest import dump
 
 from mcp_letta import AgentHub, Conflict, Invalid, LimitExceeded, NotFound, Settings, VersionConflict
 from mcp_letta.models import NewMessage
-from mcp_letta.store import memory as memory_sql
 
 pytestmark = pytest.mark.anyio
 
@@ -277,7 +276,7 @@ async def test_a_reopened_database_keeps_everything(settings: Settings) -> None:
 
 async def test_message_search_covers_old_new_batched_and_deleted_messages(settings: Settings) -> None:
     # A file made before messages were indexed per transaction (schema 3, indexed by a trigger per row).
-    migrations = Path(__file__).parent.parent / "mcp_letta" / "store" / "migrations"
+    migrations = Path(__file__).parent.parent / "mcp_letta" / "store" / "sqlite" / "migrations"
     old = sqlite3.connect(settings.db_path)
     for name in ("001_init.sql", "002_runs.sql", "003_multiagent.sql"):
         old.executescript((migrations / name).read_text())
@@ -296,14 +295,13 @@ async def test_message_search_covers_old_new_batched_and_deleted_messages(settin
         await hub.create_agent("newcomer")
         await hub.append_messages("veteran", [NewMessage(role="user", content="a new lighthouse lamp")])
 
-        # Many writers at once: the runtime's group commit puts each in a savepoint of one transaction.
+        # Many writers at once: the store's group commit puts each in a savepoint of one transaction.
         newcomer_id = (await hub.get_agent("newcomer")).id
 
         async def beacon(i: int) -> None:
             agent_id = "agent-old" if i % 2 else newcomer_id
-            await hub._scheduler.runner.write(
-                memory_sql.append_messages, agent_id, [NewMessage(role="user", content=f"beacon number {i}")]
-            )
+            beacon = [NewMessage(role="user", content=f"beacon number {i}")]
+            await hub._store.write(lambda tx: tx.append_messages(agent_id, beacon))
 
         async with anyio.create_task_group() as tg:
             for i in range(40):
@@ -314,7 +312,9 @@ async def test_message_search_covers_old_new_batched_and_deleted_messages(settin
 
         await hub.delete_agent("veteran")  # its messages leave the index with it
         # FTS5 compares its index with the messages table and raises if they disagree.
-        await hub.db.write(lambda c: c.execute("INSERT INTO messages_fts(messages_fts) VALUES ('integrity-check')"))
+        await hub._store.db.write(
+            lambda c: c.execute("INSERT INTO messages_fts(messages_fts) VALUES ('integrity-check')")
+        )
     check = sqlite3.connect(settings.db_path)
     hits = check.execute("SELECT count(*) FROM messages_fts WHERE messages_fts MATCH 'beacon'").fetchone()[0]
     check.close()

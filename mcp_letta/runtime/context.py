@@ -1,19 +1,25 @@
-"""An agent's context window: the system prompt with its core memory rendered exactly as Letta does,
-the in-context history as chat messages, the token estimate, and Letta's summarization (compaction).
+"""An agent's context window: the system prompt with its core memory rendered exactly as Letta does
+(``ShownMemory``), the in-context history as chat messages (``Window``), the token estimate, Letta's
+summarization (compaction), and the LLM request one step sends (``chat_request``).
 
-``render_memory`` is the single source of the memory text: the MCP resource
+``ShownMemory.render`` is the single source of the memory text: the MCP resource
 ``letta://agents/{agent}/memory`` and the prompts the runtime sends both come from it.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mcp_letta.llm.base import compact_json
-from mcp_letta.models import Message
-from mcp_letta.store.blocks import PromptBlock
+from mcp_letta.llm.base import ChatRequest, compact_json
+from mcp_letta.models import Message, ModelSettings
+from mcp_letta.store import PromptBlock, Tx
+
+if TYPE_CHECKING:
+    from mcp_letta.runtime.toolbox import Tool
 
 CORE_MEMORY_PLACEHOLDER = "{CORE_MEMORY}"
 
@@ -91,6 +97,48 @@ def compile_system(system: str, memory: str) -> str:
     if CORE_MEMORY_PLACEHOLDER in system:
         return system.replace(CORE_MEMORY_PLACEHOLDER, memory)
     return system + "\n\n" + memory
+
+
+@dataclass(frozen=True)
+class ShownMemory:
+    """What an agent's core memory shows: its blocks, and how much recall and archival memory it has."""
+
+    blocks: list[PromptBlock]
+    recall: int
+    archival: int
+    tags: list[str]
+
+    def render(self, agent_id: str, compiled_at: datetime | None = None) -> str:
+        """As the prompt shows it, compiled at ``compiled_at`` (now if None)."""
+        return render_memory(
+            agent_id=agent_id, blocks=self.blocks, recall_count=self.recall, archival_count=self.archival,
+            archival_tags=self.tags, compiled_at=compiled_at,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class MemoryFacts:
+    """What agents' core memory shows, read in one query each however many agents: blocks, counts."""
+
+    blocks: dict[str, list[PromptBlock]]
+    archival: dict[str, int]
+    recall: dict[str, int]
+
+    @classmethod
+    def read(cls, tx: Tx, agent_ids: Sequence[str]) -> MemoryFacts:
+        """The facts of these agents as the store has them now."""
+        return cls(tx.prompt_blocks(agent_ids), tx.archival_counts(agent_ids), tx.recall_counts(agent_ids))
+
+    def shown(self, tx: Tx, agent_id: str) -> ShownMemory:
+        """One agent's memory (its archival tags are read only when it has passages)."""
+        archival = self.archival[agent_id]
+        tags = tx.archival_tags(agent_id) if archival else []
+        return ShownMemory(self.blocks[agent_id], self.recall[agent_id], archival, tags)
+
+
+def memory_of(tx: Tx, agent_id: str) -> str:
+    """An agent's core memory rendered as its prompt shows it now (blocks and memory metadata)."""
+    return MemoryFacts.read(tx, [agent_id]).shown(tx, agent_id).render(agent_id)
 
 
 # -- the context window ----------------------------------------------------------------------------
@@ -197,11 +245,10 @@ class Window:
         """The chat messages of an LLM request: the system message, then the history."""
         return [{"role": "system", "content": system}, *self.chat]
 
-    def request_json(self, system: str, *more: dict[str, Any]) -> str:
-        """``request(system)`` and then ``more`` messages, as the JSON array a request body carries (the
-        history was encoded as it was added: a long one is not encoded again at every step)."""
-        parts = [compact_json({"role": "system", "content": system}), *self.encoded, *map(compact_json, more)]
-        return "[" + ",".join(parts) + "]"
+    def request_json(self, system: str) -> str:
+        """``request(system)`` as the JSON array a request body carries (the history was encoded as it was
+        added: a long one is not encoded again at every step)."""
+        return "[" + ",".join([compact_json({"role": "system", "content": system}), *self.encoded]) + "]"
 
     def estimate(self, system: str, tools_chars: int = 0) -> int:
         """The estimated prompt size: system message, tool schemas and history, at four characters a token."""
@@ -279,4 +326,25 @@ def summary_alert(hidden: int, summary: str, moment: datetime | None = None) -> 
         },
         indent=2,
         ensure_ascii=False,
+    )
+
+
+def tools_json(offered: dict[str, Tool]) -> str:
+    """The schemas of the offered tools as one JSON array (each tool's schema is encoded once)."""
+    return "[" + ",".join(tool.schema_json for tool in offered.values()) + "]"
+
+
+def chat_request(
+    model: str, settings: ModelSettings, window: Window, system: str, offered: dict[str, Tool]
+) -> ChatRequest:
+    """The LLM request of one step: the system message, the window's history and the offered tools."""
+    return ChatRequest(
+        model=model,
+        messages=window.request(system),
+        messages_json=window.request_json(system),
+        tools=[tool.schema() for tool in offered.values()],
+        tools_json=tools_json(offered),
+        tool_choice="auto",
+        temperature=settings.temperature,
+        max_tokens=settings.max_tokens,
     )

@@ -12,64 +12,63 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
 
 import anyio
-from anyio.abc import ObjectReceiveStream, TaskGroup
+from anyio.abc import TaskGroup
 
-from mcp_letta.errors import NotFound, Timeout
+from mcp_letta.errors import LettaError, NotFound, Timeout
 from mcp_letta.models import Run, StepEvent
-from mcp_letta.runtime.runner import CancelRequested, Claimed, RunLost, Runner
-from mcp_letta.runtime.submitting import SHUTDOWN_ERROR, ClaimResult, OnStep, Submitting, Worker
-from mcp_letta.store import runs as runs_sql
-from mcp_letta.store.db import Conn, Database
+from mcp_letta.runtime.runner import CancelRequested, ClaimResult, RunContext, RunLost, Runner
+from mcp_letta.store import Change, Store, Tx
 
 log = logging.getLogger("mcp_letta.scheduler")
 
 HEARTBEAT_S = 5.0  # a process renews its leases this often...
 LEASE_S = 30.0  # ...and a lease (or heartbeat) this old means the process is gone
 CANCEL_SETTLE_S = 10.0  # how long cancel_run waits for a running run to stop before returning it
+SHUTDOWN_ERROR = (
+    "the process running this run shut down before the run finished; the input is in the agent's history: "
+    "send the message again if you still need an answer"
+)
+
+OnStep = Callable[[StepEvent], Awaitable[None]]
 
 
-class ChangeLike(Protocol):
-    """What the scheduler reads from the hub's change feed."""
+class Worker:
+    """An agent's worker task: ``again`` is set when more work may have arrived. It is also the borrower of
+    the worker's concurrency slot, so a slot taken in ``submit_many`` can be handed to the task; ``holding``
+    says whether it has the slot now (a run waiting on other agents lends it out, see ``lend_slot``)."""
 
-    kind: str
-    ref: str
-    local: bool
+    __slots__ = ("again", "holding")
+
+    def __init__(self, *, again: bool = True) -> None:
+        self.again = again
+        self.holding = False
 
 
 class _Watch:
     """Wakes the waiters of one run at its next change; carries the run when this process finished it."""
 
-    __slots__ = ("callbacks", "event", "run")
+    __slots__ = ("event", "run")
 
     def __init__(self) -> None:
         self.event = anyio.Event()
         self.run: Run | None = None
-        self.callbacks: list[Callable[[str, Run | None], None]] = []
 
 
-class Scheduler(Submitting):
+class Scheduler:
     """Executes runs for one process; see the module docstring. Start it with the hub, stop it before."""
 
-    def __init__(
-        self,
-        db: Database,
-        runner: Runner,
-        *,
-        max_concurrency: int,
-        heartbeat_s: float = HEARTBEAT_S,
-    ) -> None:
-        self.db = db
+    def __init__(self, store: Store, runner: Runner, *, max_concurrency: int, heartbeat_s: float = HEARTBEAT_S):
+        self.store = store
         self.runner = runner
         self.owner = runner.owner
         self.heartbeat_s = heartbeat_s
         self._limiter = anyio.CapacityLimiter(max_concurrency)
         self._workers: dict[str, Worker] = {}
-        self._workers_lock = threading.Lock()  # also taken in a worker thread (see _create_and_claim)
+        self._workers_lock = threading.Lock()  # also taken in the store's thread (see _create_and_claim)
         self._blocked: set[str] = set()  # agents with local queued runs waiting on another process
         self._scopes: dict[str, anyio.CancelScope] = {}  # runs executing here
         self._executing: dict[str, Worker] = {}  # run id -> the worker executing it here
@@ -80,12 +79,12 @@ class Scheduler(Submitting):
         self._stopping = False
 
     # -- lifecycle ---------------------------------------------------------------------------------
-    async def start(self, task_group: TaskGroup, changes: ObjectReceiveStream[Any]) -> None:
+    async def start(self, task_group: TaskGroup) -> None:
         """Register this process, recover what dead processes left, and start the background tasks."""
         self._tg = task_group
-        agents = await self.runner.write(self._heartbeat_and_recover)
+        self.store.add_listener(self._on_changes)
+        agents = await self.store.write(self._heartbeat_and_recover)
         task_group.start_soon(self._keep_alive)
-        task_group.start_soon(self._follow, changes)
         for agent_id in agents:
             self.wake(agent_id)
 
@@ -93,21 +92,21 @@ class Scheduler(Submitting):
         """Leave the process table so others adopt our queued runs at once; running runs end interrupted."""
         self._tg, self._stopping = None, True
         try:
-            await self.runner.write(runs_sql.forget_process, self.owner)
+            await self.store.write(lambda tx: tx.forget_process(self.owner))
         except Exception:  # shutting down must go on even if the file is gone or busy
             log.exception("could not remove this process from the process table")
 
-    def _heartbeat_and_recover(self, conn: Conn) -> list[str]:
+    def _heartbeat_and_recover(self, tx: Tx) -> list[str]:
         if self._stopping:  # a heartbeat after forget_process would make us look alive for a lease
             return []
-        runs_sql.heartbeat(conn, self.owner)
-        return runs_sql.recover(conn, self.owner)
+        tx.heartbeat(self.owner)
+        return tx.recover(self.owner)
 
     async def _keep_alive(self) -> None:
         while True:
             await anyio.sleep(self.heartbeat_s)
             try:
-                agents = await self.runner.write(self._heartbeat_and_recover)
+                agents = await self.store.write(self._heartbeat_and_recover)
             except Exception:  # a busy or briefly unavailable file must not end the heartbeat
                 log.exception("heartbeat failed; retrying")
                 continue
@@ -117,6 +116,86 @@ class Scheduler(Submitting):
                 self._signal(run_id)  # runs interrupted by the recovery, or a change the feed missed
 
     # -- submitting and executing ------------------------------------------------------------------
+    async def submit(self, create: Callable[[Tx], Run], on_step: OnStep | None = None) -> Run:
+        """Persist a queued run with ``create(tx)`` (in a write transaction), then schedule it: ``submit_many``
+        for one run. ``on_step`` hears of each of its steps."""
+        [made] = await self.submit_many([create])
+        if isinstance(made, LettaError):
+            raise made
+        if on_step is not None:  # in time: the run's worker task has not run yet (no checkpoint since)
+            self._listeners.setdefault(made.id, []).append(on_step)
+        return made
+
+    async def submit_many(self, creates: Sequence[Callable[[Tx], Run]]) -> list[Run | LettaError]:
+        """Store many runs in one transaction, each ``create`` in its own savepoint: one that raises a
+        ``LettaError`` (e.g. a refused wait) leaves nothing and its error takes its place. The runs whose
+        agents are idle here are started in the same transaction, as free concurrency slots allow."""
+        workers: list[Worker] = []
+        while len(workers) < len(creates) and self._tg is not None:
+            worker = Worker(again=False)
+            try:
+                self._limiter.acquire_on_behalf_of_nowait(worker)
+            except anyio.WouldBlock:
+                break
+            worker.holding = True
+            workers.append(worker)
+        # Shielded: were the caller cancelled once the runs are stored (and maybe started, their workers
+        # reserved), nobody would execute them; a sent message goes on, like one sent just before.
+        with anyio.CancelScope(shield=True):
+            try:
+                made = await self.store.write(lambda tx: self._create_and_claim(tx, creates, workers))
+            except BaseException:  # nothing was stored (the transaction failed as a whole)
+                for worker in workers:
+                    self._give_back(worker)
+                    self._unreserve_worker(worker)
+                raise
+        used = {id(worker) for _, worker, _ in made if worker is not None}
+        for worker in workers:
+            if id(worker) not in used:
+                self._give_back(worker)
+        for outcome, worker, first in made:
+            if isinstance(outcome, LettaError) or worker is None:
+                if isinstance(outcome, Run):
+                    self.wake(outcome.agent_id)
+                continue
+            if self._tg is None:
+                self._give_back(worker)
+                self._unreserve(outcome.agent_id, worker)
+                continue
+            self._tg.start_soon(self._drain, outcome.agent_id, worker, first, name=f"agent-worker-{outcome.agent_id}")
+        return [outcome for outcome, _, _ in made]
+
+    def _create_and_claim(
+        self, tx: Tx, creates: Sequence[Callable[[Tx], Run]], workers: list[Worker]
+    ) -> list[tuple[Run | LettaError, Worker | None, ClaimResult | None]]:
+        """(In the write transaction.) Each create in a savepoint; then start the runs of the agents idle here
+        while workers last."""
+        spare = list(workers)
+        made: list[tuple[Run | LettaError, Worker | None, ClaimResult | None]] = []
+        for create in creates:
+            try:
+                with tx.savepoint():
+                    run = create(tx)
+            except LettaError as exc:
+                made.append((exc, None, None))
+                continue
+            worker = None
+            if spare:
+                with self._workers_lock:
+                    if run.agent_id not in self._workers:  # else the agent's worker here takes it in turn
+                        worker = self._workers[run.agent_id] = spare.pop()
+            made.append((run, worker, None))
+        reserved = [i for i, (_, worker, _) in enumerate(made) if worker is not None]
+        claims = self.runner.claim(tx, [made[i][0].agent_id for i in reserved])  # type: ignore[union-attr]
+        for i, first in zip(reserved, claims, strict=True):
+            made[i] = (made[i][0], made[i][1], first)
+        return made
+
+    def _unreserve_worker(self, worker: Worker) -> None:
+        with self._workers_lock:
+            for agent_id in [a for a, w in self._workers.items() if w is worker]:
+                del self._workers[agent_id]
+
     async def _take(self, worker: Worker) -> None:
         await self._limiter.acquire_on_behalf_of(worker)
         worker.holding = True
@@ -184,8 +263,8 @@ class Scheduler(Submitting):
                     if first is not None:
                         claimed, first = first, None
                     else:
-                        claimed = await self.runner.write(self.runner.claim, agent_id)
-                    if isinstance(claimed, Claimed):
+                        [claimed] = await self.store.write(lambda tx: self.runner.claim(tx, [agent_id]))
+                    if isinstance(claimed, RunContext):
                         self._blocked.discard(agent_id)
                         await self._execute(claimed, worker)
                         # New local runs wake us anyway; only runs queued before this claim need a look.
@@ -207,7 +286,7 @@ class Scheduler(Submitting):
         finally:
             self._unreserve(agent_id, worker)
 
-    async def _execute(self, claimed: Claimed, worker: Worker) -> None:
+    async def _execute(self, claimed: RunContext, worker: Worker) -> None:
         run_id = claimed.run.id
         scope = anyio.CancelScope()
         self._scopes[run_id] = scope
@@ -242,12 +321,12 @@ class Scheduler(Submitting):
     async def _end(self, run_id: str, status: str, error: str, stop_reason: str) -> Run | None:
         """Finish a run that stopped early (unless it finished meanwhile); the run as it now is."""
 
-        def end(conn: Conn) -> Run:
-            runs_sql.finish_run(conn, run_id, status=status, error=error, stop_reason=stop_reason)
-            return runs_sql.get_run(conn, run_id)
+        def end(tx: Tx) -> Run:
+            tx.finish_run(run_id, status=status, error=error, stop_reason=stop_reason)
+            return tx.get_run(run_id)
 
         try:
-            return await self.runner.write(end)
+            return await self.store.write(end)
         except Exception:  # the lease runs out and another process marks it interrupted instead
             log.exception("could not mark run %s %s", run_id, status)
             return None
@@ -269,20 +348,10 @@ class Scheduler(Submitting):
         if watch is not None:
             watch.run = run
             watch.event.set()
-            for callback in watch.callbacks:
-                callback(run_id, run)
-
-    def on_next_change(self, run_id: str, callback: Callable[[str, Run | None], None]) -> None:
-        """Call ``callback(run_id, run)`` at the run's next change, as ``wait`` wakes: with the run when this
-        process knows it final, else None (read it to see). Not called if the run is already final."""
-        watch = self._watches.get(run_id)
-        if watch is None:
-            watch = self._watches[run_id] = _Watch()
-        watch.callbacks.append(callback)
 
     async def get(self, run_id: str) -> Run:
         """The run as stored now."""
-        return await self.db.read(runs_sql.get_run, run_id)
+        return await self.store.read(lambda tx: tx.get_run(run_id))
 
     async def wait(self, run_id: str, wait_s: float | None, *, current: Run | None = None) -> Run:
         """The run once it has finished, or as it is when ``wait_s`` seconds pass (``None``: no bound).
@@ -325,7 +394,7 @@ class Scheduler(Submitting):
 
         Returns the run once it has stopped (or after a short wait, with ``cancel_requested`` set).
         """
-        outcomes = await self.runner.write(runs_sql.cancel_with_waited, run_id)
+        outcomes = await self.store.write(lambda tx: tx.cancel_with_waited(run_id))
         for ref, outcome in outcomes:
             if outcome == "cancelled":
                 self._signal(ref)
@@ -346,39 +415,28 @@ class Scheduler(Submitting):
         return await self.get(run_id)
 
     # -- other processes ---------------------------------------------------------------------------
-    async def _follow(self, changes: ObjectReceiveStream[Any]) -> None:
-        """Act on other processes' run changes: wake waiters, honour cancellations, unblock agents."""
-        async with changes:
-            async for first in changes:
-                batch: list[ChangeLike] = [first]
-                while True:
-                    try:
-                        batch.append(changes.receive_nowait())
-                    except anyio.WouldBlock:
-                        break
-                # Local run changes need nothing here: this process signals its own runs' ends directly. A
-                # local "queued" is a run this process queued outside submit (a reply delivered to an agent).
-                for agent_id in {change.ref for change in batch if change.kind == "queued" and change.local}:
-                    self.wake(agent_id)
-                foreign = {change.ref for change in batch if change.kind == "run" and not change.local}
-                for run_id in foreign:
-                    self._signal(run_id)
-                if foreign:
-                    try:
-                        await self._on_foreign_runs(foreign)
-                    except Exception:  # the heartbeat catches up on anything missed here
-                        log.exception("handling other processes' run changes failed")
+    def _on_changes(self, changes: list[Change]) -> None:
+        """(The store's listener, on the event loop.) Wake agents that were sent replies here, and act on other
+        processes' run changes: wake waiters, honour cancellations, unblock agents."""
+        # Local run changes need nothing here: this process signals its own runs' ends directly. A local
+        # "queued" is a run this process queued outside submit (a reply delivered to an agent).
+        for agent_id in {change.ref for change in changes if change.kind == "queued" and change.local}:
+            self.wake(agent_id)
+        foreign = {change.ref for change in changes if change.kind == "run" and not change.local}
+        for run_id in foreign:
+            self._signal(run_id)
+        if foreign and self._tg is not None:
+            self._tg.start_soon(self._on_foreign_runs, foreign)
 
     async def _on_foreign_runs(self, run_ids: set[str]) -> None:
-        marks = ",".join("?" * len(run_ids))
-        rows = await self.db.read(
-            lambda c: c.execute(
-                f"SELECT id, agent_id, status, cancel_requested FROM runs WHERE id IN ({marks})", list(run_ids)
-            ).fetchall()
-        )
-        for row in rows:
-            scope = self._scopes.get(row["id"])
-            if scope is not None and row["cancel_requested"]:
+        try:
+            runs = await self.store.read(lambda tx: tx.get_runs(sorted(run_ids)))
+        except Exception:  # the heartbeat catches up on anything missed here
+            log.exception("handling other processes' run changes failed")
+            return
+        for run in runs:
+            scope = self._scopes.get(run.id)
+            if scope is not None and run.cancel_requested:
                 scope.cancel()
-            if row["agent_id"] in self._blocked and row["status"] != "running":
-                self.wake(row["agent_id"])
+            if run.agent_id in self._blocked and run.status != "running":
+                self.wake(run.agent_id)

@@ -12,12 +12,12 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Protocol
+from typing import Any
 
 from mcp_letta.errors import LettaError
 from mcp_letta.models import ToolCall, ToolCallRecord
 from mcp_letta.runtime.context import letta_time
-from mcp_letta.store.db import Conn
+from mcp_letta.store import ToolAgent, Tx
 
 log = logging.getLogger("mcp_letta.toolbox")
 
@@ -60,23 +60,15 @@ class ToolContext:
     run_id: str
 
 
-InTransaction = Callable[[Conn, ToolContext, dict[str, Any]], Any]
+InTransaction = Callable[[Tx, ToolContext, dict[str, Any]], Any]
 Awaited = Callable[[ToolContext, dict[str, Any]], Awaitable[Any]]
-
-
-class ToolAgentLike(Protocol):
-    """An agent attached to another as a tool (``store.agent_tools.ToolAgent``)."""
-
-    agent_id: str
-    name: str
-    description: str
 
 
 @dataclass(frozen=True)
 class Tool:
     """A tool an agent may call: name, description and JSON-schema parameters, and one handler.
 
-    ``in_transaction(conn, ctx, args)`` runs inside the step's write transaction (store-only work);
+    ``in_transaction(tx, ctx, args)`` runs inside the step's write transaction (store-only work);
     ``awaited(ctx, args)`` runs outside any transaction and may wait. The return value becomes the
     result message (a str as is, None as "None", a dict as JSON, anything else via ``str``).
     """
@@ -194,7 +186,7 @@ class Toolbox:
         self._defaults: list[str] = []
         self._attached: dict[str, dict[str, Tool]] = {}
         self._opt_in: dict[str, list[str]] = {}
-        self.agent_tool_factory: Callable[[ToolAgentLike], Tool] | None = None
+        self.agent_tool_factory: Callable[[ToolAgent], Tool] | None = None
         for tool in tools:
             self.register(tool)
         for name in defaults:
@@ -229,7 +221,7 @@ class Toolbox:
         return list(self._tools)
 
     def tools_for(
-        self, agent_id: str, metadata: dict[str, Any] | None = None, tool_agents: Sequence[ToolAgentLike] = ()
+        self, agent_id: str, metadata: dict[str, Any] | None = None, tool_agents: Sequence[ToolAgent] = ()
     ) -> dict[str, Tool]:
         """The tools offered to an agent, by name, in the order they are shown to its LLM.
 
@@ -286,21 +278,16 @@ class Toolbox:
         log.exception("tool %s failed unexpectedly", prepared.call.name, exc_info=exc)
         return ToolResult(False, f"Error executing function {prepared.call.name}: {type(exc).__name__}: {exc}")
 
-    def run_in_transaction(self, conn: Conn, prepared: PreparedCall, ctx: ToolContext) -> ToolResult:
+    def run_in_transaction(self, tx: Tx, prepared: PreparedCall, ctx: ToolContext) -> ToolResult:
         """Run a store-only call inside the caller's transaction; a failed call leaves no trace (savepoint)."""
         if prepared.failure is not None:
             return prepared.failure
         assert prepared.tool is not None and prepared.tool.in_transaction is not None and prepared.args is not None
-        mark = len(conn.changes)
-        conn.execute("SAVEPOINT tool_call")
         try:
-            value = prepared.tool.in_transaction(conn, ctx, prepared.args)
+            with tx.savepoint():
+                value = prepared.tool.in_transaction(tx, ctx, prepared.args)
         except Exception as exc:
-            conn.execute("ROLLBACK TO tool_call")
-            conn.execute("RELEASE tool_call")
-            del conn.changes[mark:]
             return self._failed(prepared, exc)
-        conn.execute("RELEASE tool_call")
         return ToolResult(True, result_text(value))
 
     async def run_awaited(self, prepared: PreparedCall, ctx: ToolContext) -> ToolResult:

@@ -93,7 +93,7 @@ def register_messaging_tools(mcp: MCPServer, hub: AgentHub, *, tools: str = "ful
         limit: Annotated[int, Field(ge=1, le=1000)] = 20,
     ) -> RunList:
         """List recent runs (newest first), by agent and status."""
-        runs = await call(hub.list_runs(agent, status, limit))
+        runs = await call(hub.list_runs(agent, status=status, limit=limit))
         return RunList(count=len(runs), runs=[reply_of(r) for r in runs])
 
     async def cancel_run(run_id: str) -> AgentReply:

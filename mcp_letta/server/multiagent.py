@@ -66,7 +66,7 @@ def register_multiagent_tools(mcp: MCPServer, hub: AgentHub, *, tools: str = "fu
             hub.send_and_wait(
                 agent,
                 message,
-                timeout_s=timeout_s,
+                wait_s=timeout_s,
                 on_step=step_progress(ctx, hub.settings.max_steps),
                 cancel_on_abort=True,
             )
@@ -94,7 +94,7 @@ def register_multiagent_tools(mcp: MCPServer, hub: AgentHub, *, tools: str = "fu
             await ctx.report_progress(finished, None, f"{result.agent}: {result.status}")
 
         results = await call(
-            hub.broadcast(message, match_all=match_all, match_some=match_some, timeout_s=timeout_s, on_result=on_result)
+            hub.broadcast(message, match_all=match_all, match_some=match_some, wait_s=timeout_s, on_result=on_result)
         )
         pending = sum(1 for r in results if r.status == "pending")
         return BroadcastReply(count=len(results), pending=pending, results=results)
@@ -135,7 +135,7 @@ def register_multiagent_tools(mcp: MCPServer, hub: AgentHub, *, tools: str = "fu
             done += 1
             await ctx.report_progress(done, len(stages), f"{stage.agent}: {stage.status}")
 
-        return await call(hub.run_pipeline(stages, message, timeout_s=timeout_s, on_stage=on_stage))
+        return await call(hub.run_pipeline(stages, message, wait_s=timeout_s, on_stage=on_stage))
 
     async def get_metrics(
         agent: Annotated[str | None, Field(description="only runs of this agent")] = None,

@@ -51,12 +51,18 @@ DELETE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent
 CORE_TOOLS = frozenset({"list_agents", "read_block", "write_block", "append_to_block"})
 
 
+# The tool that lists what a reference can name, for errors about a reference of that kind.
+LISTING_TOOLS = {"agent": "list_agents", "block": "list_blocks", "run": "list_runs"}
+
+
 def tool_error(exc: Exception) -> ToolError:
-    """The ToolError a caller reads for one of our errors (or a validation error)."""
+    """The ToolError a caller reads for one of our errors (or a validation error); an error about a
+    reference says which tool lists what exists."""
     if isinstance(exc, VersionConflict):
         return ToolError(f"{exc.message}. Current value (version {exc.current_version}):\n{exc.current_value}")
     if isinstance(exc, LettaError):
-        return ToolError(exc.message)
+        listing = LISTING_TOOLS.get(exc.details.get("kind", ""))
+        return ToolError(f"{exc.message} ({listing} shows them)" if listing else exc.message)
     if isinstance(exc, ValidationError):
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'input'}: {err['msg']}" for err in exc.errors()[:5]
@@ -262,7 +268,7 @@ def register_builtin_tools(mcp: MCPServer, hub: AgentHub, *, tools: str = "full"
         tags: Annotated[list[str] | None, Field(description="labels to filter by")] = None,
     ) -> Passage:
         """Store a passage in an agent's archival memory (long-term, searchable)."""
-        return await call(hub.archival_insert(agent, content, tags))
+        return await call(hub.archival_insert(agent, content, tags=tags))
 
     @tool(READ, "Search archival memory")
     async def archival_memory_search(

@@ -1,9 +1,38 @@
-"""Persistence: one SQLite file (WAL) holding agents, blocks, history, archival and recall memory.
-
-``Database`` owns connections and transactions; the modules ``agents``, ``blocks`` and ``memory``
-hold the SQL for each idea as plain functions over a connection.
+"""The store: everything mcp-letta keeps (agents, blocks, archival and recall memory, runs), behind one
+boundary. ``interface`` says what the hub and the runtime may ask (``Store``, ``Tx``); an engine answers
+(``sqlite``, the embedded default). ``limits`` and ``names`` are the input rules every engine applies.
 """
 
-from mcp_letta.store.db import Database
+from mcp_letta.store.interface import (
+    HOST,
+    NO_RESPONSE,
+    AgentRecord,
+    Change,
+    Claimed,
+    ClaimOutcome,
+    Edit,
+    Owner,
+    PromptBlock,
+    Store,
+    ToolAgent,
+    Tx,
+    appender,
+)
+from mcp_letta.store.sqlite import SQLiteStore
 
-__all__ = ["Database"]
+__all__ = [
+    "HOST",
+    "NO_RESPONSE",
+    "AgentRecord",
+    "Change",
+    "ClaimOutcome",
+    "Claimed",
+    "Edit",
+    "Owner",
+    "PromptBlock",
+    "SQLiteStore",
+    "Store",
+    "ToolAgent",
+    "Tx",
+    "appender",
+]

@@ -8,24 +8,23 @@ process never lose each other's work.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 from mcp_letta.errors import Conflict, Invalid, LimitExceeded, NotFound, ReadOnly, VersionConflict
 from mcp_letta.models import Block, BlockChange, BlockSpec
-from mcp_letta.store.db import Conn, loads_json, new_id, now_iso
-from mcp_letta.store.refs import (
+from mcp_letta.store.interface import Edit, PromptBlock
+from mcp_letta.store.limits import (
     MAX_BLOCK_LIMIT,
     MAX_DESCRIPTION,
     check_cursor,
-    check_label,
     check_page,
     check_ref,
     check_text,
     clean_text,
     shown,
-    suggestion,
 )
+from mcp_letta.store.names import check_label, suggestion
+from mcp_letta.store.sqlite.db import Conn, loads_json, new_id, now_iso
 
 READ_ONLY_MESSAGE = "Error This block is read-only and cannot be edited."
 
@@ -87,7 +86,7 @@ def to_blocks(conn: Conn, rows: list[Any]) -> list[Block]:
 
 def resolve_block_row(conn: Conn, ref: str, agent_id: str | None = None, agent_name: str | None = None) -> Any:
     """Find a block by id, or by label (within ``agent_id`` when given, else the one block with it)."""
-    check_ref(ref, "block", "list_blocks")
+    check_ref(ref, "block")
     if agent_id is not None:
         row = conn.execute(
             "SELECT b.* FROM blocks b JOIN agent_blocks ab ON ab.block_id = b.id "
@@ -99,7 +98,7 @@ def resolve_block_row(conn: Conn, ref: str, agent_id: str | None = None, agent_n
         labels = [r[0] for r in conn.execute("SELECT label FROM agent_blocks WHERE agent_id = ?", (agent_id,))]
         raise NotFound(
             f"agent {agent_name or agent_id!r} has no block {shown(ref)}; "
-            + suggestion(ref, labels, "get_agent").replace("none exist yet", "it has no blocks")
+            + suggestion(ref, labels).replace("none exist yet", "it has no blocks")
         )
     row = conn.execute("SELECT * FROM blocks WHERE id = ?", (ref,)).fetchone()
     if row is not None:
@@ -115,7 +114,7 @@ def resolve_block_row(conn: Conn, ref: str, agent_id: str | None = None, agent_n
             "whose block you mean"
         )
     labels = sorted({r[0] for r in conn.execute("SELECT label FROM blocks")})
-    raise NotFound(f"block {shown(ref)} not found; " + suggestion(ref, labels, "list_blocks"))
+    raise NotFound(f"block {shown(ref)} not found; " + suggestion(ref, labels), kind="block")
 
 
 def insert_block(conn: Conn, spec: BlockSpec, *, writer: str | None, owner_agent_id: str | None = None) -> str:
@@ -167,7 +166,7 @@ def get_block(conn: Conn, block_id: str) -> Block:
 def list_blocks(conn: Conn, *, label: str | None = None, agent_id: str | None = None) -> list[Block]:
     """Blocks filtered by label and/or by the agent they are attached to (attachment order)."""
     if label is not None:
-        check_ref(label, "block label", "list_blocks")
+        check_ref(label, "block label")
     if agent_id is not None:
         sql = "SELECT b.* FROM blocks b JOIN agent_blocks ab ON ab.block_id = b.id WHERE ab.agent_id = ?"
         args: list[Any] = [agent_id]
@@ -182,16 +181,6 @@ def list_blocks(conn: Conn, *, label: str | None = None, agent_id: str | None = 
     return to_blocks(conn, rows)
 
 
-class PromptBlock(NamedTuple):
-    """What an agent's prompt shows of a block (see ``context.render_blocks``)."""
-
-    label: str
-    description: str | None
-    value: str
-    limit: int
-    read_only: bool
-
-
 def blocks_in_prompts(conn: Conn, agent_ids: list[str]) -> dict[str, list[PromptBlock]]:
     """Each agent's blocks in attachment order, as its prompt shows them (every start and step renders this,
     for a hundred agents at once in a broadcast: plain tuples, not models)."""
@@ -204,9 +193,6 @@ def blocks_in_prompts(conn: Conn, agent_ids: list[str]) -> dict[str, list[Prompt
     ):
         out[attached_to].append(PromptBlock(label, description, value, limit, bool(read_only)))
     return out
-
-
-Edit = Callable[[str], str]
 
 
 def edit_block(
@@ -247,11 +233,6 @@ def edit_block(
     )
     conn.log_change("block", row["id"])
     return get_block(conn, row["id"])
-
-
-def appender(text: str, separator: str = "\n") -> Edit:
-    """An edit that appends ``text`` on a new line (no separator when the block is empty)."""
-    return lambda old: text if old == "" else old + separator + text
 
 
 def replacer(old_text: str, new_text: str, *, replace_all: bool, label: str) -> Edit:

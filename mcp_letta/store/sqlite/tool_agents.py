@@ -6,21 +6,12 @@ tools. Functions take a connection inside a transaction; see ``Database``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from mcp_letta.errors import Invalid, NotFound
 from mcp_letta.models import AgentTool
-from mcp_letta.store.db import Conn, now_iso
-
-
-@dataclass(frozen=True)
-class ToolAgent:
-    """An attached agent as the runtime needs it to build the tool: id, current name, what it is for."""
-
-    agent_id: str
-    name: str
-    description: str
+from mcp_letta.store.interface import ToolAgent
+from mcp_letta.store.sqlite.db import Conn, now_iso
 
 
 def _description(conn: Conn, row: Any) -> str:

@@ -1,8 +1,11 @@
-"""The SQLite database under the store: connections, pragmas, migrations, transactions, change log.
+"""The SQLite file under the store: connections, pragmas, migrations, transactions, the write queue and
+the change log.
 
 Every call runs on a worker thread (never on the event loop). Writes take ``BEGIN IMMEDIATE`` so
 read-modify-write is atomic across threads and processes; WAL + ``synchronous=FULL`` means an
-acknowledged write survives a crash. Each committed change is logged so other processes can follow.
+acknowledged write survives a crash. All of a process's writers share one queue: what queues while one
+transaction commits is written together in the next (group commit), each write in its own savepoint.
+Each committed change is logged so other processes can follow (``PRAGMA data_version`` says when).
 """
 
 from __future__ import annotations
@@ -15,12 +18,12 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -92,6 +95,21 @@ class Conn(sqlite3.Connection):
         self.changes.append(key)
         self._logged.add(key)
 
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A nested transaction: an exception inside undoes what it wrote and the changes it logged, then
+        propagates; otherwise its work stays in the enclosing transaction."""
+        mark = len(self.changes)
+        self.execute("SAVEPOINT nested")
+        try:
+            yield
+        except BaseException:
+            self.execute("ROLLBACK TO nested")
+            self.execute("RELEASE nested")
+            del self.changes[mark:]
+            raise
+        self.execute("RELEASE nested")
+
     def write_change_log(self) -> None:
         """(Just before COMMIT.) The transaction's changes into the ``changes`` table, in one statement: what
         a rolled-back savepoint logged is already gone from ``changes``, so it never reaches the table."""
@@ -103,37 +121,44 @@ class Conn(sqlite3.Connection):
             )
 
 
-ChangeListener = Callable[[list[tuple[str, str]]], None]
-B = TypeVar("B")
+ChangeListener = Callable[[list[tuple[str, str]], bool], None]
+MAX_BATCH = 256  # writes per transaction: bounds how long one commit holds SQLite's write lock
+MAX_CHAIN = 8  # transactions back to back before the waiting writers hear back
 
 
-@dataclass(frozen=True)
-class Chained(Generic[B, T]):
-    """One transaction of ``Database.write_chain``: its item, and its result or the error that undid it."""
+class _Write:
+    """One queued write: ``fn(conn, *args)``, and its outcome once its transaction has committed (or failed)."""
 
-    item: B
-    result: T | None
-    error: Exception | None
-    changes: list[tuple[str, str]]
+    __slots__ = ("args", "done", "error", "fn", "result", "taken")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.fn = fn
+        self.args = args
+        self.taken = False  # in a batch being committed: it will run, whatever happens to its caller
+        self.done = anyio.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
 
 
 class Database:
-    """A pool of connections to one SQLite file, with async read/write transactions run in threads."""
+    """A pool of connections to one SQLite file, with async read and write transactions run in threads."""
 
     def __init__(self, path: Path | str, *, pool_size: int = 8) -> None:
         self.path = Path(path)
         self.origin = uuid.uuid4().hex
-        self._pool_size = pool_size
         self._idle: list[Conn] = []
         self._all: list[Conn] = []
         self._lock = threading.Lock()
         self._limiter = anyio.CapacityLimiter(pool_size)
-        # In-process writers queue here instead of inside SQLite, whose busy handler sleep-polls the lock
-        # (1, 2, 5, 10 ms ...): under load that polling, not the work, would set the pace.
-        self._write_gate = anyio.Lock(fast_acquire=True)
         self._listeners: list[ChangeListener] = []
         self._watch_conn: Conn | None = None
         self._closed = False
+        # The write queue. In-process writers wait here rather than inside SQLite, whose busy handler
+        # sleep-polls the lock; and one fsync serves every write that queued during the previous one.
+        self._queue: list[_Write] = []
+        self._queue_lock = threading.Lock()  # the queue is also taken from on the database's worker thread
+        self._committing = False
+        self._turn = anyio.Event()  # set when a chain of batches ends, then replaced
 
     # -- lifecycle -------------------------------------------------------------------------------
     def open(self) -> None:
@@ -161,7 +186,8 @@ class Database:
             self._watch_conn = None
 
     def add_listener(self, listener: ChangeListener) -> None:
-        """Call ``listener(changes)`` after each local commit that logged changes (on the caller's thread)."""
+        """Call ``listener(changes, local)`` after each commit that logged changes: this process's own
+        (``local``, on the event loop) and, while ``follow`` runs, other processes'."""
         self._listeners.append(listener)
 
     # -- connections -------------------------------------------------------------------------------
@@ -209,15 +235,20 @@ class Database:
         finally:
             self._release(conn)
 
-    def _write_txn(
-        self, fn: Callable[Concatenate[Conn, P], T], *args: P.args, **kwargs: P.kwargs
-    ) -> tuple[T, list[tuple[str, str]]]:
+    def _write_txn(self, batch: list[_Write]) -> list[tuple[str, str]]:
+        """One ``BEGIN IMMEDIATE`` transaction holding every write of ``batch``, each in a savepoint (a write
+        that raises leaves no trace and keeps its error); the changes it logged."""
         conn = self._acquire()
         try:
             conn.changes, conn.before_commit = [], {}
             conn.execute("BEGIN IMMEDIATE")
             try:
-                result = fn(conn, *args, **kwargs)
+                for write in batch:
+                    try:
+                        with conn.savepoint():
+                            write.result = write.fn(conn, *write.args)
+                    except Exception as exc:
+                        write.error = exc
                 while conn.before_commit:
                     hook = next(iter(conn.before_commit))
                     conn.before_commit.pop(hook)(conn)
@@ -229,92 +260,136 @@ class Database:
                 conn.changes, conn.before_commit = [], {}
                 raise
             changes, conn.changes = conn.changes, []
-            return result, changes
+            return changes
         finally:
             self._release(conn)
 
-    def _notify(self, changes: list[tuple[str, str]]) -> None:
+    def _notify(self, changes: list[tuple[str, str]], local: bool) -> None:
         if changes:
             for listener in self._listeners:
-                listener(changes)
-
-    def write_sync(self, fn: Callable[Concatenate[Conn, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run ``fn(conn, ...)`` in a ``BEGIN IMMEDIATE`` transaction on this thread; roll back on error."""
-        result, changes = self._write_txn(fn, *args, **kwargs)
-        self._notify(changes)
-        return result
+                listener(changes, local)
 
     async def read(self, fn: Callable[Concatenate[Conn, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(conn, ...)`` in a read transaction on a worker thread."""
         return await anyio.to_thread.run_sync(lambda: self.read_sync(fn, *args, **kwargs), limiter=self._limiter)
 
-    async def write(self, fn: Callable[Concatenate[Conn, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run ``fn(conn, ...)`` in a write transaction on a worker thread; listeners run back on the loop."""
-        async with self._write_gate:
-            result, changes = await anyio.to_thread.run_sync(
-                lambda: self._write_txn(fn, *args, **kwargs), limiter=self._limiter
-            )
-        self._notify(changes)
-        return result
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(conn, *args)`` in a write transaction (shared with the writes queued meanwhile, each in
+        its own savepoint) and return its result, or raise its error. Returns once the write is durable;
+        listeners hear of its changes first."""
+        write = _Write(fn, args)
+        with self._queue_lock:
+            self._queue.append(write)
+        try:
+            while not write.taken:
+                if self._committing:
+                    await self._turn.wait()
+                else:
+                    await self._commit_batches()
+            await write.done.wait()
+        except anyio.get_cancelled_exc_class():
+            with self._queue_lock:
+                if not write.taken:
+                    self._queue.remove(write)  # it never ran
+                    raise
+            with anyio.CancelScope(shield=True):  # it is being written: wait for it, then let the cancel through
+                await write.done.wait()
+            raise
+        if write.error is not None:
+            raise write.error
+        return write.result  # type: ignore[no-any-return]
 
-    async def write_chain(self, fn: Callable[[Conn, B], T], take: Callable[[], B | None]) -> list[Chained[B, T]]:
-        """Write transactions back to back on one worker thread: ``fn(conn, item)`` for each ``item`` that
-        ``take()`` (called on that thread) hands out, until it returns None. Each item's outcome is its
-        result or the exception that rolled its transaction back; listeners run back on the loop.
+    def _take(self, taken: list[list[_Write]]) -> list[_Write] | None:
+        """(On the database's thread.) The next batch, or None when nothing waits or the chain is long enough."""
+        if len(taken) >= MAX_CHAIN:
+            return None
+        with self._queue_lock:
+            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            for write in batch:
+                write.taken = True
+        if batch:
+            taken.append(batch)
+        return batch or None
 
-        Between two transactions the event loop is not needed, so a busy loop cannot leave the disk idle.
-        """
-        async with self._write_gate:
-            done = await anyio.to_thread.run_sync(self._chain, fn, take, limiter=self._limiter)
-        for item in done:
-            self._notify(item.changes)
-        return done
-
-    def _chain(self, fn: Callable[[Conn, B], T], take: Callable[[], B | None]) -> list[Chained[B, T]]:
-        done: list[Chained[B, T]] = []
-        while (item := take()) is not None:
+    def _chain(self, taken: list[list[_Write]]) -> list[list[tuple[str, str]]]:
+        """Batch after batch on this thread while writes keep coming (a busy event loop cannot leave the disk
+        idle); the changes of each committed one. A transaction that fails as a whole fails its writes."""
+        committed = []
+        while (batch := self._take(taken)) is not None:
             try:
-                result, changes = self._write_txn(fn, item)
+                committed.append(self._write_txn(batch))
             except Exception as exc:
-                done.append(Chained(item, None, exc, []))
-            else:
-                done.append(Chained(item, result, None, changes))
-        return done
+                for write in batch:
+                    write.result, write.error = None, exc
+        return committed
+
+    async def _commit_batches(self) -> None:
+        self._committing = True
+        taken: list[list[_Write]] = []
+        try:
+            with anyio.CancelScope(shield=True):  # a batch taken is written even if its leader is cancelled
+                committed = await anyio.to_thread.run_sync(self._chain, taken, limiter=self._limiter)
+            for changes in committed:
+                self._notify(changes, True)
+        except Exception as exc:  # the chain broke off: what it took cannot be known to be stored
+            for batch in taken:
+                for write in batch:
+                    if not write.done.is_set() and write.error is None:
+                        write.result, write.error = None, exc
+        finally:
+            for batch in taken:
+                for write in batch:
+                    write.done.set()
+            self._committing = False
+            turn, self._turn = self._turn, anyio.Event()
+            turn.set()
 
     # -- following other processes -----------------------------------------------------------------
-    def data_version_sync(self) -> int:
-        """SQLite's ``PRAGMA data_version``: changes whenever another connection commits."""
+    async def follow(self, interval_s: float) -> None:
+        """Until cancelled: every ``interval_s`` ask SQLite whether another connection committed (``PRAGMA
+        data_version``, a cheap read), and if so tell the listeners what other processes changed."""
+        last_id = await self.read(_last_change_id)
+        version = await anyio.to_thread.run_sync(self._data_version, limiter=self._limiter)
+        prune_every = max(1, int(300 / max(interval_s, 0.01)))
+        polls = 0
+        while True:
+            await anyio.sleep(interval_s)
+            polls += 1
+            try:
+                current = await anyio.to_thread.run_sync(self._data_version, limiter=self._limiter)
+                if current != version:
+                    version = current
+                    last_id, foreign = await self.read(_foreign_changes, last_id, self.origin)
+                    self._notify(foreign, False)
+                if polls % prune_every == 0:
+                    await self.write(_prune_changes)
+            except Exception:  # a follower must survive a transient error (busy file, disk hiccup)
+                log.exception("following other processes' changes failed; retrying")
+
+    def _data_version(self) -> int:
         if self._watch_conn is None:
             self._watch_conn = self._connect()
             with self._lock:
                 self._all.remove(self._watch_conn)
         return int(self._watch_conn.execute("PRAGMA data_version").fetchone()[0])
 
-    def foreign_changes_sync(self, after_id: int) -> tuple[int, list[tuple[str, str]]]:
-        """Changes committed by OTHER processes after change-log id ``after_id``, and the newest id seen."""
 
-        def query(conn: Conn) -> tuple[int, list[tuple[str, str]]]:
-            # This process's own commits move data_version too: its rows are skipped in SQL, not in Python.
-            last = max(after_id, conn.execute("SELECT coalesce(max(id), 0) FROM changes").fetchone()[0])
-            rows = conn.execute(
-                "SELECT kind, ref FROM changes WHERE id > ? AND id <= ? AND origin != ? ORDER BY id",
-                (after_id, last, self.origin),
-            ).fetchall()
-            return last, [(kind, ref) for kind, ref in rows]
+def _last_change_id(conn: Conn) -> int:
+    return int(conn.execute("SELECT coalesce(max(id), 0) FROM changes").fetchone()[0])
 
-        return self.read_sync(query)
 
-    def last_change_id_sync(self) -> int:
-        """The newest change-log id (where a new follower starts)."""
-        return self.read_sync(lambda c: int(c.execute("SELECT coalesce(max(id), 0) FROM changes").fetchone()[0]))
+def _foreign_changes(conn: Conn, after_id: int, origin: str) -> tuple[int, list[tuple[str, str]]]:
+    """Changes committed by other processes after change-log id ``after_id``, and the newest id seen."""
+    last = max(after_id, _last_change_id(conn))
+    rows = conn.execute(
+        "SELECT kind, ref FROM changes WHERE id > ? AND id <= ? AND origin != ? ORDER BY id", (after_id, last, origin)
+    ).fetchall()
+    return last, [(kind, ref) for kind, ref in rows]
 
-    def prune_changes_sync(self) -> None:
-        """Forget change-log rows old enough that every live follower has read them."""
-        self.write_sync(lambda c: c.execute("DELETE FROM changes WHERE at < ?", (time.time() - CHANGE_LOG_KEEP_S,)))
 
-    async def run_sync(self, fn: Callable[[], T]) -> T:
-        """Run a blocking ``fn()`` that uses this database on a worker thread."""
-        return await anyio.to_thread.run_sync(fn, limiter=self._limiter)
+def _prune_changes(conn: Conn) -> None:
+    """Forget change-log rows old enough that every live follower has read them."""
+    conn.execute("DELETE FROM changes WHERE at < ?", (time.time() - CHANGE_LOG_KEEP_S,))
 
 
 # -- migrations ------------------------------------------------------------------------------------
@@ -322,7 +397,7 @@ _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 
 
 def _migrations() -> list[tuple[int, str, str]]:
-    folder = resources.files("mcp_letta.store") / "migrations"
+    folder = resources.files("mcp_letta.store.sqlite") / "migrations"
     found = []
     for entry in folder.iterdir():
         match = _MIGRATION_NAME.match(entry.name)
@@ -374,6 +449,24 @@ def migrate(conn: sqlite3.Connection) -> int:
 def schema_version(conn: sqlite3.Connection) -> int:
     """The number of the newest migration applied to this database."""
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def latest_schema_version() -> int:
+    """The newest migration this mcp-letta ships."""
+    return max((number for number, _, _ in _migrations()), default=0)
+
+
+def file_schema_version(path: Path) -> int:
+    """The schema version of an existing database file, read without writing (nothing is migrated);
+    ``ValueError`` saying why when the file cannot be read as SQLite."""
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            return schema_version(conn)
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise ValueError(str(exc)) from None
 
 
 def loads_json(text: str | None, default: Any) -> Any:

@@ -13,9 +13,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
+from mcp_letta.errors import Deadlock
 from mcp_letta.models import BroadcastResult, Run
-from mcp_letta.runtime.toolbox import Tool, ToolAgentLike, ToolContext, ToolFailure, object_params, string_param
-from mcp_letta.store.replies import NO_RESPONSE
+from mcp_letta.runtime.toolbox import Tool, ToolContext, ToolFailure, object_params, string_param
+from mcp_letta.store import NO_RESPONSE, ToolAgent
 
 WAIT_FOR_REPLY = "send_message_to_agent_and_wait_for_reply"
 SEND_ASYNC = "send_message_to_agent_async"
@@ -30,25 +31,36 @@ class MultiAgentOps(Protocol):
     agent_wait_s: float
 
     async def send_and_wait(
-        self, target: str, message: str, *, sender: str | None = None, parent_run_id: str | None = None,
-        timeout_s: float = 50.0,
+        self, agent: str, message: str, *, sender: str | None = None, parent_run_id: str | None = None,
+        wait_s: float = 50.0,
     ) -> Run:  # fmt: skip
         """Send and wait (``AgentHub.send_and_wait``)."""
         ...
 
     async def send_async(
-        self, target: str, message: str, *, sender: str | None = None, parent_run_id: str | None = None
+        self, agent: str, message: str, *, sender: str | None = None, parent_run_id: str | None = None
     ) -> Run:
         """Send without waiting, the reply routed back (``AgentHub.send_async``)."""
         ...
 
     async def broadcast(
         self, message: str, *, match_all: Sequence[str] = (), match_some: Sequence[str] = (),
-        sender: str | None = None, parent_run_id: str | None = None, timeout_s: float = 50.0,
+        sender: str | None = None, parent_run_id: str | None = None, wait_s: float = 50.0,
         on_result: Callable[[BroadcastResult], Awaitable[None]] | None = None,
     ) -> list[BroadcastResult]:  # fmt: skip
         """Tag broadcast (``AgentHub.broadcast``)."""
         ...
+
+
+ASYNC_HINT = "Use send_message_to_agent_async instead: the reply then comes back to you as a new message."
+
+
+def refusal(exc: Deadlock) -> str:
+    """A refused wait as the waiting agent reads it: why, and what to do instead."""
+    if exc.details.get("reason") == "depth":
+        instead = ASYNC_HINT[0].lower() + ASYNC_HINT[1:]
+        return f"{exc.message} (MCP_LETTA_MAX_DEPTH). Answer with what you have, or {instead}"
+    return f"{exc.message} {ASYNC_HINT}"
 
 
 def letta_reply(agent_id: str, reply: str | None) -> dict[str, Any]:
@@ -71,9 +83,12 @@ def _outcome_error(run: Run, waited_s: float) -> str:
 
 async def wait_for_reply(ops: MultiAgentOps, ctx: ToolContext, target: str, message: str) -> str:
     """Send ``message`` to ``target`` as the calling agent and wait for the reply (Letta's return shape)."""
-    run = await ops.send_and_wait(
-        target, message, sender=ctx.agent_id, parent_run_id=ctx.run_id, timeout_s=ops.agent_wait_s
-    )
+    try:
+        run = await ops.send_and_wait(
+            target, message, sender=ctx.agent_id, parent_run_id=ctx.run_id, wait_s=ops.agent_wait_s
+        )
+    except Deadlock as exc:
+        raise ToolFailure(refusal(exc)) from None
     if run.status != "completed":
         raise ToolFailure(_outcome_error(run, ops.agent_wait_s))
     return str(letta_reply(run.agent_id, run.reply))
@@ -102,7 +117,7 @@ def _broadcast_entry(result: BroadcastResult) -> dict[str, Any]:
 async def _broadcast(ops: MultiAgentOps, ctx: ToolContext, message: str, match_all: list[str], match_some: list[str]):
     results = await ops.broadcast(
         message, match_all=match_all, match_some=match_some, sender=ctx.agent_id, parent_run_id=ctx.run_id,
-        timeout_s=ops.agent_wait_s,
+        wait_s=ops.agent_wait_s,
     )  # fmt: skip
     if not results:
         return (
@@ -172,10 +187,10 @@ def multi_agent_tools(ops: MultiAgentOps) -> list[Tool]:
     ]
 
 
-def agent_tool_factory(ops: MultiAgentOps, template: str) -> Callable[[ToolAgentLike], Tool]:
+def agent_tool_factory(ops: MultiAgentOps, template: str) -> Callable[[ToolAgent], Tool]:
     """Builds the tool for an agent attached to another: ``template`` (e.g. ``ask_{name}``), one ``message``."""
 
-    def build(tool_agent: ToolAgentLike) -> Tool:
+    def build(tool_agent: ToolAgent) -> Tool:
         target = tool_agent.agent_id  # by id: the call reaches it even if it is renamed meanwhile
 
         async def ask(ctx: ToolContext, args: dict[str, Any]) -> str:

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mcp_letta.store.refs import check_page
-
-HOST = "host"  # runs.reply_to for replies kept in the host inbox
-NO_RESPONSE = "<no response>"  # Letta's text when an agent answered with no message
+from mcp_letta.store.interface import HOST, NO_RESPONSE
+from mcp_letta.store.limits import check_page
 
 
 def reply_notice(row: Any) -> str:

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import time
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from mcp_letta.errors import Invalid, NotFound
 from mcp_letta.models import Run, RunStep, RunUsage, ToolCallRecord
-from mcp_letta.store import replies
-from mcp_letta.store.db import Conn, new_ordered_id, now_iso
-from mcp_letta.store.refs import MAX_TEXT, check_page, check_ref, check_text, clean_text, shown
+from mcp_letta.store.interface import HOST, CancelOutcome, Claimed, ClaimOutcome, Owner, RunState
+from mcp_letta.store.limits import MAX_TEXT, check_page, check_ref, check_text, clean_text, shown
+from mcp_letta.store.sqlite import replies
+from mcp_letta.store.sqlite.db import Conn, new_ordered_id, now_iso
 
 STATUSES = ("queued", "running", "completed", "failed", "cancelled", "interrupted")
 INTERRUPTED_ERROR = (
@@ -37,20 +35,6 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return True
     return True
-
-
-@dataclass(frozen=True)
-class Owner:
-    """This process as an owner of runs: its id in ``processes`` and how long its claims last unrenewed."""
-
-    id: str
-    lease_s: float = 30.0
-    pid: int = field(default_factory=os.getpid)
-    host: str = field(default_factory=socket.gethostname)
-
-    def now(self) -> float:
-        """Wall-clock time: leases are compared across processes, so monotonic clocks will not do."""
-        return time.time()
 
 
 # -- reading ----------------------------------------------------------------------------------------
@@ -113,14 +97,15 @@ def to_runs(conn: Conn, rows: list[Any]) -> list[Run]:
 
 def get_run(conn: Conn, run_id: str) -> Run:
     """A run by id; the error for an unknown id names the most recent runs."""
-    check_ref(run_id, "run", "list_runs")
+    check_ref(run_id, "run")
     row = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
     if row is None:
         recent = conn.execute("SELECT id, agent_name, status FROM runs ORDER BY seq DESC LIMIT 5").fetchall()
         listed = ", ".join(f"{r['id']} ({r['agent_name']}, {r['status']})" for r in recent)
         raise NotFound(
             f"run {shown(run_id)} not found; "
-            + (f"the most recent runs are {listed} (list_runs shows more)" if recent else "no runs exist yet")
+            + (f"the most recent runs are {listed}" if recent else "no runs exist yet"),
+            kind="run",
         )
     return to_runs(conn, [row])[0]
 
@@ -209,37 +194,50 @@ def _interrupt(conn: Conn, run_id: str) -> None:
     finish_run(conn, run_id, status="interrupted", error=INTERRUPTED_ERROR, stop_reason="interrupted")
 
 
-Claim = tuple[Literal["claimed"], tuple[Any, bool]] | tuple[Literal["empty", "blocked"], None]
-
-
-def claim_next(conn: Conn, agent_id: str, owner: Owner) -> Claim:
+def claim_next(conn: Conn, agent_id: str, owner: Owner) -> ClaimOutcome:
     """Start the agent's oldest queued run if nothing else of it runs and it is ours (or its owner died).
 
-    Returns ("claimed", (row, more queued behind it)), ("empty", None) when nothing is queued, or
-    ("blocked", None) when another live process is running the agent or owns the next run (its change
-    wakes us later).
+    Returns the ``Claimed`` run, "empty" when nothing is queued, or "blocked" when another live process is
+    running the agent or owns the next run (its change wakes us later).
     """
     now, live = owner.now(), None
     for r in conn.execute(
         "SELECT id, owner, lease_until FROM runs WHERE agent_id = ? AND status = 'running'", (agent_id,)
     ):
         if r["owner"] == owner.id:
-            return "blocked", None  # ours and still going (the caller's bookkeeping prevents this)
+            return "blocked"  # ours and still going (the caller's bookkeeping prevents this)
         live = live if live is not None else live_owners(conn, owner)
         if (r["lease_until"] or 0) > now and r["owner"] in live:
-            return "blocked", None
+            return "blocked"
         _interrupt(conn, r["id"])
     queued = conn.execute(
         "SELECT * FROM runs WHERE agent_id = ? AND status = 'queued' ORDER BY seq LIMIT 2", (agent_id,)
     ).fetchall()
     if not queued:
-        return "empty", None
+        return "empty"
     head = queued[0]
     if head["owner"] != owner.id:
         live = live if live is not None else live_owners(conn, owner)
         if head["owner"] in live:
-            return "blocked", None
-    return "claimed", (start_runs(conn, [head["id"]], owner)[head["id"]], len(queued) > 1)
+            return "blocked"
+    return Claimed(start_runs(conn, [head["id"]], owner)[head["id"]], len(queued) > 1)
+
+
+def claim_many(conn: Conn, agent_ids: list[str], owner: Owner) -> list[ClaimOutcome]:
+    """``claim_next`` for many agents: those whose queue is simply "our run, nothing running" are started
+    with one update; the others (and a repeated agent, which then finds its run running) one by one."""
+    active = active_runs(conn, agent_ids)
+    simple = {
+        agent_id: runs[0]["id"]
+        for agent_id, runs in active.items()
+        if runs and runs[0]["owner"] == owner.id and all(r["status"] == "queued" for r in runs)
+    }
+    started = start_runs(conn, list(simple.values()), owner)
+    out: list[ClaimOutcome] = []
+    for agent_id in agent_ids:
+        run = started.pop(simple.get(agent_id, ""), None)
+        out.append(claim_next(conn, agent_id, owner) if run is None else Claimed(run, len(active[agent_id]) > 1))
+    return out
 
 
 def active_runs(conn: Conn, agent_ids: list[str]) -> dict[str, list[Any]]:
@@ -254,8 +252,8 @@ def active_runs(conn: Conn, agent_ids: list[str]) -> dict[str, list[Any]]:
     return out
 
 
-def start_runs(conn: Conn, run_ids: list[str], owner: Owner) -> dict[str, Any]:
-    """Mark queued runs running for ``owner`` (the claim ``claim_next`` makes, for many); their rows by id."""
+def start_runs(conn: Conn, run_ids: list[str], owner: Owner) -> dict[str, Run]:
+    """Mark queued runs running for ``owner`` (the claim ``claim_next`` makes, for many); the runs by id."""
     if not run_ids:
         return {}
     now, marks = owner.now(), ",".join("?" * len(run_ids))
@@ -266,7 +264,7 @@ def start_runs(conn: Conn, run_ids: list[str], owner: Owner) -> dict[str, Any]:
     ).fetchall()
     for row in rows:
         conn.log_change("run", row["id"])
-    return {row["id"]: row for row in rows}
+    return {row["id"]: run_of(row, []) for row in rows}
 
 
 def window_fingerprints(conn: Conn, agent_ids: list[str]) -> dict[str, tuple[int, int]]:
@@ -283,7 +281,7 @@ def window_fingerprints(conn: Conn, agent_ids: list[str]) -> dict[str, tuple[int
     return {agent_id: found.get(agent_id, (0, 0)) for agent_id in agent_ids}
 
 
-def run_state(conn: Conn, run_id: str, owner: Owner) -> Literal["ok", "cancel", "lost", "no_agent"]:
+def run_state(conn: Conn, run_id: str, owner: Owner) -> RunState:
     """Whether ``owner`` may go on with a run: 'ok', 'cancel' (someone asked), 'lost' (no longer its run) or
     'no_agent' (its agent was deleted meanwhile)."""
     row = conn.execute(
@@ -361,7 +359,7 @@ def finish_run(
 
 
 def _route_reply(conn: Conn, ended: Any) -> None:
-    if ended["reply_to"] == replies.HOST:
+    if ended["reply_to"] == HOST:
         conn.log_change("inbox", ended["id"])  # the MCP surface tells subscribers of letta://inbox
         return
     sender = conn.execute("SELECT * FROM agents WHERE id = ?", (ended["reply_to"],)).fetchone()
@@ -373,9 +371,6 @@ def _route_reply(conn: Conn, ended: Any) -> None:
         parent_run_id=ended["id"], owner=conn.origin,
     )  # fmt: skip
     conn.log_change("queued", sender["id"])
-
-
-CancelOutcome = Literal["cancelled", "requested", "done"]
 
 
 def request_cancel(conn: Conn, run_id: str) -> CancelOutcome:

@@ -14,8 +14,6 @@ from typing import Any
 
 from mcp_letta.errors import Deadlock, NotFound
 
-ASYNC_HINT = "Use send_message_to_agent_async instead: the reply then comes back to you as a new message."
-
 
 def _blocked_on(conn: Any, agents: list[str]) -> list[Any]:
     """Edges into ``agents``: (waiting agent, blocked-on agent) for each unfinished run of theirs waited on."""
@@ -86,23 +84,23 @@ def check_wait(conn: Any, parent_run_id: str, target: Any, max_depth: int) -> in
         chain = " -> ".join([*_ancestry(conn, parent_run_id), target["name"]])
         raise Deadlock(
             f"refused: {parent['agent_name']} waiting on {target['name']} would nest {depth} synchronous waits "
-            f"({chain}), over the limit of {max_depth} (MCP_LETTA_MAX_DEPTH). Answer with what you have, or "
-            f"{ASYNC_HINT[0].lower()}{ASYNC_HINT[1:]}",
+            f"({chain}), over the limit of {max_depth}",
             chain=chain,
+            reason="depth",
         )
     if parent["status"] != "running":
         return depth
     if target["id"] == parent["agent_id"]:
         raise Deadlock(
             f"refused: {target['name']} cannot wait on itself: the message would queue behind the run that is "
-            f"waiting for it, so waiting would deadlock. {ASYNC_HINT}",
+            "waiting for it, so waiting would deadlock.",
             chain=[target["name"], target["name"]],
         )
     chain = wait_chain(conn, parent["agent_id"], target["id"])
     if chain is not None:
         path = ", which is waiting on ".join(chain)
         raise Deadlock(
-            f"refused: {parent['agent_name']} is waiting on {path}; waiting would deadlock. {ASYNC_HINT}",
+            f"refused: {parent['agent_name']} is waiting on {path}; waiting would deadlock.",
             chain=[parent["agent_name"], *chain],
         )
     return depth

@@ -10,29 +10,20 @@ from typing import Any
 
 from mcp_letta.errors import Conflict, Invalid, NotFound
 from mcp_letta.models import Agent, BlockSpec, ModelSettings
-from mcp_letta.store import agent_tools, blocks
-from mcp_letta.store.db import Conn, loads_json, new_id, now_iso
-from mcp_letta.store.refs import (
-    MAX_DESCRIPTION,
-    MAX_QUERY,
-    MAX_SYSTEM,
-    check_agent_name,
-    check_ref,
-    check_tags,
-    check_text,
-    shown,
-    suggestion,
-)
+from mcp_letta.store.limits import MAX_DESCRIPTION, MAX_QUERY, MAX_SYSTEM, check_ref, check_tags, check_text, shown
+from mcp_letta.store.names import check_agent_name, suggestion
+from mcp_letta.store.sqlite import blocks, tool_agents
+from mcp_letta.store.sqlite.db import Conn, loads_json, new_id, now_iso
 
 
 def resolve_agent_row(conn: Conn, ref: str) -> Any:
     """Find an agent by id or by name (case-insensitive); a clear error naming near matches otherwise."""
-    check_ref(ref, "agent", "list_agents")
+    check_ref(ref, "agent")
     row = conn.execute("SELECT * FROM agents WHERE id = ? OR name = ?", (ref, ref)).fetchone()
     if row is not None:
         return row
     names = [r[0] for r in conn.execute("SELECT name FROM agents ORDER BY name")]
-    raise NotFound(f"agent {shown(ref)} not found; " + suggestion(ref, names, "list_agents"))
+    raise NotFound(f"agent {shown(ref)} not found; " + suggestion(ref, names), kind="agent")
 
 
 def _tags(conn: Conn, agent_id: str) -> list[str]:
@@ -51,7 +42,7 @@ def to_agent(conn: Conn, row: Any) -> Agent:
         model_settings=ModelSettings.model_validate(loads_json(row["model_settings"], {})),
         metadata=loads_json(row["metadata"], {}),
         blocks=blocks.list_blocks(conn, agent_id=row["id"]),
-        agent_tools=agent_tools.listed(conn, row["id"]),
+        agent_tools=tool_agents.listed(conn, row["id"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
@@ -121,7 +112,7 @@ def create(
         blocks.attach(conn, agent_id, name, conn.execute("SELECT * FROM blocks WHERE id = ?", (block_id,)).fetchone())
     row = conn.execute("SELECT * FROM agents WHERE id = ?", (agent_id,)).fetchone()
     for tool_row in tool_rows:
-        agent_tools.attach(conn, row, tool_row)
+        tool_agents.attach(conn, row, tool_row)
     conn.log_change("agents", agent_id)
     return to_agent(conn, row)
 
@@ -162,7 +153,7 @@ def matching_tags(conn: Conn, match_all: list[str], match_some: list[str]) -> li
     without tags, which match nothing else).
     """
     where, args = _tag_filter(check_tags(match_all), check_tags(match_some))
-    return conn.execute("SELECT a.id, a.name FROM agents a WHERE 1=1" + where + " ORDER BY a.name", args).fetchall()
+    return conn.execute("SELECT a.* FROM agents a WHERE 1=1" + where + " ORDER BY a.name", args).fetchall()
 
 
 def _tag_filter(match_all: list[str], match_some: list[str]) -> tuple[str, list[Any]]:
@@ -220,7 +211,7 @@ def update(
     conn.log_change("agent", agent_id)
     if (name is not None and name != row["name"]) or tags is not None or description is not None:
         conn.log_change("agents", agent_id)  # its tool's name, visibility or description may change
-        for user in agent_tools.users_of(conn, agent_id):  # so do the ask_<name> tools of agents it is attached to
+        for user in tool_agents.users_of(conn, agent_id):  # so do the ask_<name> tools of agents it is attached to
             conn.log_change("agent", user)
     return to_agent(conn, conn.execute("SELECT * FROM agents WHERE id = ?", (agent_id,)).fetchone())
 
@@ -242,7 +233,7 @@ def delete(conn: Conn, row: Any) -> list[str]:
         for r in conn.execute("SELECT block_id FROM agent_blocks WHERE agent_id = ?", (agent_id,))
         if r[0] not in own
     ]
-    users = agent_tools.users_of(conn, agent_id)
+    users = tool_agents.users_of(conn, agent_id)
     conn.execute("DELETE FROM agents WHERE id = ?", (agent_id,))
     for user in users:  # their ask_<name> tool for this agent is gone
         conn.log_change("agent", user)

@@ -12,8 +12,7 @@ from typing import Any, Literal
 
 from mcp_letta.errors import Invalid, NotFound
 from mcp_letta.models import Message, NewMessage, Passage, ToolCall
-from mcp_letta.store.db import Conn, loads_json, new_id, new_ordered_id, now_iso
-from mcp_letta.store.refs import (
+from mcp_letta.store.limits import (
     MAX_QUERY,
     MAX_TEXT,
     check_cursor,
@@ -24,6 +23,7 @@ from mcp_letta.store.refs import (
     clean_text,
     shown,
 )
+from mcp_letta.store.sqlite.db import Conn, loads_json, new_id, new_ordered_id, now_iso
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -109,7 +109,7 @@ def list_passages(conn: Conn, agent_id: str, *, limit: int = 50, before: str | N
     check_page(limit)
     before_pk = 2**62
     if before is not None:
-        check_ref(before, "passage", "archival memory listing")
+        check_ref(before, "passage")
         row = conn.execute("SELECT pk FROM passages WHERE id = ? AND agent_id = ?", (before, agent_id)).fetchone()
         if row is None:
             raise NotFound(f"passage {shown(before)} not found for this agent: pass an id from a previous listing")
@@ -123,7 +123,7 @@ def list_passages(conn: Conn, agent_id: str, *, limit: int = 50, before: str | N
 
 def delete_passage(conn: Conn, agent_id: str, passage_id: str) -> None:
     """Delete one passage of an agent."""
-    check_ref(passage_id, "passage", "archival memory listing")
+    check_ref(passage_id, "passage")
     cur = conn.execute("DELETE FROM passages WHERE id = ? AND agent_id = ?", (passage_id, agent_id))
     if cur.rowcount == 0:
         raise NotFound(f"passage {shown(passage_id)} not found for this agent: list its archival memory for ids")
@@ -240,14 +240,6 @@ def in_context_messages(conn: Conn, agent_id: str) -> list[Message]:
         "SELECT * FROM messages WHERE agent_id = ? AND in_context = 1 ORDER BY seq", (agent_id,)
     ).fetchall()
     return [_to_message(r) for r in rows]
-
-
-def evict_messages(conn: Conn, agent_id: str, up_to_seq: int) -> int:
-    """Take messages up to ``up_to_seq`` out of the context window (they stay searchable)."""
-    return conn.execute(
-        "UPDATE messages SET in_context = 0 WHERE agent_id = ? AND seq <= ? AND in_context = 1",
-        (agent_id, up_to_seq),
-    ).rowcount
 
 
 def search_messages(

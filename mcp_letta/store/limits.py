@@ -1,20 +1,11 @@
-"""How a reference (an id, a name or a label) becomes a row, what to suggest when it does not, and how
-big any input may be.
+"""How big any input may be, and the checks that refuse one too big or malformed before any work is done.
 
-Every "not found" in mcp-letta names the closest existing names, so a caller (often a model) can
-correct itself in one step. Every size limit lives here, checked before any work is done, and an
-error never echoes more than a short excerpt of what it was given.
+An error never echoes more than a short excerpt of what it was given (``shown``).
 """
 
 from __future__ import annotations
 
-import difflib
-import re
-
 from mcp_letta.errors import Invalid
-
-AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-BLOCK_LABEL = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
 
 MAX_REF = 256  # an id, name or label
 MAX_TAG = 64
@@ -41,17 +32,16 @@ def shown(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def check_ref(ref: object, kind: str, listing_tool: str) -> str:
+def check_ref(ref: object, kind: str) -> str:
     """A reference must be a non-empty string no longer than any id or name can be."""
     article = "an" if kind[0] in "aeiou" else "a"
     if not isinstance(ref, str) or not ref.strip():
-        raise Invalid(
-            f"{article} {kind} reference is required: pass {article} {kind} name or id ({listing_tool} shows them)"
-        )
+        raise Invalid(f"{article} {kind} reference is required: pass {article} {kind} name or id", kind=kind)
     if len(ref) > MAX_REF:
         raise Invalid(
             f"{kind} reference {shown(ref)} is {len(ref)} characters long; names and ids have at most {MAX_REF}: "
-            f"pass {article} {kind} name or id ({listing_tool} shows them)"
+            f"pass {article} {kind} name or id",
+            kind=kind,
         )
     return ref
 
@@ -89,48 +79,6 @@ def check_tags(tags: object) -> list[str]:
         if tag.strip() not in clean:
             clean.append(tag.strip())
     return clean
-
-
-def closest(ref: str, candidates: list[str], n: int = 3) -> list[str]:
-    """Up to ``n`` candidates nearest to ``ref``: fuzzy matches first, then ones containing it."""
-    lowered = {c.lower(): c for c in candidates}
-    picked = [lowered[c] for c in difflib.get_close_matches(ref.lower(), list(lowered), n=n, cutoff=0.5)]
-    for cand in candidates:
-        if len(picked) >= n:
-            break
-        if cand not in picked and ref and (ref.lower() in cand.lower() or cand.lower() in ref.lower()):
-            picked.append(cand)
-    return picked
-
-
-def suggestion(ref: str, candidates: list[str], listing_tool: str) -> str:
-    """The 'did you mean' tail of a not-found message."""
-    near = closest(ref, candidates)
-    if near:
-        return f"did you mean {', '.join(repr(c) for c in near)}? ({listing_tool} shows them all)"
-    if candidates:
-        return f"{listing_tool} shows the {len(candidates)} that exist"
-    return "none exist yet"
-
-
-def check_agent_name(name: str) -> str:
-    """Validate an agent name: it becomes part of an MCP tool name (``ask_<name>``)."""
-    if not isinstance(name, str) or not AGENT_NAME.match(name):
-        raise Invalid(
-            f"agent name {shown(name)} is not allowed: use 1-64 letters, digits, '-' or '_', starting with a "
-            "letter or digit (the name becomes part of a tool name such as ask_<name>)"
-        )
-    return name
-
-
-def check_label(label: str) -> str:
-    """Validate a block label: it is rendered as an XML-like tag in the agent's prompt."""
-    if not isinstance(label, str) or not BLOCK_LABEL.match(label):
-        raise Invalid(
-            f"block label {shown(label)} is not allowed: use 1-64 letters, digits, '-' or '_', starting with a "
-            "letter or '_' (the label is rendered as <label> in the agent's prompt)"
-        )
-    return label
 
 
 def clean_text(value: str) -> str:

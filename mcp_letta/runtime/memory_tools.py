@@ -13,10 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mcp_letta.runtime.toolbox import Tool, Toolbox, ToolContext, ToolFailure, object_params, string_param
-from mcp_letta.store import blocks as block_sql
-from mcp_letta.store import memory as memory_sql
-from mcp_letta.store.db import Conn
-from mcp_letta.store.refs import MAX_PAGE
+from mcp_letta.store import Edit, Tx, appender
+from mcp_letta.store.limits import MAX_PAGE
 
 # Letta's agent default (letta_v1_agent) plus archival memory, which works here without embeddings.
 # core_memory_append/core_memory_replace (memgpt-era) are offered when listed in metadata["tools"].
@@ -44,27 +42,13 @@ LABEL = string_param("Section of the memory to be edited, identified by its labe
 
 
 # -- core memory ------------------------------------------------------------------------------------
-def _block_row(conn: Conn, ctx: ToolContext, label: str) -> Any:
-    row = conn.execute(
-        "SELECT b.* FROM blocks b JOIN agent_blocks ab ON ab.block_id = b.id WHERE ab.agent_id = ? AND ab.label = ?",
-        (ctx.agent_id, label),
-    ).fetchone()
-    if row is None:
-        labels = [
-            r[0]
-            for r in conn.execute(
-                "SELECT label FROM agent_blocks WHERE agent_id = ? ORDER BY position", (ctx.agent_id,)
-            )
-        ]
+def _edit(tx: Tx, ctx: ToolContext, label: str, op: str, edit: Edit) -> str:
+    """Apply ``edit`` to the agent's block atomically; read-only is checked before ``edit`` runs."""
+    labels = tx.block_labels(ctx.agent_id)
+    if label not in labels:
         # Letta raises KeyError here, so the model sees the message in quotes.
         raise ToolFailure(repr(f"Block field {label} does not exist (available sections = {', '.join(labels)})"))
-    return row
-
-
-def _edit(conn: Conn, ctx: ToolContext, label: str, op: str, edit: block_sql.Edit) -> str:
-    """Apply ``edit`` to the agent's block atomically; read-only is checked before ``edit`` runs."""
-    row = _block_row(conn, ctx, label)
-    return block_sql.edit_block(conn, row, edit, op=op, writer=ctx.agent_id, enforce_read_only=True).value
+    return tx.edit_block(label, edit, agent=ctx.agent_id, op=op, writer=ctx.agent_id, enforce_read_only=True).value
 
 
 def _no_line_numbers(argument: str, text: str) -> None:
@@ -80,12 +64,12 @@ def _no_line_numbers(argument: str, text: str) -> None:
         )
 
 
-def core_memory_append(conn: Conn, ctx: ToolContext, args: dict[str, Any]) -> str:
+def core_memory_append(tx: Tx, ctx: ToolContext, args: dict[str, Any]) -> str:
     """Append ``content`` to a block on a new line; returns the new value."""
-    return _edit(conn, ctx, args["label"], "core_memory_append", block_sql.appender(args["content"]))
+    return _edit(tx, ctx, args["label"], "core_memory_append", appender(args["content"]))
 
 
-def core_memory_replace(conn: Conn, ctx: ToolContext, args: dict[str, Any]) -> str:
+def core_memory_replace(tx: Tx, ctx: ToolContext, args: dict[str, Any]) -> str:
     """Replace every occurrence of ``old_content``; returns the new value."""
     label, old, new = args["label"], args["old_content"], args["new_content"]
 
@@ -96,10 +80,10 @@ def core_memory_replace(conn: Conn, ctx: ToolContext, args: dict[str, Any]) -> s
             raise ToolFailure(f"Old content '{old}' not found in memory block '{label}'")
         return value.replace(old, new)
 
-    return _edit(conn, ctx, label, "core_memory_replace", edit)
+    return _edit(tx, ctx, label, "core_memory_replace", edit)
 
 
-def memory_replace(conn: Conn, ctx: ToolContext, args: dict[str, Any]) -> str:
+def memory_replace(tx: Tx, ctx: ToolContext, args: dict[str, Any]) -> str:
     """Replace the one occurrence of ``old_string``; returns the new value."""
     label, old, new = args["label"], args["old_string"], args["new_string"]
 
@@ -121,10 +105,10 @@ def memory_replace(conn: Conn, ctx: ToolContext, args: dict[str, Any]) -> str:
             )
         return value_x.replace(old_x, new_x)
 
-    return _edit(conn, ctx, label, "memory_replace", edit)
+    return _edit(tx, ctx, label, "memory_replace", edit)
 
 
-def memory_insert(conn: Conn, ctx: ToolContext, args: dict[str, Any]) -> str:
+def memory_insert(tx: Tx, ctx: ToolContext, args: dict[str, Any]) -> str:
     """Insert ``new_string`` after line ``insert_line`` (0 = at the top, -1 = at the end); returns the new value."""
     label, text, at = args["label"], args["new_string"], args.get("insert_line", -1)
 
@@ -140,10 +124,10 @@ def memory_insert(conn: Conn, ctx: ToolContext, args: dict[str, Any]) -> str:
             )
         return "\n".join(lines[:position] + text.expandtabs().split("\n") + lines[position:])
 
-    return _edit(conn, ctx, label, "memory_insert", edit)
+    return _edit(tx, ctx, label, "memory_insert", edit)
 
 
-def memory_rethink(conn: Conn, ctx: ToolContext, args: dict[str, Any]) -> str:
+def memory_rethink(tx: Tx, ctx: ToolContext, args: dict[str, Any]) -> str:
     """Rewrite a whole block; returns the new value (a missing block is an error, as in Letta 0.16.8)."""
     label, text = args["label"], args["new_memory"]
 
@@ -151,13 +135,13 @@ def memory_rethink(conn: Conn, ctx: ToolContext, args: dict[str, Any]) -> str:
         _no_line_numbers("new_memory", text)
         return text
 
-    return _edit(conn, ctx, label, "memory_rethink", edit)
+    return _edit(tx, ctx, label, "memory_rethink", edit)
 
 
 # -- archival memory --------------------------------------------------------------------------------
-def archival_memory_insert(conn: Conn, ctx: ToolContext, args: dict[str, Any]) -> None:
+def archival_memory_insert(tx: Tx, ctx: ToolContext, args: dict[str, Any]) -> None:
     """Store a passage; returns None, so the model sees "None" (as in Letta)."""
-    memory_sql.insert_passage(conn, ctx.agent_id, args["content"], list(args.get("tags") or []))
+    tx.insert_passage(ctx.agent_id, args["content"], list(args.get("tags") or []))
 
 
 def _moment(text: str, *, end: bool) -> datetime:
@@ -170,7 +154,7 @@ def _moment(text: str, *, end: bool) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def archival_memory_search(conn: Conn, ctx: ToolContext, args: dict[str, Any]) -> list[dict[str, Any]]:
+def archival_memory_search(tx: Tx, ctx: ToolContext, args: dict[str, Any]) -> list[dict[str, Any]]:
     """BM25 search of the agent's passages; returns Letta's list of {id, timestamp, content, tags}.
 
     The list reaches the model as a Python repr string, exactly as Letta sends it.
@@ -180,8 +164,8 @@ def archival_memory_search(conn: Conn, ctx: ToolContext, args: dict[str, Any]) -
         raise ToolFailure(f"top_k must be between 1 and {MAX_PAGE} (got {top_k})")
     start = _moment(args["start_datetime"], end=False) if args.get("start_datetime") else None
     end = _moment(args["end_datetime"], end=True) if args.get("end_datetime") else None
-    found = memory_sql.search_passages(
-        conn, ctx.agent_id, args["query"], tags=args.get("tags"), tag_match=args.get("tag_match_mode") or "any",
+    found = tx.search_passages(
+        ctx.agent_id, args["query"], tags=args.get("tags") or [], tag_match=args.get("tag_match_mode") or "any",
         limit=MAX_PAGE if start or end else top_k,
     )  # fmt: skip
     found = [p for p in found if (start is None or p.created_at >= start) and (end is None or p.created_at <= end)]
@@ -202,7 +186,7 @@ def _ago(moment: datetime) -> str:
     return f"{seconds // 86400}d ago"
 
 
-def conversation_search(conn: Conn, ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+def conversation_search(tx: Tx, ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     """Search the agent's whole history (in context or evicted); returns Letta's dict of results.
 
     Like Letta it skips tool results (unless ``roles`` asks for them) and tool-call-only messages; it
@@ -216,8 +200,8 @@ def conversation_search(conn: Conn, ctx: ToolContext, args: dict[str, Any]) -> d
     bad = [r for r in roles if r not in SEARCH_ROLES]
     if bad:
         raise ToolFailure(f"Unknown role(s) {bad}: use assistant, user or tool")
-    found = memory_sql.search_messages(
-        conn, ctx.agent_id, query, roles=roles, limit=min(MAX_PAGE, limit * 4 + 10),
+    found = tx.search_messages(
+        ctx.agent_id, query, roles=roles, limit=min(MAX_PAGE, limit * 4 + 10),
         start=args.get("start_date"), end=args.get("end_date"),
     )  # fmt: skip
     found = [m for m in found if m.content.strip() and m.run_id != ctx.run_id][:limit]

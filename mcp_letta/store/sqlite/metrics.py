@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mcp_letta.models import AgentMetrics, Metrics, PairMetrics
-from mcp_letta.store.db import Conn
+from mcp_letta.store.sqlite.db import Conn
 
 HOST = "host"
 ERROR_STATUSES = ("failed", "interrupted")

@@ -1,0 +1,414 @@
+"""What the hub and the runtime need from storage: the ``Store`` (transactions, the change feed) and the
+``Tx`` (everything one transaction can read or write), with the values they exchange.
+
+An engine implements both (``mcp_letta.store.sqlite``). Above this boundary nothing knows SQL, a
+connection or an engine's way of noticing other processes' writes.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, NamedTuple, Protocol, TypeVar
+
+from mcp_letta.models import (
+    Agent,
+    Block,
+    BlockChange,
+    BlockSpec,
+    Message,
+    Metrics,
+    ModelSettings,
+    NewMessage,
+    Passage,
+    Run,
+    RunStep,
+    RunUsage,
+)
+
+T = TypeVar("T")
+
+HOST = "host"  # where a reply goes when the host sent the message asynchronously: the host inbox
+NO_RESPONSE = "<no response>"  # Letta's text when an agent answered with no message
+Edit = Callable[[str], str]  # a block edit: old value -> new value (raise to refuse)
+CancelOutcome = Literal["cancelled", "requested", "done"]
+RunState = Literal["ok", "cancel", "lost", "no_agent"]
+
+
+def appender(text: str) -> Edit:
+    """An edit that appends ``text`` on a new line (no separator when the block is empty)."""
+    return lambda old: text if old == "" else old + "\n" + text
+
+
+@dataclass(frozen=True)
+class Change:
+    """Something changed in the store: ``kind`` is 'block', 'agent' (its memory view or tools), 'agents'
+    (the list), 'run' (a run's status or steps), 'inbox' (a reply reached the host inbox, or was read:
+    ``ref`` is the run id) or 'queued' (a reply was queued for agent ``ref``); ``ref`` is the id.
+    ``local``: made by this process (else another process on the same store)."""
+
+    kind: str
+    ref: str
+    local: bool = True
+
+
+@dataclass(frozen=True)
+class Owner:
+    """This process as an owner of runs: its id and how long its claims last unrenewed."""
+
+    id: str
+    lease_s: float = 30.0
+    pid: int = field(default_factory=os.getpid)
+    host: str = field(default_factory=socket.gethostname)
+
+    def now(self) -> float:
+        """Wall-clock time: leases are compared across processes, so monotonic clocks will not do."""
+        return time.time()
+
+
+@dataclass(frozen=True)
+class AgentRecord:
+    """An agent's own settings, without its blocks: what resolving a reference and starting a run read."""
+
+    id: str
+    name: str
+    system: str
+    model_settings: ModelSettings
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolAgent:
+    """An agent attached to another as a tool: its id, current name and what its tool says it is for."""
+
+    agent_id: str
+    name: str
+    description: str
+
+
+class PromptBlock(NamedTuple):
+    """A block as an agent's prompt shows it."""
+
+    label: str
+    description: str | None
+    value: str
+    limit: int
+    read_only: bool
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A run just started for this process, and whether more of its agent's runs wait behind it."""
+
+    run: Run
+    more_queued: bool
+
+
+ClaimOutcome = Claimed | Literal["empty", "blocked"]
+
+
+class Tx(Protocol):
+    """One transaction. Read methods see one consistent snapshot; in a write transaction every method's
+    effects commit together or not at all. References (``agent``, ``block``) are an id or a unique name
+    or label; ``*_id`` arguments are exact ids."""
+
+    # -- agents ------------------------------------------------------------------------------------
+    def resolve_agent(self, agent: str) -> AgentRecord:
+        """The agent with this id or name; ``NotFound`` naming the closest names otherwise."""
+        ...
+
+    def agent_records(self, agent_ids: Sequence[str]) -> dict[str, AgentRecord]:
+        """These agents' records by id (deleted ones are missing)."""
+        ...
+
+    def get_agent(self, agent: str) -> Agent:
+        """An agent with its blocks, tags and attached agents."""
+        ...
+
+    def create_agent(
+        self, *, name: str, system: str, description: str | None, block_specs: list[BlockSpec],
+        shared_blocks: list[str], tags: list[str], model_settings: ModelSettings, metadata: dict[str, Any],
+        writer: str | None, tool_agents: list[str],
+    ) -> Agent:  # fmt: skip
+        """A new agent with new blocks from ``block_specs``, existing ``shared_blocks`` and agents attached as
+        tools (all references)."""
+        ...
+
+    def list_agents(
+        self, *, tags: list[str], match_all_tags: bool, query: str | None, limit: int | None
+    ) -> list[Agent]:
+        """Agents by name, with any (or all) of ``tags`` and matching a text query."""
+        ...
+
+    def agents_matching_tags(self, match_all: list[str], match_some: list[str]) -> list[AgentRecord]:
+        """Agents with every tag of ``match_all`` and one of ``match_some`` (an empty list does not filter)."""
+        ...
+
+    def update_agent(
+        self, agent_id: str, *, name: str | None, description: str | None, system: str | None,
+        tags: list[str] | None, model_settings: ModelSettings | None, metadata: dict[str, Any] | None,
+    ) -> Agent:  # fmt: skip
+        """Change the given fields (``None``: unchanged)."""
+        ...
+
+    def delete_agent(self, agent_id: str) -> None:
+        """Delete an agent, its history, passages and the blocks only it used."""
+        ...
+
+    def attach_agent_tool(self, agent_id: str, tool_agent_id: str) -> bool:
+        """Offer ``tool_agent_id`` to ``agent_id`` as a tool; False if it already was."""
+        ...
+
+    def detach_agent_tool(self, agent_id: str, tool_agent_id: str) -> None:
+        """Stop offering it; ``NotFound`` naming what is attached if it was not."""
+        ...
+
+    def tool_agents(self, agent_ids: Sequence[str]) -> dict[str, list[ToolAgent]]:
+        """The agents attached to each of these agents as tools, in attachment order."""
+        ...
+
+    # -- blocks ------------------------------------------------------------------------------------
+    def create_block(self, spec: BlockSpec, *, writer: str | None, attach_to: list[str]) -> Block:
+        """A new block, attached to the agents ``attach_to`` (references)."""
+        ...
+
+    def get_block(self, block: str, *, agent: str | None = None) -> Block:
+        """A block by id, or by label (within ``agent`` when given)."""
+        ...
+
+    def list_blocks(self, *, label: str | None, agent_id: str | None) -> list[Block]:
+        """Blocks, optionally only those with ``label`` and/or attached to ``agent_id``."""
+        ...
+
+    def block_labels(self, agent_id: str) -> list[str]:
+        """The labels of an agent's blocks, in prompt order."""
+        ...
+
+    def edit_block(
+        self, block: str, edit: Edit, *, agent: str | None = None, op: str, writer: str | None,
+        expected_version: int | None = None, enforce_read_only: bool = False,
+    ) -> Block:  # fmt: skip
+        """Apply ``edit`` atomically (limit, version and read-only checks, history, change)."""
+        ...
+
+    def replace_in_block(
+        self, block: str, old: str, new: str, *, replace_all: bool, agent: str | None, writer: str | None,
+        expected_version: int | None,
+    ) -> Block:  # fmt: skip
+        """Replace the substring ``old`` (it must occur, once unless ``replace_all``), atomically."""
+        ...
+
+    def update_block(
+        self, block: str, *, agent: str | None, limit: int | None, description: str | None,
+        read_only: bool | None, metadata: dict[str, Any] | None, writer: str | None,
+    ) -> Block:  # fmt: skip
+        """Change a block's limit, description, read-only flag or metadata (not its value)."""
+        ...
+
+    def attach_block(self, agent: str, block: str) -> Block:
+        """Attach a block to an agent (no-op if attached; a clashing label is an error)."""
+        ...
+
+    def detach_block(self, agent: str, block: str) -> Block:
+        """Detach a block from an agent (the block stays)."""
+        ...
+
+    def delete_block(self, block: str, *, agent: str | None) -> Block:
+        """Delete a block everywhere; returns what was deleted."""
+        ...
+
+    def block_history(
+        self, block: str, *, agent: str | None, limit: int, before_version: int | None
+    ) -> list[BlockChange]:
+        """A block's newest writes, newest first."""
+        ...
+
+    def block_agents(self, block_id: str) -> list[tuple[str, str]]:
+        """``(id, name)`` of the agents a block is attached to."""
+        ...
+
+    def prompt_blocks(self, agent_ids: Sequence[str]) -> dict[str, list[PromptBlock]]:
+        """Each agent's blocks as its prompt shows them, in order."""
+        ...
+
+    # -- archival and recall memory ------------------------------------------------------------------
+    def insert_passage(self, agent_id: str, text: str, tags: list[str]) -> Passage:
+        """Store a passage in an agent's archival memory."""
+        ...
+
+    def search_passages(
+        self, agent_id: str, query: str, *, tags: list[str], tag_match: str, limit: int
+    ) -> list[Passage]:
+        """Full-text search of an agent's passages, best first."""
+        ...
+
+    def list_passages(self, agent_id: str, *, limit: int, before: str | None) -> list[Passage]:
+        """An agent's passages, newest first (``before``: a passage id to page from)."""
+        ...
+
+    def delete_passage(self, agent_id: str, passage_id: str) -> None:
+        """Delete one passage of an agent."""
+        ...
+
+    def archival_tags(self, agent_id: str) -> list[str]:
+        """The tags used in an agent's archival memory."""
+        ...
+
+    def archival_counts(self, agent_ids: Sequence[str]) -> dict[str, int]:
+        """How many passages each agent has."""
+        ...
+
+    def recall_counts(self, agent_ids: Sequence[str]) -> dict[str, int]:
+        """How many of each agent's messages are out of its context window (in recall only)."""
+        ...
+
+    def append_messages(self, agent_id: str, messages: list[NewMessage]) -> list[Message]:
+        """Append messages to an agent's history, in order."""
+        ...
+
+    def get_messages(self, agent_id: str, *, limit: int, before_seq: int | None) -> list[Message]:
+        """The newest ``limit`` messages, oldest first."""
+        ...
+
+    def search_messages(
+        self, agent_id: str, query: str | None, *, roles: list[str], limit: int, start: str | None, end: str | None
+    ) -> list[Message]:
+        """Search an agent's whole history by text, role and date range."""
+        ...
+
+    def in_context_messages(self, agent_id: str) -> list[Message]:
+        """The messages in an agent's context window, oldest first."""
+        ...
+
+    def window_fingerprints(self, agent_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """(count, newest seq) of each agent's in-context messages: changes whenever the window changes."""
+        ...
+
+    def take_out_of_context(self, agent_id: str, seqs: list[int]) -> None:
+        """Evict these messages from the context window (compaction; they stay in recall)."""
+        ...
+
+    # -- runs --------------------------------------------------------------------------------------
+    def insert_run(
+        self, agent: AgentRecord, text: str, *, role: str, sender: str | None, parent_run_id: str | None,
+        owner: str, waited: bool = False, depth: int = 0, reply_to: str | None = None,
+    ) -> Run:  # fmt: skip
+        """A queued run for ``agent``, to be executed by process ``owner``; ``waited``: its parent waits on it."""
+        ...
+
+    def get_run(self, run_id: str) -> Run:
+        """A run with its steps; ``NotFound`` naming recent runs otherwise."""
+        ...
+
+    def get_runs(self, run_ids: Sequence[str]) -> list[Run]:
+        """These runs (unknown ids are skipped)."""
+        ...
+
+    def list_runs(self, *, agent_id: str | None, status: str | None, limit: int) -> list[Run]:
+        """Runs, newest first."""
+        ...
+
+    def claim_next(self, agent_id: str, owner: Owner) -> ClaimOutcome:
+        """Start the agent's oldest queued run for ``owner`` if nothing of it runs and no live process owns it."""
+        ...
+
+    def claim_many(self, agent_ids: Sequence[str], owner: Owner) -> list[ClaimOutcome]:
+        """``claim_next`` for each agent (a broadcast's recipients), in as few reads as the engine can."""
+        ...
+
+    def run_state(self, run_id: str, owner: Owner) -> RunState:
+        """Whether ``owner`` may go on with a running run: 'ok', 'cancel', 'lost' or 'no_agent'."""
+        ...
+
+    def add_step(self, run_id: str, step: RunStep, *, count_usage: bool = True) -> None:
+        """Record a finished step (and add its tokens to the run's, unless the caller does)."""
+        ...
+
+    def finish_run(
+        self, run_id: str, *, status: str, stop_reason: str, reply: str | None = None, error: str | None = None,
+        expect: tuple[str, ...] = ("running",), add_usage: RunUsage | None = None,
+    ) -> Run | None:  # fmt: skip
+        """End a run still in one of ``expect`` (and route its reply); the run as ended without its steps, or
+        None if it was not in ``expect``."""
+        ...
+
+    def cancel_with_waited(self, run_id: str) -> list[tuple[str, CancelOutcome]]:
+        """Cancel a run and every unfinished run it waits on; ``(run id, outcome)`` each, the run first."""
+        ...
+
+    def check_wait(self, parent_run_id: str, target: AgentRecord, max_depth: int) -> int:
+        """The depth of a new run of ``target`` that ``parent_run_id`` would wait on; ``Deadlock`` if the wait
+        would close a cycle or nest deeper than ``max_depth``."""
+        ...
+
+    def stop_waiting(self, run_id: str, *, reply_to: str | None) -> bool:
+        """The parent gave up on this unfinished run: route its reply to ``reply_to``; False if it finished."""
+        ...
+
+    def heartbeat(self, owner: Owner) -> None:
+        """``owner`` is alive: renew its leases."""
+        ...
+
+    def recover(self, owner: Owner) -> list[str]:
+        """Interrupt runs of dead processes and adopt their queued runs; the agents with runs ``owner`` owns."""
+        ...
+
+    def forget_process(self, owner: Owner) -> None:
+        """``owner`` shuts down cleanly: others may adopt its queued runs at once."""
+        ...
+
+    # -- host inbox and monitoring ---------------------------------------------------------------------
+    def unread_replies(self, limit: int) -> list[str]:
+        """Ids of finished runs whose replies wait in the host inbox, oldest first."""
+        ...
+
+    def mark_read(self, run_ids: list[str]) -> None:
+        """Take replies out of the host inbox."""
+        ...
+
+    def unread_count(self) -> int:
+        """How many replies wait in the host inbox."""
+        ...
+
+    def metrics(self, *, agent_id: str | None, since: datetime | None) -> Metrics:
+        """Messages, errors, latency and tokens per agent and per sender -> receiver pair."""
+        ...
+
+    def savepoint(self) -> Any:
+        """A context manager: a nested transaction whose writes an exception inside undoes."""
+        ...
+
+
+class Store(Protocol):
+    """A store engine: transactions run off the event loop, and a feed of what changed."""
+
+    origin: str  # this process's id as the store knows it (in the change log)
+
+    async def open(self) -> None:
+        """Create or migrate the storage; after this, transactions work."""
+        ...
+
+    async def close(self) -> None:
+        """Release every connection."""
+        ...
+
+    async def read(self, fn: Callable[[Tx], T]) -> T:
+        """Run ``fn(tx)`` in a read transaction."""
+        ...
+
+    async def write(self, fn: Callable[[Tx], T]) -> T:
+        """Run ``fn(tx)`` in a write transaction and return its result once it is durable (or raise)."""
+        ...
+
+    def add_listener(self, listener: Callable[[list[Change]], None]) -> None:
+        """Call ``listener(changes)`` after every commit: this process's own at once, others' while
+        ``follow_changes`` runs."""
+        ...
+
+    async def follow_changes(self) -> None:
+        """Until cancelled: tell the listeners what other processes change (each engine its own way)."""
+        ...
