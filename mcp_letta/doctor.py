@@ -1,6 +1,7 @@
 """``mcp-letta doctor``: checks a setup (database, LLM endpoint, model) and prints the host config to paste.
 
-Each check says what it found and, when it fails, what to do. The API key is never printed, only masked.
+Each check says what it found and, when it fails, what to do. The API key is never printed: ``mask`` says
+whether it is set and how long it is, and shows its last four characters only when it is 16 or more long.
 """
 
 from __future__ import annotations
@@ -42,11 +43,15 @@ class Check:
     hint: str = ""
 
 
+MASK_SHOWS_FROM = 16  # the last 4 characters of a shorter key would give away too much of it
+
+
 def mask(secret: str | None) -> str:
-    """A secret as it may be shown: whether it is set, and at most its last 4 characters."""
+    """A secret as it may be shown: "not set", or "set" with its length and, from 16 characters on, its last 4."""
     if not secret:
         return "not set"
-    return f"set (…{secret[-4:]}, {len(secret)} chars)" if len(secret) >= 16 else f"set ({len(secret)} chars)"
+    length = f"{len(secret)} char{'' if len(secret) == 1 else 's'}"
+    return f"set (…{secret[-4:]}, {length})" if len(secret) >= MASK_SHOWS_FROM else f"set ({length})"
 
 
 def latest_schema() -> int:
@@ -161,13 +166,6 @@ async def _probe_chat(settings: Settings, base: str, key: str | None, where: str
             Check("model", True, f"{settings.model} answered")]  # fmt: skip
 
 
-def _redact(text: str, secrets: list[str | None]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
-
-
 def host_snippet(settings: Settings) -> dict[str, Any]:
     """The Claude Desktop ``mcpServers`` entry, with the API key (if any) as a placeholder."""
     return {"mcpServers": {"letta": server_entry(settings, api_key="placeholder")}}
@@ -176,7 +174,6 @@ def host_snippet(settings: Settings) -> dict[str, Any]:
 async def run_doctor(settings: Settings, out: TextIO = sys.stdout) -> int:
     """The ``mcp-letta doctor`` command: print every check and the host snippet; 1 if any check failed."""
     checks = [await check_database(settings), *await check_llm(settings)]
-    secrets = [settings.llm_api_key, settings.token]
     lines = [f"mcp-letta {__version__} doctor"]
     for check in checks:
         lines.append(f"  {'ok  ' if check.ok else 'FAIL'}  {check.name:<13} {check.detail}")
@@ -184,5 +181,7 @@ async def run_doctor(settings: Settings, out: TextIO = sys.stdout) -> int:
             lines.append(f"        {'':<13} -> {check.hint}")
     lines += ["", f"Claude Desktop ({default_config_path()}), or run `mcp-letta install claude-desktop`:",
               json.dumps(host_snippet(settings), indent=2)]  # fmt: skip
-    print(_redact("\n".join(lines), secrets), file=out)
+    # The key appears only through mask() and the snippet's placeholder, so the text is printed as it is:
+    # replacing the key's text everywhere would corrupt paths and JSON that merely contain it (a key "mcp").
+    print("\n".join(lines), file=out)
     return 0 if all(check.ok for check in checks) else 1

@@ -18,7 +18,7 @@ from mcp import Client
 
 from mcp_letta import AgentHub, Invalid, Settings
 from mcp_letta.cli import _parser, main
-from mcp_letta.doctor import mask, run_doctor
+from mcp_letta.doctor import host_snippet, mask, run_doctor
 from mcp_letta.install import default_config_path, merge_server, server_entry
 from mcp_letta.llm.scripted import ScriptedLLM
 from mcp_letta.server.app import build_server
@@ -102,6 +102,27 @@ async def test_doctor_passes_against_a_working_endpoint(scripted_llm: ScriptedLL
     assert entry["env"]["MCP_LETTA_LLM_BASE_URL"] == scripted_llm.base_url
     assert entry["env"]["MCP_LETTA_LLM_API_KEY"] == "<your API key>"
     assert Path(entry["command"]).name.startswith("mcp-letta") or entry["args"][:2] == ["-m", "mcp_letta"]
+
+
+@pytest.mark.parametrize("key", ["x", "mcp", "mcp-letta"])
+async def test_doctor_with_a_short_key_prints_paths_and_snippet_intact(
+    scripted_llm: ScriptedLLM, tmp_path: Path, key: str
+) -> None:
+    db = tmp_path / "mcp-x-data" / "agents.db"  # contains the keys' text: masking must not touch it
+    settings = Settings(db_path=db, llm_base_url=scripted_llm.base_url, llm_api_key=key, model="scripted-model")
+    out = io.StringIO()
+    assert await run_doctor(settings, out) == 0
+    text = out.getvalue()
+    assert text.startswith("mcp-letta ") and "***" not in text
+    assert f"{db} does not exist yet" in text
+    assert f"(API key set ({len(key)} char{'' if len(key) == 1 else 's'}))" in text
+    assert json.loads(text[text.index("{") :]) == host_snippet(settings)
+
+
+def test_mask_shows_the_last_four_characters_only_of_a_long_key() -> None:
+    assert mask(None) == mask("") == "not set"
+    assert (mask("x"), mask("mcp"), mask("k" * 15)) == ("set (1 char)", "set (3 chars)", "set (15 chars)")
+    assert mask(KEY) == f"set (…{KEY[-4:]}, {len(KEY)} chars)"
 
 
 async def test_doctor_names_the_models_when_ours_is_not_served(scripted_llm: ScriptedLLM, tmp_path: Path) -> None:
