@@ -26,6 +26,7 @@ pytestmark = pytest.mark.anyio
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SCRIPTS = sorted(p for p in EXAMPLES.glob("*.py") if p.stem != "launch")
+CHECKOUT = str(EXAMPLES.parent)  # a script imports this checkout's mcp_letta, whatever is installed
 
 
 @pytest.fixture
@@ -232,7 +233,7 @@ def test_each_example_explains_its_pattern_and_runs_on_a_hub(script: Path) -> No
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=[p.stem for p in SCRIPTS])
 def test_without_an_llm_configured_an_example_says_what_to_set(script: Path, tmp_path: Path) -> None:
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "PYTHONPATH": CHECKOUT}
     done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert "set MCP_LETTA_LLM_BASE_URL and MCP_LETTA_MODEL" in done.stderr
@@ -244,7 +245,7 @@ def test_the_pipeline_runs_as_a_script_on_a_throwaway_database(scripted_llm: Scr
     scripted_llm.on("I am the editorial editor", "FINAL: blocks, edited.")
     env = {
         "PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "MCP_LETTA_LLM_BASE_URL": scripted_llm.base_url,
-        "MCP_LETTA_MODEL": "scripted-model", "MCP_LETTA_LOG_LEVEL": "WARNING",
+        "MCP_LETTA_MODEL": "scripted-model", "MCP_LETTA_LOG_LEVEL": "WARNING", "PYTHONPATH": CHECKOUT,
     }  # fmt: skip
     script = EXAMPLES / "editorial_pipeline.py"
     done = subprocess.run([sys.executable, str(script), "blocks"], env=env, capture_output=True, text=True, timeout=120)
