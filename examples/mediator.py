@@ -40,6 +40,11 @@ class Outcome:
     answers: list[Run]
     metrics: Metrics
 
+    def completed(self) -> bool:
+        """Whether every view, the proposal and every answer came from a completed run."""
+        runs = [*self.views.values(), self.proposal, *self.answers]
+        return all(run.status == "completed" for run in runs)
+
 
 async def build_team(hub: AgentHub) -> None:
     """The two parties and the mediator, unless they exist already."""
@@ -96,4 +101,4 @@ async def main(hub: AgentHub, issue: str = ISSUE) -> Outcome:
 
 
 if __name__ == "__main__":
-    run_example(lambda hub: main(hub, " ".join(sys.argv[1:]) or ISSUE))
+    run_example(lambda hub: main(hub, " ".join(sys.argv[1:]) or ISSUE), Outcome.completed)

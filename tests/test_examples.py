@@ -239,6 +239,20 @@ def test_without_an_llm_configured_an_example_says_what_to_set(script: Path, tmp
     assert "set MCP_LETTA_LLM_BASE_URL and MCP_LETTA_MODEL" in done.stderr
 
 
+@pytest.mark.parametrize("script", SCRIPTS, ids=[p.stem for p in SCRIPTS])
+def test_an_example_whose_runs_failed_exits_non_zero(script: Path, scripted_llm: ScriptedLLM, tmp_path: Path) -> None:
+    scripted_llm.down()  # connection refused: every run fails
+    env = {
+        "PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "MCP_LETTA_LLM_BASE_URL": scripted_llm.base_url,
+        "MCP_LETTA_MODEL": "scripted-model", "MCP_LETTA_LLM_MAX_RETRIES": "0", "MCP_LETTA_LOG_LEVEL": "WARNING",
+        "PYTHONPATH": CHECKOUT,
+    }  # fmt: skip
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stdout
+    assert "error: the example did not complete" in done.stderr
+    assert "failed" in done.stdout
+
+
 def test_the_pipeline_runs_as_a_script_on_a_throwaway_database(scripted_llm: ScriptedLLM, tmp_path: Path) -> None:
     scripted_llm.on("I am the editorial researcher", "BRIEF: blocks.")
     scripted_llm.on("I am the editorial writer", "DRAFT: blocks.")
