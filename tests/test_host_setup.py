@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -155,6 +156,30 @@ def test_doctor_with_nothing_configured_fails_and_still_prints_the_snippet(tmp_p
     assert "no LLM endpoint is configured" in done.stdout and "MCP_LETTA_LLM_BASE_URL" in done.stdout
     assert '"mcpServers"' in done.stdout
     assert not (tmp_path / "data" / "mcp-letta" / "agents.db").exists(), "doctor must not create the database"
+
+
+# -- the default database -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("xdg", [True, False], ids=["XDG_DATA_HOME", "HOME"])
+def test_help_and_readme_name_the_default_database_settings_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, xdg: bool
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    if xdg:
+        monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    else:
+        monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    monkeypatch.delenv("MCP_LETTA_DB", raising=False)
+    used = Settings.from_env().db_path
+    assert used == (tmp_path / "data" if xdg else tmp_path / "home" / ".local" / "share") / "mcp-letta" / "agents.db"
+    unwrapped = "".join(_parser().format_help().split())  # argparse wraps long paths, even at a hyphen
+    assert f"(default:$MCP_LETTA_DB,else{used})" in unwrapped
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    row = re.search(r"\| `MCP_LETTA_DB` \(or `--db`\) \| `([^`]+)`, else `([^`]+)` \|", readme)
+    assert row, "README's settings table has no default for MCP_LETTA_DB"
+    stated = row.group(1).replace("$XDG_DATA_HOME", str(tmp_path / "data")) if xdg else row.group(2)
+    assert Path(stated).expanduser() == used
 
 
 # -- install claude-desktop -------------------------------------------------------------------------
