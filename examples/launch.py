@@ -58,6 +58,11 @@ def run_example(
         sys.exit("error: the example did not complete; what failed is shown above")
 
 
+def counted(n: int, noun: str) -> str:
+    """``n`` and the noun, plural unless ``n`` is 1: ``counted(1, "message")`` is "1 message"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def section(title: str) -> None:
     """Print a heading between the steps of an example."""
     print(f"\n== {title} " + "=" * max(0, 70 - len(title)))

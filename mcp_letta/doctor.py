@@ -50,8 +50,12 @@ def mask(secret: str | None) -> str:
     """A secret as it may be shown: "not set", or "set" with its length and, from 16 characters on, its last 4."""
     if not secret:
         return "not set"
-    length = f"{len(secret)} char{'' if len(secret) == 1 else 's'}"
+    length = _counted(len(secret), "char")
     return f"set (…{secret[-4:]}, {length})" if len(secret) >= MASK_SHOWS_FROM else f"set ({length})"
+
+
+def _counted(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def latest_schema() -> int:
@@ -73,8 +77,9 @@ async def check_database(settings: Settings) -> Check:
             agents, blocks = len(await hub.list_agents()), len(await hub.list_blocks())
     except (LettaError, sqlite3.Error, OSError) as exc:
         return Check("database", False, f"{path} did not open: {exc}", "check the file's permissions")
-    pending = f", {latest - found} migration(s) applied now" if found < latest else ""
-    return Check("database", True, f"{path}: schema {latest}{pending}, {agents} agents, {blocks} blocks")
+    pending = f", {_counted(latest - found, 'migration')} applied now" if found < latest else ""
+    held = f"{_counted(agents, 'agent')}, {_counted(blocks, 'block')}"
+    return Check("database", True, f"{path}: schema {latest}{pending}, {held}")
 
 
 def _file_schema(path: Path, latest: int) -> Check | int:
@@ -125,7 +130,7 @@ async def check_llm(settings: Settings) -> list[Check]:
     served = _model_ids(response)
     if served is None:  # no usable /models listing: some servers lack it, so ask for one token instead
         return await _probe_chat(settings, base, key, where)
-    endpoint = Check("llm endpoint", True, f"{where}: {len(served)} model{'' if len(served) == 1 else 's'} listed")
+    endpoint = Check("llm endpoint", True, f"{where}: {_counted(len(served), 'model')} listed")
     model = settings.model
     shown = ", ".join(served[:MODELS_SHOWN]) + (", ..." if len(served) > MODELS_SHOWN else "")
     if not model:

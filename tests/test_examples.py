@@ -189,7 +189,10 @@ async def test_tag_broadcast_reaches_each_tagged_agent_once_and_returns_every_re
 
 
 async def test_mediator_hears_both_parties_and_their_answers_arrive_in_the_host_inbox(
-    llm_hub: AgentHub, scripted_llm: ScriptedLLM, example: Callable[[str], ModuleType]
+    llm_hub: AgentHub,
+    scripted_llm: ScriptedLLM,
+    example: Callable[[str], ModuleType],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     mediator = example("mediator")
     proposal = "Proposal: a sticky footer bar, Save on the right, built from the existing form component."
@@ -220,6 +223,10 @@ async def test_mediator_hears_both_parties_and_their_answers_arrive_in_the_host_
         ("host", "developer_agent"): 2, ("host", "designer_agent"): 2, ("host", "mediator"): 1,
         ("developer_agent", "mediator"): 1, ("designer_agent", "mediator"): 1,
     }  # fmt: skip
+    traffic = capsys.readouterr().out
+    assert "  host -> mediator: 1 message, 0 errors, p50 " in traffic
+    assert "  host -> developer_agent: 2 messages, 0 errors, p50 " in traffic
+    assert " 1 messages" not in traffic
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=[p.stem for p in SCRIPTS])

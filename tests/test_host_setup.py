@@ -126,6 +126,21 @@ def test_mask_shows_the_last_four_characters_only_of_a_long_key() -> None:
     assert mask(KEY) == f"set (…{KEY[-4:]}, {len(KEY)} chars)"
 
 
+async def test_doctor_counts_one_agent_and_one_block_in_the_singular(scripted_llm: ScriptedLLM, tmp_path: Path) -> None:
+    settings = llm_settings_for(scripted_llm, tmp_path)
+    async with AgentHub(settings) as hub:
+        await hub.create_block("project", "Goal: ship v1")
+    out = io.StringIO()
+    assert await run_doctor(settings, out) == 0
+    assert ", 0 agents, 1 block\n" in out.getvalue() and ": 1 model listed" in out.getvalue()
+    async with AgentHub(settings) as hub:
+        await hub.create_agent("solo")
+        blocks = len(await hub.list_blocks())
+    out = io.StringIO()
+    assert await run_doctor(settings, out) == 0
+    assert f", 1 agent, {blocks} blocks\n" in out.getvalue()
+
+
 async def test_doctor_names_the_models_when_ours_is_not_served(scripted_llm: ScriptedLLM, tmp_path: Path) -> None:
     out = io.StringIO()
     assert await run_doctor(llm_settings_for(scripted_llm, tmp_path, model="llama9"), out) == 1
