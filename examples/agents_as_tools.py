@@ -46,6 +46,10 @@ class Outcome:
     run: Run
     delegated: list[Run]
 
+    def completed(self) -> bool:
+        """Whether the writer's run completed."""
+        return self.run.status == "completed"
+
 
 async def build_team(hub: AgentHub) -> None:
     """Two specialists and a writer with the researcher attached at creation and the checker afterwards."""
@@ -84,4 +88,4 @@ async def main(hub: AgentHub, task: str = TASK) -> Outcome:
 
 
 if __name__ == "__main__":
-    run_example(main)
+    run_example(main, Outcome.completed)

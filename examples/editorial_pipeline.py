@@ -59,4 +59,4 @@ async def main(hub: AgentHub, topic: str = TOPIC) -> PipelineResult:
 
 
 if __name__ == "__main__":
-    run_example(lambda hub: main(hub, " ".join(sys.argv[1:]) or TOPIC))
+    run_example(lambda hub: main(hub, " ".join(sys.argv[1:]) or TOPIC), lambda result: result.status == "completed")

@@ -13,14 +13,14 @@ import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import anyio
 
 from mcp_letta import AgentHub, LettaError, Settings
 from mcp_letta.models import Run
 
-Example = Callable[[AgentHub], Awaitable[Any]]
+ExampleOutcome = TypeVar("ExampleOutcome")
 
 
 def example_settings(folder: Path) -> Settings:
@@ -31,12 +31,16 @@ def example_settings(folder: Path) -> Settings:
     return settings
 
 
-def run_example(main: Example) -> None:
-    """Open a hub from the environment, run ``main(hub)`` and exit with a readable error if it fails."""
+def run_example(
+    main: Callable[[AgentHub], Awaitable[ExampleOutcome]], completed: Callable[[ExampleOutcome], bool]
+) -> None:
+    """Open a hub from the environment and run ``main(hub)``; exit with status 1 and a readable error if it
+    raises or if ``completed(outcome)`` says a run in it did not complete (failed, or still pending).
+    """
 
-    async def run(settings: Settings) -> None:
+    async def run(settings: Settings) -> ExampleOutcome:
         async with AgentHub(settings) as hub:
-            await main(hub)
+            return await main(hub)
 
     with tempfile.TemporaryDirectory(prefix="mcp-letta-example-") as folder:
         settings = example_settings(Path(folder))
@@ -47,9 +51,16 @@ def run_example(main: Example) -> None:
             )
         print(f"LLM {settings.model} at {settings.llm_base_url or 'OpenAI'}; agents in {settings.db_path}")
         try:
-            anyio.run(run, settings)
+            outcome = anyio.run(run, settings)
         except LettaError as exc:
             sys.exit(f"error: {exc}")
+    if not completed(outcome):
+        sys.exit("error: the example did not complete; what failed is shown above")
+
+
+def counted(n: int, noun: str) -> str:
+    """``n`` and the noun, plural unless ``n`` is 1: ``counted(1, "message")`` is "1 message"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def section(title: str) -> None:

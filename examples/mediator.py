@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 
 import anyio
-from launch import run_example, section, show
+from launch import counted, run_example, section, show
 
 from mcp_letta import AgentHub
 from mcp_letta.models import Metrics, Run
@@ -39,6 +39,11 @@ class Outcome:
     proposal: Run
     answers: list[Run]
     metrics: Metrics
+
+    def completed(self) -> bool:
+        """Whether every view, the proposal and every answer came from a completed run."""
+        runs = [*self.views.values(), self.proposal, *self.answers]
+        return all(run.status == "completed" for run in runs)
 
 
 async def build_team(hub: AgentHub) -> None:
@@ -88,10 +93,11 @@ async def main(hub: AgentHub, issue: str = ISSUE) -> Outcome:
     metrics = await hub.get_metrics()
     section("traffic (get_metrics)")
     for pair in metrics.pairs:
-        print(f"  {pair.sender} -> {pair.receiver}: {pair.messages} messages, {pair.errors} errors, "
-              f"p50 {pair.latency_p50_ms or 0:.0f} ms, {pair.tokens} tokens")  # fmt: skip
+        print(f"  {pair.sender} -> {pair.receiver}: {counted(pair.messages, 'message')}, "
+              f"{counted(pair.errors, 'error')}, p50 {pair.latency_p50_ms or 0:.0f} ms, "
+              f"{counted(pair.tokens, 'token')}")  # fmt: skip
     return Outcome(views=views, proposal=proposal, answers=answers, metrics=metrics)
 
 
 if __name__ == "__main__":
-    run_example(lambda hub: main(hub, " ".join(sys.argv[1:]) or ISSUE))
+    run_example(lambda hub: main(hub, " ".join(sys.argv[1:]) or ISSUE), Outcome.completed)

@@ -64,6 +64,10 @@ class Outcome:
     project: Block
     history: list[BlockChange]
 
+    def completed(self) -> bool:
+        """Whether the orchestrator's run completed."""
+        return self.run.status == "completed"
+
 
 async def build_team(hub: AgentHub) -> None:
     """The shared block and the three agents, unless they exist already."""
@@ -106,4 +110,4 @@ async def main(hub: AgentHub, task: str = TASK) -> Outcome:
 
 
 if __name__ == "__main__":
-    run_example(main)
+    run_example(main, Outcome.completed)

@@ -43,6 +43,10 @@ class Outcome:
     run: Run
     fanned_out: list[Run]
 
+    def completed(self) -> bool:
+        """Whether every recipient of the host's broadcast answered and the supervisor's run completed."""
+        return all(result.status == "completed" for result in self.group) and self.run.status == "completed"
+
 
 async def build_team(hub: AgentHub) -> None:
     """Three tagged workers and a supervisor with the multi-agent tools, unless they exist already."""
@@ -84,4 +88,4 @@ async def main(hub: AgentHub) -> Outcome:
 
 
 if __name__ == "__main__":
-    run_example(main)
+    run_example(main, Outcome.completed)

@@ -15,7 +15,9 @@ from mcp_letta.errors import Invalid
 
 
 def default_db_path() -> Path:
-    """Where the database lives when neither ``MCP_LETTA_DB`` nor ``--db`` says otherwise."""
+    """Where the database lives when neither ``MCP_LETTA_DB`` nor ``--db`` says otherwise:
+    ``$XDG_DATA_HOME/mcp-letta/agents.db``, else ``~/.local/share/mcp-letta/agents.db``.
+    """
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "mcp-letta" / "agents.db"
 

@@ -1,6 +1,7 @@
 """``mcp-letta doctor``: checks a setup (database, LLM endpoint, model) and prints the host config to paste.
 
-Each check says what it found and, when it fails, what to do. The API key is never printed, only masked.
+Each check says what it found and, when it fails, what to do. The API key is never printed: ``mask`` says
+whether it is set and how long it is, and shows its last four characters only when it is 16 or more long.
 """
 
 from __future__ import annotations
@@ -39,11 +40,19 @@ class Check:
     hint: str = ""
 
 
+MASK_SHOWS_FROM = 16  # the last 4 characters of a shorter key would give away too much of it
+
+
 def mask(secret: str | None) -> str:
-    """A secret as it may be shown: whether it is set, and at most its last 4 characters."""
+    """A secret as it may be shown: "not set", or "set" with its length and, from 16 characters on, its last 4."""
     if not secret:
         return "not set"
-    return f"set (…{secret[-4:]}, {len(secret)} chars)" if len(secret) >= 16 else f"set ({len(secret)} chars)"
+    length = _counted(len(secret), "char")
+    return f"set (…{secret[-4:]}, {length})" if len(secret) >= MASK_SHOWS_FROM else f"set ({length})"
+
+
+def _counted(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 async def check_database(settings: Settings) -> Check:
@@ -58,8 +67,9 @@ async def check_database(settings: Settings) -> Check:
             agents, blocks = len(await hub.list_agents()), len(await hub.list_blocks())
     except Exception as exc:  # whatever stops the store from opening is the finding
         return Check("database", False, f"{path} did not open: {exc}", "check the file's permissions")
-    pending = f", {latest - found} migration(s) applied now" if found < latest else ""
-    return Check("database", True, f"{path}: schema {latest}{pending}, {agents} agents, {blocks} blocks")
+    pending = f", {_counted(latest - found, 'migration')} applied now" if found < latest else ""
+    held = f"{_counted(agents, 'agent')}, {_counted(blocks, 'block')}"
+    return Check("database", True, f"{path}: schema {latest}{pending}, {held}")
 
 
 def _file_schema(path: Path, latest: int) -> Check | int:
@@ -106,7 +116,7 @@ async def check_llm(settings: Settings) -> list[Check]:
     served = _model_ids(response)
     if served is None:  # no usable /models listing: some servers lack it, so ask for one token instead
         return await _probe_chat(settings, base, key, where)
-    endpoint = Check("llm endpoint", True, f"{where}: {len(served)} model{'' if len(served) == 1 else 's'} listed")
+    endpoint = Check("llm endpoint", True, f"{where}: {_counted(len(served), 'model')} listed")
     model = settings.model
     shown = ", ".join(served[:MODELS_SHOWN]) + (", ..." if len(served) > MODELS_SHOWN else "")
     if not model:
@@ -147,13 +157,6 @@ async def _probe_chat(settings: Settings, base: str, key: str | None, where: str
             Check("model", True, f"{settings.model} answered")]  # fmt: skip
 
 
-def _redact(text: str, secrets: list[str | None]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
-
-
 def host_snippet(settings: Settings) -> dict[str, Any]:
     """The Claude Desktop ``mcpServers`` entry, with the API key (if any) as a placeholder."""
     return {"mcpServers": {"letta": server_entry(settings, api_key="placeholder")}}
@@ -162,7 +165,6 @@ def host_snippet(settings: Settings) -> dict[str, Any]:
 async def run_doctor(settings: Settings, out: TextIO = sys.stdout) -> int:
     """The ``mcp-letta doctor`` command: print every check and the host snippet; 1 if any check failed."""
     checks = [await check_database(settings), *await check_llm(settings)]
-    secrets = [settings.llm_api_key, settings.token]
     lines = [f"mcp-letta {__version__} doctor"]
     for check in checks:
         lines.append(f"  {'ok  ' if check.ok else 'FAIL'}  {check.name:<13} {check.detail}")
@@ -170,5 +172,7 @@ async def run_doctor(settings: Settings, out: TextIO = sys.stdout) -> int:
             lines.append(f"        {'':<13} -> {check.hint}")
     lines += ["", f"Claude Desktop ({default_config_path()}), or run `mcp-letta install claude-desktop`:",
               json.dumps(host_snippet(settings), indent=2)]  # fmt: skip
-    print(_redact("\n".join(lines), secrets), file=out)
+    # The key appears only through mask() and the snippet's placeholder, so the text is printed as it is:
+    # replacing the key's text everywhere would corrupt paths and JSON that merely contain it (a key "mcp").
+    print("\n".join(lines), file=out)
     return 0 if all(check.ok for check in checks) else 1

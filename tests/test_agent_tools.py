@@ -183,3 +183,72 @@ async def test_core_tier_keeps_the_structured_reply_without_a_schema_per_agent(
         result = await c.call_tool("ask_lean", {"message": "hi"})
     assert result.structured_content["reply"] == "short answer"
     assert result.structured_content["status"] == "completed"
+
+
+# -- a message's outcome: failed, cancelled and interrupted runs are tool errors ---------------------
+
+WAITING_TOOLS = ("ask_target", "send_message", "send_message_to_agent_and_wait_for_reply")
+
+
+def message_args(tool: str, agent: str, **args: Any) -> dict[str, Any]:
+    """The arguments of ``tool`` for a message to ``agent`` (an ask_<agent> tool names it already)."""
+    return {"message": "go", **args} if tool.startswith("ask_") else {"agent": agent, "message": "go", **args}
+
+
+async def test_a_failed_run_is_a_tool_error_with_its_reply_attached(server: LettaServer, mode: str) -> None:
+    await server.hub.create_agent("target", persona="target persona")  # unscripted: the LLM answers HTTP 500
+    await server.agent_tools.sync()
+    async with client(server, mode) as c:
+        schemas = {t.name: t.output_schema for t in (await c.list_tools()).tools}
+        results = {tool: await c.call_tool(tool, message_args(tool, "target")) for tool in WAITING_TOOLS}
+        (run,) = await server.hub.list_runs("target", limit=1)
+        looked_up = await c.call_tool("get_run", {"run_id": run.id})
+    for tool, result in results.items():
+        assert result.is_error, tool
+        assert schemas[tool] is not None and "status" in schemas[tool]["properties"]
+        reply = result.structured_content
+        assert (reply["agent"], reply["status"], reply["reply"]) == ("target", "failed", None), tool
+        assert "HTTP 500" in reply["error"] and '"status": "failed"' in result.content[0].text
+    # get_run reads a run's record: the read succeeds, and the failure is in its status.
+    assert not looked_up.is_error and looked_up.structured_content["status"] == "failed"
+
+
+async def test_a_run_still_pending_after_the_wait_is_not_an_error(server: LettaServer, mode: str, gate: Gate) -> None:
+    await server.hub.create_agent("target", persona="target persona")
+    await server.agent_tools.sync()
+    async with client(server, mode) as c:
+        results = {t: await c.call_tool(t, message_args(t, "target", timeout_s=0)) for t in WAITING_TOOLS}
+    gate.open()
+    for tool, result in results.items():
+        assert not result.is_error, tool
+        assert result.structured_content["status"] == "pending"
+        assert (await server.hub.wait_run(result.structured_content["run_id"], timeout_s=30)).status == "completed"
+
+
+async def test_a_run_cancelled_while_the_host_waits_is_a_tool_error(
+    server: LettaServer, mode: str, gate: Gate, scripted_llm: ScriptedLLM
+) -> None:
+    await server.hub.create_agent("slow", persona="slow persona")
+    results: list[types.CallToolResult] = []
+    async with client(server, mode) as c, anyio.create_task_group() as tg:
+
+        async def wait_for_reply() -> None:
+            results.append(await c.call_tool("send_message", {"agent": "slow", "message": "go", "timeout_s": 60}))
+
+        tg.start_soon(wait_for_reply)
+        await scripted_llm.wait_for_requests_async(1)  # the run is at its LLM call, held by the gate
+        (run,) = await server.hub.list_runs("slow")
+        await server.hub.cancel_run(run.id)
+        gate.open()
+    [result] = results
+    assert result.is_error
+    assert (result.structured_content["status"], result.structured_content["run_id"]) == ("cancelled", run.id)
+
+
+async def test_the_core_tier_agent_tool_reports_a_failed_run_as_an_error(llm_hub: AgentHub) -> None:
+    await llm_hub.create_agent("broken", persona="broken persona")
+    server = build_server(llm_hub, llm_hub.settings.with_overrides(tools="core"))
+    async with server.running(), Client(server.mcp, mode="legacy") as c:
+        result = await c.call_tool("ask_broken", {"message": "go"})
+    assert result.is_error
+    assert result.structured_content["status"] == "failed" and "HTTP 500" in result.structured_content["error"]

@@ -26,6 +26,7 @@ pytestmark = pytest.mark.anyio
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SCRIPTS = sorted(p for p in EXAMPLES.glob("*.py") if p.stem != "launch")
+CHECKOUT = str(EXAMPLES.parent)  # a script imports this checkout's mcp_letta, whatever is installed
 
 
 @pytest.fixture
@@ -188,7 +189,10 @@ async def test_tag_broadcast_reaches_each_tagged_agent_once_and_returns_every_re
 
 
 async def test_mediator_hears_both_parties_and_their_answers_arrive_in_the_host_inbox(
-    llm_hub: AgentHub, scripted_llm: ScriptedLLM, example: Callable[[str], ModuleType]
+    llm_hub: AgentHub,
+    scripted_llm: ScriptedLLM,
+    example: Callable[[str], ModuleType],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     mediator = example("mediator")
     proposal = "Proposal: a sticky footer bar, Save on the right, built from the existing form component."
@@ -219,6 +223,10 @@ async def test_mediator_hears_both_parties_and_their_answers_arrive_in_the_host_
         ("host", "developer_agent"): 2, ("host", "designer_agent"): 2, ("host", "mediator"): 1,
         ("developer_agent", "mediator"): 1, ("designer_agent", "mediator"): 1,
     }  # fmt: skip
+    traffic = capsys.readouterr().out
+    assert "  host -> mediator: 1 message, 0 errors, p50 " in traffic
+    assert "  host -> developer_agent: 2 messages, 0 errors, p50 " in traffic
+    assert " 1 messages" not in traffic
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=[p.stem for p in SCRIPTS])
@@ -232,10 +240,24 @@ def test_each_example_explains_its_pattern_and_runs_on_a_hub(script: Path) -> No
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=[p.stem for p in SCRIPTS])
 def test_without_an_llm_configured_an_example_says_what_to_set(script: Path, tmp_path: Path) -> None:
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "PYTHONPATH": CHECKOUT}
     done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert "set MCP_LETTA_LLM_BASE_URL and MCP_LETTA_MODEL" in done.stderr
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=[p.stem for p in SCRIPTS])
+def test_an_example_whose_runs_failed_exits_non_zero(script: Path, scripted_llm: ScriptedLLM, tmp_path: Path) -> None:
+    scripted_llm.down()  # connection refused: every run fails
+    env = {
+        "PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "MCP_LETTA_LLM_BASE_URL": scripted_llm.base_url,
+        "MCP_LETTA_MODEL": "scripted-model", "MCP_LETTA_LLM_MAX_RETRIES": "0", "MCP_LETTA_LOG_LEVEL": "WARNING",
+        "PYTHONPATH": CHECKOUT,
+    }  # fmt: skip
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stdout
+    assert "error: the example did not complete" in done.stderr
+    assert "failed" in done.stdout
 
 
 def test_the_pipeline_runs_as_a_script_on_a_throwaway_database(scripted_llm: ScriptedLLM, tmp_path: Path) -> None:
@@ -244,7 +266,7 @@ def test_the_pipeline_runs_as_a_script_on_a_throwaway_database(scripted_llm: Scr
     scripted_llm.on("I am the editorial editor", "FINAL: blocks, edited.")
     env = {
         "PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "MCP_LETTA_LLM_BASE_URL": scripted_llm.base_url,
-        "MCP_LETTA_MODEL": "scripted-model", "MCP_LETTA_LOG_LEVEL": "WARNING",
+        "MCP_LETTA_MODEL": "scripted-model", "MCP_LETTA_LOG_LEVEL": "WARNING", "PYTHONPATH": CHECKOUT,
     }  # fmt: skip
     script = EXAMPLES / "editorial_pipeline.py"
     done = subprocess.run([sys.executable, str(script), "blocks"], env=env, capture_output=True, text=True, timeout=120)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -18,7 +19,7 @@ from mcp import Client
 
 from mcp_letta import AgentHub, Invalid, Settings
 from mcp_letta.cli import _parser, main
-from mcp_letta.doctor import mask, run_doctor
+from mcp_letta.doctor import host_snippet, mask, run_doctor
 from mcp_letta.install import default_config_path, merge_server, server_entry
 from mcp_letta.llm.scripted import ScriptedLLM
 from mcp_letta.server.app import build_server
@@ -104,6 +105,42 @@ async def test_doctor_passes_against_a_working_endpoint(scripted_llm: ScriptedLL
     assert Path(entry["command"]).name.startswith("mcp-letta") or entry["args"][:2] == ["-m", "mcp_letta"]
 
 
+@pytest.mark.parametrize("key", ["x", "mcp", "mcp-letta"])
+async def test_doctor_with_a_short_key_prints_paths_and_snippet_intact(
+    scripted_llm: ScriptedLLM, tmp_path: Path, key: str
+) -> None:
+    db = tmp_path / "mcp-x-data" / "agents.db"  # contains the keys' text: masking must not touch it
+    settings = Settings(db_path=db, llm_base_url=scripted_llm.base_url, llm_api_key=key, model="scripted-model")
+    out = io.StringIO()
+    assert await run_doctor(settings, out) == 0
+    text = out.getvalue()
+    assert text.startswith("mcp-letta ") and "***" not in text
+    assert f"{db} does not exist yet" in text
+    assert f"(API key set ({len(key)} char{'' if len(key) == 1 else 's'}))" in text
+    assert json.loads(text[text.index("{") :]) == host_snippet(settings)
+
+
+def test_mask_shows_the_last_four_characters_only_of_a_long_key() -> None:
+    assert mask(None) == mask("") == "not set"
+    assert (mask("x"), mask("mcp"), mask("k" * 15)) == ("set (1 char)", "set (3 chars)", "set (15 chars)")
+    assert mask(KEY) == f"set (…{KEY[-4:]}, {len(KEY)} chars)"
+
+
+async def test_doctor_counts_one_agent_and_one_block_in_the_singular(scripted_llm: ScriptedLLM, tmp_path: Path) -> None:
+    settings = llm_settings_for(scripted_llm, tmp_path)
+    async with AgentHub(settings) as hub:
+        await hub.create_block("project", "Goal: ship v1")
+    out = io.StringIO()
+    assert await run_doctor(settings, out) == 0
+    assert ", 0 agents, 1 block\n" in out.getvalue() and ": 1 model listed" in out.getvalue()
+    async with AgentHub(settings) as hub:
+        await hub.create_agent("solo")
+        blocks = len(await hub.list_blocks())
+    out = io.StringIO()
+    assert await run_doctor(settings, out) == 0
+    assert f", 1 agent, {blocks} blocks\n" in out.getvalue()
+
+
 async def test_doctor_names_the_models_when_ours_is_not_served(scripted_llm: ScriptedLLM, tmp_path: Path) -> None:
     out = io.StringIO()
     assert await run_doctor(llm_settings_for(scripted_llm, tmp_path, model="llama9"), out) == 1
@@ -134,6 +171,30 @@ def test_doctor_with_nothing_configured_fails_and_still_prints_the_snippet(tmp_p
     assert "no LLM endpoint is configured" in done.stdout and "MCP_LETTA_LLM_BASE_URL" in done.stdout
     assert '"mcpServers"' in done.stdout
     assert not (tmp_path / "data" / "mcp-letta" / "agents.db").exists(), "doctor must not create the database"
+
+
+# -- the default database -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("xdg", [True, False], ids=["XDG_DATA_HOME", "HOME"])
+def test_help_and_readme_name_the_default_database_settings_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, xdg: bool
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    if xdg:
+        monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    else:
+        monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    monkeypatch.delenv("MCP_LETTA_DB", raising=False)
+    used = Settings.from_env().db_path
+    assert used == (tmp_path / "data" if xdg else tmp_path / "home" / ".local" / "share") / "mcp-letta" / "agents.db"
+    unwrapped = "".join(_parser().format_help().split())  # argparse wraps long paths, even at a hyphen
+    assert f"(default:$MCP_LETTA_DB,else{used})" in unwrapped
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    row = re.search(r"\| `MCP_LETTA_DB` \(or `--db`\) \| `([^`]+)`, else `([^`]+)` \|", readme)
+    assert row, "README's settings table has no default for MCP_LETTA_DB"
+    stated = row.group(1).replace("$XDG_DATA_HOME", str(tmp_path / "data")) if xdg else row.group(2)
+    assert Path(stated).expanduser() == used
 
 
 # -- install claude-desktop -------------------------------------------------------------------------

@@ -121,6 +121,16 @@ async def test_foreign_host_header_is_421(served: Served) -> None:
         assert origin.status_code == 403
 
 
+async def test_health_refuses_a_foreign_host_header_as_mcp_does(served: Served) -> None:
+    async with httpx2.AsyncClient() as http:
+        foreign = await http.get(f"{served.base}/health", headers={"Host": "evil.example"})
+        origin = await http.get(f"{served.base}/health", headers={"Origin": "http://evil.example"})
+        local = await http.get(f"{served.base}/health", headers={"Host": "localhost"})
+    assert foreign.status_code == 421 and "agents" not in foreign.text
+    assert origin.status_code == 403
+    assert local.status_code == 200 and local.json()["status"] == "ok"
+
+
 async def test_oversized_body_is_413(hub: AgentHub) -> None:
     async with serve(hub, token=TOKEN, max_body_bytes=64 * 1024) as running, httpx2.AsyncClient() as http:
         big = {**INITIALIZE, "params": {**INITIALIZE["params"], "padding": "x" * (65 * 1024)}}

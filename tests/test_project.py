@@ -6,6 +6,7 @@ import ast
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,3 +69,11 @@ def test_readme_documents_every_setting() -> None:
     assert len(names) > 10, names
     missing = [name for name in names if name not in readme]
     assert not missing, f"README does not mention {missing}"
+
+
+def test_license_is_an_spdx_string_the_build_backend_reads() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert pyproject["project"]["license"] == "Apache-2.0"  # a TOML table is deprecated by setuptools
+    [setuptools] = [r for r in pyproject["build-system"]["requires"] if re.match(r"setuptools\b", r)]
+    minimum = re.fullmatch(r"setuptools>=(\d+)(\.\d+)*", setuptools.replace(" ", ""))
+    assert minimum and int(minimum.group(1)) >= 77, f"{setuptools!r}: the SPDX string form needs setuptools>=77"

@@ -22,10 +22,12 @@ from mcp_letta.server.process import freeze_startup_heap
 pytestmark = [pytest.mark.anyio, pytest.mark.filterwarnings("ignore::UserWarning")]
 
 SCRIPT = Path(sys.executable).parent / "mcp-letta"
+CHECKOUT = str(Path(__file__).resolve().parent.parent)  # the server imports this checkout's mcp_letta
 
 
 def server_params(db_path: Path) -> StdioServerParameters:
-    env = {"MCP_LETTA_DB": str(db_path), "MCP_LETTA_WATCH_INTERVAL": "0.05", "PATH": os.environ.get("PATH", "")}
+    env = {"MCP_LETTA_DB": str(db_path), "MCP_LETTA_WATCH_INTERVAL": "0.05", "PATH": os.environ.get("PATH", ""),
+           "PYTHONPATH": CHECKOUT}  # fmt: skip
     return StdioServerParameters(command=str(SCRIPT), args=[], env=env)
 
 

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp.types import CallToolResult, ToolAnnotations
 
 from mcp_letta.config import Settings
 from mcp_letta.hub import AgentHub
 from mcp_letta.models import Agent
-from mcp_letta.server.messaging import TimeoutS
+from mcp_letta.server.messaging import AgentOutcome, TimeoutS, outcome_result
 from mcp_letta.server.notify import Notifier
 from mcp_letta.server.shapes import AgentReply
 
@@ -112,15 +112,11 @@ class AgentTools:
     def _publish(self, name: str, agent: Agent, description: str) -> None:
         agent_id, ask = agent.id, self._ask
 
-        async def ask_agent(ctx: Context, message: str, timeout_s: TimeoutS = 50) -> AgentReply:
-            return await ask(agent_id, message, timeout_s, ctx)
+        async def ask_agent(ctx: Context, message: str, timeout_s: TimeoutS = 50) -> AgentOutcome:
+            return outcome_result(await ask(agent_id, message, timeout_s, ctx))
 
         async def ask_agent_lean(ctx: Context, message: str, timeout_s: TimeoutS = 50) -> CallToolResult:
-            reply = await ask(agent_id, message, timeout_s, ctx)
-            return CallToolResult(
-                content=[TextContent(type="text", text=reply.model_dump_json(indent=2))],
-                structured_content=reply.model_dump(mode="json"),
-            )
+            return outcome_result(await ask(agent_id, message, timeout_s, ctx))
 
         title = f"Ask {agent.name}"
         if self._settings.tools == "full":

@@ -1,6 +1,7 @@
 """MCP over streamable HTTP: the Starlette app, its guards (bearer token, Host checks, body limit) and uvicorn.
 
-``http_app(server, options)`` serves stateful streamable HTTP at ``/mcp`` and an auth-free ``/health``;
+``http_app(server, options)`` serves stateful streamable HTTP at ``/mcp`` and an auth-free ``/health``, both
+behind the same Host checks;
 ``serve_http(settings, options)`` opens the store and runs it under uvicorn, logging to stderr only.
 """
 
@@ -17,10 +18,10 @@ from dataclasses import dataclass, field
 import anyio
 import uvicorn
 from anyio.abc import TaskStatus
-from mcp.server.transport_security import TransportSecuritySettings
+from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -145,19 +146,27 @@ class BearerTokenMiddleware:
 
 
 def http_app(server: LettaServer, options: HttpOptions) -> Starlette:
-    """The ASGI app: ``/health`` (no auth) and stateful streamable HTTP MCP at ``/mcp`` (token if set)."""
+    """The ASGI app: ``/health`` (no auth) and stateful streamable HTTP MCP at ``/mcp`` (token if set).
+
+    A foreign ``Host`` header gets 421 (and a foreign ``Origin`` 403) on both paths.
+    """
+    security = transport_security(options.host, options.allowed_hosts)
+    host_check = TransportSecurityMiddleware(security)  # the SDK's own check, as /mcp applies it
     mcp_app: ASGIApp = server.mcp.streamable_http_app(
         streamable_http_path=MCP_PATH,
         stateless_http=False,  # stateful: handshake clients need a session to receive list_changed pushes
-        transport_security=transport_security(options.host, options.allowed_hosts),
+        transport_security=security,
         max_request_body_size=options.max_body_bytes,
         host=options.host,
     )
     if options.token:
         mcp_app = BearerTokenMiddleware(mcp_app, options.token)
 
-    async def health(request: Request) -> JSONResponse:
+    async def health(request: Request) -> Response:
         """Liveness for load balancers and `curl`: version, and whether the database answers."""
+        refused = await host_check.validate_request(request)
+        if refused is not None:
+            return refused
         try:
             agents: int | None = len(await server.hub.list_agents())
             db = "ok"

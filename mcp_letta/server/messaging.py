@@ -1,7 +1,8 @@
 """The MCP tools that talk to agents and follow their runs: send_message, get_run, list_runs, cancel_run.
 
 ``ask`` is the one implementation behind ``send_message`` and every per-agent ``ask_<name>`` tool: a
-bounded wait, progress at every step, and a client cancellation that cancels the run.
+bounded wait, progress at every step, and a client cancellation that cancels the run. ``outcome_result``
+turns its reply into the tool result, an error when the run failed.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.types import ToolAnnotations
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from mcp_letta.hub import AgentHub
@@ -25,6 +26,11 @@ MESSAGING_TOOLS = ("send_message", "get_run", "list_runs", "cancel_run")
 CORE_MESSAGING_TOOLS = frozenset({"send_message", "get_run"})
 
 TimeoutS = Annotated[float, Field(ge=0, le=3600, description="max wait (s); then 'pending' + run_id")]
+# A message's outcome that the host's model must read as an error; 'pending' (still running) and
+# 'completed' are not errors.
+TOOL_ERROR_STATUSES = frozenset({"failed", "cancelled", "interrupted"})
+# What a tool returning ``outcome_result`` declares: AgentReply's output schema, sent as a CallToolResult.
+AgentOutcome = Annotated[CallToolResult, AgentReply]
 
 
 def reply_of(run: Run) -> AgentReply:
@@ -40,6 +46,17 @@ def reply_of(run: Run) -> AgentReply:
         steps=len(run.steps),
         tool_calls=calls,
         usage=run.usage.model_dump(),
+    )
+
+
+def outcome_result(reply: AgentReply) -> CallToolResult:
+    """The tool result of a message's outcome: ``isError`` when the run failed, was cancelled or was
+    interrupted, and the reply as structured content (and as JSON text) either way.
+    """
+    return CallToolResult(
+        content=[TextContent(type="text", text=reply.model_dump_json(indent=2))],
+        structured_content=reply.model_dump(mode="json"),
+        is_error=reply.status in TOOL_ERROR_STATUSES,
     )
 
 
@@ -76,9 +93,9 @@ def register_messaging_tools(mcp: MCPServer, hub: AgentHub, *, tools: str = "ful
         agent: AgentRef,
         message: str,
         timeout_s: TimeoutS = 50,
-    ) -> AgentReply:
+    ) -> AgentOutcome:
         """Send a message to any agent and wait for its reply (status 'pending' + run_id if it takes longer)."""
-        return await ask(hub, agent, message, timeout_s, ctx)
+        return outcome_result(await ask(hub, agent, message, timeout_s, ctx))
 
     async def get_run(
         run_id: str,

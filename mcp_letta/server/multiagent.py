@@ -13,8 +13,7 @@ from pydantic import BaseModel, Field
 
 from mcp_letta.hub import AgentHub
 from mcp_letta.models import Agent, BroadcastResult, Metrics, PipelineResult, StageResult
-from mcp_letta.server.messaging import RunList, TimeoutS, reply_of, step_progress
-from mcp_letta.server.shapes import AgentReply
+from mcp_letta.server.messaging import AgentOutcome, RunList, TimeoutS, outcome_result, reply_of, step_progress
 from mcp_letta.server.tools import CREATE, LINK, READ, AgentRef, call
 
 SEND = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
@@ -60,7 +59,7 @@ def register_multiagent_tools(mcp: MCPServer, hub: AgentHub, *, tools: str = "fu
 
     async def send_message_to_agent_and_wait_for_reply(
         ctx: Context, agent: AgentRef, message: Message, timeout_s: TimeoutS = 50
-    ) -> AgentReply:
+    ) -> AgentOutcome:
         """Send a message to an agent and wait for its reply; after timeout_s you get status 'pending' + run_id."""
         run = await call(
             hub.send_and_wait(
@@ -71,7 +70,7 @@ def register_multiagent_tools(mcp: MCPServer, hub: AgentHub, *, tools: str = "fu
                 cancel_on_abort=True,
             )
         )
-        return reply_of(run)
+        return outcome_result(reply_of(run))
 
     async def send_message_to_agent_async(agent: AgentRef, message: Message) -> AsyncSent:
         """Send a message without waiting: returns a run_id at once; the reply arrives in check_replies."""
