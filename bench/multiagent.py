@@ -36,7 +36,7 @@ from bench.loopback import MODEL, DirectLLM, record_requests, scripted_llm_proce
 from mcp_letta import AgentHub, Change, Settings
 from mcp_letta.llm.openai import request_body
 from mcp_letta.models import Run
-from mcp_letta.server.process import freeze_startup_heap
+from mcp_letta.server.app import freeze_startup_heap
 
 TARGET_RATIO = 1.5  # at N = 100
 ANCHOR_CALL_S = (5.5, 6.9)  # Letta V1, one multi-agent call; its broadcast is sequential: ratio = N
@@ -211,7 +211,7 @@ async def run_all(base_url: str, folder: Path, sizes: Sizes, concurrency: int) -
     try:
         async with AgentHub(settings) as hub:
             await create_agents(hub, sizes.ns)
-            freeze_startup_heap()  # what `mcp-letta serve` does once it has started (see server/process.py)
+            freeze_startup_heap()  # what `mcp-letta serve` does once it has started (see server/app.py)
             log(f"broadcasts to {', '.join(map(str, sizes.ns))}, {sizes.rounds} rounds ...")
             broadcasts = await measure_broadcasts(hub, direct, sizes)
             log(f"async replies: {sizes.async_messages} each way, one at a time ...")

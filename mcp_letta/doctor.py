@@ -24,7 +24,7 @@ from mcp_letta.install import default_config_path, server_entry
 from mcp_letta.llm.base import ChatRequest
 from mcp_letta.llm.factory import BASE_URL_HINT, LLMPool
 from mcp_letta.llm.openai import OpenAIClient
-from mcp_letta.store.sqlite.db import file_schema_version, latest_schema_version
+from mcp_letta.store import file_schema_version, latest_schema_version
 
 PROBE_TIMEOUT_S = 15.0
 MODELS_SHOWN = 8

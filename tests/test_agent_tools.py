@@ -222,7 +222,7 @@ async def test_a_run_still_pending_after_the_wait_is_not_an_error(server: LettaS
     for tool, result in results.items():
         assert not result.is_error, tool
         assert result.structured_content["status"] == "pending"
-        assert (await server.hub.wait_run(result.structured_content["run_id"], timeout_s=30)).status == "completed"
+        assert (await server.hub.wait_run(result.structured_content["run_id"], wait_s=30)).status == "completed"
 
 
 async def test_a_run_cancelled_while_the_host_waits_is_a_tool_error(

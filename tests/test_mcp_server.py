@@ -21,7 +21,8 @@ pytestmark = [pytest.mark.anyio, pytest.mark.filterwarnings("ignore::UserWarning
 BUILTIN_TOOLS = {
     "list_agents", "create_agent", "get_agent", "update_agent", "delete_agent", "create_block", "list_blocks",
     "read_block", "write_block", "append_to_block", "replace_in_block", "attach_block", "detach_block",
-    "delete_block", "block_history", "archival_memory_insert", "archival_memory_search", "get_messages",
+    "delete_block", "block_history", "update_block", "archival_memory_insert", "archival_memory_search",
+    "archival_memory_list", "archival_memory_delete", "get_messages",
     "conversation_search", "send_message", "get_run", "list_runs", "cancel_run",
     "send_message_to_agent_and_wait_for_reply", "send_message_to_agent_async", "send_message_to_agents_matching_tags",
     "send_message_to_agents_matching_all_tags", "check_replies", "run_pipeline", "get_metrics", "attach_agent_tool",
@@ -136,6 +137,23 @@ async def test_archival_and_history_tools(server: LettaServer, mode: str, hub: A
         assert (await ok(c, "get_messages", agent="r"))["messages"][0]["content"] == "remember the blue door"
         hits = await ok(c, "conversation_search", agent="r", query="door")
         assert hits["count"] == 1
+        listed = await ok(c, "archival_memory_list", agent="r")
+        assert [p["text"] for p in listed["passages"]] == ["Lunch is at noon", "The deploy key rotates monthly"]
+        older = await ok(c, "archival_memory_list", agent="r", before=listed["passages"][0]["id"])
+        assert [p["text"] for p in older["passages"]] == ["The deploy key rotates monthly"]
+        await ok(c, "archival_memory_delete", agent="r", passage_id=older["passages"][0]["id"])
+        assert [p.text for p in await hub.archival_list("r")] == ["Lunch is at noon"]
+        assert "not found" in await fails(c, "archival_memory_delete", agent="r", passage_id="passage-gone")
+
+
+async def test_block_settings_change_without_touching_the_value(server: LettaServer, mode: str, hub: AgentHub) -> None:
+    async with client(server, mode) as c:
+        await ok(c, "create_block", label="notes", value="twelve chars")
+        changed = await ok(c, "update_block", block="notes", limit=20, description="what we noted", read_only=True)
+        assert (changed["limit"], changed["description"], changed["read_only"]) == (20, "what we noted", True)
+        assert changed["value"] == "twelve chars"
+        assert "cannot be less than" in await fails(c, "update_block", block="notes", limit=5)
+        assert (await hub.read_block("notes")).limit == 20  # the refused change changed nothing
 
 
 WRITER = """

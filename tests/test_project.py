@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import ast
+import os
 import re
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
+
+from mcp_letta.llm.scripted import ScriptedLLM
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_COMMAND = "python -m pip install -e '.[test]' && python -m pytest"
@@ -77,3 +80,50 @@ def test_license_is_an_spdx_string_the_build_backend_reads() -> None:
     [setuptools] = [r for r in pyproject["build-system"]["requires"] if re.match(r"setuptools\b", r)]
     minimum = re.fullmatch(r"setuptools>=(\d+)(\.\d+)*", setuptools.replace(" ", ""))
     assert minimum and int(minimum.group(1)) >= 77, f"{setuptools!r}: the SPDX string form needs setuptools>=77"
+
+
+def test_the_readme_python_snippet_runs(tmp_path: Path, scripted_llm: ScriptedLLM) -> None:
+    # The snippet exactly as the README shows it, against the scripted LLM named by the usual variables.
+    [snippet] = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    scripted_llm.reply("The goal is to ship v1.")
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "PYTHONPATH": str(ROOT),
+        "MCP_LETTA_LLM_BASE_URL": scripted_llm.base_url,
+        "MCP_LETTA_MODEL": "scripted-model",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", snippet], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "<project>" in done.stdout and "Goal: ship v1\nResearch started" in done.stdout
+    assert done.stdout.rstrip().endswith("completed The goal is to ship v1.")
+    assert (tmp_path / "agents.db").exists()
+
+
+def imported_modules(tree: ast.Module) -> set[str]:
+    """Every module an import statement in ``tree`` names."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+    return names
+
+
+def test_only_the_store_knows_sql() -> None:
+    # Above store/ nothing imports sqlite3 or an engine, and nothing executes a statement: the Store boundary.
+    offenders = []
+    for path in (ROOT / "mcp_letta").rglob("*.py"):
+        relative = path.relative_to(ROOT / "mcp_letta").as_posix()
+        if relative.startswith("store/"):
+            continue
+        source = path.read_text()
+        engine = {
+            m for m in imported_modules(ast.parse(source)) if m == "sqlite3" or m.startswith("mcp_letta.store.sqlite.")
+        }
+        if engine or re.search(r"\.execute(many|script)?\(", source):
+            offenders.append(f"{relative}: {sorted(engine) or 'executes SQL'}")
+    assert not offenders, offenders

@@ -17,7 +17,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 
 from mcp_letta import AgentHub, Settings
-from mcp_letta.server.process import freeze_startup_heap
+from mcp_letta.server.app import freeze_startup_heap
 
 pytestmark = [pytest.mark.anyio, pytest.mark.filterwarnings("ignore::UserWarning")]
 

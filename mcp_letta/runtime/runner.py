@@ -155,7 +155,7 @@ class Runner:
         return [start(o) if isinstance(o, Claimed) else o for o in outcomes]
 
     # -- the loop ----------------------------------------------------------------------------------
-    async def execute(self, rc: RunContext, on_step: OnStep | None = None) -> Run:
+    async def run(self, rc: RunContext, on_step: OnStep | None = None) -> Run:
         """Run the step loop to the end and return the finished run.
 
         Raises ``CancelRequested`` or ``RunLost`` (and lets cancellation through) for the scheduler.

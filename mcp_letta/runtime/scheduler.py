@@ -299,7 +299,7 @@ class Scheduler:
                 with scope:
                     # (listeners are added in submit, before this task runs: none now means none at all)
                     on_step = self._on_step_of(run_id) if run_id in self._listeners else None
-                    finished = await self.runner.execute(claimed, on_step)
+                    finished = await self.runner.run(claimed, on_step)
             except CancelRequested:
                 scope.cancel()
             if scope.cancel_called:

@@ -7,6 +7,7 @@ store changes, from this process or another, into notifications.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,12 +19,11 @@ from mcp.server.mcpserver import MCPServer
 from mcp_letta import __version__
 from mcp_letta.config import Settings
 from mcp_letta.hub import AgentHub, Change
-from mcp_letta.server.agent_tools import AgentTools
+from mcp_letta.server.collaboration import register_multiagent_tools
 from mcp_letta.server.compact import compact_tool_list
 from mcp_letta.server.messaging import ask, register_messaging_tools
-from mcp_letta.server.multiagent import register_multiagent_tools
 from mcp_letta.server.notify import Notifier
-from mcp_letta.server.process import freeze_startup_heap
+from mcp_letta.server.per_agent_tools import AgentTools
 from mcp_letta.server.prompts import register_prompts
 from mcp_letta.server.resources import ResourceFanout, check_subscription, register_completions, register_resources
 from mcp_letta.server.tools import register_builtin_tools
@@ -100,6 +100,15 @@ class LettaServer:
         """Serve MCP over this process's stdin/stdout until the client closes stdin."""
         async with self.running():
             await self.mcp.run_stdio_async()
+
+
+def freeze_startup_heap() -> int:
+    """Move every object made so far (modules, classes, the server's tables, the hub's warm state) out of
+    the garbage collector's reach, so full collections stop walking them; returns how many are frozen.
+    Call it once, when start-up is done."""
+    gc.collect()  # what is garbage already goes first, so nothing collectable is frozen
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 def build_server(hub: AgentHub, settings: Settings | None = None) -> LettaServer:

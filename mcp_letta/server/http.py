@@ -29,8 +29,7 @@ from mcp_letta import __version__
 from mcp_letta.config import Settings
 from mcp_letta.errors import Invalid
 from mcp_letta.hub import AgentHub
-from mcp_letta.server.app import LettaServer, build_server
-from mcp_letta.server.process import freeze_startup_heap
+from mcp_letta.server.app import LettaServer, build_server, freeze_startup_heap
 
 log = logging.getLogger("mcp_letta.http")
 

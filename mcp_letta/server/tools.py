@@ -231,6 +231,21 @@ def register_builtin_tools(mcp: MCPServer, hub: AgentHub, *, tools: str = "full"
         )  # fmt: skip
         return BlockWritten.of(written)
 
+    @tool(SET, "Update block settings")
+    async def update_block(
+        block: BlockRef,
+        limit: Annotated[int | None, Field(description="new maximum characters", ge=1)] = None,
+        description: Annotated[str | None, Field(description="new description")] = None,
+        read_only: Annotated[bool | None, Field(description="agents may read but not edit it")] = None,
+        agent: ScopeAgent = None,
+    ) -> Block:
+        """Change a block's limit, description or read-only flag (not its value; write_block does that)."""
+        return await call(
+            hub.update_block(
+                block, limit=limit, description=description, read_only=read_only, agent=agent, writer=WRITER
+            )
+        )
+
     @tool(LINK, "Attach block")
     async def attach_block(agent: AgentRef, block: BlockRef) -> Block:
         """Attach a block to an agent so it appears in its core memory (labels are unique per agent)."""
@@ -281,6 +296,22 @@ def register_builtin_tools(mcp: MCPServer, hub: AgentHub, *, tools: str = "full"
         """Search an agent's archival memory by keywords (BM25, best first), optionally by tags."""
         found = await call(hub.archival_search(agent, query, tags=tags, tag_match=tag_match_mode, limit=top_k))
         return PassageList(count=len(found), passages=found)
+
+    @tool(READ, "List archival memory")
+    async def archival_memory_list(
+        agent: AgentRef,
+        limit: Annotated[int, Field(ge=1, le=1000)] = 50,
+        before: Annotated[str | None, Field(description="page back from this passage id")] = None,
+    ) -> PassageList:
+        """List an agent's archival passages, newest first, paging back with before."""
+        found = await call(hub.archival_list(agent, limit=limit, before=before))
+        return PassageList(count=len(found), passages=found)
+
+    @tool(DELETE, "Delete archival memory")
+    async def archival_memory_delete(agent: AgentRef, passage_id: str) -> Deleted:
+        """Delete one passage from an agent's archival memory."""
+        await call(hub.archival_delete(agent, passage_id))
+        return Deleted(deleted=passage_id, name=agent, detail="passage deleted from archival memory")
 
     @tool(READ, "Get messages")
     async def get_messages(

@@ -19,6 +19,7 @@ from mcp_letta.store.interface import (
     appender,
 )
 from mcp_letta.store.sqlite import SQLiteStore
+from mcp_letta.store.sqlite.db import file_schema_version, latest_schema_version
 
 __all__ = [
     "HOST",
@@ -35,4 +36,6 @@ __all__ = [
     "ToolAgent",
     "Tx",
     "appender",
+    "file_schema_version",
+    "latest_schema_version",
 ]
