@@ -46,8 +46,8 @@ def new_ordered_id(kind: str) -> str:
     """An id for rows made by the hundred per transaction (runs, messages): ``<kind>-<uuid>`` as Letta's,
     but a time-ordered UUID (version 7, RFC 9562) instead of a random one.
 
-    The id is a unique key: random ids put every new row on a random page of its index, so a broadcast's
-    transaction rewrote a page per run and per message (most of its commit); ordered ones share the last.
+    The id is a unique key: random ids would put every new row on a random page of its index, so a
+    transaction storing many rows would rewrite a page for each; ordered ones share the last page.
     """
     return f"{kind}-{_uuid7()}"
 
