@@ -1,6 +1,6 @@
 """The scripted loopback LLM in its own process, and the reference side that talks to it directly.
 
-Benchmarks run ``python -m mcp_letta.llm.scripted`` as a subprocess so that it does not share our GIL,
+Benchmarks run ``python -m mcp_letta.testing`` as a subprocess so that it does not share our GIL,
 and time the LLM alone with ``DirectLLM``: the same endpoint, the same request bodies, nothing of ours
 in between. ``record_requests`` captures the very requests an ``AgentHub`` sends, for replaying them.
 """
@@ -32,8 +32,8 @@ MODEL = "scripted-model"
 
 @contextmanager
 def scripted_llm_process(*, delay_ms: float = 0.0, reply: str | None = None) -> Iterator[str]:
-    """Run ``python -m mcp_letta.llm.scripted`` (echoing, or answering ``reply``) and yield its base URL."""
-    command = [sys.executable, "-m", "mcp_letta.llm.scripted", "--delay-ms", str(delay_ms)]
+    """Run ``python -m mcp_letta.testing`` (echoing, or answering ``reply``) and yield its base URL."""
+    command = [sys.executable, "-m", "mcp_letta.testing", "--delay-ms", str(delay_ms)]
     command += ["--echo"] if reply is None else ["--reply", reply]
     proc = subprocess.Popen(command, cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True)
     try:

@@ -21,7 +21,7 @@ import pytest
 from mcp_letta.errors import Invalid, LLMUnavailable
 from mcp_letta.llm import ChatRequest, OpenAIClient
 from mcp_letta.llm.http import ConnectFailed, HTTPClient, ProtocolError, TimedOut
-from mcp_letta.llm.scripted import Response, ScriptedLLM
+from mcp_letta.testing import Response, ScriptedLLM
 
 pytestmark = pytest.mark.anyio
 scripted_llm = conftest_llm.scripted_llm
