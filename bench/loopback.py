@@ -1,6 +1,6 @@
 """The scripted loopback LLM in its own process, and the reference side that talks to it directly.
 
-Benchmarks run ``python -m mcp_letta.llm.scripted`` as a subprocess so that it does not share our GIL,
+Benchmarks run ``python -m mcp_letta.testing`` as a subprocess so that it does not share our GIL,
 and time the LLM alone with ``DirectLLM``: the same endpoint, the same request bodies, nothing of ours
 in between. ``record_requests`` captures the very requests an ``AgentHub`` sends, for replaying them.
 """
@@ -18,13 +18,12 @@ from collections.abc import Iterator, MutableSequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
+import httpx2
 
 from mcp_letta import AgentHub
 from mcp_letta.llm import ChatRequest
-from mcp_letta.llm.http import HTTPClient
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODEL = "scripted-model"
@@ -32,8 +31,8 @@ MODEL = "scripted-model"
 
 @contextmanager
 def scripted_llm_process(*, delay_ms: float = 0.0, reply: str | None = None) -> Iterator[str]:
-    """Run ``python -m mcp_letta.llm.scripted`` (echoing, or answering ``reply``) and yield its base URL."""
-    command = [sys.executable, "-m", "mcp_letta.llm.scripted", "--delay-ms", str(delay_ms)]
+    """Run ``python -m mcp_letta.testing`` (echoing, or answering ``reply``) and yield its base URL."""
+    command = [sys.executable, "-m", "mcp_letta.testing", "--delay-ms", str(delay_ms)]
     command += ["--echo"] if reply is None else ["--reply", reply]
     proc = subprocess.Popen(command, cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True)
     try:
@@ -49,17 +48,21 @@ def scripted_llm_process(*, delay_ms: float = 0.0, reply: str | None = None) -> 
 
 
 class DirectLLM:
-    """Posts a chat body straight to the endpoint with the runtime's HTTP client and parses the JSON answer:
-    what any client of that endpoint must pay, with nothing of the runtime in between."""
+    """Posts a chat body straight to the endpoint with httpx2 (the runtime's HTTP client) and parses the JSON
+    answer: what any client of that endpoint must pay, with nothing of the runtime in between."""
 
     def __init__(self, base_url: str) -> None:
-        self.target = urlsplit(f"{base_url}/chat/completions").path
-        self.http = HTTPClient(base_url, timeout_s=60)
+        self.url = httpx2.URL(f"{base_url}/chat/completions")
+        self.http = httpx2.AsyncClient(
+            timeout=60, limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=100)
+        )
 
     async def round_trip(self, body: dict[str, Any]) -> float:
         """Seconds for one request and its parsed answer."""
         start = time.perf_counter()
-        response = await self.http.request("POST", self.target, json.dumps(body).encode())
+        response = await self.http.post(
+            self.url, content=json.dumps(body).encode(), headers={"content-type": "application/json"}
+        )
         if response.status_code != 200:
             raise RuntimeError(f"the LLM answered HTTP {response.status_code}: {response.text[:200]}")
         response.json()

@@ -1,6 +1,6 @@
 """Multi-agent: broadcast wall time to N = 10, 50, 100 agents as a ratio to one call, and async reply latency.
 
-The LLM is ``python -m mcp_letta.llm.scripted`` in its own process, answering every request after a fixed
+The LLM is ``python -m mcp_letta.testing`` in its own process, answering every request after a fixed
 100 ms. One call is ``AgentHub.send_and_wait`` to one agent; a broadcast is ``AgentHub.broadcast`` to the
 N agents carrying a tag, with ``max_concurrency`` and ``fanout_concurrency`` at 100. Both are timed in
 the same rounds, the broadcast sizes in rotating order, and each ratio is median broadcast / median call

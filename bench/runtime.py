@@ -1,6 +1,6 @@
 """Runtime overhead per message (MCP call to reply, minus the LLM's own round trip) and messages/s with 16 agents.
 
-The LLM is ``python -m mcp_letta.llm.scripted --echo`` in its own process, answering at once. Each timed
+The LLM is ``python -m mcp_letta.testing --echo`` in its own process, answering at once. Each timed
 message is one ``ask_<agent>`` call through an MCP client; right after it, the very request our stack
 sent is posted to the same endpoint directly and timed, so every sample pairs "our stack" with "the LLM
 alone" at the same request size. Overhead = the difference, p50/p99 over the pairs; CPU per message

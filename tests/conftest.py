@@ -15,8 +15,8 @@ from conftest_llm import scripted_llm  # noqa: F401  (the fixture, shared with e
 from mcp import Client
 
 from mcp_letta import AgentHub, Run, Settings
-from mcp_letta.llm.scripted import Response, ScriptedLLM
 from mcp_letta.server.app import LettaServer, build_server
+from mcp_letta.testing import Response, ScriptedLLM
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mcp_letta.llm.scripted import ScriptedLLM
+from mcp_letta.testing import ScriptedLLM
 
 
 @pytest.fixture

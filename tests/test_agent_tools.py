@@ -13,8 +13,8 @@ from conftest import Gate, client
 from mcp import Client
 
 from mcp_letta import AgentHub
-from mcp_letta.llm.scripted import ScriptedLLM
 from mcp_letta.server.app import LettaServer, build_server
+from mcp_letta.testing import ScriptedLLM
 
 pytestmark = [pytest.mark.anyio, pytest.mark.filterwarnings("ignore::UserWarning")]
 

@@ -19,8 +19,8 @@ from types import ModuleType
 import pytest
 
 from mcp_letta import AgentHub
-from mcp_letta.llm.scripted import RecordedRequest, ScriptedLLM
 from mcp_letta.runtime.messaging_tools import MATCHING_TAGS, WAIT_FOR_REPLY
+from mcp_letta.testing import RecordedRequest, ScriptedLLM
 
 pytestmark = pytest.mark.anyio
 

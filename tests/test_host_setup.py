@@ -21,8 +21,8 @@ from mcp_letta import AgentHub, Invalid, Settings
 from mcp_letta.cli import _parser, main
 from mcp_letta.doctor import host_snippet, mask, run_doctor
 from mcp_letta.install import default_config_path, merge_server, server_entry
-from mcp_letta.llm.scripted import ScriptedLLM
 from mcp_letta.server.app import build_server
+from mcp_letta.testing import ScriptedLLM
 
 pytestmark = [pytest.mark.anyio, pytest.mark.filterwarnings("ignore::UserWarning")]
 scripted_llm = conftest_llm.scripted_llm

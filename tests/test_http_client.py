@@ -1,11 +1,13 @@
-"""The LLM's HTTP client (``mcp_letta.llm.http``) against real loopback servers: the scripted LLM (HTTP and
-HTTPS) and a raw socket server that answers the ways real servers do (chunked, gzip, close, going away)."""
+"""``OpenAIClient``'s HTTP behaviour against real loopback servers: the scripted LLM (HTTP and HTTPS) and a raw
+socket server that answers the ways real servers do (chunked, gzip, close, going away): connection reuse,
+timeouts, framing, TLS trust, proxies and credentials."""
 
 from __future__ import annotations
 
 import asyncio
 import gzip
 import json
+import logging
 import shutil
 import socket
 import ssl
@@ -18,10 +20,10 @@ import anyio
 import conftest_llm
 import pytest
 
+from mcp_letta import __version__
 from mcp_letta.errors import Invalid, LLMUnavailable
 from mcp_letta.llm import ChatRequest, OpenAIClient
-from mcp_letta.llm.http import ConnectFailed, HTTPClient, ProtocolError, TimedOut
-from mcp_letta.llm.scripted import Response, ScriptedLLM
+from mcp_letta.testing import Response, ScriptedLLM
 
 pytestmark = pytest.mark.anyio
 scripted_llm = conftest_llm.scripted_llm
@@ -36,7 +38,8 @@ def chat(text: str = "hello") -> ChatRequest:
     return ChatRequest(model="test-model", messages=[{"role": "user", "content": text}])
 
 
-BODY = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
+def completion(text: str) -> bytes:
+    return json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]}).encode()
 
 
 # -- a raw HTTP/1.1 server whose answers the test writes byte for byte --------------------------------
@@ -110,14 +113,13 @@ def answer(body: bytes, *headers: str, status: str = "200 OK") -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-@pytest.fixture(params=["asyncio protocol", "anyio streams"])
-async def http_client_of(request: pytest.FixtureRequest) -> AsyncIterator[Callable[..., HTTPClient]]:
-    """Clients reading through an asyncio protocol (on asyncio), or through anyio's streams (other loops)."""
-    made: list[HTTPClient] = []
+@pytest.fixture
+async def client_of() -> AsyncIterator[Callable[..., OpenAIClient]]:
+    """``OpenAIClient``s for a server's ``/v1``, without retries unless asked, closed after the test."""
+    made: list[OpenAIClient] = []
 
-    def make(url: str, **options: float) -> HTTPClient:
-        made.append(HTTPClient(url, **options))  # type: ignore[arg-type]
-        made[-1].asyncio_protocol = request.param == "asyncio protocol"
+    def make(url: str, *, max_retries: int = 0, **options: float) -> OpenAIClient:
+        made.append(OpenAIClient(f"{url}/v1", max_retries=max_retries, **options))  # type: ignore[arg-type]
         return made[-1]
 
     yield make
@@ -164,62 +166,63 @@ async def test_a_connection_the_server_dropped_while_idle_is_replaced_without_a_
 
 
 async def test_a_reused_connection_closed_as_the_request_arrives_is_retried_once_on_a_new_one(
-    http_client_of: Callable[..., HTTPClient],
+    client_of: Callable[..., OpenAIClient],
 ) -> None:
     # The race a server's idle timeout makes: it closes the connection just as our request reaches it.
     def handler(connection: int, request: int, head: bytes) -> bytes | None:
-        return None if request == 2 else answer(b'{"n": %d}' % connection)
+        return None if request == 2 else answer(completion(f"connection {connection}"))
 
     server = RawServer(handler)
     with server as url:
-        client = http_client_of(url)
-        first = await client.request("POST", "/v1/x", BODY)
-        second = await client.request("POST", "/v1/x", BODY)
-    assert (first.json(), second.json()) == ({"n": 1}, {"n": 2})
+        client = client_of(url)  # no retries: the second send must not need one
+        first = await client.chat(chat())
+        second = await client.chat(chat())
+    assert (first.content, second.content) == ("connection 1", "connection 2")
     assert [number for number, _ in server.requests] == [1, 1, 2]
 
 
 async def test_a_server_that_hangs_up_mid_answer_is_a_protocol_error_not_a_retry(
-    http_client_of: Callable[..., HTTPClient],
+    client_of: Callable[..., OpenAIClient],
 ) -> None:
     def handler(connection: int, request: int, head: bytes) -> bytes | None:
         if request == 1:
-            return answer(b"{}")
+            return answer(completion("whole"))
         return b'HTTP/1.1 200 OK\r\ncontent-length: 100\r\nconnection: close\r\n\r\n{"partial'
 
-    with RawServer(handler) as url:
-        client = http_client_of(url)
-        await client.request("POST", "/v1/x", BODY)
-        with pytest.raises(ProtocolError, match="closed the connection before a complete answer"):
-            await client.request("POST", "/v1/x", BODY)
+    server = RawServer(handler)
+    with server as url:
+        client = client_of(url)
+        await client.chat(chat())
+        with pytest.raises(LLMUnavailable, match=r"RemoteProtocolError: .*without sending complete message body"):
+            await client.chat(chat())
     # The hang-up came after part of the answer: the request may have been processed, so it is not re-sent.
+    assert len(server.requests) == 2
 
 
 # -- bodies --------------------------------------------------------------------------------------------
 async def test_chunked_gzip_and_read_until_close_bodies_are_decoded(
-    http_client_of: Callable[..., HTTPClient],
+    client_of: Callable[..., OpenAIClient],
 ) -> None:
-    payload = json.dumps({"choices": [{"message": {"content": "x" * 5000}}]}).encode()
+    payload = completion("x" * 5000)
     packed = gzip.compress(payload)
 
-    def handler(connection: int, request: int, head: bytes) -> bytes | None:
-        path = head.split(b" ")[1]
-        if path == b"/chunked":
-            chunks = [payload[i : i + 1000] for i in range(0, len(payload), 1000)]
-            body = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\nx-trailer: yes\r\n\r\n"
-            return answer(body, "transfer-encoding: chunked")
-        if path == b"/gzip":
-            return answer(packed, "content-encoding: gzip")
-        if path == b"/interim":
-            return b"HTTP/1.1 100 Continue\r\n\r\n" + answer(payload)
-        return answer(payload, "connection: close")  # no length: the body ends when the connection does
+    def chunked() -> bytes:
+        chunks = [payload[i : i + 1000] for i in range(0, len(payload), 1000)]
+        body = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\nx-trailer: yes\r\n\r\n"
+        return answer(body, "transfer-encoding: chunked")
 
-    server = RawServer(handler)
+    framings = [
+        chunked(),
+        answer(packed, "content-encoding: gzip"),
+        b"HTTP/1.1 100 Continue\r\n\r\n" + answer(payload),
+        answer(payload, "connection: close"),  # no length: the body ends when the connection does
+        chunked(),
+    ]
+    server = RawServer(lambda *_: framings[len(server.requests) - 1])
     with server as url:
-        client = http_client_of(url)
-        for path in ("/chunked", "/gzip", "/interim", "/close", "/chunked"):
-            response = await client.request("POST", path, BODY)
-            assert response.status_code == 200 and response.content == payload, path
+        client = client_of(url)
+        for framing in ("chunked", "gzip", "interim", "close", "chunked"):
+            assert (await client.chat(chat())).content == "x" * 5000, framing
     # The first four shared a connection (each answer was read to its end); the close ended it.
     assert [number for number, _ in server.requests] == [1, 1, 1, 1, 2]
 
@@ -230,7 +233,7 @@ async def test_a_connection_that_timed_out_is_never_given_to_the_next_request(sc
     client = OpenAIClient(scripted_llm.base_url, timeout_s=0.3, max_retries=0)
     try:
         await client.chat(chat("warm"))  # so the request that times out goes over a kept-alive connection
-        with pytest.raises(LLMUnavailable, match=r"TimedOut: .* did not answer within 0.3 s"):
+        with pytest.raises(LLMUnavailable, match=r"ReadTimeout: .* did not answer within 0.3 s"):
             await client.chat(chat("first"))
         assert (await client.chat(chat("second"))).content == "right answer"
     finally:
@@ -253,24 +256,22 @@ async def test_a_cancelled_request_closes_its_connection(scripted_llm: ScriptedL
     assert warm.client_port == first.client_port != second.client_port
 
 
-async def test_an_answer_that_is_not_http_is_a_clear_llm_error(http_client_of: Callable[..., HTTPClient]) -> None:
+async def test_an_answer_that_is_not_http_is_a_clear_llm_error(client_of: Callable[..., OpenAIClient]) -> None:
     with RawServer(lambda *_: b"SSH-2.0-OpenSSH_9.2\r\n\r\n") as url:
-        client = OpenAIClient(url + "/v1", max_retries=0)
-        try:
-            with pytest.raises(LLMUnavailable, match=r"ProtocolError: the server did not answer in HTTP/1.x"):
-                await client.chat(chat())
-        finally:
-            await client.aclose()
+        client = client_of(url)
+        pattern = r"RemoteProtocolError: the HTTP exchange with http://127\.0\.0\.1:\d+ failed: illegal status line"
+        with pytest.raises(LLMUnavailable, match=pattern):
+            await client.chat(chat())
 
 
-async def test_nothing_listening_is_connect_failed(http_client_of: Callable[..., HTTPClient]) -> None:
+async def test_nothing_listening_is_connect_failed(client_of: Callable[..., OpenAIClient]) -> None:
     with RawServer(lambda *_: None) as url:
         pass  # closed again: the port is free now
-    with pytest.raises(ConnectFailed, match=r"cannot connect to http://127\.0\.0\.1:\d+"):
-        await http_client_of(url).request("GET", "/")
+    with pytest.raises(LLMUnavailable, match=r"ConnectError: cannot connect to http://127\.0\.0\.1:\d+"):
+        await client_of(url).chat(chat())
 
 
-async def test_a_connect_that_hangs_is_timed_out(http_client_of: Callable[..., HTTPClient]) -> None:
+async def test_a_connect_that_hangs_is_timed_out(client_of: Callable[..., OpenAIClient]) -> None:
     # A listening socket whose accept queue is full drops new connection attempts: connect() hangs.
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
@@ -282,8 +283,9 @@ async def test_a_connect_that_hangs_is_timed_out(http_client_of: Callable[..., H
             filler.connect_ex(("127.0.0.1", port))
         try:
             await anyio.sleep(0.05)
-            with pytest.raises(TimedOut, match=r"connecting to http://127\.0\.0\.1:\d+ took over 0\.2 s"):
-                await http_client_of(f"http://127.0.0.1:{port}", connect_timeout_s=0.2).request("GET", "/")
+            pattern = r"ConnectTimeout: connecting to http://127\.0\.0\.1:\d+ took over 0\.2 s"
+            with pytest.raises(LLMUnavailable, match=pattern):
+                await client_of(f"http://127.0.0.1:{port}", timeout_s=0.2).chat(chat())
         finally:
             for filler in fillers:
                 filler.close()
@@ -305,6 +307,37 @@ async def test_credentials_in_the_url_become_basic_auth(scripted_llm: ScriptedLL
         await client.aclose()
     [request] = scripted_llm.requests
     assert request.headers["authorization"] == "Basic YW5uOnNAY3JldA=="  # ann:s@cret
+
+
+async def test_requests_name_mcp_letta_and_its_version_as_the_user_agent(scripted_llm: ScriptedLLM) -> None:
+    scripted_llm.reply("ok")
+    client = OpenAIClient(scripted_llm.base_url, max_retries=0)
+    try:
+        await client.chat(chat())
+    finally:
+        await client.aclose()
+    [request] = scripted_llm.requests
+    assert request.headers["user-agent"] == f"mcp-letta/{__version__}"
+    assert request.headers["content-type"] == "application/json"
+
+
+async def test_no_secret_reaches_a_retry_log_or_the_final_error(
+    scripted_llm: ScriptedLLM, caplog: pytest.LogCaptureFixture
+) -> None:
+    key, password = "sk-log-secret-9876", "pw-log-secret-5432"
+    echoed = {"error": {"message": f"overloaded; you sent {key} and {password}"}}
+    scripted_llm.error(503, echoed).error(503, echoed)
+    caplog.set_level(logging.DEBUG)  # httpx2's and httpcore2's own logs too
+    url = scripted_llm.base_url.replace("http://", f"http://ann:{password}@")
+    client = OpenAIClient(url, key, max_retries=1, backoff_s=0.01)
+    try:
+        with pytest.raises(LLMUnavailable, match=r"failed 2 time\(s\), last with HTTP 503: overloaded") as caught:
+            await client.chat(chat())
+    finally:
+        await client.aclose()
+    assert "retry 1 of 1" in caplog.text and "ann:***@" in caplog.text
+    for secret in (key, password):
+        assert secret not in caplog.text and secret not in str(caught.value) and secret not in repr(client)
 
 
 # -- TLS and proxies -----------------------------------------------------------------------------------

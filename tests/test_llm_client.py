@@ -13,8 +13,8 @@ import pytest
 from mcp_letta.config import Settings
 from mcp_letta.errors import LLMUnavailable
 from mcp_letta.llm import ChatRequest, LLMPool, OpenAIClient
-from mcp_letta.llm.scripted import ScriptedLLM
 from mcp_letta.models import ModelSettings
+from mcp_letta.testing import ScriptedLLM
 
 pytestmark = pytest.mark.anyio
 # Exposes the fixture here whether or not tests/conftest.py also does (the same function either way).
@@ -335,7 +335,7 @@ async def test_agent_override_of_base_url_and_model_picks_another_client(
 
 
 async def test_scripted_server_runs_as_a_subprocess() -> None:
-    command = [sys.executable, "-m", "mcp_letta.llm.scripted", "--port", "0", "--echo", "--delay-ms", "5"]
+    command = [sys.executable, "-m", "mcp_letta.testing", "--port", "0", "--echo", "--delay-ms", "5"]
     async with await anyio.open_process(command) as process:
         assert process.stderr is not None and process.stdout is not None
         ready = b""

@@ -12,8 +12,8 @@ from conftest import client, most_at_once, ok
 from mcp import Client
 
 from mcp_letta import AgentHub, Settings
-from mcp_letta.llm.scripted import ScriptedLLM
 from mcp_letta.server.app import LettaServer, build_server
+from mcp_letta.testing import ScriptedLLM
 
 pytestmark = [pytest.mark.anyio, pytest.mark.filterwarnings("ignore::UserWarning")]
 

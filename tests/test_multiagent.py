@@ -16,8 +16,8 @@ import anyio
 import pytest
 
 from mcp_letta import AgentHub, Invalid, NotFound, Settings
-from mcp_letta.llm.scripted import RecordedRequest, Response, ScriptedLLM, message_text
 from mcp_letta.models import Run
+from mcp_letta.testing import RecordedRequest, Response, ScriptedLLM, message_text
 
 pytestmark = pytest.mark.anyio
 

@@ -14,8 +14,8 @@ from test_multiagent import Agents, call_then_reply, make, newest_run, reply
 
 from mcp_letta import AgentHub, Settings
 from mcp_letta.llm.openai import message_text
-from mcp_letta.llm.scripted import Response, ScriptedLLM
 from mcp_letta.models import BroadcastResult
+from mcp_letta.testing import Response, ScriptedLLM
 
 pytestmark = pytest.mark.anyio
 

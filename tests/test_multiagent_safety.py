@@ -12,7 +12,7 @@ import pytest
 from test_multiagent import Agents, last, make, newest_run, reply, tool_result
 
 from mcp_letta import AgentHub, Deadlock, Settings
-from mcp_letta.llm.scripted import Response, ScriptedLLM, message_text
+from mcp_letta.testing import Response, ScriptedLLM, message_text
 
 pytestmark = pytest.mark.anyio
 WAIT = "send_message_to_agent_and_wait_for_reply"

@@ -15,8 +15,8 @@ import pytest
 from conftest import Gate
 
 from mcp_letta import AgentHub, Settings
-from mcp_letta.llm.scripted import Response, ScriptedLLM
 from mcp_letta.models import Run
+from mcp_letta.testing import Response, ScriptedLLM
 
 pytestmark = pytest.mark.anyio
 

@@ -9,8 +9,8 @@ import pytest
 from conftest import Gate
 
 from mcp_letta import AgentHub, NotFound, Settings, Timeout
-from mcp_letta.llm.scripted import ScriptedLLM
 from mcp_letta.models import Run, StepEvent
+from mcp_letta.testing import ScriptedLLM
 
 pytestmark = pytest.mark.anyio
 

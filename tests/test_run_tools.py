@@ -13,10 +13,10 @@ import anyio
 import pytest
 
 from mcp_letta import AgentHub
-from mcp_letta.llm.scripted import Response, ScriptedLLM, message_text
 from mcp_letta.models import Message, ToolCall
 from mcp_letta.runtime.context import choose_eviction
 from mcp_letta.runtime.toolbox import Tool, ToolContext
+from mcp_letta.testing import Response, ScriptedLLM, message_text
 
 pytestmark = pytest.mark.anyio
 

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from mcp_letta import AgentHub
-from mcp_letta.llm.scripted import RecordedRequest, Response, ScriptedLLM
 from mcp_letta.models import Message, ToolCall
 from mcp_letta.runtime.context import Window
 from mcp_letta.runtime.memory_tools import DEFAULT_TOOL_NAMES
+from mcp_letta.testing import RecordedRequest, Response, ScriptedLLM
 
 pytestmark = pytest.mark.anyio
 

@@ -1,6 +1,6 @@
 """The LLM layer: the ``LLMClient`` protocol, the OpenAI-compatible client and the per-agent client pool.
 
-``mcp_letta.llm.scripted`` (a loopback server for tests and benchmarks) is imported on its own.
+``mcp_letta.testing.ScriptedLLM`` is an OpenAI-compatible stand-in to point these clients at in tests.
 """
 
 from mcp_letta.llm.base import ChatRequest, ChatResponse, LLMClient, ToolChoice, Usage

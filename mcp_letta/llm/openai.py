@@ -12,17 +12,17 @@ import json
 import logging
 import random
 import re
+import ssl
 import time
 import uuid
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import anyio
+import httpx2
 
 from mcp_letta.errors import Invalid, LLMUnavailable
 from mcp_letta.llm.base import ChatRequest, ChatResponse, Usage, compact_json
-from mcp_letta.llm.http import HTTPError, HTTPResponse
-from mcp_letta.llm.transport import http_client_for
 from mcp_letta.models import ToolCall
 
 logger = logging.getLogger("mcp_letta.llm")
@@ -36,7 +36,11 @@ _HERMES_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
 
 
 class OpenAIClient:
-    """One pooled HTTP client for one endpoint and key; safe to share between many concurrent agents."""
+    """One pooled HTTP client for one endpoint and key; safe to share between many concurrent agents.
+
+    Connections, proxies (``HTTPS_PROXY``/``NO_PROXY`` and the system settings) and TLS trust (the system
+    store, or ``SSL_CERT_FILE``/``SSL_CERT_DIR``) are httpx2's, read from the environment when it is made.
+    """
 
     def __init__(
         self,
@@ -53,32 +57,43 @@ class OpenAIClient:
             raise Invalid(f"max_retries={max_retries} must be 0 or more")
         self.base_url = base_url.rstrip("/")
         endpoint = urlsplit(f"{self.base_url}/chat/completions")
+        if not endpoint.hostname:
+            raise Invalid(f"LLM base URL {base_url!r} has no host")
         # What messages and logs show: a password in the URL (http://user:pw@host) is a secret too.
         shown = endpoint
         if endpoint.password:
             shown = endpoint._replace(netloc=endpoint.netloc.replace(f":{endpoint.password}@", ":***@"))
         self.url = urlunsplit(shown)
         self._secrets = [secret for secret in (api_key, endpoint.password) if secret]
-        self._target = endpoint.path + (f"?{endpoint.query}" if endpoint.query else "")
+        host_port = endpoint.netloc.rpartition("@")[2]
+        self._origin = f"{endpoint.scheme}://{host_port}"
+        # Credentials travel in the Authorization header only, never in the URL httpx2 sees.
+        try:
+            _ = endpoint.port  # urlsplit checks the port only when it is read
+            self._endpoint = httpx2.URL(urlunsplit(endpoint._replace(netloc=host_port)))
+        except (ValueError, httpx2.InvalidURL) as exc:
+            raise Invalid(f"cannot use the LLM endpoint {self.url}: {self._redact(str(exc))}") from None
         self.max_retries = max_retries
         self.backoff_s = backoff_s
+        self.timeout_s = timeout_s
+        self.connect_timeout_s = min(timeout_s, 10.0)
         self._api_key = api_key or None
-        headers = {}
+        headers = {"user-agent": f"mcp-letta/{_version()}", "accept": "application/json"}
         if self._api_key:
             headers["authorization"] = f"Bearer {self._api_key}"
         elif endpoint.username is not None:
             userinfo = f"{unquote(endpoint.username)}:{unquote(endpoint.password or '')}"
             headers["authorization"] = "Basic " + base64.b64encode(userinfo.encode()).decode()
-        try:
-            self._http = http_client_for(
-                self.base_url,
-                headers=headers,
-                timeout_s=timeout_s,
-                connect_timeout_s=min(timeout_s, 10.0),
-                user_agent=f"mcp-letta/{_version()}",
-            )
-        except ValueError as exc:
-            raise Invalid(f"cannot use the LLM endpoint {self.url}: {self._redact(str(exc))}") from None
+        for name, value in headers.items():
+            if not value.isascii() or any(c in value for c in "\r\n\0"):
+                raise Invalid(f"the {name} header for {self.url} holds a line break or a non-ASCII character")
+        self._post_headers = {"content-type": "application/json"}
+        self._http = httpx2.AsyncClient(
+            headers=headers,
+            timeout=httpx2.Timeout(timeout_s, connect=self.connect_timeout_s),
+            # As the OpenAI SDK: a broadcast sends one request per agent at once, each on its own connection.
+            limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=100),
+        )
 
     def __repr__(self) -> str:
         return f"OpenAIClient({self.url!r}, api_key={'set' if self._api_key else 'unset'})"
@@ -92,12 +107,20 @@ class OpenAIClient:
         body = encode_request(request)
         attempts = 1 + self.max_retries
         last_failure = "no attempt made"
-        for attempt in range(1, attempts + 1):
+        resent = False
+        attempt = 1
+        while True:
             wait: float | None = None
             try:
-                response = await self._http.request("POST", self._target, body)
-            except HTTPError as exc:
-                last_failure = f"{type(exc).__name__}: {self._redact(str(exc)).rstrip('.') or 'no detail'}"
+                response = await self._http.post(self._endpoint, content=body, headers=self._post_headers)
+            except httpx2.TransportError as exc:
+                if not resent and _closed_before_answering(exc):
+                    # A kept-alive connection the server closed (its idle timeout) just as the request
+                    # went out: nothing was answered, so it is sent once more at once, not counted as a retry.
+                    resent = True
+                    logger.debug("LLM call to %s: the connection closed before any answer; sent again", self.url)
+                    continue
+                last_failure = self._describe(exc)
             else:
                 if response.status_code == 200:
                     return self._parse(response, request)
@@ -119,6 +142,7 @@ class OpenAIClient:
                 wait,
             )
             await anyio.sleep(wait)
+            attempt += 1
         raise LLMUnavailable(
             f"the LLM endpoint {self.url} failed {attempts} time(s), last with {last_failure}: "
             "check MCP_LETTA_LLM_BASE_URL and that the server is running",
@@ -126,7 +150,29 @@ class OpenAIClient:
             attempts=attempts,
         )
 
-    def _refusal(self, response: HTTPResponse, request: ChatRequest) -> LLMUnavailable:
+    def _describe(self, exc: httpx2.TransportError) -> str:
+        """What went wrong on the wire, naming the endpoint and never a secret, e.g. ``ConnectError: ...``."""
+        detail = self._redact(str(exc)).rstrip(".") or "no detail"
+        if isinstance(exc, httpx2.ConnectTimeout):
+            text = f"connecting to {self._origin} took over {self.connect_timeout_s:g} s"
+        elif isinstance(exc, httpx2.TimeoutException):
+            text = f"{self._origin} did not answer within {self.timeout_s:g} s"
+        elif isinstance(exc, httpx2.ProxyError):
+            text = f"the proxy for {self._origin} failed: {detail}"
+        elif isinstance(exc, httpx2.ConnectError) and (rejected := _certificate_error(exc)) is not None:
+            text = (
+                f"the TLS certificate of {self._origin} was not accepted ({rejected.verify_message}): if it is "
+                "signed by your own CA, point SSL_CERT_FILE at a bundle that holds it"
+            )
+        elif isinstance(exc, httpx2.ConnectError):
+            text = f"cannot connect to {self._origin}: {detail}"
+        elif isinstance(exc, httpx2.NetworkError):
+            text = f"the connection to {self._origin} broke ({detail})"
+        else:
+            text = f"the HTTP exchange with {self._origin} failed: {detail}"
+        return f"{type(exc).__name__}: {text}"
+
+    def _refusal(self, response: httpx2.Response, request: ChatRequest) -> LLMUnavailable:
         """The error for a status that retrying will not fix."""
         status = response.status_code
         text = self._error_text(response)
@@ -150,7 +196,7 @@ class OpenAIClient:
             status=status,
         )
 
-    def _error_text(self, response: HTTPResponse) -> str:
+    def _error_text(self, response: httpx2.Response) -> str:
         """The server's own error message, short and with the API key removed (some servers echo it)."""
         try:
             data = response.json()
@@ -171,7 +217,7 @@ class OpenAIClient:
             text = text.replace(secret, "***")
         return text
 
-    def _parse(self, response: HTTPResponse, request: ChatRequest) -> ChatResponse:
+    def _parse(self, response: httpx2.Response, request: ChatRequest) -> ChatResponse:
         try:
             data = response.json()
             message = data["choices"][0]["message"]
@@ -349,6 +395,21 @@ def _printed_call(item: Any, offered: set[str]) -> ToolCall | None:
     elif arguments is not None and not isinstance(arguments, dict):
         return None
     return ToolCall(id=new_call_id(), name=name, arguments=arguments_json(arguments))
+
+
+def _closed_before_answering(exc: httpx2.TransportError) -> bool:
+    # httpcore2's words for a connection that ended before a single byte of the answer arrived.
+    return isinstance(exc, httpx2.RemoteProtocolError) and str(exc).startswith("Server disconnected without sending")
+
+
+def _certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate check that failed under a connect error, if that is what it was."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _version() -> str:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
-from mcp_letta.llm.scripted_wire import Answer, Request, ServerProtocol
+from mcp_letta.testing._http11 import Answer, Request, ServerProtocol
 
 NOT_SCRIPTED = (
     "ScriptedLLM has no scripted response for this request and no default: queue one with "
@@ -389,8 +389,8 @@ class ScriptedLLM(_Script):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m mcp_letta.llm.scripted``: serve until SIGINT/SIGTERM, for subprocess tests."""
-    parser = argparse.ArgumentParser(prog="python -m mcp_letta.llm.scripted", description=__doc__)
+    """``python -m mcp_letta.testing``: serve until SIGINT/SIGTERM, for benchmarks and subprocess tests."""
+    parser = argparse.ArgumentParser(prog="python -m mcp_letta.testing", description=__doc__)
     parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (default: any free one)")
     parser.add_argument("--delay-ms", type=float, default=0.0, help="latency added to every response")
     parser.add_argument("--echo", action="store_true", help="reply 'echo: <last user/system message>'")
@@ -410,7 +410,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ScriptedLLM ready at {llm.base_url}", file=sys.stderr, flush=True)
         stopping.wait()
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,8 +1,7 @@
-"""The scripted LLM's HTTP/1.1 server side: an asyncio protocol that parses requests and writes answers.
+"""The HTTP/1.1 server under ``ScriptedLLM``: an asyncio protocol that parses requests and writes answers.
 
-A protocol rather than asyncio streams, because the stand-in shares the benchmark machine with what it
-measures: a reader task and a sleep per request cost it ~0.25 ms of CPU each, a parse in
-``data_received`` and a ``call_later`` for the scripted delay a fraction of that.
+Each connection parses in ``data_received`` and holds a delayed answer with ``call_later``, with no task
+per connection or request: the benchmarks' stand-in LLM shares the machine with what they measure.
 """
 
 from __future__ import annotations
