@@ -10,7 +10,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from mcp_letta.llm.scripted import ScriptedLLM
+from mcp_letta.testing import ScriptedLLM
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_COMMAND = "python -m pip install -e '.[test]' && python -m pytest"
