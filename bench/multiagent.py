@@ -8,11 +8,12 @@ the same rounds, the broadcast sizes in rotating order, and each ratio is median
 host ``send_async`` -> the reply read by ``check_replies`` (woken by the inbox change, as a host is by its
 notification), and agent -> agent ``send_async(sender=...)`` -> the reply notice in the sender's history.
 The process freezes its start-up heap once the agents exist, as ``mcp-letta serve`` does when it starts.
-Agents this process has run before get their first request sent before their runs are stored (see
-``runtime/requests.py``); the first broadcast after start, which cannot do that, is reported on its own.
+The first broadcast after start (new connections) is reported on its own. ``--delay-ms 1000`` runs it all
+against a 1 s LLM.
 
 Anchor: Letta V1 broadcasts sequentially (ratio = N) and each multi-agent call cost 5.5-6.9 s there.
-Target: ratio <= 1.5 at N = 100.
+Target: at N = 100 a broadcast takes at most 1.3x what the runtime's own HTTP client takes to post the same
+100 requests at once ("client alone").
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from mcp_letta.llm.openai import request_body
 from mcp_letta.models import Run
 from mcp_letta.server.app import freeze_startup_heap
 
-TARGET_RATIO = 1.5  # at N = 100
+TARGET_RATIO = 1.3  # at N = 100: broadcast / the client alone posting the same 100 requests at once
 ANCHOR_CALL_S = (5.5, 6.9)  # Letta V1, one multi-agent call; its broadcast is sequential: ratio = N
 MESSAGE = "Status report, please: what are you working on? One line."
 WAIT_S = 120.0
@@ -225,14 +226,15 @@ async def run_all(base_url: str, folder: Path, sizes: Sizes, concurrency: int) -
 def render(result: dict[str, Any], delay_ms: float, concurrency: int) -> str:
     """The broadcast table (ratios against one call and against Letta V1) and the async latency table."""
     call_ms = result["one_call_s"] * 1000
-    rows = [("N", "broadcast", "ratio to one call", "LLM alone: N at once", "Letta V1 ratio", "Letta / ours",
-             "Letta V1 wall", "<= 1.5")]  # fmt: skip
+    rows = [("N", "broadcast", "ratio to one call", "client alone: N at once", "broadcast / client alone",
+             "Letta V1 ratio", "Letta / ours", "Letta V1 wall", f"<= {TARGET_RATIO}")]  # fmt: skip
     for n, b in result["broadcasts"].items():
         low, high = b["letta_wall_s"]
-        meets = ("yes" if b["ratio"] <= TARGET_RATIO else "NO") if n == 100 else "-"
+        over_client = b["wall_s"] / b["llm_alone_wall_s"]
+        meets = ("yes" if over_client <= TARGET_RATIO else "NO") if n == 100 else "-"
         wall, ratio, letta = f"{b['wall_s'] * 1000:.0f} ms", f"{b['ratio']:.2f}", f"{b['letta_over_ours']:.0f}x"
         llm = f"{b['llm_alone_wall_s'] * 1000:.0f} ms = {b['llm_alone_ratio']:.2f}"
-        rows.append((str(n), wall, ratio, llm, str(n), letta, f"{low:.0f}-{high:.0f} s", meets))
+        rows.append((str(n), wall, ratio, llm, f"{over_client:.2f}", str(n), letta, f"{low:.0f}-{high:.0f} s", meets))
     a = result["async"]
     rows2 = [("async reply, one at a time", "p50", "p99", "p50 minus the LLM alone")]
     for key, label in (
@@ -250,14 +252,14 @@ def render(result: dict[str, Any], delay_ms: float, concurrency: int) -> str:
     llm_ms = result["llm_alone_call_s"] * 1000
     first_ms = result["first_broadcast_s"] * 1000
     first = (
-        f"first broadcast to {max(result['broadcasts'])} after start (the process knows none of the agents yet, so "
-        f"nothing goes out early; new connections): {first_ms:.0f} ms = {first_ms / call_ms:.2f} x one call"
+        f"first broadcast to {max(result['broadcasts'])} after start (new connections): {first_ms:.0f} ms = "
+        f"{first_ms / call_ms:.2f} x one call"
     )
     head = (f"broadcast, LLM answering after {delay_ms:g} ms, max_concurrency = fanout_concurrency = {concurrency}; "
             f"one call = {call_ms:.0f} ms, the LLM alone {llm_ms:.0f} ms (medians)")  # fmt: skip
     notes = (
-        "ratio = median broadcast / median one call; LLM alone = the same request posted N times at once with "
-        "the runtime's HTTP client, as a ratio to one; Letta V1 broadcasts sequentially, 5.5-6.9 s a call"
+        "ratio = median broadcast / median one call; client alone = the same request posted N times at once with "
+        "the runtime's HTTP client, and its ratio to one; Letta V1 broadcasts sequentially, 5.5-6.9 s a call"
     )
     return "\n".join([head, "", *table(rows), notes, first, "", *table(rows2)])
 
@@ -285,7 +287,7 @@ def main(args: argparse.Namespace) -> int:
         "concurrency": args.concurrency,
         "elapsed_s": time.perf_counter() - started,
         "anchor": {"letta_v1_call_s": ANCHOR_CALL_S, "letta_v1_broadcast": "sequential: ratio = N"},
-        "target": {"ratio_at_100_at_most": TARGET_RATIO},
+        "target": {"broadcast_over_client_alone_at_100_at_most": TARGET_RATIO},
         **result,
     }
     print(f"written to {write_results('multiagent', payload)}")
