@@ -176,7 +176,7 @@ async def agent_async(hub: AgentHub, changes: ObjectReceiveStream[Change]) -> tu
             if run.parent_run_id == sent.id and run.agent_name == "asker" and run.status != "queued":
                 elapsed = time.perf_counter() - start
                 break
-    await hub.wait_run(run.id, WAIT_S)  # the asker is idle again before the next message
+    await hub.wait_run(run.id, wait_s=WAIT_S)  # the asker is idle again before the next message
     return elapsed, run
 
 
