@@ -133,6 +133,7 @@ class AgentHub:
         self._owner = Owner(self._store.origin, lease_s=LEASE_S)
         runner = Runner(self._store, self._llm, self._toolbox, self.settings, self._owner)
         self._scheduler = Scheduler(self._store, runner, max_concurrency=self.settings.max_concurrency)
+        self._store.add_listener(self._publish)  # here, not in open: a hub opened again must not hear twice
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def __aenter__(self) -> AgentHub:
@@ -147,7 +148,6 @@ class AgentHub:
         if self._opened:
             return
         await self._store.open()
-        self._store.add_listener(self._publish)
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         self._task_group.start_soon(self._store.follow_changes)

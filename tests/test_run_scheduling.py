@@ -8,7 +8,7 @@ import anyio
 import pytest
 from conftest import Gate
 
-from mcp_letta import AgentHub, NotFound, Settings, Timeout
+from mcp_letta import AgentHub, Change, NotFound, Settings, Timeout
 from mcp_letta.models import Run, StepEvent
 from mcp_letta.testing import ScriptedLLM
 
@@ -205,3 +205,28 @@ async def test_deleting_an_agent_fails_its_running_and_queued_runs(
     assert (first.status, first.stop_reason, first.reply) == ("failed", "error", None)
     assert "deleted while this run was going" in first.error
     assert (second.status, second.error) == ("failed", "agent 'alice' was deleted before this run started")
+
+
+async def test_a_hub_closed_and_opened_again_runs_messages_and_reports_each_change_once(
+    llm_settings: Settings, scripted_llm: ScriptedLLM
+) -> None:
+    scripted_llm.echo()
+    hub = AgentHub(llm_settings)
+    await hub.open()
+    await hub.create_agent("phoenix")
+    await hub.close()
+    await hub.open()
+    try:
+        changes = hub.subscribe_changes()
+        block = await hub.create_block("twice", "")
+        await hub.append_to_block("twice", "once")
+        run = await hub.send_and_wait("phoenix", "are you back?", wait_s=10)
+        assert run.status == "completed" and run.reply == "echo: are you back?"
+        seen: list[Change] = []
+        with pytest.raises(anyio.WouldBlock):
+            while True:
+                seen.append(changes.receive_nowait())
+    finally:
+        await hub.close()
+    # created, then appended to: each heard once, not once per time the hub was opened
+    assert [c.kind for c in seen if c.ref == block.id] == ["block", "block"]

@@ -77,12 +77,12 @@ class Scheduler:
         self._listeners: dict[str, list[OnStep]] = {}
         self._tg: TaskGroup | None = None
         self._stopping = False
+        store.add_listener(self._on_changes)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self, task_group: TaskGroup) -> None:
         """Register this process, recover what dead processes left, and start the background tasks."""
-        self._tg = task_group
-        self.store.add_listener(self._on_changes)
+        self._tg, self._stopping = task_group, False
         agents = await self.store.write(self._heartbeat_and_recover)
         task_group.start_soon(self._keep_alive)
         for agent_id in agents:

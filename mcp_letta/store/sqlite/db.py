@@ -162,7 +162,10 @@ class Database:
 
     # -- lifecycle -------------------------------------------------------------------------------
     def open(self) -> None:
-        """Create the file and its folder if needed, switch to WAL and apply pending migrations."""
+        """Create the file and its folder if needed, switch to WAL and apply pending migrations. A closed
+        database may be opened again."""
+        with self._lock:
+            self._closed = False
         if str(self.path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = self._connect()
