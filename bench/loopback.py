@@ -110,8 +110,9 @@ def record_requests(hub: AgentHub, keep: int | None = None) -> MutableSequence[C
     return sent
 
 
-def child_cpu_s(*, contains: str, excludes: str = "scripted") -> float | None:
-    """CPU seconds used so far by our child process whose command line has ``contains`` (Linux only)."""
+def child_cpu_s(*, contains: str) -> float | None:
+    """CPU seconds used so far by our child process whose command line (arguments joined by spaces, with a
+    trailing one) has ``contains`` (Linux only)."""
     try:
         pids = [p for p in os.listdir("/proc") if p.isdigit()]
     except OSError:
@@ -124,6 +125,6 @@ def child_cpu_s(*, contains: str, excludes: str = "scripted") -> float | None:
                 cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if int(stat[1]) == os.getpid() and contains in cmdline and excludes not in cmdline:
+        if int(stat[1]) == os.getpid() and contains in cmdline:
             return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
     return None

@@ -158,7 +158,7 @@ async def measure_latency(
     send: Send, run: ModeRun, count: int, warmup: int, body_of: Callable[[int], dict[str, Any]], direct: DirectLLM
 ) -> None:
     """``count`` messages one at a time: each our call, then the LLM alone with the body that call sent."""
-    server_cpu = child_cpu_s(contains="mcp_letta") if run.mode == "stdio" else None
+    server_cpu = child_cpu_s(contains="-m mcp_letta ") if run.mode == "stdio" else None
     for _ in range(count):
         i = run.sent_at
         run.sent_at += 1
@@ -175,7 +175,7 @@ async def measure_latency(
             run.cpu_s["call"] += call_cpu
             run.cpu_s["llm"] += llm_cpu
     if server_cpu is not None:  # whole loop, warm-up included: /proc counts in 10 ms ticks
-        run.cpu_s["server"] += (child_cpu_s(contains="mcp_letta") or server_cpu) - server_cpu
+        run.cpu_s["server"] += (child_cpu_s(contains="-m mcp_letta ") or server_cpu) - server_cpu
 
 
 async def measure_rate(send: Send, agents: list[str], per_agent: int) -> float:
