@@ -25,7 +25,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 from mcp_letta import AgentHub, Settings
 from mcp_letta.server.app import LettaServer, build_server
 from mcp_letta.server.http import HttpOptions, http_app, running_app
-from mcp_letta.testing import ScriptedLLM
+from mcp_letta.testing import Response, ScriptedLLM
 
 pytestmark = [pytest.mark.anyio, pytest.mark.filterwarnings("ignore::UserWarning")]
 
@@ -153,8 +153,12 @@ async def test_a_running_chat_message_can_be_cancelled(served: Served, gate: Any
         run = page.locator("article.run").last
         await expect(run.locator(".status")).to_have_text("running")
         await run.get_by_role("button", name="Cancel").click()
+        await expect(run.locator(".status")).to_have_text("cancelled")  # while the LLM still holds its answer
+        await expect(run.get_by_role("button", name="Cancel")).to_have_count(0)
+        await page.get_by_role("link", name="Runs", exact=True).click()
+        await expect(page.locator("tr[data-run] .status").first).to_have_text("cancelled")
+        await shot(page, "runs")
         gate.open()
-        await expect(run.locator(".status")).to_have_text("cancelled")
     runs = await served.hub.list_runs("slow")
     assert [r.status for r in runs] == ["cancelled"]
 
@@ -187,7 +191,7 @@ async def test_a_stale_block_edit_shows_the_conflict_and_changes_nothing(served:
 
 async def test_database_values_render_as_text(served: Served) -> None:
     # Agent names are restricted to [A-Za-z0-9_-], so the markup goes where free text is allowed.
-    await served.hub.create_agent("xss", description=XSS_NAME, tags=[XSS_NAME], persona=XSS_BLOCK)
+    agent = await served.hub.create_agent("xss", description=XSS_NAME, tags=[XSS_NAME], persona=XSS_BLOCK)
     block = await served.hub.create_block("markup", XSS_BLOCK, attach_to=["xss"])
     async with page_at(served.base) as page:
         await expect(page.locator('tr[data-agent="xss"]')).to_contain_text(XSS_NAME)
@@ -197,6 +201,10 @@ async def test_database_values_render_as_text(served: Served) -> None:
         await page.goto(f"{served.base}/#/blocks")
         await expect(page.locator('tr[data-block="markup"]')).to_contain_text(XSS_BLOCK)
         await shot(page, "xss-blocks")
+        await page.goto(f"{served.base}/#/agent/{agent.id}/context")
+        await expect(page.locator("#context-sections")).to_be_visible()
+        await expect(page.locator("main pre").filter(has_text=XSS_BLOCK).first).to_be_visible()
+        await shot(page, "xss-context")
         assert await page.locator("main img").count() == 0
         assert await page.locator("main script").count() == 0
         assert await page.evaluate("window.pwned") is None
@@ -226,18 +234,46 @@ async def test_an_agent_to_agent_call_draws_its_arrow(served: Served, scripted_l
 async def test_a_broadcast_to_many_is_one_grouped_arrow(served: Served, scripted_llm: ScriptedLLM) -> None:
     for i in range(12):
         await served.hub.create_agent(f"worker-{i:02d}", tags=["crew"], persona="worker persona")
-    scripted_llm.on("worker persona", "done")
+    await served.hub.create_agent("worker-fragile", tags=["crew"], persona="fragile persona")
+    scripted_llm.on("worker persona", *["done"] * 12)
+    scripted_llm.on("fragile persona", *[Response(status=500)] * 5)
     results = await served.hub.broadcast("status?", match_all=["crew"], wait_s=30)
-    assert len(results) == 12
+    assert sorted(r.status for r in results) == ["completed"] * 12 + ["failed"]
     async with page_at(served.base, "/#/traffic") as page:
         fanout = page.locator('#traffic g.msg[data-kind="fanout"]')
-        await expect(fanout).to_contain_text("broadcast → 12 agents")
-        await expect(page.locator('#traffic g.msg[data-kind="fanin"]')).to_contain_text("12/12 replies")
+        await expect(fanout).to_contain_text("broadcast → 13 agents")
+        await expect(page.locator('#traffic g.msg[data-kind="fanin"]')).to_contain_text("13/13 replies, ✕ 1 failed")
         assert await page.locator('#traffic g.msg[data-kind="send"]').count() == 0
         await shot(page, "traffic-broadcast")
         await fanout.focus()
         await page.keyboard.press("Enter")  # keyboard: expand the group
-        await expect(page.locator('#traffic g.msg[data-kind="send"]')).to_have_count(12)
+        await expect(page.locator('#traffic g.msg[data-kind="send"]')).to_have_count(13)
+        failed = next(r for r in results if r.status == "failed")
+        await expect(page.locator(f'#traffic g.msg[data-kind="reply"][data-run="{failed.run_id}"]')).to_contain_text(
+            "✕ failed"
+        )
+        await shot(page, "traffic-broadcast-expanded")
+
+
+async def test_a_refused_cycle_is_marked_in_the_diagram(served: Served, scripted_llm: ScriptedLLM) -> None:
+    await served.hub.create_agent("ping", persona="ping persona", include_multi_agent_tools=True)
+    await served.hub.create_agent("pong", persona="pong persona", include_multi_agent_tools=True)
+    wait = "send_message_to_agent_and_wait_for_reply"
+    scripted_llm.on("ping persona").tool_call(wait, {"message": "hi pong", "other_agent_id": "pong"})
+    scripted_llm.on("pong persona").tool_call(wait, {"message": "hi ping", "other_agent_id": "ping"})
+    scripted_llm.on("pong persona", "pong could not ask back")
+    scripted_llm.on("ping persona", "ping done")
+    run = await served.hub.send_message("ping", "start", wait_s=30)
+    assert run.status == "completed"
+    pong_run = (await served.hub.list_runs("pong"))[0]
+    async with page_at(served.base, "/#/traffic") as page:
+        refused = page.locator(f'#traffic g.msg[data-kind="refused"][data-run="{pong_run.id}"]')
+        await expect(refused).to_contain_text("✕ cycle refused")
+        assert "deadlock" in (await refused.get_attribute("aria-label") or "").lower()
+        await expect(page.locator(f'#traffic g.msg[data-kind="send"][data-run="{pong_run.id}"]')).to_contain_text(
+            "send_and_wait"
+        )
+        await shot(page, "traffic-cycle")
 
 
 async def test_a_block_written_by_another_process_shows_on_the_open_page(llm_hub: AgentHub, settings: Settings) -> None:
@@ -303,3 +339,48 @@ async def test_requests_without_the_cookie_or_with_a_foreign_host_are_refused(hu
             assert await hub.list_runs("guarded") == []  # nothing refused was sent
             accepted = await http.post(send, json={"message": "hi"}, cookies=jar, headers={"X-CSRF-Token": csrf})
             assert accepted.status_code == 200 and accepted.json()["status"] in ("queued", "running", "failed")
+
+
+async def test_without_a_token_opening_the_page_starts_the_session_the_api_needs(hub: AgentHub) -> None:
+    await hub.create_agent("local")
+    async with serve(hub) as running, httpx2.AsyncClient(base_url=running.base) as http:
+        assert (await http.get("/api/agents")).status_code == 401
+        page = await http.get("/")
+        assert page.status_code == 200 and "default-src 'none'" in page.headers["content-security-policy"]
+        cookie = page.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie
+        assert [a["name"] for a in (await http.get("/api/agents")).json()] == ["local"]
+        csrf = (await http.get("/api/session")).json()["csrf"]
+        block = await hub.create_block("notes", "a")
+        stale = await http.post(f"/api/blocks/{block.id}", json={"value": "b", "expected_version": 0},
+                                headers={"X-CSRF-Token": csrf})  # fmt: skip
+        assert stale.status_code == 409
+        assert stale.json()["current_value"] == "a" and stale.json()["current_version"] == 1
+        assert "is at version 1, you wrote against 0" in stale.json()["error"]
+        assert (await hub.read_block("notes")).value == "a"
+
+
+async def test_closed_pages_leave_no_subscription_behind(served: Served) -> None:
+    before = len(served.hub._subscribers)
+    async with browser() as b:
+        for _ in range(3):
+            page = await b.new_page()
+            await page.goto(served.base + "/")
+            await expect(page.locator("#live")).to_have_text("live", timeout=TIMEOUT_MS)
+            await page.close()
+    block = await served.hub.create_block("nudge", "")
+    with anyio.fail_after(10):
+        while len(served.hub._subscribers) > before:
+            await served.hub.append_to_block(block.id, "x")  # the next change prunes closed streams
+            await anyio.sleep(0.05)
+    assert len(served.hub._subscribers) == before
+
+
+def test_the_console_refuses_to_listen_beyond_loopback_without_a_token(
+    db_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mcp_letta.cli import main
+
+    monkeypatch.delenv("MCP_LETTA_TOKEN", raising=False)
+    assert main(["--db", str(db_path), "console", "--host", "0.0.0.0", "--port", "0"]) == 2
+    assert "refusing to serve" in capsys.readouterr().err

@@ -254,7 +254,7 @@ function blocksView(main) {
 
 // Line diff (longest common subsequence): enough for block values, which are at most a few thousand chars.
 function diffLines(before, after) {
-  const a = (before || "").split("\n"), b = after.split("\n");
+  const a = before === null || before === undefined ? [] : before.split("\n"), b = after.split("\n");
   if (a.length * b.length > 250000) return [...a.map((l) => ["-", l]), ...b.map((l) => ["+", l])];
   const dp = Array.from({ length: a.length + 1 }, () => new Int32Array(b.length + 1));
   for (let i = a.length - 1; i >= 0; i--) for (let j = b.length - 1; j >= 0; j--)
@@ -380,6 +380,7 @@ function runView(main, id) {
 
 // -- traffic: a sequence diagram of who sent what to whom ---------------------------------------------
 const GROUP_AT = 5; // a fan-out to this many recipients or more is drawn as one grouped arrow
+const MESSAGING = /^(send_message_to_agent|ask_)/; // tools by which an agent messages others
 
 // Send and reply events in time order; a broadcast's sends (same sender, parent and text, close in time)
 // and their replies become one grouped event each unless the user expanded the group.
@@ -404,6 +405,11 @@ function trafficEvents(runs, expanded) {
       }
     }
   }
+  for (const r of runs) {  // a message an agent's tool could not send (a refused cycle, a failed callee)
+    for (const step of r.steps) for (const call of step.tool_calls) {
+      if (!call.ok && MESSAGING.test(call.name)) events.push({ type: "refused", at: step.finished_at, run: r, call });
+    }
+  }
   return events.sort((a, b) => (a.at < b.at ? -1 : a.at > b.at ? 1 : 0));
 }
 
@@ -417,7 +423,7 @@ function drawTraffic(runs, expanded, redraw) {
   }
   const colW = 140, rowH = 28, top = 44;
   const cx = (i) => 70 + i * colW;
-  const width = cx(lanes.length - 1) + 80, height = top + events.length * rowH + 20;
+  const width = cx(lanes.length - 1) + 160, height = top + events.length * rowH + 20;
   const svg = s("svg", { width, height, id: "traffic", role: "group", "aria-label": "Sequence diagram of messages between the host and agents" });
   const defs = s("defs");
   svg.append(defs);
@@ -433,7 +439,10 @@ function drawTraffic(runs, expanded, redraw) {
     if (e.run) {
       const r = e.run;
       const sync = r.depth > 0, failed = ["failed", "interrupted", "cancelled"].includes(r.status);
-      if (e.type === "send") {
+      if (e.type === "refused") {
+        from = to = lane(r.agent_id); cls = "refused";
+        label = /deadlock|cycle/i.test(e.call.result_preview) ? "✕ cycle refused" : "✕ message failed";
+      } else if (e.type === "send") {
         from = lane(r.sender); to = lane(r.agent_id);
         cls = done(r) ? (sync || !r.sender ? "sync" : "async") : "pending";
         label = `${r.sender ? (sync ? "send_and_wait" : "async") : "ask"}${done(r) ? "" : " (pending)"}`;
@@ -442,7 +451,8 @@ function drawTraffic(runs, expanded, redraw) {
         cls = failed ? "failed" : "reply"; label = failed ? `✕ ${r.status}` : "reply";
       }
       target = () => { location.hash = `#/run/${r.id}`; };
-      title = `${who(r.sender)} → ${r.agent_name}: ${r.input.slice(0, 120)}${r.error ? `\nerror: ${r.error}` : ""}`;
+      title = e.call ? `${r.agent_name}: ${e.call.name}(${e.call.arguments}) → ${e.call.result_preview}`
+        : `${who(r.sender)} → ${r.agent_name}: ${r.input.slice(0, 120)}${r.error ? `\nerror: ${r.error}` : ""}`;
     } else {
       const g = e.group, rs = g.runs, failedN = rs.filter((r) => ["failed", "interrupted", "cancelled"].includes(r.status)).length;
       if (e.type === "fanout") { from = lane(rs[0].sender); to = lanes.indexOf(groupLane); cls = "sync"; label = `broadcast → ${rs.length} agents`; }
@@ -454,14 +464,14 @@ function drawTraffic(runs, expanded, redraw) {
     const self = from === to;
     const g = s("g", { class: "msg", tabindex: 0, role: "link", "data-kind": e.type, "data-run": e.run ? e.run.id : null, "aria-label": `${label}: ${title}`,
       onclick: target, onkeydown: (ev) => { if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); target(); } } }, s("title", {}, title));
-    const lineCls = `arrow ${cls === "reply" ? "reply" : cls === "failed" ? "failed reply" : cls === "pending" ? "pending" : ""}`;
+    const lineCls = `arrow ${{ reply: "reply", failed: "failed reply", refused: "failed", pending: "pending" }[cls] || ""}`;
     if (self) g.append(s("path", { class: lineCls, d: `M${x1} ${y} h30 v10 h-30` }));
     else g.append(s("line", { class: lineCls, x1, y1: y, x2: x2 - dir * 6, y2: y }));
     const tip = self ? x1 : x2, ty = self ? y + 10 : y;
-    const headCls = cls === "async" || cls === "reply" ? "head open" : cls === "failed" ? "head failed" : cls === "pending" ? "head pending" : "head";
+    const headCls = { async: "head open", reply: "head open", failed: "head failed", refused: "head failed", pending: "head pending" }[cls] || "head";
     const d = self ? 1 : dir;
     g.append(s("path", { class: headCls, d: `M${tip} ${ty} l${-d * 8} -4 l0 8 z` }));
-    g.append(s("text", { x: (x1 + x2) / 2 + (self ? 40 : 0), y: y - 4, "text-anchor": "middle" }, label));
+    g.append(s("text", { x: self ? x1 + 36 : (x1 + x2) / 2, y: self ? y + 9 : y - 4, "text-anchor": self ? "start" : "middle" }, label));
     svg.append(g);
   });
   return svg;
