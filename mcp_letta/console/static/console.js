@@ -56,7 +56,13 @@ const q = (params) => new URLSearchParams(Object.entries(params).filter(([, v]) 
 function follow() {
   const live = document.getElementById("live");
   const source = new EventSource("/events");
-  source.addEventListener("open", () => { live.textContent = "live"; });
+  let opened = false;
+  source.addEventListener("open", () => {
+    live.textContent = "live";
+    // Changes made while the stream was down were not heard: read the current view again.
+    if (opened && state.view && state.view.resync) state.view.resync();
+    opened = true;
+  });
   source.addEventListener("error", () => { live.textContent = "reconnecting…"; });
   source.addEventListener("change", (event) => {
     const changes = JSON.parse(event.data);
@@ -64,10 +70,14 @@ function follow() {
   });
 }
 
-// A view re-reads at most once per this many ms, however many changes arrive.
+// A view re-reads at once when it has not for ``ms``, else at the end of that interval: at most once per
+// ``ms`` however many changes arrive, and never later than ``ms`` after one.
 function soon(fn, ms = 200) {
-  let pending = null;
-  return () => { if (pending === null) pending = setTimeout(() => { pending = null; fn(); }, ms); };
+  let pending = null, last = 0;
+  return () => {
+    if (pending !== null) return;
+    pending = setTimeout(() => { pending = null; last = Date.now(); fn(); }, Math.max(0, last + ms - Date.now()));
+  };
 }
 
 // -- formatting ------------------------------------------------------------------------------------
@@ -109,12 +119,12 @@ function agentsView(main) {
         h("td", {}, String(a.queued)), h("td", {}, String(a.running)), h("td", {}, when(a.last_activity)))));
     } catch (err) { replace(count, problem(err)); }
   };
-  const refresh = soon(load);
-  text.addEventListener("input", refresh); tag.addEventListener("input", refresh);
+  const typed = soon(load), live = soon(load, 1000);
+  text.addEventListener("input", typed); tag.addEventListener("input", typed);
   replace(main, h("h1", {}, "Agents"), h("div", { class: "filters" }, text, tag), count,
     h("table", {}, h("thead", {}, h("tr", {}, ["Name", "Description", "Tags", "MCP tool", "Queued", "Running", "Last activity"].map((c) => h("th", { scope: "col" }, c)))), body));
   load();
-  return { changed: (changes) => { if (changes.some((c) => ["agents", "agent", "run"].includes(c.kind))) refresh(); } };
+  return { resync: load, changed: (changes) => { if (changes.some((c) => ["agents", "agent", "run"].includes(c.kind))) live(); } };
 }
 
 function renderRun(run, onCancel) {
@@ -164,7 +174,8 @@ function agentView(main, id, tab) {
     h("div", { class: "run" }, h("div", { class: "muted" }, when(p.created_at), " ", tags(p.tags)), h("div", {}, p.text)));
   else inner = chatPane(pane, id);
   const refreshHead = soon(loadHead);
-  return { changed: (changes) => { if (changes.some((c) => c.kind === "agent" || c.kind === "agents")) refreshHead(); inner.changed(changes); } };
+  return { resync: () => { loadHead(); inner.resync(); },
+    changed: (changes) => { if (changes.some((c) => c.kind === "agent" || c.kind === "agents")) refreshHead(); inner.changed(changes); } };
 }
 
 function chatPane(pane, id) {
@@ -186,7 +197,7 @@ function chatPane(pane, id) {
   replace(pane, list, input, h("p", {}, h("button", { onclick: send, id: "chat-send" }, "Send")));
   load();
   const refresh = soon(load, 100);
-  return { changed: (changes) => { if (changes.some((c) => c.kind === "run")) refresh(); } };
+  return { resync: load, changed: (changes) => { if (changes.some((c) => c.kind === "run")) refresh(); } };
 }
 
 function contextPane(pane, path) {
@@ -217,8 +228,8 @@ function contextPane(pane, path) {
     } catch (err) { replace(pane, problem(err)); }
   };
   load();
-  const refresh = soon(load, 300);
-  return { changed: (changes) => { if (changes.some((c) => c.kind === "agent" || c.kind === "block" || c.kind === "run")) refresh(); } };
+  const refresh = soon(load, 500);
+  return { resync: load, changed: (changes) => { if (changes.some((c) => c.kind === "agent" || c.kind === "block" || c.kind === "run")) refresh(); } };
 }
 
 function searchPane(pane, path, label, render) {
@@ -232,7 +243,7 @@ function searchPane(pane, path, label, render) {
   input.addEventListener("input", refresh);
   replace(pane, h("div", { class: "filters" }, input), list);
   load();
-  return { changed: (changes) => { if (!input.value && changes.some((c) => c.kind === "agent" || c.kind === "run")) refresh(); } };
+  return { resync: load, changed: (changes) => { if (!input.value && changes.some((c) => c.kind === "agent" || c.kind === "run")) refresh(); } };
 }
 
 function blocksView(main) {
@@ -249,7 +260,7 @@ function blocksView(main) {
     ["Label", "Version", "Agents", "Chars", "Last writer", "Updated", "Value"].map((c) => h("th", { scope: "col" }, c)))), body));
   load();
   const refresh = soon(load, 300);
-  return { changed: (changes) => { if (changes.some((c) => c.kind === "block")) refresh(); } };
+  return { resync: load, changed: (changes) => { if (changes.some((c) => c.kind === "block")) refresh(); } };
 }
 
 // Line diff (longest common subsequence): enough for block values, which are at most a few thousand chars.
@@ -309,7 +320,7 @@ function blockView(main, id) {
   replace(main, head, notice, conflict, editor, h("p", {}, save), history);
   load();
   const refresh = soon(load, 150);
-  return { changed: (changes) => { if (changes.some((c) => c.kind === "block" && c.ref === id)) refresh(); } };
+  return { resync: load, changed: (changes) => { if (changes.some((c) => c.kind === "block" && c.ref === id)) refresh(); } };
 }
 
 function runsView(main) {
@@ -333,8 +344,8 @@ function runsView(main) {
     h("h2", {}, "Newest runs"),
     h("table", {}, h("thead", {}, h("tr", {}, ["Run", "Agent", "Status", "Sender", "Parent run", "Duration", "Tokens", "Created", ""].map((c) => h("th", { scope: "col" }, c)))), body));
   load();
-  const refresh = soon(load, 300);
-  return { changed: (changes) => { if (changes.some((c) => c.kind === "run")) refresh(); } };
+  const refresh = soon(load, 500);
+  return { resync: load, changed: (changes) => { if (changes.some((c) => c.kind === "run")) refresh(); } };
 }
 
 // Queued and running spans of each agent's runs on one time axis: the busiest lane is the bottleneck.
@@ -375,7 +386,7 @@ function runView(main, id) {
   };
   load();
   const refresh = soon(load, 100);
-  return { changed: (changes) => { if (changes.some((c) => c.kind === "run" && c.ref === id)) refresh(); } };
+  return { resync: load, changed: (changes) => { if (changes.some((c) => c.kind === "run" && c.ref === id)) refresh(); } };
 }
 
 // -- traffic: a sequence diagram of who sent what to whom ---------------------------------------------
@@ -499,8 +510,8 @@ function trafficView(main) {
     h("div", { class: "cols" }, diagram, h("div", {}, h("h2", {}, "Per sender and receiver"),
       h("table", {}, h("thead", {}, h("tr", {}, ["Sender", "Receiver", "Messages", "Errors", "Pending", "p50", "p95", "Tokens"].map((c) => h("th", { scope: "col" }, c)))), pairs))));
   load();
-  const refresh = soon(load, 300);
-  return { changed: (changes) => { if (changes.some((c) => c.kind === "run" || c.kind === "agents")) refresh(); } };
+  const refresh = soon(load, 1000);
+  return { resync: load, changed: (changes) => { if (changes.some((c) => c.kind === "run" || c.kind === "agents")) refresh(); } };
 }
 
 // -- routing -------------------------------------------------------------------------------------------
