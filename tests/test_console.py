@@ -152,6 +152,11 @@ async def test_a_running_chat_message_can_be_cancelled(served: Served, gate: Any
         await page.get_by_role("button", name="Send").click()
         run = page.locator("article.run").last
         await expect(run.locator(".status")).to_have_text("running")
+        await page.get_by_role("link", name="Traffic").click()
+        await expect(page.locator('#traffic g.msg[data-kind="send"]')).to_contain_text("ask (pending)")
+        await shot(page, "traffic-pending")
+        await page.go_back()
+        await expect(run.locator(".status")).to_have_text("running")
         await run.get_by_role("button", name="Cancel").click()
         await expect(run.locator(".status")).to_have_text("cancelled")  # while the LLM still holds its answer
         await expect(run.get_by_role("button", name="Cancel")).to_have_count(0)

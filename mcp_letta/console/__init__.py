@@ -8,8 +8,8 @@ and a session cookie with a CSRF token (``auth.py``); the page is plain HTML, CS
 
 from __future__ import annotations
 
-import logging
 import webbrowser
+from functools import partial
 
 import anyio
 from starlette.applications import Starlette
@@ -21,9 +21,6 @@ from mcp_letta.hub import AgentHub
 from mcp_letta.server.app import LettaServer, build_server
 
 __all__ = ["Console", "ConsoleAuth", "console_app", "console_for", "serve_console"]
-
-log = logging.getLogger("mcp_letta.console")
-DEFAULT_CONSOLE_PORT = 8765
 
 
 def console_for(server: LettaServer, token: str | None, host: str, allowed_hosts: tuple[str, ...] = ()) -> Console:
@@ -43,15 +40,15 @@ async def serve_console(
 ) -> None:
     """Open the store named by ``settings`` and serve the console alone until interrupted; prints its URL
     (and with ``open_browser`` opens it)."""
-    from mcp_letta.server.http import _url_host, _Uvicorn, check_bind
+    from mcp_letta.server.http import check_bind, serve_app
 
     check_bind(host, settings.token)
     async with AgentHub(settings) as hub:
         app = console_app(build_server(hub, settings), settings.token, host, allowed_hosts + settings.allowed_hosts)
-        server = _Uvicorn(app, host, port)
         async with anyio.create_task_group() as tg:
-            bound = await tg.start(server.serve_reporting)
-            url = f"http://{_url_host('127.0.0.1' if host in ('0.0.0.0', '::') else host)}:{bound}/"
+            bound = await tg.start(partial(serve_app, app, host, port))
+            shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+            url = f"http://{f'[{shown}]' if ':' in shown else shown}:{bound}/"
             print(f"mcp-letta console: {url}  (database {settings.db_path})", flush=True)
             if open_browser:
                 await anyio.to_thread.run_sync(webbrowser.open, url)

@@ -225,9 +225,13 @@ class _Uvicorn(uvicorn.Server):
             self._task_status.started(self.servers[0].sockets[0].getsockname()[1] if self.servers else self.config.port)
 
 
-async def serve_app(app: ASGIApp, host: str, port: int) -> None:
-    """Run ``app`` under uvicorn until SIGINT/SIGTERM (uvicorn handles both and shuts down gracefully)."""
-    await _Uvicorn(app, host, port).serve()
+async def serve_app(
+    app: ASGIApp, host: str, port: int, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    """Run ``app`` under uvicorn until SIGINT/SIGTERM (uvicorn handles both and shuts down gracefully).
+
+    Started with ``task_group.start``, it reports the bound port once it accepts connections."""
+    await _Uvicorn(app, host, port).serve_reporting(task_status=task_status)
 
 
 @asynccontextmanager
