@@ -5,13 +5,15 @@ results and exact errors, the step limit, and summarization when the context win
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
+import anyio
 import pytest
 
 from mcp_letta import AgentHub
 from mcp_letta.models import Message, ToolCall
-from mcp_letta.runtime.context import Window
+from mcp_letta.runtime.context import Window, letta_time
 from mcp_letta.runtime.memory_tools import DEFAULT_TOOL_NAMES
 from mcp_letta.testing import RecordedRequest, Response, ScriptedLLM
 
@@ -298,3 +300,32 @@ def test_the_encoded_history_is_the_history_a_request_carries() -> None:
     assert json.loads(window.request_json("system prompt ✓")) == window.request("system prompt ✓")
     assert json.loads(window.copy().request_json("s")) == window.request("s")
     assert [m["role"] for m in window.request("s")] == ["system", "user", "assistant", "tool", "assistant", "system"]
+
+
+async def test_the_prompt_prefix_stays_byte_identical_until_memory_changes(
+    llm_hub: AgentHub, scripted_llm: ScriptedLLM
+) -> None:
+    # A provider's prompt cache reuses a byte-identical prefix: the system message (memory included) and the
+    # tools must not change from step to step or run to run because the clock moved or the history grew.
+    await llm_hub.create_agent("alice", persona="I am Alice.")
+    scripted_llm.tool_call("conversation_search", {"query": "anything"})
+    scripted_llm.reply("first")
+    await llm_hub.send_message("alice", "one", wait_s=10)
+    shown_time = letta_time()
+    await anyio.sleep(1.02 - time.time() % 1)  # into the next second: the clock the prompt shows moves on
+    assert letta_time() != shown_time
+    scripted_llm.reply("second")
+    await llm_hub.send_message("alice", "two", wait_s=10)
+    await llm_hub.append_to_block("human", "The user is called Ada.", agent="alice")  # a memory edit
+    scripted_llm.reply("third")
+    await llm_hub.send_message("alice", "three", wait_s=10)
+    scripted_llm.tool_call("archival_memory_insert", {"content": "Ada likes tea."})
+    scripted_llm.reply("fourth")
+    await llm_hub.send_message("alice", "four", wait_s=10)
+    first_step, second_step, second_run, after_edit, before_insert, after_insert = scripted_llm.requests
+    assert first_step.system == second_step.system == second_run.system
+    assert first_step.body["tools"] == second_run.body["tools"]
+    assert messages(second_run)[: len(messages(second_step))] == messages(second_step)  # it only grows at the end
+    assert after_edit.system != second_run.system and "The user is called Ada." in after_edit.system
+    assert before_insert.system == after_edit.system
+    assert "- 1 total memories you created are stored in archival memory" in after_insert.system

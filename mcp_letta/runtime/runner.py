@@ -25,13 +25,13 @@ from mcp_letta.runtime.context import (
     SUMMARIZE_AT,
     SUMMARY_SENDER,
     MemoryFacts,
+    ShownMemory,
     Window,
     bounded_summary,
     chat_request,
     choose_eviction,
     compile_system,
     fixed_tokens,
-    memory_of,
     summary_alert,
     summary_request,
     tools_json,
@@ -93,8 +93,9 @@ class Runner:
     """Starts and executes runs for one process; shared by every agent (it keeps no per-run state).
 
     It remembers the context window each agent ended its last run with, and reuses it when the store
-    shows nobody changed that agent's history since (so a start does not reload the whole history).
-    Only write transactions touch that memory, and they run one at a time.
+    shows nobody changed that agent's history since (so a start does not reload the whole history), and
+    each agent's system message with what it was compiled from (see ``_system``). Only write transactions
+    touch that memory, and they run one at a time.
     """
 
     def __init__(self, store: Store, llm: LLMPool, toolbox: Toolbox, settings: Settings, owner: Owner):
@@ -104,6 +105,7 @@ class Runner:
         self.settings = settings
         self.owner = owner
         self._windows: OrderedDict[str, Window] = OrderedDict()
+        self._systems: OrderedDict[str, tuple[tuple[object, ...], str]] = OrderedDict()
 
     def _window(self, tx: Tx, agent_id: str, fingerprint: tuple[int, int]) -> Window:
         """The agent's window: the one this process kept, if the store's ``fingerprint`` says it is current."""
@@ -111,6 +113,21 @@ class Runner:
         if cached is not None and cached.fingerprint == fingerprint:
             return cached.copy()
         return Window(tx.in_context_messages(agent_id))
+
+    def _system(self, agent: AgentRecord, shown: ShownMemory) -> str:
+        """The agent's system message, compiled again only when its template or what its memory shows changed
+        (blocks, archival passages and their tags), as Letta recompiles on memory edits. The clock and the
+        growing recall count alone never change it, so from step to step and run to run the prompt begins with
+        the same bytes, which a provider's prompt cache reuses (the tools and history follow it)."""
+        basis = (agent.system, tuple(shown.blocks), shown.archival, tuple(shown.tags))
+        kept = self._systems.pop(agent.id, None)
+        system = (
+            kept[1] if kept is not None and kept[0] == basis else compile_system(agent.system, shown.render(agent.id))
+        )
+        self._systems[agent.id] = (basis, system)
+        while len(self._systems) > WINDOW_CACHE_SIZE:
+            self._systems.popitem(last=False)
+        return system
 
     def _keep_window(self, agent_id: str, window: Window) -> None:
         self._windows[agent_id] = window
@@ -144,7 +161,7 @@ class Runner:
                         window = self._window(tx, agent.id, fingerprints[agent.id])
                         given = NewMessage(role=run.role, content=run.input, sender=run.sender, run_id=run.id)
                         window.add(tx.append_messages(agent.id, [given]))
-                        system = compile_system(agent.system, facts.shown(tx, agent.id).render(agent.id))
+                        system = self._system(agent, facts.shown(tx, agent.id))
                         return RunContext(run, agent, tools[agent.id], system, window, claimed.more_queued)
                 except Exception as exc:  # a run that cannot start must fail, not block its agent's queue
                     log.exception("could not start run %s of agent %s", run.id, run.agent_name)
@@ -242,7 +259,7 @@ class Runner:
         agent = tx.agent_records([rc.run.agent_id]).get(rc.run.agent_id)
         if agent is None:
             raise AgentDeleted(f"agent {rc.run.agent_name!r} was deleted while this run was going")
-        return compile_system(agent.system, memory_of(tx, agent.id))
+        return self._system(agent, MemoryFacts.read(tx, [agent.id]).shown(tx, agent.id))
 
     def _commit_reply(self, tx: Tx, rc: RunContext, reply: str, step: RunStep) -> Run:
         run = rc.run
