@@ -329,3 +329,16 @@ async def test_the_prompt_prefix_stays_byte_identical_until_memory_changes(
     assert after_edit.system != second_run.system and "The user is called Ada." in after_edit.system
     assert before_insert.system == after_edit.system
     assert "- 1 total memories you created are stored in archival memory" in after_insert.system
+
+
+async def test_a_printed_call_to_a_missing_tool_goes_back_to_the_model_not_to_the_user(
+    llm_hub: AgentHub, scripted_llm: ScriptedLLM
+) -> None:
+    await llm_hub.create_agent("alice")
+    scripted_llm.reply('{{"name": "memory_search", "arguments": {"query": "name"}}}')  # doubled braces, no such tool
+    scripted_llm.reply("I do not know your name yet.")
+    run = await llm_hub.send_message("alice", "what is my name?", wait_s=10)
+    assert (run.status, run.reply) == ("completed", "I do not know your name yet.")
+    assert [(c.name, c.ok) for c in run.steps[0].tool_calls] == [("memory_search", False)]
+    [told] = tool_results(scripted_llm.requests[1])
+    assert told["message"].startswith("Tool 'memory_search' does not exist. Available tools: memory_insert")

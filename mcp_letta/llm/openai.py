@@ -31,7 +31,8 @@ RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER_S = 60.0
 MAX_BACKOFF_S = 30.0
 ERROR_TEXT_LIMIT = 500
-_FENCE = re.compile(r"^```[A-Za-z0-9_-]*\s*\n?(.*?)\n?\s*```$", re.DOTALL)
+_FENCE = re.compile(r"^```[A-Za-z0-9_-]*\s*\n?(.*?)\n?\s*```", re.DOTALL)
+_FENCED_LATER = re.compile(r"```(?:json)?\s*\n(\{.*?\}|\[.*?\])\s*\n?```", re.DOTALL)
 _HERMES_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
 
 
@@ -343,30 +344,44 @@ def parse_tool_calls(raw: Any) -> list[ToolCall]:
 
 
 def tool_calls_from_content(content: str, offered: set[str]) -> list[ToolCall] | None:
-    """Tool calls a model printed as JSON text, or ``None`` when ``content`` is not exactly that.
+    """Tool calls a model printed as text, or ``None`` when ``content`` is an answer, not calls.
 
-    Accepts a bare or fenced JSON object or list of ``{"name", "arguments"|"parameters"}``,
-    ``{"tool", ...}`` or ``{"function": {...}}``, or ``<tool_call>`` blocks; every name must be offered.
+    Small models often print their calls instead of sending ``tool_calls``. Accepted: a JSON object or list of
+    ``{"name", "arguments"|"parameters"}``, ``{"tool", ...}`` or ``{"function": {...}}``, bare or fenced,
+    with its braces doubled (``{{...}}``, a template slip) and with prose after it; ``<tool_call>`` blocks;
+    a fenced call after some prose when it names an offered tool. A call whose name is not offered is still
+    a call when it has arguments, so the model is told the tool does not exist (and which do) instead of
+    the user receiving the call as the reply.
     """
     text = content.strip()
-    if fenced := _FENCE.match(text):
-        text = fenced.group(1).strip()
     hermes = _HERMES_CALL.findall(text)
-    if hermes and not _HERMES_CALL.sub("", text).strip():
-        items: list[Any] = []
-        for block in hermes:
-            items.append(_loads(block))
+    if hermes:
+        items: list[Any] = [_loads(block) for block in hermes]
+    elif text.startswith(("{", "[", "```")):
+        items = _printed_items(text)
+    elif (fenced := _FENCED_LATER.search(text)) is not None:  # prose, then a fenced call
+        items = _printed_items(fenced.group(1))
+        offered_only = [_printed_call(item, offered, strict=True) for item in items]
+        return offered_only if offered_only and all(offered_only) else None  # type: ignore[return-value]
     else:
-        if not text.startswith(("{", "[")):
-            return None
-        parsed = _loads(text)
-        if isinstance(parsed, dict) and isinstance(parsed.get("tool_calls"), list):
-            parsed = parsed["tool_calls"]
-        items = parsed if isinstance(parsed, list) else [parsed]
-    calls = [_printed_call(item, offered) for item in items]
+        return None
+    calls = [_printed_call(item, offered, strict=False) for item in items]
     if not calls or any(call is None for call in calls):
         return None
     return [call for call in calls if call is not None]
+
+
+def _printed_items(text: str) -> list[Any]:
+    """The JSON value at the start of ``text`` (fence, doubled braces and trailing prose removed), as a list."""
+    if fenced := _FENCE.match(text):
+        text = fenced.group(1).strip()
+    parsed = _loads_first(text)
+    while parsed is None and text.startswith("{{") and text.rstrip().endswith("}}"):
+        text = text[1:].rstrip()[:-1]
+        parsed = _loads_first(text)
+    if isinstance(parsed, dict) and isinstance(parsed.get("tool_calls"), list):
+        parsed = parsed["tool_calls"]
+    return parsed if isinstance(parsed, list) else [parsed]
 
 
 def _loads(text: str) -> Any:
@@ -376,7 +391,15 @@ def _loads(text: str) -> Any:
         return None
 
 
-def _printed_call(item: Any, offered: set[str]) -> ToolCall | None:
+def _loads_first(text: str) -> Any:
+    """The first JSON value in ``text``, whatever follows it."""
+    try:
+        return json.JSONDecoder().raw_decode(text)[0]
+    except ValueError:
+        return None
+
+
+def _printed_call(item: Any, offered: set[str], *, strict: bool) -> ToolCall | None:
     if not isinstance(item, dict):
         return None
     function = item.get("function")
@@ -385,9 +408,12 @@ def _printed_call(item: Any, offered: set[str]) -> ToolCall | None:
         name = function.get("name")
     else:
         name = function if isinstance(function, str) else item.get("name", item.get("tool"))
-    if not isinstance(name, str) or name not in offered:
+    if not isinstance(name, str) or not name:
         return None
-    arguments = item.get("arguments", item.get("parameters", item.get("args")))
+    keys = ("arguments", "parameters", "args")
+    if name not in offered and (strict or not any(key in item for key in keys)):
+        return None
+    arguments = next((item[key] for key in keys if key in item), None)
     if isinstance(arguments, str):
         # A string must itself be a JSON object, or this was prose that happened to parse.
         if not isinstance(_loads(arguments), dict):
