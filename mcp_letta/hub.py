@@ -844,8 +844,10 @@ class AgentHub:
                 )
             elif stage.status != "completed":
                 error = f"stage {index} ({run.agent_name}) {stage.status}: {run.error or 'no error recorded'}"
-            elif not (run.reply or "").strip() and index < len(agents):
-                error = f"stage {index} ({run.agent_name}) replied with nothing, so the next stage has no input"
+            elif not (run.reply or "").strip():
+                error = f"stage {index} ({run.agent_name}) replied with nothing" + (
+                    ", so the next stage has no input" if index < len(agents) else ": the pipeline has no output"
+                )
             done.append(stage)
             if on_stage is not None:
                 await on_stage(stage)

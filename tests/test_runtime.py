@@ -10,6 +10,7 @@ from typing import Any
 
 import anyio
 import pytest
+from test_multiagent import Agents, make, reply
 
 from mcp_letta import AgentHub
 from mcp_letta.models import Message, ToolCall
@@ -342,3 +343,37 @@ async def test_a_printed_call_to_a_missing_tool_goes_back_to_the_model_not_to_th
     assert [(c.name, c.ok) for c in run.steps[0].tool_calls] == [("memory_search", False)]
     [told] = tool_results(scripted_llm.requests[1])
     assert told["message"].startswith("Tool 'memory_search' does not exist. Available tools: memory_insert")
+
+
+async def test_an_empty_or_markup_only_answer_is_asked_again_and_never_kept(
+    llm_hub: AgentHub, scripted_llm: ScriptedLLM
+) -> None:
+    await llm_hub.create_agent("alice")
+    scripted_llm.reply("<tools></tools>")  # what a small model answered
+    scripted_llm.reply("Hello!")
+    run = await llm_hub.send_message("alice", "hi", wait_s=10)
+    assert (run.status, run.reply) == ("completed", "Hello!")
+    first, again = scripted_llm.requests
+    assert messages(again)[:-1] == messages(first)  # the same request, then the correction
+    assert messages(again)[-1]["role"] == "user" and "Your last answer was empty" in messages(again)[-1]["content"]
+    assert run.usage == run.steps[0].usage and run.usage.total_tokens > 0
+    history = [m.content for m in await llm_hub.get_messages("alice")]
+    assert "<tools></tools>" not in history and not any("Your last answer was empty" in c for c in history)
+
+
+async def test_a_model_that_keeps_answering_nothing_fails_the_run_and_the_pipeline_says_so(
+    llm_hub: AgentHub, scripted_llm: ScriptedLLM
+) -> None:
+    await make(llm_hub, "research", "write")
+    agents = Agents(scripted_llm)
+    agents.on("research", reply("notes"))
+    agents.on("write", reply("   "))
+    result = await llm_hub.run_pipeline(["research", "write"], "topic")
+    assert (result.status, result.output) == ("failed", None)
+    run = await llm_hub.get_run(result.stages[-1].run_id)
+    assert (run.status, run.stop_reason) == ("failed", "invalid_llm_response")
+    assert run.error == (
+        "agent 'write''s model answered with no text ('   '), also when asked again 2 times: check the model "
+        "(MCP_LETTA_MODEL) can chat, or send the message again"
+    )
+    assert result.error.startswith("stage 2 (write) failed: agent 'write''s model answered with no text")

@@ -335,13 +335,23 @@ def tools_json(offered: dict[str, Tool]) -> str:
 
 
 def chat_request(
-    model: str, settings: ModelSettings, window: Window, system: str, offered: dict[str, Tool]
+    model: str,
+    settings: ModelSettings,
+    window: Window,
+    system: str,
+    offered: dict[str, Tool],
+    *,
+    then: Sequence[dict[str, Any]] = (),
 ) -> ChatRequest:
-    """The LLM request of one step: the system message, the window's history and the offered tools."""
+    """The LLM request of one step: the system message, the window's history, ``then`` (messages that are
+    not in the history, e.g. a correction) and the offered tools."""
+    messages_json = window.request_json(system)
+    if then:
+        messages_json = messages_json[:-1] + "".join("," + compact_json(m) for m in then) + "]"
     return ChatRequest(
         model=model,
-        messages=window.request(system),
-        messages_json=window.request_json(system),
+        messages=[*window.request(system), *then],
+        messages_json=messages_json,
         tools=[tool.schema() for tool in offered.values()],
         tools_json=tools_json(offered),
         tool_choice="auto",

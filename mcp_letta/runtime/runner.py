@@ -9,6 +9,7 @@ own, or another agent's on a shared block) are in the very next prompt.
 from __future__ import annotations
 
 import logging
+import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -42,6 +43,18 @@ from mcp_letta.store import AgentRecord, Claimed, ClaimOutcome, Owner, Store, To
 log = logging.getLogger("mcp_letta.runner")
 
 WINDOW_CACHE_SIZE = 256  # agents whose in-context history this process keeps between runs
+HOLLOW_REPLY_RETRIES = 2  # an empty or markup-only answer is asked again this often before the run fails
+CORRECTION = {
+    "role": "user",
+    "content": "Your last answer was empty. Answer the message above in plain text, or call one of your tools.",
+}
+_MARKUP_ONLY = re.compile(r"(?:\s*</?[A-Za-z_][\w:-]*\s*/?>)*\s*")
+
+
+def hollow(reply: str | None) -> bool:
+    """Whether an answer says nothing: empty, blank, or only markup such as ``<tools></tools>``."""
+    return _MARKUP_ONLY.fullmatch(reply or "") is not None
+
 
 OnStep = Callable[[StepEvent], Awaitable[None]]
 T = TypeVar("T")
@@ -209,9 +222,23 @@ class Runner:
                 usage = usage.plus(await self._summarize(rc, client, model, window))
             response = await client.chat(chat_request(model, settings, rc.window, rc.system, offered))
             usage = usage.plus(_usage(response))
+            for _ in range(HOLLOW_REPLY_RETRIES):
+                if response.tool_calls or not hollow(response.content):
+                    break
+                log.info("agent %s answered %r; asking again", run.agent_name, response.content)
+                again = chat_request(model, settings, rc.window, rc.system, offered, then=[CORRECTION])
+                response = await client.chat(again)
+                usage = usage.plus(_usage(response))
             if not response.tool_calls:
                 step = RunStep(index=index, usage=usage, started_at=started, finished_at=_now())
                 reply = response.content or ""
+                if hollow(reply):
+                    return await self._finish(
+                        rc, "failed", stop_reason="invalid_llm_response",
+                        error=f"agent {run.agent_name!r}'s model answered with no text ({reply[:80]!r}), also when "
+                        f"asked again {HOLLOW_REPLY_RETRIES} times: check the model (MCP_LETTA_MODEL) can chat, "
+                        "or send the message again",
+                    )  # fmt: skip
                 finished = await self.store.write(lambda tx: self._commit_reply(tx, rc, reply, step))  # noqa: B023
                 await self._emit(on_step, run, step)
                 return finished
