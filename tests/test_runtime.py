@@ -12,7 +12,7 @@ import anyio
 import pytest
 from test_multiagent import Agents, make, reply
 
-from mcp_letta import AgentHub
+from mcp_letta import AgentHub, Invalid, Settings
 from mcp_letta.models import Message, ToolCall
 from mcp_letta.runtime.context import Window, letta_time
 from mcp_letta.runtime.memory_tools import DEFAULT_TOOL_NAMES
@@ -377,3 +377,43 @@ async def test_a_model_that_keeps_answering_nothing_fails_the_run_and_the_pipeli
         "(MCP_LETTA_MODEL) can chat, or send the message again"
     )
     assert result.error.startswith("stage 2 (write) failed: agent 'write''s model answered with no text")
+
+
+async def test_json_tool_mode_offers_the_tools_through_a_schema_and_reads_the_answer(
+    llm_hub: AgentHub, scripted_llm: ScriptedLLM
+) -> None:
+    await llm_hub.create_agent("ada_helper", model_settings={"tool_mode": "json"})
+    scripted_llm.reply(
+        json.dumps({"tool": "memory_insert", "arguments": {"label": "human", "new_string": "Name: Ada"}})
+    )
+    scripted_llm.reply(json.dumps({"reply": "I will remember, Ada."}))
+    run = await llm_hub.send_message("ada_helper", "My name is Ada, remember that.", wait_s=10)
+    assert (run.status, run.reply) == ("completed", "I will remember, Ada.")
+    assert "Name: Ada" in (await llm_hub.read_block("human", agent="ada_helper")).value
+    first, second = scripted_llm.requests
+    assert "tools" not in first.body and first.tool_names == []
+    choices = first.body["response_format"]["json_schema"]["schema"]["anyOf"]
+    assert [c["properties"]["tool"]["enum"] for c in choices[:-1]] == [[name] for name in DEFAULT_TOOL_NAMES]
+    assert choices[-1]["required"] == ["reply"]
+    assert "<tools>" in first.system and "- memory_insert(label: string, new_string: string" in first.system
+    assert first.system.endswith(second.system.partition("<tools>")[2])  # after memory, which just changed
+    assert "Name: Ada" in second.system.partition("<tools>")[0]
+    assert tool_results(second)[0]["status"] == "OK"
+
+
+async def test_auto_tool_mode_switches_to_json_once_the_model_prints_its_calls(
+    llm_hub: AgentHub, scripted_llm: ScriptedLLM
+) -> None:
+    await llm_hub.create_agent("alice")  # the process default: auto
+    scripted_llm.reply("```json\n" + json.dumps({"name": "conversation_search", "arguments": {"query": "x"}}) + "\n```")
+    scripted_llm.reply(json.dumps({"reply": "Nothing found."}))
+    run = await llm_hub.send_message("alice", "what did I say?", wait_s=10)
+    assert (run.status, run.reply) == ("completed", "Nothing found.")
+    native, json_step = scripted_llm.requests
+    assert native.tool_names == list(DEFAULT_TOOL_NAMES) and "response_format" not in native.body
+    assert json_step.tool_names == [] and json_step.body["response_format"]["type"] == "json_schema"
+
+
+async def test_an_unknown_tool_mode_is_refused_with_the_choices() -> None:
+    with pytest.raises(Invalid, match="MCP_LETTA_TOOL_MODE='fast' is not known: use 'native', 'json' or 'auto'"):
+        Settings.from_env({"MCP_LETTA_TOOL_MODE": "fast"})

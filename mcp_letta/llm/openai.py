@@ -14,7 +14,6 @@ import random
 import re
 import ssl
 import time
-import uuid
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -22,7 +21,7 @@ import anyio
 import httpx2
 
 from mcp_letta.errors import Invalid, LLMUnavailable
-from mcp_letta.llm.base import ChatRequest, ChatResponse, Usage, compact_json
+from mcp_letta.llm.base import ChatRequest, ChatResponse, Usage, arguments_json, compact_json, new_call_id
 from mcp_letta.models import ToolCall
 
 logger = logging.getLogger("mcp_letta.llm")
@@ -75,6 +74,7 @@ class OpenAIClient:
         except (ValueError, httpx2.InvalidURL) as exc:
             raise Invalid(f"cannot use the LLM endpoint {self.url}: {self._redact(str(exc))}") from None
         self.max_retries = max_retries
+        self.prints_calls = False
         self.backoff_s = backoff_s
         self.timeout_s = timeout_s
         self.connect_timeout_s = min(timeout_s, 10.0)
@@ -239,6 +239,7 @@ class OpenAIClient:
             if printed:
                 logger.debug("accepted %d tool call(s) printed as JSON in content", len(printed))
                 tool_calls, content = printed, None
+                self.prints_calls = True
         choice = data["choices"][0]
         return ChatResponse(
             content=content,
@@ -256,6 +257,8 @@ def request_body(request: ChatRequest) -> dict[str, Any]:
         body["tools"] = request.tools
         body["tool_choice"] = request.tool_choice
         body["parallel_tool_calls"] = request.parallel_tool_calls
+    if request.response_format is not None:
+        body["response_format"] = request.response_format
     if request.temperature is not None:
         body["temperature"] = request.temperature
     if request.max_tokens is not None:
@@ -313,20 +316,6 @@ def parse_usage(raw: Any) -> Usage:
     if not usage.total_tokens:
         usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
     return usage
-
-
-def new_call_id() -> str:
-    """An id for a tool call the server sent without one."""
-    return f"call_{uuid.uuid4().hex[:24]}"
-
-
-def arguments_json(arguments: Any) -> str:
-    """Tool arguments as a JSON string: some servers send an object instead of a string."""
-    if arguments is None or arguments == "":
-        return "{}"
-    if isinstance(arguments, str):
-        return arguments
-    return json.dumps(arguments, ensure_ascii=False)
 
 
 def parse_tool_calls(raw: Any) -> list[ToolCall]:

@@ -33,6 +33,7 @@ from mcp_letta.runtime.context import (
     choose_eviction,
     compile_system,
     fixed_tokens,
+    read_json_step,
     summary_alert,
     summary_request,
     tools_json,
@@ -220,14 +221,20 @@ class Runner:
                 )  # fmt: skip
             if rc.window.estimate(rc.system, tools_chars) > SUMMARIZE_AT * window:
                 usage = usage.plus(await self._summarize(rc, client, model, window))
-            response = await client.chat(chat_request(model, settings, rc.window, rc.system, offered))
+            mode = settings.tool_mode or self.settings.tool_mode
+            json_mode = mode == "json" or (mode == "auto" and client.prints_calls)
+            response = await self._ask(
+                client, chat_request(model, settings, rc.window, rc.system, offered, json_mode=json_mode)
+            )
             usage = usage.plus(_usage(response))
             for _ in range(HOLLOW_REPLY_RETRIES):
                 if response.tool_calls or not hollow(response.content):
                     break
                 log.info("agent %s answered %r; asking again", run.agent_name, response.content)
-                again = chat_request(model, settings, rc.window, rc.system, offered, then=[CORRECTION])
-                response = await client.chat(again)
+                again = chat_request(
+                    model, settings, rc.window, rc.system, offered, json_mode=json_mode, then=[CORRECTION]
+                )
+                response = await self._ask(client, again)
                 usage = usage.plus(_usage(response))
             if not response.tool_calls:
                 step = RunStep(index=index, usage=usage, started_at=started, finished_at=_now())
@@ -258,6 +265,11 @@ class Runner:
             f"(its last step called {last_calls}): ask for less at once, or raise MCP_LETTA_MAX_STEPS"
         )
         return await self._finish(rc, "failed", error=error, stop_reason="max_steps")
+
+    @staticmethod
+    async def _ask(client: LLMClient, request: ChatRequest) -> ChatResponse:
+        response = await client.chat(request)
+        return read_json_step(response) if request.response_format is not None else response
 
     async def _run_outside(self, prepared: PreparedCall, rc: RunContext) -> ToolResult:
         if prepared.awaited:
