@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 import conftest_llm
@@ -357,3 +358,19 @@ async def test_scripted_server_runs_as_a_subprocess() -> None:
         assert await process.wait() == 0
         with pytest.raises(anyio.EndOfStream):
             await process.stdout.receive()  # nothing was printed to stdout
+
+
+async def test_cached_prompt_tokens_are_read_from_openai_and_llama_cpp_answers(
+    scripted_llm: ScriptedLLM,
+    client: OpenAIClient,
+) -> None:
+    def answer(**extra: Any) -> dict[str, Any]:
+        return {"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}}], **extra}
+
+    usage = {"prompt_tokens": 1500, "completion_tokens": 5, "total_tokens": 1505}
+    scripted_llm.raw(answer(usage={**usage, "prompt_tokens_details": {"cached_tokens": 1280}}))  # OpenAI, vLLM
+    scripted_llm.raw(answer(usage=usage, timings={"cache_n": 1450, "prompt_n": 50}))  # llama.cpp's llama-server
+    scripted_llm.raw(answer(usage=usage))  # a server that says nothing of its cache
+    got = [(await client.chat(chat())).usage for _ in range(3)]
+    assert [u.cached_tokens for u in got] == [1280, 1450, 0]
+    assert {u.prompt_tokens for u in got} == {1500}

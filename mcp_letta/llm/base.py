@@ -73,6 +73,7 @@ class Usage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    cached_tokens: int = Field(default=0, description="prompt tokens the server reused from its prompt cache")
 
 
 class ChatResponse(BaseModel):

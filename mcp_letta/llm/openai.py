@@ -244,7 +244,7 @@ class OpenAIClient:
         return ChatResponse(
             content=content,
             tool_calls=tool_calls,
-            usage=parse_usage(data.get("usage")),
+            usage=parse_usage(data.get("usage"), data.get("timings")),
             finish_reason=choice.get("finish_reason") if isinstance(choice, dict) else None,
             model=data.get("model"),
         )
@@ -307,11 +307,18 @@ def message_text(content: Any) -> str | None:
     return str(content)
 
 
-def parse_usage(raw: Any) -> Usage:
-    """Token counts, tolerating missing or null fields."""
+def parse_usage(raw: Any, timings: Any = None) -> Usage:
+    """Token counts, tolerating missing or null fields. Cached prompt tokens come from OpenAI's
+    ``usage.prompt_tokens_details.cached_tokens`` or llama.cpp's ``timings.cache_n``."""
     if not isinstance(raw, dict):
         return Usage()
     counts = {k: raw.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    details = raw.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    if cached is None and isinstance(timings, dict):
+        cached = timings.get("cache_n")
+    if isinstance(cached, int) and cached >= 0:
+        counts["cached_tokens"] = cached
     usage = Usage(**{k: v for k, v in counts.items() if isinstance(v, int)})
     if not usage.total_tokens:
         usage.total_tokens = usage.prompt_tokens + usage.completion_tokens

@@ -100,7 +100,7 @@ def _now() -> datetime:
 
 
 def _usage(response: ChatResponse) -> RunUsage:
-    return RunUsage(**response.usage.model_dump())
+    return RunUsage(**response.usage.model_dump(exclude={"cached_tokens"}))
 
 
 class Runner:
