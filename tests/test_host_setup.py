@@ -83,6 +83,7 @@ async def test_core_tools_list_with_ten_agents_fits_16_kb(hub: AgentHub) -> None
 
 
 def llm_settings_for(llm: ScriptedLLM, tmp_path: Path, model: str = "scripted-model") -> Settings:
+    llm.echo()  # a working endpoint answers doctor's probe (under any model name, as llama-server does)
     return Settings(db_path=tmp_path / "agents.db", llm_base_url=llm.base_url, llm_api_key=KEY, model=model)
 
 
@@ -110,6 +111,7 @@ async def test_doctor_with_a_short_key_prints_paths_and_snippet_intact(
     scripted_llm: ScriptedLLM, tmp_path: Path, key: str
 ) -> None:
     db = tmp_path / "mcp-x-data" / "agents.db"  # contains the keys' text: masking must not touch it
+    scripted_llm.echo()
     settings = Settings(db_path=db, llm_base_url=scripted_llm.base_url, llm_api_key=key, model="scripted-model")
     out = io.StringIO()
     assert await run_doctor(settings, out) == 0
@@ -141,10 +143,49 @@ async def test_doctor_counts_one_agent_and_one_block_in_the_singular(scripted_ll
     assert f", 1 agent, {blocks} blocks\n" in out.getvalue()
 
 
-async def test_doctor_names_the_models_when_ours_is_not_served(scripted_llm: ScriptedLLM, tmp_path: Path) -> None:
+async def test_doctor_names_the_models_when_ours_is_refused(scripted_llm: ScriptedLLM, tmp_path: Path) -> None:
+    settings = llm_settings_for(scripted_llm, tmp_path, model="llama9")
+    scripted_llm.error(404, {"error": {"message": "model 'llama9' not found"}})
     out = io.StringIO()
-    assert await run_doctor(llm_settings_for(scripted_llm, tmp_path, model="llama9"), out) == 1
-    assert "'llama9' is not served" in out.getvalue() and "scripted-model" in out.getvalue()
+    assert await run_doctor(settings, out) == 1
+    assert "FAIL  model         'llama9' is not served at" in out.getvalue() and "not found" in out.getvalue()
+    assert "-> pick one of: scripted-model" in out.getvalue()
+
+
+async def test_doctor_notes_a_model_that_is_not_listed_but_answers(scripted_llm: ScriptedLLM, tmp_path: Path) -> None:
+    # llama-server lists its file's name and answers under any model name: a note, not a failure.
+    out = io.StringIO()
+    assert await run_doctor(llm_settings_for(scripted_llm, tmp_path, model="qwen2.5-coder-1.5b"), out) == 0
+    assert (
+        f"ok    model         'qwen2.5-coder-1.5b' is not listed at {scripted_llm.base_url} (it lists scripted-model) "
+        "but answered under that name"
+    ) in out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("answer", "finding"),
+    [
+        ("native", "native tool_calls came back: MCP_LETTA_TOOL_MODE native or auto suits it"),
+        ("printed", "the model printed its call as text, not as native tool_calls: MCP_LETTA_TOOL_MODE=json suits it"),
+        ("text", "the model answered without calling the offered tool: if agents do not use their tools, set "
+                 "MCP_LETTA_TOOL_MODE=json"),
+    ],
+)  # fmt: skip
+async def test_doctor_asks_for_one_tool_call_and_says_which_tool_mode_suits_the_model(
+    scripted_llm: ScriptedLLM, tmp_path: Path, answer: str, finding: str
+) -> None:
+    settings = llm_settings_for(scripted_llm, tmp_path)
+    if answer == "native":
+        scripted_llm.tool_call("get_weather", {"city": "Paris"})
+    elif answer == "printed":
+        scripted_llm.content_json_tool_call("get_weather", {"city": "Paris"})
+    else:
+        scripted_llm.reply("It is sunny in Paris.")
+    out = io.StringIO()
+    assert await run_doctor(settings, out) == 0
+    assert f"ok    tool calls    {finding}" in out.getvalue()
+    [probe] = scripted_llm.requests
+    assert probe.tool_names == ["get_weather"] and probe.body["model"] == "scripted-model"
 
 
 async def test_doctor_reports_an_unreachable_endpoint(scripted_llm: ScriptedLLM, tmp_path: Path) -> None:
