@@ -20,7 +20,7 @@ from mcp_letta import __version__
 from mcp_letta.config import Settings
 from mcp_letta.errors import LettaError
 from mcp_letta.hub import AgentHub
-from mcp_letta.install import default_config_path, server_entry
+from mcp_letta.install import HOSTS, configured_hosts, default_config_path, server_entry
 from mcp_letta.llm.base import ChatRequest
 from mcp_letta.llm.factory import BASE_URL_HINT, LLMPool
 from mcp_letta.llm.openai import OpenAIClient
@@ -195,6 +195,16 @@ async def _probe_tools(settings: Settings, base: str, key: str | None) -> Check 
     return Check("tool calls", True, detail + "set MCP_LETTA_TOOL_MODE=json")
 
 
+def check_hosts(project: Path | None = None) -> Check:
+    """Which MCP hosts have mcp-letta configured (user-wide, and in the project here): a finding, never a failure."""
+    found = configured_hosts(Path.cwd() if project is None else project)
+    if not found:
+        names = ", ".join(HOSTS)
+        return Check("hosts", True, f"no host has mcp-letta configured yet: run `mcp-letta install HOST` ({names})")
+    shown = "; ".join(f"{host.label} ({path}: {name})" for host, path, name in found)
+    return Check("hosts", True, f"configured in {shown}")
+
+
 def host_snippet(settings: Settings) -> dict[str, Any]:
     """The Claude Desktop ``mcpServers`` entry, with the API key (if any) as a placeholder."""
     return {"mcpServers": {"letta": server_entry(settings, api_key="placeholder")}}
@@ -202,7 +212,7 @@ def host_snippet(settings: Settings) -> dict[str, Any]:
 
 async def run_doctor(settings: Settings, out: TextIO = sys.stdout) -> int:
     """The ``mcp-letta doctor`` command: print every check and the host snippet; 1 if any check failed."""
-    checks = [await check_database(settings), *await check_llm(settings)]
+    checks = [await check_database(settings), *await check_llm(settings), check_hosts()]
     lines = [f"mcp-letta {__version__} doctor"]
     for check in checks:
         lines.append(f"  {'ok  ' if check.ok else 'FAIL'}  {check.name:<13} {check.detail}")
