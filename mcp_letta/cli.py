@@ -1,8 +1,9 @@
 """The ``mcp-letta`` command: serve MCP (stdio by default) and inspect the store from a shell.
 
 With no arguments it serves MCP over stdio, which is what MCP hosts launch; ``serve --transport http``
-serves streamable HTTP. ``doctor`` checks a setup and ``install HOST`` registers us with an MCP host.
-Only those and the ``agents``/``blocks`` commands write to stdout; the servers never do (protocol aside).
+serves streamable HTTP (and the web console at ``/``); ``console`` serves the console alone. ``doctor`` checks
+a setup and ``install HOST`` registers us with an MCP host. Only those, ``console`` (its URL) and the
+``agents``/``blocks`` commands write to stdout; the servers never do (protocol aside).
 """
 
 from __future__ import annotations
@@ -43,6 +44,14 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME",
         help="another Host header to accept over HTTP, e.g. a proxy's name (also: $MCP_LETTA_ALLOWED_HOSTS)",
+    )
+
+    console = commands.add_parser("console", help="serve the web console alone on this database (prints its URL)")
+    console.add_argument("--host", default="127.0.0.1", help="bind address; not loopback needs MCP_LETTA_TOKEN")
+    console.add_argument("--port", type=int, default=8765, help="port (0: any free port)")
+    console.add_argument("--open", action="store_true", help="open the console in a web browser")
+    console.add_argument(
+        "--allowed-host", action="append", default=[], metavar="NAME", help="another Host header to accept"
     )
 
     commands.add_parser("doctor", help="check the database, the LLM endpoint and model; print a host config")
@@ -123,6 +132,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             options = options_from(settings, args.host, args.port, args.allowed_host)
             anyio.run(serve_http, settings, options)
+            return 0
+        if args.command == "console":
+            from mcp_letta.console import serve_console
+
+            anyio.run(
+                lambda: serve_console(settings, args.host, args.port, tuple(args.allowed_host), open_browser=args.open)
+            )
             return 0
         if args.command == "doctor":
             from mcp_letta.doctor import run_doctor

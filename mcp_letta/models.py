@@ -310,6 +310,28 @@ class PairMetrics(Model):
     tokens: int
 
 
+class ContextWindow(Model):
+    """What an agent's LLM would be sent now, section by section, with token estimates (four characters a
+    token, as the runtime estimates them) against its context window."""
+
+    agent_id: str
+    agent_name: str
+    context_window: int = Field(description="the window in tokens (model_settings.context_window or the default)")
+    summarize_at: int = Field(description="the estimate above which the oldest messages are summarised")
+    system: str = Field(description="the agent's own system prompt, without memory")
+    system_tokens: int
+    memory: str = Field(description="core memory as the prompt renders it (blocks and memory metadata)")
+    memory_tokens: int
+    blocks: list[Block] = Field(default_factory=list)
+    tools: list[dict[str, Any]] = Field(default_factory=list, description="the tool definitions sent to the LLM")
+    tools_tokens: int
+    messages: list[Message] = Field(default_factory=list, description="the in-context history, in window order")
+    messages_tokens: int
+    summary: str | None = Field(default=None, description="what compaction has summarised, if it has run")
+    out_of_context: int = Field(description="messages kept in recall memory but no longer in the window")
+    total_tokens: int
+
+
 class Metrics(Model):
     """Multi-agent traffic from the runs on record, slowest (p95) first in each list."""
 
