@@ -19,6 +19,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp_letta import __version__
 from mcp_letta.config import Settings
 from mcp_letta.hub import AgentHub, Change
+from mcp_letta.server import arguments
 from mcp_letta.server.collaboration import register_multiagent_tools
 from mcp_letta.server.compact import compact_tool_list
 from mcp_letta.server.messaging import ask, register_messaging_tools
@@ -51,6 +52,7 @@ class LettaServer:
             instructions=INSTRUCTIONS,
             log_level=self.settings.log_level,  # type: ignore[arg-type]
         )
+        arguments.install(self.mcp)  # before any tool: every tool refuses undeclared arguments
         self.mcp.middleware.append(compact_tool_list)
         self.builtin_tools = register_builtin_tools(self.mcp, hub, tools=self.settings.tools)
         self.builtin_tools += register_messaging_tools(self.mcp, hub, tools=self.settings.tools)
