@@ -69,10 +69,11 @@ class RawStdio:
         self.send(INITIALIZE, {"jsonrpc": "2.0", "method": "notifications/initialized"})
         self.wait_for({"init"})
 
-    def wait_for(self, ids: set[Any], nulls: int = 0) -> None:
-        """Read answers until every id in ``ids`` and ``nulls`` answers with id null have come."""
+    def wait_for(self, ids: set[Any], nulls: int = 0, count: int = 0) -> None:
+        """Read answers until every id in ``ids``, ``nulls`` answers with id null and ``count`` answers in all
+        have come."""
         assert self.proc.stdout is not None
-        while not (ids <= self.answers.keys() and len(self.unmatched) >= nulls):
+        while not (ids <= self.answers.keys() and len(self.unmatched) >= nulls and len(self.answers) >= count):
             line = self.proc.stdout.readline()
             missing = sorted(map(str, ids - self.answers.keys()))
             assert line, f"the server closed stdout without answering {missing[:10]}"
