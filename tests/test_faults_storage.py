@@ -149,11 +149,17 @@ needs_tmpfs = pytest.mark.skipif(not NAMESPACES, reason=NO_NAMESPACES)
 
 
 @needs_tmpfs
-def test_start_up_on_a_full_disk_says_so(tmp_path: Path) -> None:
-    disk = tmp_path / "disk"
+@pytest.mark.parametrize("existing", [False, True], ids=["new database", "existing database"])
+def test_start_up_on_a_full_disk_says_so(tmp_path: Path, existing: bool) -> None:
+    disk, kept = tmp_path / "disk", tmp_path / "kept"
     disk.mkdir()
+    kept.mkdir()
     db_path = disk / "agents.db"
-    setup = f"mount -t tmpfs -o size=256k tmpfs {disk}; head -c 1M /dev/zero > {disk}/filler 2>/dev/null || true"
+    setup = f"mount -t tmpfs -o size=512k tmpfs {disk}"
+    if existing:
+        make_database(kept / "agents.db")
+        setup += f"; cp {kept}/agents.db {disk}/"
+    setup += f"; head -c 1M /dev/zero > {disk}/filler 2>/dev/null || true"
     refused_with(start(db_path, in_namespace(setup, stdio_command())),
                  f"the disk holding {db_path} is full: nothing was written; free space and retry")  # fmt: skip
 

@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_letta import __version__
 from mcp_letta.config import Settings
-from mcp_letta.errors import Invalid
+from mcp_letta.errors import Invalid, StorageUnavailable
 from mcp_letta.hub import AgentHub
 from mcp_letta.server.app import LettaServer, build_server, freeze_startup_heap
 
@@ -222,8 +222,9 @@ def http_app(server: LettaServer, options: HttpOptions) -> Starlette:
             agents: int | None = len(await server.hub.list_agents())
             db = "ok"
         except Exception as exc:  # a probe reports a broken store; it must not crash or leak paths and details
-            log.warning("health check: the database did not answer (%s)", type(exc).__name__)
-            agents, db = None, f"error: {type(exc).__name__}"
+            cause = exc.reason if isinstance(exc, StorageUnavailable) else type(exc).__name__  # e.g. disk_full
+            log.warning("health check: the database did not answer (%s)", cause)
+            agents, db = None, f"error: {cause}"
         status = 200 if db == "ok" else 503
         body = {"status": "ok" if db == "ok" else "degraded", "name": "mcp-letta", "version": __version__,
                 "db": db, "agents": agents}  # fmt: skip

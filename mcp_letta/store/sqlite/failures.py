@@ -39,8 +39,21 @@ def explain(exc: BaseException, path: Path) -> StorageUnavailable | None:
     if code == SQLITE_CORRUPT:
         return failures.damaged(where, str(exc))
     if code == SQLITE_IOERR:
-        return failures.io_error(where, str(exc))
+        # Growing the WAL index or the journal on a full disk fails as an I/O error, not SQLITE_FULL.
+        return failures.disk_full(where) if _no_room(path) else failures.io_error(where, str(exc))
     return None
+
+
+ROOM_BYTES = 64 * 1024  # less free space than a few pages: SQLite cannot grow a file there
+
+
+def _no_room(path: Path) -> bool:
+    folder = next((p for p in [path.parent, *path.parents] if p.exists()), path.parent)
+    try:
+        stat = os.statvfs(folder)
+    except OSError:
+        return False
+    return stat.f_bavail * stat.f_frsize < ROOM_BYTES
 
 
 def cannot_write(path: Path) -> StorageUnavailable:
