@@ -14,7 +14,6 @@ from typing import Any
 import anyio
 import mcp.types as types
 from mcp.server.stdio import stdio_server
-from mcp.shared._context_streams import create_context_streams
 from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 
@@ -40,7 +39,7 @@ async def answering_stdio_server() -> AsyncIterator[tuple[Any, Any]]:
     """The SDK's ``stdio_server`` (which keeps stray output off the wire), with unreadable lines answered
     here instead of being passed on as exceptions."""
     async with stdio_server() as (read_stream, write_stream):
-        send, receive = create_context_streams[SessionMessage | Exception](0)
+        send, receive = anyio.create_memory_object_stream[SessionMessage | Exception](0)
 
         async def pump() -> None:
             async with send, read_stream:
