@@ -1,7 +1,7 @@
 """The ``mcp-letta`` command: serve MCP (stdio by default) and inspect the store from a shell.
 
 With no arguments it serves MCP over stdio, which is what MCP hosts launch; ``serve --transport http``
-serves streamable HTTP. ``doctor`` checks a setup and ``install claude-desktop`` registers us with the host.
+serves streamable HTTP. ``doctor`` checks a setup and ``install HOST`` registers us with an MCP host.
 Only those and the ``agents``/``blocks`` commands write to stdout; the servers never do (protocol aside).
 """
 
@@ -21,6 +21,7 @@ from mcp_letta import __version__
 from mcp_letta.config import Settings, default_db_path
 from mcp_letta.errors import LettaError
 from mcp_letta.hub import AgentHub
+from mcp_letta.install import HOSTS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,13 +49,21 @@ def _parser() -> argparse.ArgumentParser:
 
     install = commands.add_parser("install", help="register mcp-letta with an MCP host")
     install_cmd = install.add_subparsers(dest="host_app", required=True)
-    desktop = install_cmd.add_parser("claude-desktop", help="add mcp-letta to claude_desktop_config.json")
-    desktop.add_argument("--config", type=Path, help="the config file (default: Claude Desktop's for this OS)")
-    desktop.add_argument("--name", default="letta", help="the server's name in mcpServers (default: letta)")
-    desktop.add_argument("--uvx", action="store_true", help="launch with `uvx mcp-letta` instead of this install")
-    desktop.add_argument(
-        "--with-api-key", action="store_true", help="also write MCP_LETTA_LLM_API_KEY into the file (plain text)"
-    )
+    for host in HOSTS.values():
+        where = f"{host.key} in {host.label}'s config"
+        one = install_cmd.add_parser(host.name, help=f"add mcp-letta to {where}")
+        one.add_argument("--config", type=Path, help=f"the config file (default: {host.label}'s for this OS)")
+        if host.project_file is not None:
+            one.add_argument(
+                "--project", type=Path, nargs="?", const=Path.cwd(), metavar="DIR",
+                help=f"write the project's {host.project_file} (in DIR, default: here) instead of the user's file",
+            )  # fmt: skip
+        one.add_argument("--name", default="letta", help=f"the server's name in {host.key} (default: letta)")
+        one.add_argument("--uvx", action="store_true", help="launch with `uvx mcp-letta` instead of this install")
+        one.add_argument(
+            "--with-api-key", action="store_true", help="also write MCP_LETTA_LLM_API_KEY into the file (plain text)"
+        )
+        one.add_argument("--print", action="store_true", dest="show_only", help="print the entry; write nothing")
 
     agents = commands.add_parser("agents", help="list or show agents")
     agents_cmd = agents.add_subparsers(dest="action", required=True)
@@ -120,11 +129,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return anyio.run(run_doctor, settings, sys.stdout)
         if args.command == "install":
-            from mcp_letta.install import install_claude_desktop
+            from mcp_letta.install import install
 
-            return install_claude_desktop(
-                settings, config=args.config, name=args.name, uvx=args.uvx, with_api_key=args.with_api_key,
-                out=sys.stdout,
+            return install(
+                HOSTS[args.host_app], settings, project=getattr(args, "project", None), config=args.config,
+                name=args.name, uvx=args.uvx, with_api_key=args.with_api_key, show_only=args.show_only, out=sys.stdout,
             )  # fmt: skip
         result = anyio.run(_inspect, settings, args)
     except LettaError as exc:

@@ -55,9 +55,13 @@ OnStep = Callable[[StepEvent], Awaitable[None]]
 OnResult = Callable[[BroadcastResult], Awaitable[None]]
 OnStage = Callable[[StageResult], Awaitable[None]]
 DEFAULT_SYSTEM = (
-    "You are a helpful agent with persistent memory. Your core memory blocks are shown below and stay in "
-    "your context; edit them with your memory tools when you learn something worth keeping. Older messages "
-    "and archival memory can be searched with your search tools. Reply to the user in plain text."
+    "You are a helpful agent with persistent memory. Your core memory blocks are shown below and stay in your "
+    "context. The 'persona' block says who you are and how you behave. The 'human' block holds facts about the "
+    "user: when the user tells you something about themselves (their name, where they live, what they like), "
+    "save it in 'human' with memory_insert before you answer. Keep other facts worth remembering with "
+    "archival_memory_insert, and look things up with archival_memory_search and conversation_search. If you "
+    "have tools to message other agents, ask the agent who knows instead of guessing. Once you know the answer, "
+    "reply to the user in plain text."
 )
 WILL_BE_DELIVERED = "your response will be delivered to the sender"
 MAX_TOOL_NAME = 64  # OpenAI-compatible APIs refuse longer function names
@@ -844,8 +848,10 @@ class AgentHub:
                 )
             elif stage.status != "completed":
                 error = f"stage {index} ({run.agent_name}) {stage.status}: {run.error or 'no error recorded'}"
-            elif not (run.reply or "").strip() and index < len(agents):
-                error = f"stage {index} ({run.agent_name}) replied with nothing, so the next stage has no input"
+            elif not (run.reply or "").strip():
+                error = f"stage {index} ({run.agent_name}) replied with nothing" + (
+                    ", so the next stage has no input" if index < len(agents) else ": the pipeline has no output"
+                )
             done.append(stage)
             if on_stage is not None:
                 await on_stage(stage)

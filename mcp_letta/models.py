@@ -11,6 +11,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 DEFAULT_BLOCK_LIMIT = 5000
+ToolMode = Literal["native", "json", "auto"]
+TOOL_MODES: tuple[ToolMode, ...] = ("native", "json", "auto")
 
 HUMAN_DESCRIPTION = (
     "The human block: Stores key details about the person you are conversing with, allowing for more "
@@ -36,6 +38,11 @@ class ModelSettings(Model):
     context_window: int | None = Field(default=None, ge=256)
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1)
+    tool_mode: ToolMode | None = Field(
+        default=None,
+        description="how the model calls tools: 'native' (OpenAI tool_calls), 'json' (a JSON-schema constrained "
+        "answer, for small local models) or 'auto' (native until the model prints its calls, then json)",
+    )
 
 
 class BlockSpec(Model):
