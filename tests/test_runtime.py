@@ -392,9 +392,12 @@ async def test_json_tool_mode_offers_the_tools_through_a_schema_and_reads_the_an
     assert "Name: Ada" in (await llm_hub.read_block("human", agent="ada_helper")).value
     first, second = scripted_llm.requests
     assert "tools" not in first.body and first.tool_names == []
-    choices = first.body["response_format"]["json_schema"]["schema"]["anyOf"]
-    assert [c["properties"]["tool"]["enum"] for c in choices[:-1]] == [[name] for name in DEFAULT_TOOL_NAMES]
-    assert choices[-1]["required"] == ["reply"]
+    # The first step of a message must call a tool (a small model otherwise answers without saving); then
+    # the reply is one of the choices.
+    first_choices = first.body["response_format"]["json_schema"]["schema"]["anyOf"]
+    assert [c["properties"]["tool"]["enum"] for c in first_choices] == [[name] for name in DEFAULT_TOOL_NAMES]
+    choices = second.body["response_format"]["json_schema"]["schema"]["anyOf"]
+    assert choices[:-1] == first_choices and choices[-1]["required"] == ["reply"]
     assert "<tools>" in first.system and "- memory_insert(label: string, new_string: string" in first.system
     assert first.system.endswith(second.system.partition("<tools>")[2])  # after memory, which just changed
     assert "Name: Ada" in second.system.partition("<tools>")[0]

@@ -342,6 +342,7 @@ def chat_request(
     offered: dict[str, Tool],
     *,
     json_mode: bool = False,
+    must_call: bool = False,
     then: Sequence[dict[str, Any]] = (),
 ) -> ChatRequest:
     """The LLM request of one step: the system message, the window's history, ``then`` (messages that are
@@ -361,7 +362,7 @@ def chat_request(
         tools=[tool.schema() for tool in native.values()],
         tools_json=tools_json(native),
         tool_choice="auto",
-        response_format=json_step_format(offered) if json_mode and offered else None,
+        response_format=json_step_format(offered, reply=not must_call) if json_mode and offered else None,
         temperature=settings.temperature,
         max_tokens=settings.max_tokens,
     )
@@ -392,8 +393,9 @@ def json_tools_text(offered: dict[str, Tool]) -> str:
     return "\n".join(lines)
 
 
-def json_step_format(offered: dict[str, Tool]) -> dict[str, Any]:
-    """OpenAI's ``response_format``: a JSON schema allowing one call of an offered tool or a reply."""
+def json_step_format(offered: dict[str, Tool], *, reply: bool = True) -> dict[str, Any]:
+    """OpenAI's ``response_format``: a JSON schema allowing one call of an offered tool, or (with ``reply``) the
+    reply."""
     choices: list[dict[str, Any]] = [
         {
             "type": "object",
@@ -402,7 +404,8 @@ def json_step_format(offered: dict[str, Tool]) -> dict[str, Any]:
         }
         for tool in offered.values()
     ]
-    choices.append({"type": "object", "properties": {"reply": {"type": "string"}}, "required": ["reply"]})
+    if reply:
+        choices.append({"type": "object", "properties": {"reply": {"type": "string"}}, "required": ["reply"]})
     return {"type": "json_schema", "json_schema": {"name": JSON_STEP_SCHEMA_NAME, "schema": {"anyOf": choices}}}
 
 

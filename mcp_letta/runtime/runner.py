@@ -224,7 +224,18 @@ class Runner:
             mode = settings.tool_mode or self.settings.tool_mode
             json_mode = mode == "json" or (mode == "auto" and client.prints_calls)
             response = await self._ask(
-                client, chat_request(model, settings, rc.window, rc.system, offered, json_mode=json_mode)
+                client,
+                # In JSON mode the first step must call a tool: a small model otherwise answers at once from
+                # what it sees, without saving what it was told or asking the agent who knows.
+                chat_request(
+                    model,
+                    settings,
+                    rc.window,
+                    rc.system,
+                    offered,
+                    json_mode=json_mode,
+                    must_call=json_mode and index == 0,
+                ),
             )
             usage = usage.plus(_usage(response))
             for _ in range(HOLLOW_REPLY_RETRIES):
