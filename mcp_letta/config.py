@@ -45,6 +45,13 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
         raise Invalid(f"{name}={raw!r} is not a number: set it to e.g. {default}") from None
 
 
+def _seconds(env: dict[str, str], name: str, default: float) -> float:
+    value = _float(env, name, default)
+    if not 0 <= value <= 3600:
+        raise Invalid(f"{name}={value:g} is out of range: use 0 to 3600 seconds, e.g. {default:g}")
+    return value
+
+
 def comma_list(text: str) -> list[str]:
     """The non-empty items of a comma-separated list, stripped (``"a, b,"`` -> ``["a", "b"]``)."""
     return [part.strip() for part in text.split(",") if part.strip()]
@@ -76,6 +83,7 @@ class Settings:
     token: str | None = field(default=None, repr=False)
     allowed_hosts: tuple[str, ...] = ()
     watch_interval_s: float = 0.2
+    shutdown_grace_s: float = 10.0
     log_level: str = "INFO"
 
     @classmethod
@@ -108,6 +116,7 @@ class Settings:
             token=env.get("MCP_LETTA_TOKEN") or None,
             allowed_hosts=_list(env, "MCP_LETTA_ALLOWED_HOSTS"),
             watch_interval_s=_float(env, "MCP_LETTA_WATCH_INTERVAL", 0.2),
+            shutdown_grace_s=_seconds(env, "MCP_LETTA_SHUTDOWN_GRACE_S", 10.0),
             log_level=(env.get("MCP_LETTA_LOG_LEVEL") or "INFO").upper(),
         )
 
