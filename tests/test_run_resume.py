@@ -308,3 +308,33 @@ async def test_an_async_reply_whose_run_was_killed_reaches_the_sender_once(
     notices = [text for text in boss if text.startswith("[Reply from agent 'worker'")]
     assert len(notices) == 1 and notices[0].endswith("dug")
     assert [role for role, _ in worker] == ["system", "assistant"]
+
+
+async def test_a_broadcast_resumed_after_its_process_closed_sends_to_no_recipient_twice(
+    llm_settings: Settings, scripted_llm: ScriptedLLM
+) -> None:
+    broadcast = {"message": "report", "match_all": ["team"], "match_some": []}
+    scripted_llm.on(
+        "boss persona",
+        Response(calls=[("send_message_to_agents_matching_tags", broadcast)]),
+        Response(content="everyone reported"),
+    )
+    scripted_llm.on("ann persona", Response(content="ann is fine"))
+    scripted_llm.on("ben persona", Response(content="never delivered", delay_s=SAFETY_S), Response(content="ben too"))
+    async with AgentHub(llm_settings) as hub:
+        await hub.create_agent("ann", persona="ann persona", tags=["team"])
+        await hub.create_agent("ben", persona="ben persona", tags=["team"])
+        await hub.create_agent("boss", persona="boss persona", include_multi_agent_tools=True)
+        sent = await hub.send_message("boss", "ask the team")
+        await scripted_llm.wait_for_requests_async(3)  # the boss's step, then ann's and ben's requests
+        [ann_run] = await hub.list_runs("ann")
+        assert (await hub.get_run(ann_run.id, wait_s=10)).reply == "ann is fine"
+    async with AgentHub(llm_settings) as hub:  # the boss's run and ben's were handed back: resumed here
+        done = await hub.get_run(sent.id, wait_s=30)
+        ann_runs, ben_runs = await hub.list_runs("ann"), await hub.list_runs("ben")
+        [result] = [m.content for m in await hub.get_messages("boss") if m.role == "tool"]
+    assert (done.status, done.reply, done.resumes) == ("completed", "everyone reported", 1)
+    assert [r.id for r in ann_runs] == [ann_run.id]  # answered before the close: waited on, not sent again
+    assert [(r.reply, r.resumes) for r in ben_runs] == [("ben too", 1)]
+    assert "ann is fine" in result and "ben too" in result
+    assert len([r for r in scripted_llm.requests if "boss persona" in r.system]) == 2

@@ -221,7 +221,6 @@ class Runner:
         offered = self.toolbox.tools_for(run.agent_id, rc.agent.metadata, rc.tool_agents)
         tools_chars = len(tools_json(offered))
         window = settings.context_window or DEFAULT_CONTEXT_WINDOW
-        last_calls = ""
         for index in range(len(rc.steps), self.settings.max_steps):
             started, usage = _now(), RunUsage()
             stored, rc.pending = rc.pending, None
@@ -256,7 +255,7 @@ class Runner:
                 step = await self._staged_tools(rc, content, prepared, index, started, usage, stored is not None)
             rc.steps.append(step)
             await self._emit(on_step, run, step)
-            last_calls = ", ".join(call.name for call in calls)
+        last_calls = ", ".join(call.name for call in rc.steps[-1].tool_calls) if rc.steps else ""
         error = (
             f"agent {run.agent_name!r} used all {self.settings.max_steps} steps of this run without a final reply "
             f"(its last step called {last_calls}): ask for less at once, or raise MCP_LETTA_MAX_STEPS"

@@ -106,24 +106,25 @@ class Scheduler:
         again); leave the process table, so others adopt them and our queued runs without waiting.
         Waiters on runs in this process get each run as it is then."""
         self._tg, self._stopping, self._winding_down = None, True, True
-        if self._executing:
-            self._all_stopped = anyio.Event()
-            for scope in self._scopes.values():
-                scope.cancel()
-            with anyio.CancelScope(shield=True), anyio.move_on_after(CANCEL_SETTLE_S):
-                await self._all_stopped.wait()
-        try:
-            await self.store.write(lambda tx: tx.forget_process(self.owner))
-        except Exception:  # shutting down must go on even if the file is gone or busy
-            log.exception("could not hand back this process's runs; others take them over when its lease passes")
-        if self._watches:
+        with anyio.CancelScope(shield=True):  # even when closing because we are cancelled (Ctrl-C)
+            if self._executing:
+                self._all_stopped = anyio.Event()
+                for scope in self._scopes.values():
+                    scope.cancel()
+                with anyio.move_on_after(CANCEL_SETTLE_S):
+                    await self._all_stopped.wait()
             try:
-                runs = await self.store.read(lambda tx: tx.get_runs(sorted(self._watches)))
-            except Exception:
-                log.exception("could not read the runs waited on here")
-                runs = []
-            for run in runs:
-                self._signal(run.id, run)
+                await self.store.write(lambda tx: tx.forget_process(self.owner))
+            except Exception:  # shutting down must go on even if the file is gone or busy
+                log.exception("could not hand back this process's runs; others take them over when its lease passes")
+            runs: list[Run] = []
+            if self._watches:
+                try:
+                    runs = await self.store.read(lambda tx: tx.get_runs(sorted(self._watches)))
+                except Exception:
+                    log.exception("could not read the runs waited on here")
+        for run in runs:
+            self._signal(run.id, run)
 
     def _heartbeat_and_recover(self, tx: Tx) -> list[str]:
         if self._stopping:  # a heartbeat after forget_process would make us look alive for a lease
