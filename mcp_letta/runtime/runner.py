@@ -273,10 +273,11 @@ class Runner:
         run = rc.run
         answered = rc.answered if resumed else {}
         rc.answered = {}
+        added: list[Message] = []
         if not resumed:
-            await self.store.write(lambda tx: self._commit_calls(tx, rc, content, [p.call for p in prepared]))
+            added += await self.store.write(lambda tx: self._commit_calls(tx, rc, content, [p.call for p in prepared]))
         results: list[ToolResult] = []
-        record: tuple[RunStep, str, Window] | None = None
+        record: tuple[RunStep, str] | None = None
         for position, p in enumerate(prepared):
             if p.call.id in answered:
                 results.append(answered[p.call.id])
@@ -286,20 +287,29 @@ class Runner:
             last = position == len(prepared) - 1
 
             def commit(tx: Tx, p: PreparedCall = p, ctx: ToolContext = ctx, awaited: ToolResult | None = awaited,
-                       last: bool = last) -> tuple[ToolResult, tuple[RunStep, str, Window] | None]:  # fmt: skip
+                       last: bool = last) -> tuple[ToolResult, list[Message], tuple[RunStep, str] | None]:  # fmt: skip
                 self._check(tx, rc)
                 result = awaited if awaited is not None else self.toolbox.run_in_transaction(tx, p, ctx)
-                tx.append_messages(run.agent_id, [tool_message(p, result, run.id)])
+                stored = tx.append_messages(run.agent_id, [tool_message(p, result, run.id)])
                 done = [*results, result]
-                return result, (self._record_step(tx, rc, prepared, done, index, started, usage) if last else None)
+                return (
+                    result,
+                    stored,
+                    (self._record_step(tx, rc, prepared, done, index, started, usage) if last else None),
+                )
 
-            result, record = await self.store.write(commit)
+            result, stored, record = await self.store.write(commit)
             results.append(result)
+            added += stored
         if record is None:  # every call had been answered: only the step's record is missing
             record = await self.store.write(
                 lambda tx: self._record_step(tx, rc, prepared, results, index, started, usage, check=True)
             )
-        step, rc.system, rc.window = record
+        step, rc.system = record
+        if resumed:  # the window holds part of this step: a call and its result must be added together
+            rc.window = await self.store.read(lambda tx: Window(tx.in_context_messages(run.agent_id)))
+        else:
+            rc.window.add(added)
         return step
 
     @staticmethod
@@ -337,18 +347,18 @@ class Runner:
         self._keep_window(run.agent_id, rc.window)  # were the commit to fail, the fingerprint would not match
         return ended.model_copy(update={"steps": [*rc.steps, step]})
 
-    def _commit_calls(self, tx: Tx, rc: RunContext, content: str, calls: list[ToolCall]) -> None:
+    def _commit_calls(self, tx: Tx, rc: RunContext, content: str, calls: list[ToolCall]) -> list[Message]:
         """Store the LLM's tool calls of a staged step before any of them runs."""
         self._check(tx, rc)
-        tx.append_messages(
+        return tx.append_messages(
             rc.run.agent_id, [NewMessage(role="assistant", content=content, tool_calls=calls, run_id=rc.run.id)]
         )
 
     def _record_step(
         self, tx: Tx, rc: RunContext, prepared: list[PreparedCall], results: list[ToolResult], index: int,
         started: datetime, usage: RunUsage, *, check: bool = False,
-    ) -> tuple[RunStep, str, Window]:  # fmt: skip
-        """Record a staged step once all its calls are answered; the next prompt and the window as stored."""
+    ) -> tuple[RunStep, str]:  # fmt: skip
+        """Record a staged step once all its calls are answered; the step and the next prompt."""
         if check:
             self._check(tx, rc)
         step = RunStep(
@@ -359,8 +369,7 @@ class Runner:
             finished_at=_now(),
         )
         tx.add_step(rc.run.id, step)
-        # Read again: the window cannot take a call and its result in separate pieces (see history_messages).
-        return step, self._system_now(tx, rc), Window(tx.in_context_messages(rc.run.agent_id))
+        return step, self._system_now(tx, rc)
 
     def _commit_tools(
         self,

@@ -201,6 +201,13 @@ def live_owners(conn: Conn, owner: Owner) -> set[str]:
     return live
 
 
+def died(conn: Conn, process_id: str, owner: Owner) -> bool:
+    """Whether a process that is not live died, rather than stalled (on this host with its pid alive, e.g. a
+    laptop asleep): a stall is no fault of the run it was running."""
+    row = conn.execute("SELECT pid, host FROM processes WHERE id = ?", (process_id,)).fetchone()
+    return row is None or row["host"] != owner.host or not pid_alive(row["pid"])
+
+
 def release(conn: Conn, row: Any, *, to_owner: str, crashed: bool) -> str:
     """A running run whose process stopped (``row``): back to the queue, owned by ``to_owner``, to be resumed
     from its last committed step; its new status. ``crashed``: the process died without handing it back.
@@ -253,7 +260,7 @@ def claim_next(conn: Conn, agent_id: str, owner: Owner) -> ClaimOutcome:
         live = live if live is not None else live_owners(conn, owner)
         if (r["lease_until"] or 0) > now and r["owner"] in live:
             return "blocked"
-        release(conn, r, to_owner=owner.id, crashed=r["owner"] not in live)
+        release(conn, r, to_owner=owner.id, crashed=r["owner"] not in live and died(conn, r["owner"], owner))
     queued = conn.execute(
         "SELECT * FROM runs WHERE agent_id = ? AND status = 'queued' ORDER BY seq LIMIT 2", (agent_id,)
     ).fetchall()
@@ -481,7 +488,7 @@ def recover(conn: Conn, owner: Owner) -> list[str]:
     now, live = owner.now(), live_owners(conn, owner)
     for r in conn.execute("SELECT * FROM runs WHERE status = 'running'").fetchall():
         if r["owner"] != owner.id and ((r["lease_until"] or 0) <= now or r["owner"] not in live):
-            release(conn, r, to_owner=owner.id, crashed=r["owner"] not in live)
+            release(conn, r, to_owner=owner.id, crashed=r["owner"] not in live and died(conn, r["owner"], owner))
     marks = ",".join("?" * len(live))
     adopted = conn.execute(
         f"SELECT id FROM runs WHERE status = 'queued' AND owner NOT IN ({marks})", sorted(live)
