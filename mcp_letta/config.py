@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mcp_letta.errors import Invalid
+from mcp_letta.models import TOOL_MODES, ToolMode
 
 
 def default_db_path() -> Path:
@@ -85,6 +86,7 @@ class Settings:
     watch_interval_s: float = 0.2
     shutdown_grace_s: float = 10.0
     log_level: str = "INFO"
+    tool_mode: ToolMode = "auto"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -97,6 +99,9 @@ class Settings:
         if "{name}" not in template:
             raise Invalid(f"MCP_LETTA_AGENT_TOOL={template!r} must contain '{{name}}', e.g. 'ask_{{name}}'")
         db = env.get("MCP_LETTA_DB")
+        tool_mode = env.get("MCP_LETTA_TOOL_MODE", "auto").strip().lower() or "auto"
+        if tool_mode not in TOOL_MODES:
+            raise Invalid(f"MCP_LETTA_TOOL_MODE={tool_mode!r} is not known: use 'native', 'json' or 'auto'")
         return cls(
             db_path=Path(db).expanduser() if db else default_db_path(),
             llm_base_url=env.get("MCP_LETTA_LLM_BASE_URL") or None,
@@ -118,6 +123,7 @@ class Settings:
             watch_interval_s=_float(env, "MCP_LETTA_WATCH_INTERVAL", 0.2),
             shutdown_grace_s=_seconds(env, "MCP_LETTA_SHUTDOWN_GRACE_S", 10.0),
             log_level=(env.get("MCP_LETTA_LOG_LEVEL") or "INFO").upper(),
+            tool_mode=tool_mode,  # type: ignore[arg-type]
         )
 
     def with_overrides(self, **changes: Any) -> Settings:

@@ -1,7 +1,7 @@
 """MCP over streamable HTTP: the Starlette app, its guards (bearer token, Host checks, body limit) and uvicorn.
 
-``http_app(server, options)`` serves stateful streamable HTTP at ``/mcp`` and an auth-free ``/health``, both
-behind the same Host checks;
+``http_app(server, options)`` serves stateful streamable HTTP at ``/mcp``, an auth-free ``/health`` and the web
+console at ``/`` (``mcp_letta.console``), all behind the same Host checks;
 ``serve_http(settings, options)`` opens the store and runs it under uvicorn, logging to stderr only.
 """
 
@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mcp_letta import __version__
 from mcp_letta.config import Settings
+from mcp_letta.console import console_for
 from mcp_letta.errors import Invalid
 from mcp_letta.hub import AgentHub
 from mcp_letta.server.app import LettaServer, build_server, freeze_startup_heap
@@ -145,9 +146,10 @@ class BearerTokenMiddleware:
 
 
 def http_app(server: LettaServer, options: HttpOptions) -> Starlette:
-    """The ASGI app: ``/health`` (no auth) and stateful streamable HTTP MCP at ``/mcp`` (token if set).
+    """The ASGI app: ``/health`` (no auth), stateful streamable HTTP MCP at ``/mcp`` (token if set) and the
+    console at ``/`` (a login form takes the token if set).
 
-    A foreign ``Host`` header gets 421 (and a foreign ``Origin`` 403) on both paths.
+    A foreign ``Host`` header gets 421 (and a foreign ``Origin`` 403) on every path.
     """
     security = transport_security(options.host, options.allowed_hosts)
     host_check = TransportSecurityMiddleware(security)  # the SDK's own check, as /mcp applies it
@@ -184,7 +186,11 @@ def http_app(server: LettaServer, options: HttpOptions) -> Starlette:
             yield
 
     return Starlette(
-        routes=[Route(HEALTH_PATH, health, methods=["GET"]), Mount("/", app=mcp_app)],
+        routes=[
+            Route(HEALTH_PATH, health, methods=["GET"]),
+            *console_for(server, options.token, options.host, options.allowed_hosts).routes(),
+            Mount("/", app=mcp_app),
+        ],
         lifespan=lifespan,
     )
 
@@ -219,9 +225,13 @@ class _Uvicorn(uvicorn.Server):
             self._task_status.started(self.servers[0].sockets[0].getsockname()[1] if self.servers else self.config.port)
 
 
-async def serve_app(app: ASGIApp, host: str, port: int) -> None:
-    """Run ``app`` under uvicorn until SIGINT/SIGTERM (uvicorn handles both and shuts down gracefully)."""
-    await _Uvicorn(app, host, port).serve()
+async def serve_app(
+    app: ASGIApp, host: str, port: int, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    """Run ``app`` under uvicorn until SIGINT/SIGTERM (uvicorn handles both and shuts down gracefully).
+
+    Started with ``task_group.start``, it reports the bound port once it accepts connections."""
+    await _Uvicorn(app, host, port).serve_reporting(task_status=task_status)
 
 
 @asynccontextmanager
@@ -249,7 +259,7 @@ async def serve_http(settings: Settings, options: HttpOptions) -> None:
                 len(options.token),
             )
         hosts = ", ".join(transport_security(options.host, options.allowed_hosts).allowed_hosts)
-        log.info("serving MCP at http://%s:%d%s (%s); Host headers allowed: %s",
+        log.info("serving MCP at http://%s:%d%s (%s), the console at /; Host headers allowed: %s",
                  _url_host(options.host), options.port, MCP_PATH, auth, hosts)  # fmt: skip
         await serve_app(app, options.host, options.port)
 
