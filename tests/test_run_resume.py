@@ -19,6 +19,7 @@ from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from mcp_letta import AgentHub, Settings
+from mcp_letta.errors import Invalid
 from mcp_letta.testing import Response, ScriptedLLM
 
 pytestmark = pytest.mark.anyio
@@ -338,3 +339,13 @@ async def test_a_broadcast_resumed_after_its_process_closed_sends_to_no_recipien
     assert [(r.reply, r.resumes) for r in ben_runs] == [("ben too", 1)]
     assert "ann is fine" in result and "ben too" in result
     assert len([r for r in scripted_llm.requests if "boss persona" in r.system]) == 2
+
+
+def test_the_grace_period_setting_is_read_and_checked() -> None:
+    assert Settings.from_env({}).shutdown_grace_s == 10.0
+    assert Settings.from_env({"MCP_LETTA_SHUTDOWN_GRACE_S": "2.5"}).shutdown_grace_s == 2.5
+    for bad, said in (("-1", "MCP_LETTA_SHUTDOWN_GRACE_S=-1 is out of range: use 0 to 3600 seconds, e.g. 10"),
+                      ("soon", "MCP_LETTA_SHUTDOWN_GRACE_S='soon' is not a number: set it to e.g. 10.0")):  # fmt: skip
+        with pytest.raises(Invalid) as caught:
+            Settings.from_env({"MCP_LETTA_SHUTDOWN_GRACE_S": bad})
+        assert caught.value.message == said
