@@ -172,7 +172,7 @@ async def test_closing_stdin_mid_run_leaves_the_run_queued_for_the_next_process(
     assert [(m.role, m.content) for m in history] == [("user", "find the answer"), ("assistant", "forty-two")]
 
 
-async def test_closing_stdin_gives_the_run_in_flight_its_grace_period_to_finish(
+async def test_closing_stdin_gives_the_run_in_flight_its_grace_period_and_starts_nothing_new(
     llm_settings: Settings, scripted_llm: ScriptedLLM, db_path: Path
 ) -> None:
     await make_agents(llm_settings, "researcher")
@@ -180,15 +180,20 @@ async def test_closing_stdin_gives_the_run_in_flight_its_grace_period_to_finish(
     first = await StdioServer.start(db_path, scripted_llm, MCP_LETTA_SHUTDOWN_GRACE_S=str(SAFETY_S))
     try:
         sent = await first.call("send_message_to_agent_async", agent="researcher", message="find the answer")
+        later = await first.call("send_message_to_agent_async", agent="researcher", message="and one more")
         await scripted_llm.wait_for_requests_async(1, within_s=SAFETY_S)
         assert await first.close_input() == 0
     finally:
         await first.aclose()
     assert run_row(db_path, sent["run_id"]) == ("completed", 0)  # finished by the process that started it
-    async with AgentHub(llm_settings) as hub:
-        [reply] = await hub.check_replies()
-    assert (reply.id, reply.reply) == (sent["run_id"], "forty-two")
+    assert run_row(db_path, later["run_id"]) == ("queued", 0)  # not started while winding down
     assert len(scripted_llm.requests) == 1
+    scripted_llm.reply("that too")
+    async with AgentHub(llm_settings) as hub:  # the next process starts it
+        done = await hub.get_run(later["run_id"], wait_s=30)
+        replies = await hub.check_replies()
+    assert (done.status, done.reply, done.resumes) == ("completed", "that too", 0)
+    assert [(r.id, r.reply) for r in replies] == [(sent["run_id"], "forty-two"), (later["run_id"], "that too")]
 
 
 async def test_sigterm_ends_the_grace_period_and_hands_the_run_back(
