@@ -15,6 +15,7 @@ from mcp_letta.errors import (
     LLMUnavailable,
     NotFound,
     ReadOnly,
+    StorageUnavailable,
     Timeout,
     VersionConflict,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "Settings",
     "StageResult",
     "StepEvent",
+    "StorageUnavailable",
     "Timeout",
     "ToolCall",
     "VersionConflict",

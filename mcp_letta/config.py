@@ -83,6 +83,8 @@ class Settings:
     agent_wait_s: float = 300.0
     token: str | None = field(default=None, repr=False)
     allowed_hosts: tuple[str, ...] = ()
+    http_max_sessions: int = 100
+    http_session_idle_s: float = 600.0
     watch_interval_s: float = 0.2
     shutdown_grace_s: float = 10.0
     log_level: str = "INFO"
@@ -120,6 +122,8 @@ class Settings:
             agent_wait_s=_float(env, "MCP_LETTA_AGENT_WAIT_S", 300.0),
             token=env.get("MCP_LETTA_TOKEN") or None,
             allowed_hosts=_list(env, "MCP_LETTA_ALLOWED_HOSTS"),
+            http_max_sessions=_int(env, "MCP_LETTA_HTTP_MAX_SESSIONS", 100, minimum=1),
+            http_session_idle_s=_float(env, "MCP_LETTA_HTTP_SESSION_IDLE_S", 600.0),
             watch_interval_s=_float(env, "MCP_LETTA_WATCH_INTERVAL", 0.2),
             shutdown_grace_s=_seconds(env, "MCP_LETTA_SHUTDOWN_GRACE_S", 10.0),
             log_level=(env.get("MCP_LETTA_LOG_LEVEL") or "INFO").upper(),

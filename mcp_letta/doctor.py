@@ -18,7 +18,7 @@ import httpx2
 
 from mcp_letta import __version__
 from mcp_letta.config import Settings
-from mcp_letta.errors import LettaError
+from mcp_letta.errors import LettaError, StorageUnavailable
 from mcp_letta.hub import AgentHub
 from mcp_letta.install import HOSTS, configured_hosts, default_config_path, server_entry
 from mcp_letta.llm.base import ChatRequest
@@ -76,6 +76,8 @@ async def check_database(settings: Settings) -> Check:
     try:
         async with AgentHub(settings) as hub:  # applies pending migrations, exactly as the server would
             agents, blocks = len(await hub.list_agents()), len(await hub.list_blocks())
+    except StorageUnavailable as exc:
+        return storage_check(exc)
     except Exception as exc:  # whatever stops the store from opening is the finding
         return Check("database", False, f"{path} did not open: {exc}", "check the file's permissions")
     pending = f", {_counted(latest - found, 'migration')} applied now" if found < latest else ""
@@ -94,14 +96,14 @@ def _file_schema(path: Path, latest: int) -> Check | int:
         return Check("database", True, f"{path} does not exist yet; it is created on first start")
     try:
         # Read-only first: a doctor must not migrate a database that is newer than this program.
-        version = file_schema_version(path)
-    except ValueError as exc:
-        return Check("database", False, f"{path} cannot be read as SQLite ({exc})",
-                     "point MCP_LETTA_DB at an mcp-letta database, or move this file aside")  # fmt: skip
-    if version > latest:
-        return Check("database", False, f"{path} has schema {version}, newer than this mcp-letta knows ({latest})",
-                     "upgrade mcp-letta (pip install -U mcp-letta)")  # fmt: skip
-    return version
+        return file_schema_version(path)
+    except StorageUnavailable as exc:
+        return storage_check(exc)
+
+
+def storage_check(exc: StorageUnavailable) -> Check:
+    """A storage failure as a finding: the server's own words, the next step as the hint."""
+    return Check("database", False, exc.problem, exc.hint)
 
 
 async def check_llm(settings: Settings) -> list[Check]:

@@ -201,7 +201,7 @@ async def test_doctor_refuses_a_file_that_is_not_a_database(tmp_path: Path) -> N
     path.write_text("not a database at all, just text" * 100)
     out = io.StringIO()
     assert await run_doctor(Settings(db_path=path), out) == 1
-    assert "cannot be read as SQLite" in out.getvalue()
+    assert "agents.db is not an mcp-letta database (file is not SQLite)" in out.getvalue()
     assert path.read_text().startswith("not a database")
 
 
