@@ -46,6 +46,13 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
         raise Invalid(f"{name}={raw!r} is not a number: set it to e.g. {default}") from None
 
 
+def _seconds(env: dict[str, str], name: str, default: float) -> float:
+    value = _float(env, name, default)
+    if not 0 <= value <= 3600:
+        raise Invalid(f"{name}={value:g} is out of range: use 0 to 3600 seconds, e.g. {default:g}")
+    return value
+
+
 def comma_list(text: str) -> list[str]:
     """The non-empty items of a comma-separated list, stripped (``"a, b,"`` -> ``["a", "b"]``)."""
     return [part.strip() for part in text.split(",") if part.strip()]
@@ -79,6 +86,7 @@ class Settings:
     http_max_sessions: int = 100
     http_session_idle_s: float = 600.0
     watch_interval_s: float = 0.2
+    shutdown_grace_s: float = 10.0
     log_level: str = "INFO"
     tool_mode: ToolMode = "auto"
 
@@ -117,6 +125,7 @@ class Settings:
             http_max_sessions=_int(env, "MCP_LETTA_HTTP_MAX_SESSIONS", 100, minimum=1),
             http_session_idle_s=_float(env, "MCP_LETTA_HTTP_SESSION_IDLE_S", 600.0),
             watch_interval_s=_float(env, "MCP_LETTA_WATCH_INTERVAL", 0.2),
+            shutdown_grace_s=_seconds(env, "MCP_LETTA_SHUTDOWN_GRACE_S", 10.0),
             log_level=(env.get("MCP_LETTA_LOG_LEVEL") or "INFO").upper(),
             tool_mode=tool_mode,  # type: ignore[arg-type]
         )

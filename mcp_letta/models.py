@@ -204,7 +204,9 @@ class RunStep(Model):
 class Run(Model):
     """One message sent to an agent and everything it did about it; the unit the scheduler executes.
 
-    ``status`` goes queued -> running -> completed | failed | cancelled | interrupted. ``stop_reason`` uses
+    ``status`` goes queued -> running -> completed | failed | cancelled | interrupted; a running run whose
+    process stopped goes back to queued and is resumed from its last committed step (``resumes`` counts
+    that), interrupted only when it cannot be (the reason in ``error``). ``stop_reason`` uses
     Letta's names: end_turn, max_steps, error, llm_api_error, cancelled, interrupted,
     context_window_overflow_in_system_prompt.
     """
@@ -222,6 +224,10 @@ class Run(Model):
         default=None,
         description="where the reply goes when the run ends: 'host' (the host inbox, see check_replies), an "
         "agent id (delivered to that agent as a new message), or None (fetch it with get_run)",
+    )
+    resumes: int = Field(
+        default=0,
+        description="times the run was resumed from its last committed step after its process stopped",
     )
     steps: list[RunStep] = Field(default_factory=list)
     reply: str | None = None

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import signal
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -122,8 +124,29 @@ def build_server(hub: AgentHub, settings: Settings | None = None) -> LettaServer
 
 
 async def serve_stdio(settings: Settings) -> None:
-    """Open the store named by ``settings`` and serve MCP over stdio."""
+    """Open the store named by ``settings`` and serve MCP over stdio.
+
+    When the host closes our input (its window closed) no new run starts, the runs in flight get
+    ``settings.shutdown_grace_s`` to finish, and the rest go back to the queue for the next process on the
+    same database to resume. SIGTERM (a host that will not wait) ends the grace period at once.
+    """
     async with AgentHub(settings) as hub:
         server = build_server(hub, settings)
         freeze_startup_heap()
-        await server.serve_stdio()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_cancel_on_sigterm, tg.cancel_scope)
+            await server.serve_stdio()
+            log.info("input closed: finishing the runs in flight (up to %gs)", settings.shutdown_grace_s)
+            await hub.wind_down(settings.shutdown_grace_s)
+            tg.cancel_scope.cancel()
+
+
+async def _cancel_on_sigterm(scope: anyio.CancelScope) -> None:
+    """Cancel ``scope`` at SIGTERM, so the hub closes and hands its runs back (not on Windows)."""
+    if sys.platform == "win32":
+        return
+    with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+        async for _ in signals:
+            log.info("SIGTERM: handing the runs in flight back to the queue")
+            scope.cancel()
+            return
