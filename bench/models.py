@@ -81,7 +81,7 @@ def record_calls(hub: AgentHub, calls: Calls) -> None:
         response = await original(request)
         calls.later_step.append(request.messages[-1].get("role") == "tool")  # after a tool result: step 2+
         calls.prompt.append(response.usage.prompt_tokens)
-        calls.cached.append(response.usage.cached_tokens)
+        calls.cached.append(getattr(response.usage, "cached_tokens", 0))  # (older builds do not read it)
         return response
 
     client.chat = chat  # type: ignore[method-assign]
@@ -202,9 +202,10 @@ async def run_all(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     for name in args.scenarios:
         trials = []
         for index in range(args.trials):
+            options = {"tool_mode": args.tool_mode} if hasattr(Settings, "tool_mode") else {}  # older builds: none
             settings = Settings.from_env().with_overrides(
                 db_path=folder / f"{name}-{index}.db", llm_base_url=args.base_url, model=args.model,
-                llm_api_key=args.api_key, tool_mode=args.tool_mode, llm_timeout_s=600.0, log_level="WARNING",
+                llm_api_key=args.api_key, llm_timeout_s=600.0, log_level="WARNING", **options,
             )  # fmt: skip
             done = await trial(name, settings)
             verdict = "ok" if done.ok else "FAILED"
