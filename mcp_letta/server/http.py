@@ -30,11 +30,13 @@ from mcp_letta.config import Settings
 from mcp_letta.errors import Invalid
 from mcp_letta.hub import AgentHub
 from mcp_letta.server.app import LettaServer, build_server, freeze_startup_heap
+from mcp_letta.server.rest import rest_app
 
 log = logging.getLogger("mcp_letta.http")
 
 MCP_PATH = "/mcp"
 HEALTH_PATH = "/health"
+REST_PATH = "/v1"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 # Tool arguments are text a model writes (block values default to 5,000 characters): 1 MiB is far above
@@ -144,10 +146,28 @@ class BearerTokenMiddleware:
         return False
 
 
-def http_app(server: LettaServer, options: HttpOptions) -> Starlette:
-    """The ASGI app: ``/health`` (no auth) and stateful streamable HTTP MCP at ``/mcp`` (token if set).
+class HostCheckMiddleware:
+    """Applies the SDK's Host/Origin check (DNS-rebinding protection) to a non-MCP app, as ``/mcp`` has it."""
 
-    A foreign ``Host`` header gets 421 (and a foreign ``Origin`` 403) on both paths.
+    def __init__(self, app: ASGIApp, check: TransportSecurityMiddleware) -> None:
+        self.app = app
+        self._check = check
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Refuse a foreign Host (421) or Origin (403); pass the rest through."""
+        if scope["type"] == "http":
+            refused = await self._check.validate_request(Request(scope, receive))
+            if refused is not None:
+                await refused(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def http_app(server: LettaServer, options: HttpOptions) -> Starlette:
+    """The ASGI app: ``/health`` (no auth), stateful streamable HTTP MCP at ``/mcp`` and Letta's REST API at
+    ``/v1`` (both behind the token if set).
+
+    A foreign ``Host`` header gets 421 (and a foreign ``Origin`` 403) on every path.
     """
     security = transport_security(options.host, options.allowed_hosts)
     host_check = TransportSecurityMiddleware(security)  # the SDK's own check, as /mcp applies it
@@ -158,8 +178,10 @@ def http_app(server: LettaServer, options: HttpOptions) -> Starlette:
         max_request_body_size=options.max_body_bytes,
         host=options.host,
     )
+    rest: ASGIApp = HostCheckMiddleware(rest_app(server.hub, options.max_body_bytes), host_check)
     if options.token:
         mcp_app = BearerTokenMiddleware(mcp_app, options.token)
+        rest = BearerTokenMiddleware(rest, options.token)
 
     async def health(request: Request) -> Response:
         """Liveness for load balancers and `curl`: version, and whether the database answers."""
@@ -184,7 +206,7 @@ def http_app(server: LettaServer, options: HttpOptions) -> Starlette:
             yield
 
     return Starlette(
-        routes=[Route(HEALTH_PATH, health, methods=["GET"]), Mount("/", app=mcp_app)],
+        routes=[Route(HEALTH_PATH, health, methods=["GET"]), Mount(REST_PATH, app=rest), Mount("/", app=mcp_app)],
         lifespan=lifespan,
     )
 
