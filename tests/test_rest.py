@@ -4,6 +4,7 @@ docs write them; MCP clients of the same server see the same agents and blocks."
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -22,7 +23,7 @@ from letta_client import (
 )
 from mcp import Client
 
-from mcp_letta import AgentHub
+from mcp_letta import AgentHub, Settings
 from mcp_letta.server.app import LettaServer, build_server
 from mcp_letta.server.http import HttpOptions, http_app, running_app
 from mcp_letta.server.rest import ENDPOINTS, openapi_document
@@ -66,11 +67,6 @@ async def poll_until_done(client: AsyncLetta, run_id: str) -> Any:
         while (run := await client.runs.retrieve(run_id)).status not in ("completed", "failed", "cancelled"):  # noqa: ASYNC110
             await anyio.sleep(0.05)  # the client's only way to learn of the end is to ask
     return run
-
-
-async def mcp_tool_names(server: LettaServer) -> set[str]:
-    async with Client(server.mcp) as mcp:
-        return {tool.name for tool in (await mcp.list_tools()).tools}
 
 
 @asynccontextmanager
@@ -390,3 +386,66 @@ def test_every_openapi_endpoint_is_exercised_by_a_test() -> None:
     methods = [op["x-letta-client-method"] for ops in openapi_document()["paths"].values() for op in ops.values()]
     missing = [m for m in methods if not re.search(re.escape(m) + r"\(", source)]
     assert not missing, f"endpoints no test calls: {missing}"
+
+
+# -- Agent File ---------------------------------------------------------------------------------------------------
+async def test_agent_file_round_trip_into_a_fresh_database(
+    client: AsyncLetta, scripted_llm: ScriptedLLM, llm_settings: Settings, tmp_path: Path
+) -> None:
+    agent = await client.agents.create(
+        name="traveller",
+        memory_blocks=[{"label": "persona", "value": "I travel."}, {"label": "trips", "value": "Oslo", "limit": 500}],
+        tags=["roaming"],
+        tools=["core_memory_append", "send_message_to_agent_async"],
+    )
+    scripted_llm.tool_call("core_memory_append", {"label": "trips", "content": "Lima"})
+    scripted_llm.reply("Lima noted.")
+    await client.agents.messages.create(agent.id, input="I went to Lima.")
+    exported = await client.agents.export_file(agent.id)
+
+    fresh = llm_settings.with_overrides(db_path=tmp_path / "fresh.db")
+    async with AgentHub(fresh) as hub:
+        server = build_server(hub)
+        async with running_app(http_app(server, HttpOptions(port=0, token=TOKEN))) as port:
+            async with AsyncLetta(base_url=f"http://127.0.0.1:{port}", api_key=TOKEN, max_retries=0) as other:
+                imported = await other.agents.import_file(file=("traveller.af", exported.encode()))
+                [new_id] = imported.agent_ids
+                copy = await other.agents.retrieve(new_id)
+                assert copy.name == "traveller_copy" and copy.tags == ["roaming"]
+                assert {b.label: b.value for b in copy.blocks} == {"persona": "I travel.", "trips": "Oslo\nLima",
+                                                                   "human": ""}  # fmt: skip
+                assert next(b for b in copy.blocks if b.label == "trips").limit == 500
+                assert {"core_memory_append", "send_message_to_agent_async"} <= {t.name for t in copy.tools}
+                history = [m async for m in other.agents.messages.list(new_id, order="asc")]
+                original = [m async for m in client.agents.messages.list(agent.id, order="asc")]
+                shape = [(m.message_type, getattr(m, "content", None)) for m in history]
+                assert shape == [(m.message_type, getattr(m, "content", None)) for m in original]
+                assert shape[0] == ("user_message", "I went to Lima.") and shape[-1] == ("assistant_message",
+                                                                                         "Lima noted.")  # fmt: skip
+                # ... and back: the copy exports with the same memory.
+                again = json.loads(await other.agents.export_file(new_id))
+                assert {b["label"]: b["value"] for b in again["blocks"]}["trips"] == "Oslo\nLima"
+
+
+async def test_agent_file_reports_tools_it_cannot_run(client: AsyncLetta) -> None:
+    letta_file = {  # the shape a Letta server exports (AgentFileSchema), written by hand
+        "agents": [{"id": "agent-0", "name": "support", "system": "You help customers.", "tags": ["cs"],
+                    "block_ids": ["block-0"], "tool_ids": ["tool-0", "tool-1", "tool-2"],
+                    "messages": [{"id": "message-0", "role": "user", "content": [{"type": "text", "text": "hi"}]}],
+                    "in_context_message_ids": ["message-0"], "llm_config": {"model": "gpt-4o-mini",
+                                                                            "context_window": 32000}}],
+        "blocks": [{"id": "block-0", "label": "policy", "value": "Refunds within 30 days.", "limit": 2000}],
+        "tools": [{"id": "tool-0", "name": "archival_memory_search"}, {"id": "tool-1", "name": "check_order_status"},
+                  {"id": "tool-2", "name": "send_message"}],
+        "groups": [], "files": [], "sources": [], "mcp_servers": [],
+    }  # fmt: skip
+    imported = await client.agents.import_file(file=("support.af", json.dumps(letta_file).encode()),
+                                               append_copy_suffix=False)  # fmt: skip
+    [agent_id] = imported.agent_ids
+    assert imported.model_extra["skipped_tools"] == {agent_id: ["check_order_status", "send_message"]}
+    agent = await client.agents.retrieve(agent_id)
+    assert agent.name == "support" and agent.llm_config.context_window == 32000
+    assert next(b for b in agent.blocks if b.label == "policy").value == "Refunds within 30 days."
+    with pytest.raises(UnprocessableEntityError) as bad:
+        await client.agents.import_file(file=("x.af", b"not json"))
+    assert "not JSON" in bad.value.body["detail"]

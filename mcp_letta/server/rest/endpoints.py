@@ -27,6 +27,8 @@ from mcp_letta.models import Agent, BlockSpec, ModelSettings, Run, StepEvent
 from mcp_letta.runtime.memory_tools import DEFAULT_TOOL_NAMES
 from mcp_letta.runtime.messaging_tools import MULTI_AGENT_TOOL_NAMES
 from mcp_letta.server.rest import letta_json as lj
+from mcp_letta.server.rest.agent_file import AgentFileError, export_agent, file_from_multipart, import_agent_file
+from mcp_letta.store.limits import MAX_PAGE
 
 log = logging.getLogger("mcp_letta.rest")
 
@@ -755,6 +757,31 @@ async def reset_messages(call: Call) -> Any:
     return call.agent_state(await call.hub.get_agent(call.path["agent_id"]))
 
 
+# -- Agent File ------------------------------------------------------------------------------------------------
+async def export_agent_file(call: Call) -> Any:
+    """GET /v1/agents/{agent_id}/export"""
+    agent = await call.hub.get_agent(call.path["agent_id"])
+    history: list[Any] = []
+    before: int | None = None
+    while True:  # the whole history, a page at a time
+        chunk = await call.hub.get_messages(agent.id, limit=MAX_PAGE, before_seq=before)
+        history = chunk + history
+        if len(chunk) < MAX_PAGE:
+            break
+        before = chunk[0].seq
+    return export_agent(agent, call.hub.tool_names(agent), history)
+
+
+async def import_agent_file_endpoint(call: Call) -> Any:
+    """POST /v1/agents/import (multipart form: ``file`` plus Letta's options)"""
+    body = await call.raw_body()
+    try:
+        data, fields = file_from_multipart(call.request.headers.get("content-type", ""), body)
+        return await import_agent_file(call.hub, data, fields)
+    except AgentFileError as exc:
+        raise RestError(422, str(exc)) from None
+
+
 # -- runs and tags -------------------------------------------------------------------------------------------
 LETTA_TO_OURS = {"created": ["queued"], "running": ["running"], "completed": ["completed"],
                  "failed": ["failed", "interrupted"], "cancelled": ["cancelled"]}  # fmt: skip
@@ -917,6 +944,14 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "agents.messages.reset",
         "Empty the context window (history stays in recall)",
         body=ResetIn,
+    ),
+    Endpoint("GET", A + "/export", export_agent_file, "agents.export_file", "Export an agent as an Agent File"),
+    Endpoint(
+        "POST",
+        "/agents/import",
+        import_agent_file_endpoint,
+        "agents.import_file",
+        "Import an Agent File (tools we cannot run are listed in skipped_tools)",
     ),
     Endpoint("POST", "/blocks/", create_block, "blocks.create", "Create a block", body=BlockIn),
     Endpoint(
