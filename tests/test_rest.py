@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -449,3 +450,13 @@ async def test_agent_file_reports_tools_it_cannot_run(client: AsyncLetta) -> Non
     with pytest.raises(UnprocessableEntityError) as bad:
         await client.agents.import_file(file=("x.af", b"not json"))
     assert "not JSON" in bad.value.body["detail"]
+
+
+async def test_the_readme_letta_client_snippet_runs(served: Served, scripted_llm: ScriptedLLM) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    [snippet] = re.findall(r"```python letta-client\n(.*?)```", readme, re.S)
+    scripted_llm.reply("Tidal energy is growing.")
+    program = f"TOKEN = {TOKEN!r}\n" + snippet.replace("http://127.0.0.1:8000", served.base)
+    done = await anyio.run_process([sys.executable, "-c", program], check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.decode().strip() == "Tidal energy is growing. end_turn"
