@@ -19,6 +19,7 @@ from letta_client import (
     APIStatusError,
     AsyncLetta,
     AuthenticationError,
+    ConflictError,
     NotFoundError,
     UnprocessableEntityError,
 )
@@ -202,6 +203,10 @@ async def test_bad_input_is_refused_with_a_clear_detail(client: AsyncLetta) -> N
     with pytest.raises(NotFoundError) as label:
         await client.agents.blocks.retrieve("nope", agent_id=agent.id)
     assert label.value.body == {"detail": f"No block with label 'nope' found for agent '{agent.id}'"}
+    clash = await client.blocks.create(label="persona", value="another persona")
+    with pytest.raises(ConflictError) as conflict:
+        await client.agents.blocks.attach(clash.id, agent_id=agent.id)
+    assert "persona" in conflict.value.body["detail"]
     with pytest.raises(UnprocessableEntityError) as tools:
         await client.agents.create(name="coder", tools=["run_my_python"])
     assert "Tools not found by name: ['run_my_python']" in tools.value.body["detail"]

@@ -677,7 +677,7 @@ class SSE:
             await send({"type": "http.response.body", "body": f"data: {data}\n\n".encode(), "more_body": True})
 
         await event({"message_type": "ping"})
-        progress_send, progress = anyio.create_memory_object_stream[str | Run](100)
+        progress_send, progress = anyio.create_memory_object_stream[str | Run | LettaError](100)
         sent: set[tuple[str, str, str | None]] = set()
 
         async def new_messages(run_id: str) -> None:
@@ -694,8 +694,12 @@ class SSE:
 
         async def run_it() -> None:
             async with progress_send:
-                run = await self.hub.send_message(self.agent, self.text, role=self.role,  # type: ignore[arg-type]
-                                                  wait_s=MAX_WAIT_S, on_step=on_step)  # fmt: skip
+                try:
+                    run = await self.hub.send_message(self.agent, self.text, role=self.role,  # type: ignore[arg-type]
+                                                      wait_s=MAX_WAIT_S, on_step=on_step)  # fmt: skip
+                except LettaError as exc:  # e.g. the agent was deleted meanwhile: the stream says so and ends
+                    await progress_send.send(exc)
+                    return
                 await progress_send.send(run)
 
         async with anyio.create_task_group() as tg:
@@ -705,6 +709,10 @@ class SSE:
                     if isinstance(item, str):
                         await new_messages(item)
                         continue
+                    if isinstance(item, LettaError):
+                        await event({"message_type": "error_message", "error_type": item.code,
+                                     "message": item.message, "run_id": None, "detail": None})  # fmt: skip
+                        break
                     await new_messages(item.id)
                     await event(lj.stop_reason_json(item))
                     await event(lj.usage_json(item))
