@@ -217,6 +217,9 @@ async def test_bad_input_is_refused_with_a_clear_detail(client: AsyncLetta) -> N
     with pytest.raises(UnprocessableEntityError) as role:
         await client.agents.messages.create(agent.id, messages=[{"role": "assistant", "content": "hi"}])
     assert "role 'assistant' is not accepted" in role.value.body["detail"]
+    with pytest.raises(UnprocessableEntityError) as unsupported:
+        await client.blocks.list(tags=["x"])
+    assert "query parameter(s) tags" in unsupported.value.body["detail"]
     with pytest.raises(UnprocessableEntityError) as extra:
         await client.agents.update(agent.id, extra_body={"frobnicate": True})
     assert "frobnicate" in extra.value.body["detail"]
@@ -366,8 +369,10 @@ async def test_passages_create_list_search_delete(client: AsyncLetta) -> None:
     agent = await client.agents.create(name="archivist")
     [first] = await client.agents.passages.create(agent.id, text="The tidal plant opened in 2024.", tags=["tide"])
     await client.agents.passages.create(agent.id, text="Wind farms grew fast.", tags=["wind"])
-    listed = await client.agents.passages.list(agent.id)
-    assert [p.text for p in listed] == ["Wind farms grew fast.", "The tidal plant opened in 2024."]
+    listed = await client.agents.passages.list(agent.id)  # Letta's default: oldest first
+    assert [p.text for p in listed] == ["The tidal plant opened in 2024.", "Wind farms grew fast."]
+    newest = await client.agents.passages.list(agent.id, ascending=False, limit=1)
+    assert [p.text for p in newest] == ["Wind farms grew fast."]
     found = await client.agents.passages.search(agent.id, query="tidal")
     assert found.count == 1 and found.results[0].content == "The tidal plant opened in 2024."
     assert found.results[0].tags == ["tide"]

@@ -450,7 +450,7 @@ async def update_agent(call: Call) -> Any:
         raise RestError(422, "setting message_ids is not supported: use reset-messages to empty the context window")
     hub, ref = call.hub, call.path["agent_id"]
     agent = await hub.get_agent(ref)
-    tools, multi = body.tool_choice(hub) if body.tools or body.tool_ids else (None, None)
+    tools, multi = body.tool_choice(hub) if body.tools or body.tool_ids or body.tool_rules else (None, None)
     metadata = body.metadata
     if tools is not None:
         metadata = {**(agent.metadata if metadata is None else metadata), "tools": tools}
@@ -596,7 +596,7 @@ async def list_passages(call: Call) -> Any:
         passages.sort(key=lambda p: (p.created_at, p.id))
     else:
         passages = list(reversed(await call.hub.archival_list(ref, limit=1000)))
-    chosen = ordered(passages, call, default="desc" if call.query("ascending") is None else "asc")
+    chosen = ordered(passages, call, default="asc")
     return [lj.passage_json(p) for p in page(chosen, call, key=lambda p: p.id, default_limit=MESSAGES_PAGE)]
 
 
@@ -812,7 +812,7 @@ async def list_runs(call: Call) -> Any:
     else:
         runs = await call.hub.list_runs(agent, limit=1000)
     runs.sort(key=lambda r: (r.created_at, r.id))
-    return [lj.run_json(r) for r in page(ordered(runs, call), call, key=lambda r: r.id)]
+    return [lj.run_json(r) for r in page(ordered(runs, call), call, key=lambda r: r.id, default_limit=MESSAGES_PAGE)]
 
 
 async def retrieve_run(call: Call) -> Any:
@@ -979,6 +979,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         list_block_agents,
         "blocks.agents.list",
         "List the agents a block is attached to",
+        query=("limit", "after", "before"),
     ),
     Endpoint(
         "GET",
@@ -1008,6 +1009,12 @@ ENDPOINTS: tuple[Endpoint, ...] = (
 )
 
 
+# Query parameters that change nothing here: which relations to include (we always include all), the sort
+# field (always creation time), projects, and message-display switches whose default is what we do.
+IGNORED_QUERY = frozenset({"include", "include_relationships", "order_by", "project_id", "use_assistant_message",
+                           "assistant_message_tool_name", "assistant_message_tool_kwarg", "include_err"})  # fmt: skip
+
+
 # -- errors -----------------------------------------------------------------------------------------------------
 def detail_for(exc: LettaError, call: Call) -> tuple[int, str]:
     """The HTTP status and Letta-style ``detail`` for one of our errors."""
@@ -1033,6 +1040,11 @@ def route_app(endpoint: Endpoint, hub: AgentHub, max_body_bytes: int) -> Callabl
     async def handle(request: Request) -> Response:
         call = Call(request, hub, max_body_bytes)
         try:
+            unknown = sorted(set(request.query_params) - set(endpoint.query) - IGNORED_QUERY)
+            if unknown:
+                where = f"{endpoint.method} /v1{endpoint.path}"
+                raise RestError(422, f"mcp-letta does not support the query parameter(s) {', '.join(unknown)} on "
+                                     f"{where}: remove them (see /v1/openapi.json)")  # fmt: skip
             result = await endpoint.handler(call)
         except RestError as exc:
             return JSONResponse({"detail": exc.detail}, status_code=exc.status)
