@@ -268,8 +268,11 @@ async def test_message_returns_letta_typed_messages(served: Served, client: Asyn
 
     # The same run is in the hub (get_run over MCP) and in runs.list / runs.retrieve.
     [run_id] = response.usage.run_ids
-    run = await served.server.hub.get_run(run_id)
-    assert run.reply == "Noted: you like tea."
+    async with Client(served.server.mcp, mode="legacy") as mcp:
+        over_mcp = await mcp.call_tool("get_run", {"run_id": run_id})
+    assert not over_mcp.is_error and over_mcp.structured_content is not None
+    assert over_mcp.structured_content["reply"] == "Noted: you like tea."
+    assert over_mcp.structured_content["status"] == "completed"
     assert [r.id async for r in client.runs.list(agent_id=agent.id)] == [run_id]
     retrieved = await client.runs.retrieve(run_id)
     assert (retrieved.status, retrieved.stop_reason, retrieved.agent_id) == ("completed", "end_turn", agent.id)
