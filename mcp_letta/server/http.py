@@ -271,8 +271,8 @@ async def serve_http(settings: Settings, options: HttpOptions) -> None:
                 len(options.token),
             )
         hosts = ", ".join(transport_security(options.host, options.allowed_hosts).allowed_hosts)
-        log.info("serving MCP at http://%s:%d%s (%s); Host headers allowed: %s",
-                 _url_host(options.host), options.port, MCP_PATH, auth, hosts)  # fmt: skip
+        log.info("serving MCP at http://%s:%d%s and Letta's REST API at %s (%s); Host headers allowed: %s",
+                 _url_host(options.host), options.port, MCP_PATH, REST_PATH, auth, hosts)  # fmt: skip
         await serve_app(app, options.host, options.port)
 
 
