@@ -280,6 +280,8 @@ async def test_message_returns_letta_typed_messages(served: Served, client: Asyn
     assert in_run[0] == "user_message" and in_run[-1] == "assistant_message"
 
     history = [m async for m in client.agents.messages.list(agent.id, order="asc")]
+    one_by_one = [m async for m in client.agents.messages.list(agent.id, order="asc", limit=1)]
+    assert [(m.id, m.message_type) for m in one_by_one] == [(m.id, m.message_type) for m in history]
     assert history[0].message_type == "user_message" and history[0].content == "I like tea."
     only = [m.message_type async for m in client.agents.messages.list(
         agent.id, include_return_message_types=["assistant_message"])]  # fmt: skip
@@ -317,6 +319,22 @@ async def test_streamed_message_sends_each_message_then_stop_and_usage(client: A
     again = await client.agents.messages.create(agent.id, input="tea now?", streaming=True)
     assert [chunk.message_type async for chunk in again][-3:] == ["assistant_message", "stop_reason",
                                                                  "usage_statistics"]  # fmt: skip
+
+
+async def test_stream_sends_a_step_before_the_run_ends(
+    served: Served, client: AsyncLetta, scripted_llm: ScriptedLLM, gate: Any
+) -> None:
+    agent = await client.agents.create(name="live")
+    scripted_llm.tool_call("conversation_search", {"query": "plans"})  # step 1 answers at once; step 2 waits
+    stream = await client.agents.messages.stream(agent.id, input="plans?")
+    seen = []
+    async for chunk in stream:
+        seen.append(chunk.message_type)
+        if chunk.message_type == "tool_return_message":
+            [run] = await served.server.hub.list_runs(agent.id)
+            assert run.status == "running"  # the first step's messages came while the run still runs
+            gate.open()
+    assert seen[-3:] == ["assistant_message", "stop_reason", "usage_statistics"]
 
 
 async def test_async_send_reply_arrives(client: AsyncLetta, scripted_llm: ScriptedLLM) -> None:

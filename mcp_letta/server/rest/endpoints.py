@@ -23,7 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from mcp_letta.errors import Conflict, Deadlock, Invalid, LettaError, LimitExceeded, NotFound, Timeout
 from mcp_letta.hub import MAX_WAIT_S, AgentHub
-from mcp_letta.models import Agent, BlockSpec, ModelSettings, Run, StepEvent
+from mcp_letta.models import Agent, BlockSpec, Message, ModelSettings, Run, StepEvent
 from mcp_letta.runtime.memory_tools import DEFAULT_TOOL_NAMES
 from mcp_letta.runtime.messaging_tools import MULTI_AGENT_TOOL_NAMES
 from mcp_letta.server.rest import letta_json as lj
@@ -749,12 +749,19 @@ async def cancel_messages(call: Call) -> Any:
     return result
 
 
+def message_page(history: list[Message], call: Call, *, default_order: str) -> list[dict[str, Any]]:
+    """A page of stored messages (Letta pages rows: one row may show as a reasoning and a tool call message,
+    which share its id), as Letta's typed messages, optionally only the ``include_return_message_types``."""
+    types = call.query_list("include_return_message_types") or None
+    if types:
+        history = [m for m in history if any(shown["message_type"] in types for shown in lj.letta_messages(m))]
+    rows = page(ordered(history, call, default=default_order), call, key=lambda m: m.id, default_limit=MESSAGES_PAGE)
+    return _filtered([shown for m in rows for shown in lj.letta_messages(m)], types)
+
+
 async def list_messages(call: Call) -> Any:
     """GET /v1/agents/{agent_id}/messages"""
-    history = await call.hub.get_messages(call.path["agent_id"], limit=1000)
-    shown = [m for message in history for m in lj.letta_messages(message)]
-    shown = _filtered(shown, call.query_list("include_return_message_types") or None)
-    return page(ordered(shown, call), call, key=lambda m: m["id"], default_limit=MESSAGES_PAGE)
+    return message_page(await call.hub.get_messages(call.path["agent_id"], limit=1000), call, default_order="desc")
 
 
 async def reset_messages(call: Call) -> Any:
@@ -822,9 +829,7 @@ async def retrieve_run(call: Call) -> Any:
 
 async def list_run_messages(call: Call) -> Any:
     """GET /v1/runs/{run_id}/messages"""
-    messages = await call.hub.run_messages(call.path["run_id"])
-    shown = [m for message in messages for m in lj.letta_messages(message)]
-    return page(ordered(shown, call, default="asc"), call, key=lambda m: m["id"], default_limit=MESSAGES_PAGE)
+    return message_page(await call.hub.run_messages(call.path["run_id"]), call, default_order="asc")
 
 
 async def list_tags(call: Call) -> Any:
