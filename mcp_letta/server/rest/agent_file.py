@@ -8,6 +8,7 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -215,6 +216,7 @@ async def import_agent_file(hub: AgentHub, data: bytes, fields: dict[str, str]) 
         name = fields.get("override_name") or fields.get("name") or raw.get("name") or "imported"
         if fields.get("append_copy_suffix", "true").lower() == "true":
             name = f"{name}_copy"
+        name = re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_")[:64] or "imported"  # Letta allows spaces; we do not
         specs = [
             BlockSpec(
                 label=b["label"],
