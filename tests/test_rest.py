@@ -25,7 +25,7 @@ from letta_client import (
 )
 from mcp import Client
 
-from mcp_letta import AgentHub, Settings
+from mcp_letta import AgentHub, NewMessage, Settings
 from mcp_letta.server.app import LettaServer, build_server
 from mcp_letta.server.http import HttpOptions, http_app, running_app
 from mcp_letta.server.rest import ENDPOINTS, openapi_document
@@ -291,6 +291,18 @@ async def test_message_returns_letta_typed_messages(served: Served, client: Asyn
         agent.id, input="again", include_return_message_types=["assistant_message"]
     )
     assert [m.message_type for m in filtered.messages] == ["assistant_message"]
+
+
+async def test_message_pages_reach_past_a_thousand(served: Served, client: AsyncLetta) -> None:
+    agent = await client.agents.create(name="chatty")
+    texts = [f"note {i:04d}" for i in range(1250)]
+    await served.server.hub.append_messages(agent.id, [NewMessage(role="user", content=t) for t in texts])
+    newest_first = [m.content async for m in client.agents.messages.list(agent.id, limit=400)]
+    assert newest_first == texts[::-1]
+    oldest_first = [m.content async for m in client.agents.messages.list(agent.id, limit=300, order="asc")]
+    assert oldest_first == texts
+    first = await client.agents.messages.list(agent.id, limit=5, order="asc")
+    assert [m.content for m in first.items] == texts[:5]
 
 
 async def test_reset_empties_the_context_window(client: AsyncLetta, scripted_llm: ScriptedLLM) -> None:

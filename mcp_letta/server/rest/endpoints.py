@@ -759,9 +759,31 @@ def message_page(history: list[Message], call: Call, *, default_order: str) -> l
     return _filtered([shown for m in rows for shown in lj.letta_messages(m)], types)
 
 
+async def history_for_page(call: Call, agent: str) -> list[Message]:
+    """As much of an agent's history (oldest first) as the requested page needs: the hub pages back from the
+    newest, so older pages are loaded until the cursor and ``limit`` rows beyond it (or the start) are in."""
+    limit = call.query_int("limit", MESSAGES_PAGE) or MESSAGES_PAGE
+    cursor = call.query("after") or call.query("before")
+    oldest_first = call.query("order", "desc") == "asc"
+    history: list[Message] = []
+    before: int | None = None
+    while True:
+        chunk = await call.hub.get_messages(agent, limit=MAX_PAGE, before_seq=before)
+        history = chunk + history
+        if len(chunk) < MAX_PAGE:
+            return history
+        before = chunk[0].seq
+        ids = [m.id for m in history]
+        if cursor is None and not oldest_first:
+            return history  # the newest rows are in
+        if cursor is not None and cursor in ids and ids.index(cursor) >= limit:
+            return history  # the cursor and a page beyond it either way
+
+
 async def list_messages(call: Call) -> Any:
     """GET /v1/agents/{agent_id}/messages"""
-    return message_page(await call.hub.get_messages(call.path["agent_id"], limit=1000), call, default_order="desc")
+    agent = await call.hub.get_agent(call.path["agent_id"])
+    return message_page(await history_for_page(call, agent.id), call, default_order="desc")
 
 
 async def reset_messages(call: Call) -> Any:
