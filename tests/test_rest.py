@@ -360,6 +360,32 @@ async def test_async_send_reply_arrives(client: AsyncLetta, scripted_llm: Script
     assert replies == ["Here is the report."]
 
 
+async def test_agent_async_send_reply_arrives_back(client: AsyncLetta, scripted_llm: ScriptedLLM) -> None:
+    # Letta's docs: an agent with send_message_to_agent_async messages another; here the reply comes back to it.
+    helper = await client.agents.create(name="calculator", memory_blocks=[{"label": "persona", "value": "I add."}])
+    asker = await client.agents.create(
+        name="asker",
+        memory_blocks=[{"label": "persona", "value": "I ask."}],
+        tools=["send_message_to_agent_async"],
+    )
+    scripted_llm.on("I add.", "42")
+    scripted_llm.on(
+        "I ask.",
+        Response(calls=[("send_message_to_agent_async", {"message": "6*7?", "other_agent_id": helper.id})]),
+        "Asked the calculator.",
+        "The calculator says 42.",
+    )
+    sent = await client.agents.messages.create(asker.id, input="Ask the calculator, then tell me.")
+    assert sent.messages[-1].content == "Asked the calculator."
+    with anyio.fail_after(20):  # the reply arrives as a new message to the asker, which runs on it
+        while len(runs := [r async for r in client.runs.list(agent_id=asker.id, statuses=["completed"])]) < 2:  # noqa: ASYNC110
+            await anyio.sleep(0.05)
+    [reply_run] = [r for r in runs if r.id != sent.usage.run_ids[0]]
+    shown = [m async for m in client.runs.messages.list(reply_run.id)]
+    assert shown[0].message_type == "system_message" and shown[0].content.endswith("] 42")
+    assert shown[-1].content == "The calculator says 42."
+
+
 async def test_cancel_stops_a_running_message(client: AsyncLetta, gate: Any) -> None:
     agent = await client.agents.create(name="stuck")
     run = await client.agents.messages.create_async(agent.id, input="take your time")
