@@ -31,6 +31,7 @@ from mcp_letta.models import (
     BlockChange,
     BlockSpec,
     BroadcastResult,
+    ContextWindow,
     Message,
     Metrics,
     ModelSettings,
@@ -41,7 +42,18 @@ from mcp_letta.models import (
     StageResult,
     StepEvent,
 )
-from mcp_letta.runtime.context import compile_system, memory_of
+from mcp_letta.runtime.context import (
+    CHARS_PER_TOKEN,
+    DEFAULT_CONTEXT_WINDOW,
+    SUMMARIZE_AT,
+    SUMMARY_SENDER,
+    compile_system,
+    context_order,
+    fixed_tokens,
+    memory_of,
+    message_tokens,
+    tools_json,
+)
 from mcp_letta.runtime.memory_tools import INCLUDE_MULTI_AGENT_TOOLS, builtin_toolbox
 from mcp_letta.runtime.messaging_tools import agent_tool_factory, multi_agent_tools
 from mcp_letta.runtime.runner import Runner
@@ -55,9 +67,13 @@ OnStep = Callable[[StepEvent], Awaitable[None]]
 OnResult = Callable[[BroadcastResult], Awaitable[None]]
 OnStage = Callable[[StageResult], Awaitable[None]]
 DEFAULT_SYSTEM = (
-    "You are a helpful agent with persistent memory. Your core memory blocks are shown below and stay in "
-    "your context; edit them with your memory tools when you learn something worth keeping. Older messages "
-    "and archival memory can be searched with your search tools. Reply to the user in plain text."
+    "You are a helpful agent with persistent memory. Your core memory blocks are shown below and stay in your "
+    "context. The 'persona' block says who you are and how you behave. The 'human' block holds facts about the "
+    "user: when the user tells you something about themselves (their name, where they live, what they like), "
+    "save it in 'human' with memory_insert before you answer. Keep other facts worth remembering with "
+    "archival_memory_insert, and look things up with archival_memory_search and conversation_search. If you "
+    "have tools to message other agents, ask the agent who knows instead of guessing. Once you know the answer, "
+    "reply to the user in plain text."
 )
 WILL_BE_DELIVERED = "your response will be delivered to the sender"
 MAX_TOOL_NAME = 64  # OpenAI-compatible APIs refuse longer function names
@@ -565,6 +581,36 @@ class AgentHub:
 
         return await self._store.read(build)
 
+    async def context_window(self, agent: str) -> ContextWindow:
+        """What the agent's LLM would be sent now, section by section: its system prompt, rendered core memory
+        (and each block against its limit), the tool definitions, the in-context history with the summary of
+        what compaction evicted, and token estimates (as the runtime makes them) against the window."""
+
+        def view(tx: Tx) -> ContextWindow:
+            record = tx.resolve_agent(agent)
+            memory = memory_of(tx, record.id)
+            offered = self._toolbox.tools_for(
+                record.id, record.metadata, tx.tool_agents([record.id]).get(record.id, [])
+            )
+            history = context_order(tx.in_context_messages(record.id))
+            summaries = [m.content for m in history if m.sender == SUMMARY_SENDER]
+            system_tokens = len(record.system) // CHARS_PER_TOKEN
+            memory_tokens = fixed_tokens(compile_system(record.system, memory)) - system_tokens
+            tools_tokens = len(tools_json(offered)) // CHARS_PER_TOKEN
+            messages_tokens = sum(message_tokens(m) for m in history)
+            window = record.model_settings.context_window or DEFAULT_CONTEXT_WINDOW
+            return ContextWindow(
+                agent_id=record.id, agent_name=record.name, context_window=window,
+                summarize_at=int(SUMMARIZE_AT * window), system=record.system, system_tokens=system_tokens,
+                memory=memory, memory_tokens=memory_tokens, blocks=tx.get_agent(record.id).blocks,
+                tools=[tool.schema() for tool in offered.values()], tools_tokens=tools_tokens, messages=history,
+                messages_tokens=messages_tokens, summary="\n\n".join(summaries) or None,
+                out_of_context=tx.recall_counts([record.id]).get(record.id, 0),
+                total_tokens=system_tokens + memory_tokens + tools_tokens + messages_tokens,
+            )  # fmt: skip
+
+        return await self._store.read(view)
+
     # == runs =======================================================================================
     # Sending a message stores a queued Run first; the scheduler executes it (FIFO and one at a time per
     # agent, across processes; agents in parallel up to max_concurrency). Waiting is bounded: when the
@@ -886,8 +932,10 @@ class AgentHub:
                 )
             elif stage.status != "completed":
                 error = f"stage {index} ({run.agent_name}) {stage.status}: {run.error or 'no error recorded'}"
-            elif not (run.reply or "").strip() and index < len(agents):
-                error = f"stage {index} ({run.agent_name}) replied with nothing, so the next stage has no input"
+            elif not (run.reply or "").strip():
+                error = f"stage {index} ({run.agent_name}) replied with nothing" + (
+                    ", so the next stage has no input" if index < len(agents) else ": the pipeline has no output"
+                )
             done.append(stage)
             if on_stage is not None:
                 await on_stage(stage)

@@ -11,6 +11,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 DEFAULT_BLOCK_LIMIT = 5000
+ToolMode = Literal["native", "json", "auto"]
+TOOL_MODES: tuple[ToolMode, ...] = ("native", "json", "auto")
 
 HUMAN_DESCRIPTION = (
     "The human block: Stores key details about the person you are conversing with, allowing for more "
@@ -36,6 +38,11 @@ class ModelSettings(Model):
     context_window: int | None = Field(default=None, ge=256)
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1)
+    tool_mode: ToolMode | None = Field(
+        default=None,
+        description="how the model calls tools: 'native' (OpenAI tool_calls), 'json' (a JSON-schema constrained "
+        "answer, for small local models) or 'auto' (native until the model prints its calls, then json)",
+    )
 
 
 class BlockSpec(Model):
@@ -301,6 +308,28 @@ class PairMetrics(Model):
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
     tokens: int
+
+
+class ContextWindow(Model):
+    """What an agent's LLM would be sent now, section by section, with token estimates (four characters a
+    token, as the runtime estimates them) against its context window."""
+
+    agent_id: str
+    agent_name: str
+    context_window: int = Field(description="the window in tokens (model_settings.context_window or the default)")
+    summarize_at: int = Field(description="the estimate above which the oldest messages are summarised")
+    system: str = Field(description="the agent's own system prompt, without memory")
+    system_tokens: int
+    memory: str = Field(description="core memory as the prompt renders it (blocks and memory metadata)")
+    memory_tokens: int
+    blocks: list[Block] = Field(default_factory=list)
+    tools: list[dict[str, Any]] = Field(default_factory=list, description="the tool definitions sent to the LLM")
+    tools_tokens: int
+    messages: list[Message] = Field(default_factory=list, description="the in-context history, in window order")
+    messages_tokens: int
+    summary: str | None = Field(default=None, description="what compaction has summarised, if it has run")
+    out_of_context: int = Field(description="messages kept in recall memory but no longer in the window")
+    total_tokens: int
 
 
 class Metrics(Model):

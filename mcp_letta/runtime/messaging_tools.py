@@ -149,8 +149,9 @@ def multi_agent_tools(ops: MultiAgentOps) -> list[Tool]:
     return [
         Tool(
             WAIT_FOR_REPLY,
-            "Sends a message to another agent and waits for its reply. Your identity is included automatically, "
-            "so no introduction is needed. Use it when you need the answer to go on.",
+            "Sends a message to another agent and waits for its reply. Use it whenever another agent knows "
+            "something you need or should do part of the work: ask it instead of guessing. Your identity is "
+            "included automatically, so no introduction is needed.",
             object_params(["message", "other_agent_id"], message=MESSAGE, other_agent_id=OTHER_AGENT),
             awaited=and_wait,
         ),

@@ -9,6 +9,7 @@ own, or another agent's on a shared block) are in the very next prompt.
 from __future__ import annotations
 
 import logging
+import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,13 +26,14 @@ from mcp_letta.runtime.context import (
     SUMMARIZE_AT,
     SUMMARY_SENDER,
     MemoryFacts,
+    ShownMemory,
     Window,
     bounded_summary,
     chat_request,
     choose_eviction,
     compile_system,
     fixed_tokens,
-    memory_of,
+    read_json_step,
     summary_alert,
     summary_request,
     tools_json,
@@ -42,6 +44,18 @@ from mcp_letta.store import AgentRecord, Claimed, ClaimOutcome, Owner, Store, To
 log = logging.getLogger("mcp_letta.runner")
 
 WINDOW_CACHE_SIZE = 256  # agents whose in-context history this process keeps between runs
+HOLLOW_REPLY_RETRIES = 2  # an empty or markup-only answer is asked again this often before the run fails
+CORRECTION = {
+    "role": "user",
+    "content": "Your last answer was empty. Answer the message above in plain text, or call one of your tools.",
+}
+_MARKUP_ONLY = re.compile(r"(?:\s*</?[A-Za-z_][\w:-]*\s*/?>)*\s*")
+
+
+def hollow(reply: str | None) -> bool:
+    """Whether an answer says nothing: empty, blank, or only markup such as ``<tools></tools>``."""
+    return _MARKUP_ONLY.fullmatch(reply or "") is not None
+
 
 OnStep = Callable[[StepEvent], Awaitable[None]]
 T = TypeVar("T")
@@ -86,15 +100,16 @@ def _now() -> datetime:
 
 
 def _usage(response: ChatResponse) -> RunUsage:
-    return RunUsage(**response.usage.model_dump())
+    return RunUsage(**response.usage.model_dump(exclude={"cached_tokens"}))
 
 
 class Runner:
     """Starts and executes runs for one process; shared by every agent (it keeps no per-run state).
 
     It remembers the context window each agent ended its last run with, and reuses it when the store
-    shows nobody changed that agent's history since (so a start does not reload the whole history).
-    Only write transactions touch that memory, and they run one at a time.
+    shows nobody changed that agent's history since (so a start does not reload the whole history), and
+    each agent's system message with what it was compiled from (see ``_system``). Only write transactions
+    touch that memory, and they run one at a time.
     """
 
     def __init__(self, store: Store, llm: LLMPool, toolbox: Toolbox, settings: Settings, owner: Owner):
@@ -104,6 +119,7 @@ class Runner:
         self.settings = settings
         self.owner = owner
         self._windows: OrderedDict[str, Window] = OrderedDict()
+        self._systems: OrderedDict[str, tuple[tuple[object, ...], str]] = OrderedDict()
 
     def _window(self, tx: Tx, agent_id: str, fingerprint: tuple[int, int]) -> Window:
         """The agent's window: the one this process kept, if the store's ``fingerprint`` says it is current."""
@@ -111,6 +127,21 @@ class Runner:
         if cached is not None and cached.fingerprint == fingerprint:
             return cached.copy()
         return Window(tx.in_context_messages(agent_id))
+
+    def _system(self, agent: AgentRecord, shown: ShownMemory) -> str:
+        """The agent's system message, compiled again only when its template or what its memory shows changed
+        (blocks, archival passages and their tags), as Letta recompiles on memory edits. The clock and the
+        growing recall count alone never change it, so from step to step and run to run the prompt begins with
+        the same bytes, which a provider's prompt cache reuses (the tools and history follow it)."""
+        basis = (agent.system, tuple(shown.blocks), shown.archival, tuple(shown.tags))
+        kept = self._systems.pop(agent.id, None)
+        system = (
+            kept[1] if kept is not None and kept[0] == basis else compile_system(agent.system, shown.render(agent.id))
+        )
+        self._systems[agent.id] = (basis, system)
+        while len(self._systems) > WINDOW_CACHE_SIZE:
+            self._systems.popitem(last=False)
+        return system
 
     def _keep_window(self, agent_id: str, window: Window) -> None:
         self._windows[agent_id] = window
@@ -144,7 +175,7 @@ class Runner:
                         window = self._window(tx, agent.id, fingerprints[agent.id])
                         given = NewMessage(role=run.role, content=run.input, sender=run.sender, run_id=run.id)
                         window.add(tx.append_messages(agent.id, [given]))
-                        system = compile_system(agent.system, facts.shown(tx, agent.id).render(agent.id))
+                        system = self._system(agent, facts.shown(tx, agent.id))
                         return RunContext(run, agent, tools[agent.id], system, window, claimed.more_queued)
                 except Exception as exc:  # a run that cannot start must fail, not block its agent's queue
                     log.exception("could not start run %s of agent %s", run.id, run.agent_name)
@@ -190,11 +221,42 @@ class Runner:
                 )  # fmt: skip
             if rc.window.estimate(rc.system, tools_chars) > SUMMARIZE_AT * window:
                 usage = usage.plus(await self._summarize(rc, client, model, window))
-            response = await client.chat(chat_request(model, settings, rc.window, rc.system, offered))
+            mode = settings.tool_mode or self.settings.tool_mode
+            json_mode = mode == "json" or (mode == "auto" and client.prints_calls)
+            response = await self._ask(
+                client,
+                # In JSON mode the first step must call a tool: a small model otherwise answers at once from
+                # what it sees, without saving what it was told or asking the agent who knows.
+                chat_request(
+                    model,
+                    settings,
+                    rc.window,
+                    rc.system,
+                    offered,
+                    json_mode=json_mode,
+                    must_call=json_mode and index == 0,
+                ),
+            )
             usage = usage.plus(_usage(response))
+            for _ in range(HOLLOW_REPLY_RETRIES):
+                if response.tool_calls or not hollow(response.content):
+                    break
+                log.info("agent %s answered %r; asking again", run.agent_name, response.content)
+                again = chat_request(
+                    model, settings, rc.window, rc.system, offered, json_mode=json_mode, then=[CORRECTION]
+                )
+                response = await self._ask(client, again)
+                usage = usage.plus(_usage(response))
             if not response.tool_calls:
                 step = RunStep(index=index, usage=usage, started_at=started, finished_at=_now())
                 reply = response.content or ""
+                if hollow(reply):
+                    return await self._finish(
+                        rc, "failed", stop_reason="invalid_llm_response",
+                        error=f"agent {run.agent_name!r}'s model answered with no text ({reply[:80]!r}), also when "
+                        f"asked again {HOLLOW_REPLY_RETRIES} times: check the model (MCP_LETTA_MODEL) can chat, "
+                        "or send the message again",
+                    )  # fmt: skip
                 finished = await self.store.write(lambda tx: self._commit_reply(tx, rc, reply, step))  # noqa: B023
                 await self._emit(on_step, run, step)
                 return finished
@@ -214,6 +276,11 @@ class Runner:
             f"(its last step called {last_calls}): ask for less at once, or raise MCP_LETTA_MAX_STEPS"
         )
         return await self._finish(rc, "failed", error=error, stop_reason="max_steps")
+
+    @staticmethod
+    async def _ask(client: LLMClient, request: ChatRequest) -> ChatResponse:
+        response = await client.chat(request)
+        return read_json_step(response) if request.response_format is not None else response
 
     async def _run_outside(self, prepared: PreparedCall, rc: RunContext) -> ToolResult:
         if prepared.awaited:
@@ -242,7 +309,7 @@ class Runner:
         agent = tx.agent_records([rc.run.agent_id]).get(rc.run.agent_id)
         if agent is None:
             raise AgentDeleted(f"agent {rc.run.agent_name!r} was deleted while this run was going")
-        return compile_system(agent.system, memory_of(tx, agent.id))
+        return self._system(agent, MemoryFacts.read(tx, [agent.id]).shown(tx, agent.id))
 
     def _commit_reply(self, tx: Tx, rc: RunContext, reply: str, step: RunStep) -> Run:
         run = rc.run

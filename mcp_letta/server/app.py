@@ -19,6 +19,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp_letta import __version__
 from mcp_letta.config import Settings
 from mcp_letta.hub import AgentHub, Change
+from mcp_letta.server import arguments
 from mcp_letta.server.collaboration import register_multiagent_tools
 from mcp_letta.server.compact import compact_tool_list
 from mcp_letta.server.messaging import ask, register_messaging_tools
@@ -26,6 +27,7 @@ from mcp_letta.server.notify import Notifier
 from mcp_letta.server.per_agent_tools import AgentTools
 from mcp_letta.server.prompts import register_prompts
 from mcp_letta.server.resources import ResourceFanout, check_subscription, register_completions, register_resources
+from mcp_letta.server.stdio import answering_stdio_server
 from mcp_letta.server.tools import register_builtin_tools
 
 log = logging.getLogger("mcp_letta.server")
@@ -51,6 +53,7 @@ class LettaServer:
             instructions=INSTRUCTIONS,
             log_level=self.settings.log_level,  # type: ignore[arg-type]
         )
+        arguments.install(self.mcp)  # before any tool: every tool refuses undeclared arguments
         self.mcp.middleware.append(compact_tool_list)
         self.builtin_tools = register_builtin_tools(self.mcp, hub, tools=self.settings.tools)
         self.builtin_tools += register_messaging_tools(self.mcp, hub, tools=self.settings.tools)
@@ -97,9 +100,11 @@ class LettaServer:
                     log.exception("sending change notifications failed")
 
     async def serve_stdio(self) -> None:
-        """Serve MCP over this process's stdin/stdout until the client closes stdin."""
-        async with self.running():
-            await self.mcp.run_stdio_async()
+        """Serve MCP over this process's stdin/stdout until the client closes stdin; a line that cannot be read
+        gets a JSON-RPC error instead of silence."""
+        lowlevel = self.mcp._lowlevel_server  # what run_stdio_async drives, over our answering transport
+        async with self.running(), answering_stdio_server() as (read_stream, write_stream):
+            await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
 
 
 def freeze_startup_heap() -> int:
