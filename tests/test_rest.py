@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 import httpx
+import httpx2
 import pytest
 from letta_client import (
     APIStatusError,
@@ -273,6 +274,10 @@ async def test_message_returns_letta_typed_messages(served: Served, client: Asyn
     assert not over_mcp.is_error and over_mcp.structured_content is not None
     assert over_mcp.structured_content["reply"] == "Noted: you like tea."
     assert over_mcp.structured_content["status"] == "completed"
+    async with httpx2.AsyncClient(base_url=served.base) as console:  # ... and the console shows the same run
+        assert (await console.post("/login", data={"token": TOKEN})).status_code in (200, 303)
+        shown_in_console = (await console.get(f"/api/runs/{run_id}")).json()
+    assert (shown_in_console["status"], shown_in_console["reply"]) == ("completed", "Noted: you like tea.")
     assert [r.id async for r in client.runs.list(agent_id=agent.id)] == [run_id]
     retrieved = await client.runs.retrieve(run_id)
     assert (retrieved.status, retrieved.stop_reason, retrieved.agent_id) == ("completed", "end_turn", agent.id)
