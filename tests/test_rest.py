@@ -25,11 +25,13 @@ from letta_client import (
     UnprocessableEntityError,
 )
 from mcp import Client
+from starlette.applications import Starlette
+from starlette.routing import Mount
 
 from mcp_letta import AgentHub, NewMessage, Settings
 from mcp_letta.server.app import LettaServer, build_server
 from mcp_letta.server.http import HttpOptions, http_app, running_app
-from mcp_letta.server.rest import ENDPOINTS, openapi_document
+from mcp_letta.server.rest import ENDPOINTS, openapi_document, rest_app
 from mcp_letta.testing import Response, ScriptedLLM
 
 pytestmark = [pytest.mark.anyio, pytest.mark.filterwarnings("ignore::UserWarning")]
@@ -351,6 +353,20 @@ async def test_stream_sends_a_step_before_the_run_ends(
             [run] = await served.server.hub.list_runs(agent.id)
             assert run.status == "running"  # the first step's messages came while the run still runs
             gate.open()
+    assert seen[-3:] == ["assistant_message", "stop_reason", "usage_statistics"]
+
+
+async def test_stream_pings_while_a_step_runs(llm_hub: AgentHub, gate: Any) -> None:
+    app = Starlette(routes=[Mount("/v1", app=rest_app(llm_hub, MAX_BODY, keepalive_s=0.05))])
+    async with running_app(app) as port, AsyncLetta(base_url=f"http://127.0.0.1:{port}", max_retries=0) as letta:
+        agent = await letta.agents.create(name="slow")
+        stream = await letta.agents.messages.stream(agent.id, input="take a while")
+        seen = []
+        async for chunk in stream:
+            seen.append(chunk.message_type)
+            if seen.count("ping") == 3:  # the LLM is held: only keepalive pings can arrive
+                gate.open()
+    assert seen[:3] == ["ping", "ping", "ping"]
     assert seen[-3:] == ["assistant_message", "stop_reason", "usage_statistics"]
 
 

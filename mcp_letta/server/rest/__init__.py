@@ -12,14 +12,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mcp_letta.hub import AgentHub
-from mcp_letta.server.rest.endpoints import ENDPOINTS, Endpoint, route_app
+from mcp_letta.server.rest.endpoints import ENDPOINTS, KEEPALIVE_S, Endpoint, route_app
 from mcp_letta.server.rest.openapi import openapi_document
 
 __all__ = ["ENDPOINTS", "Endpoint", "openapi_document", "rest_app"]
 
 
-def rest_app(hub: AgentHub, max_body_bytes: int) -> Starlette:
-    """The ``/v1`` app: every endpoint of ``ENDPOINTS`` and ``/openapi.json``; unknown paths get Letta's 404."""
+def rest_app(hub: AgentHub, max_body_bytes: int, *, keepalive_s: float = KEEPALIVE_S) -> Starlette:
+    """The ``/v1`` app: every endpoint of ``ENDPOINTS`` and ``/openapi.json``; unknown paths get Letta's 404.
+    A message stream sends a ping every ``keepalive_s`` seconds while a step runs."""
     document = openapi_document()
 
     async def openapi(request: Request) -> Response:
@@ -34,7 +35,7 @@ def rest_app(hub: AgentHub, max_body_bytes: int) -> Starlette:
         )  # fmt: skip
 
     routes = [Route("/openapi.json", openapi, methods=["GET"])]
-    routes += [Route(e.path, route_app(e, hub, max_body_bytes), methods=[e.method]) for e in ENDPOINTS]
+    routes += [Route(e.path, route_app(e, hub, max_body_bytes, keepalive_s), methods=[e.method]) for e in ENDPOINTS]
     app = Starlette(routes=routes)
     app.add_exception_handler(404, not_served)
     app.add_exception_handler(405, not_served)

@@ -36,6 +36,7 @@ log = logging.getLogger("mcp_letta.rest")
 LETTA_BLOCK_LIMIT = 100_000
 DEFAULT_PAGE = 50
 MESSAGES_PAGE = 100
+KEEPALIVE_S = 20.0  # Letta's stream sends a ping this often while a step runs
 
 
 T = TypeVar("T")
@@ -283,6 +284,7 @@ class Call:
     request: Request
     hub: AgentHub
     max_body_bytes: int
+    keepalive_s: float = KEEPALIVE_S
 
     @property
     def path(self) -> dict[str, str]:
@@ -643,7 +645,7 @@ async def create_message(call: Call) -> Any:
     role, text = body.one_input()
     if body.streaming:  # letta-client 1.x: create(..., streaming=True) is the stream endpoint's successor
         agent = await call.hub.get_agent(call.path["agent_id"])
-        return SSE(call.hub, agent.id, role, text, body.include_return_message_types)
+        return SSE(call.hub, agent.id, role, text, body.include_return_message_types, call.keepalive_s)
     run = await call.hub.send_message(call.path["agent_id"], text, role=role, wait_s=MAX_WAIT_S)  # type: ignore[arg-type]
     return await letta_response(call.hub, run, body.include_return_message_types)
 
@@ -663,8 +665,11 @@ class SSE:
     """Letta's message stream: ``data: {json}`` events (a ping, each message as its step commits, then
     ``stop_reason`` and ``usage_statistics``) and ``data: [DONE]``."""
 
-    def __init__(self, hub: AgentHub, agent: str, role: str, text: str, types: list[str] | None) -> None:
+    def __init__(
+        self, hub: AgentHub, agent: str, role: str, text: str, types: list[str] | None, keepalive_s: float
+    ) -> None:
         self.hub, self.agent, self.role, self.text, self.types = hub, agent, role, text, types
+        self.keepalive_s = keepalive_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run the message and send its events as they happen."""
@@ -705,7 +710,16 @@ class SSE:
         async with anyio.create_task_group() as tg:
             tg.start_soon(run_it)
             async with progress:
-                async for item in progress:
+                while True:
+                    item: str | Run | LettaError | None = None
+                    with anyio.move_on_after(self.keepalive_s):  # a long step: keep proxies from closing us
+                        try:
+                            item = await progress.receive()
+                        except anyio.EndOfStream:
+                            break
+                    if item is None:
+                        await event({"message_type": "ping"})
+                        continue
                     if isinstance(item, str):
                         await new_messages(item)
                         continue
@@ -726,7 +740,7 @@ async def stream_message(call: Call) -> Any:
     body = await call.body(MessagesIn)
     role, text = body.one_input()
     agent = await call.hub.get_agent(call.path["agent_id"])  # a 404 before the stream starts
-    return SSE(call.hub, agent.id, role, text, body.include_return_message_types)
+    return SSE(call.hub, agent.id, role, text, body.include_return_message_types, call.keepalive_s)
 
 
 async def cancel_messages(call: Call) -> Any:
@@ -1061,11 +1075,13 @@ def detail_for(exc: LettaError, call: Call) -> tuple[int, str]:
     return 400, exc.message
 
 
-def route_app(endpoint: Endpoint, hub: AgentHub, max_body_bytes: int) -> Callable[[Request], Awaitable[Response]]:
+def route_app(
+    endpoint: Endpoint, hub: AgentHub, max_body_bytes: int, keepalive_s: float = KEEPALIVE_S
+) -> Callable[[Request], Awaitable[Response]]:
     """The Starlette handler of one endpoint: run it, shape its result or error as Letta does."""
 
     async def handle(request: Request) -> Response:
-        call = Call(request, hub, max_body_bytes)
+        call = Call(request, hub, max_body_bytes, keepalive_s)
         try:
             unknown = sorted(set(request.query_params) - set(endpoint.query) - IGNORED_QUERY)
             if unknown:
