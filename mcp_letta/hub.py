@@ -59,7 +59,7 @@ from mcp_letta.runtime.messaging_tools import agent_tool_factory, multi_agent_to
 from mcp_letta.runtime.runner import Runner
 from mcp_letta.runtime.scheduler import LEASE_S, Scheduler
 from mcp_letta.store import HOST, Change, Owner, SQLiteStore, Store, Tx, appender
-from mcp_letta.store.limits import MAX_TEXT, check_text, shown
+from mcp_letta.store.limits import MAX_PAGE, MAX_TEXT, check_text, shown
 
 log = logging.getLogger("mcp_letta.hub")
 
@@ -231,16 +231,20 @@ class AgentHub:
     ) -> Agent:
         """Create an agent with ``persona`` and ``human`` blocks, extra ``blocks`` and existing ``shared_blocks``.
 
+        A ``persona`` or ``human`` block in ``blocks`` (Letta's ``memory_blocks``) takes the place of the default one.
+
         ``agent_tools`` are existing agents it may call as tools (``ask_<name>``; see ``attach_agent_tool``).
         ``include_multi_agent_tools`` (Letta's flag, kept in its metadata) offers it Letta's messaging tools:
         send_message_to_agent_and_wait_for_reply, send_message_to_agent_async,
         send_message_to_agents_matching_tags and send_message_to_agents_matching_all_tags.
         """
-        specs = [
+        extra = [b if isinstance(b, BlockSpec) else BlockSpec.model_validate(b) for b in blocks]
+        given = {spec.label for spec in extra}
+        defaults = [
             BlockSpec(label="persona", value=persona, description=PERSONA_DESCRIPTION),
             BlockSpec(label="human", value=human, description=HUMAN_DESCRIPTION),
         ]
-        specs += [b if isinstance(b, BlockSpec) else BlockSpec.model_validate(b) for b in blocks]
+        specs = [spec for spec in defaults if spec.label not in given] + extra
         settings = _model_settings(model_settings) or ModelSettings()
         if system is not None and not system.strip():
             raise Invalid("system prompt cannot be empty: omit it to use the default")
@@ -541,6 +545,36 @@ class AgentHub:
             )
         )
 
+    async def reset_messages(self, agent: str) -> int:
+        """Empty an agent's context window (Letta's reset-messages); the messages stay searchable in recall.
+        Returns how many messages left the window."""
+
+        def reset(tx: Tx) -> int:
+            agent_id = tx.resolve_agent(agent).id
+            seqs = [m.seq for m in tx.in_context_messages(agent_id)]
+            if seqs:
+                tx.take_out_of_context(agent_id, seqs)
+            return len(seqs)
+
+        return await self._store.write(reset)
+
+    async def run_messages(self, run_id: str) -> list[Message]:
+        """The messages a run added to its agent's history (its input, tool calls, tool results, reply),
+        oldest first. Pages back through the history only as far as the run's first message."""
+
+        def collect(tx: Tx) -> list[Message]:
+            run = tx.get_run(run_id)
+            found: list[Message] = []
+            before: int | None = None
+            while True:
+                page = tx.get_messages(run.agent_id, limit=MAX_PAGE, before_seq=before)
+                found = [m for m in page if m.run_id == run_id] + found
+                if len(page) < MAX_PAGE or page[0].created_at < run.created_at:
+                    return found
+                before = page[0].seq
+
+        return await self._store.read(collect)
+
     async def core_memory(self, agent: str) -> str:
         """An agent's core memory rendered exactly as it appears in its prompt."""
         return await self._store.read(lambda tx: memory_of(tx, tx.resolve_agent(agent).id))
@@ -644,6 +678,14 @@ class AgentHub:
     async def wait_run(self, run_id: str, *, wait_s: float | None = None) -> Run:
         """The run once finished; raises ``Timeout`` if ``wait_s`` seconds pass first (the run goes on)."""
         return await self._scheduler.wait_done(run_id, None if wait_s is None else check_wait_s(wait_s))
+
+    def tool_names(self, agent: Agent) -> list[str]:
+        """The names of the tools ``agent``'s LLM is offered, in the order it sees them."""
+        return list(self._toolbox.tools_for(agent.id, agent.metadata, agent.agent_tools))
+
+    def known_tool_names(self) -> list[str]:
+        """Every built-in tool an agent can be given (Letta's memory, search and multi-agent tools)."""
+        return self._toolbox.names
 
     async def list_runs(self, agent: str | None = None, *, status: str | None = None, limit: int = 50) -> list[Run]:
         """Runs, newest first, optionally of one agent and/or in one status."""

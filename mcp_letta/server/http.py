@@ -33,11 +33,13 @@ from mcp_letta.console import console_for
 from mcp_letta.errors import Invalid, StorageUnavailable
 from mcp_letta.hub import AgentHub
 from mcp_letta.server.app import LettaServer, build_server, freeze_startup_heap
+from mcp_letta.server.rest import rest_app
 
 log = logging.getLogger("mcp_letta.http")
 
 MCP_PATH = "/mcp"
 HEALTH_PATH = "/health"
+REST_PATH = "/v1"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 # Tool arguments are text a model writes (block values default to 5,000 characters): 1 MiB is far above
@@ -194,9 +196,26 @@ class SessionLimitMessage:
         await self.app(scope, receive, reword)
 
 
+class HostCheckMiddleware:
+    """Applies the SDK's Host/Origin check (DNS-rebinding protection) to a non-MCP app, as ``/mcp`` has it."""
+
+    def __init__(self, app: ASGIApp, check: TransportSecurityMiddleware) -> None:
+        self.app = app
+        self._check = check
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Refuse a foreign Host (421) or Origin (403); pass the rest through."""
+        if scope["type"] == "http":
+            refused = await self._check.validate_request(Request(scope, receive))
+            if refused is not None:
+                await refused(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def http_app(server: LettaServer, options: HttpOptions) -> Starlette:
-    """The ASGI app: ``/health`` (no auth), stateful streamable HTTP MCP at ``/mcp`` (token if set) and the
-    console at ``/`` (a login form takes the token if set).
+    """The ASGI app: ``/health`` (no auth), stateful streamable HTTP MCP at ``/mcp`` and Letta's REST API at
+    ``/v1`` (both behind the token if set), and the console at ``/`` (a login form takes the token if set).
 
     A foreign ``Host`` header gets 421 (and a foreign ``Origin`` 403) on every path.
     """
@@ -212,8 +231,10 @@ def http_app(server: LettaServer, options: HttpOptions) -> Starlette:
         host=options.host,
     )
     mcp_app = SessionLimitMessage(mcp_app, options.max_sessions, options.session_idle_s)
+    rest: ASGIApp = HostCheckMiddleware(rest_app(server.hub, options.max_body_bytes), host_check)
     if options.token:
         mcp_app = BearerTokenMiddleware(mcp_app, options.token)
+        rest = BearerTokenMiddleware(rest, options.token)
 
     async def health(request: Request) -> Response:
         """Liveness for load balancers and `curl`: version, and whether the database answers."""
@@ -242,6 +263,7 @@ def http_app(server: LettaServer, options: HttpOptions) -> Starlette:
         routes=[
             Route(HEALTH_PATH, health, methods=["GET"]),
             *console_for(server, options.token, options.host, options.allowed_hosts).routes(),
+            Mount(REST_PATH, app=rest),
             Mount("/", app=mcp_app),
         ],
         lifespan=lifespan,
@@ -312,8 +334,8 @@ async def serve_http(settings: Settings, options: HttpOptions) -> None:
                 len(options.token),
             )
         hosts = ", ".join(transport_security(options.host, options.allowed_hosts).allowed_hosts)
-        log.info("serving MCP at http://%s:%d%s (%s), the console at /; Host headers allowed: %s",
-                 _url_host(options.host), options.port, MCP_PATH, auth, hosts)  # fmt: skip
+        log.info("serving MCP at http://%s:%d%s (%s), Letta's REST API at %s, the console at /; Host headers "
+                 "allowed: %s", _url_host(options.host), options.port, MCP_PATH, auth, REST_PATH, hosts)  # fmt: skip
         await serve_app(app, options.host, options.port)
 
 

@@ -1,0 +1,1121 @@
+"""Letta's V1 REST endpoints over ``AgentHub``: one table (``ENDPOINTS``) of thin handlers, each naming the
+``letta-client`` method that calls it; the OpenAPI document and the Starlette routes are both made from it.
+
+Every handler calls hub methods and shapes the result with ``letta_json``; errors become Letta's
+``{"detail": ...}`` with its status codes (404 unknown id, 409 conflict, 422 bad input).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+import anyio
+from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
+
+from mcp_letta.errors import Conflict, Deadlock, Invalid, LettaError, LimitExceeded, NotFound, Timeout
+from mcp_letta.hub import MAX_WAIT_S, AgentHub
+from mcp_letta.models import Agent, BlockSpec, Message, ModelSettings, Run, StepEvent
+from mcp_letta.runtime.memory_tools import DEFAULT_TOOL_NAMES
+from mcp_letta.runtime.messaging_tools import MULTI_AGENT_TOOL_NAMES
+from mcp_letta.server.rest import letta_json as lj
+from mcp_letta.server.rest.agent_file import AgentFileError, export_agent, file_from_multipart, import_agent_file
+from mcp_letta.store.limits import MAX_PAGE
+
+log = logging.getLogger("mcp_letta.rest")
+
+# Letta's CORE_MEMORY_BLOCK_CHAR_LIMIT: the default limit of a block made over REST.
+LETTA_BLOCK_LIMIT = 100_000
+DEFAULT_PAGE = 50
+MESSAGES_PAGE = 100
+KEEPALIVE_S = 20.0  # Letta's stream sends a ping this often while a step runs
+
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+
+
+class RestError(Exception):
+    """An HTTP error with Letta's body ``{"detail": ...}``."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+# -- request bodies ------------------------------------------------------------------------------------
+class Body(BaseModel):
+    """A request body: the fields we act on are declared; ``IGNORED`` fields (Letta settings that have no
+    meaning here, e.g. embedding models) are accepted and dropped; any other field is refused by name."""
+
+    model_config = ConfigDict(extra="allow")
+    IGNORED: ClassVar[tuple[str, ...]] = ()
+
+    def check_fields(self) -> None:
+        """Refuse the fields we do not serve, naming them (a silent drop would change the program's meaning)."""
+        unknown = sorted(set(self.model_extra or {}) - set(self.IGNORED))
+        if unknown:
+            raise RestError(422, f"mcp-letta does not support the field(s) {', '.join(unknown)} on this endpoint: "
+                                 "remove them (see /v1/openapi.json for what is served)")  # fmt: skip
+
+
+class BlockIn(Body):
+    """A block in ``memory_blocks`` or ``POST /v1/blocks/``."""
+
+    IGNORED = ("is_template", "template_name", "template_id", "base_template_id", "deployment_id", "entity_id",
+               "hidden", "preserve_on_migration", "project_id", "tags")  # fmt: skip
+    label: str
+    value: str = ""
+    limit: int = LETTA_BLOCK_LIMIT
+    description: str | None = None
+    read_only: bool = False
+    metadata: dict[str, Any] | None = None
+
+    def spec(self) -> BlockSpec:
+        """As the hub's ``BlockSpec``."""
+        self.check_fields()
+        return BlockSpec(label=self.label, value=self.value, limit=self.limit, description=self.description,
+                         read_only=self.read_only, metadata=self.metadata or {})  # fmt: skip
+
+
+class BlockPatch(Body):
+    """``PATCH`` of a block (by id, or by label within an agent)."""
+
+    IGNORED = BlockIn.IGNORED
+    value: str | None = None
+    limit: int | None = None
+    description: str | None = None
+    read_only: bool | None = None
+    metadata: dict[str, Any] | None = None
+    label: str | None = None
+
+
+class LLMConfigIn(BaseModel):
+    """The parts of Letta's ``llm_config`` that map onto our model settings."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: str | None = None
+    model_endpoint: str | None = None
+    context_window: int | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+
+
+class AgentSettingsIn(Body):
+    """Fields shared by agent create and update."""
+
+    IGNORED = ("agent_type", "embedding", "embedding_config", "embedding_chunk_size", "include_base_tools",
+               "include_base_tool_rules", "include_default_source", "timezone", "project", "project_id",
+               "hidden", "base_template_id", "template_id", "template", "enable_sleeptime",
+               "message_buffer_autoclear", "parallel_tool_calls", "max_files_open",
+               "per_file_view_window_char_limit", "compaction_settings", "reasoning", "enable_reasoner",
+               "max_reasoning_tokens", "identity_ids", "source_ids", "folder_ids", "last_run_completion",
+               "last_run_duration_ms", "last_stop_reason")  # fmt: skip
+    name: str | None = None
+    description: str | None = None
+    system: str | None = None
+    tags: list[str] | None = None
+    metadata: dict[str, Any] | None = None
+    block_ids: list[str] | None = None
+    tools: list[str] | None = None
+    tool_ids: list[str] | None = None
+    tool_rules: list[Any] | None = None
+    include_multi_agent_tools: bool | None = None
+    model: str | None = None
+    context_window_limit: int | None = None
+    max_tokens: int | None = None
+    llm_config: LLMConfigIn | None = None
+    model_settings: dict[str, Any] | None = None
+
+    def settings(self) -> ModelSettings | None:
+        """Our model settings from ``model``, ``llm_config``, ``context_window_limit`` and ``model_settings``."""
+        values: dict[str, Any] = {}
+        if self.llm_config is not None:
+            values = {"model": self.llm_config.model, "base_url": self.llm_config.model_endpoint,
+                      "context_window": self.llm_config.context_window,
+                      "temperature": self.llm_config.temperature, "max_tokens": self.llm_config.max_tokens}  # fmt: skip
+        if self.model is not None:
+            values["model"] = self.model.split("/", 1)[-1]  # a Letta handle is "<provider>/<model>"
+        if self.context_window_limit is not None:
+            values["context_window"] = self.context_window_limit
+        if self.max_tokens is not None:
+            values["max_tokens"] = self.max_tokens
+        if self.model_settings:
+            if "temperature" in self.model_settings:
+                values["temperature"] = self.model_settings["temperature"]
+            if "max_output_tokens" in self.model_settings:
+                values["max_tokens"] = self.model_settings["max_output_tokens"]
+        values = {k: v for k, v in values.items() if v is not None}
+        if not values:
+            return None
+        try:
+            return ModelSettings(**values)
+        except ValidationError as exc:
+            raise RestError(422, validation_detail(exc)) from None
+
+    def tool_choice(self, hub: AgentHub) -> tuple[list[str] | None, bool | None]:
+        """``(built-in tool list for metadata["tools"] or None for the defaults, multi-agent flag)``.
+
+        Letta adds ``tools`` to its base tools; an unknown name is refused (we run no custom code).
+        """
+        if self.tool_rules:
+            raise RestError(422, "tool_rules are not supported by mcp-letta: agents run Letta V1's loop "
+                                 "(tools until a turn has no tool call); remove tool_rules")  # fmt: skip
+        by_id = {lj.tool_id(name): name for name in hub.known_tool_names()}
+        names = list(self.tools or [])
+        missing_ids = [i for i in self.tool_ids or [] if i not in by_id]
+        if missing_ids:
+            raise RestError(404, f"Tools not found by id: {missing_ids}")
+        names += [by_id[i] for i in self.tool_ids or []]
+        known = set(hub.known_tool_names())
+        missing = [n for n in names if n not in known]
+        if missing:
+            raise RestError(422, f"Tools not found by name: {missing}. mcp-letta runs Letta's built-in memory, "
+                                 f"search and multi-agent tools only ({', '.join(sorted(known))}); custom Python "
+                                 "tools are not run: remove them or use an MCP client for your own tools")  # fmt: skip
+        multi = any(n in MULTI_AGENT_TOOL_NAMES for n in names) or None
+        if self.include_multi_agent_tools is not None:
+            multi = self.include_multi_agent_tools or multi
+        extra = [n for n in names if n not in MULTI_AGENT_TOOL_NAMES and n not in DEFAULT_TOOL_NAMES]
+        chosen = [*DEFAULT_TOOL_NAMES, *dict.fromkeys(extra)] if extra else None
+        return chosen, multi
+
+
+class AgentCreate(AgentSettingsIn):
+    """``POST /v1/agents/``."""
+
+    IGNORED = (*AgentSettingsIn.IGNORED, "memory_variables", "secrets", "tool_exec_environment_variables")
+    memory_blocks: list[BlockIn] = []
+    initial_message_sequence: list[Any] | None = None
+
+
+class AgentPatch(AgentSettingsIn):
+    """``PATCH /v1/agents/{agent_id}``."""
+
+    IGNORED = (*AgentSettingsIn.IGNORED, "secrets", "tool_exec_environment_variables")
+    message_ids: list[str] | None = None
+
+
+class MessageIn(BaseModel):
+    """One input message: role ``user`` or ``system``, text or a list of text parts."""
+
+    model_config = ConfigDict(extra="ignore")
+    role: str = "user"
+    content: str | list[dict[str, Any]]
+
+
+class MessagesIn(Body):
+    """``POST /v1/agents/{agent_id}/messages`` (and ``/stream``, ``/async``)."""
+
+    IGNORED = ("max_steps", "use_assistant_message", "assistant_message_tool_name", "assistant_message_tool_kwarg",
+               "enable_thinking", "stream_tokens", "include_pings", "background", "callback_url",
+               "return_logprobs", "top_logprobs", "return_token_ids", "include_compaction_messages")  # fmt: skip
+    messages: list[MessageIn] | None = None
+    input: str | list[dict[str, Any]] | None = None
+    include_return_message_types: list[str] | None = None
+    streaming: bool = False
+
+    def one_input(self) -> tuple[str, str]:
+        """``(role, text)`` of the one message a run takes."""
+        if self.input is not None:
+            return "user", text_of(self.input)
+        if not self.messages:
+            raise RestError(422, "send 'messages' (a list with one message) or 'input' (the text to send)")
+        if len(self.messages) != 1:
+            raise RestError(422, f"{len(self.messages)} messages given; mcp-letta takes one message per request "
+                                 "(a run answers one input): send them one at a time")  # fmt: skip
+        message = self.messages[0]
+        if message.role not in ("user", "system"):
+            raise RestError(422, f"role {message.role!r} is not accepted: send role 'user' or 'system'")
+        return message.role, text_of(message.content)
+
+
+def text_of(content: str | list[dict[str, Any]]) -> str:
+    """The text of Letta message content: a string, or a list of ``{"type": "text", "text": ...}`` parts."""
+    if isinstance(content, str):
+        return content
+    texts = []
+    for part in content:
+        if part.get("type") != "text" or not isinstance(part.get("text"), str):
+            raise RestError(422, f"content part of type {part.get('type')!r} is not supported: send text parts")
+        texts.append(part["text"])
+    return "\n".join(texts)
+
+
+class PassageIn(Body):
+    """``POST /v1/agents/{agent_id}/archival-memory``."""
+
+    IGNORED = ("created_at",)
+    text: str
+    tags: list[str] | None = None
+
+
+class CancelIn(Body):
+    """``POST /v1/agents/{agent_id}/messages/cancel``."""
+
+    run_ids: list[str] | None = None
+
+
+class ResetIn(Body):
+    """``PATCH /v1/agents/{agent_id}/reset-messages``."""
+
+    add_default_initial_messages: bool = False
+
+
+def validation_detail(exc: ValidationError) -> str:
+    """A pydantic error as one readable line per problem."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
+
+
+# -- a call: the request, its parsed parts and the hub -----------------------------------------------------
+@dataclass
+class Call:
+    """One request to an endpoint: path parameters, query, body (size-checked) and the hub."""
+
+    request: Request
+    hub: AgentHub
+    max_body_bytes: int
+    keepalive_s: float = KEEPALIVE_S
+
+    @property
+    def path(self) -> dict[str, str]:
+        """The path parameters."""
+        return self.request.path_params
+
+    def query(self, name: str, default: Any = None) -> Any:
+        """A single query parameter (text), or ``default``."""
+        return self.request.query_params.get(name, default)
+
+    def query_list(self, name: str) -> list[str]:
+        """A repeated query parameter (``tags=a&tags=b``)."""
+        return self.request.query_params.getlist(name)
+
+    def query_int(self, name: str, default: int | None) -> int | None:
+        """An integer query parameter."""
+        raw = self.query(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            return int(raw)
+        except ValueError:
+            raise RestError(422, f"{name} must be a whole number (got {raw[:40]!r})") from None
+
+    def query_bool(self, name: str, default: bool) -> bool:
+        """A boolean query parameter (``true``/``false``)."""
+        raw = self.query(name)
+        if raw is None:
+            return default
+        if raw.lower() in ("true", "1"):
+            return True
+        if raw.lower() in ("false", "0"):
+            return False
+        raise RestError(422, f"{name} must be true or false (got {raw[:40]!r})")
+
+    async def raw_body(self) -> bytes:
+        """The body, refused with 413 past ``max_body_bytes`` (checked as it arrives, not only by header)."""
+        declared = self.request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise RestError(413, f"the request body is {declared} bytes; at most {self.max_body_bytes} are accepted")
+        chunks, size = [], 0
+        async for chunk in self.request.stream():
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise RestError(413, f"the request body is over {self.max_body_bytes} bytes, the most accepted")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def json(self) -> Any:
+        """The JSON body (``{}`` when empty)."""
+        raw = await self.raw_body()
+        if not raw.strip():
+            return {}
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise RestError(422, "the request body is not valid JSON") from None
+
+    async def body(self, model: type[M]) -> M:
+        """The JSON body validated as ``model`` (422 naming each problem)."""
+        data = await self.json()
+        try:
+            parsed = model.model_validate(data)
+        except ValidationError as exc:
+            raise RestError(422, validation_detail(exc)) from None
+        if isinstance(parsed, Body):
+            parsed.check_fields()
+        return parsed
+
+    def agent_state(self, agent: Agent) -> dict[str, Any]:
+        """An agent as Letta's ``AgentState``."""
+        return lj.agent_json(agent, self.hub.tool_names(agent), self.hub.settings.model)
+
+
+Handler = Callable[[Call], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One served route: method, path under ``/v1``, handler, and the ``letta-client`` method that calls it."""
+
+    method: str
+    path: str
+    handler: Handler
+    sdk: str
+    summary: str
+    query: tuple[str, ...] = ()
+    body: type[BaseModel] | None = None
+    status: int = 200
+    tags: tuple[str, ...] = field(default=())
+
+
+def page(items: Sequence[T], call: Call, key: Callable[[T], str], *, default_limit: int = DEFAULT_PAGE) -> list[T]:
+    """Letta's cursor pagination over an ordered list: items after ``after`` / before ``before`` (ids), at
+    most ``limit`` (when ``before`` is given, the ones just before it)."""
+    limit = call.query_int("limit", default_limit) or default_limit
+    if limit < 1:
+        raise RestError(422, f"limit must be at least 1 (got {limit})")
+    ids = [key(item) for item in items]
+    after, before = call.query("after"), call.query("before")
+    start, end = 0, len(items)
+    if after:
+        start = ids.index(after) + 1 if after in ids else len(items)
+    if before:
+        end = ids.index(before) if before in ids else 0
+    chosen = list(items[start:end])
+    return chosen[-limit:] if before and not after else chosen[:limit]
+
+
+def ordered(items: Sequence[T], call: Call, *, default: str = "desc") -> list[T]:
+    """``items`` (oldest first) in the ``order`` the caller asked for (``asc``/``desc``, or ``ascending``)."""
+    order = call.query("order", default)
+    if call.query("ascending") is not None:
+        order = "asc" if call.query_bool("ascending", True) else "desc"
+    if order not in ("asc", "desc"):
+        raise RestError(422, f"order must be 'asc' or 'desc' (got {order[:20]!r})")
+    return list(items) if order == "asc" else list(reversed(items))
+
+
+# -- agents ------------------------------------------------------------------------------------------------
+def _new_agent_name() -> str:
+    return f"agent-{uuid.uuid4().hex[:8]}"
+
+
+async def create_agent(call: Call) -> Any:
+    """POST /v1/agents/"""
+    body = await call.body(AgentCreate)
+    if body.initial_message_sequence:
+        raise RestError(422, "initial_message_sequence is not supported: send the messages after creating the agent")
+    specs = [b.spec() for b in body.memory_blocks]
+    tools, multi = body.tool_choice(call.hub)
+    metadata = dict(body.metadata or {})
+    if tools is not None:
+        metadata["tools"] = tools
+    agent = await call.hub.create_agent(
+        body.name or _new_agent_name(), system=body.system, description=body.description, blocks=specs,
+        shared_blocks=body.block_ids or [], tags=body.tags or [], model_settings=body.settings(),
+        metadata=metadata, include_multi_agent_tools=bool(multi),
+    )  # fmt: skip
+    return call.agent_state(agent)
+
+
+async def list_agents(call: Call) -> Any:
+    """GET /v1/agents/"""
+    agents = await call.hub.list_agents(
+        tags=call.query_list("tags"), match_all_tags=call.query_bool("match_all_tags", False),
+        query=call.query("query_text") or None,
+    )  # fmt: skip
+    name = call.query("name")
+    if name is not None:
+        agents = [a for a in agents if a.name == name]
+    agents.sort(key=lambda a: (a.created_at, a.id))
+    return [call.agent_state(a) for a in page(ordered(agents, call), call, key=lambda a: a.id)]
+
+
+async def retrieve_agent(call: Call) -> Any:
+    """GET /v1/agents/{agent_id}"""
+    return call.agent_state(await call.hub.get_agent(call.path["agent_id"]))
+
+
+async def update_agent(call: Call) -> Any:
+    """PATCH /v1/agents/{agent_id}"""
+    body = await call.body(AgentPatch)
+    if body.message_ids is not None:
+        raise RestError(422, "setting message_ids is not supported: use reset-messages to empty the context window")
+    hub, ref = call.hub, call.path["agent_id"]
+    agent = await hub.get_agent(ref)
+    tools, multi = body.tool_choice(hub) if body.tools or body.tool_ids or body.tool_rules else (None, None)
+    metadata = body.metadata
+    if tools is not None:
+        metadata = {**(agent.metadata if metadata is None else metadata), "tools": tools}
+    agent = await hub.update_agent(
+        agent.id, name=body.name, description=body.description, system=body.system, tags=body.tags,
+        model_settings=body.settings(), metadata=metadata,
+        include_multi_agent_tools=multi if multi is not None else body.include_multi_agent_tools,
+    )  # fmt: skip
+    if body.block_ids is not None:
+        wanted, current = set(body.block_ids), {b.id for b in agent.blocks}
+        for block_id in current - wanted:
+            await hub.detach_block(agent.id, block_id)
+        for block_id in [b for b in body.block_ids if b not in current]:
+            await hub.attach_block(agent.id, block_id)
+        agent = await hub.get_agent(agent.id)
+    return call.agent_state(agent)
+
+
+async def delete_agent(call: Call) -> Any:
+    """DELETE /v1/agents/{agent_id}"""
+    await call.hub.delete_agent(call.path["agent_id"])
+    return None
+
+
+# -- blocks ------------------------------------------------------------------------------------------------
+async def _patch_block(call: Call, block: str, agent: str | None) -> Any:
+    body = await call.body(BlockPatch)
+    hub = call.hub
+    current = await hub.read_block(block, agent=agent)
+    if body.label is not None and body.label != current.label:
+        raise RestError(422, f"renaming a block is not supported (label {current.label!r} -> {body.label!r}): "
+                             "create a block with the new label and attach it instead")  # fmt: skip
+    meta = {"limit": body.limit, "description": body.description, "read_only": body.read_only,
+            "metadata": body.metadata}  # fmt: skip
+    change_meta = any(v is not None for v in meta.values())
+    # The order keeps every step valid: a value that fits the current limit goes first (then the limit may
+    # shrink to it); otherwise the limit is raised first.
+    value_first = body.value is not None and len(body.value) <= current.limit
+    if body.value is not None and value_first:
+        current = await hub.write_block(current.id, body.value)
+    if change_meta:
+        current = await hub.update_block(current.id, **meta)
+    if body.value is not None and not value_first:
+        current = await hub.write_block(current.id, body.value)
+    return lj.block_json(current)
+
+
+async def list_agent_blocks(call: Call) -> Any:
+    """GET /v1/agents/{agent_id}/core-memory/blocks"""
+    agent = await call.hub.get_agent(call.path["agent_id"])
+    return [lj.block_json(b) for b in page(agent.blocks, call, key=lambda b: b.id)]
+
+
+async def retrieve_agent_block(call: Call) -> Any:
+    """GET /v1/agents/{agent_id}/core-memory/blocks/{block_label}"""
+    agent = await call.hub.get_agent(call.path["agent_id"])
+    return lj.block_json(_block_by_label(agent, call.path["block_label"]))
+
+
+def _block_by_label(agent: Agent, label: str) -> Any:
+    for block in agent.blocks:
+        if block.label == label:
+            return block
+    raise RestError(404, f"No block with label '{label}' found for agent '{agent.id}'")
+
+
+async def update_agent_block(call: Call) -> Any:
+    """PATCH /v1/agents/{agent_id}/core-memory/blocks/{block_label}"""
+    agent = await call.hub.get_agent(call.path["agent_id"])
+    block = _block_by_label(agent, call.path["block_label"])
+    return await _patch_block(call, block.id, None)
+
+
+async def attach_block(call: Call) -> Any:
+    """PATCH /v1/agents/{agent_id}/core-memory/blocks/attach/{block_id}"""
+    await call.hub.attach_block(call.path["agent_id"], call.path["block_id"])
+    return call.agent_state(await call.hub.get_agent(call.path["agent_id"]))
+
+
+async def detach_block(call: Call) -> Any:
+    """PATCH /v1/agents/{agent_id}/core-memory/blocks/detach/{block_id}"""
+    await call.hub.detach_block(call.path["agent_id"], call.path["block_id"])
+    return call.agent_state(await call.hub.get_agent(call.path["agent_id"]))
+
+
+async def create_block(call: Call) -> Any:
+    """POST /v1/blocks/"""
+    spec = (await call.body(BlockIn)).spec()
+    block = await call.hub.create_block(spec.label, spec.value, limit=spec.limit, description=spec.description,
+                                        read_only=spec.read_only, metadata=spec.metadata)  # fmt: skip
+    return lj.block_json(block)
+
+
+async def list_blocks(call: Call) -> Any:
+    """GET /v1/blocks/"""
+    blocks = await call.hub.list_blocks(label=call.query("label") or None)
+    label_search, value_search = call.query("label_search"), call.query("value_search")
+    if label_search:
+        blocks = [b for b in blocks if label_search.lower() in b.label.lower()]
+    if value_search:
+        blocks = [b for b in blocks if value_search.lower() in b.value.lower()]
+    blocks.sort(key=lambda b: (b.created_at, b.id))
+    return [lj.block_json(b) for b in page(ordered(blocks, call, default="asc"), call, key=lambda b: b.id)]
+
+
+async def retrieve_block(call: Call) -> Any:
+    """GET /v1/blocks/{block_id}"""
+    return lj.block_json(await call.hub.read_block(call.path["block_id"]))
+
+
+async def update_block(call: Call) -> Any:
+    """PATCH /v1/blocks/{block_id}"""
+    return await _patch_block(call, call.path["block_id"], None)
+
+
+async def delete_block(call: Call) -> Any:
+    """DELETE /v1/blocks/{block_id}"""
+    await call.hub.delete_block(call.path["block_id"])
+    return None
+
+
+async def list_block_agents(call: Call) -> Any:
+    """GET /v1/blocks/{block_id}/agents"""
+    block = await call.hub.read_block(call.path["block_id"])
+    agents = [await call.hub.get_agent(agent_id) for agent_id, _ in await call.hub.block_agents(block.id)]
+    return [call.agent_state(a) for a in page(agents, call, key=lambda a: a.id)]
+
+
+# -- archival memory (passages) ------------------------------------------------------------------------------
+async def create_passage(call: Call) -> Any:
+    """POST /v1/agents/{agent_id}/archival-memory"""
+    body = await call.body(PassageIn)
+    passage = await call.hub.archival_insert(call.path["agent_id"], body.text, tags=body.tags)
+    return [lj.passage_json(passage)]
+
+
+async def list_passages(call: Call) -> Any:
+    """GET /v1/agents/{agent_id}/archival-memory"""
+    ref = call.path["agent_id"]
+    search = call.query("search")
+    if search:
+        passages = await call.hub.archival_search(ref, search, limit=1000)
+        passages.sort(key=lambda p: (p.created_at, p.id))
+    else:
+        passages = list(reversed(await call.hub.archival_list(ref, limit=1000)))
+    chosen = ordered(passages, call, default="asc")
+    return [lj.passage_json(p) for p in page(chosen, call, key=lambda p: p.id, default_limit=MESSAGES_PAGE)]
+
+
+async def search_passages(call: Call) -> Any:
+    """GET /v1/agents/{agent_id}/archival-memory/search"""
+    query = call.query("query")
+    if not query:
+        raise RestError(422, "query is required: pass the text to search archival memory for")
+    mode = call.query("tag_match_mode", "any")
+    if mode not in ("any", "all"):
+        raise RestError(422, f"tag_match_mode must be 'any' or 'all' (got {mode[:20]!r})")
+    top_k = call.query_int("top_k", 10) or 10
+    hits = await call.hub.archival_search(call.path["agent_id"], query, tags=call.query_list("tags"),
+                                          tag_match=mode, limit=top_k)  # fmt: skip
+    start, end = call.query("start_datetime"), call.query("end_datetime")
+    if start:
+        hits = [p for p in hits if lj.iso(p.created_at) >= start]  # type: ignore[operator]
+    if end:
+        hits = [p for p in hits if lj.iso(p.created_at) <= end]  # type: ignore[operator]
+    return {"results": [lj.search_result_json(p) for p in hits], "count": len(hits)}
+
+
+async def delete_passage(call: Call) -> Any:
+    """DELETE /v1/agents/{agent_id}/archival-memory/{memory_id}"""
+    await call.hub.archival_delete(call.path["agent_id"], call.path["memory_id"])
+    return None
+
+
+# -- messages -----------------------------------------------------------------------------------------------
+def _filtered(messages: list[dict[str, Any]], types: list[str] | None) -> list[dict[str, Any]]:
+    return messages if not types else [m for m in messages if m["message_type"] in types]
+
+
+async def letta_response(hub: AgentHub, run: Run, types: list[str] | None) -> dict[str, Any]:
+    """Letta's ``LettaResponse`` for a finished run: its messages, ``stop_reason`` and ``usage``."""
+    messages = lj.run_output(await hub.run_messages(run.id))
+    return {"messages": _filtered(messages, types), "stop_reason": lj.stop_reason_json(run),
+            "usage": lj.usage_json(run), "logprobs": None, "turns": None}  # fmt: skip
+
+
+async def create_message(call: Call) -> Any:
+    """POST /v1/agents/{agent_id}/messages"""
+    body = await call.body(MessagesIn)
+    role, text = body.one_input()
+    if body.streaming:  # letta-client 1.x: create(..., streaming=True) is the stream endpoint's successor
+        agent = await call.hub.get_agent(call.path["agent_id"])
+        return SSE(call.hub, agent.id, role, text, body.include_return_message_types, call.keepalive_s)
+    run = await call.hub.send_message(call.path["agent_id"], text, role=role, wait_s=MAX_WAIT_S)  # type: ignore[arg-type]
+    return await letta_response(call.hub, run, body.include_return_message_types)
+
+
+async def create_message_async(call: Call) -> Any:
+    """POST /v1/agents/{agent_id}/messages/async"""
+    body = await call.body(MessagesIn)
+    role, text = body.one_input()
+    run = await call.hub.send_message(call.path["agent_id"], text, role=role)  # type: ignore[arg-type]
+    shown = lj.run_json(run)
+    shown["background"] = True
+    shown["metadata"] = {**shown["metadata"], "run_type": "send_message_async"}
+    return shown
+
+
+class SSE:
+    """Letta's message stream: ``data: {json}`` events (a ping, each message as its step commits, then
+    ``stop_reason`` and ``usage_statistics``) and ``data: [DONE]``."""
+
+    def __init__(
+        self, hub: AgentHub, agent: str, role: str, text: str, types: list[str] | None, keepalive_s: float
+    ) -> None:
+        self.hub, self.agent, self.role, self.text, self.types = hub, agent, role, text, types
+        self.keepalive_s = keepalive_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the message and send its events as they happen."""
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no")]})  # fmt: skip
+
+        async def event(payload: Any) -> None:
+            data = payload if isinstance(payload, str) else json.dumps(payload)
+            await send({"type": "http.response.body", "body": f"data: {data}\n\n".encode(), "more_body": True})
+
+        await event({"message_type": "ping"})
+        progress_send, progress = anyio.create_memory_object_stream[str | Run | LettaError](100)
+        sent: set[tuple[str, str, str | None]] = set()
+
+        async def new_messages(run_id: str) -> None:
+            for shown in lj.run_output(await self.hub.run_messages(run_id)):
+                ident = (shown["id"], shown["message_type"], (shown.get("tool_call") or {}).get("tool_call_id"))
+                if ident in sent:
+                    continue
+                sent.add(ident)
+                if not self.types or shown["message_type"] in self.types:
+                    await event(shown)
+
+        async def on_step(step: StepEvent) -> None:
+            await progress_send.send(step.run_id)
+
+        async def run_it() -> None:
+            async with progress_send:
+                try:
+                    run = await self.hub.send_message(self.agent, self.text, role=self.role,  # type: ignore[arg-type]
+                                                      wait_s=MAX_WAIT_S, on_step=on_step)  # fmt: skip
+                except LettaError as exc:  # e.g. the agent was deleted meanwhile: the stream says so and ends
+                    await progress_send.send(exc)
+                    return
+                await progress_send.send(run)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run_it)
+            async with progress:
+                while True:
+                    item: str | Run | LettaError | None = None
+                    with anyio.move_on_after(self.keepalive_s):  # a long step: keep proxies from closing us
+                        try:
+                            item = await progress.receive()
+                        except anyio.EndOfStream:
+                            break
+                    if item is None:
+                        await event({"message_type": "ping"})
+                        continue
+                    if isinstance(item, str):
+                        await new_messages(item)
+                        continue
+                    if isinstance(item, LettaError):
+                        await event({"message_type": "error_message", "error_type": item.code,
+                                     "message": item.message, "run_id": None, "detail": None})  # fmt: skip
+                        break
+                    await new_messages(item.id)
+                    await event(lj.stop_reason_json(item))
+                    await event(lj.usage_json(item))
+                    break
+        await event("[DONE]")
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def stream_message(call: Call) -> Any:
+    """POST /v1/agents/{agent_id}/messages/stream"""
+    body = await call.body(MessagesIn)
+    role, text = body.one_input()
+    agent = await call.hub.get_agent(call.path["agent_id"])  # a 404 before the stream starts
+    return SSE(call.hub, agent.id, role, text, body.include_return_message_types, call.keepalive_s)
+
+
+async def cancel_messages(call: Call) -> Any:
+    """POST /v1/agents/{agent_id}/messages/cancel"""
+    body = await call.body(CancelIn)
+    agent = await call.hub.get_agent(call.path["agent_id"])
+    run_ids = body.run_ids
+    if run_ids is None:
+        active = await call.hub.list_runs(agent.id, status="running") + await call.hub.list_runs(
+            agent.id, status="queued"
+        )
+        run_ids = [r.id for r in active]
+    result: dict[str, Any] = {}
+    for run_id in run_ids:
+        run = await call.hub.get_run(run_id)
+        if run.agent_id != agent.id:
+            raise RestError(404, f"Run with ID {run_id} not found for agent {agent.id}")
+        run = await call.hub.cancel_run(run_id)
+        result[run_id] = lj.RUN_STATUS[run.status] if run.done else "cancelling"
+    return result
+
+
+def message_page(history: list[Message], call: Call, *, default_order: str) -> list[dict[str, Any]]:
+    """A page of stored messages (Letta pages rows: one row may show as a reasoning and a tool call message,
+    which share its id), as Letta's typed messages, optionally only the ``include_return_message_types``."""
+    types = call.query_list("include_return_message_types") or None
+    if types:
+        history = [m for m in history if any(shown["message_type"] in types for shown in lj.letta_messages(m))]
+    rows = page(ordered(history, call, default=default_order), call, key=lambda m: m.id, default_limit=MESSAGES_PAGE)
+    return _filtered([shown for m in rows for shown in lj.letta_messages(m)], types)
+
+
+async def history_for_page(call: Call, agent: str) -> list[Message]:
+    """As much of an agent's history (oldest first) as the requested page needs: the hub pages back from the
+    newest, so older pages are loaded until the cursor and ``limit`` rows beyond it (or the start) are in."""
+    limit = call.query_int("limit", MESSAGES_PAGE) or MESSAGES_PAGE
+    cursor = call.query("after") or call.query("before")
+    oldest_first = call.query("order", "desc") == "asc"
+    history: list[Message] = []
+    before: int | None = None
+    while True:
+        chunk = await call.hub.get_messages(agent, limit=MAX_PAGE, before_seq=before)
+        history = chunk + history
+        if len(chunk) < MAX_PAGE:
+            return history
+        before = chunk[0].seq
+        ids = [m.id for m in history]
+        if cursor is None and not oldest_first:
+            return history  # the newest rows are in
+        if cursor is not None and cursor in ids and ids.index(cursor) >= limit:
+            return history  # the cursor and a page beyond it either way
+
+
+async def list_messages(call: Call) -> Any:
+    """GET /v1/agents/{agent_id}/messages"""
+    agent = await call.hub.get_agent(call.path["agent_id"])
+    return message_page(await history_for_page(call, agent.id), call, default_order="desc")
+
+
+async def reset_messages(call: Call) -> Any:
+    """PATCH /v1/agents/{agent_id}/reset-messages"""
+    body = await call.body(ResetIn)
+    del body  # Letta's default initial messages belong to its memgpt agents; ours start empty
+    await call.hub.reset_messages(call.path["agent_id"])
+    return call.agent_state(await call.hub.get_agent(call.path["agent_id"]))
+
+
+# -- Agent File ------------------------------------------------------------------------------------------------
+async def export_agent_file(call: Call) -> Any:
+    """GET /v1/agents/{agent_id}/export"""
+    agent = await call.hub.get_agent(call.path["agent_id"])
+    history: list[Any] = []
+    before: int | None = None
+    while True:  # the whole history, a page at a time
+        chunk = await call.hub.get_messages(agent.id, limit=MAX_PAGE, before_seq=before)
+        history = chunk + history
+        if len(chunk) < MAX_PAGE:
+            break
+        before = chunk[0].seq
+    return export_agent(agent, call.hub.tool_names(agent), history)
+
+
+async def import_agent_file_endpoint(call: Call) -> Any:
+    """POST /v1/agents/import (multipart form: ``file`` plus Letta's options)"""
+    body = await call.raw_body()
+    try:
+        data, fields = file_from_multipart(call.request.headers.get("content-type", ""), body)
+        return await import_agent_file(call.hub, data, fields)
+    except AgentFileError as exc:
+        raise RestError(422, str(exc)) from None
+
+
+# -- runs and tags -------------------------------------------------------------------------------------------
+LETTA_TO_OURS = {"created": ["queued"], "running": ["running"], "completed": ["completed"],
+                 "failed": ["failed", "interrupted"], "cancelled": ["cancelled"]}  # fmt: skip
+
+
+async def list_runs(call: Call) -> Any:
+    """GET /v1/runs/"""
+    agent = call.query("agent_id")
+    statuses = call.query_list("statuses")
+    if call.query_bool("active", False):
+        statuses = ["created", "running"]
+    unknown = [s for s in statuses if s not in LETTA_TO_OURS]
+    if unknown:
+        raise RestError(422, f"unknown run status(es) {unknown}: use {', '.join(LETTA_TO_OURS)}")
+    if statuses:
+        runs: list[Run] = []
+        for status in statuses:
+            for ours in LETTA_TO_OURS[status]:
+                runs += await call.hub.list_runs(agent, status=ours, limit=1000)
+    else:
+        runs = await call.hub.list_runs(agent, limit=1000)
+    runs.sort(key=lambda r: (r.created_at, r.id))
+    return [lj.run_json(r) for r in page(ordered(runs, call), call, key=lambda r: r.id, default_limit=MESSAGES_PAGE)]
+
+
+async def retrieve_run(call: Call) -> Any:
+    """GET /v1/runs/{run_id}"""
+    return lj.run_json(await call.hub.get_run(call.path["run_id"]))
+
+
+async def list_run_messages(call: Call) -> Any:
+    """GET /v1/runs/{run_id}/messages"""
+    return message_page(await call.hub.run_messages(call.path["run_id"]), call, default_order="asc")
+
+
+async def list_tags(call: Call) -> Any:
+    """GET /v1/tags/"""
+    tags = sorted({tag for agent in await call.hub.list_agents() for tag in agent.tags})
+    text = call.query("query_text") or call.query("name")
+    if text:
+        tags = [t for t in tags if text.lower() in t.lower()]
+    return page(ordered(tags, call, default="asc"), call, key=lambda t: t)
+
+
+# -- the table ------------------------------------------------------------------------------------------------
+A = "/agents/{agent_id}"
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint("POST", "/agents/", create_agent, "agents.create", "Create an agent", body=AgentCreate),
+    Endpoint(
+        "GET",
+        "/agents/",
+        list_agents,
+        "agents.list",
+        "List agents",
+        query=("name", "tags", "match_all_tags", "query_text", "limit", "after", "before", "order"),
+    ),
+    Endpoint("GET", A, retrieve_agent, "agents.retrieve", "Retrieve an agent"),
+    Endpoint("PATCH", A, update_agent, "agents.update", "Update an agent", body=AgentPatch),
+    Endpoint("DELETE", A, delete_agent, "agents.delete", "Delete an agent"),
+    Endpoint(
+        "GET",
+        A + "/core-memory/blocks",
+        list_agent_blocks,
+        "agents.blocks.list",
+        "List an agent's blocks",
+        query=("limit", "after", "before"),
+    ),
+    Endpoint(
+        "GET",
+        A + "/core-memory/blocks/{block_label}",
+        retrieve_agent_block,
+        "agents.blocks.retrieve",
+        "Retrieve an agent's block by label",
+    ),
+    Endpoint(
+        "PATCH",
+        A + "/core-memory/blocks/{block_label}",
+        update_agent_block,
+        "agents.blocks.update",
+        "Update an agent's block by label",
+        body=BlockPatch,
+    ),
+    Endpoint(
+        "PATCH",
+        A + "/core-memory/blocks/attach/{block_id}",
+        attach_block,
+        "agents.blocks.attach",
+        "Attach a block to an agent",
+    ),
+    Endpoint(
+        "PATCH",
+        A + "/core-memory/blocks/detach/{block_id}",
+        detach_block,
+        "agents.blocks.detach",
+        "Detach a block from an agent",
+    ),
+    Endpoint(
+        "POST", A + "/archival-memory", create_passage, "agents.passages.create", "Insert a passage", body=PassageIn
+    ),
+    Endpoint(
+        "GET",
+        A + "/archival-memory",
+        list_passages,
+        "agents.passages.list",
+        "List passages",
+        query=("limit", "after", "before", "search", "ascending"),
+    ),
+    Endpoint(
+        "GET",
+        A + "/archival-memory/search",
+        search_passages,
+        "agents.passages.search",
+        "Search archival memory",
+        query=("query", "tags", "tag_match_mode", "top_k", "start_datetime", "end_datetime"),
+    ),
+    Endpoint(
+        "DELETE", A + "/archival-memory/{memory_id}", delete_passage, "agents.passages.delete", "Delete a passage"
+    ),
+    Endpoint(
+        "POST", A + "/messages", create_message, "agents.messages.create", "Send a message and wait", body=MessagesIn
+    ),
+    Endpoint(
+        "POST",
+        A + "/messages/stream",
+        stream_message,
+        "agents.messages.stream",
+        "Send a message; Server-Sent Events of its messages",
+        body=MessagesIn,
+    ),
+    Endpoint(
+        "POST",
+        A + "/messages/async",
+        create_message_async,
+        "agents.messages.create_async",
+        "Send a message; returns the run at once",
+        body=MessagesIn,
+    ),
+    Endpoint(
+        "POST",
+        A + "/messages/cancel",
+        cancel_messages,
+        "agents.messages.cancel",
+        "Cancel an agent's runs",
+        body=CancelIn,
+    ),
+    Endpoint(
+        "GET",
+        A + "/messages",
+        list_messages,
+        "agents.messages.list",
+        "List an agent's messages",
+        query=("limit", "after", "before", "order", "include_return_message_types"),
+    ),
+    Endpoint(
+        "PATCH",
+        A + "/reset-messages",
+        reset_messages,
+        "agents.messages.reset",
+        "Empty the context window (history stays in recall)",
+        body=ResetIn,
+    ),
+    Endpoint("GET", A + "/export", export_agent_file, "agents.export_file", "Export an agent as an Agent File"),
+    Endpoint(
+        "POST",
+        "/agents/import",
+        import_agent_file_endpoint,
+        "agents.import_file",
+        "Import an Agent File (tools we cannot run are listed in skipped_tools)",
+    ),
+    Endpoint("POST", "/blocks/", create_block, "blocks.create", "Create a block", body=BlockIn),
+    Endpoint(
+        "GET",
+        "/blocks/",
+        list_blocks,
+        "blocks.list",
+        "List blocks",
+        query=("label", "label_search", "value_search", "limit", "after", "before", "order"),
+    ),
+    Endpoint("GET", "/blocks/{block_id}", retrieve_block, "blocks.retrieve", "Retrieve a block"),
+    Endpoint("PATCH", "/blocks/{block_id}", update_block, "blocks.update", "Update a block", body=BlockPatch),
+    Endpoint("DELETE", "/blocks/{block_id}", delete_block, "blocks.delete", "Delete a block"),
+    Endpoint(
+        "GET",
+        "/blocks/{block_id}/agents",
+        list_block_agents,
+        "blocks.agents.list",
+        "List the agents a block is attached to",
+        query=("limit", "after", "before"),
+    ),
+    Endpoint(
+        "GET",
+        "/runs/",
+        list_runs,
+        "runs.list",
+        "List runs",
+        query=("agent_id", "statuses", "active", "limit", "after", "before", "order"),
+    ),
+    Endpoint("GET", "/runs/{run_id}", retrieve_run, "runs.retrieve", "Retrieve a run"),
+    Endpoint(
+        "GET",
+        "/runs/{run_id}/messages",
+        list_run_messages,
+        "runs.messages.list",
+        "List a run's messages",
+        query=("limit", "after", "before", "order"),
+    ),
+    Endpoint(
+        "GET",
+        "/tags/",
+        list_tags,
+        "tags.list",
+        "List the tags of all agents",
+        query=("query_text", "name", "limit", "after", "before", "order"),
+    ),
+)
+
+
+# Query parameters that change nothing here: which relations to include (we always include all), the sort
+# field (always creation time), projects, and message-display switches whose default is what we do.
+IGNORED_QUERY = frozenset({"include", "include_relationships", "order_by", "project_id", "use_assistant_message",
+                           "assistant_message_tool_name", "assistant_message_tool_kwarg", "include_err"})  # fmt: skip
+
+
+# -- errors -----------------------------------------------------------------------------------------------------
+def detail_for(exc: LettaError, call: Call) -> tuple[int, str]:
+    """The HTTP status and Letta-style ``detail`` for one of our errors."""
+    if isinstance(exc, NotFound):
+        kind, path = exc.details.get("kind"), call.path
+        if kind == "agent" and "agent_id" in path:
+            return 404, f"Agent with ID {path['agent_id']} not found"
+        if kind == "block" and "block_id" in path:
+            return 404, f"Block with id '{path['block_id']}' not found"
+        return 404, exc.message
+    if isinstance(exc, Conflict | Deadlock):
+        return 409, exc.message
+    if isinstance(exc, Invalid | LimitExceeded):
+        return 422, exc.message
+    if isinstance(exc, Timeout):
+        return 408, exc.message
+    return 400, exc.message
+
+
+def route_app(
+    endpoint: Endpoint, hub: AgentHub, max_body_bytes: int, keepalive_s: float = KEEPALIVE_S
+) -> Callable[[Request], Awaitable[Response]]:
+    """The Starlette handler of one endpoint: run it, shape its result or error as Letta does."""
+
+    async def handle(request: Request) -> Response:
+        call = Call(request, hub, max_body_bytes, keepalive_s)
+        try:
+            unknown = sorted(set(request.query_params) - set(endpoint.query) - IGNORED_QUERY)
+            if unknown:
+                where = f"{endpoint.method} /v1{endpoint.path}"
+                raise RestError(422, f"mcp-letta does not support the query parameter(s) {', '.join(unknown)} on "
+                                     f"{where}: remove them (see /v1/openapi.json)")  # fmt: skip
+            result = await endpoint.handler(call)
+        except RestError as exc:
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+        except LettaError as exc:
+            status, detail = detail_for(exc, call)
+            return JSONResponse({"detail": detail}, status_code=status)
+        except Exception:
+            log.exception("%s %s failed", endpoint.method, endpoint.path)
+            return JSONResponse({"detail": "An unknown error occurred"}, status_code=500)
+        if isinstance(result, SSE):
+            return _AsgiResponse(result)
+        return JSONResponse(result, status_code=endpoint.status)
+
+    return handle
+
+
+class _AsgiResponse(Response):
+    """A response that is any ASGI callable (the message stream)."""
+
+    def __init__(self, app: SSE) -> None:
+        super().__init__()
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Hand the connection to the wrapped app."""
+        await self._app(scope, receive, send)
+
+
+def path_params(path: str) -> list[str]:
+    """The ``{name}`` parameters of a path template."""
+    return re.findall(r"{(\w+)}", path)
