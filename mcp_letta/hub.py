@@ -150,6 +150,7 @@ class AgentHub:
         if self._opened:
             return
         await self._store.open()
+        self._llm.prepare()
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         self._task_group.start_soon(self._store.follow_changes)
