@@ -889,13 +889,26 @@ class AgentHub:
         return PipelineResult(stages=done, output=text, status="completed")
 
     # -- monitoring --------------------------------------------------------------------------------
-    async def get_metrics(self, *, agent: str | None = None, since: datetime | None = None) -> Metrics:
+    async def get_metrics(
+        self, *, agent: str | None = None, since: datetime | None = None, limit: int = PAGE
+    ) -> Metrics:
         """Messages, errors, latency p50/p95 (sent to finished) and tokens, per receiving agent and per
         sender -> receiver pair ("host" for the host), slowest (p95) first; optionally only runs to or from
-        ``agent`` and created at or after ``since``."""
+        ``agent`` and created at or after ``since``.
+
+        Each list holds its ``limit`` slowest; ``more_agents`` and ``more_pairs`` count the rest (a ranking
+        of live figures has no stable cursor: narrow it with ``agent`` instead).
+        """
+        check_page(limit)
 
         def compute(tx: Tx) -> Metrics:
             agent_id = None if agent is None else tx.resolve_agent(agent).id
             return tx.metrics(agent_id=agent_id, since=since)
 
-        return await self._store.read(compute)
+        found = await self._store.read(compute)
+        return found.model_copy(
+            update={
+                "agents": found.agents[:limit], "pairs": found.pairs[:limit],
+                "more_agents": max(0, len(found.agents) - limit), "more_pairs": max(0, len(found.pairs) - limit),
+            }
+        )  # fmt: skip

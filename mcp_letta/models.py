@@ -312,6 +312,8 @@ class Metrics(Model):
     since: datetime | None = None
     agents: list[AgentMetrics] = Field(default_factory=list)
     pairs: list[PairMetrics] = Field(default_factory=list)
+    more_agents: int = Field(default=0, description="agents left out of this list (faster ones)")
+    more_pairs: int = Field(default=0, description="pairs left out of this list (faster ones)")
 
 
 @dataclass(frozen=True)

@@ -216,3 +216,16 @@ async def test_every_list_tool_pages_over_mcp(server: LettaServer, mode: str, hu
             assert items == whole[fields[tool]] and whole["more"] == 0, tool
         failed = await c.call_tool("get_messages", {"agent": "r", "cursor": "garbage"})
         assert failed.is_error and "is not a cursor from this listing" in failed.content[0].text
+
+
+async def test_metrics_list_the_slowest_and_count_the_rest(llm_hub: AgentHub) -> None:
+    await create_agents(llm_hub, ["one", "two", "three"])
+    for name in ["one", "two", "three"]:
+        await llm_hub.send_message(name, "hello", wait_s=30)
+    everything = await llm_hub.get_metrics()
+    top = await llm_hub.get_metrics(limit=1)
+    assert (len(everything.agents), everything.more_agents, everything.more_pairs) == (3, 0, 0)
+    assert top.agents == everything.agents[:1] and top.pairs == everything.pairs[:1]
+    assert (top.more_agents, top.more_pairs) == (2, 2)
+    with pytest.raises(Invalid, match="limit must be between 1 and 1000"):
+        await llm_hub.get_metrics(limit=0)

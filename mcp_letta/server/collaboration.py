@@ -140,9 +140,11 @@ def register_multiagent_tools(mcp: MCPServer, hub: AgentHub, *, tools: str = "fu
 
     async def get_metrics(
         agent: Annotated[str | None, Field(description="only runs of this agent")] = None,
+        limit: Limit = PAGE,
     ) -> Metrics:
-        """Messages, errors, latency p50/p95 and tokens per agent and per sender->receiver pair, slowest first."""
-        return await call(hub.get_metrics(agent=agent))
+        """Messages, errors, latency p50/p95 and tokens per agent and per sender->receiver pair, the `limit`
+        slowest of each (more_agents and more_pairs count the rest)."""
+        return await call(hub.get_metrics(agent=agent, limit=limit))
 
     async def attach_agent_tool(agent: AgentRef, tool_agent: AgentRef) -> Agent:
         """Give an agent another agent as a tool: its LLM can then call ask_<tool_agent>(message)."""
