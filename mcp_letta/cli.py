@@ -1,8 +1,9 @@
 """The ``mcp-letta`` command: serve MCP (stdio by default) and inspect the store from a shell.
 
 With no arguments it serves MCP over stdio, which is what MCP hosts launch; ``serve --transport http``
-serves streamable HTTP. ``doctor`` checks a setup and ``install claude-desktop`` registers us with the host.
-Only those and the ``agents``/``blocks`` commands write to stdout; the servers never do (protocol aside).
+serves streamable HTTP (and the web console at ``/``); ``console`` serves the console alone. ``doctor`` checks
+a setup and ``install HOST`` registers us with an MCP host. Only those, ``console`` (its URL) and the
+``agents``/``blocks`` commands write to stdout; the servers never do (protocol aside).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from mcp_letta import __version__
 from mcp_letta.config import Settings, default_db_path
 from mcp_letta.errors import LettaError
 from mcp_letta.hub import AgentHub
+from mcp_letta.install import HOSTS
 from mcp_letta.models import Page
 from mcp_letta.store.limits import MAX_PAGE
 
@@ -48,17 +50,33 @@ def _parser() -> argparse.ArgumentParser:
         help="another Host header to accept over HTTP, e.g. a proxy's name (also: $MCP_LETTA_ALLOWED_HOSTS)",
     )
 
+    console = commands.add_parser("console", help="serve the web console alone on this database (prints its URL)")
+    console.add_argument("--host", default="127.0.0.1", help="bind address; not loopback needs MCP_LETTA_TOKEN")
+    console.add_argument("--port", type=int, default=8765, help="port (0: any free port)")
+    console.add_argument("--open", action="store_true", help="open the console in a web browser")
+    console.add_argument(
+        "--allowed-host", action="append", default=[], metavar="NAME", help="another Host header to accept"
+    )
+
     commands.add_parser("doctor", help="check the database, the LLM endpoint and model; print a host config")
 
     install = commands.add_parser("install", help="register mcp-letta with an MCP host")
     install_cmd = install.add_subparsers(dest="host_app", required=True)
-    desktop = install_cmd.add_parser("claude-desktop", help="add mcp-letta to claude_desktop_config.json")
-    desktop.add_argument("--config", type=Path, help="the config file (default: Claude Desktop's for this OS)")
-    desktop.add_argument("--name", default="letta", help="the server's name in mcpServers (default: letta)")
-    desktop.add_argument("--uvx", action="store_true", help="launch with `uvx mcp-letta` instead of this install")
-    desktop.add_argument(
-        "--with-api-key", action="store_true", help="also write MCP_LETTA_LLM_API_KEY into the file (plain text)"
-    )
+    for host in HOSTS.values():
+        where = f"{host.key} in {host.label}'s config"
+        one = install_cmd.add_parser(host.name, help=f"add mcp-letta to {where}")
+        one.add_argument("--config", type=Path, help=f"the config file (default: {host.label}'s for this OS)")
+        if host.project_file is not None:
+            one.add_argument(
+                "--project", type=Path, nargs="?", const=Path.cwd(), metavar="DIR",
+                help=f"write the project's {host.project_file} (in DIR, default: here) instead of the user's file",
+            )  # fmt: skip
+        one.add_argument("--name", default="letta", help=f"the server's name in {host.key} (default: letta)")
+        one.add_argument("--uvx", action="store_true", help="launch with `uvx mcp-letta` instead of this install")
+        one.add_argument(
+            "--with-api-key", action="store_true", help="also write MCP_LETTA_LLM_API_KEY into the file (plain text)"
+        )
+        one.add_argument("--print", action="store_true", dest="show_only", help="print the entry; write nothing")
 
     agents = commands.add_parser("agents", help="list or show agents")
     agents_cmd = agents.add_subparsers(dest="action", required=True)
@@ -131,16 +149,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             options = options_from(settings, args.host, args.port, args.allowed_host)
             anyio.run(serve_http, settings, options)
             return 0
+        if args.command == "console":
+            from mcp_letta.console import serve_console
+
+            anyio.run(
+                lambda: serve_console(settings, args.host, args.port, tuple(args.allowed_host), open_browser=args.open)
+            )
+            return 0
         if args.command == "doctor":
             from mcp_letta.doctor import run_doctor
 
             return anyio.run(run_doctor, settings, sys.stdout)
         if args.command == "install":
-            from mcp_letta.install import install_claude_desktop
+            from mcp_letta.install import install
 
-            return install_claude_desktop(
-                settings, config=args.config, name=args.name, uvx=args.uvx, with_api_key=args.with_api_key,
-                out=sys.stdout,
+            return install(
+                HOSTS[args.host_app], settings, project=getattr(args, "project", None), config=args.config,
+                name=args.name, uvx=args.uvx, with_api_key=args.with_api_key, show_only=args.show_only, out=sys.stdout,
             )  # fmt: skip
         result = anyio.run(_inspect, settings, args)
     except LettaError as exc:

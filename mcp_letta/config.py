@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mcp_letta.errors import Invalid
+from mcp_letta.models import TOOL_MODES, ToolMode
 
 
 def default_db_path() -> Path:
@@ -45,6 +46,13 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
         raise Invalid(f"{name}={raw!r} is not a number: set it to e.g. {default}") from None
 
 
+def _seconds(env: dict[str, str], name: str, default: float) -> float:
+    value = _float(env, name, default)
+    if not 0 <= value <= 3600:
+        raise Invalid(f"{name}={value:g} is out of range: use 0 to 3600 seconds, e.g. {default:g}")
+    return value
+
+
 def comma_list(text: str) -> list[str]:
     """The non-empty items of a comma-separated list, stripped (``"a, b,"`` -> ``["a", "b"]``)."""
     return [part.strip() for part in text.split(",") if part.strip()]
@@ -75,8 +83,12 @@ class Settings:
     agent_wait_s: float = 300.0
     token: str | None = field(default=None, repr=False)
     allowed_hosts: tuple[str, ...] = ()
+    http_max_sessions: int = 100
+    http_session_idle_s: float = 600.0
     watch_interval_s: float = 0.2
+    shutdown_grace_s: float = 10.0
     log_level: str = "INFO"
+    tool_mode: ToolMode = "auto"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -89,6 +101,9 @@ class Settings:
         if "{name}" not in template:
             raise Invalid(f"MCP_LETTA_AGENT_TOOL={template!r} must contain '{{name}}', e.g. 'ask_{{name}}'")
         db = env.get("MCP_LETTA_DB")
+        tool_mode = env.get("MCP_LETTA_TOOL_MODE", "auto").strip().lower() or "auto"
+        if tool_mode not in TOOL_MODES:
+            raise Invalid(f"MCP_LETTA_TOOL_MODE={tool_mode!r} is not known: use 'native', 'json' or 'auto'")
         return cls(
             db_path=Path(db).expanduser() if db else default_db_path(),
             llm_base_url=env.get("MCP_LETTA_LLM_BASE_URL") or None,
@@ -107,8 +122,12 @@ class Settings:
             agent_wait_s=_float(env, "MCP_LETTA_AGENT_WAIT_S", 300.0),
             token=env.get("MCP_LETTA_TOKEN") or None,
             allowed_hosts=_list(env, "MCP_LETTA_ALLOWED_HOSTS"),
+            http_max_sessions=_int(env, "MCP_LETTA_HTTP_MAX_SESSIONS", 100, minimum=1),
+            http_session_idle_s=_float(env, "MCP_LETTA_HTTP_SESSION_IDLE_S", 600.0),
             watch_interval_s=_float(env, "MCP_LETTA_WATCH_INTERVAL", 0.2),
+            shutdown_grace_s=_seconds(env, "MCP_LETTA_SHUTDOWN_GRACE_S", 10.0),
             log_level=(env.get("MCP_LETTA_LOG_LEVEL") or "INFO").upper(),
+            tool_mode=tool_mode,  # type: ignore[arg-type]
         )
 
     def with_overrides(self, **changes: Any) -> Settings:

@@ -18,15 +18,26 @@ import httpx2
 
 from mcp_letta import __version__
 from mcp_letta.config import Settings
-from mcp_letta.errors import LettaError
+from mcp_letta.errors import LettaError, StorageUnavailable
 from mcp_letta.hub import AgentHub
-from mcp_letta.install import default_config_path, server_entry
+from mcp_letta.install import HOSTS, configured_hosts, default_config_path, server_entry
 from mcp_letta.llm.base import ChatRequest
 from mcp_letta.llm.factory import BASE_URL_HINT, LLMPool
 from mcp_letta.llm.openai import OpenAIClient
 from mcp_letta.store import file_schema_version, latest_schema_version
 
 PROBE_TIMEOUT_S = 15.0
+TOOL_PROBE_TIMEOUT_S = 120.0  # a small local model on a laptop takes tens of seconds for its first answer
+TOOL_PROBE_MAX_TOKENS = 64
+TOOL_PROBE_QUESTION = "What is the weather in Paris right now? Use the get_weather tool."
+TOOL_PROBE = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
 MODELS_SHOWN = 8
 
 
@@ -65,6 +76,8 @@ async def check_database(settings: Settings) -> Check:
     try:
         async with AgentHub(settings) as hub:  # applies pending migrations, exactly as the server would
             agents, blocks = await hub.count_agents(), await hub.count_blocks()
+    except StorageUnavailable as exc:
+        return storage_check(exc)
     except Exception as exc:  # whatever stops the store from opening is the finding
         return Check("database", False, f"{path} did not open: {exc}", "check the file's permissions")
     pending = f", {_counted(latest - found, 'migration')} applied now" if found < latest else ""
@@ -83,14 +96,14 @@ def _file_schema(path: Path, latest: int) -> Check | int:
         return Check("database", True, f"{path} does not exist yet; it is created on first start")
     try:
         # Read-only first: a doctor must not migrate a database that is newer than this program.
-        version = file_schema_version(path)
-    except ValueError as exc:
-        return Check("database", False, f"{path} cannot be read as SQLite ({exc})",
-                     "point MCP_LETTA_DB at an mcp-letta database, or move this file aside")  # fmt: skip
-    if version > latest:
-        return Check("database", False, f"{path} has schema {version}, newer than this mcp-letta knows ({latest})",
-                     "upgrade mcp-letta (pip install -U mcp-letta)")  # fmt: skip
-    return version
+        return file_schema_version(path)
+    except StorageUnavailable as exc:
+        return storage_check(exc)
+
+
+def storage_check(exc: StorageUnavailable) -> Check:
+    """A storage failure as a finding: the server's own words, the next step as the hint."""
+    return Check("database", False, exc.problem, exc.hint)
 
 
 async def check_llm(settings: Settings) -> list[Check]:
@@ -121,12 +134,19 @@ async def check_llm(settings: Settings) -> list[Check]:
     shown = ", ".join(served[:MODELS_SHOWN]) + (", ..." if len(served) > MODELS_SHOWN else "")
     if not model:
         return [endpoint, Check("model", False, "no model is configured", f"set MCP_LETTA_MODEL, e.g. one of: {shown}")]
-    if model not in served:
+    # Ask, whether or not the model is listed: llama-server lists its file's name yet answers under any name.
+    answer = await _probe_tools(settings, base, key)
+    if isinstance(answer, str):
+        if model in served:
+            return [endpoint, Check("model", False, f"{model} is listed at {base} but did not answer: {answer}")]
         hint = f"pick one of: {shown}" if served else "pull or load the model on the server"
         if ":11434" in base:
             hint = f"run `ollama pull {model}`, or {hint}"
-        return [endpoint, Check("model", False, f"{model!r} is not served at {base}", hint)]
-    return [endpoint, Check("model", True, f"{model} is served")]
+        return [endpoint, Check("model", False, f"{model!r} is not served at {base} ({answer})", hint)]
+    if model in served:
+        return [endpoint, Check("model", True, f"{model} is served and answered"), answer]
+    note = f"{model!r} is not listed at {base} (it lists {shown or 'nothing'}) but answered under that name"
+    return [endpoint, Check("model", True, note), answer]
 
 
 def _model_ids(response: httpx2.Response) -> list[str] | None:
@@ -145,16 +165,46 @@ async def _probe_chat(settings: Settings, base: str, key: str | None, where: str
     if not settings.model:
         return [Check("llm endpoint", True, f"{where}: reachable (no model listing)"),
                 Check("model", False, "no model is configured", "set MCP_LETTA_MODEL")]  # fmt: skip
-    client = OpenAIClient(base, key, timeout_s=PROBE_TIMEOUT_S, max_retries=0)
+    answer = await _probe_tools(settings, base, key)
+    if isinstance(answer, str):
+        return [Check("llm endpoint", False, f"{where}: {answer}")]
+    return [Check("llm endpoint", True, f"{where}: answered (no model listing)"),
+            Check("model", True, f"{settings.model} answered"), answer]  # fmt: skip
+
+
+async def _probe_tools(settings: Settings, base: str, key: str | None) -> Check | str:
+    """Ask the model to call one tool: the finding about tool calls, or why the request failed.
+
+    Whether native ``tool_calls`` came back tells the user which ``MCP_LETTA_TOOL_MODE`` suits the model.
+    """
+    client = OpenAIClient(base, key, timeout_s=TOOL_PROBE_TIMEOUT_S, max_retries=0)
+    request = ChatRequest(
+        model=settings.model or "", messages=[{"role": "user", "content": TOOL_PROBE_QUESTION}], tools=[TOOL_PROBE],
+        max_tokens=TOOL_PROBE_MAX_TOKENS,
+    )  # fmt: skip
     try:
-        await client.chat(ChatRequest(model=settings.model, messages=[{"role": "user", "content": "ping"}],
-                                      max_tokens=1))  # fmt: skip
+        response = await client.chat(request)
     except LettaError as exc:  # its messages are redacted by the client and say what to fix
-        return [Check("llm endpoint", False, f"{where}: {exc.message}")]
+        return exc.message
     finally:
         await client.aclose()
-    return [Check("llm endpoint", True, f"{where}: answered a 1-token chat"),
-            Check("model", True, f"{settings.model} answered")]  # fmt: skip
+    if response.tool_calls and not client.prints_calls:
+        return Check("tool calls", True, "native tool_calls came back: MCP_LETTA_TOOL_MODE native or auto suits it")
+    if response.tool_calls:
+        detail = "the model printed its call as text, not as native tool_calls: MCP_LETTA_TOOL_MODE=json suits it"
+        return Check("tool calls", True, detail + " (auto switches to json after the first printed call)")
+    detail = "the model answered without calling the offered tool: if agents do not use their tools, "
+    return Check("tool calls", True, detail + "set MCP_LETTA_TOOL_MODE=json")
+
+
+def check_hosts(project: Path | None = None) -> Check:
+    """Which MCP hosts have mcp-letta configured (user-wide, and in the project here): a finding, never a failure."""
+    found = configured_hosts(Path.cwd() if project is None else project)
+    if not found:
+        names = ", ".join(HOSTS)
+        return Check("hosts", True, f"no host has mcp-letta configured yet: run `mcp-letta install HOST` ({names})")
+    shown = "; ".join(f"{host.label} ({path}: {name})" for host, path, name in found)
+    return Check("hosts", True, f"configured in {shown}")
 
 
 def host_snippet(settings: Settings) -> dict[str, Any]:
@@ -164,7 +214,7 @@ def host_snippet(settings: Settings) -> dict[str, Any]:
 
 async def run_doctor(settings: Settings, out: TextIO = sys.stdout) -> int:
     """The ``mcp-letta doctor`` command: print every check and the host snippet; 1 if any check failed."""
-    checks = [await check_database(settings), *await check_llm(settings)]
+    checks = [await check_database(settings), *await check_llm(settings), check_hosts()]
     lines = [f"mcp-letta {__version__} doctor"]
     for check in checks:
         lines.append(f"  {'ok  ' if check.ok else 'FAIL'}  {check.name:<13} {check.detail}")

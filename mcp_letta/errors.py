@@ -62,6 +62,19 @@ class Invalid(LettaError):
     code = "invalid"
 
 
+class StorageUnavailable(LettaError):
+    """The database cannot be used as asked: the disk is full, the file is not an mcp-letta database or is
+    newer than this mcp-letta, it cannot be written; ``reason`` says which, ``hint`` what to do."""
+
+    code = "storage"
+
+    def __init__(self, problem: str, hint: str, *, reason: str) -> None:
+        super().__init__(f"{problem}: {hint}", reason=reason)
+        self.problem = problem
+        self.hint = hint
+        self.reason = reason
+
+
 class LLMUnavailable(LettaError):
     """No LLM is configured, or the configured endpoint cannot be reached or keeps failing."""
 
@@ -96,6 +109,7 @@ __all__ = [
     "LimitExceeded",
     "NotFound",
     "ReadOnly",
+    "StorageUnavailable",
     "Timeout",
     "VersionConflict",
 ]

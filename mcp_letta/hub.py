@@ -31,6 +31,7 @@ from mcp_letta.models import (
     BlockChange,
     BlockSpec,
     BroadcastResult,
+    ContextWindow,
     Message,
     Metrics,
     ModelSettings,
@@ -42,7 +43,18 @@ from mcp_letta.models import (
     StageResult,
     StepEvent,
 )
-from mcp_letta.runtime.context import compile_system, memory_of
+from mcp_letta.runtime.context import (
+    CHARS_PER_TOKEN,
+    DEFAULT_CONTEXT_WINDOW,
+    SUMMARIZE_AT,
+    SUMMARY_SENDER,
+    compile_system,
+    context_order,
+    fixed_tokens,
+    memory_of,
+    message_tokens,
+    tools_json,
+)
 from mcp_letta.runtime.memory_tools import INCLUDE_MULTI_AGENT_TOOLS, builtin_toolbox
 from mcp_letta.runtime.messaging_tools import agent_tool_factory, multi_agent_tools
 from mcp_letta.runtime.runner import Runner
@@ -56,9 +68,13 @@ OnStep = Callable[[StepEvent], Awaitable[None]]
 OnResult = Callable[[BroadcastResult], Awaitable[None]]
 OnStage = Callable[[StageResult], Awaitable[None]]
 DEFAULT_SYSTEM = (
-    "You are a helpful agent with persistent memory. Your core memory blocks are shown below and stay in "
-    "your context; edit them with your memory tools when you learn something worth keeping. Older messages "
-    "and archival memory can be searched with your search tools. Reply to the user in plain text."
+    "You are a helpful agent with persistent memory. Your core memory blocks are shown below and stay in your "
+    "context. The 'persona' block says who you are and how you behave. The 'human' block holds facts about the "
+    "user: when the user tells you something about themselves (their name, where they live, what they like), "
+    "save it in 'human' with memory_insert before you answer. Keep other facts worth remembering with "
+    "archival_memory_insert, and look things up with archival_memory_search and conversation_search. If you "
+    "have tools to message other agents, ask the agent who knows instead of guessing. Once you know the answer, "
+    "reply to the user in plain text."
 )
 WILL_BE_DELIVERED = "your response will be delivered to the sender"
 MAX_TOOL_NAME = 64  # OpenAI-compatible APIs refuse longer function names
@@ -157,8 +173,15 @@ class AgentHub:
         await self._scheduler.start(self._task_group)
         self._opened = True
 
+    async def wind_down(self, grace_s: float) -> None:
+        """Start no more runs in this process and give those executing here up to ``grace_s`` seconds to
+        finish (a host window closing: see ``Settings.shutdown_grace_s``). Call ``close`` after."""
+        if self._opened:
+            await self._scheduler.wind_down(grace_s)
+
     async def close(self) -> None:
-        """Stop background work and close the store."""
+        """Stop background work and close the store. Runs still executing here go back to the queue and
+        the next process on the same store resumes them from their last committed step."""
         if not self._opened:
             return
         self._opened = False
@@ -558,6 +581,36 @@ class AgentHub:
 
         return await self._store.read(build)
 
+    async def context_window(self, agent: str) -> ContextWindow:
+        """What the agent's LLM would be sent now, section by section: its system prompt, rendered core memory
+        (and each block against its limit), the tool definitions, the in-context history with the summary of
+        what compaction evicted, and token estimates (as the runtime makes them) against the window."""
+
+        def view(tx: Tx) -> ContextWindow:
+            record = tx.resolve_agent(agent)
+            memory = memory_of(tx, record.id)
+            offered = self._toolbox.tools_for(
+                record.id, record.metadata, tx.tool_agents([record.id]).get(record.id, [])
+            )
+            history = context_order(tx.in_context_messages(record.id))
+            summaries = [m.content for m in history if m.sender == SUMMARY_SENDER]
+            system_tokens = len(record.system) // CHARS_PER_TOKEN
+            memory_tokens = fixed_tokens(compile_system(record.system, memory)) - system_tokens
+            tools_tokens = len(tools_json(offered)) // CHARS_PER_TOKEN
+            messages_tokens = sum(message_tokens(m) for m in history)
+            window = record.model_settings.context_window or DEFAULT_CONTEXT_WINDOW
+            return ContextWindow(
+                agent_id=record.id, agent_name=record.name, context_window=window,
+                summarize_at=int(SUMMARIZE_AT * window), system=record.system, system_tokens=system_tokens,
+                memory=memory, memory_tokens=memory_tokens, blocks=tx.get_agent(record.id).blocks,
+                tools=[tool.schema() for tool in offered.values()], tools_tokens=tools_tokens, messages=history,
+                messages_tokens=messages_tokens, summary="\n\n".join(summaries) or None,
+                out_of_context=tx.recall_counts([record.id]).get(record.id, 0),
+                total_tokens=system_tokens + memory_tokens + tools_tokens + messages_tokens,
+            )  # fmt: skip
+
+        return await self._store.read(view)
+
     # == runs =======================================================================================
     # Sending a message stores a queued Run first; the scheduler executes it (FIFO and one at a time per
     # agent, across processes; agents in parallel up to max_concurrency). Waiting is bounded: when the
@@ -646,22 +699,28 @@ class AgentHub:
         waited: bool,
         route_reply: bool = False,
         on_step: OnStep | None = None,
+        call_id: str | None = None,
     ) -> Run:
         """Persist (after the deadlock and depth checks) and schedule one message to ``agent``."""
         check_message(message)
         creator = self._creator(agent, message, sender=sender, parent_run_id=parent_run_id, waited=waited,
-                                route_reply=route_reply)  # fmt: skip
+                                route_reply=route_reply, call_id=call_id)  # fmt: skip
         return await self._scheduler.submit(creator, on_step)
 
     def _creator(
         self, agent: str, message: str, *, sender: str | None, parent_run_id: str | None, waited: bool,
-        route_reply: bool = False,
+        route_reply: bool = False, call_id: str | None = None,
     ) -> Callable[[Tx], Run]:  # fmt: skip
-        """The function that stores one message to ``agent`` as a queued run, in a write transaction."""
+        """The function that stores one message to ``agent`` as a queued run, in a write transaction; with
+        ``call_id``, the run that call of ``parent_run_id`` already sent to ``agent``, if it did."""
         owner, max_depth = self._owner.id, self.settings.max_depth
 
         def create(tx: Tx) -> Run:
             record = tx.resolve_agent(agent)
+            if call_id is not None and parent_run_id is not None:
+                sent = tx.sent_run(parent_run_id, call_id, record.id)
+                if sent is not None:  # a resumed run making its call again: the message went already
+                    return sent
             sender_id = None if sender is None else tx.resolve_agent(sender).id
             depth = 0
             if waited and parent_run_id is not None:
@@ -670,7 +729,7 @@ class AgentHub:
             role, text = input_of(message, sender_id)
             return tx.insert_run(
                 record, text, role=role, sender=sender_id, parent_run_id=parent_run_id, owner=owner,
-                waited=waited and parent_run_id is not None, depth=depth, reply_to=reply_to,
+                waited=waited and parent_run_id is not None, depth=depth, reply_to=reply_to, call_id=call_id,
             )  # fmt: skip
 
         return create
@@ -696,6 +755,7 @@ class AgentHub:
         wait_s: float = 50.0,
         on_step: OnStep | None = None,
         cancel_on_abort: bool = False,
+        call_id: str | None = None,
     ) -> Run:
         """Send ``message`` to ``agent`` and wait up to ``wait_s`` for the reply; the run, done or as it is.
 
@@ -704,10 +764,13 @@ class AgentHub:
         is refused with ``Deadlock`` if it would close a cycle of waits or nest deeper than
         ``Settings.max_depth``, before anything is stored. If ``wait_s`` passes first the run goes on;
         for an agent's run its reply is then delivered to that agent as a new message.
+
+        ``call_id`` names the tool call of ``parent_run_id`` that sends it: made again (by the run resumed
+        after its process stopped), the call finds the run it sent and waits on it instead of sending twice.
         """
         wait_s = check_wait_s(wait_s)
         run = await self._submit(agent, message, sender=sender, parent_run_id=parent_run_id, waited=True,
-                                 on_step=on_step)  # fmt: skip
+                                 on_step=on_step, call_id=call_id)  # fmt: skip
         async with self._scheduler.lend_slot(parent_run_id):
             run = await self._await_run(run, wait_s, on_step=on_step, cancel_on_abort=cancel_on_abort)
         if not run.done and parent_run_id is not None:
@@ -715,16 +778,19 @@ class AgentHub:
         return run
 
     async def send_async(
-        self, agent: str, message: str, *, sender: str | None = None, parent_run_id: str | None = None
-    ) -> Run:
+        self, agent: str, message: str, *, sender: str | None = None, parent_run_id: str | None = None,
+        call_id: str | None = None,
+    ) -> Run:  # fmt: skip
         """Send ``message`` to ``agent`` and return the queued run at once.
 
         When the run ends (completed, failed, cancelled or interrupted) its reply is routed: to a sending
         agent as a new incoming message that it processes in a run of its own; to the host into the host
-        inbox (``check_replies``), with a ``Change("inbox", run_id)`` on the change feed.
+        inbox (``check_replies``), with a ``Change("inbox", run_id)`` on the change feed. A run whose
+        process stops is resumed by the next one, and its reply routed then. ``call_id``: as in
+        ``send_and_wait``.
         """
         return await self._submit(agent, message, sender=sender, parent_run_id=parent_run_id, waited=False,
-                                  route_reply=True)  # fmt: skip
+                                  route_reply=True, call_id=call_id)  # fmt: skip
 
     # -- host inbox --------------------------------------------------------------------------------
     async def check_replies(self, *, limit: int = PAGE, mark_read: bool = True) -> Page[Run]:
@@ -760,6 +826,7 @@ class AgentHub:
         parent_run_id: str | None = None,
         wait_s: float = 50.0,
         on_result: OnResult | None = None,
+        call_id: str | None = None,
     ) -> list[BroadcastResult]:
         """Send ``message`` to every agent with all tags of ``match_all`` and one of ``match_some`` (Letta's
         rule: an empty list does not filter, so both empty means every agent), the sender excluded, all at
@@ -768,7 +835,8 @@ class AgentHub:
         One result per recipient, by name; ``on_result`` is awaited as each one finishes. After ``wait_s``
         the unfinished ones come back ``pending`` with their run ids (recipients not sent to yet are sent
         to then); for an agent sender their replies are routed to it as new messages. A recipient that
-        would close a cycle of waits gets a failed result, not a deadlock.
+        would close a cycle of waits gets a failed result, not a deadlock. ``call_id``: as in
+        ``send_and_wait`` (a recipient sent to already is waited on, not sent to again).
         """
         wait_s = check_wait_s(wait_s)
         check_message(message)
@@ -785,7 +853,9 @@ class AgentHub:
         later = iter(targets[self.settings.fanout_concurrency :])
 
         def creator(agent_id: str) -> Callable[[Tx], Run]:
-            return self._creator(agent_id, message, sender=sender_id, parent_run_id=parent_run_id, waited=True)
+            return self._creator(
+                agent_id, message, sender=sender_id, parent_run_id=parent_run_id, waited=True, call_id=call_id
+            )
 
         async def report(agent_id: str, result: BroadcastResult) -> None:
             results[agent_id] = result
@@ -877,8 +947,10 @@ class AgentHub:
                 )
             elif stage.status != "completed":
                 error = f"stage {index} ({run.agent_name}) {stage.status}: {run.error or 'no error recorded'}"
-            elif not (run.reply or "").strip() and index < len(agents):
-                error = f"stage {index} ({run.agent_name}) replied with nothing, so the next stage has no input"
+            elif not (run.reply or "").strip():
+                error = f"stage {index} ({run.agent_name}) replied with nothing" + (
+                    ", so the next stage has no input" if index < len(agents) else ": the pipeline has no output"
+                )
             done.append(stage)
             if on_stage is not None:
                 await on_stage(stage)

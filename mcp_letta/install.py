@@ -1,7 +1,9 @@
-"""Registering mcp-letta with an MCP host: the Claude Desktop entry, and merging it into the host's config.
+"""Registering mcp-letta with an MCP host: our server entry, each host's config file and format, and merging
+the entry into it.
 
-``mcp-letta install claude-desktop`` backs the config file up, sets ``mcpServers.<name>`` and leaves every
-other key alone; running it again with the same settings changes nothing and makes no new backup.
+``mcp-letta install HOST`` (Claude Desktop, Claude Code, Cursor, VS Code, Windsurf) backs the config file up,
+sets our entry under the host's key (``mcpServers``, or ``servers`` for VS Code) and leaves every other key
+alone; running it again with the same settings changes nothing and makes no new backup.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -86,30 +88,21 @@ class Merged:
     backup: Path | None = None
 
 
-def merge_server(path: Path, name: str, entry: dict[str, Any], *, now: datetime | None = None) -> Merged:
-    """Set ``mcpServers[name] = entry`` in the JSON file at ``path``, backing the old file up first.
+def merge_server(
+    path: Path, name: str, entry: dict[str, Any], *, key: str = "mcpServers", now: datetime | None = None
+) -> Merged:
+    """Set ``config[key][name] = entry`` in the JSON file at ``path``, backing the old file up first.
 
     Other servers and keys are kept as they are. Raises ``Invalid`` (and changes nothing) when the file
-    is not a JSON object with an object ``mcpServers``.
+    is not a JSON object with an object ``key``.
     """
     if not name.strip():
         raise Invalid("the server name must not be empty: use e.g. --name letta")
-    config: dict[str, Any] = {}
     existed = path.exists()
-    if existed:
-        text = path.read_text(encoding="utf-8")
-        try:
-            config = json.loads(text) if text.strip() else {}
-        except json.JSONDecodeError as exc:
-            raise Invalid(
-                f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); nothing was "
-                "changed: fix the file or move it aside, then run this again"
-            ) from None
-        if not isinstance(config, dict):
-            raise Invalid(f"{path} holds a JSON {type(config).__name__}, not an object; nothing was changed")
-    servers = config.setdefault("mcpServers", {})
+    config = read_config(path)
+    servers = config.setdefault(key, {})
     if not isinstance(servers, dict):
-        raise Invalid(f"'mcpServers' in {path} is not an object; nothing was changed: fix it, then run this again")
+        raise Invalid(f"{key!r} in {path} is not an object; nothing was changed: fix it, then run this again")
     previous = servers.get(name)
     if previous == entry:
         return Merged("unchanged", path)
@@ -118,6 +111,23 @@ def merge_server(path: Path, name: str, entry: dict[str, Any], *, now: datetime 
     _write_atomically(path, json.dumps(config, indent=2, ensure_ascii=False) + "\n")
     outcome = "created" if not existed else ("added" if previous is None else "updated")
     return Merged(outcome, path, backup)
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A host's JSON config (empty when the file is missing or blank); ``Invalid`` when it is not a JSON object."""
+    if not path.exists():
+        return {}
+    text = path.read_text(encoding="utf-8")
+    try:
+        config = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise Invalid(
+            f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); nothing was "
+            "changed: fix the file or move it aside, then run this again"
+        ) from None
+    if not isinstance(config, dict):
+        raise Invalid(f"{path} holds a JSON {type(config).__name__}, not an object; nothing was changed")
+    return config
 
 
 def _backup(path: Path, now: datetime) -> Path:
@@ -144,31 +154,154 @@ def _write_atomically(path: Path, text: str) -> None:
         raise
 
 
-def install_claude_desktop(
+# -- hosts ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Host:
+    """An MCP host: where it keeps its servers (user-wide, and per project where it has both) and in what shape."""
+
+    name: str  # as the command line spells it
+    label: str
+    user_file: Callable[[str, Mapping[str, str], Path], Path]
+    project_file: str | None = None  # relative to the project folder
+    key: str = "mcpServers"
+    typed: bool = False  # each entry says "type": "stdio"
+    reload: str = "restart it to load the server"
+
+    def config_path(self, project: Path | None, *, platform: str | None = None,
+                    environ: Mapping[str, str] | None = None, home: Path | None = None) -> Path:  # fmt: skip
+        """The file to write: the project's when ``project`` is given, else the user's."""
+        if project is not None:
+            if self.project_file is None:
+                raise Invalid(f"{self.label} has no per-project config: install without --project")
+            return project / self.project_file
+        return self.user_file(
+            sys.platform if platform is None else platform, os.environ if environ is None else environ,
+            Path.home() if home is None else home,
+        )  # fmt: skip
+
+    def entry(self, settings: Settings, *, uvx: bool = False, api_key: Literal["omit", "write", "placeholder"] = "omit"
+              ) -> dict[str, Any]:  # fmt: skip
+        """Our entry in this host's shape."""
+        entry = server_entry(settings, uvx=uvx, api_key=api_key)
+        return {"type": "stdio", **entry} if self.typed else entry
+
+
+def _claude_desktop(platform: str, environ: Mapping[str, str], home: Path) -> Path:
+    return default_config_path(platform, environ, home)
+
+
+def _vscode_user(platform: str, environ: Mapping[str, str], home: Path) -> Path:
+    if platform == "darwin":
+        return home / "Library" / "Application Support" / "Code" / "User" / "mcp.json"
+    if platform.startswith(("win32", "cygwin")):
+        return Path(environ.get("APPDATA") or str(home / "AppData" / "Roaming")) / "Code" / "User" / "mcp.json"
+    return Path(environ.get("XDG_CONFIG_HOME") or str(home / ".config")) / "Code" / "User" / "mcp.json"
+
+
+HOSTS: dict[str, Host] = {
+    host.name: host
+    for host in (
+        Host("claude-desktop", "Claude Desktop", _claude_desktop, reload="restart Claude Desktop to load it"),
+        Host(
+            "claude-code",
+            "Claude Code",
+            lambda _p, _e, home: home / ".claude.json",
+            project_file=".mcp.json",
+            reload="start a new Claude Code session (`claude mcp list` shows it)",
+        ),
+        Host(
+            "cursor",
+            "Cursor",
+            lambda _p, _e, home: home / ".cursor" / "mcp.json",
+            project_file=".cursor/mcp.json",
+            reload="Cursor picks it up in Settings > MCP (reload the window if it does not)",
+        ),
+        Host(
+            "vscode",
+            "VS Code",
+            _vscode_user,
+            project_file=".vscode/mcp.json",
+            key="servers",
+            typed=True,
+            reload="VS Code offers to start it in the Chat view (or run 'MCP: List Servers')",
+        ),
+        Host(
+            "windsurf",
+            "Windsurf",
+            lambda _p, _e, home: home / ".codeium" / "windsurf" / "mcp_config.json",
+            reload="press refresh in Windsurf's MCP panel (Cascade > MCP servers)",
+        ),
+    )
+}
+
+
+def install(
+    host: Host,
     settings: Settings,
     *,
+    project: Path | None = None,
     config: Path | None = None,
     name: str = DEFAULT_NAME,
     uvx: bool = False,
     with_api_key: bool = False,
+    show_only: bool = False,
     out: TextIO = sys.stdout,
 ) -> int:
-    """The ``mcp-letta install claude-desktop`` command; returns the exit code."""
-    path = config or default_config_path()
-    entry = server_entry(settings, uvx=uvx, api_key="write" if with_api_key else "omit")
+    """The ``mcp-letta install HOST`` command; returns the exit code. ``show_only`` (``--print``) prints the entry
+    in the host's format and writes nothing."""
     try:
-        merged = merge_server(path, name, entry)
+        path = config or host.config_path(project)
+    except Invalid as exc:
+        print(f"mcp-letta: {exc}", file=sys.stderr)
+        return 2
+    if show_only:
+        shown = host.entry(settings, uvx=uvx, api_key="placeholder" if not with_api_key else "write")
+        print(f"# {host.label}: {path}", file=out)
+        print(json.dumps({host.key: {name: shown}}, indent=2, ensure_ascii=False), file=out)
+        return 0
+    entry = host.entry(settings, uvx=uvx, api_key="write" if with_api_key else "omit")
+    try:
+        merged = merge_server(path, name, entry, key=host.key)
     except (Invalid, OSError) as exc:
-        print(f"mcp-letta: cannot install into Claude Desktop: {exc}", file=sys.stderr)
+        print(f"mcp-letta: cannot install into {host.label}: {exc}", file=sys.stderr)
         return 2
     if merged.outcome == "unchanged":
-        print(f"{path}: mcpServers.{name} is already up to date; nothing changed", file=out)
+        print(f"{path}: {host.key}.{name} is already up to date; nothing changed", file=out)
         return 0
-    print(f"{path}: {merged.outcome} mcpServers.{name} ({entry['command']} {' '.join(entry['args'])})", file=out)
+    print(f"{path}: {merged.outcome} {host.key}.{name} ({entry['command']} {' '.join(entry['args'])})", file=out)
     if merged.backup:
         print(f"backup of the previous file: {merged.backup}", file=out)
     if settings.llm_api_key and not with_api_key:
         print("the LLM API key was not written; add MCP_LETTA_LLM_API_KEY to the entry's env, or rerun with "
               "--with-api-key", file=out)  # fmt: skip
-    print("restart Claude Desktop to load it", file=out)
+    print(host.reload, file=out)
     return 0
+
+
+def install_claude_desktop(settings: Settings, *, config: Path | None = None, **options: Any) -> int:
+    """``mcp-letta install claude-desktop`` (see ``install``)."""
+    return install(HOSTS["claude-desktop"], settings, config=config, **options)
+
+
+def configured_hosts(project: Path | None = None, *, home: Path | None = None) -> list[tuple[Host, Path, str]]:
+    """Every host config (user-wide, and the project's in ``project``) that has an mcp-letta entry: the host,
+    the file and the entry's name. Unreadable files are skipped."""
+    found = []
+    for host in HOSTS.values():
+        paths = [host.config_path(None, home=home)]
+        if project is not None and host.project_file is not None:
+            paths.append(host.config_path(project))
+        for path in paths:
+            try:
+                servers = read_config(path).get(host.key)
+            except (Invalid, OSError, UnicodeDecodeError):
+                continue
+            for name, entry in servers.items() if isinstance(servers, dict) else ():
+                if isinstance(entry, dict) and _is_ours(entry):
+                    found.append((host, path, name))
+    return found
+
+
+def _is_ours(entry: dict[str, Any]) -> bool:
+    words = [str(entry.get("command", "")), *map(str, entry.get("args") or [])]
+    return any(Path(word).name.removesuffix(".exe") in ("mcp-letta", "mcp_letta") for word in words)

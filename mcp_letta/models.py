@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 DEFAULT_BLOCK_LIMIT = 5000
 T = TypeVar("T")
+ToolMode = Literal["native", "json", "auto"]
+TOOL_MODES: tuple[ToolMode, ...] = ("native", "json", "auto")
 
 HUMAN_DESCRIPTION = (
     "The human block: Stores key details about the person you are conversing with, allowing for more "
@@ -39,6 +41,11 @@ class ModelSettings(Model):
     context_window: int | None = Field(default=None, ge=256)
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1)
+    tool_mode: ToolMode | None = Field(
+        default=None,
+        description="how the model calls tools: 'native' (OpenAI tool_calls), 'json' (a JSON-schema constrained "
+        "answer, for small local models) or 'auto' (native until the model prints its calls, then json)",
+    )
 
 
 class BlockSpec(Model):
@@ -200,7 +207,9 @@ class RunStep(Model):
 class Run(Model):
     """One message sent to an agent and everything it did about it; the unit the scheduler executes.
 
-    ``status`` goes queued -> running -> completed | failed | cancelled | interrupted. ``stop_reason`` uses
+    ``status`` goes queued -> running -> completed | failed | cancelled | interrupted; a running run whose
+    process stopped goes back to queued and is resumed from its last committed step (``resumes`` counts
+    that), interrupted only when it cannot be (the reason in ``error``). ``stop_reason`` uses
     Letta's names: end_turn, max_steps, error, llm_api_error, cancelled, interrupted,
     context_window_overflow_in_system_prompt.
     """
@@ -218,6 +227,10 @@ class Run(Model):
         default=None,
         description="where the reply goes when the run ends: 'host' (the host inbox, see check_replies), an "
         "agent id (delivered to that agent as a new message), or None (fetch it with get_run)",
+    )
+    resumes: int = Field(
+        default=0,
+        description="times the run was resumed from its last committed step after its process stopped",
     )
     steps: list[RunStep] = Field(default_factory=list)
     reply: str | None = None
@@ -304,6 +317,28 @@ class PairMetrics(Model):
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
     tokens: int
+
+
+class ContextWindow(Model):
+    """What an agent's LLM would be sent now, section by section, with token estimates (four characters a
+    token, as the runtime estimates them) against its context window."""
+
+    agent_id: str
+    agent_name: str
+    context_window: int = Field(description="the window in tokens (model_settings.context_window or the default)")
+    summarize_at: int = Field(description="the estimate above which the oldest messages are summarised")
+    system: str = Field(description="the agent's own system prompt, without memory")
+    system_tokens: int
+    memory: str = Field(description="core memory as the prompt renders it (blocks and memory metadata)")
+    memory_tokens: int
+    blocks: list[Block] = Field(default_factory=list)
+    tools: list[dict[str, Any]] = Field(default_factory=list, description="the tool definitions sent to the LLM")
+    tools_tokens: int
+    messages: list[Message] = Field(default_factory=list, description="the in-context history, in window order")
+    messages_tokens: int
+    summary: str | None = Field(default=None, description="what compaction has summarised, if it has run")
+    out_of_context: int = Field(description="messages kept in recall memory but no longer in the window")
+    total_tokens: int
 
 
 class Metrics(Model):

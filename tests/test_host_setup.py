@@ -83,6 +83,7 @@ async def test_core_tools_list_with_ten_agents_fits_16_kb(hub: AgentHub) -> None
 
 
 def llm_settings_for(llm: ScriptedLLM, tmp_path: Path, model: str = "scripted-model") -> Settings:
+    llm.echo()  # a working endpoint answers doctor's probe (under any model name, as llama-server does)
     return Settings(db_path=tmp_path / "agents.db", llm_base_url=llm.base_url, llm_api_key=KEY, model=model)
 
 
@@ -110,6 +111,7 @@ async def test_doctor_with_a_short_key_prints_paths_and_snippet_intact(
     scripted_llm: ScriptedLLM, tmp_path: Path, key: str
 ) -> None:
     db = tmp_path / "mcp-x-data" / "agents.db"  # contains the keys' text: masking must not touch it
+    scripted_llm.echo()
     settings = Settings(db_path=db, llm_base_url=scripted_llm.base_url, llm_api_key=key, model="scripted-model")
     out = io.StringIO()
     assert await run_doctor(settings, out) == 0
@@ -141,10 +143,49 @@ async def test_doctor_counts_one_agent_and_one_block_in_the_singular(scripted_ll
     assert f", 1 agent, {blocks} blocks\n" in out.getvalue()
 
 
-async def test_doctor_names_the_models_when_ours_is_not_served(scripted_llm: ScriptedLLM, tmp_path: Path) -> None:
+async def test_doctor_names_the_models_when_ours_is_refused(scripted_llm: ScriptedLLM, tmp_path: Path) -> None:
+    settings = llm_settings_for(scripted_llm, tmp_path, model="llama9")
+    scripted_llm.error(404, {"error": {"message": "model 'llama9' not found"}})
     out = io.StringIO()
-    assert await run_doctor(llm_settings_for(scripted_llm, tmp_path, model="llama9"), out) == 1
-    assert "'llama9' is not served" in out.getvalue() and "scripted-model" in out.getvalue()
+    assert await run_doctor(settings, out) == 1
+    assert "FAIL  model         'llama9' is not served at" in out.getvalue() and "not found" in out.getvalue()
+    assert "-> pick one of: scripted-model" in out.getvalue()
+
+
+async def test_doctor_notes_a_model_that_is_not_listed_but_answers(scripted_llm: ScriptedLLM, tmp_path: Path) -> None:
+    # llama-server lists its file's name and answers under any model name: a note, not a failure.
+    out = io.StringIO()
+    assert await run_doctor(llm_settings_for(scripted_llm, tmp_path, model="qwen2.5-coder-1.5b"), out) == 0
+    assert (
+        f"ok    model         'qwen2.5-coder-1.5b' is not listed at {scripted_llm.base_url} (it lists scripted-model) "
+        "but answered under that name"
+    ) in out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("answer", "finding"),
+    [
+        ("native", "native tool_calls came back: MCP_LETTA_TOOL_MODE native or auto suits it"),
+        ("printed", "the model printed its call as text, not as native tool_calls: MCP_LETTA_TOOL_MODE=json suits it"),
+        ("text", "the model answered without calling the offered tool: if agents do not use their tools, set "
+                 "MCP_LETTA_TOOL_MODE=json"),
+    ],
+)  # fmt: skip
+async def test_doctor_asks_for_one_tool_call_and_says_which_tool_mode_suits_the_model(
+    scripted_llm: ScriptedLLM, tmp_path: Path, answer: str, finding: str
+) -> None:
+    settings = llm_settings_for(scripted_llm, tmp_path)
+    if answer == "native":
+        scripted_llm.tool_call("get_weather", {"city": "Paris"})
+    elif answer == "printed":
+        scripted_llm.content_json_tool_call("get_weather", {"city": "Paris"})
+    else:
+        scripted_llm.reply("It is sunny in Paris.")
+    out = io.StringIO()
+    assert await run_doctor(settings, out) == 0
+    assert f"ok    tool calls    {finding}" in out.getvalue()
+    [probe] = scripted_llm.requests
+    assert probe.tool_names == ["get_weather"] and probe.body["model"] == "scripted-model"
 
 
 async def test_doctor_reports_an_unreachable_endpoint(scripted_llm: ScriptedLLM, tmp_path: Path) -> None:
@@ -160,7 +201,7 @@ async def test_doctor_refuses_a_file_that_is_not_a_database(tmp_path: Path) -> N
     path.write_text("not a database at all, just text" * 100)
     out = io.StringIO()
     assert await run_doctor(Settings(db_path=path), out) == 1
-    assert "cannot be read as SQLite" in out.getvalue()
+    assert "agents.db is not an mcp-letta database (file is not SQLite)" in out.getvalue()
     assert path.read_text().startswith("not a database")
 
 
@@ -279,6 +320,106 @@ def test_install_command_writes_the_key_only_when_asked(
     path.write_text("{broken")
     assert main(["install", "claude-desktop", "--config", str(path)]) == 2
     assert "not valid JSON" in capsys.readouterr().err
+
+
+# -- install into every host ------------------------------------------------------------------------
+HOST_FILES = {  # user-wide file under a fake Linux home, project file, the key our entry goes under
+    "claude-desktop": (".config/Claude/claude_desktop_config.json", None, "mcpServers"),
+    "claude-code": (".claude.json", ".mcp.json", "mcpServers"),
+    "cursor": (".cursor/mcp.json", ".cursor/mcp.json", "mcpServers"),
+    "vscode": (".config/Code/User/mcp.json", ".vscode/mcp.json", "servers"),
+    "windsurf": (".codeium/windsurf/mcp_config.json", None, "mcpServers"),
+}
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh home folder (Linux layout) and no MCP_LETTA_ settings, as a new user has."""
+    for name in [k for k in os.environ if k.startswith(("MCP_LETTA_", "OPENAI_", "XDG_"))]:
+        monkeypatch.delenv(name)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setenv("MCP_LETTA_DB", str(tmp_path / "shared" / "agents.db"))
+    return home
+
+
+@pytest.mark.parametrize("host", list(HOST_FILES))
+def test_install_writes_each_hosts_own_file_in_its_own_format(
+    host: str, home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    user_file, _project_file, key = HOST_FILES[host]
+    path = home / user_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    others = {"other": {"command": "npx", "args": ["-y", "some-server"]}}
+    path.write_text(json.dumps({"keepMe": True, key: others}))
+    assert main(["install", host]) == 0
+    config = json.loads(path.read_text())
+    entry = config[key]["letta"]
+    assert config["keepMe"] is True and config[key]["other"] == others["other"]  # only our entry changed
+    assert entry["env"]["MCP_LETTA_DB"] == str(tmp_path / "shared" / "agents.db")  # every host shares one store
+    assert (entry.get("type") == "stdio") == (host == "vscode")  # VS Code's servers say their type
+    assert Path(entry["command"]).name.startswith("mcp-letta") or entry["args"][:2] == ["-m", "mcp_letta"]
+    assert len(backups(path)) == 1 and f"{key}.letta" in capsys.readouterr().out
+    assert main(["install", host]) == 0  # idempotent: no change, no new backup
+    assert "already up to date" in capsys.readouterr().out and len(backups(path)) == 1
+
+
+@pytest.mark.parametrize("host", [h for h, files in HOST_FILES.items() if files[1] is not None])
+def test_install_with_project_writes_the_projects_file_and_leaves_the_users_alone(
+    host: str, home: Path, tmp_path: Path
+) -> None:
+    user_file, project_file, key = HOST_FILES[host]
+    project = tmp_path / "project"
+    project.mkdir()
+    assert main(["install", host, "--project", str(project)]) == 0
+    assert not (home / user_file).exists()
+    written = json.loads((project / str(project_file)).read_text())
+    assert list(written) == [key] and list(written[key]) == ["letta"]
+
+
+@pytest.mark.parametrize("host", [h for h, files in HOST_FILES.items() if files[1] is None])
+def test_install_with_project_is_refused_where_the_host_has_no_project_file(
+    host: str, home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):  # the option does not exist for this host
+        main(["install", host, "--project", str(tmp_path)])
+    assert "unrecognized arguments: --project" in capsys.readouterr().err
+    assert not any(home.rglob("*.json"))
+
+
+def test_install_print_shows_the_entry_and_writes_nothing(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MCP_LETTA_LLM_API_KEY", KEY)
+    assert main(["install", "vscode", "--print"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"# VS Code: {home / '.config/Code/User/mcp.json'}\n")
+    shown = json.loads(out.split("\n", 1)[1])
+    assert shown["servers"]["letta"]["type"] == "stdio"
+    assert shown["servers"]["letta"]["env"]["MCP_LETTA_LLM_API_KEY"] == "<your API key>" and KEY not in out
+    assert not any(home.rglob("*.json"))
+
+
+async def test_doctor_says_which_hosts_have_mcp_letta(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scripted_llm: ScriptedLLM
+) -> None:
+    settings = llm_settings_for(scripted_llm, tmp_path)
+    out = io.StringIO()
+    assert await run_doctor(settings, out) == 0
+    assert "ok    hosts         no host has mcp-letta configured yet: run `mcp-letta install HOST`" in out.getvalue()
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    assert main(["install", "cursor"]) == 0
+    assert main(["install", "vscode", "--project", str(project)]) == 0
+    out = io.StringIO()
+    assert await run_doctor(settings, out) == 0
+    assert (
+        f"ok    hosts         configured in Cursor ({home / '.cursor/mcp.json'}: letta); "
+        f"VS Code ({project / '.vscode/mcp.json'}: letta)"
+    ) in out.getvalue()
 
 
 def test_cli_accepts_the_http_and_setup_commands() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 import conftest_llm
@@ -111,6 +112,10 @@ async def test_object_arguments_and_missing_ids_are_normalised(
         '```json\n{"tool": "memory_insert", "parameters": {"label": "human", "new_str": "x"}}\n```',
         '[{"function": {"name": "memory_insert", "arguments": "{\\"label\\": \\"human\\", \\"new_str\\": \\"x\\"}"}}]',
         '<tool_call>\n{"name": "memory_insert", "arguments": {"label": "human", "new_str": "x"}}\n</tool_call>',
+        # what Qwen2.5-Coder-1.5B printed: doubled braces, a call then prose, prose then a fenced call
+        '{{"name": "memory_insert", "arguments": {"label": "human", "new_str": "x"}}}',
+        '{"name": "memory_insert", "arguments": {"label": "human", "new_str": "x"}}\nI have saved that for you.',
+        'Let me save that.\n```json\n{"name": "memory_insert", "arguments": {"label": "human", "new_str": "x"}}\n```',
     ],
 )
 async def test_tool_call_printed_as_json_in_content_is_accepted_for_offered_tools(
@@ -125,19 +130,22 @@ async def test_tool_call_printed_as_json_in_content_is_accepted_for_offered_tool
     assert (call.name, json.loads(call.arguments)) == ("memory_insert", {"label": "human", "new_str": "x"})
 
 
-async def test_json_in_content_stays_text_unless_it_names_an_offered_tool(
+async def test_printed_calls_are_calls_only_when_tools_are_offered_and_unknown_names_need_arguments(
     scripted_llm: ScriptedLLM,
     client: OpenAIClient,
 ) -> None:
-    scripted_llm.content_json_tool_call("delete_everything", {"really": True})
+    scripted_llm.content_json_tool_call("memory_search", {"query": "name"})  # a tool that does not exist
     scripted_llm.content_json_tool_call("memory_insert", {"label": "human", "new_str": "x"})
-    scripted_llm.content_json_tool_call("memory_insert", {"label": "human", "new_str": "x"})
+    scripted_llm.reply('{"name": "Ada", "age": 36}')  # JSON, but not a call: an answer
+    scripted_llm.reply('Here is an example:\n```json\n{"name": "memory_search", "arguments": {}}\n```')
     unknown = await client.chat(chat(tools=True))
-    assert unknown.tool_calls == [] and "delete_everything" in (unknown.content or "")
-    offered = await client.chat(chat(tools=True))
-    assert [c.name for c in offered.tool_calls] == ["memory_insert"] and offered.content is None
+    assert [c.name for c in unknown.tool_calls] == ["memory_search"] and unknown.content is None
     not_offered = await client.chat(chat(tools=False))
     assert not_offered.tool_calls == [] and "memory_insert" in (not_offered.content or "")
+    answer = await client.chat(chat(tools=True))
+    assert answer.tool_calls == [] and answer.content == '{"name": "Ada", "age": 36}'
+    example = await client.chat(chat(tools=True))  # after prose, only a call to an offered tool counts
+    assert example.tool_calls == [] and "memory_search" in (example.content or "")
 
 
 async def test_429_waits_for_retry_after_then_succeeds(
@@ -350,3 +358,19 @@ async def test_scripted_server_runs_as_a_subprocess() -> None:
         assert await process.wait() == 0
         with pytest.raises(anyio.EndOfStream):
             await process.stdout.receive()  # nothing was printed to stdout
+
+
+async def test_cached_prompt_tokens_are_read_from_openai_and_llama_cpp_answers(
+    scripted_llm: ScriptedLLM,
+    client: OpenAIClient,
+) -> None:
+    def answer(**extra: Any) -> dict[str, Any]:
+        return {"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}}], **extra}
+
+    usage = {"prompt_tokens": 1500, "completion_tokens": 5, "total_tokens": 1505}
+    scripted_llm.raw(answer(usage={**usage, "prompt_tokens_details": {"cached_tokens": 1280}}))  # OpenAI, vLLM
+    scripted_llm.raw(answer(usage=usage, timings={"cache_n": 1450, "prompt_n": 50}))  # llama.cpp's llama-server
+    scripted_llm.raw(answer(usage=usage))  # a server that says nothing of its cache
+    got = [(await client.chat(chat())).usage for _ in range(3)]
+    assert [u.cached_tokens for u in got] == [1280, 1450, 0]
+    assert {u.prompt_tokens for u in got} == {1500}

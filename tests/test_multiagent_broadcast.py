@@ -223,7 +223,7 @@ async def test_a_broadcast_builds_prompts_from_memory_another_process_just_chang
     assert "NEW RULES" in agents.requests_of("ann")[-1].system
 
 
-async def test_closing_the_hub_while_a_broadcast_waits_on_the_llm_leaves_its_runs_interrupted(
+async def test_closing_the_hub_while_a_broadcast_waits_on_the_llm_leaves_its_runs_to_the_next_hub(
     llm_settings: Settings, scripted_llm: ScriptedLLM
 ) -> None:
     agents = Agents(scripted_llm)
@@ -237,10 +237,12 @@ async def test_closing_the_hub_while_a_broadcast_waits_on_the_llm_leaves_its_run
         with anyio.move_on_after(0.5):
             await hub.broadcast("second", match_all=["team"], wait_s=10)
         [ben_run] = await hub.list_runs("ben", limit=1)
+    slow["on"] = False
     async with AgentHub(llm_settings) as hub:
-        after = await hub.get_run(ben_run.id)
-    assert (after.input, after.status, after.stop_reason) == ("second", "interrupted", "interrupted")
-    assert after.error.startswith("the process running this run shut down")  # said by this process as it closed
+        done = await hub.get_run(ben_run.id, wait_s=10)
+        history = await hub.get_messages("ben")
+    assert (done.input, done.status, done.reply, done.resumes) == ("second", "completed", "late", 1)
+    assert [m.content for m in history if m.role == "user"] == ["first", "second"]  # its input once
 
 
 async def test_a_recipient_whose_answer_calls_a_tool_goes_on_to_the_next_step(

@@ -1,5 +1,6 @@
 """Runs across restarts and processes sharing one database: memory and history survive, queued runs are
-adopted, a run whose process died is interrupted, and one agent runs one run at a time across processes.
+adopted, a run whose process stopped is resumed by the next one (or ends, with the reason, when resuming
+cannot help), and one agent runs one run at a time across processes.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ async def test_restarted_hub_keeps_memory_and_history(llm_settings: Settings, sc
     assert [m["role"] for m in request.body["messages"]] == ["system", "user", "assistant", "tool", "assistant", "user"]
 
 
-async def test_queued_run_survives_a_restart_and_the_running_one_is_interrupted(
+async def test_a_closed_hub_hands_its_running_run_back_and_the_next_one_resumes_it_before_the_queued_one(
     llm_settings: Settings, scripted_llm: ScriptedLLM, gate: Gate
 ) -> None:
     async with AgentHub(llm_settings) as hub:
@@ -65,14 +66,20 @@ async def test_queued_run_survives_a_restart_and_the_running_one_is_interrupted(
         await scripted_llm.wait_for_requests_async(1)
     gate.open()
     async with AgentHub(llm_settings) as hub:
-        interrupted = await hub.get_run(running.id)
-        assert (interrupted.status, interrupted.stop_reason) == ("interrupted", "interrupted")
-        assert "send the message again" in interrupted.error
-        done = await hub.get_run(queued.id, wait_s=10)
-    assert (done.status, done.reply) == ("completed", "released")
+        first = await hub.get_run(running.id, wait_s=10)
+        second = await hub.get_run(queued.id, wait_s=10)
+        history = await hub.get_messages("alice")
+    assert (first.status, first.reply, first.resumes) == ("completed", "released", 1)
+    assert (second.status, second.reply, second.resumes) == ("completed", "released", 0)
+    assert first.finished_at <= second.started_at
+    assert [(m.role, m.content) for m in history] == [
+        ("user", "first"), ("assistant", "released"), ("user", "second"), ("assistant", "released")
+    ]  # fmt: skip
+    resent = scripted_llm.requests[1].body["messages"]  # the request in flight, sent again as it was
+    assert [m["content"] for m in resent[1:]] == ["first"]
 
 
-async def test_killed_process_run_is_interrupted_and_its_queued_run_adopted(
+async def test_killed_process_run_is_resumed_and_its_queued_run_adopted(
     llm_settings: Settings, scripted_llm: ScriptedLLM, db_path: Path
 ) -> None:
     async with AgentHub(llm_settings) as hub:
@@ -90,21 +97,21 @@ async def test_killed_process_run_is_interrupted_and_its_queued_run_adopted(
         process.kill()  # SIGKILL: no clean shutdown, no chance to mark anything
         await process.wait()
     first_id, second_id = line.decode().split()
-    scripted_llm.reply("second answer")
+    scripted_llm.reply("first answer").reply("second answer")
     async with AgentHub(llm_settings) as hub:
-        first = await hub.get_run(first_id)
-        assert (first.status, first.stop_reason) == ("interrupted", "interrupted")
+        first = await hub.get_run(first_id, wait_s=10)
         second = await hub.get_run(second_id, wait_s=10)
+        history = await hub.get_messages("alice")
+    assert (first.status, first.reply, first.resumes) == ("completed", "first answer", 1)
     assert (second.status, second.reply) == ("completed", "second answer")
-    [history] = [r.body["messages"] for r in scripted_llm.requests[1:]]
-    assert [m["content"] for m in history[1:]] == ["first question", "second question"]
+    resent, after = [r.body["messages"] for r in scripted_llm.requests[1:]]
+    assert [m["content"] for m in resent[1:]] == ["first question"]
+    assert [m["content"] for m in after[1:]] == ["first question", "first answer", "second question"]
+    assert [m.content for m in history] == ["first question", "first answer", "second question", "second answer"]
 
 
-async def test_running_run_of_a_silent_process_on_another_host_is_interrupted_at_open(
-    llm_settings: Settings, db_path: Path
-) -> None:
-    async with AgentHub(llm_settings) as hub:
-        agent = await hub.create_agent("alice")
+def hand_to_a_silent_process(db_path: Path, run_id: str, **columns: object) -> None:
+    """Make ``run_id`` look like a run that a process on another host was running when it went silent."""
     stale = time.time() - 120
     conn = sqlite3.connect(db_path)
     with conn:
@@ -112,15 +119,59 @@ async def test_running_run_of_a_silent_process_on_another_host_is_interrupted_at
             "INSERT INTO processes(id, pid, host, started_at, heartbeat) VALUES ('ghost', 1, 'elsewhere', '', ?)",
             (stale,),
         )
+        sets = "".join(f", {name} = ?" for name in columns)
         conn.execute(
-            "INSERT INTO runs(id, agent_id, agent_name, status, input, owner, lease_until, created_at) "
-            "VALUES ('run-ghost', ?, 'alice', 'running', 'hi', 'ghost', ?, '2026-01-01T00:00:00+00:00')",
-            (agent.id, stale),
+            f"UPDATE runs SET status = 'running', owner = 'ghost', lease_until = ?{sets} WHERE id = ?",
+            (stale, *columns.values(), run_id),
         )
     conn.close()
+
+
+async def test_running_run_of_a_silent_process_on_another_host_is_resumed_at_open(
+    llm_settings: Settings, scripted_llm: ScriptedLLM, gate: Gate, db_path: Path
+) -> None:
     async with AgentHub(llm_settings) as hub:
-        run = await hub.get_run("run-ghost")
-    assert (run.status, run.stop_reason) == ("interrupted", "interrupted")
+        await hub.create_agent("alice")
+        run = await hub.send_message("alice", "hi")
+        await scripted_llm.wait_for_requests_async(1)
+    hand_to_a_silent_process(db_path, run.id)
+    gate.open()
+    async with AgentHub(llm_settings) as hub:
+        done = await hub.get_run(run.id, wait_s=10)
+        history = await hub.get_messages("alice")
+    assert (done.status, done.reply, done.resumes) == ("completed", "released", 2)  # closed once, lost once
+    assert [m.content for m in history] == ["hi", "released"]
+
+
+async def test_a_run_cancelled_before_its_process_went_silent_ends_cancelled_not_resumed(
+    llm_settings: Settings, scripted_llm: ScriptedLLM, gate: Gate, db_path: Path
+) -> None:
+    async with AgentHub(llm_settings) as hub:
+        await hub.create_agent("alice")
+        run = await hub.send_message("alice", "hi")
+        await scripted_llm.wait_for_requests_async(1)
+    hand_to_a_silent_process(db_path, run.id, cancel_requested=1)
+    async with AgentHub(llm_settings) as hub:
+        ended = await hub.get_run(run.id, wait_s=10)
+    assert (ended.status, ended.stop_reason) == ("cancelled", "cancelled")
+    assert ended.error == "cancelled: its process stopped before the run saw the request"
+    assert len(scripted_llm.requests) == 1  # not asked again
+
+
+async def test_a_run_whose_process_died_three_times_is_interrupted_with_the_reason(
+    llm_settings: Settings, scripted_llm: ScriptedLLM, gate: Gate, db_path: Path
+) -> None:
+    async with AgentHub(llm_settings) as hub:
+        await hub.create_agent("alice")
+        run = await hub.send_message("alice", "hi")
+        await scripted_llm.wait_for_requests_async(1)
+    hand_to_a_silent_process(db_path, run.id, crashes=2)  # died twice before, resumed twice
+    async with AgentHub(llm_settings) as hub:
+        ended = await hub.get_run(run.id, wait_s=10)
+        assert [r.status for r in await hub.list_runs("alice")] == ["interrupted"]
+    assert (ended.status, ended.stop_reason) == ("interrupted", "interrupted")
+    assert ended.error.startswith("not resumed again: the process running it died 3 times (killed or crashed)")
+    assert len(scripted_llm.requests) == 1
 
 
 async def test_two_processes_run_one_agent_one_run_at_a_time_in_order(
@@ -150,7 +201,33 @@ async def test_cancel_from_another_process_stops_the_run(llm_settings: Settings,
         assert [m.role for m in await first.get_messages("alice")] == ["user"]
 
 
-async def test_closing_the_hub_hands_a_waiting_caller_the_interrupted_run(
+async def test_a_child_whose_waiting_parent_has_ended_is_interrupted_not_resumed(
+    llm_settings: Settings, scripted_llm: ScriptedLLM, gate: Gate, db_path: Path
+) -> None:
+    scripted_llm.on("boss persona", Response(calls=[("ask_worker", {"message": "dig"})]))
+    async with AgentHub(llm_settings) as hub:
+        await hub.create_agent("worker")
+        await hub.create_agent("boss", persona="boss persona", agent_tools=["worker"])
+        parent = await hub.send_message("boss", "get it dug")
+        await scripted_llm.wait_for_requests_async(2)  # the boss's step, then the worker's request (held)
+        [child] = await hub.list_runs("worker")
+    hand_to_a_silent_process(db_path, child.id)
+    conn = sqlite3.connect(db_path)
+    with conn:  # the parent ended meanwhile (say its agent was deleted): nobody will read the child's reply
+        conn.execute("UPDATE runs SET status = 'failed', finished_at = '2026-01-01T00:00:00+00:00' WHERE id = ?",
+                     (parent.id,))  # fmt: skip
+    conn.close()
+    async with AgentHub(llm_settings) as hub:
+        ended = await hub.get_run(child.id, wait_s=10)
+    assert (ended.status, ended.stop_reason) == ("interrupted", "interrupted")
+    assert ended.error == (
+        f"not resumed after its process stopped: the run waiting for it ({parent.id}) has failed, so nobody "
+        "would read its reply; send the message again if it is still needed"
+    )
+    assert len(scripted_llm.requests) == 2
+
+
+async def test_closing_the_hub_hands_a_waiting_caller_the_run_back_in_the_queue(
     llm_settings: Settings, scripted_llm: ScriptedLLM, gate: Gate
 ) -> None:
     answers: list[Run] = []
@@ -163,6 +240,5 @@ async def test_closing_the_hub_hands_a_waiting_caller_the_interrupted_run(
             await hub.create_agent("alice")
             tg.start_soon(ask, hub)
             await scripted_llm.wait_for_requests_async(1)
-    [run] = answers  # the caller outlived the hub, and got the run as the hub left it
-    assert (run.status, run.stop_reason) == ("interrupted", "interrupted")
-    assert "shut down" in run.error
+    [run] = answers  # the caller outlived the hub, and got the run as the hub left it: queued, to resume
+    assert (run.status, run.resumes, run.stop_reason, run.error) == ("queued", 1, None, None)

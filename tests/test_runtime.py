@@ -5,13 +5,16 @@ results and exact errors, the step limit, and summarization when the context win
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
+import anyio
 import pytest
+from test_multiagent import Agents, make, reply
 
-from mcp_letta import AgentHub
+from mcp_letta import AgentHub, Invalid, Settings
 from mcp_letta.models import Message, ToolCall
-from mcp_letta.runtime.context import Window
+from mcp_letta.runtime.context import Window, letta_time
 from mcp_letta.runtime.memory_tools import DEFAULT_TOOL_NAMES
 from mcp_letta.testing import RecordedRequest, Response, ScriptedLLM
 
@@ -298,3 +301,122 @@ def test_the_encoded_history_is_the_history_a_request_carries() -> None:
     assert json.loads(window.request_json("system prompt ✓")) == window.request("system prompt ✓")
     assert json.loads(window.copy().request_json("s")) == window.request("s")
     assert [m["role"] for m in window.request("s")] == ["system", "user", "assistant", "tool", "assistant", "system"]
+
+
+async def test_the_prompt_prefix_stays_byte_identical_until_memory_changes(
+    llm_hub: AgentHub, scripted_llm: ScriptedLLM
+) -> None:
+    # A provider's prompt cache reuses a byte-identical prefix: the system message (memory included) and the
+    # tools must not change from step to step or run to run because the clock moved or the history grew.
+    await llm_hub.create_agent("alice", persona="I am Alice.")
+    scripted_llm.tool_call("conversation_search", {"query": "anything"})
+    scripted_llm.reply("first")
+    await llm_hub.send_message("alice", "one", wait_s=10)
+    shown_time = letta_time()
+    await anyio.sleep(1.02 - time.time() % 1)  # into the next second: the clock the prompt shows moves on
+    assert letta_time() != shown_time
+    scripted_llm.reply("second")
+    await llm_hub.send_message("alice", "two", wait_s=10)
+    await llm_hub.append_to_block("human", "The user is called Ada.", agent="alice")  # a memory edit
+    scripted_llm.reply("third")
+    await llm_hub.send_message("alice", "three", wait_s=10)
+    scripted_llm.tool_call("archival_memory_insert", {"content": "Ada likes tea."})
+    scripted_llm.reply("fourth")
+    await llm_hub.send_message("alice", "four", wait_s=10)
+    first_step, second_step, second_run, after_edit, before_insert, after_insert = scripted_llm.requests
+    assert first_step.system == second_step.system == second_run.system
+    assert first_step.body["tools"] == second_run.body["tools"]
+    assert messages(second_run)[: len(messages(second_step))] == messages(second_step)  # it only grows at the end
+    assert after_edit.system != second_run.system and "The user is called Ada." in after_edit.system
+    assert before_insert.system == after_edit.system
+    assert "- 1 total memories you created are stored in archival memory" in after_insert.system
+
+
+async def test_a_printed_call_to_a_missing_tool_goes_back_to_the_model_not_to_the_user(
+    llm_hub: AgentHub, scripted_llm: ScriptedLLM
+) -> None:
+    await llm_hub.create_agent("alice")
+    scripted_llm.reply('{{"name": "memory_search", "arguments": {"query": "name"}}}')  # doubled braces, no such tool
+    scripted_llm.reply("I do not know your name yet.")
+    run = await llm_hub.send_message("alice", "what is my name?", wait_s=10)
+    assert (run.status, run.reply) == ("completed", "I do not know your name yet.")
+    assert [(c.name, c.ok) for c in run.steps[0].tool_calls] == [("memory_search", False)]
+    [told] = tool_results(scripted_llm.requests[1])
+    assert told["message"].startswith("Tool 'memory_search' does not exist. Available tools: memory_insert")
+
+
+async def test_an_empty_or_markup_only_answer_is_asked_again_and_never_kept(
+    llm_hub: AgentHub, scripted_llm: ScriptedLLM
+) -> None:
+    await llm_hub.create_agent("alice")
+    scripted_llm.reply("<tools></tools>")  # what a small model answered
+    scripted_llm.reply("Hello!")
+    run = await llm_hub.send_message("alice", "hi", wait_s=10)
+    assert (run.status, run.reply) == ("completed", "Hello!")
+    first, again = scripted_llm.requests
+    assert messages(again)[:-1] == messages(first)  # the same request, then the correction
+    assert messages(again)[-1]["role"] == "user" and "Your last answer was empty" in messages(again)[-1]["content"]
+    assert run.usage == run.steps[0].usage and run.usage.total_tokens > 0
+    history = [m.content for m in await llm_hub.get_messages("alice")]
+    assert "<tools></tools>" not in history and not any("Your last answer was empty" in c for c in history)
+
+
+async def test_a_model_that_keeps_answering_nothing_fails_the_run_and_the_pipeline_says_so(
+    llm_hub: AgentHub, scripted_llm: ScriptedLLM
+) -> None:
+    await make(llm_hub, "research", "write")
+    agents = Agents(scripted_llm)
+    agents.on("research", reply("notes"))
+    agents.on("write", reply("   "))
+    result = await llm_hub.run_pipeline(["research", "write"], "topic")
+    assert (result.status, result.output) == ("failed", None)
+    run = await llm_hub.get_run(result.stages[-1].run_id)
+    assert (run.status, run.stop_reason) == ("failed", "invalid_llm_response")
+    assert run.error == (
+        "agent 'write''s model answered with no text ('   '), also when asked again 2 times: check the model "
+        "(MCP_LETTA_MODEL) can chat, or send the message again"
+    )
+    assert result.error.startswith("stage 2 (write) failed: agent 'write''s model answered with no text")
+
+
+async def test_json_tool_mode_offers_the_tools_through_a_schema_and_reads_the_answer(
+    llm_hub: AgentHub, scripted_llm: ScriptedLLM
+) -> None:
+    await llm_hub.create_agent("ada_helper", model_settings={"tool_mode": "json"})
+    scripted_llm.reply(
+        json.dumps({"tool": "memory_insert", "arguments": {"label": "human", "new_string": "Name: Ada"}})
+    )
+    scripted_llm.reply(json.dumps({"reply": "I will remember, Ada."}))
+    run = await llm_hub.send_message("ada_helper", "My name is Ada, remember that.", wait_s=10)
+    assert (run.status, run.reply) == ("completed", "I will remember, Ada.")
+    assert "Name: Ada" in (await llm_hub.read_block("human", agent="ada_helper")).value
+    first, second = scripted_llm.requests
+    assert "tools" not in first.body and first.tool_names == []
+    # The first step of a message must call a tool (a small model otherwise answers without saving); then
+    # the reply is one of the choices.
+    first_choices = first.body["response_format"]["json_schema"]["schema"]["anyOf"]
+    assert [c["properties"]["tool"]["enum"] for c in first_choices] == [[name] for name in DEFAULT_TOOL_NAMES]
+    choices = second.body["response_format"]["json_schema"]["schema"]["anyOf"]
+    assert choices[:-1] == first_choices and choices[-1]["required"] == ["reply"]
+    assert "<tools>" in first.system and "- memory_insert(label: string, new_string: string" in first.system
+    assert first.system.endswith(second.system.partition("<tools>")[2])  # after memory, which just changed
+    assert "Name: Ada" in second.system.partition("<tools>")[0]
+    assert tool_results(second)[0]["status"] == "OK"
+
+
+async def test_auto_tool_mode_switches_to_json_once_the_model_prints_its_calls(
+    llm_hub: AgentHub, scripted_llm: ScriptedLLM
+) -> None:
+    await llm_hub.create_agent("alice")  # the process default: auto
+    scripted_llm.reply("```json\n" + json.dumps({"name": "conversation_search", "arguments": {"query": "x"}}) + "\n```")
+    scripted_llm.reply(json.dumps({"reply": "Nothing found."}))
+    run = await llm_hub.send_message("alice", "what did I say?", wait_s=10)
+    assert (run.status, run.reply) == ("completed", "Nothing found.")
+    native, json_step = scripted_llm.requests
+    assert native.tool_names == list(DEFAULT_TOOL_NAMES) and "response_format" not in native.body
+    assert json_step.tool_names == [] and json_step.body["response_format"]["type"] == "json_schema"
+
+
+async def test_an_unknown_tool_mode_is_refused_with_the_choices() -> None:
+    with pytest.raises(Invalid, match="MCP_LETTA_TOOL_MODE='fast' is not known: use 'native', 'json' or 'auto'"):
+        Settings.from_env({"MCP_LETTA_TOOL_MODE": "fast"})

@@ -6,6 +6,7 @@ Requests and responses use OpenAI chat-completion shapes because every server we
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,6 +17,20 @@ ToolChoice = Literal["auto", "required", "none"]
 
 compact_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
 """JSON as request bodies carry it: no spaces, non-ASCII as is (the runtime encodes pieces with it once)."""
+
+
+def new_call_id() -> str:
+    """An id for a tool call the server sent without one."""
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+def arguments_json(arguments: Any) -> str:
+    """Tool arguments as a JSON string: some servers send an object instead of a string."""
+    if arguments is None or arguments == "":
+        return "{}"
+    if isinstance(arguments, str):
+        return arguments
+    return json.dumps(arguments, ensure_ascii=False)
 
 
 class ChatRequest(BaseModel):
@@ -34,6 +49,9 @@ class ChatRequest(BaseModel):
         default=None, description="``tools`` already encoded as a JSON array (the runtime encodes each tool once)"
     )
     tool_choice: ToolChoice = "auto"
+    response_format: dict[str, Any] | None = Field(
+        default=None, description="OpenAI's response_format, e.g. a JSON schema the answer must follow"
+    )
     temperature: float | None = None
     max_tokens: int | None = None
     # Letta sends parallel_tool_calls=false: one tool per step keeps memory edits ordered.
@@ -55,6 +73,7 @@ class Usage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    cached_tokens: int = Field(default=0, description="prompt tokens the server reused from its prompt cache")
 
 
 class ChatResponse(BaseModel):
@@ -70,6 +89,10 @@ class ChatResponse(BaseModel):
 @runtime_checkable
 class LLMClient(Protocol):
     """Anything that can answer a chat request; ``OpenAIClient`` is the one we ship."""
+
+    prints_calls: bool
+    """Whether the model answered a request offering tools by printing its calls as text instead of sending
+    native ``tool_calls`` (the runtime's ``auto`` tool mode then switches to JSON answers)."""
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
         """Send one request and return the parsed answer; raise ``LLMUnavailable`` on failure."""

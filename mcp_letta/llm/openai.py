@@ -14,7 +14,6 @@ import random
 import re
 import ssl
 import time
-import uuid
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -22,7 +21,7 @@ import anyio
 import httpx2
 
 from mcp_letta.errors import Invalid, LLMUnavailable
-from mcp_letta.llm.base import ChatRequest, ChatResponse, Usage, compact_json
+from mcp_letta.llm.base import ChatRequest, ChatResponse, Usage, arguments_json, compact_json, new_call_id
 from mcp_letta.models import ToolCall
 
 logger = logging.getLogger("mcp_letta.llm")
@@ -31,7 +30,8 @@ RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER_S = 60.0
 MAX_BACKOFF_S = 30.0
 ERROR_TEXT_LIMIT = 500
-_FENCE = re.compile(r"^```[A-Za-z0-9_-]*\s*\n?(.*?)\n?\s*```$", re.DOTALL)
+_FENCE = re.compile(r"^```[A-Za-z0-9_-]*\s*\n?(.*?)\n?\s*```", re.DOTALL)
+_FENCED_LATER = re.compile(r"```(?:json)?\s*\n(\{.*?\}|\[.*?\])\s*\n?```", re.DOTALL)
 _HERMES_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
 
 
@@ -74,6 +74,7 @@ class OpenAIClient:
         except (ValueError, httpx2.InvalidURL) as exc:
             raise Invalid(f"cannot use the LLM endpoint {self.url}: {self._redact(str(exc))}") from None
         self.max_retries = max_retries
+        self.prints_calls = False
         self.backoff_s = backoff_s
         self.timeout_s = timeout_s
         self.connect_timeout_s = min(timeout_s, 10.0)
@@ -238,11 +239,12 @@ class OpenAIClient:
             if printed:
                 logger.debug("accepted %d tool call(s) printed as JSON in content", len(printed))
                 tool_calls, content = printed, None
+                self.prints_calls = True
         choice = data["choices"][0]
         return ChatResponse(
             content=content,
             tool_calls=tool_calls,
-            usage=parse_usage(data.get("usage")),
+            usage=parse_usage(data.get("usage"), data.get("timings")),
             finish_reason=choice.get("finish_reason") if isinstance(choice, dict) else None,
             model=data.get("model"),
         )
@@ -255,6 +257,8 @@ def request_body(request: ChatRequest) -> dict[str, Any]:
         body["tools"] = request.tools
         body["tool_choice"] = request.tool_choice
         body["parallel_tool_calls"] = request.parallel_tool_calls
+    if request.response_format is not None:
+        body["response_format"] = request.response_format
     if request.temperature is not None:
         body["temperature"] = request.temperature
     if request.max_tokens is not None:
@@ -303,29 +307,22 @@ def message_text(content: Any) -> str | None:
     return str(content)
 
 
-def parse_usage(raw: Any) -> Usage:
-    """Token counts, tolerating missing or null fields."""
+def parse_usage(raw: Any, timings: Any = None) -> Usage:
+    """Token counts, tolerating missing or null fields. Cached prompt tokens come from OpenAI's
+    ``usage.prompt_tokens_details.cached_tokens`` or llama.cpp's ``timings.cache_n``."""
     if not isinstance(raw, dict):
         return Usage()
     counts = {k: raw.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    details = raw.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    if cached is None and isinstance(timings, dict):
+        cached = timings.get("cache_n")
+    if isinstance(cached, int) and cached >= 0:
+        counts["cached_tokens"] = cached
     usage = Usage(**{k: v for k, v in counts.items() if isinstance(v, int)})
     if not usage.total_tokens:
         usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
     return usage
-
-
-def new_call_id() -> str:
-    """An id for a tool call the server sent without one."""
-    return f"call_{uuid.uuid4().hex[:24]}"
-
-
-def arguments_json(arguments: Any) -> str:
-    """Tool arguments as a JSON string: some servers send an object instead of a string."""
-    if arguments is None or arguments == "":
-        return "{}"
-    if isinstance(arguments, str):
-        return arguments
-    return json.dumps(arguments, ensure_ascii=False)
 
 
 def parse_tool_calls(raw: Any) -> list[ToolCall]:
@@ -343,30 +340,44 @@ def parse_tool_calls(raw: Any) -> list[ToolCall]:
 
 
 def tool_calls_from_content(content: str, offered: set[str]) -> list[ToolCall] | None:
-    """Tool calls a model printed as JSON text, or ``None`` when ``content`` is not exactly that.
+    """Tool calls a model printed as text, or ``None`` when ``content`` is an answer, not calls.
 
-    Accepts a bare or fenced JSON object or list of ``{"name", "arguments"|"parameters"}``,
-    ``{"tool", ...}`` or ``{"function": {...}}``, or ``<tool_call>`` blocks; every name must be offered.
+    Small models often print their calls instead of sending ``tool_calls``. Accepted: a JSON object or list of
+    ``{"name", "arguments"|"parameters"}``, ``{"tool", ...}`` or ``{"function": {...}}``, bare or fenced,
+    with its braces doubled (``{{...}}``, a template slip) and with prose after it; ``<tool_call>`` blocks;
+    a fenced call after some prose when it names an offered tool. A call whose name is not offered is still
+    a call when it has arguments, so the model is told the tool does not exist (and which do) instead of
+    the user receiving the call as the reply.
     """
     text = content.strip()
-    if fenced := _FENCE.match(text):
-        text = fenced.group(1).strip()
     hermes = _HERMES_CALL.findall(text)
-    if hermes and not _HERMES_CALL.sub("", text).strip():
-        items: list[Any] = []
-        for block in hermes:
-            items.append(_loads(block))
+    if hermes:
+        items: list[Any] = [_loads(block) for block in hermes]
+    elif text.startswith(("{", "[", "```")):
+        items = _printed_items(text)
+    elif (fenced := _FENCED_LATER.search(text)) is not None:  # prose, then a fenced call
+        items = _printed_items(fenced.group(1))
+        offered_only = [_printed_call(item, offered, strict=True) for item in items]
+        return offered_only if offered_only and all(offered_only) else None  # type: ignore[return-value]
     else:
-        if not text.startswith(("{", "[")):
-            return None
-        parsed = _loads(text)
-        if isinstance(parsed, dict) and isinstance(parsed.get("tool_calls"), list):
-            parsed = parsed["tool_calls"]
-        items = parsed if isinstance(parsed, list) else [parsed]
-    calls = [_printed_call(item, offered) for item in items]
+        return None
+    calls = [_printed_call(item, offered, strict=False) for item in items]
     if not calls or any(call is None for call in calls):
         return None
     return [call for call in calls if call is not None]
+
+
+def _printed_items(text: str) -> list[Any]:
+    """The JSON value at the start of ``text`` (fence, doubled braces and trailing prose removed), as a list."""
+    if fenced := _FENCE.match(text):
+        text = fenced.group(1).strip()
+    parsed = _loads_first(text)
+    while parsed is None and text.startswith("{{") and text.rstrip().endswith("}}"):
+        text = text[1:].rstrip()[:-1]
+        parsed = _loads_first(text)
+    if isinstance(parsed, dict) and isinstance(parsed.get("tool_calls"), list):
+        parsed = parsed["tool_calls"]
+    return parsed if isinstance(parsed, list) else [parsed]
 
 
 def _loads(text: str) -> Any:
@@ -376,7 +387,15 @@ def _loads(text: str) -> Any:
         return None
 
 
-def _printed_call(item: Any, offered: set[str]) -> ToolCall | None:
+def _loads_first(text: str) -> Any:
+    """The first JSON value in ``text``, whatever follows it."""
+    try:
+        return json.JSONDecoder().raw_decode(text)[0]
+    except ValueError:
+        return None
+
+
+def _printed_call(item: Any, offered: set[str], *, strict: bool) -> ToolCall | None:
     if not isinstance(item, dict):
         return None
     function = item.get("function")
@@ -385,9 +404,12 @@ def _printed_call(item: Any, offered: set[str]) -> ToolCall | None:
         name = function.get("name")
     else:
         name = function if isinstance(function, str) else item.get("name", item.get("tool"))
-    if not isinstance(name, str) or name not in offered:
+    if not isinstance(name, str) or not name:
         return None
-    arguments = item.get("arguments", item.get("parameters", item.get("args")))
+    keys = ("arguments", "parameters", "args")
+    if name not in offered and (strict or not any(key in item for key in keys)):
+        return None
+    arguments = next((item[key] for key in keys if key in item), None)
     if isinstance(arguments, str):
         # A string must itself be a JSON object, or this was prose that happened to parse.
         if not isinstance(_loads(arguments), dict):

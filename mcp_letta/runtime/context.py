@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from mcp_letta.llm.base import ChatRequest, compact_json
-from mcp_letta.models import Message, ModelSettings
+from mcp_letta.llm.base import ChatRequest, ChatResponse, arguments_json, compact_json, new_call_id
+from mcp_letta.models import Message, ModelSettings, ToolCall
 from mcp_letta.store import PromptBlock, Tx
 
 if TYPE_CHECKING:
@@ -335,16 +335,94 @@ def tools_json(offered: dict[str, Tool]) -> str:
 
 
 def chat_request(
-    model: str, settings: ModelSettings, window: Window, system: str, offered: dict[str, Tool]
+    model: str,
+    settings: ModelSettings,
+    window: Window,
+    system: str,
+    offered: dict[str, Tool],
+    *,
+    json_mode: bool = False,
+    must_call: bool = False,
+    then: Sequence[dict[str, Any]] = (),
 ) -> ChatRequest:
-    """The LLM request of one step: the system message, the window's history and the offered tools."""
+    """The LLM request of one step: the system message, the window's history, ``then`` (messages that are
+    not in the history, e.g. a correction) and the offered tools: as native tool definitions, or with
+    ``json_mode`` described after the system message and offered through a JSON schema the answer follows
+    (``json_step_format``)."""
+    if json_mode and offered:
+        system = system + "\n\n" + json_tools_text(offered)
+    messages_json = window.request_json(system)
+    if then:
+        messages_json = messages_json[:-1] + "".join("," + compact_json(m) for m in then) + "]"
+    native = offered if not json_mode else {}
     return ChatRequest(
         model=model,
-        messages=window.request(system),
-        messages_json=window.request_json(system),
-        tools=[tool.schema() for tool in offered.values()],
-        tools_json=tools_json(offered),
+        messages=[*window.request(system), *then],
+        messages_json=messages_json,
+        tools=[tool.schema() for tool in native.values()],
+        tools_json=tools_json(native),
         tool_choice="auto",
+        response_format=json_step_format(offered, reply=not must_call) if json_mode and offered else None,
         temperature=settings.temperature,
         max_tokens=settings.max_tokens,
     )
+
+
+# -- JSON tool mode ----------------------------------------------------------------------------------
+# Small local models rarely send native tool calls, but follow a JSON schema reliably (llama.cpp, Ollama,
+# vLLM, LM Studio and OpenAI all constrain output to one): each step's answer is either a tool call or the
+# reply, as one JSON object.
+JSON_STEP_SCHEMA_NAME = "agent_step"
+
+
+def json_tools_text(offered: dict[str, Tool]) -> str:
+    """The offered tools described for a model answering in JSON (it sees no native tool definitions)."""
+    lines = [
+        "<tools>",
+        'Answer with exactly one JSON object: {"tool": NAME, "arguments": {...}} to call one of these tools, or '
+        '{"reply": TEXT} to answer the message.',
+    ]
+    for tool in offered.values():
+        properties = tool.parameters.get("properties", {})
+        required = set(tool.parameters.get("required", []))
+        arguments = ", ".join(
+            f"{name}{'' if name in required else '?'}: {spec.get('type', 'any')}" for name, spec in properties.items()
+        )
+        lines.append(f"- {tool.name}({arguments}): {tool.description.splitlines()[0] if tool.description else ''}")
+    lines.append("</tools>")
+    return "\n".join(lines)
+
+
+def json_step_format(offered: dict[str, Tool], *, reply: bool = True) -> dict[str, Any]:
+    """OpenAI's ``response_format``: a JSON schema allowing one call of an offered tool, or (with ``reply``) the
+    reply."""
+    choices: list[dict[str, Any]] = [
+        {
+            "type": "object",
+            "properties": {"tool": {"type": "string", "enum": [tool.name]}, "arguments": tool.parameters},
+            "required": ["tool", "arguments"],
+        }
+        for tool in offered.values()
+    ]
+    if reply:
+        choices.append({"type": "object", "properties": {"reply": {"type": "string"}}, "required": ["reply"]})
+    return {"type": "json_schema", "json_schema": {"name": JSON_STEP_SCHEMA_NAME, "schema": {"anyOf": choices}}}
+
+
+def read_json_step(response: ChatResponse) -> ChatResponse:
+    """A JSON-mode answer as a tool call or a reply; an answer that ignored the format is kept as it is."""
+    if response.tool_calls or not response.content:
+        return response
+    try:
+        answer = json.JSONDecoder().raw_decode(response.content.strip())[0]
+    except ValueError:
+        return response
+    if isinstance(answer, dict) and isinstance(answer.get("tool"), str):
+        arguments = answer.get("arguments")
+        call = ToolCall(
+            id=new_call_id(), name=answer["tool"], arguments=arguments_json(arguments if arguments is not None else {})
+        )
+        return response.model_copy(update={"content": None, "tool_calls": [call]})
+    if isinstance(answer, dict) and isinstance(answer.get("reply"), str):
+        return response.model_copy(update={"content": answer["reply"]})
+    return response

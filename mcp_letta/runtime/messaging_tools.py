@@ -32,21 +32,22 @@ class MultiAgentOps(Protocol):
 
     async def send_and_wait(
         self, agent: str, message: str, *, sender: str | None = None, parent_run_id: str | None = None,
-        wait_s: float = 50.0,
+        wait_s: float = 50.0, call_id: str | None = None,
     ) -> Run:  # fmt: skip
         """Send and wait (``AgentHub.send_and_wait``)."""
         ...
 
     async def send_async(
-        self, agent: str, message: str, *, sender: str | None = None, parent_run_id: str | None = None
-    ) -> Run:
+        self, agent: str, message: str, *, sender: str | None = None, parent_run_id: str | None = None,
+        call_id: str | None = None,
+    ) -> Run:  # fmt: skip
         """Send without waiting, the reply routed back (``AgentHub.send_async``)."""
         ...
 
     async def broadcast(
         self, message: str, *, match_all: Sequence[str] = (), match_some: Sequence[str] = (),
         sender: str | None = None, parent_run_id: str | None = None, wait_s: float = 50.0,
-        on_result: Callable[[BroadcastResult], Awaitable[None]] | None = None,
+        on_result: Callable[[BroadcastResult], Awaitable[None]] | None = None, call_id: str | None = None,
     ) -> list[BroadcastResult]:  # fmt: skip
         """Tag broadcast (``AgentHub.broadcast``)."""
         ...
@@ -85,8 +86,9 @@ async def wait_for_reply(ops: MultiAgentOps, ctx: ToolContext, target: str, mess
     """Send ``message`` to ``target`` as the calling agent and wait for the reply (Letta's return shape)."""
     try:
         run = await ops.send_and_wait(
-            target, message, sender=ctx.agent_id, parent_run_id=ctx.run_id, wait_s=ops.agent_wait_s
-        )
+            target, message, sender=ctx.agent_id, parent_run_id=ctx.run_id, wait_s=ops.agent_wait_s,
+            call_id=ctx.call_id,
+        )  # fmt: skip
     except Deadlock as exc:
         raise ToolFailure(refusal(exc)) from None
     if run.status != "completed":
@@ -117,7 +119,7 @@ def _broadcast_entry(result: BroadcastResult) -> dict[str, Any]:
 async def _broadcast(ops: MultiAgentOps, ctx: ToolContext, message: str, match_all: list[str], match_some: list[str]):
     results = await ops.broadcast(
         message, match_all=match_all, match_some=match_some, sender=ctx.agent_id, parent_run_id=ctx.run_id,
-        wait_s=ops.agent_wait_s,
+        wait_s=ops.agent_wait_s, call_id=ctx.call_id,
     )  # fmt: skip
     if not results:
         return (
@@ -134,7 +136,7 @@ def multi_agent_tools(ops: MultiAgentOps) -> list[Tool]:
 
     async def send_async(ctx: ToolContext, args: dict[str, Any]) -> str:
         target, message = args["other_agent_id"], args["message"]
-        run = await ops.send_async(target, message, sender=ctx.agent_id, parent_run_id=ctx.run_id)
+        run = await ops.send_async(target, message, sender=ctx.agent_id, parent_run_id=ctx.run_id, call_id=ctx.call_id)
         return (
             f"Message sent (run {run.id}); the reply will be delivered to you as a new message when "
             f"{run.agent_name} answers."
@@ -149,8 +151,9 @@ def multi_agent_tools(ops: MultiAgentOps) -> list[Tool]:
     return [
         Tool(
             WAIT_FOR_REPLY,
-            "Sends a message to another agent and waits for its reply. Your identity is included automatically, "
-            "so no introduction is needed. Use it when you need the answer to go on.",
+            "Sends a message to another agent and waits for its reply. Use it whenever another agent knows "
+            "something you need or should do part of the work: ask it instead of guessing. Your identity is "
+            "included automatically, so no introduction is needed.",
             object_params(["message", "other_agent_id"], message=MESSAGE, other_agent_id=OTHER_AGENT),
             awaited=and_wait,
         ),

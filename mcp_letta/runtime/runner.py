@@ -1,37 +1,46 @@
 """One run of an agent: the letta_v1_agent step loop (context -> LLM -> tool calls -> persist) until a reply.
 
-Starting a run is one transaction that also appends its input to the history and loads the context. Each
-step is one transaction holding its messages, its tools' store effects and its record; the step that
-replies also completes the run. The system message is rebuilt every step, so memory edits (the agent's
-own, or another agent's on a shared block) are in the very next prompt.
+Starting a run is one transaction that also appends its input to the history and loads the context. A
+step whose tools only touch the store is one transaction holding its messages, its tools' effects and its
+record; the step that replies also completes the run. A step with tools that wait on other agents commits
+its calls first, then each result as it comes (the step's record with the last), so nothing it did is
+lost or done twice if its process stops meanwhile. The system message is rebuilt every step, so memory
+edits (the agent's own, or another agent's on a shared block) are in the very next prompt.
+
+A run is resumable from what is committed: a run whose process stopped is started again by the next
+process (``Claimed`` with ``run.resumes`` > 0) from its last committed step. Its input is not appended
+again; an LLM request that was in flight is simply sent again; a step whose calls were committed but not
+all answered finishes those calls (a message it sent is found by its call id, not sent again).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal, TypeVar
 
 from mcp_letta.config import Settings
 from mcp_letta.errors import LLMUnavailable
 from mcp_letta.llm import ChatRequest, ChatResponse, LLMClient, LLMPool
-from mcp_letta.models import Message, NewMessage, Run, RunStep, RunUsage, StepEvent
+from mcp_letta.models import Message, NewMessage, Run, RunStep, RunUsage, StepEvent, ToolCall
 from mcp_letta.runtime.context import (
     DEFAULT_CONTEXT_WINDOW,
     KEEP_FRACTION,
     SUMMARIZE_AT,
     SUMMARY_SENDER,
     MemoryFacts,
+    ShownMemory,
     Window,
     bounded_summary,
     chat_request,
     choose_eviction,
     compile_system,
     fixed_tokens,
-    memory_of,
+    read_json_step,
     summary_alert,
     summary_request,
     tools_json,
@@ -42,6 +51,18 @@ from mcp_letta.store import AgentRecord, Claimed, ClaimOutcome, Owner, Store, To
 log = logging.getLogger("mcp_letta.runner")
 
 WINDOW_CACHE_SIZE = 256  # agents whose in-context history this process keeps between runs
+HOLLOW_REPLY_RETRIES = 2  # an empty or markup-only answer is asked again this often before the run fails
+CORRECTION = {
+    "role": "user",
+    "content": "Your last answer was empty. Answer the message above in plain text, or call one of your tools.",
+}
+_MARKUP_ONLY = re.compile(r"(?:\s*</?[A-Za-z_][\w:-]*\s*/?>)*\s*")
+
+
+def hollow(reply: str | None) -> bool:
+    """Whether an answer says nothing: empty, blank, or only markup such as ``<tools></tools>``."""
+    return _MARKUP_ONLY.fullmatch(reply or "") is not None
+
 
 OnStep = Callable[[StepEvent], Awaitable[None]]
 T = TypeVar("T")
@@ -71,6 +92,9 @@ class RunContext:
     window: Window
     more_queued: bool = False  # the agent had more queued runs when this one was claimed
     steps: list[RunStep] = field(default_factory=list)  # committed so far
+    # Resumed inside a tool step: its stored calls, and the results of those answered before the stop.
+    pending: Message | None = None
+    answered: dict[str, ToolResult] = field(default_factory=dict)
 
     @property
     def context(self) -> ToolContext:
@@ -81,20 +105,45 @@ class RunContext:
 ClaimResult = RunContext | Run | Literal["empty", "blocked"]
 
 
+def unfinished_tool_step(window: list[Message], run_id: str) -> tuple[Message | None, dict[str, ToolResult]]:
+    """The run's last step, if its calls were stored but not all answered (its process stopped while they
+    ran): the assistant message holding the calls, and the results of the calls answered, by call id."""
+    for i in range(len(window) - 1, -1, -1):
+        message = window[i]
+        if message.role != "assistant" or message.run_id != run_id:
+            continue
+        answered = {
+            m.tool_call_id: ToolResult.from_llm(m.content)
+            for m in window[i + 1 :]
+            if m.role == "tool" and m.run_id == run_id and m.tool_call_id
+        }
+        if message.tool_calls and any(call.id not in answered for call in message.tool_calls):
+            return message, answered
+        return None, {}
+    return None, {}
+
+
+def tool_message(prepared: PreparedCall, result: ToolResult, run_id: str) -> NewMessage:
+    """The history message carrying one call's result back to the LLM."""
+    call = prepared.call
+    return NewMessage(role="tool", content=result.for_llm(), name=call.name, tool_call_id=call.id, run_id=run_id)
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
 def _usage(response: ChatResponse) -> RunUsage:
-    return RunUsage(**response.usage.model_dump())
+    return RunUsage(**response.usage.model_dump(exclude={"cached_tokens"}))
 
 
 class Runner:
     """Starts and executes runs for one process; shared by every agent (it keeps no per-run state).
 
     It remembers the context window each agent ended its last run with, and reuses it when the store
-    shows nobody changed that agent's history since (so a start does not reload the whole history).
-    Only write transactions touch that memory, and they run one at a time.
+    shows nobody changed that agent's history since (so a start does not reload the whole history), and
+    each agent's system message with what it was compiled from (see ``_system``). Only write transactions
+    touch that memory, and they run one at a time.
     """
 
     def __init__(self, store: Store, llm: LLMPool, toolbox: Toolbox, settings: Settings, owner: Owner):
@@ -104,6 +153,7 @@ class Runner:
         self.settings = settings
         self.owner = owner
         self._windows: OrderedDict[str, Window] = OrderedDict()
+        self._systems: OrderedDict[str, tuple[tuple[object, ...], str]] = OrderedDict()
 
     def _window(self, tx: Tx, agent_id: str, fingerprint: tuple[int, int]) -> Window:
         """The agent's window: the one this process kept, if the store's ``fingerprint`` says it is current."""
@@ -111,6 +161,21 @@ class Runner:
         if cached is not None and cached.fingerprint == fingerprint:
             return cached.copy()
         return Window(tx.in_context_messages(agent_id))
+
+    def _system(self, agent: AgentRecord, shown: ShownMemory) -> str:
+        """The agent's system message, compiled again only when its template or what its memory shows changed
+        (blocks, archival passages and their tags), as Letta recompiles on memory edits. The clock and the
+        growing recall count alone never change it, so from step to step and run to run the prompt begins with
+        the same bytes, which a provider's prompt cache reuses (the tools and history follow it)."""
+        basis = (agent.system, tuple(shown.blocks), shown.archival, tuple(shown.tags))
+        kept = self._systems.pop(agent.id, None)
+        system = (
+            kept[1] if kept is not None and kept[0] == basis else compile_system(agent.system, shown.render(agent.id))
+        )
+        self._systems[agent.id] = (basis, system)
+        while len(self._systems) > WINDOW_CACHE_SIZE:
+            self._systems.popitem(last=False)
+        return system
 
     def _keep_window(self, agent_id: str, window: Window) -> None:
         self._windows[agent_id] = window
@@ -120,7 +185,8 @@ class Runner:
 
     # -- claiming ----------------------------------------------------------------------------------
     def claim(self, tx: Tx, agent_ids: list[str]) -> list[ClaimResult]:
-        """(In a write transaction.) Start each agent's next run: append its input, load its context.
+        """(In a write transaction.) Start each agent's next run: append its input, load its context. A resumed
+        run (it had started in a process that stopped) has its input and committed steps stored already.
 
         Per agent: the ``RunContext``, "empty"/"blocked" (see ``Tx.claim_next``), or a ``Run`` that failed
         at once (its agent was deleted, or its context could not be loaded). What the starts read is read in
@@ -142,10 +208,17 @@ class Runner:
                 try:
                     with tx.savepoint():
                         window = self._window(tx, agent.id, fingerprints[agent.id])
-                        given = NewMessage(role=run.role, content=run.input, sender=run.sender, run_id=run.id)
-                        window.add(tx.append_messages(agent.id, [given]))
-                        system = compile_system(agent.system, facts.shown(tx, agent.id).render(agent.id))
-                        return RunContext(run, agent, tools[agent.id], system, window, claimed.more_queued)
+                        steps, pending, answered = [], None, {}
+                        if run.resumes:
+                            steps = tx.get_run(run.id).steps
+                            pending, answered = unfinished_tool_step(window.messages, run.id)
+                        else:
+                            given = NewMessage(role=run.role, content=run.input, sender=run.sender, run_id=run.id)
+                            window.add(tx.append_messages(agent.id, [given]))
+                        system = self._system(agent, facts.shown(tx, agent.id))
+                        return RunContext(
+                            run, agent, tools[agent.id], system, window, claimed.more_queued, steps, pending, answered
+                        )
                 except Exception as exc:  # a run that cannot start must fail, not block its agent's queue
                     log.exception("could not start run %s of agent %s", run.id, run.agent_name)
                     error = f"internal error while starting the run: {type(exc).__name__}: {exc}"
@@ -179,46 +252,127 @@ class Runner:
         offered = self.toolbox.tools_for(run.agent_id, rc.agent.metadata, rc.tool_agents)
         tools_chars = len(tools_json(offered))
         window = settings.context_window or DEFAULT_CONTEXT_WINDOW
-        last_calls = ""
-        for index in range(self.settings.max_steps):
+        for index in range(len(rc.steps), self.settings.max_steps):
             started, usage = _now(), RunUsage()
-            if fixed_tokens(rc.system, tools_chars) > window:
-                return await self._finish(
-                    rc, "failed", stop_reason="context_window_overflow_in_system_prompt",
-                    error=f"agent {run.agent_name!r}'s system prompt, memory blocks and tools alone exceed its "
-                    f"context window ({window} tokens): shorten its blocks or raise model_settings.context_window",
-                )  # fmt: skip
-            if rc.window.estimate(rc.system, tools_chars) > SUMMARIZE_AT * window:
-                usage = usage.plus(await self._summarize(rc, client, model, window))
-            response = await client.chat(chat_request(model, settings, rc.window, rc.system, offered))
-            usage = usage.plus(_usage(response))
-            if not response.tool_calls:
-                step = RunStep(index=index, usage=usage, started_at=started, finished_at=_now())
-                reply = response.content or ""
-                finished = await self.store.write(lambda tx: self._commit_reply(tx, rc, reply, step))  # noqa: B023
-                await self._emit(on_step, run, step)
-                return finished
-            prepared = [self.toolbox.prepare(call, offered) for call in response.tool_calls]
-            results = None
-            if any(p.awaited for p in prepared):
-                results = [await self._run_outside(p, rc) for p in prepared]
-            step, added, rc.system = await self.store.write(
-                lambda tx: self._commit_tools(tx, rc, response, prepared, results, index, started, usage)  # noqa: B023
-            )
+            stored, rc.pending = rc.pending, None
+            if stored is not None:  # resumed inside this step: finish its stored calls, ask the LLM nothing
+                content, calls = stored.content, stored.tool_calls
+            else:
+                if fixed_tokens(rc.system, tools_chars) > window:
+                    return await self._finish(
+                        rc, "failed", stop_reason="context_window_overflow_in_system_prompt",
+                        error=f"agent {run.agent_name!r}'s system prompt, memory blocks and tools alone exceed "
+                        f"its context window ({window} tokens): shorten its blocks or raise "
+                        "model_settings.context_window",
+                    )  # fmt: skip
+                if rc.window.estimate(rc.system, tools_chars) > SUMMARIZE_AT * window:
+                    usage = usage.plus(await self._summarize(rc, client, model, window))
+                mode = settings.tool_mode or self.settings.tool_mode
+                json_mode = mode == "json" or (mode == "auto" and client.prints_calls)
+                # In JSON mode the first step must call a tool: a small model otherwise answers at once from
+                # what it sees, without saving what it was told or asking the agent who knows.
+                must_call = json_mode and index == 0
+                response = await self._ask(
+                    client,
+                    chat_request(
+                        model, settings, rc.window, rc.system, offered, json_mode=json_mode, must_call=must_call
+                    ),
+                )
+                usage = usage.plus(_usage(response))
+                for _ in range(HOLLOW_REPLY_RETRIES):
+                    if response.tool_calls or not hollow(response.content):
+                        break
+                    log.info("agent %s answered %r; asking again", run.agent_name, response.content)
+                    again = chat_request(
+                        model, settings, rc.window, rc.system, offered, json_mode=json_mode, then=[CORRECTION]
+                    )
+                    response = await self._ask(client, again)
+                    usage = usage.plus(_usage(response))
+                if not response.tool_calls:
+                    step = RunStep(index=index, usage=usage, started_at=started, finished_at=_now())
+                    reply = response.content or ""
+                    if hollow(reply):
+                        return await self._finish(
+                            rc, "failed", stop_reason="invalid_llm_response",
+                            error=f"agent {run.agent_name!r}'s model answered with no text ({reply[:80]!r}), also "
+                            f"when asked again {HOLLOW_REPLY_RETRIES} times: check the model (MCP_LETTA_MODEL) can "
+                            "chat, or send the message again",
+                        )  # fmt: skip
+                    finished = await self.store.write(lambda tx: self._commit_reply(tx, rc, reply, step))  # noqa: B023
+                    await self._emit(on_step, run, step)
+                    return finished
+                content, calls = response.content or "", response.tool_calls
+            prepared = [self.toolbox.prepare(call, offered) for call in calls]
+            if stored is None and not any(p.awaited for p in prepared):
+                step, added, rc.system = await self.store.write(
+                    lambda tx: self._commit_tools(tx, rc, content, prepared, index, started, usage)  # noqa: B023
+                )
+                rc.window.add(added)
+            else:
+                step = await self._staged_tools(rc, content, prepared, index, started, usage, stored is not None)
             rc.steps.append(step)
-            rc.window.add(added)
             await self._emit(on_step, run, step)
-            last_calls = ", ".join(call.name for call in response.tool_calls)
+        last_calls = ", ".join(call.name for call in rc.steps[-1].tool_calls) if rc.steps else ""
         error = (
             f"agent {run.agent_name!r} used all {self.settings.max_steps} steps of this run without a final reply "
             f"(its last step called {last_calls}): ask for less at once, or raise MCP_LETTA_MAX_STEPS"
         )
         return await self._finish(rc, "failed", error=error, stop_reason="max_steps")
 
-    async def _run_outside(self, prepared: PreparedCall, rc: RunContext) -> ToolResult:
-        if prepared.awaited:
-            return await self.toolbox.run_awaited(prepared, rc.context)
-        return await self.store.write(lambda tx: self.toolbox.run_in_transaction(tx, prepared, rc.context))
+    @staticmethod
+    async def _ask(client: LLMClient, request: ChatRequest) -> ChatResponse:
+        response = await client.chat(request)
+        return read_json_step(response) if request.response_format is not None else response
+
+    async def _staged_tools(
+        self, rc: RunContext, content: str, prepared: list[PreparedCall], index: int, started: datetime,
+        usage: RunUsage, resumed: bool,
+    ) -> RunStep:  # fmt: skip
+        """A step with calls that wait on other agents: the calls are committed first, then each result as it
+        comes (a store-only call with its effects), the step's record with the last result. ``resumed``: the
+        calls were committed by a process that stopped; those it answered (``rc.answered``) are not run
+        again, and a call that sent a message finds that run again by its ``call_id``."""
+        run = rc.run
+        answered = rc.answered if resumed else {}
+        rc.answered = {}
+        added: list[Message] = []
+        if not resumed:
+            added += await self.store.write(lambda tx: self._commit_calls(tx, rc, content, [p.call for p in prepared]))
+        results: list[ToolResult] = []
+        record: tuple[RunStep, str] | None = None
+        for position, p in enumerate(prepared):
+            if p.call.id in answered:
+                results.append(answered[p.call.id])
+                continue
+            ctx = replace(rc.context, call_id=f"{index}.{position}")
+            awaited = await self.toolbox.run_awaited(p, ctx) if p.awaited else None
+            last = position == len(prepared) - 1
+
+            def commit(tx: Tx, p: PreparedCall = p, ctx: ToolContext = ctx, awaited: ToolResult | None = awaited,
+                       last: bool = last) -> tuple[ToolResult, list[Message], tuple[RunStep, str] | None]:  # fmt: skip
+                self._check(tx, rc)
+                result = awaited if awaited is not None else self.toolbox.run_in_transaction(tx, p, ctx)
+                stored = tx.append_messages(run.agent_id, [tool_message(p, result, run.id)])
+                done = [*results, result]
+                return (
+                    result,
+                    stored,
+                    (self._record_step(tx, rc, prepared, done, index, started, usage) if last else None),
+                )
+
+            result, stored, record = await self.store.write(commit)
+            results.append(result)
+            added += stored
+        if record is None:  # every call had been answered: only the step's record is missing
+            record = await self.store.write(
+                lambda tx: self._record_step(tx, rc, prepared, results, index, started, usage, check=True)
+            )
+        step, rc.system = record
+        if resumed:  # the window holds part of this step: a call and its result must be added together
+            rc.window = await self.store.read(lambda tx: Window(tx.in_context_messages(run.agent_id)))
+        else:
+            rc.window.add(added)
+        return step
 
     @staticmethod
     async def _emit(on_step: OnStep | None, run: Run, step: RunStep) -> None:
@@ -242,7 +396,7 @@ class Runner:
         agent = tx.agent_records([rc.run.agent_id]).get(rc.run.agent_id)
         if agent is None:
             raise AgentDeleted(f"agent {rc.run.agent_name!r} was deleted while this run was going")
-        return compile_system(agent.system, memory_of(tx, agent.id))
+        return self._system(agent, MemoryFacts.read(tx, [agent.id]).shown(tx, agent.id))
 
     def _commit_reply(self, tx: Tx, rc: RunContext, reply: str, step: RunStep) -> Run:
         run = rc.run
@@ -255,13 +409,36 @@ class Runner:
         self._keep_window(run.agent_id, rc.window)  # were the commit to fail, the fingerprint would not match
         return ended.model_copy(update={"steps": [*rc.steps, step]})
 
+    def _commit_calls(self, tx: Tx, rc: RunContext, content: str, calls: list[ToolCall]) -> list[Message]:
+        """Store the LLM's tool calls of a staged step before any of them runs."""
+        self._check(tx, rc)
+        return tx.append_messages(
+            rc.run.agent_id, [NewMessage(role="assistant", content=content, tool_calls=calls, run_id=rc.run.id)]
+        )
+
+    def _record_step(
+        self, tx: Tx, rc: RunContext, prepared: list[PreparedCall], results: list[ToolResult], index: int,
+        started: datetime, usage: RunUsage, *, check: bool = False,
+    ) -> tuple[RunStep, str]:  # fmt: skip
+        """Record a staged step once all its calls are answered; the step and the next prompt."""
+        if check:
+            self._check(tx, rc)
+        step = RunStep(
+            index=index,
+            tool_calls=[result.record(p.call) for p, result in zip(prepared, results, strict=True)],
+            usage=usage,
+            started_at=started,
+            finished_at=_now(),
+        )
+        tx.add_step(rc.run.id, step)
+        return step, self._system_now(tx, rc)
+
     def _commit_tools(
         self,
         tx: Tx,
         rc: RunContext,
-        response: ChatResponse,
+        content: str,
         prepared: list[PreparedCall],
-        results: list[ToolResult] | None,
         index: int,
         started: datetime,
         usage: RunUsage,
@@ -269,15 +446,9 @@ class Runner:
         """Run the step's store-only tools and commit them with its messages and record; the next prompt."""
         run, ctx = rc.run, rc.context
         self._check(tx, rc)
-        if results is None:
-            results = [self.toolbox.run_in_transaction(tx, p, ctx) for p in prepared]
-        new = [
-            NewMessage(role="assistant", content=response.content or "", tool_calls=response.tool_calls, run_id=run.id)
-        ]
-        new += [
-            NewMessage(role="tool", content=result.for_llm(), name=p.call.name, tool_call_id=p.call.id, run_id=run.id)
-            for p, result in zip(prepared, results, strict=True)
-        ]
+        results = [self.toolbox.run_in_transaction(tx, p, ctx) for p in prepared]
+        new = [NewMessage(role="assistant", content=content, tool_calls=[p.call for p in prepared], run_id=run.id)]
+        new += [tool_message(p, result, run.id) for p, result in zip(prepared, results, strict=True)]
         added = tx.append_messages(run.agent_id, new)
         step = RunStep(
             index=index,

@@ -3,9 +3,12 @@ every process sharing the database; waiting on runs, step progress, cancellation
 
 The queue is the ``runs`` table. Each agent with work has one worker task (owned by the hub's task group)
 that claims the agent's next run in a ``BEGIN IMMEDIATE`` transaction and executes it. A running run
-holds a lease this process renews with its heartbeat; a run whose process died is marked interrupted,
-and the queued runs it left are adopted by a live process. Other processes' changes arrive through the
-hub's change feed (``PRAGMA data_version``), which wakes waiters, blocked agents and cancellations.
+holds a lease this process renews with its heartbeat. A run whose process stopped goes back to the queue
+and is resumed from its last committed step: at once when the process closes cleanly (``stop``), or once
+a live process sees the old one is dead or its lease passed (``Tx.recover``, at start and every
+heartbeat); the queued runs it left are adopted the same way. ``wind_down`` gives the runs in flight a
+grace period first. Other processes' changes arrive through the hub's change feed, which wakes waiters,
+blocked agents and cancellations.
 """
 
 from __future__ import annotations
@@ -28,10 +31,6 @@ log = logging.getLogger("mcp_letta.scheduler")
 HEARTBEAT_S = 5.0  # a process renews its leases this often...
 LEASE_S = 30.0  # ...and a lease (or heartbeat) this old means the process is gone
 CANCEL_SETTLE_S = 10.0  # how long cancel_run waits for a running run to stop before returning it
-SHUTDOWN_ERROR = (
-    "the process running this run shut down before the run finished; the input is in the agent's history: "
-    "send the message again if you still need an answer"
-)
 
 OnStep = Callable[[StepEvent], Awaitable[None]]
 
@@ -77,29 +76,62 @@ class Scheduler:
         self._listeners: dict[str, list[OnStep]] = {}
         self._tg: TaskGroup | None = None
         self._stopping = False
+        self._winding_down = False  # no new run starts here; those in flight may finish
+        self._all_stopped: anyio.Event | None = None  # set when no run executes here (while winding down)
         store.add_listener(self._on_changes)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self, task_group: TaskGroup) -> None:
-        """Register this process, recover what dead processes left, and start the background tasks."""
-        self._tg, self._stopping = task_group, False
+        """Register this process, take over (and resume) what dead processes left, start the background tasks."""
+        self._tg, self._stopping, self._winding_down = task_group, False, False
         agents = await self.store.write(self._heartbeat_and_recover)
         task_group.start_soon(self._keep_alive)
         for agent_id in agents:
             self.wake(agent_id)
 
+    async def wind_down(self, grace_s: float) -> None:
+        """Start no more runs here, and give the runs executing here up to ``grace_s`` seconds to finish.
+
+        Runs sent meanwhile are stored and stay queued. Call ``stop`` after: it hands back what is left.
+        """
+        self._winding_down = True
+        if self._executing:
+            self._all_stopped = anyio.Event()
+            with anyio.move_on_after(grace_s):
+                await self._all_stopped.wait()
+
     async def stop(self) -> None:
-        """Leave the process table so others adopt our queued runs at once; running runs end interrupted."""
-        self._tg, self._stopping = None, True
-        try:
-            await self.store.write(lambda tx: tx.forget_process(self.owner))
-        except Exception:  # shutting down must go on even if the file is gone or busy
-            log.exception("could not remove this process from the process table")
+        """Stop the runs executing here and hand them back: they go back to the queue, to be resumed from
+        their last committed step by the next process (another one at once, or this one when it starts
+        again); leave the process table, so others adopt them and our queued runs without waiting.
+        Waiters on runs in this process get each run as it is then."""
+        self._tg, self._stopping, self._winding_down = None, True, True
+        with anyio.CancelScope(shield=True):  # even when closing because we are cancelled (Ctrl-C)
+            if self._executing:
+                self._all_stopped = anyio.Event()
+                for scope in self._scopes.values():
+                    scope.cancel()
+                with anyio.move_on_after(CANCEL_SETTLE_S):
+                    await self._all_stopped.wait()
+            try:
+                await self.store.write(lambda tx: tx.forget_process(self.owner))
+            except Exception:  # shutting down must go on even if the file is gone or busy
+                log.exception("could not hand back this process's runs; others take them over when its lease passes")
+            runs: list[Run] = []
+            if self._watches:
+                try:
+                    runs = await self.store.read(lambda tx: tx.get_runs(sorted(self._watches)))
+                except Exception:
+                    log.exception("could not read the runs waited on here")
+        for run in runs:
+            self._signal(run.id, run)
 
     def _heartbeat_and_recover(self, tx: Tx) -> list[str]:
         if self._stopping:  # a heartbeat after forget_process would make us look alive for a lease
             return []
         tx.heartbeat(self.owner)
+        if self._winding_down:  # take nothing over: it would only be handed back
+            return []
         return tx.recover(self.owner)
 
     async def _keep_alive(self) -> None:
@@ -131,7 +163,7 @@ class Scheduler:
         ``LettaError`` (e.g. a refused wait) leaves nothing and its error takes its place. The runs whose
         agents are idle here are started in the same transaction, as free concurrency slots allow."""
         workers: list[Worker] = []
-        while len(workers) < len(creates) and self._tg is not None:
+        while len(workers) < len(creates) and self._tg is not None and not self._winding_down:
             worker = Worker(again=False)
             try:
                 self._limiter.acquire_on_behalf_of_nowait(worker)
@@ -244,8 +276,8 @@ class Scheduler:
             if worker is not None:
                 worker.again = True
                 return
-            if self._tg is None:
-                return  # stopped: the run stays queued for the next process
+            if self._tg is None or self._winding_down:
+                return  # stopping: the run stays queued for the next process
             worker = self._workers[agent_id] = Worker()
         self._tg.start_soon(self._drain, agent_id, worker, None, name=f"agent-worker-{agent_id}")
 
@@ -255,7 +287,7 @@ class Scheduler:
         ``first`` is a claim already made on the worker's behalf (its concurrency slot is held).
         """
         try:
-            while first is not None or worker.again:
+            while first is not None or (worker.again and not self._winding_down):
                 if first is None:
                     worker.again = False
                     await self._take(worker)
@@ -288,6 +320,13 @@ class Scheduler:
 
     async def _execute(self, claimed: RunContext, worker: Worker) -> None:
         run_id = claimed.run.id
+        if self._stopping:  # claimed as stop() ran: hand it back untouched
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self.store.write(lambda tx: tx.forget_process(self.owner))
+                except Exception:
+                    log.exception("could not hand back run %s", run_id)
+            return
         scope = anyio.CancelScope()
         self._scopes[run_id] = scope
         self._executing[run_id] = worker
@@ -302,21 +341,20 @@ class Scheduler:
                     finished = await self.runner.run(claimed, on_step)
             except CancelRequested:
                 scope.cancel()
-            if scope.cancel_called:
+            if scope.cancel_called and not self._stopping:  # stopping: stop() hands the run back
                 with anyio.CancelScope(shield=True):
                     finished = await self._end(run_id, "cancelled", "cancelled while running", "cancelled")
         except RunLost:
             log.warning("run %s was taken over by another process (its lease had expired)", run_id)
-        except anyio.get_cancelled_exc_class():  # the hub is closing
-            with anyio.CancelScope(shield=True):
-                finished = await self._end(run_id, "interrupted", SHUTDOWN_ERROR, "interrupted")
-            raise
         finally:
             self._scopes.pop(run_id, None)
             self._executing.pop(run_id, None)
             self._cancel_asked.discard(run_id)
             self._listeners.pop(run_id, None)
-            self._signal(run_id, finished if finished is not None and finished.done else None)
+            if not self._stopping:  # else its waiters hear from stop(), once the run is handed back
+                self._signal(run_id, finished if finished is not None and finished.done else None)
+            if not self._executing and self._all_stopped is not None:
+                self._all_stopped.set()
 
     async def _end(self, run_id: str, status: str, error: str, stop_reason: str) -> Run | None:
         """Finish a run that stopped early (unless it finished meanwhile); the run as it now is."""
@@ -327,7 +365,7 @@ class Scheduler:
 
         try:
             return await self.store.write(end)
-        except Exception:  # the lease runs out and another process marks it interrupted instead
+        except Exception:  # the lease runs out and another process takes the run over instead
             log.exception("could not mark run %s %s", run_id, status)
             return None
 
@@ -354,7 +392,8 @@ class Scheduler:
         return await self.store.read(lambda tx: tx.get_run(run_id))
 
     async def wait(self, run_id: str, wait_s: float | None, *, current: Run | None = None) -> Run:
-        """The run once it has finished, or as it is when ``wait_s`` seconds pass (``None``: no bound).
+        """The run once it has finished, or as it is when ``wait_s`` seconds pass (``None``: no bound) or this
+        process stops (a run it was executing is then back in the queue, to be resumed).
 
         ``current`` is the run as the caller just got it (it is not read again first).
         """
@@ -369,7 +408,7 @@ class Scheduler:
                     except NotFound:
                         self._watches.pop(run_id, None)
                         raise
-                if current.done:
+                if current.done or self._stopping:
                     return current
                 await watch.event.wait()
                 current = watch.run

@@ -53,11 +53,14 @@ class ToolFailure(Exception):
 
 @dataclass(frozen=True)
 class ToolContext:
-    """Who is calling: the agent (also the writer of its memory edits) and the run it is in."""
+    """Who is calling: the agent (also the writer of its memory edits), the run it is in and, for a call
+    that sends messages, which call of the run it is (``'<step>.<position>'``): a resumed run making the
+    same call again finds the runs it already sent by it."""
 
     agent_id: str
     agent_name: str
     run_id: str
+    call_id: str | None = None
 
 
 InTransaction = Callable[[Tx, ToolContext, dict[str, Any]], Any]
@@ -107,6 +110,17 @@ class ToolResult:
         """Letta's packaged result: JSON with indent 2."""
         payload = {"status": "OK" if self.ok else "Failed", "message": self.message, "time": letta_time()}
         return json.dumps(payload, indent=2, ensure_ascii=False)
+
+    @classmethod
+    def from_llm(cls, text: str) -> ToolResult:
+        """The result a tool message stored earlier holds (``for_llm``'s text read back)."""
+        try:
+            payload = json.loads(text)
+        except ValueError:
+            return cls(True, text)
+        if not isinstance(payload, dict):
+            return cls(True, text)
+        return cls(payload.get("status") == "OK", str(payload.get("message", "")))
 
     def record(self, call: ToolCall) -> ToolCallRecord:
         """The call as kept in the run's steps."""

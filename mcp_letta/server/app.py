@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import signal
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -19,6 +21,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp_letta import __version__
 from mcp_letta.config import Settings
 from mcp_letta.hub import AgentHub, Change
+from mcp_letta.server import arguments
 from mcp_letta.server.collaboration import register_multiagent_tools
 from mcp_letta.server.compact import compact_tool_list
 from mcp_letta.server.messaging import ask, register_messaging_tools
@@ -26,6 +29,7 @@ from mcp_letta.server.notify import Notifier
 from mcp_letta.server.per_agent_tools import AgentTools
 from mcp_letta.server.prompts import register_prompts
 from mcp_letta.server.resources import ResourceFanout, check_subscription, register_completions, register_resources
+from mcp_letta.server.stdio import answering_stdio_server
 from mcp_letta.server.tools import register_builtin_tools
 
 log = logging.getLogger("mcp_letta.server")
@@ -51,6 +55,7 @@ class LettaServer:
             instructions=INSTRUCTIONS,
             log_level=self.settings.log_level,  # type: ignore[arg-type]
         )
+        arguments.install(self.mcp)  # before any tool: every tool refuses undeclared arguments
         self.mcp.middleware.append(compact_tool_list)
         self.builtin_tools = register_builtin_tools(self.mcp, hub, tools=self.settings.tools)
         self.builtin_tools += register_messaging_tools(self.mcp, hub, tools=self.settings.tools)
@@ -97,9 +102,11 @@ class LettaServer:
                     log.exception("sending change notifications failed")
 
     async def serve_stdio(self) -> None:
-        """Serve MCP over this process's stdin/stdout until the client closes stdin."""
-        async with self.running():
-            await self.mcp.run_stdio_async()
+        """Serve MCP over this process's stdin/stdout until the client closes stdin; a line that cannot be read
+        gets a JSON-RPC error instead of silence."""
+        lowlevel = self.mcp._lowlevel_server  # what run_stdio_async drives, over our answering transport
+        async with self.running(), answering_stdio_server() as (read_stream, write_stream):
+            await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
 
 
 def freeze_startup_heap() -> int:
@@ -117,8 +124,29 @@ def build_server(hub: AgentHub, settings: Settings | None = None) -> LettaServer
 
 
 async def serve_stdio(settings: Settings) -> None:
-    """Open the store named by ``settings`` and serve MCP over stdio."""
+    """Open the store named by ``settings`` and serve MCP over stdio.
+
+    When the host closes our input (its window closed) no new run starts, the runs in flight get
+    ``settings.shutdown_grace_s`` to finish, and the rest go back to the queue for the next process on the
+    same database to resume. SIGTERM (a host that will not wait) ends the grace period at once.
+    """
     async with AgentHub(settings) as hub:
         server = build_server(hub, settings)
         freeze_startup_heap()
-        await server.serve_stdio()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_cancel_on_sigterm, tg.cancel_scope)
+            await server.serve_stdio()
+            log.info("input closed: finishing the runs in flight (up to %gs)", settings.shutdown_grace_s)
+            await hub.wind_down(settings.shutdown_grace_s)
+            tg.cancel_scope.cancel()
+
+
+async def _cancel_on_sigterm(scope: anyio.CancelScope) -> None:
+    """Cancel ``scope`` at SIGTERM, so the hub closes and hands its runs back (not on Windows)."""
+    if sys.platform == "win32":
+        return
+    with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+        async for _ in signals:
+            log.info("SIGTERM: handing the runs in flight back to the queue")
+            scope.cancel()
+            return

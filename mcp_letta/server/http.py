@@ -1,7 +1,7 @@
 """MCP over streamable HTTP: the Starlette app, its guards (bearer token, Host checks, body limit) and uvicorn.
 
-``http_app(server, options)`` serves stateful streamable HTTP at ``/mcp`` and an auth-free ``/health``, both
-behind the same Host checks;
+``http_app(server, options)`` serves stateful streamable HTTP at ``/mcp``, an auth-free ``/health`` and the web
+console at ``/`` (``mcp_letta.console``), all behind the same Host checks;
 ``serve_http(settings, options)`` opens the store and runs it under uvicorn, logging to stderr only.
 """
 
@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import json
 import logging
+import math
 import socket
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -23,11 +25,12 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_letta import __version__
 from mcp_letta.config import Settings
-from mcp_letta.errors import Invalid
+from mcp_letta.console import console_for
+from mcp_letta.errors import Invalid, StorageUnavailable
 from mcp_letta.hub import AgentHub
 from mcp_letta.server.app import LettaServer, build_server, freeze_startup_heap
 
@@ -40,6 +43,11 @@ DEFAULT_PORT = 8000
 # Tool arguments are text a model writes (block values default to 5,000 characters): 1 MiB is far above
 # any useful call, and a cap below the SDK's 4 MiB limits what one client can make us buffer and parse.
 MAX_BODY_BYTES = 1024 * 1024
+# Live MCP sessions: each holds a task and its buffers until the client ends it or it idles out. A machine's
+# hosts and scripts open a handful; 100 leaves room and bounds what abandoned sessions can pile up.
+MAX_SESSIONS = 100
+SESSION_IDLE_S = 600.0  # a connected host keeps its GET stream open, so only abandoned sessions idle this long
+MAX_WAIT_S = 86_400
 MIN_TOKEN_CHARS = 16
 TOKEN_HINT = (
     "set a bearer token first, e.g.\n"
@@ -57,11 +65,17 @@ class HttpOptions:
     token: str | None = field(default=None, repr=False)
     allowed_hosts: tuple[str, ...] = ()
     max_body_bytes: int = MAX_BODY_BYTES
+    max_sessions: int = MAX_SESSIONS
+    session_idle_s: float = SESSION_IDLE_S
 
     def __post_init__(self) -> None:
         check_bind(self.host, self.token)
         if self.max_body_bytes <= 0:
             raise Invalid(f"max_body_bytes={self.max_body_bytes} must be a positive number of bytes")
+        if self.max_sessions < 1:
+            raise Invalid(f"MCP_LETTA_HTTP_MAX_SESSIONS={self.max_sessions} must be at least 1")
+        if not 0 < self.session_idle_s <= MAX_WAIT_S:
+            raise Invalid(f"MCP_LETTA_HTTP_SESSION_IDLE_S={self.session_idle_s} must be between 0 and {MAX_WAIT_S} s")
 
 
 def is_loopback(host: str) -> bool:
@@ -144,10 +158,47 @@ class BearerTokenMiddleware:
         return False
 
 
-def http_app(server: LettaServer, options: HttpOptions) -> Starlette:
-    """The ASGI app: ``/health`` (no auth) and stateful streamable HTTP MCP at ``/mcp`` (token if set).
+class SessionLimitMessage:
+    """Words the SDK's 503 for a session past ``max_sessions``: how many are open, which setting caps them,
+    when idle ones end, and ``Retry-After``."""
 
-    A foreign ``Host`` header gets 421 (and a foreign ``Origin`` 403) on both paths.
+    def __init__(self, app: ASGIApp, max_sessions: int, idle_s: float) -> None:
+        self.app = app
+        self._body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": -32000, "message": (
+            f"too many open MCP sessions ({max_sessions}, the MCP_LETTA_HTTP_MAX_SESSIONS limit): end unused "
+            f"sessions (HTTP DELETE), wait for idle ones to expire (after {idle_s:g} s), or raise the limit")}}
+        ).encode()  # fmt: skip
+        self._retry_after = str(max(1, math.ceil(min(idle_s, 60))))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass every request through; replace the body of a 503 refusal."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        refused = False
+
+        async def reword(message: Message) -> None:
+            nonlocal refused
+            if message["type"] == "http.response.start" and message["status"] == 503:
+                refused = True
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"content-length"]
+                headers += [(b"content-length", str(len(self._body)).encode()),
+                            (b"retry-after", self._retry_after.encode())]  # fmt: skip
+                message = {**message, "headers": headers}
+            elif message["type"] == "http.response.body" and refused:
+                if message.get("more_body"):
+                    return
+                message = {"type": "http.response.body", "body": self._body}
+            await send(message)
+
+        await self.app(scope, receive, reword)
+
+
+def http_app(server: LettaServer, options: HttpOptions) -> Starlette:
+    """The ASGI app: ``/health`` (no auth), stateful streamable HTTP MCP at ``/mcp`` (token if set) and the
+    console at ``/`` (a login form takes the token if set).
+
+    A foreign ``Host`` header gets 421 (and a foreign ``Origin`` 403) on every path.
     """
     security = transport_security(options.host, options.allowed_hosts)
     host_check = TransportSecurityMiddleware(security)  # the SDK's own check, as /mcp applies it
@@ -156,8 +207,11 @@ def http_app(server: LettaServer, options: HttpOptions) -> Starlette:
         stateless_http=False,  # stateful: handshake clients need a session to receive list_changed pushes
         transport_security=security,
         max_request_body_size=options.max_body_bytes,
+        max_sessions=options.max_sessions,
+        session_idle_timeout=options.session_idle_s,
         host=options.host,
     )
+    mcp_app = SessionLimitMessage(mcp_app, options.max_sessions, options.session_idle_s)
     if options.token:
         mcp_app = BearerTokenMiddleware(mcp_app, options.token)
 
@@ -170,8 +224,9 @@ def http_app(server: LettaServer, options: HttpOptions) -> Starlette:
             agents: int | None = await server.hub.count_agents()
             db = "ok"
         except Exception as exc:  # a probe reports a broken store; it must not crash or leak paths and details
-            log.warning("health check: the database did not answer (%s)", type(exc).__name__)
-            agents, db = None, f"error: {type(exc).__name__}"
+            cause = exc.reason if isinstance(exc, StorageUnavailable) else type(exc).__name__  # e.g. disk_full
+            log.warning("health check: the database did not answer (%s)", cause)
+            agents, db = None, f"error: {cause}"
         status = 200 if db == "ok" else 503
         body = {"status": "ok" if db == "ok" else "degraded", "name": "mcp-letta", "version": __version__,
                 "db": db, "agents": agents}  # fmt: skip
@@ -184,7 +239,11 @@ def http_app(server: LettaServer, options: HttpOptions) -> Starlette:
             yield
 
     return Starlette(
-        routes=[Route(HEALTH_PATH, health, methods=["GET"]), Mount("/", app=mcp_app)],
+        routes=[
+            Route(HEALTH_PATH, health, methods=["GET"]),
+            *console_for(server, options.token, options.host, options.allowed_hosts).routes(),
+            Mount("/", app=mcp_app),
+        ],
         lifespan=lifespan,
     )
 
@@ -219,9 +278,13 @@ class _Uvicorn(uvicorn.Server):
             self._task_status.started(self.servers[0].sockets[0].getsockname()[1] if self.servers else self.config.port)
 
 
-async def serve_app(app: ASGIApp, host: str, port: int) -> None:
-    """Run ``app`` under uvicorn until SIGINT/SIGTERM (uvicorn handles both and shuts down gracefully)."""
-    await _Uvicorn(app, host, port).serve()
+async def serve_app(
+    app: ASGIApp, host: str, port: int, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    """Run ``app`` under uvicorn until SIGINT/SIGTERM (uvicorn handles both and shuts down gracefully).
+
+    Started with ``task_group.start``, it reports the bound port once it accepts connections."""
+    await _Uvicorn(app, host, port).serve_reporting(task_status=task_status)
 
 
 @asynccontextmanager
@@ -249,7 +312,7 @@ async def serve_http(settings: Settings, options: HttpOptions) -> None:
                 len(options.token),
             )
         hosts = ", ".join(transport_security(options.host, options.allowed_hosts).allowed_hosts)
-        log.info("serving MCP at http://%s:%d%s (%s); Host headers allowed: %s",
+        log.info("serving MCP at http://%s:%d%s (%s), the console at /; Host headers allowed: %s",
                  _url_host(options.host), options.port, MCP_PATH, auth, hosts)  # fmt: skip
         await serve_app(app, options.host, options.port)
 
@@ -261,4 +324,11 @@ def _url_host(host: str) -> str:
 def options_from(settings: Settings, host: str, port: int, allowed_hosts: Iterable[str]) -> HttpOptions:
     """The HTTP options for the CLI: ``--allowed-host`` flags plus ``MCP_LETTA_ALLOWED_HOSTS``, the token."""
     extra = tuple(allowed_hosts) + settings.allowed_hosts
-    return HttpOptions(host=host, port=port, token=settings.token, allowed_hosts=extra)
+    return HttpOptions(
+        host=host,
+        port=port,
+        token=settings.token,
+        allowed_hosts=extra,
+        max_sessions=settings.http_max_sessions,
+        session_idle_s=settings.http_session_idle_s,
+    )

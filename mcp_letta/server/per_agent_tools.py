@@ -73,25 +73,46 @@ class AgentTools:
         """The tool name for an agent, from ``MCP_LETTA_AGENT_TOOL`` (default ``ask_{name}``)."""
         return self._settings.agent_tool_template.replace("{name}", agent_name)
 
+    def plan(self, agents: list[Agent]) -> dict[str, tuple[str | None, str | None]]:
+        """For each agent id: ``(tool name, None)`` if this server publishes a tool for it, else
+        ``(None, why not)``, by the rules ``sync`` applies (expose tags, built-in names, the tool cap)."""
+        tags = set(self._settings.expose_tags)
+        plan: dict[str, tuple[str | None, str | None]] = {}
+        published = 0
+        for agent in agents:
+            name = self.tool_name(agent.name)
+            if tags and not tags.intersection(agent.tags):
+                plan[agent.id] = (None, f"not tagged {' or '.join(sorted(tags))} (MCP_LETTA_EXPOSE_TAGS)")
+            elif name in self._reserved:
+                plan[agent.id] = (None, f"{name} would shadow the built-in tool; reach it with send_message")
+            elif published >= self._settings.max_agent_tools:
+                plan[agent.id] = (None, f"MCP_LETTA_MAX_AGENT_TOOLS={self._settings.max_agent_tools} reached")
+            else:
+                plan[agent.id] = (name, None)
+                published += 1
+        return plan
+
     async def _wanted(self) -> dict[str, tuple[Agent, str]]:
         tags = list(self._settings.expose_tags)
         # Enough agents to fill every tool slot even if some names clash with built-in tools.
         limit = min(MAX_PAGE, self._settings.max_agent_tools + len(self._reserved))
         agents = await self._hub.list_agents(tags=tags or None, limit=limit)
+        plan = self.plan(agents.items)
         wanted: dict[str, tuple[Agent, str]] = {}
         for agent in agents:
-            name = self.tool_name(agent.name)
-            if name in self._reserved:
-                log.warning("agent %r would shadow the built-in tool %r; reach it with send_message", agent.name, name)
-                continue
-            if len(wanted) >= self._settings.max_agent_tools:
-                log.info(
-                    "MCP_LETTA_MAX_AGENT_TOOLS=%d reached: %d agents get no tool of their own (use send_message)",
-                    self._settings.max_agent_tools,
-                    len(agents) + agents.more - len(wanted),
-                )
-                break
-            wanted[name] = (agent, agent_tool_description(agent))
+            name, why_not = plan[agent.id]
+            if name is not None:
+                wanted[name] = (agent, agent_tool_description(agent))
+            elif why_not and "shadow" in why_not:
+                log.warning("agent %r would shadow the built-in tool %r; reach it with send_message", agent.name,
+                            self.tool_name(agent.name))  # fmt: skip
+        matching = len(agents) + agents.more
+        if len(wanted) < matching and len(wanted) >= self._settings.max_agent_tools:
+            log.info(
+                "MCP_LETTA_MAX_AGENT_TOOLS=%d reached: %d agents get no tool of their own (use send_message)",
+                self._settings.max_agent_tools,
+                matching - len(wanted),
+            )
         return wanted
 
     async def sync(self) -> bool:

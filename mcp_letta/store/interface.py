@@ -49,7 +49,8 @@ def appender(text: str) -> Edit:
 class Change:
     """Something changed in the store: ``kind`` is 'block', 'agent' (its memory view or tools), 'agents'
     (the list), 'run' (a run's status or steps), 'inbox' (a reply reached the host inbox, or was read:
-    ``ref`` is the run id) or 'queued' (a reply was queued for agent ``ref``); ``ref`` is the id.
+    ``ref`` is the run id) or 'queued' (a run of agent ``ref`` was queued outside a send: a reply delivered
+    to it, or a run put back to be resumed); ``ref`` is the id.
     ``local``: made by this process (else another process on the same store)."""
 
     kind: str
@@ -300,9 +301,16 @@ class Tx(Protocol):
     # -- runs --------------------------------------------------------------------------------------
     def insert_run(
         self, agent: AgentRecord, text: str, *, role: str, sender: str | None, parent_run_id: str | None,
-        owner: str, waited: bool = False, depth: int = 0, reply_to: str | None = None,
+        owner: str, waited: bool = False, depth: int = 0, reply_to: str | None = None, call_id: str | None = None,
     ) -> Run:  # fmt: skip
-        """A queued run for ``agent``, to be executed by process ``owner``; ``waited``: its parent waits on it."""
+        """A queued run for ``agent``, to be executed by process ``owner``; ``waited``: its parent waits on it;
+        ``call_id``: the tool call of run ``parent_run_id`` that sends it (kept for ``sent_run``; ignored
+        without a parent). At most one run per (parent, call, agent)."""
+        ...
+
+    def sent_run(self, parent_run_id: str, call_id: str, agent_id: str) -> Run | None:
+        """The run that tool call ``call_id`` of run ``parent_run_id`` sent to ``agent_id``, if any: a resumed
+        run making the call again waits on that run instead of sending the message twice."""
         ...
 
     def get_run(self, run_id: str) -> Run:
@@ -318,7 +326,9 @@ class Tx(Protocol):
         ...
 
     def claim_next(self, agent_id: str, owner: Owner) -> ClaimOutcome:
-        """Start the agent's oldest queued run for ``owner`` if nothing of it runs and no live process owns it."""
+        """Start the agent's oldest queued run for ``owner`` if nothing of it runs and no live process owns it.
+        A running run whose process died or whose lease passed is released first (see ``recover``).
+        The claimed run's ``resumes`` > 0 says it had started before: resume it, do not start it afresh."""
         ...
 
     def claim_many(self, agent_ids: Sequence[str], owner: Owner) -> list[ClaimOutcome]:
@@ -359,11 +369,18 @@ class Tx(Protocol):
         ...
 
     def recover(self, owner: Owner) -> list[str]:
-        """Interrupt runs of dead processes and adopt their queued runs; the agents with runs ``owner`` owns."""
+        """Release the running runs of dead processes (or with a passed lease) and adopt their queued runs;
+        the agents with queued runs ``owner`` owns.
+
+        Releasing puts a run back in the queue, owned by ``owner``, with ``resumes`` + 1, to be resumed from
+        its last committed step; it ends instead when resuming cannot help: cancelled if a cancel was
+        asked, interrupted (the reason in its error) if the run waiting on it has ended or its process
+        died too many times running it."""
         ...
 
     def forget_process(self, owner: Owner) -> None:
-        """``owner`` shuts down cleanly: others may adopt its queued runs at once."""
+        """``owner`` shuts down cleanly: its running runs are released (as in ``recover``, not counted as a
+        crash) and others may adopt them and its queued runs at once."""
         ...
 
     # -- host inbox and monitoring ---------------------------------------------------------------------

@@ -256,12 +256,16 @@ class SQLiteTx(Tx):
     # -- runs --------------------------------------------------------------------------------------
     def insert_run(
         self, agent: AgentRecord, text: str, *, role: str, sender: str | None, parent_run_id: str | None,
-        owner: str, waited: bool = False, depth: int = 0, reply_to: str | None = None,
+        owner: str, waited: bool = False, depth: int = 0, reply_to: str | None = None, call_id: str | None = None,
     ) -> Run:  # fmt: skip
         return runs.insert_run(
             self.conn, {"id": agent.id, "name": agent.name}, text, role=role, sender=sender,
             parent_run_id=parent_run_id, owner=owner, waited=waited, depth=depth, reply_to=reply_to,
+            call_id=call_id,
         )  # fmt: skip
+
+    def sent_run(self, parent_run_id: str, call_id: str, agent_id: str) -> Run | None:
+        return runs.sent_run(self.conn, parent_run_id, call_id, agent_id)
 
     def get_run(self, run_id: str) -> Run:
         return runs.get_run(self.conn, run_id)

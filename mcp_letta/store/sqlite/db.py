@@ -28,6 +28,9 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import anyio
 import anyio.to_thread
 
+from mcp_letta.store import failures
+from mcp_letta.store.sqlite.failures import explain
+
 log = logging.getLogger("mcp_letta.store")
 
 P = ParamSpec("P")
@@ -104,8 +107,9 @@ class Conn(sqlite3.Connection):
         try:
             yield
         except BaseException:
-            self.execute("ROLLBACK TO nested")
-            self.execute("RELEASE nested")
+            if self.in_transaction:  # some errors (a full disk) end the whole transaction, savepoint and all
+                self.execute("ROLLBACK TO nested")
+                self.execute("RELEASE nested")
             del self.changes[mark:]
             raise
         self.execute("RELEASE nested")
@@ -166,16 +170,25 @@ class Database:
         database may be opened again."""
         with self._lock:
             self._closed = False
-        if str(self.path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = self._connect()
         try:
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if mode.lower() != "wal":
-                log.warning("SQLite refused WAL mode for %s (got %s)", self.path, mode)
-            migrate(conn)
-        finally:
-            self._release(conn)
+            if str(self.path) != ":memory:":
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = self._connect()
+            try:
+                check_schema(conn, str(self.path))  # before anything is written: WAL mode changes the header
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if mode.lower() != "wal":
+                    log.warning("SQLite refused WAL mode for %s (got %s)", self.path, mode)
+                migrate(conn)
+            finally:
+                self._release(conn)
+        except (sqlite3.Error, OSError) as exc:
+            self.close()
+            raise self.explained(exc) from None
+
+    def explained(self, exc: BaseException) -> BaseException:
+        """The storage failure a SQLite or file error stands for (see ``failures``), else the error itself."""
+        return explain(exc, self.path) or exc
 
     def close(self) -> None:
         """Close every connection. Safe to call twice."""
@@ -252,6 +265,8 @@ class Database:
                             write.result = write.fn(conn, *write.args)
                     except Exception as exc:
                         write.error = exc
+                        if not conn.in_transaction:  # SQLite rolled back the whole batch (a full disk, say)
+                            raise
                 while conn.before_commit:
                     hook = next(iter(conn.before_commit))
                     conn.before_commit.pop(hook)(conn)
@@ -274,7 +289,10 @@ class Database:
 
     async def read(self, fn: Callable[Concatenate[Conn, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(conn, ...)`` in a read transaction on a worker thread."""
-        return await anyio.to_thread.run_sync(lambda: self.read_sync(fn, *args, **kwargs), limiter=self._limiter)
+        try:
+            return await anyio.to_thread.run_sync(lambda: self.read_sync(fn, *args, **kwargs), limiter=self._limiter)
+        except sqlite3.Error as exc:
+            raise self.explained(exc) from exc
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, *args)`` in a write transaction (shared with the writes queued meanwhile, each in
@@ -299,6 +317,8 @@ class Database:
                 await write.done.wait()
             raise
         if write.error is not None:
+            if isinstance(write.error, sqlite3.Error):
+                raise self.explained(write.error) from write.error
             raise write.error
         return write.result  # type: ignore[no-any-return]
 
@@ -449,6 +469,20 @@ def migrate(conn: sqlite3.Connection) -> int:
     return applied
 
 
+def check_schema(conn: sqlite3.Connection, where: str) -> None:
+    """Refuse a database this mcp-letta must not write: one from a newer mcp-letta (its schema is past every
+    migration shipped here) or another program's SQLite database (tables, but none of our migrations)."""
+    found, known = schema_version(conn), latest_schema_version()
+    if found > known:
+        raise failures.newer_schema(where, found, known)
+    if found == 0:
+        tables = [row[0] for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name LIMIT 3"
+        )]  # fmt: skip
+        if tables:
+            raise failures.not_ours(where, f"a SQLite database of another program, with tables {', '.join(tables)}")
+
+
 def schema_version(conn: sqlite3.Connection) -> int:
     """The number of the newest migration applied to this database."""
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
@@ -460,16 +494,18 @@ def latest_schema_version() -> int:
 
 
 def file_schema_version(path: Path) -> int:
-    """The schema version of an existing database file, read without writing (nothing is migrated);
-    ``ValueError`` saying why when the file cannot be read as SQLite."""
+    """The schema version of an existing database file, read without writing (nothing is migrated); raises
+    ``StorageUnavailable`` when the file is not one this mcp-letta may open (not SQLite, another program's,
+    from a newer mcp-letta), worded as the server words it at start-up."""
     try:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
+            check_schema(conn, str(path))
             return schema_version(conn)
         finally:
             conn.close()
     except sqlite3.Error as exc:
-        raise ValueError(str(exc)) from None
+        raise (explain(exc, path) or failures.damaged(str(path), str(exc))) from None
 
 
 def loads_json(text: str | None, default: Any) -> Any:

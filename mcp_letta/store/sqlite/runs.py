@@ -1,7 +1,8 @@
 """Runs in SQLite: create, read, claim (one running run per agent, across processes), steps, finish, cancel.
 
-Also the ``processes`` table behind leases: heartbeats, and recovery of runs whose process died.
-Functions take a connection inside a transaction; see ``Database``.
+Also the ``processes`` table behind leases: heartbeats, and what happens to a running run whose process
+stopped: it goes back to the queue to be resumed from its last committed step (``release``), unless it
+cannot be. Functions take a connection inside a transaction; see ``Database``.
 """
 
 from __future__ import annotations
@@ -19,10 +20,8 @@ from mcp_letta.store.sqlite import replies
 from mcp_letta.store.sqlite.db import Conn, new_ordered_id, now_iso
 
 STATUSES = ("queued", "running", "completed", "failed", "cancelled", "interrupted")
-INTERRUPTED_ERROR = (
-    "the process running this run stopped (it crashed, was killed or shut down) before the run finished; "
-    "the input is in the agent's history: send the message again if you still need an answer"
-)
+MAX_CRASHES = 3  # a run whose process died this many times while running it is not resumed again
+CANCELLED_WHILE_STOPPED = "cancelled: its process stopped before the run saw the request"
 
 
 def pid_alive(pid: int) -> bool:
@@ -74,6 +73,7 @@ def run_of(row: Any, steps: list[RunStep]) -> Run:
         parent_run_id=row["parent_run_id"],
         depth=row["depth"],
         reply_to=row["reply_to"],
+        resumes=row["resumes"],
         steps=steps,
         reply=row["reply"],
         error=row["error"],
@@ -153,11 +153,13 @@ def insert_run(
     waited: bool = False,
     depth: int = 0,
     reply_to: str | None = None,
+    call_id: str | None = None,
 ) -> Run:
     """Persist a queued run for an agent; the process ``owner`` will execute it.
 
     ``waited``: the parent run is blocked waiting on this one (an edge of the wait-for graph, see
-    ``waits``); ``depth``: synchronous waits above it; ``reply_to``: where its reply goes when it ends.
+    ``waits``); ``depth``: synchronous waits above it; ``reply_to``: where its reply goes when it ends;
+    ``call_id``: the parent's tool call that sends it (see ``sent_run``).
     """
     if not isinstance(text, str) or not text.strip():
         raise Invalid("the message is empty: pass the text to send to the agent")
@@ -172,10 +174,10 @@ def insert_run(
     run_id, now, text = new_ordered_id("run"), now_iso(), clean_text(text)
     conn.execute(
         "INSERT INTO runs(id, agent_id, agent_name, status, input, role, sender, parent_run_id, owner, created_at, "
-        "waited, depth, reply_to) VALUES (?,?,?,'queued',?,?,?,?,?,?,?,?,?)",
+        "waited, depth, reply_to, call_id) VALUES (?,?,?,'queued',?,?,?,?,?,?,?,?,?,?)",
         (
             run_id, agent_row["id"], agent_row["name"], text, role, sender, parent_run_id, owner, now,
-            int(waited), depth, reply_to,
+            int(waited), depth, reply_to, call_id if parent_run_id is not None else None,
         ),
     )  # fmt: skip
     conn.log_change("run", run_id)
@@ -194,6 +196,15 @@ def insert_run(
     )
 
 
+def sent_run(conn: Conn, parent_run_id: str, call_id: str, agent_id: str) -> Run | None:
+    """The run that tool call ``call_id`` of run ``parent_run_id`` sent to ``agent_id``, if it sent one."""
+    row = conn.execute(
+        "SELECT * FROM runs WHERE parent_run_id = ? AND call_id = ? AND agent_id = ?",
+        (parent_run_id, call_id, agent_id),
+    ).fetchone()
+    return None if row is None else to_runs(conn, [row])[0]
+
+
 def live_owners(conn: Conn, owner: Owner) -> set[str]:
     """Ids of the processes that may still be executing runs: fresh heartbeat and, on this host, a live pid."""
     stale = owner.now() - owner.lease_s
@@ -204,26 +215,66 @@ def live_owners(conn: Conn, owner: Owner) -> set[str]:
     return live
 
 
-def _interrupt(conn: Conn, run_id: str) -> None:
-    finish_run(conn, run_id, status="interrupted", error=INTERRUPTED_ERROR, stop_reason="interrupted")
+def died(conn: Conn, process_id: str, owner: Owner) -> bool:
+    """Whether a process that is not live died, rather than stalled (on this host with its pid alive, e.g. a
+    laptop asleep): a stall is no fault of the run it was running."""
+    row = conn.execute("SELECT pid, host FROM processes WHERE id = ?", (process_id,)).fetchone()
+    return row is None or row["host"] != owner.host or not pid_alive(row["pid"])
+
+
+def release(conn: Conn, row: Any, *, to_owner: str, crashed: bool) -> str:
+    """A running run whose process stopped (``row``): back to the queue, owned by ``to_owner``, to be resumed
+    from its last committed step; its new status. ``crashed``: the process died without handing it back.
+
+    It is not resumed when that cannot help: a cancel was asked (it ends cancelled), its parent stopped
+    waiting for it by ending (interrupted), or its process died ``MAX_CRASHES`` times running it
+    (interrupted, so it cannot take down process after process). The reason is in the run's error.
+    """
+    run_id, why = row["id"], None
+    if row["cancel_requested"]:
+        finish_run(conn, run_id, status="cancelled", error=CANCELLED_WHILE_STOPPED, stop_reason="cancelled")
+        return "cancelled"
+    if row["waited"] and row["parent_run_id"] is not None:
+        parent = conn.execute("SELECT status FROM runs WHERE id = ?", (row["parent_run_id"],)).fetchone()
+        if parent is not None and parent["status"] in ("completed", "failed", "cancelled", "interrupted"):
+            why = (
+                f"not resumed after its process stopped: the run waiting for it ({row['parent_run_id']}) has "
+                f"{parent['status']}, so nobody would read its reply; send the message again if it is still needed"
+            )
+    if why is None and crashed and row["crashes"] + 1 >= MAX_CRASHES:
+        why = (
+            f"not resumed again: the process running it died {row['crashes'] + 1} times (killed or crashed) "
+            "before it finished; its committed steps are in the agent's history: look at what its last step "
+            "asked for, then send the message again if you still need an answer"
+        )
+    if why is not None:
+        finish_run(conn, run_id, status="interrupted", error=why, stop_reason="interrupted")
+        return "interrupted"
+    conn.execute(
+        "UPDATE runs SET status = 'queued', owner = ?, lease_until = NULL, resumes = resumes + 1, "
+        "crashes = crashes + ? WHERE id = ? AND status = 'running'",
+        (to_owner, int(crashed), run_id),
+    )
+    conn.log_change("run", run_id)
+    conn.log_change("queued", row["agent_id"])
+    return "queued"
 
 
 def claim_next(conn: Conn, agent_id: str, owner: Owner) -> ClaimOutcome:
     """Start the agent's oldest queued run if nothing else of it runs and it is ours (or its owner died).
 
-    Returns the ``Claimed`` run, "empty" when nothing is queued, or "blocked" when another live process is
-    running the agent or owns the next run (its change wakes us later).
+    A running run whose process died goes back to the queue first (``release``): as the oldest, it is the
+    one started, and resumed. Returns the ``Claimed`` run, "empty" when nothing is queued, or "blocked"
+    when another live process is running the agent or owns the next run (its change wakes us later).
     """
     now, live = owner.now(), None
-    for r in conn.execute(
-        "SELECT id, owner, lease_until FROM runs WHERE agent_id = ? AND status = 'running'", (agent_id,)
-    ):
+    for r in conn.execute("SELECT * FROM runs WHERE agent_id = ? AND status = 'running'", (agent_id,)).fetchall():
         if r["owner"] == owner.id:
             return "blocked"  # ours and still going (the caller's bookkeeping prevents this)
         live = live if live is not None else live_owners(conn, owner)
         if (r["lease_until"] or 0) > now and r["owner"] in live:
             return "blocked"
-        _interrupt(conn, r["id"])
+        release(conn, r, to_owner=owner.id, crashed=r["owner"] not in live and died(conn, r["owner"], owner))
     queued = conn.execute(
         "SELECT * FROM runs WHERE agent_id = ? AND status = 'queued' ORDER BY seq LIMIT 2", (agent_id,)
     ).fetchall()
@@ -267,12 +318,13 @@ def active_runs(conn: Conn, agent_ids: list[str]) -> dict[str, list[Any]]:
 
 
 def start_runs(conn: Conn, run_ids: list[str], owner: Owner) -> dict[str, Run]:
-    """Mark queued runs running for ``owner`` (the claim ``claim_next`` makes, for many); the runs by id."""
+    """Mark queued runs running for ``owner`` (the claim ``claim_next`` makes, for many); the runs by id.
+    A resumed run keeps the time it first started."""
     if not run_ids:
         return {}
     now, marks = owner.now(), ",".join("?" * len(run_ids))
     rows = conn.execute(
-        f"UPDATE runs SET status = 'running', owner = ?, lease_until = ?, started_at = ? "
+        f"UPDATE runs SET status = 'running', owner = ?, lease_until = ?, started_at = coalesce(started_at, ?) "
         f"WHERE id IN ({marks}) AND status = 'queued' RETURNING *",
         (owner.id, now + owner.lease_s, now_iso(), *run_ids),
     ).fetchall()
@@ -442,14 +494,15 @@ def heartbeat(conn: Conn, owner: Owner) -> None:
 
 
 def recover(conn: Conn, owner: Owner) -> list[str]:
-    """Interrupt running runs whose process died or lease passed; adopt queued runs of dead processes.
+    """Put running runs whose process died or lease passed back in the queue (``release``: to be resumed);
+    adopt queued runs of dead processes.
 
     Returns the ids of the agents that have queued runs this process now owns.
     """
     now, live = owner.now(), live_owners(conn, owner)
-    for r in conn.execute("SELECT id, owner, lease_until FROM runs WHERE status = 'running'").fetchall():
+    for r in conn.execute("SELECT * FROM runs WHERE status = 'running'").fetchall():
         if r["owner"] != owner.id and ((r["lease_until"] or 0) <= now or r["owner"] not in live):
-            _interrupt(conn, r["id"])
+            release(conn, r, to_owner=owner.id, crashed=r["owner"] not in live and died(conn, r["owner"], owner))
     marks = ",".join("?" * len(live))
     adopted = conn.execute(
         f"SELECT id FROM runs WHERE status = 'queued' AND owner NOT IN ({marks})", sorted(live)
@@ -468,7 +521,10 @@ def recover(conn: Conn, owner: Owner) -> list[str]:
 
 
 def forget_process(conn: Conn, owner: Owner) -> None:
-    """A clean shutdown: drop this process's row so others adopt its queued runs without waiting."""
+    """A clean shutdown: the runs this process was running go back to the queue (``release``), and its row
+    goes, so other processes adopt them and its queued runs without waiting for its lease to pass."""
+    for r in conn.execute("SELECT * FROM runs WHERE status = 'running' AND owner = ?", (owner.id,)).fetchall():
+        release(conn, r, to_owner=owner.id, crashed=False)
     conn.execute("DELETE FROM processes WHERE id = ?", (owner.id,))
 
 

@@ -1,0 +1,49 @@
+"""What a storage failure means to the person running mcp-letta: one message per cause, saying what happened
+and what to do, the same at start-up, on a tool result and in ``mcp-letta doctor``. Every engine words its
+failures with these; ``where`` is what names the database to its owner (a file path, a server address).
+"""
+
+from __future__ import annotations
+
+from mcp_letta.errors import StorageUnavailable
+
+SETTING = "MCP_LETTA_DB"
+
+
+def disk_full(where: str) -> StorageUnavailable:
+    """The storage has no room for a write (nothing of it was written)."""
+    return StorageUnavailable(f"the disk holding {where} is full", "nothing was written; free space and retry",
+                              reason="disk_full")  # fmt: skip
+
+
+def not_ours(where: str, why: str) -> StorageUnavailable:
+    """The database exists but is not an mcp-letta database (``why``: what it is instead)."""
+    return StorageUnavailable(f"{where} is not an mcp-letta database ({why})",
+                              f"point {SETTING} (or --db) at an mcp-letta database, or move this file aside",
+                              reason="not_ours")  # fmt: skip
+
+
+def newer_schema(where: str, found: int, known: int) -> StorageUnavailable:
+    """The database was written by a newer mcp-letta: its schema is past every migration this one knows."""
+    return StorageUnavailable(
+        f"{where} has schema version {found}, from a newer mcp-letta; this one knows versions up to {known}",
+        "upgrade mcp-letta (pip install -U mcp-letta) to open it (nothing was written to it)",
+        reason="newer_schema",
+    )
+
+
+def read_only(what: str, hint: str) -> StorageUnavailable:
+    """The database, its folder or its file system cannot be written."""
+    return StorageUnavailable(what, hint, reason="read_only")
+
+
+def damaged(where: str, detail: str) -> StorageUnavailable:
+    """The database's content is corrupt."""
+    hint = "restore it from a backup, or move it aside to start a new one"
+    return StorageUnavailable(f"{where} is damaged ({detail})", hint, reason="damaged")
+
+
+def io_error(where: str, detail: str) -> StorageUnavailable:
+    """Reading or writing the storage failed below the database (a disk or file system error)."""
+    return StorageUnavailable(f"reading or writing {where} failed ({detail}); nothing was written",
+                              "check the disk and the file system, then retry", reason="io_error")  # fmt: skip
