@@ -103,7 +103,7 @@ async def measure(url: str, settings: Settings, writes: int, loads: int) -> dict
             ("agents", "#/agents", "document.querySelectorAll('tr[data-agent]').length >= {agents}"),
             ("traffic", "#/traffic", "document.querySelectorAll('#traffic g.msg').length > 0"),
         ):
-            agents = len(await hub.list_agents())
+            agents = await hub.count_agents()
             times = []
             for _ in range(loads):
                 fresh = await browser.new_page()

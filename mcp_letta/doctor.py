@@ -75,7 +75,7 @@ async def check_database(settings: Settings) -> Check:
         return found
     try:
         async with AgentHub(settings) as hub:  # applies pending migrations, exactly as the server would
-            agents, blocks = len(await hub.list_agents()), len(await hub.list_blocks())
+            agents, blocks = await hub.count_agents(), await hub.count_blocks()
     except StorageUnavailable as exc:
         return storage_check(exc)
     except Exception as exc:  # whatever stops the store from opening is the finding

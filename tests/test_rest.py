@@ -243,7 +243,7 @@ async def test_token_host_and_body_limit_guard_v1(served: Served, client: AsyncL
     with pytest.raises(APIStatusError) as big:
         await client.agents.messages.create(agent.id, input="x" * (MAX_BODY + 1))
     assert big.value.status_code == 413 and "bytes" in big.value.body["detail"]
-    assert (await served.server.hub.list_runs(agent.id)) == []  # nothing was sent
+    assert (await served.server.hub.list_runs(agent.id)).items == []  # nothing was sent
 
 
 # -- messages ------------------------------------------------------------------------------------------------
@@ -445,6 +445,16 @@ async def test_orchestrator_broadcasts_to_tagged_workers(client: AsyncLetta, scr
 
 
 # -- archival memory -----------------------------------------------------------------------------------------
+async def test_listings_reach_past_the_hubs_page_size(served: Served, client: AsyncLetta) -> None:
+    # The hub pages its listings (20 by default); Letta's listings must still see every agent, block and tag.
+    for i in range(45):
+        await served.server.hub.create_agent(f"crowd{i:02d}", tags=[f"t{i:02d}"])
+    names = [a.name async for a in client.agents.list(limit=100, order="asc")]
+    assert names == [f"crowd{i:02d}" for i in range(45)]
+    assert len(await client.tags.list()) == 45
+    assert len([b async for b in client.blocks.list(label="persona", limit=100)]) == 45
+
+
 async def test_passages_create_list_search_delete(client: AsyncLetta) -> None:
     agent = await client.agents.create(name="archivist")
     [first] = await client.agents.passages.create(agent.id, text="The tidal plant opened in 2024.", tags=["tide"])

@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute, Route
 from mcp_letta.console.auth import ConsoleAuth
 from mcp_letta.errors import Conflict, Invalid, LettaError, NotFound, VersionConflict
 from mcp_letta.hub import AgentHub, Change
-from mcp_letta.models import Agent, Run
+from mcp_letta.models import Agent, Page, Run
 from mcp_letta.server.per_agent_tools import AgentTools
 
 log = logging.getLogger("mcp_letta.console")
@@ -42,7 +42,7 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",  # "no-referrer" makes a browser send "Origin: null" with the login form
     "Cache-Control": "no-store",
 }
-COUNT_CAP = 1_000  # queued/running runs counted per listing (the store's page size)
+COUNT_CAP = 1_000  # agents, blocks, and queued/running runs per listing (the store's largest page)
 ACTIVITY_RUNS = 1_000  # the newest runs consulted for each agent's last activity
 KEEPALIVE_S = 15.0  # an SSE comment this often keeps proxies from closing an idle stream
 SSE_BUFFER = 1_000  # changes held for one slow page before the hub drops them (the page then re-reads)
@@ -54,7 +54,7 @@ def as_json(value: Any) -> Any:
     """Models (and lists of them) as JSON-ready data."""
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
-    if isinstance(value, list):
+    if isinstance(value, list | Page):
         return [as_json(v) for v in value]
     if isinstance(value, dict):
         return {k: as_json(v) for k, v in value.items()}
@@ -229,9 +229,13 @@ class Console:
         """Agents (filtered by ``tag`` and ``q``) with their MCP tool or why they have none, their queued and
         running runs and their last activity."""
         tag, query = request.query_params.get("tag") or None, request.query_params.get("q") or None
-        everyone = await self.hub.list_agents()
-        shown = everyone if not (tag or query) else await self.hub.list_agents(tags=[tag] if tag else None, query=query)
-        plan = self.tools.plan(everyone)
+        everyone = await self.hub.list_agents(limit=COUNT_CAP)
+        shown = (
+            everyone
+            if not (tag or query)
+            else await self.hub.list_agents(tags=[tag] if tag else None, query=query, limit=COUNT_CAP)
+        )
+        plan = self.tools.plan(everyone.items)
         queued = await self.hub.list_runs(status="queued", limit=COUNT_CAP)
         running = await self.hub.list_runs(status="running", limit=COUNT_CAP)
         recent = await self.hub.list_runs(limit=ACTIVITY_RUNS)
@@ -253,7 +257,9 @@ class Console:
     async def agent(self, request: Request) -> dict[str, Any]:
         """One agent with its blocks, and its MCP tool."""
         agent: Agent = await self.hub.get_agent(request.path_params["agent"])
-        tool, why_not = self.tools.plan(await self.hub.list_agents())[agent.id]
+        tool, why_not = self.tools.plan((await self.hub.list_agents(limit=COUNT_CAP)).items).get(
+            agent.id, (None, f"not among the first {COUNT_CAP} agents by name")
+        )
         return {"agent": agent, "tool": tool, "no_tool_because": why_not}
 
     async def context(self, request: Request) -> Any:
@@ -283,7 +289,7 @@ class Console:
 
     async def blocks(self, request: Request) -> Any:
         """Every block (value, version, the agents sharing it)."""
-        return await self.hub.list_blocks()
+        return await self.hub.list_blocks(limit=COUNT_CAP)
 
     async def block(self, request: Request) -> dict[str, Any]:
         """One block and its newest writes (writer, time, old and new value)."""

@@ -20,6 +20,7 @@ from mcp_letta.models import Agent
 from mcp_letta.server.messaging import AgentOutcome, TimeoutS, outcome_result
 from mcp_letta.server.notify import Notifier
 from mcp_letta.server.shapes import AgentReply
+from mcp_letta.store.limits import MAX_PAGE
 
 log = logging.getLogger("mcp_letta.server")
 
@@ -93,8 +94,10 @@ class AgentTools:
 
     async def _wanted(self) -> dict[str, tuple[Agent, str]]:
         tags = list(self._settings.expose_tags)
-        agents = await self._hub.list_agents(tags=tags or None)
-        plan = self.plan(agents)
+        # Enough agents to fill every tool slot even if some names clash with built-in tools.
+        limit = min(MAX_PAGE, self._settings.max_agent_tools + len(self._reserved))
+        agents = await self._hub.list_agents(tags=tags or None, limit=limit)
+        plan = self.plan(agents.items)
         wanted: dict[str, tuple[Agent, str]] = {}
         for agent in agents:
             name, why_not = plan[agent.id]
@@ -103,11 +106,12 @@ class AgentTools:
             elif why_not and "shadow" in why_not:
                 log.warning("agent %r would shadow the built-in tool %r; reach it with send_message", agent.name,
                             self.tool_name(agent.name))  # fmt: skip
-        if len(wanted) < len(agents) and len(wanted) >= self._settings.max_agent_tools:
+        matching = len(agents) + agents.more
+        if len(wanted) < matching and len(wanted) >= self._settings.max_agent_tools:
             log.info(
                 "MCP_LETTA_MAX_AGENT_TOOLS=%d reached: %d agents get no tool of their own (use send_message)",
                 self._settings.max_agent_tools,
-                len(agents) - len(wanted),
+                matching - len(wanted),
             )
         return wanted
 

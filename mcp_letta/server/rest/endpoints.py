@@ -23,7 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from mcp_letta.errors import Conflict, Deadlock, Invalid, LettaError, LimitExceeded, NotFound, Timeout
 from mcp_letta.hub import MAX_WAIT_S, AgentHub
-from mcp_letta.models import Agent, BlockSpec, Message, ModelSettings, Run, StepEvent
+from mcp_letta.models import Agent, BlockSpec, Message, ModelSettings, Page, Run, StepEvent
 from mcp_letta.runtime.memory_tools import DEFAULT_TOOL_NAMES
 from mcp_letta.runtime.messaging_tools import MULTI_AGENT_TOOL_NAMES
 from mcp_letta.server.rest import letta_json as lj
@@ -427,10 +427,23 @@ async def create_agent(call: Call) -> Any:
     return call.agent_state(agent)
 
 
+async def every(listing: Callable[..., Awaitable[Page[T]]], *args: Any, **filters: Any) -> list[T]:
+    """Every item of one of the hub's paged listings, following its cursors (Letta's own paging, by id with
+    ``before``/``after``, is applied to the whole list)."""
+    items: list[T] = []
+    cursor: str | None = None
+    while True:
+        page = await listing(*args, **filters, limit=MAX_PAGE, cursor=cursor)
+        items += page.items
+        if page.next_cursor is None:
+            return items
+        cursor = page.next_cursor
+
+
 async def list_agents(call: Call) -> Any:
     """GET /v1/agents/"""
-    agents = await call.hub.list_agents(
-        tags=call.query_list("tags"), match_all_tags=call.query_bool("match_all_tags", False),
+    agents = await every(
+        call.hub.list_agents, tags=call.query_list("tags"), match_all_tags=call.query_bool("match_all_tags", False),
         query=call.query("query_text") or None,
     )  # fmt: skip
     name = call.query("name")
@@ -548,7 +561,7 @@ async def create_block(call: Call) -> Any:
 
 async def list_blocks(call: Call) -> Any:
     """GET /v1/blocks/"""
-    blocks = await call.hub.list_blocks(label=call.query("label") or None)
+    blocks = await every(call.hub.list_blocks, label=call.query("label") or None)
     label_search, value_search = call.query("label_search"), call.query("value_search")
     if label_search:
         blocks = [b for b in blocks if label_search.lower() in b.label.lower()]
@@ -594,8 +607,7 @@ async def list_passages(call: Call) -> Any:
     ref = call.path["agent_id"]
     search = call.query("search")
     if search:
-        passages = await call.hub.archival_search(ref, search, limit=1000)
-        passages.sort(key=lambda p: (p.created_at, p.id))
+        passages = sorted(await call.hub.archival_search(ref, search, limit=1000), key=lambda p: (p.created_at, p.id))
     else:
         passages = list(reversed(await call.hub.archival_list(ref, limit=1000)))
     chosen = ordered(passages, call, default="asc")
@@ -749,9 +761,8 @@ async def cancel_messages(call: Call) -> Any:
     agent = await call.hub.get_agent(call.path["agent_id"])
     run_ids = body.run_ids
     if run_ids is None:
-        active = await call.hub.list_runs(agent.id, status="running") + await call.hub.list_runs(
-            agent.id, status="queued"
-        )
+        active = await every(call.hub.list_runs, agent.id, status="running")
+        active += await every(call.hub.list_runs, agent.id, status="queued")
         run_ids = [r.id for r in active]
     result: dict[str, Any] = {}
     for run_id in run_ids:
@@ -780,13 +791,13 @@ async def history_for_page(call: Call, agent: str) -> list[Message]:
     cursor = call.query("after") or call.query("before")
     oldest_first = call.query("order", "desc") == "asc"
     history: list[Message] = []
-    before: int | None = None
+    older: str | None = None
     while True:
-        chunk = await call.hub.get_messages(agent, limit=MAX_PAGE, before_seq=before)
-        history = chunk + history
-        if len(chunk) < MAX_PAGE:
+        chunk = await call.hub.get_messages(agent, limit=MAX_PAGE, cursor=older)  # oldest first in a page
+        history = chunk.items + history
+        if chunk.next_cursor is None:
             return history
-        before = chunk[0].seq
+        older = chunk.next_cursor
         ids = [m.id for m in history]
         if cursor is None and not oldest_first:
             return history  # the newest rows are in
@@ -813,13 +824,13 @@ async def export_agent_file(call: Call) -> Any:
     """GET /v1/agents/{agent_id}/export"""
     agent = await call.hub.get_agent(call.path["agent_id"])
     history: list[Any] = []
-    before: int | None = None
-    while True:  # the whole history, a page at a time
-        chunk = await call.hub.get_messages(agent.id, limit=MAX_PAGE, before_seq=before)
-        history = chunk + history
-        if len(chunk) < MAX_PAGE:
+    older: str | None = None
+    while True:  # the whole history, a page at a time, going back
+        chunk = await call.hub.get_messages(agent.id, limit=MAX_PAGE, cursor=older)
+        history = chunk.items + history
+        if chunk.next_cursor is None:
             break
-        before = chunk[0].seq
+        older = chunk.next_cursor
     return export_agent(agent, call.hub.tool_names(agent), history)
 
 
@@ -853,7 +864,7 @@ async def list_runs(call: Call) -> Any:
             for ours in LETTA_TO_OURS[status]:
                 runs += await call.hub.list_runs(agent, status=ours, limit=1000)
     else:
-        runs = await call.hub.list_runs(agent, limit=1000)
+        runs = (await call.hub.list_runs(agent, limit=1000)).items
     runs.sort(key=lambda r: (r.created_at, r.id))
     return [lj.run_json(r) for r in page(ordered(runs, call), call, key=lambda r: r.id, default_limit=MESSAGES_PAGE)]
 
@@ -870,7 +881,7 @@ async def list_run_messages(call: Call) -> Any:
 
 async def list_tags(call: Call) -> Any:
     """GET /v1/tags/"""
-    tags = sorted({tag for agent in await call.hub.list_agents() for tag in agent.tags})
+    tags = sorted({tag for agent in await every(call.hub.list_agents) for tag in agent.tags})
     text = call.query("query_text") or call.query("name")
     if text:
         tags = [t for t in tags if text.lower() in t.lower()]
