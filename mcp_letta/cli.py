@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 
 from mcp_letta import __version__
-from mcp_letta.config import Settings, default_db_path
+from mcp_letta.config import Settings, db_target, default_db_path
 from mcp_letta.errors import LettaError
 from mcp_letta.hub import AgentHub
 
@@ -28,7 +28,10 @@ def _parser() -> argparse.ArgumentParser:
         prog="mcp-letta", description="Stateful Letta-style agents as MCP tools. No command: serve MCP over stdio."
     )
     parser.add_argument("--version", action="version", version=f"mcp-letta {__version__}")
-    parser.add_argument("--db", type=Path, help=f"SQLite file (default: $MCP_LETTA_DB, else {default_db_path()})")
+    parser.add_argument(
+        "--db", type=db_target,
+        help=f"SQLite file or postgresql:// URL (default: $MCP_LETTA_DB, else {default_db_path()})",
+    )  # fmt: skip
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (logs go to stderr)")
     commands = parser.add_subparsers(dest="command")
 

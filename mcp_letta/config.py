@@ -22,6 +22,14 @@ def default_db_path() -> Path:
     return Path(base) / "mcp-letta" / "agents.db"
 
 
+def db_target(text: str | Path) -> Path | str:
+    """``MCP_LETTA_DB`` / ``--db`` as the store takes it: a ``postgresql://`` URL stays text, anything else is
+    a SQLite file path."""
+    if isinstance(text, str) and text.startswith(("postgresql://", "postgres://")):
+        return text
+    return Path(text).expanduser()
+
+
 def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
@@ -58,7 +66,7 @@ def _list(env: dict[str, str], name: str) -> tuple[str, ...]:
 class Settings:
     """Configuration of one mcp-letta process. Build with ``Settings.from_env()`` and ``with_overrides``."""
 
-    db_path: Path = field(default_factory=default_db_path)
+    db_path: Path | str = field(default_factory=default_db_path)  # a SQLite file, or a postgresql:// URL (str)
     llm_base_url: str | None = None
     llm_api_key: str | None = field(default=None, repr=False)
     model: str | None = None
@@ -77,6 +85,7 @@ class Settings:
     allowed_hosts: tuple[str, ...] = ()
     watch_interval_s: float = 0.2
     log_level: str = "INFO"
+    pg_pool_size: int = 10  # PostgreSQL connections per process (MCP_LETTA_PG_POOL_SIZE)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -90,7 +99,7 @@ class Settings:
             raise Invalid(f"MCP_LETTA_AGENT_TOOL={template!r} must contain '{{name}}', e.g. 'ask_{{name}}'")
         db = env.get("MCP_LETTA_DB")
         return cls(
-            db_path=Path(db).expanduser() if db else default_db_path(),
+            db_path=db_target(db) if db else default_db_path(),
             llm_base_url=env.get("MCP_LETTA_LLM_BASE_URL") or None,
             llm_api_key=env.get("MCP_LETTA_LLM_API_KEY") or env.get("OPENAI_API_KEY") or None,
             model=env.get("MCP_LETTA_MODEL") or None,
@@ -109,6 +118,7 @@ class Settings:
             allowed_hosts=_list(env, "MCP_LETTA_ALLOWED_HOSTS"),
             watch_interval_s=_float(env, "MCP_LETTA_WATCH_INTERVAL", 0.2),
             log_level=(env.get("MCP_LETTA_LOG_LEVEL") or "INFO").upper(),
+            pg_pool_size=_int(env, "MCP_LETTA_PG_POOL_SIZE", 10, minimum=1),
         )
 
     def with_overrides(self, **changes: Any) -> Settings:

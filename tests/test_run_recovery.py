@@ -4,7 +4,6 @@ adopted, a run whose process died is interrupted, and one agent runs one run at 
 
 from __future__ import annotations
 
-import sqlite3
 import sys
 import textwrap
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from conftest import Gate
+from conftest import Gate, execute_sql
 
 from mcp_letta import AgentHub, Settings
 from mcp_letta.models import Run
@@ -106,18 +105,14 @@ async def test_running_run_of_a_silent_process_on_another_host_is_interrupted_at
     async with AgentHub(llm_settings) as hub:
         agent = await hub.create_agent("alice")
     stale = time.time() - 120
-    conn = sqlite3.connect(db_path)
-    with conn:
-        conn.execute(
-            "INSERT INTO processes(id, pid, host, started_at, heartbeat) VALUES ('ghost', 1, 'elsewhere', '', ?)",
-            (stale,),
-        )
-        conn.execute(
-            "INSERT INTO runs(id, agent_id, agent_name, status, input, owner, lease_until, created_at) "
-            "VALUES ('run-ghost', ?, 'alice', 'running', 'hi', 'ghost', ?, '2026-01-01T00:00:00+00:00')",
-            (agent.id, stale),
-        )
-    conn.close()
+    execute_sql(
+        db_path,
+        "INSERT INTO processes(id, pid, host, started_at, heartbeat) VALUES ('ghost', 1, 'elsewhere', '', ?)",
+        (stale,),
+        "INSERT INTO runs(id, agent_id, agent_name, status, input, owner, lease_until, created_at) "
+        "VALUES ('run-ghost', ?, 'alice', 'running', 'hi', 'ghost', ?, '2026-01-01T00:00:00+00:00')",
+        (agent.id, stale),
+    )
     async with AgentHub(llm_settings) as hub:
         run = await hub.get_run("run-ghost")
     assert (run.status, run.stop_reason) == ("interrupted", "interrupted")

@@ -1,8 +1,10 @@
 """The store: everything mcp-letta keeps (agents, blocks, archival and recall memory, runs), behind one
 boundary. ``interface`` says what the hub and the runtime may ask (``Store``, ``Tx``); an engine answers
-(``sqlite``, the embedded default). ``limits`` and ``names`` are the input rules every engine applies.
+(``sqlite``, the embedded default; ``postgres``, one database for many replicas; ``open_store`` picks by the
+target). ``limits`` and ``names`` are the input rules every engine applies.
 """
 
+from mcp_letta.store.factory import is_postgres_url, open_store
 from mcp_letta.store.interface import (
     HOST,
     NO_RESPONSE,
@@ -37,5 +39,7 @@ __all__ = [
     "Tx",
     "appender",
     "file_schema_version",
+    "is_postgres_url",
     "latest_schema_version",
+    "open_store",
 ]
