@@ -19,7 +19,7 @@ import anyio
 
 from mcp_letta import __version__
 from mcp_letta.config import Settings, db_target, default_db_path
-from mcp_letta.errors import LettaError
+from mcp_letta.errors import Invalid, LettaError
 from mcp_letta.hub import AgentHub
 
 
@@ -58,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     desktop.add_argument(
         "--with-api-key", action="store_true", help="also write MCP_LETTA_LLM_API_KEY into the file (plain text)"
     )
+
+    migrate = commands.add_parser("migrate", help="copy a SQLite database into an empty PostgreSQL database")
+    migrate.add_argument("--from", dest="source", type=Path, required=True, metavar="FILE", help="the SQLite file")
+    migrate.add_argument("--to", dest="target", required=True, metavar="URL", help="postgresql://user@host/db")
 
     agents = commands.add_parser("agents", help="list or show agents")
     agents_cmd = agents.add_subparsers(dest="action", required=True)
@@ -122,6 +126,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             from mcp_letta.doctor import run_doctor
 
             return anyio.run(run_doctor, settings, sys.stdout)
+        if args.command == "migrate":
+            from mcp_letta.store import copy_sqlite_to_postgres, is_postgres_url, redact_url
+
+            if not is_postgres_url(args.target):
+                raise Invalid(f"--to {args.target!r} is not a postgresql:// URL: pass e.g. postgresql://user@host/db")
+            copied = copy_sqlite_to_postgres(args.source, args.target)
+            print(f"copied {args.source} to {redact_url(args.target)}:")
+            for table, count in copied.items():
+                print(f"  {table}: {count}")
+            return 0
         if args.command == "install":
             from mcp_letta.install import install_claude_desktop
 

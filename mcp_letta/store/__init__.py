@@ -20,8 +20,11 @@ from mcp_letta.store.interface import (
     Tx,
     appender,
 )
+from mcp_letta.store.postgres import server_status as postgres_status
+from mcp_letta.store.postgres.db import redact as redact_url
 from mcp_letta.store.sqlite import SQLiteStore
 from mcp_letta.store.sqlite.db import file_schema_version, latest_schema_version
+from mcp_letta.store.transfer import copy_sqlite_to_postgres
 
 __all__ = [
     "HOST",
@@ -38,8 +41,11 @@ __all__ = [
     "ToolAgent",
     "Tx",
     "appender",
+    "copy_sqlite_to_postgres",
     "file_schema_version",
     "is_postgres_url",
     "latest_schema_version",
     "open_store",
+    "postgres_status",
+    "redact_url",
 ]

@@ -33,19 +33,23 @@ class PostgresTx(SQLiteTx):
     def search_passages(
         self, agent_id: str, query: str, *, tags: list[str], tag_match: str, limit: int
     ) -> list[Passage]:
+        """Full-text search of an agent's passages: tsvector match, ``ts_rank_cd`` order (see ``memory``)."""
         return pg_memory.search_passages(self.conn, agent_id, query, tags=tags, tag_match=tag_match, limit=limit)  # type: ignore[arg-type]
 
     def search_messages(
         self, agent_id: str, query: str | None, *, roles: list[str], limit: int, start: str | None, end: str | None
     ) -> list[Message]:
+        """Search an agent's whole history by text (tsvector, ranked), role and date range."""
         return pg_memory.search_messages(self.conn, agent_id, query, roles=roles, limit=limit, start=start, end=end)  # type: ignore[arg-type]
 
     def append_messages(self, agent_id: str, messages: list[NewMessage]) -> list[Message]:
+        """Append messages in order (the generated tsvector column indexes them; no per-transaction hook)."""
         added = shared_memory.append_messages(self.conn, agent_id, messages)
         self.conn.before_commit.pop("index_new_messages", None)  # the tsvector column indexes as rows arrive
         return added
 
     def archival_counts(self, agent_ids: Sequence[str]) -> dict[str, int]:
+        """How many passages each agent has."""
         return shared_memory.counts_by_agent(self.conn, "passages", list(agent_ids), "true")
 
 

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
+from mcp_letta.errors import Invalid, LettaError
 from mcp_letta.store.sqlite.db import CHANGE_LOG_KEEP_S
 from mcp_letta.store.sqlite.db import Database as _SQLiteDatabase
 
@@ -42,18 +43,22 @@ MIGRATION_LOCK = 0x6D63706D  # held while migrating, so replicas starting togeth
 DEFAULT_POOL_SIZE = 10
 
 
+class DatabaseUnavailable(LettaError):
+    """The PostgreSQL server cannot be reached or the database cannot be prepared (the message says why)."""
+
+
 def is_postgres_url(target: object) -> bool:
     """Whether a database target is a PostgreSQL URL rather than a SQLite file path."""
     return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
 
 
 def require_driver() -> Any:
-    """The ``psycopg`` module; ``RuntimeError`` with the install command when the extra is missing."""
+    """The ``psycopg`` module; ``Invalid`` with the install command when the extra is missing."""
     try:
         import psycopg
         import psycopg_pool  # noqa: F401
     except ImportError:
-        raise RuntimeError(
+        raise Invalid(
             f"MCP_LETTA_DB is a postgresql:// URL but the PostgreSQL driver is not installed: run {INSTALL_HINT}"
         ) from None
     return psycopg
@@ -228,7 +233,7 @@ class PgDatabase(_SQLiteDatabase):
         try:  # one plain connection first: its error says what is wrong (the pool's only that it timed out)
             psycopg.connect(self.url, connect_timeout=10).close()
         except psycopg.Error as exc:
-            raise RuntimeError(
+            raise DatabaseUnavailable(
                 f"cannot connect to PostgreSQL at {redact(self.url)}: {str(exc).strip()}. Check that the server "
                 "runs and that the URL (user, password, host, port, database) is right"
             ) from None
@@ -244,7 +249,7 @@ class PgDatabase(_SQLiteDatabase):
                 except Exception as exc:
                     self._pool.close()
                     self._pool = None
-                    raise RuntimeError(
+                    raise DatabaseUnavailable(
                         f"cannot connect to PostgreSQL at {redact(self.url)}: {exc}. Check that the server runs "
                         "and the URL (user, password, host, port, database) is right"
                     ) from None
@@ -252,7 +257,7 @@ class PgDatabase(_SQLiteDatabase):
             with self._pool.connection() as raw:
                 migrate(raw)
         except psycopg.Error as exc:
-            raise RuntimeError(f"cannot prepare the database at {redact(self.url)}: {exc}") from None
+            raise DatabaseUnavailable(f"cannot prepare the database at {redact(self.url)}: {exc}") from None
 
     def close(self) -> None:
         """Close the pool. Safe to call twice."""
