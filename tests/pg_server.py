@@ -49,22 +49,26 @@ class PgServer:
         self.port = _free_port()
         self.as_user = ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 else []
         self._names = itertools.count()
+        self.fsync = False  # tests: a test cluster need not survive a power cut; benchmarks set True
+
+    def _options(self) -> str:
+        durability = "" if self.fsync else "-F -c synchronous_commit=off "
+        return (
+            f"{durability}-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=500 "
+            "-c shared_buffers=64MB"
+        )
 
     def _run(self, *args: str) -> None:
         subprocess.run([*self.as_user, *args], check=True, capture_output=True, cwd=self.dir)
 
     def start(self) -> PgServer:
-        """initdb and start the server (``fsync`` off: a test cluster need not survive a power cut)."""
+        """initdb and start the server."""
         if self.as_user:
             shutil.chown(self.dir, "nobody")
         self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
                   "--locale=C.UTF-8")  # fmt: skip
-        options = (
-            f"-F -p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=500 "
-            "-c shared_buffers=64MB -c synchronous_commit=off"
-        )
-        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "log"), "-o", options, "-w",
-                  "start")  # fmt: skip
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "log"), "-o", self._options(),
+                  "-w", "start")  # fmt: skip
         return self
 
     def stop(self, mode: str = "immediate") -> None:
@@ -75,12 +79,8 @@ class PgServer:
     def restart(self) -> None:
         """Stop and start again on the same port (clients' connections break)."""
         self.stop("fast")
-        options = (
-            f"-F -p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=500 "
-            "-c shared_buffers=64MB -c synchronous_commit=off"
-        )
-        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "log"), "-o", options, "-w",
-                  "start")  # fmt: skip
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "log"), "-o", self._options(),
+                  "-w", "start")  # fmt: skip
 
     def cleanup(self) -> None:
         """Stop the server and delete its folder."""

@@ -41,6 +41,7 @@ CHANNEL = "mcp_letta_changes"  # NOTIFY channel: payload is the committing proce
 WRITE_LOCK = 0x6D63706C  # pg_advisory_xact_lock key serialising write transactions ('mcpl')
 MIGRATION_LOCK = 0x6D63706D  # held while migrating, so replicas starting together migrate once
 DEFAULT_POOL_SIZE = 10
+_BEGIN_LOCKED = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
 
 
 class DatabaseUnavailable(LettaError):
@@ -203,12 +204,15 @@ class PgConn:
         """(Just before COMMIT.) The transaction's changes into ``changes``, and a NOTIFY that is delivered
         when (and only if) the transaction commits."""
         if self.changes:
-            at = time.time()
-            self.raw.cursor().executemany(
-                "INSERT INTO changes(origin, kind, ref, at) VALUES (%s, %s, %s, %s)",
-                [(self.origin, kind, ref, at) for kind, ref in self.changes],
-            )
-            self.raw.execute("SELECT pg_notify(%s, %s)", (CHANNEL, self.origin))
+            kinds, refs = zip(*self.changes, strict=True)
+            self.raw.execute(_LOG_AND_NOTIFY, (self.origin, time.time(), list(kinds), list(refs), CHANNEL, self.origin))
+
+
+# The change log rows and the NOTIFY in one statement (one round trip while the write lock is held).
+_LOG_AND_NOTIFY = (
+    "WITH logged AS (INSERT INTO changes(origin, kind, ref, at) SELECT %s, k, r, %s "
+    "FROM unnest(%s::text[], %s::text[]) AS t(k, r) RETURNING 1) SELECT pg_notify(%s, %s)"
+)
 
 
 class PgDatabase(_SQLiteDatabase):
@@ -291,19 +295,26 @@ class PgDatabase(_SQLiteDatabase):
                 raw.execute("ROLLBACK")
 
     def _write_txn(self, batch: list[Any]) -> list[tuple[str, str]]:
-        """One transaction holding every write of ``batch``, each in a savepoint, under the write lock; the
-        changes it logged."""
+        """One transaction holding every write of ``batch``, each in a savepoint (a lone write needs none: its
+        error rolls the whole transaction back), under the write lock; the changes it logged."""
         with self._connection() as raw:
             conn = PgConn(raw, self.origin)
-            raw.execute("BEGIN")
+            raw.execute(_BEGIN_LOCKED)  # one round trip: the lock is held for as short a time as can be
             try:
-                raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
-                for write in batch:
+                if len(batch) == 1:
                     try:
-                        with conn.savepoint():
-                            write.result = write.fn(conn, *write.args)
+                        batch[0].result = batch[0].fn(conn, *batch[0].args)
                     except Exception as exc:
-                        write.error = exc
+                        batch[0].error = exc
+                        raw.execute("ROLLBACK")
+                        return []
+                else:
+                    for write in batch:
+                        try:
+                            with conn.savepoint():
+                                write.result = write.fn(conn, *write.args)
+                        except Exception as exc:
+                            write.error = exc
                 while conn.before_commit:
                     hook = next(iter(conn.before_commit))
                     conn.before_commit.pop(hook)(conn)
