@@ -66,7 +66,7 @@ async def check_database(settings: Settings) -> Check:
         return found
     try:
         async with AgentHub(settings) as hub:  # applies pending migrations, exactly as the server would
-            agents, blocks = len(await hub.list_agents()), len(await hub.list_blocks())
+            agents, blocks = await hub.count_agents(), await hub.count_blocks()
     except Exception as exc:  # whatever stops the store from opening is the finding
         return Check("database", False, f"{path} did not open: {exc}", "check the file's permissions")
     pending = f", {_counted(latest - found, 'migration')} applied now" if found < latest else ""

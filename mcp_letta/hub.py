@@ -35,6 +35,7 @@ from mcp_letta.models import (
     Metrics,
     ModelSettings,
     NewMessage,
+    Page,
     Passage,
     PipelineResult,
     Run,
@@ -47,7 +48,7 @@ from mcp_letta.runtime.messaging_tools import agent_tool_factory, multi_agent_to
 from mcp_letta.runtime.runner import Runner
 from mcp_letta.runtime.scheduler import LEASE_S, Scheduler
 from mcp_letta.store import HOST, Change, Owner, Store, Tx, appender, open_store
-from mcp_letta.store.limits import MAX_TEXT, check_text, shown
+from mcp_letta.store.limits import MAX_TEXT, check_page, check_text, shown
 
 log = logging.getLogger("mcp_letta.hub")
 
@@ -66,6 +67,7 @@ MAX_WAIT_S = 86_400  # a day: longer waits are surely mistakes, and huge ones ov
 # the next batch is stored. One transaction for 100 recipients held every request back ~20 ms; batches of 25
 # took a broadcast to 100 from 1.41-1.49x to 1.20-1.28x the HTTP client alone (python -m bench multiagent).
 BROADCAST_BATCH = 25
+PAGE = 20  # the default page size of every listing: a host pays for each item in its context
 
 
 def incoming(sender_id: str, message: str) -> str:
@@ -151,6 +153,7 @@ class AgentHub:
         if self._opened:
             return
         await self._store.open()
+        self._llm.prepare()
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         self._task_group.start_soon(self._store.follow_changes)
@@ -250,12 +253,22 @@ class AgentHub:
         tags: Sequence[str] | None = None,
         match_all_tags: bool = False,
         query: str | None = None,
-        limit: int | None = None,
-    ) -> list[Agent]:
-        """Agents sorted by name, filtered by tags (any, or all with ``match_all_tags``) and a text query."""
+        limit: int = PAGE,
+        cursor: str | None = None,
+    ) -> Page[Agent]:
+        """A page of agents sorted by name, filtered by tags (any, or all with ``match_all_tags``) and a text
+        query. Pass the page's ``next_cursor`` as ``cursor`` (with the same filters) for the next one;
+        ``more`` says how many follow."""
         return await self._store.read(
-            lambda tx: tx.list_agents(tags=list(tags or []), match_all_tags=match_all_tags, query=query, limit=limit)
+            lambda tx: tx.list_agents(
+                tags=list(tags or []), match_all_tags=match_all_tags, query=query, limit=limit, cursor=cursor
+            )
         )
+
+    async def count_agents(self) -> int:
+        """How many agents there are."""
+        page = await self.list_agents(limit=1)
+        return len(page) + page.more
 
     async def update_agent(
         self,
@@ -356,14 +369,22 @@ class AgentHub:
         """A block by id or label (a label is resolved within ``agent`` when given)."""
         return await self._store.read(lambda tx: tx.get_block(block, agent=agent))
 
-    async def list_blocks(self, *, label: str | None = None, agent: str | None = None) -> list[Block]:
-        """Blocks, optionally only those with ``label`` and/or attached to ``agent``."""
+    async def list_blocks(
+        self, *, label: str | None = None, agent: str | None = None, limit: int = PAGE, cursor: str | None = None
+    ) -> Page[Block]:
+        """A page of blocks, optionally only those with ``label`` and/or attached to ``agent`` (by label, or
+        in the agent's prompt order); ``cursor`` is a previous page's ``next_cursor``."""
 
-        def query(tx: Tx) -> list[Block]:
+        def query(tx: Tx) -> Page[Block]:
             agent_id = None if agent is None else tx.resolve_agent(agent).id
-            return tx.list_blocks(label=label, agent_id=agent_id)
+            return tx.list_blocks(label=label, agent_id=agent_id, limit=limit, cursor=cursor)
 
         return await self._store.read(query)
+
+    async def count_blocks(self) -> int:
+        """How many blocks there are."""
+        page = await self.list_blocks(limit=1)
+        return len(page) + page.more
 
     async def write_block(
         self,
@@ -452,12 +473,11 @@ class AgentHub:
         return await self._store.write(lambda tx: tx.delete_block(block, agent=agent))
 
     async def block_history(
-        self, block: str, *, agent: str | None = None, limit: int = 50, before_version: int | None = None
-    ) -> list[BlockChange]:
-        """The newest writes of a block, newest first: writer, time, version, old and new value."""
-        return await self._store.read(
-            lambda tx: tx.block_history(block, agent=agent, limit=limit, before_version=before_version)
-        )
+        self, block: str, *, agent: str | None = None, limit: int = PAGE, cursor: str | None = None
+    ) -> Page[BlockChange]:
+        """A page of a block's writes, newest first: writer, time, version, old and new value; ``cursor``
+        (a previous page's ``next_cursor``) goes further back."""
+        return await self._store.read(lambda tx: tx.block_history(block, agent=agent, limit=limit, cursor=cursor))
 
     async def block_agents(self, block_id: str) -> list[tuple[str, str]]:
         """``(id, name)`` of the agents a block (by exact id) is attached to; empty if none or deleted."""
@@ -476,18 +496,21 @@ class AgentHub:
         tags: Sequence[str] | None = None,
         tag_match: Literal["any", "all"] = "any",
         limit: int = 10,
-    ) -> list[Passage]:
-        """Search an agent's archival memory (full-text, best first), optionally filtered by tags."""
+        cursor: str | None = None,
+    ) -> Page[Passage]:
+        """A page of a search of an agent's archival memory (full-text, best first), optionally filtered by
+        tags; ``cursor`` (a previous page's ``next_cursor``) gives the next best."""
         return await self._store.read(
             lambda tx: tx.search_passages(
-                tx.resolve_agent(agent).id, query, tags=list(tags or []), tag_match=tag_match, limit=limit
+                tx.resolve_agent(agent).id, query, tags=list(tags or []), tag_match=tag_match, limit=limit,
+                cursor=cursor,
             )
-        )
+        )  # fmt: skip
 
-    async def archival_list(self, agent: str, *, limit: int = 50, before: str | None = None) -> list[Passage]:
-        """An agent's passages, newest first (``before``: a passage id from a previous page)."""
+    async def archival_list(self, agent: str, *, limit: int = PAGE, cursor: str | None = None) -> Page[Passage]:
+        """A page of an agent's passages, newest first; ``cursor`` (a previous page's ``next_cursor``) goes back."""
         return await self._store.read(
-            lambda tx: tx.list_passages(tx.resolve_agent(agent).id, limit=limit, before=before)
+            lambda tx: tx.list_passages(tx.resolve_agent(agent).id, limit=limit, cursor=cursor)
         )
 
     async def archival_delete(self, agent: str, passage_id: str) -> None:
@@ -498,10 +521,11 @@ class AgentHub:
         """Append messages to an agent's history."""
         return await self._store.write(lambda tx: tx.append_messages(tx.resolve_agent(agent).id, list(messages)))
 
-    async def get_messages(self, agent: str, *, limit: int = 50, before_seq: int | None = None) -> list[Message]:
-        """The newest ``limit`` messages of an agent, oldest first (page back with ``before_seq``)."""
+    async def get_messages(self, agent: str, *, limit: int = PAGE, cursor: str | None = None) -> Page[Message]:
+        """A page of an agent's history: the newest ``limit`` messages, oldest first; ``cursor`` (a previous
+        page's ``next_cursor``) pages back in time."""
         return await self._store.read(
-            lambda tx: tx.get_messages(tx.resolve_agent(agent).id, limit=limit, before_seq=before_seq)
+            lambda tx: tx.get_messages(tx.resolve_agent(agent).id, limit=limit, cursor=cursor)
         )
 
     async def search_messages(
@@ -513,13 +537,16 @@ class AgentHub:
         limit: int = 5,
         start: str | None = None,
         end: str | None = None,
-    ) -> list[Message]:
-        """Search an agent's whole history (in context or not) by text, role and date range."""
+        cursor: str | None = None,
+    ) -> Page[Message]:
+        """A page of a search of an agent's whole history (in context or not) by text (best first; newest
+        first without ``query``), role and date range; ``cursor`` is a previous page's ``next_cursor``."""
         return await self._store.read(
             lambda tx: tx.search_messages(
-                tx.resolve_agent(agent).id, query, roles=list(roles or []), limit=limit, start=start, end=end
+                tx.resolve_agent(agent).id, query, roles=list(roles or []), limit=limit, start=start, end=end,
+                cursor=cursor,
             )
-        )
+        )  # fmt: skip
 
     async def core_memory(self, agent: str) -> str:
         """An agent's core memory rendered exactly as it appears in its prompt."""
@@ -595,12 +622,15 @@ class AgentHub:
         """The run once finished; raises ``Timeout`` if ``wait_s`` seconds pass first (the run goes on)."""
         return await self._scheduler.wait_done(run_id, None if wait_s is None else check_wait_s(wait_s))
 
-    async def list_runs(self, agent: str | None = None, *, status: str | None = None, limit: int = 50) -> list[Run]:
-        """Runs, newest first, optionally of one agent and/or in one status."""
+    async def list_runs(
+        self, agent: str | None = None, *, status: str | None = None, limit: int = PAGE, cursor: str | None = None
+    ) -> Page[Run]:
+        """A page of runs, newest first, optionally of one agent and/or in one status; ``cursor`` (a previous
+        page's ``next_cursor``) goes back."""
 
-        def query(tx: Tx) -> list[Run]:
+        def query(tx: Tx) -> Page[Run]:
             agent_id = None if agent is None else tx.resolve_agent(agent).id
-            return tx.list_runs(agent_id=agent_id, status=status, limit=limit)
+            return tx.list_runs(agent_id=agent_id, status=status, limit=limit, cursor=cursor)
 
         return await self._store.read(query)
 
@@ -700,18 +730,21 @@ class AgentHub:
                                   route_reply=True)  # fmt: skip
 
     # -- host inbox --------------------------------------------------------------------------------
-    async def check_replies(self, *, limit: int = 50, mark_read: bool = True) -> list[Run]:
-        """Finished runs the host sent with ``send_async`` whose replies it has not read, oldest first.
+    async def check_replies(self, *, limit: int = PAGE, mark_read: bool = True) -> Page[Run]:
+        """Finished runs the host sent with ``send_async`` whose replies it has not read, oldest first, at
+        most ``limit``; ``more`` says how many further replies wait.
 
-        With ``mark_read`` (default) they leave the inbox; ``get_run`` still returns them.
+        With ``mark_read`` (default) they leave the inbox, so the next call gives the next ones (the page has
+        no cursor); ``get_run`` still returns them.
         """
+        check_page(limit)
 
-        def take(tx: Tx) -> list[Run]:
+        def take(tx: Tx) -> Page[Run]:
             ids = tx.unread_replies(limit)
             runs = [tx.get_run(run_id) for run_id in ids]
             if mark_read:
                 tx.mark_read(ids)
-            return runs
+            return Page(items=runs, more=tx.unread_count() - (0 if mark_read else len(ids)))
 
         return await (self._store.write(take) if mark_read else self._store.read(take))
 
@@ -859,13 +892,26 @@ class AgentHub:
         return PipelineResult(stages=done, output=text, status="completed")
 
     # -- monitoring --------------------------------------------------------------------------------
-    async def get_metrics(self, *, agent: str | None = None, since: datetime | None = None) -> Metrics:
+    async def get_metrics(
+        self, *, agent: str | None = None, since: datetime | None = None, limit: int = PAGE
+    ) -> Metrics:
         """Messages, errors, latency p50/p95 (sent to finished) and tokens, per receiving agent and per
         sender -> receiver pair ("host" for the host), slowest (p95) first; optionally only runs to or from
-        ``agent`` and created at or after ``since``."""
+        ``agent`` and created at or after ``since``.
+
+        Each list holds its ``limit`` slowest; ``more_agents`` and ``more_pairs`` count the rest (a ranking
+        of live figures has no stable cursor: narrow it with ``agent`` instead).
+        """
+        check_page(limit)
 
         def compute(tx: Tx) -> Metrics:
             agent_id = None if agent is None else tx.resolve_agent(agent).id
             return tx.metrics(agent_id=agent_id, since=since)
 
-        return await self._store.read(compute)
+        found = await self._store.read(compute)
+        return found.model_copy(
+            update={
+                "agents": found.agents[:limit], "pairs": found.pairs[:limit],
+                "more_agents": max(0, len(found.agents) - limit), "more_pairs": max(0, len(found.pairs) - limit),
+            }
+        )  # fmt: skip

@@ -5,12 +5,15 @@ These are the shapes of the Python API and of the MCP tools' structured output.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, Field
 
 DEFAULT_BLOCK_LIMIT = 5000
+T = TypeVar("T")
 
 HUMAN_DESCRIPTION = (
     "The human block: Stores key details about the person you are conversing with, allowing for more "
@@ -309,3 +312,32 @@ class Metrics(Model):
     since: datetime | None = None
     agents: list[AgentMetrics] = Field(default_factory=list)
     pairs: list[PairMetrics] = Field(default_factory=list)
+    more_agents: int = Field(default=0, description="agents left out of this list (faster ones)")
+    more_pairs: int = Field(default=0, description="pairs left out of this list (faster ones)")
+
+
+@dataclass(frozen=True)
+class Page(Sequence[T], Generic[T]):
+    """One page of a listing or search: a sequence of its ``items``, with ``more``, how many further items
+    match after them, and ``next_cursor``, what to pass as ``cursor`` for the next page (None at the end).
+
+    Pages follow a fixed order (a name, a sequence number, a rank), so items written while you page never
+    make an item appear twice or be skipped.
+    """
+
+    items: list[T]
+    more: int = 0
+    next_cursor: str | None = field(default=None)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self.items)
+
+    @overload
+    def __getitem__(self, index: int) -> T: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[T]: ...
+    def __getitem__(self, index: int | slice) -> T | list[T]:
+        return self.items[index]

@@ -29,7 +29,7 @@ def anyio_backend() -> str:
 PG_MODULES = {
     "test_store", "test_runtime", "test_multiagent", "test_multiagent_broadcast", "test_multiagent_commits",
     "test_multiagent_safety", "test_run_recovery", "test_run_scheduling", "test_run_tools", "test_notify",
-    "test_agent_tools", "test_mcp_multiagent", "test_mcp_server", "test_postgres", "test_replicas",
+    "test_agent_tools", "test_mcp_multiagent", "test_mcp_server", "test_postgres", "test_replicas", "test_paging",
 }  # fmt: skip
 
 

@@ -217,7 +217,7 @@ async def test_mediator_hears_both_parties_and_their_answers_arrive_in_the_host_
     }
     assert all(a.reply_to == "host" for a in outcome.answers)
     assert proposal in last_input(sent_to(scripted_llm, "I am a UX designer")[-1])
-    assert await llm_hub.check_replies() == []  # read once
+    assert (await llm_hub.check_replies()).items == []  # read once
     pairs = {(p.sender, p.receiver): p.messages for p in outcome.metrics.pairs}
     assert pairs == {
         ("host", "developer_agent"): 2, ("host", "designer_agent"): 2, ("host", "mediator"): 1,

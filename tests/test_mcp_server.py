@@ -118,7 +118,7 @@ async def test_bad_references_name_near_matches(server: LettaServer, mode: str, 
         assert "(list_blocks shows them)" in await fails(c, "read_block", block="project_mem")
         assert "(list_runs shows them)" in await fails(c, "get_run", run_id="run-nope")
         assert "not allowed" in await fails(c, "create_agent", name="bad name!")
-        assert "top_k" in await fails(c, "archival_memory_search", agent="researcher", query="x", top_k=-1)
+        assert "limit" in await fails(c, "archival_memory_search", agent="researcher", query="x", limit=-1)
         with pytest.raises(Exception, match="not found"):
             await c.read_resource("letta://agents/nobody/memory")
         assert dump(db_path) == before
@@ -139,8 +139,11 @@ async def test_archival_and_history_tools(server: LettaServer, mode: str, hub: A
         assert hits["count"] == 1
         listed = await ok(c, "archival_memory_list", agent="r")
         assert [p["text"] for p in listed["passages"]] == ["Lunch is at noon", "The deploy key rotates monthly"]
-        older = await ok(c, "archival_memory_list", agent="r", before=listed["passages"][0]["id"])
+        first = await ok(c, "archival_memory_list", agent="r", limit=1)
+        assert [p["text"] for p in first["passages"]] == ["Lunch is at noon"] and first["more"] == 1
+        older = await ok(c, "archival_memory_list", agent="r", limit=1, cursor=first["next_cursor"])
         assert [p["text"] for p in older["passages"]] == ["The deploy key rotates monthly"]
+        assert (older["more"], older["next_cursor"]) == (0, None)
         await ok(c, "archival_memory_delete", agent="r", passage_id=older["passages"][0]["id"])
         assert [p.text for p in await hub.archival_list("r")] == ["Lunch is at noon"]
         assert "not found" in await fails(c, "archival_memory_delete", agent="r", passage_id="passage-gone")

@@ -232,7 +232,7 @@ async def test_the_hosts_async_reply_is_in_check_replies_once_and_announced_on_t
     assert oldest.id == peeked[0].id and oldest.reply in ("bob's answer", "carol's answer")
     [other] = await llm_hub.check_replies()
     assert other.id == peeked[1].id
-    assert await llm_hub.check_replies() == [] and await llm_hub.inbox_count() == 0
+    assert (await llm_hub.check_replies()).items == [] and await llm_hub.inbox_count() == 0
     assert (await llm_hub.get_run(first.id)).reply == "bob's answer"  # still fetchable by id
     announced = set()
     with anyio.move_on_after(2):
@@ -331,7 +331,7 @@ async def test_a_pipeline_stops_at_the_first_failing_stage_with_a_clear_error(
     assert (result.status, result.output) == ("failed", None)
     assert [(s.agent, s.status) for s in result.stages] == [("research", "completed"), ("write", "failed")]
     assert result.error.startswith("stage 2 (write) failed: ") and "context too long" in result.error
-    assert await llm_hub.list_runs("edit") == []
+    assert (await llm_hub.list_runs("edit")).items == []
 
 
 async def test_metrics_count_messages_errors_and_latency_per_agent_and_pair_slowest_first(

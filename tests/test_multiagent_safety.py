@@ -108,7 +108,7 @@ async def test_waits_nested_deeper_than_max_depth_are_refused(
         refusal = "Failed: refused: n2 waiting on n3 would nest 3 synchronous waits (n0 -> n1 -> n2 -> n3), over"
         assert n2.reply.startswith(refusal)
         assert "MCP_LETTA_MAX_DEPTH" in n2.reply
-        assert await hub.list_runs("n3") == []
+        assert (await hub.list_runs("n3")).items == []
 
 
 async def test_a_crashed_sub_agent_gives_its_caller_a_clear_error_and_the_caller_finishes(

@@ -162,7 +162,7 @@ async def test_runs_are_listed_and_unknown_ids_name_recent_ones(llm_hub: AgentHu
     second = await llm_hub.send_message("bob", "two", wait_s=10, parent_run_id=first.id, role="system")
     assert [r.id for r in await llm_hub.list_runs()] == [second.id, first.id]
     assert [r.id for r in await llm_hub.list_runs("alice", status="completed")] == [first.id]
-    assert await llm_hub.list_runs(status="queued") == []
+    assert (await llm_hub.list_runs(status="queued")).items == []
     assert (second.sender, second.parent_run_id, second.role) == (None, first.id, "system")
     assert first.sender == "agent-123"
     assert scripted_llm.requests[1].body["messages"][-1] == {"role": "system", "content": "two"}

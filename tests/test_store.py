@@ -150,7 +150,7 @@ async def test_archival_search_ranks_by_bm25_and_filters_tags(hub: AgentHub) -> 
     assert best[0].text == "The cat sat on the mat"
     assert {p.text for p in best} == {"The cat sat on the mat", "Dogs bark at cats"}
     assert [p.text for p in await hub.archival_search("r", "cats", tags=["noise"])] == ["Dogs bark at cats"]
-    assert await hub.archival_search("r", "cats", tags=["pets", "finance"], tag_match="all") == []
+    assert (await hub.archival_search("r", "cats", tags=["pets", "finance"], tag_match="all")).items == []
     assert len(await hub.archival_search("r", "filler", limit=3)) == 3
     with pytest.raises(Invalid, match="no words"):
         await hub.archival_search("r", "  ?!  ")

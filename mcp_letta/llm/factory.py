@@ -8,7 +8,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from mcp_letta.config import Settings
-from mcp_letta.errors import LLMUnavailable
+from mcp_letta.errors import LettaError, LLMUnavailable
 from mcp_letta.llm.base import LLMClient
 from mcp_letta.llm.openai import OpenAIClient
 from mcp_letta.models import ModelSettings
@@ -64,6 +64,14 @@ class LLMPool:
             self._clients[key] = client
         self._chosen[(own.base_url, own.model)] = client, model
         return client, model
+
+    def prepare(self) -> None:
+        """Make the process-wide endpoint's client now, at start-up, so the first message does not wait for
+        its HTTP stack to be imported and its TLS trust store to be loaded; nothing if none is configured."""
+        try:
+            self.client_for(None)
+        except LettaError:
+            pass  # not configured, or badly: the first message says what is wrong
 
     def _key_for(self, base_url: str) -> str | None:
         # The key belongs to the configured endpoint: an agent pointed at another host must not receive it.

@@ -11,10 +11,11 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 
-from mcp_letta.hub import AgentHub
+from mcp_letta.hub import PAGE, AgentHub
 from mcp_letta.models import Agent, BroadcastResult, Metrics, PipelineResult, StageResult
 from mcp_letta.server.messaging import AgentOutcome, RunList, TimeoutS, outcome_result, reply_of, step_progress
-from mcp_letta.server.tools import CREATE, LINK, READ, AgentRef, call
+from mcp_letta.server.shapes import Paged
+from mcp_letta.server.tools import CREATE, LINK, READ, AgentRef, Limit, call
 
 SEND = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
 UNLINK = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
@@ -114,10 +115,11 @@ def register_multiagent_tools(mcp: MCPServer, hub: AgentHub, *, tools: str = "fu
         """Send a message to every agent having all the tags (Letta's older name for the tag broadcast)."""
         return await _broadcast(ctx, message, tags, [], timeout_s)
 
-    async def check_replies(limit: Annotated[int, Field(ge=1, le=1000)] = 20) -> RunList:
-        """Fetch replies to your async messages that you have not read yet (oldest first); marks them read."""
-        runs = await call(hub.check_replies(limit=limit))
-        return RunList(count=len(runs), runs=[reply_of(r) for r in runs])
+    async def check_replies(limit: Limit = PAGE) -> RunList:
+        """Fetch replies to your async messages that you have not read yet (oldest first) and mark them read;
+        'more' says how many further replies wait (call again for them)."""
+        page = await call(hub.check_replies(limit=limit))
+        return RunList(**Paged.fields_of(page), runs=[reply_of(r) for r in page])
 
     async def run_pipeline(
         ctx: Context,
@@ -138,9 +140,11 @@ def register_multiagent_tools(mcp: MCPServer, hub: AgentHub, *, tools: str = "fu
 
     async def get_metrics(
         agent: Annotated[str | None, Field(description="only runs of this agent")] = None,
+        limit: Limit = PAGE,
     ) -> Metrics:
-        """Messages, errors, latency p50/p95 and tokens per agent and per sender->receiver pair, slowest first."""
-        return await call(hub.get_metrics(agent=agent))
+        """Messages, errors, latency p50/p95 and tokens per agent and per sender->receiver pair, the `limit`
+        slowest of each (more_agents and more_pairs count the rest)."""
+        return await call(hub.get_metrics(agent=agent, limit=limit))
 
     async def attach_agent_tool(agent: AgentRef, tool_agent: AgentRef) -> Agent:
         """Give an agent another agent as a tool: its LLM can then call ask_<tool_agent>(message)."""

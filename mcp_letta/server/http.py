@@ -167,7 +167,7 @@ def http_app(server: LettaServer, options: HttpOptions) -> Starlette:
         if refused is not None:
             return refused
         try:
-            agents: int | None = len(await server.hub.list_agents())
+            agents: int | None = await server.hub.count_agents()
             db = "ok"
         except Exception as exc:  # a probe reports a broken store; it must not crash or leak paths and details
             log.warning("health check: the database did not answer (%s)", type(exc).__name__)

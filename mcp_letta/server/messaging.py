@@ -12,12 +12,12 @@ from typing import Annotated, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from mcp_letta.hub import AgentHub
+from mcp_letta.hub import PAGE, AgentHub
 from mcp_letta.models import Run, StepEvent
-from mcp_letta.server.shapes import AgentReply, ToolCallOutcome
-from mcp_letta.server.tools import READ, AgentRef, call
+from mcp_letta.server.shapes import AgentReply, Paged, ToolCallOutcome
+from mcp_letta.server.tools import READ, AgentRef, Cursor, Limit, call
 
 SEND = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
 CANCEL = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
@@ -77,10 +77,9 @@ async def ask(hub: AgentHub, agent: str, message: str, timeout_s: float, ctx: Co
     return reply_of(run)
 
 
-class RunList(BaseModel):
-    """Runs, newest first."""
+class RunList(Paged):
+    """A page of runs: newest first for list_runs, oldest first for check_replies."""
 
-    count: int
     runs: list[AgentReply]
 
 
@@ -107,11 +106,12 @@ def register_messaging_tools(mcp: MCPServer, hub: AgentHub, *, tools: str = "ful
     async def list_runs(
         agent: Annotated[str | None, Field(description="only this agent's runs")] = None,
         status: Literal["queued", "running", "completed", "failed", "cancelled", "interrupted"] | None = None,
-        limit: Annotated[int, Field(ge=1, le=1000)] = 20,
+        limit: Limit = PAGE,
+        cursor: Cursor = None,
     ) -> RunList:
-        """List recent runs (newest first), by agent and status."""
-        runs = await call(hub.list_runs(agent, status=status, limit=limit))
-        return RunList(count=len(runs), runs=[reply_of(r) for r in runs])
+        """List runs, newest first, by agent and status, a page at a time."""
+        page = await call(hub.list_runs(agent, status=status, limit=limit, cursor=cursor))
+        return RunList(**Paged.fields_of(page), runs=[reply_of(r) for r in page])
 
     async def cancel_run(run_id: str) -> AgentReply:
         """Cancel a queued or running run (a running one stops at its next step)."""

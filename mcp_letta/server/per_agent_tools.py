@@ -20,6 +20,7 @@ from mcp_letta.models import Agent
 from mcp_letta.server.messaging import AgentOutcome, TimeoutS, outcome_result
 from mcp_letta.server.notify import Notifier
 from mcp_letta.server.shapes import AgentReply
+from mcp_letta.store.limits import MAX_PAGE
 
 log = logging.getLogger("mcp_letta.server")
 
@@ -74,7 +75,9 @@ class AgentTools:
 
     async def _wanted(self) -> dict[str, tuple[Agent, str]]:
         tags = list(self._settings.expose_tags)
-        agents = await self._hub.list_agents(tags=tags or None)
+        # Enough agents to fill every tool slot even if some names clash with built-in tools.
+        limit = min(MAX_PAGE, self._settings.max_agent_tools + len(self._reserved))
+        agents = await self._hub.list_agents(tags=tags or None, limit=limit)
         wanted: dict[str, tuple[Agent, str]] = {}
         for agent in agents:
             name = self.tool_name(agent.name)
@@ -85,7 +88,7 @@ class AgentTools:
                 log.info(
                     "MCP_LETTA_MAX_AGENT_TOOLS=%d reached: %d agents get no tool of their own (use send_message)",
                     self._settings.max_agent_tools,
-                    len(agents) - len(wanted),
+                    len(agents) + agents.more - len(wanted),
                 )
                 break
             wanted[name] = (agent, agent_tool_description(agent))

@@ -20,6 +20,7 @@ from mcp.types import INVALID_PARAMS
 from mcp_letta.errors import LettaError
 from mcp_letta.hub import AgentHub, Change
 from mcp_letta.server.notify import Notifier
+from mcp_letta.store.limits import MAX_PAGE
 
 log = logging.getLogger("mcp_letta.server")
 
@@ -88,9 +89,9 @@ def register_completions(mcp: MCPServer, hub: AgentHub) -> None:
         names: list[str] = []
         if isinstance(ref, types.ResourceTemplateReference):
             if argument.name == "agent":
-                names = [a.name for a in await hub.list_agents()]
+                names = [a.name for a in await hub.list_agents(query=argument.value or None, limit=MAX_PAGE)]
             elif argument.name == "block":
-                names = list(dict.fromkeys(b.label for b in await hub.list_blocks()))
+                names = list(dict.fromkeys(b.label for b in await hub.list_blocks(limit=MAX_PAGE)))
         prefix = argument.value.lower()
         found = sorted(n for n in names if n.lower().startswith(prefix))
         return types.Completion(

@@ -1,16 +1,33 @@
 """Output models of the MCP tools that are not plain hub models: lists, summaries, deletion receipts.
 
-Hosts pay for every token a tool returns, so listings are summaries; ``get_agent``/``read_block``
-return the full records.
+Hosts pay for every token a tool returns, so listings are summaries in pages; ``get_agent``/``read_block``
+return the full records. Every listing and search has the same paging fields (``Paged``).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
-from mcp_letta.models import Agent, Block, BlockChange, Message, Passage
+from mcp_letta.models import Agent, Block, BlockChange, Message, Page, Passage
 
 PREVIEW_CHARS = 200
+
+
+class Paged(BaseModel):
+    """The paging fields of every listing and search result."""
+
+    count: int = Field(description="items in this page")
+    more: int = Field(description="how many more match after this page")
+    next_cursor: str | None = Field(
+        default=None, description="pass as cursor (with the same filters) for the next page; null at the end"
+    )
+
+    @staticmethod
+    def fields_of(page: Page[Any]) -> dict[str, Any]:
+        """The paging fields of a hub page."""
+        return {"count": len(page), "more": page.more, "next_cursor": page.next_cursor}
 
 
 class AgentSummary(BaseModel):
@@ -34,10 +51,9 @@ class AgentSummary(BaseModel):
         )
 
 
-class AgentList(BaseModel):
-    """Agents matching a listing's filters, sorted by name."""
+class AgentList(Paged):
+    """A page of the agents matching a listing's filters, sorted by name."""
 
-    count: int
     agents: list[AgentSummary]
 
 
@@ -96,10 +112,9 @@ class BlockWritten(BaseModel):
         )
 
 
-class BlockList(BaseModel):
-    """Blocks matching a listing's filters."""
+class BlockList(Paged):
+    """A page of the blocks matching a listing's filters."""
 
-    count: int
     blocks: list[BlockSummary]
 
 
@@ -111,8 +126,8 @@ class Deleted(BaseModel):
     detail: str
 
 
-class BlockHistory(BaseModel):
-    """The newest writes of a block, newest first."""
+class BlockHistory(Paged):
+    """A page of a block's writes, newest first."""
 
     block_id: str
     label: str
@@ -120,17 +135,15 @@ class BlockHistory(BaseModel):
     changes: list[BlockChange]
 
 
-class PassageList(BaseModel):
-    """Archival passages, best match first for searches."""
+class PassageList(Paged):
+    """A page of archival passages, best match first for searches."""
 
-    count: int
     passages: list[Passage]
 
 
-class MessageList(BaseModel):
-    """Messages of an agent's history."""
+class MessageList(Paged):
+    """A page of an agent's messages."""
 
-    count: int
     messages: list[Message]
 
 

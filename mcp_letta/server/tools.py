@@ -15,7 +15,7 @@ from mcp.types import ToolAnnotations
 from pydantic import Field, ValidationError
 
 from mcp_letta.errors import LettaError, VersionConflict
-from mcp_letta.hub import AgentHub
+from mcp_letta.hub import PAGE, AgentHub
 from mcp_letta.models import Agent, Block, BlockSpec, ModelSettings, Passage
 from mcp_letta.server.shapes import (
     AgentList,
@@ -26,8 +26,10 @@ from mcp_letta.server.shapes import (
     BlockWritten,
     Deleted,
     MessageList,
+    Paged,
     PassageList,
 )
+from mcp_letta.store.limits import MAX_PAGE
 
 T = TypeVar("T")
 
@@ -36,6 +38,10 @@ WRITER = "mcp"
 AgentRef = Annotated[str, Field(description="agent name or id")]
 BlockRef = Annotated[str, Field(description="block id or label")]
 ScopeAgent = Annotated[str | None, Field(description="resolve the label among this agent's blocks")]
+Cursor = Annotated[
+    str | None, Field(description="next_cursor of the previous page (same filters); omit for the first page")
+]
+Limit = Annotated[int, Field(ge=1, le=MAX_PAGE, description="items per page")]
 ExpectedVersion = Annotated[
     int | None, Field(description="compare-and-set: fail unless the block is still at this version")
 ]
@@ -98,10 +104,15 @@ def register_builtin_tools(mcp: MCPServer, hub: AgentHub, *, tools: str = "full"
         tags: Annotated[list[str] | None, Field(description="only agents with these tags")] = None,
         match_all_tags: Annotated[bool, Field(description="require every tag, not any")] = False,
         query: Annotated[str | None, Field(description="text to find in name, description or system")] = None,
+        limit: Limit = PAGE,
+        cursor: Cursor = None,
     ) -> AgentList:
-        """List agents (name, description, tags, block labels), filtered by tags and text."""
-        agents = await call(hub.list_agents(tags=tags, match_all_tags=match_all_tags, query=query))
-        return AgentList(count=len(agents), agents=[AgentSummary.of(a) for a in agents])
+        """List agents by name (name, description, tags, block labels), filtered by tags and text, a page at a
+        time: 'more' says how many follow, pass 'next_cursor' as cursor for them."""
+        page = await call(
+            hub.list_agents(tags=tags, match_all_tags=match_all_tags, query=query, limit=limit, cursor=cursor)
+        )
+        return AgentList(**Paged.fields_of(page), agents=[AgentSummary.of(a) for a in page])
 
     @tool(CREATE, "Create agent")
     async def create_agent(
@@ -183,10 +194,12 @@ def register_builtin_tools(mcp: MCPServer, hub: AgentHub, *, tools: str = "full"
     async def list_blocks(
         label: Annotated[str | None, Field(description="only blocks with this label")] = None,
         agent: Annotated[str | None, Field(description="only blocks attached to this agent")] = None,
+        limit: Limit = PAGE,
+        cursor: Cursor = None,
     ) -> BlockList:
-        """List memory blocks (label, version, size, agents, preview of the value)."""
-        found = await call(hub.list_blocks(label=label, agent=agent))
-        return BlockList(count=len(found), blocks=[BlockSummary.of(b) for b in found])
+        """List memory blocks (label, version, size, agents, preview of the value), a page at a time."""
+        page = await call(hub.list_blocks(label=label, agent=agent, limit=limit, cursor=cursor))
+        return BlockList(**Paged.fields_of(page), blocks=[BlockSummary.of(b) for b in page])
 
     @tool(READ, "Read block")
     async def read_block(block: BlockRef, agent: ScopeAgent = None) -> Block:
@@ -267,13 +280,16 @@ def register_builtin_tools(mcp: MCPServer, hub: AgentHub, *, tools: str = "full"
     async def block_history(
         block: BlockRef,
         agent: ScopeAgent = None,
-        limit: Annotated[int, Field(ge=1, le=1000)] = 20,
-        before_version: Annotated[int | None, Field(description="page back from this version")] = None,
+        limit: Limit = PAGE,
+        cursor: Cursor = None,
     ) -> BlockHistory:
-        """Show the newest writes of a block: version, writer, time, old and new value."""
+        """Show a block's writes, newest first (version, writer, time, old and new value), a page at a time."""
         current = await call(hub.read_block(block, agent=agent))
-        changes = await call(hub.block_history(current.id, limit=limit, before_version=before_version))
-        return BlockHistory(block_id=current.id, label=current.label, current_version=current.version, changes=changes)
+        page = await call(hub.block_history(current.id, limit=limit, cursor=cursor))
+        return BlockHistory(
+            **Paged.fields_of(page), block_id=current.id, label=current.label, current_version=current.version,
+            changes=page.items,
+        )  # fmt: skip
 
     # -- archival memory and history ---------------------------------------------------------------
     @tool(ADD, "Insert archival memory")
@@ -291,21 +307,24 @@ def register_builtin_tools(mcp: MCPServer, hub: AgentHub, *, tools: str = "full"
         query: str,
         tags: list[str] | None = None,
         tag_match_mode: Literal["any", "all"] = "any",
-        top_k: Annotated[int, Field(ge=1, le=1000)] = 10,
+        limit: Limit = 10,
+        cursor: Cursor = None,
     ) -> PassageList:
-        """Search an agent's archival memory by keywords (BM25, best first), optionally by tags."""
-        found = await call(hub.archival_search(agent, query, tags=tags, tag_match=tag_match_mode, limit=top_k))
-        return PassageList(count=len(found), passages=found)
+        """Search an agent's archival memory by keywords (BM25, best first), optionally by tags, a page at a time."""
+        page = await call(
+            hub.archival_search(agent, query, tags=tags, tag_match=tag_match_mode, limit=limit, cursor=cursor)
+        )
+        return PassageList(**Paged.fields_of(page), passages=page.items)
 
     @tool(READ, "List archival memory")
     async def archival_memory_list(
         agent: AgentRef,
-        limit: Annotated[int, Field(ge=1, le=1000)] = 50,
-        before: Annotated[str | None, Field(description="page back from this passage id")] = None,
+        limit: Limit = PAGE,
+        cursor: Cursor = None,
     ) -> PassageList:
-        """List an agent's archival passages, newest first, paging back with before."""
-        found = await call(hub.archival_list(agent, limit=limit, before=before))
-        return PassageList(count=len(found), passages=found)
+        """List an agent's archival passages, newest first, a page at a time."""
+        page = await call(hub.archival_list(agent, limit=limit, cursor=cursor))
+        return PassageList(**Paged.fields_of(page), passages=page.items)
 
     @tool(DELETE, "Delete archival memory")
     async def archival_memory_delete(agent: AgentRef, passage_id: str) -> Deleted:
@@ -316,24 +335,27 @@ def register_builtin_tools(mcp: MCPServer, hub: AgentHub, *, tools: str = "full"
     @tool(READ, "Get messages")
     async def get_messages(
         agent: AgentRef,
-        limit: Annotated[int, Field(ge=1, le=1000)] = 20,
-        before_seq: Annotated[int | None, Field(description="page back from this message seq")] = None,
+        limit: Limit = PAGE,
+        cursor: Cursor = None,
     ) -> MessageList:
-        """Get an agent's newest messages (oldest first), paging back with before_seq."""
-        found = await call(hub.get_messages(agent, limit=limit, before_seq=before_seq))
-        return MessageList(count=len(found), messages=found)
+        """Get an agent's newest messages (oldest first within the page); next_cursor pages back in time."""
+        page = await call(hub.get_messages(agent, limit=limit, cursor=cursor))
+        return MessageList(**Paged.fields_of(page), messages=page.items)
 
     @tool(READ, "Search conversation")
     async def conversation_search(
         agent: AgentRef,
         query: Annotated[str | None, Field(description="keywords; omit for the newest messages")] = None,
         roles: list[Literal["user", "assistant", "tool", "system"]] | None = None,
-        limit: Annotated[int, Field(ge=1, le=1000)] = 5,
+        limit: Limit = 5,
         start_date: Annotated[str | None, Field(description="ISO date, inclusive")] = None,
         end_date: Annotated[str | None, Field(description="ISO date, inclusive")] = None,
+        cursor: Cursor = None,
     ) -> MessageList:
-        """Search an agent's whole message history by keywords, role and date range."""
-        found = await call(hub.search_messages(agent, query, roles=roles, limit=limit, start=start_date, end=end_date))
-        return MessageList(count=len(found), messages=found)
+        """Search an agent's whole message history by keywords, role and date range, a page at a time."""
+        page = await call(
+            hub.search_messages(agent, query, roles=roles, limit=limit, start=start_date, end=end_date, cursor=cursor)
+        )
+        return MessageList(**Paged.fields_of(page), messages=page.items)
 
     return registered

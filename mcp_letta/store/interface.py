@@ -24,6 +24,7 @@ from mcp_letta.models import (
     Metrics,
     ModelSettings,
     NewMessage,
+    Page,
     Passage,
     Run,
     RunStep,
@@ -139,9 +140,10 @@ class Tx(Protocol):
         ...
 
     def list_agents(
-        self, *, tags: list[str], match_all_tags: bool, query: str | None, limit: int | None
-    ) -> list[Agent]:
-        """Agents by name, with any (or all) of ``tags`` and matching a text query."""
+        self, *, tags: list[str], match_all_tags: bool, query: str | None, limit: int, cursor: str | None
+    ) -> Page[Agent]:
+        """A page of agents by name, with any (or all) of ``tags`` and matching a text query; ``cursor`` is
+        a previous page's ``next_cursor`` (see ``store.paging``: the key is the name)."""
         ...
 
     def agents_matching_tags(self, match_all: list[str], match_some: list[str]) -> list[AgentRecord]:
@@ -180,8 +182,9 @@ class Tx(Protocol):
         """A block by id, or by label (within ``agent`` when given)."""
         ...
 
-    def list_blocks(self, *, label: str | None, agent_id: str | None) -> list[Block]:
-        """Blocks, optionally only those with ``label`` and/or attached to ``agent_id``."""
+    def list_blocks(self, *, label: str | None, agent_id: str | None, limit: int, cursor: str | None) -> Page[Block]:
+        """A page of blocks, optionally only those with ``label`` and/or attached to ``agent_id``: by label,
+        creation time and id, or in the agent's prompt order (position, id) with ``agent_id``."""
         ...
 
     def block_labels(self, agent_id: str) -> list[str]:
@@ -221,10 +224,8 @@ class Tx(Protocol):
         """Delete a block everywhere; returns what was deleted."""
         ...
 
-    def block_history(
-        self, block: str, *, agent: str | None, limit: int, before_version: int | None
-    ) -> list[BlockChange]:
-        """A block's newest writes, newest first."""
+    def block_history(self, block: str, *, agent: str | None, limit: int, cursor: str | None) -> Page[BlockChange]:
+        """A page of a block's writes, newest first (the key is the version)."""
         ...
 
     def block_agents(self, block_id: str) -> list[tuple[str, str]]:
@@ -241,13 +242,14 @@ class Tx(Protocol):
         ...
 
     def search_passages(
-        self, agent_id: str, query: str, *, tags: list[str], tag_match: str, limit: int
-    ) -> list[Passage]:
-        """Full-text search of an agent's passages, best first."""
+        self, agent_id: str, query: str, *, tags: list[str], tag_match: str, limit: int, cursor: str | None = None
+    ) -> Page[Passage]:
+        """A page of a full-text search of an agent's passages, best first (rank, then passage order). Later
+        pages leave out passages stored after the first page was read."""
         ...
 
-    def list_passages(self, agent_id: str, *, limit: int, before: str | None) -> list[Passage]:
-        """An agent's passages, newest first (``before``: a passage id to page from)."""
+    def list_passages(self, agent_id: str, *, limit: int, cursor: str | None) -> Page[Passage]:
+        """A page of an agent's passages, newest first."""
         ...
 
     def delete_passage(self, agent_id: str, passage_id: str) -> None:
@@ -270,14 +272,17 @@ class Tx(Protocol):
         """Append messages to an agent's history, in order."""
         ...
 
-    def get_messages(self, agent_id: str, *, limit: int, before_seq: int | None) -> list[Message]:
-        """The newest ``limit`` messages, oldest first."""
+    def get_messages(self, agent_id: str, *, limit: int, cursor: str | None) -> Page[Message]:
+        """A page of an agent's history going back in time: the newest ``limit`` messages older than the
+        cursor, oldest first within the page (the key is ``seq``)."""
         ...
 
     def search_messages(
-        self, agent_id: str, query: str | None, *, roles: list[str], limit: int, start: str | None, end: str | None
-    ) -> list[Message]:
-        """Search an agent's whole history by text, role and date range."""
+        self, agent_id: str, query: str | None, *, roles: list[str], limit: int, start: str | None, end: str | None,
+        cursor: str | None = None,
+    ) -> Page[Message]:  # fmt: skip
+        """A page of a search of an agent's whole history by text (best first; newest first without a
+        query), role and date range. Later pages leave out messages stored after the first page was read."""
         ...
 
     def in_context_messages(self, agent_id: str) -> list[Message]:
@@ -308,8 +313,8 @@ class Tx(Protocol):
         """These runs (unknown ids are skipped)."""
         ...
 
-    def list_runs(self, *, agent_id: str | None, status: str | None, limit: int) -> list[Run]:
-        """Runs, newest first."""
+    def list_runs(self, *, agent_id: str | None, status: str | None, limit: int, cursor: str | None) -> Page[Run]:
+        """A page of runs, newest first (the key is the run's queue order)."""
         ...
 
     def claim_next(self, agent_id: str, owner: Owner) -> ClaimOutcome:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
-from mcp_letta.models import Message, NewMessage, Passage
+from mcp_letta.models import Message, NewMessage, Page, Passage
 from mcp_letta.store.interface import Change, Store, Tx
 from mcp_letta.store.postgres import memory as pg_memory
 from mcp_letta.store.postgres.db import DEFAULT_POOL_SIZE, PgConn, PgDatabase, latest_schema_version, schema_version
@@ -31,16 +31,28 @@ class PostgresTx(SQLiteTx):
         self.conn = conn  # type: ignore[assignment]  (the shared modules use the same connection interface)
 
     def search_passages(
-        self, agent_id: str, query: str, *, tags: list[str], tag_match: str, limit: int
-    ) -> list[Passage]:
+        self, agent_id: str, query: str, *, tags: list[str], tag_match: str, limit: int, cursor: str | None = None
+    ) -> Page[Passage]:
         """Full-text search of an agent's passages: tsvector match, ``ts_rank_cd`` order (see ``memory``)."""
-        return pg_memory.search_passages(self.conn, agent_id, query, tags=tags, tag_match=tag_match, limit=limit)  # type: ignore[arg-type]
+        return pg_memory.search_passages(
+            self.conn, agent_id, query, tags=tags, tag_match=tag_match, limit=limit, cursor=cursor,  # type: ignore[arg-type]
+        )  # fmt: skip
 
     def search_messages(
-        self, agent_id: str, query: str | None, *, roles: list[str], limit: int, start: str | None, end: str | None
-    ) -> list[Message]:
+        self, agent_id: str, query: str | None, *, roles: list[str], limit: int, start: str | None, end: str | None,
+        cursor: str | None = None,
+    ) -> Page[Message]:  # fmt: skip
         """Search an agent's whole history by text (tsvector, ranked), role and date range."""
-        return pg_memory.search_messages(self.conn, agent_id, query, roles=roles, limit=limit, start=start, end=end)  # type: ignore[arg-type]
+        return pg_memory.search_messages(
+            self.conn,
+            agent_id,
+            query,
+            roles=roles,
+            limit=limit,
+            start=start,
+            end=end,
+            cursor=cursor,  # type: ignore[arg-type]
+        )
 
     def append_messages(self, agent_id: str, messages: list[NewMessage]) -> list[Message]:
         """Append messages in order (the generated tsvector column indexes them; no per-transaction hook)."""

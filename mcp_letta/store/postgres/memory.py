@@ -16,8 +16,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from mcp_letta.errors import Invalid
-from mcp_letta.models import Message, Passage
-from mcp_letta.store.limits import check_page, check_tags, shown
+from mcp_letta.models import Message, Page, Passage
+from mcp_letta.store import paging
+from mcp_letta.store.limits import MAX_CURSOR, check_page, check_tags, shown
 from mcp_letta.store.postgres.db import PgConn
 from mcp_letta.store.sqlite import memory as shared
 from mcp_letta.store.sqlite.memory import _WORD
@@ -38,17 +39,24 @@ def search_passages(
     tags: list[str] | None = None,
     tag_match: Literal["any", "all"] = "any",
     limit: int = 10,
-) -> list[Passage]:
-    """An agent's passages matching ``query``, best first."""
+    cursor: str | None = None,
+) -> Page[Passage]:
+    """A page of an agent's passages matching ``query``, best first (the SQLite engine's paging: the cursor
+    holds the newest passage at the first page, and the rank and passage of the last result)."""
     check_page(limit)
     if tag_match not in ("any", "all"):
         raise Invalid(f"tag_match must be 'any' or 'all' (got {shown(tag_match)})")
-    sql = (
-        "SELECT p.*, ts_rank_cd(p.tsv, q) AS rank FROM passages p, to_tsquery('english', ?) q "
-        "WHERE p.agent_id = ? AND p.tsv @@ q"
-    )
-    args: list[Any] = [ts_query(query), agent_id]
     tags = check_tags(tags)
+    scope = [agent_id, query, sorted(tags), tag_match]
+    after = paging.decode(cursor, "archival search", scope, [int, float, int])
+    tsquery = ts_query(query)
+    newest = after[0] if after else conn.execute("SELECT coalesce(max(pk), 0) FROM passages").fetchone()[0]
+    # rank is the negated ts_rank_cd, so that lower is better as with bm25() and the keys compare alike
+    sql = (
+        "SELECT p.*, -(ts_rank_cd(p.tsv, q))::float8 AS rank FROM passages p, to_tsquery('english', ?) q "
+        "WHERE p.agent_id = ? AND p.tsv @@ q AND p.pk <= ?"
+    )
+    args: list[Any] = [tsquery, agent_id, newest]
     if tags:
         marks = ",".join("?" * len(tags))
         if tag_match == "all":
@@ -57,9 +65,18 @@ def search_passages(
         else:
             sql += f" AND EXISTS (SELECT 1 FROM passage_tags t WHERE t.passage_pk = p.pk AND t.tag IN ({marks}))"
             args += tags
-    sql += " ORDER BY rank DESC, p.pk DESC LIMIT ?"
-    args.append(limit)
-    return [shared._to_passage(r, score=float(r["rank"])) for r in conn.execute(sql, args).fetchall()]
+    ranked = f"SELECT * FROM ({sql}) AS found WHERE (rank, pk) > (?, ?)"
+    start = after[1:] if after else [float("-inf"), 0]
+
+    def count_after(last: paging.Key) -> int:
+        return int(conn.execute(f"SELECT count(*) FROM ({ranked}) AS rest", [*args, *last[1:]]).fetchone()[0])
+
+    rows = conn.execute(ranked + " ORDER BY rank, pk LIMIT ?", [*args, *start, limit]).fetchall()
+    items = [shared._to_passage(r, score=-r["rank"]) for r in rows]
+    return paging.page_of(
+        rows, items, limit, key=lambda r: [newest, r["rank"], r["pk"]], count_after=count_after,
+        listing="archival search", scope=scope,
+    )  # fmt: skip
 
 
 def search_messages(
@@ -71,19 +88,23 @@ def search_messages(
     limit: int = 5,
     start: str | None = None,
     end: str | None = None,
-) -> list[Message]:
-    """Search an agent's whole history by text (ranked), role and date range; newest first without text."""
+    cursor: str | None = None,
+) -> Page[Message]:
+    """A page of a recall search: ranked text match (or newest first without a query), by role and date
+    range; later pages leave out messages stored after the first page was read."""
     check_page(limit)
+    text = query if query and query.strip() else None
+    scope = [agent_id, text, sorted(roles or []), start, end]
+    after = paging.decode(cursor, "conversation search", scope, [int, float, int])
     args: list[Any] = []
-    if query and query.strip():
+    if text is not None:
         sql = (
-            "SELECT m.*, ts_rank_cd(m.tsv, q) AS rank FROM messages m, to_tsquery('english', ?) q "
+            "SELECT m.*, -(ts_rank_cd(m.tsv, q))::float8 AS rank FROM messages m, to_tsquery('english', ?) q "
             "WHERE m.agent_id = ? AND m.tsv @@ q"
         )
-        args += [ts_query(query), agent_id]
-        order = " ORDER BY rank DESC, m.seq DESC"
+        args += [ts_query(text), agent_id]
     else:
-        sql, order = "SELECT m.* FROM messages m WHERE m.agent_id = ?", " ORDER BY m.seq DESC"
+        sql = "SELECT m.*, 0.0::float8 AS rank FROM messages m WHERE m.agent_id = ?"
         args.append(agent_id)
     if roles:
         bad = [r for r in roles if r not in ("system", "user", "assistant", "tool")]
@@ -97,5 +118,17 @@ def search_messages(
     if end:
         sql += " AND m.created_at <= ?"
         args.append(shared._date_bound(end, end=True))
-    rows = conn.execute(sql + order + " LIMIT ?", [*args, limit]).fetchall()
-    return [shared._to_message(r) for r in rows]
+    newest = after[0] if after else conn.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0]
+    sql += " AND m.seq <= ?"
+    args.append(newest)
+    ranked = f"SELECT * FROM ({sql}) AS found WHERE (rank, -seq) > (?, ?)"
+    begin = after[1:] if after else [float("-inf"), -MAX_CURSOR]
+
+    def count_after(last: paging.Key) -> int:
+        return int(conn.execute(f"SELECT count(*) FROM ({ranked}) AS rest", [*args, *last[1:]]).fetchone()[0])
+
+    rows = conn.execute(ranked + " ORDER BY rank, seq DESC LIMIT ?", [*args, *begin, limit]).fetchall()
+    return paging.page_of(
+        rows, [shared._to_message(r) for r in rows], limit, key=lambda r: [newest, r["rank"], -r["seq"]],
+        count_after=count_after, listing="conversation search", scope=scope,
+    )  # fmt: skip

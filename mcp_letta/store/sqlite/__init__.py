@@ -24,6 +24,7 @@ from mcp_letta.models import (
     Metrics,
     ModelSettings,
     NewMessage,
+    Page,
     Passage,
     Run,
     RunStep,
@@ -97,9 +98,11 @@ class SQLiteTx(Tx):
         )  # fmt: skip
 
     def list_agents(
-        self, *, tags: list[str], match_all_tags: bool, query: str | None, limit: int | None
-    ) -> list[Agent]:
-        return agents.list_agents(self.conn, tags=tags, match_all_tags=match_all_tags, query=query, limit=limit)
+        self, *, tags: list[str], match_all_tags: bool, query: str | None, limit: int, cursor: str | None
+    ) -> Page[Agent]:
+        return agents.list_agents(
+            self.conn, tags=tags, match_all_tags=match_all_tags, query=query, limit=limit, cursor=cursor
+        )
 
     def agents_matching_tags(self, match_all: list[str], match_some: list[str]) -> list[AgentRecord]:
         return [_record(row) for row in agents.matching_tags(self.conn, match_all, match_some)]
@@ -139,8 +142,8 @@ class SQLiteTx(Tx):
     def get_block(self, block: str, *, agent: str | None = None) -> Block:
         return blocks.get_block(self.conn, self._block_row(block, agent)["id"])
 
-    def list_blocks(self, *, label: str | None, agent_id: str | None) -> list[Block]:
-        return blocks.list_blocks(self.conn, label=label, agent_id=agent_id)
+    def list_blocks(self, *, label: str | None, agent_id: str | None, limit: int, cursor: str | None) -> Page[Block]:
+        return blocks.list_blocks(self.conn, label=label, agent_id=agent_id, limit=limit, cursor=cursor)
 
     def block_labels(self, agent_id: str) -> list[str]:
         rows = self.conn.execute("SELECT label FROM agent_blocks WHERE agent_id = ? ORDER BY position", (agent_id,))
@@ -190,11 +193,9 @@ class SQLiteTx(Tx):
         blocks.delete(self.conn, row)
         return snapshot
 
-    def block_history(
-        self, block: str, *, agent: str | None, limit: int, before_version: int | None
-    ) -> list[BlockChange]:
+    def block_history(self, block: str, *, agent: str | None, limit: int, cursor: str | None) -> Page[BlockChange]:
         block_id = self._block_row(block, agent)["id"]
-        return blocks.history(self.conn, block_id, limit=limit, before_version=before_version)
+        return blocks.history(self.conn, block_id, limit=limit, cursor=cursor)
 
     def block_agents(self, block_id: str) -> list[tuple[str, str]]:
         return blocks.attached_agents(self.conn, block_id)
@@ -207,12 +208,14 @@ class SQLiteTx(Tx):
         return memory.insert_passage(self.conn, agent_id, text, tags)
 
     def search_passages(
-        self, agent_id: str, query: str, *, tags: list[str], tag_match: str, limit: int
-    ) -> list[Passage]:
-        return memory.search_passages(self.conn, agent_id, query, tags=tags, tag_match=tag_match, limit=limit)  # type: ignore[arg-type]
+        self, agent_id: str, query: str, *, tags: list[str], tag_match: str, limit: int, cursor: str | None = None
+    ) -> Page[Passage]:
+        return memory.search_passages(
+            self.conn, agent_id, query, tags=tags, tag_match=tag_match, limit=limit, cursor=cursor,  # type: ignore[arg-type]
+        )  # fmt: skip
 
-    def list_passages(self, agent_id: str, *, limit: int, before: str | None) -> list[Passage]:
-        return memory.list_passages(self.conn, agent_id, limit=limit, before=before)
+    def list_passages(self, agent_id: str, *, limit: int, cursor: str | None) -> Page[Passage]:
+        return memory.list_passages(self.conn, agent_id, limit=limit, cursor=cursor)
 
     def delete_passage(self, agent_id: str, passage_id: str) -> None:
         memory.delete_passage(self.conn, agent_id, passage_id)
@@ -229,13 +232,16 @@ class SQLiteTx(Tx):
     def append_messages(self, agent_id: str, messages: list[NewMessage]) -> list[Message]:
         return memory.append_messages(self.conn, agent_id, messages)
 
-    def get_messages(self, agent_id: str, *, limit: int, before_seq: int | None) -> list[Message]:
-        return memory.list_messages(self.conn, agent_id, limit=limit, before_seq=before_seq)
+    def get_messages(self, agent_id: str, *, limit: int, cursor: str | None) -> Page[Message]:
+        return memory.list_messages(self.conn, agent_id, limit=limit, cursor=cursor)
 
     def search_messages(
-        self, agent_id: str, query: str | None, *, roles: list[str], limit: int, start: str | None, end: str | None
-    ) -> list[Message]:
-        return memory.search_messages(self.conn, agent_id, query, roles=roles, limit=limit, start=start, end=end)
+        self, agent_id: str, query: str | None, *, roles: list[str], limit: int, start: str | None, end: str | None,
+        cursor: str | None = None,
+    ) -> Page[Message]:  # fmt: skip
+        return memory.search_messages(
+            self.conn, agent_id, query, roles=roles, limit=limit, start=start, end=end, cursor=cursor
+        )
 
     def in_context_messages(self, agent_id: str) -> list[Message]:
         return memory.in_context_messages(self.conn, agent_id)
@@ -265,8 +271,8 @@ class SQLiteTx(Tx):
         rows = self.conn.execute(f"SELECT * FROM runs WHERE id IN ({marks})", list(run_ids)).fetchall()
         return runs.to_runs(self.conn, rows)
 
-    def list_runs(self, *, agent_id: str | None, status: str | None, limit: int) -> list[Run]:
-        return runs.list_runs(self.conn, agent_id=agent_id, status=status, limit=limit)
+    def list_runs(self, *, agent_id: str | None, status: str | None, limit: int, cursor: str | None) -> Page[Run]:
+        return runs.list_runs(self.conn, agent_id=agent_id, status=status, limit=limit, cursor=cursor)
 
     def claim_next(self, agent_id: str, owner: Owner) -> ClaimOutcome:
         return runs.claim_next(self.conn, agent_id, owner)

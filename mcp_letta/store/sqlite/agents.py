@@ -9,8 +9,18 @@ import json
 from typing import Any
 
 from mcp_letta.errors import Conflict, Invalid, NotFound
-from mcp_letta.models import Agent, BlockSpec, ModelSettings
-from mcp_letta.store.limits import MAX_DESCRIPTION, MAX_QUERY, MAX_SYSTEM, check_ref, check_tags, check_text, shown
+from mcp_letta.models import Agent, BlockSpec, ModelSettings, Page
+from mcp_letta.store import paging
+from mcp_letta.store.limits import (
+    MAX_DESCRIPTION,
+    MAX_QUERY,
+    MAX_SYSTEM,
+    check_page,
+    check_ref,
+    check_tags,
+    check_text,
+    shown,
+)
 from mcp_letta.store.names import check_agent_name, suggestion
 from mcp_letta.store.sqlite import blocks, tool_agents
 from mcp_letta.store.sqlite.db import Conn, loads_json, new_id, now_iso
@@ -41,7 +51,7 @@ def to_agent(conn: Conn, row: Any) -> Agent:
         tags=_tags(conn, row["id"]),
         model_settings=ModelSettings.model_validate(loads_json(row["model_settings"], {})),
         metadata=loads_json(row["metadata"], {}),
-        blocks=blocks.list_blocks(conn, agent_id=row["id"]),
+        blocks=blocks.agent_blocks(conn, row["id"]),
         agent_tools=tool_agents.listed(conn, row["id"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
@@ -123,27 +133,36 @@ def list_agents(
     tags: list[str] | None = None,
     match_all_tags: bool = False,
     query: str | None = None,
-    limit: int | None = None,
-) -> list[Agent]:
-    """Agents by name; ``tags`` filters any (or, with ``match_all_tags``, all); ``query`` searches text."""
+    limit: int = 20,
+    cursor: str | None = None,
+) -> Page[Agent]:
+    """A page of agents by name; ``tags`` filters any (or, with ``match_all_tags``, all); ``query`` searches
+    text; ``cursor`` continues after the last name of a previous page."""
+    check_page(limit)
     tags = check_tags(tags or [])
+    scope = [sorted(tags), match_all_tags, query]
+    after = paging.decode(cursor, "agents", scope, [str])
     where, args = _tag_filter(tags if match_all_tags else [], [] if match_all_tags else tags)
-    sql = "SELECT * FROM agents a WHERE 1=1" + where
     if query:
         check_text(query, "query", MAX_QUERY)
         like = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        sql += (
+        where += (
             " AND (a.name LIKE ? ESCAPE '\\' OR coalesce(a.description, '') LIKE ? ESCAPE '\\'"
             " OR a.system LIKE ? ESCAPE '\\')"
         )
         args += [like, like, like]
-    sql += " ORDER BY a.name"
-    if limit is not None:
-        if limit < 1:
-            raise Invalid(f"limit must be at least 1 (got {limit})")
-        sql += " LIMIT ?"
-        args.append(limit)
-    return [to_agent(conn, row) for row in conn.execute(sql, args).fetchall()]
+
+    def count_after(key: paging.Key) -> int:
+        return conn.execute("SELECT count(*) FROM agents a WHERE a.name > ?" + where, [*key, *args]).fetchone()[0]
+
+    rows = conn.execute(
+        "SELECT * FROM agents a WHERE a.name > ?" + where + " ORDER BY a.name LIMIT ?",
+        [after[0] if after else "", *args, limit],
+    ).fetchall()
+    items = [to_agent(conn, row) for row in rows]
+    return paging.page_of(
+        rows, items, limit, key=lambda r: [r["name"]], count_after=count_after, listing="agents", scope=scope
+    )
 
 
 def matching_tags(conn: Conn, match_all: list[str], match_some: list[str]) -> list[Any]:

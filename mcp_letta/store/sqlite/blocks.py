@@ -11,12 +11,13 @@ import json
 from typing import Any
 
 from mcp_letta.errors import Conflict, Invalid, LimitExceeded, NotFound, ReadOnly, VersionConflict
-from mcp_letta.models import Block, BlockChange, BlockSpec
+from mcp_letta.models import Block, BlockChange, BlockSpec, Page
+from mcp_letta.store import paging
 from mcp_letta.store.interface import Edit, PromptBlock
 from mcp_letta.store.limits import (
     MAX_BLOCK_LIMIT,
+    MAX_CURSOR,
     MAX_DESCRIPTION,
-    check_cursor,
     check_page,
     check_ref,
     check_text,
@@ -163,22 +164,54 @@ def get_block(conn: Conn, block_id: str) -> Block:
     return to_blocks(conn, [conn.execute("SELECT * FROM blocks WHERE id = ?", (block_id,)).fetchone()])[0]
 
 
-def list_blocks(conn: Conn, *, label: str | None = None, agent_id: str | None = None) -> list[Block]:
-    """Blocks filtered by label and/or by the agent they are attached to (attachment order)."""
+def agent_blocks(conn: Conn, agent_id: str) -> list[Block]:
+    """Every block attached to an agent, in attachment (prompt) order."""
+    rows = conn.execute(
+        "SELECT b.* FROM blocks b JOIN agent_blocks ab ON ab.block_id = b.id WHERE ab.agent_id = ? "
+        "ORDER BY ab.position, b.id",
+        (agent_id,),
+    ).fetchall()
+    return to_blocks(conn, rows)
+
+
+def list_blocks(
+    conn: Conn, *, label: str | None = None, agent_id: str | None = None, limit: int = 20, cursor: str | None = None
+) -> Page[Block]:
+    """A page of blocks filtered by label and/or by the agent they are attached to: by label, creation time
+    and id; in attachment order (position, id) for one agent."""
+    check_page(limit)
     if label is not None:
         check_ref(label, "block label")
+    scope = [label, agent_id]
+    where, args = "", []
+    if label is not None:
+        where += " AND b.label = ?"
+        args.append(label)
     if agent_id is not None:
-        sql = "SELECT b.* FROM blocks b JOIN agent_blocks ab ON ab.block_id = b.id WHERE ab.agent_id = ?"
-        args: list[Any] = [agent_id]
-        if label is not None:
-            sql += " AND b.label = ?"
-            args.append(label)
-        rows = conn.execute(sql + " ORDER BY ab.position", args).fetchall()
-    elif label is not None:
-        rows = conn.execute("SELECT * FROM blocks WHERE label = ? ORDER BY created_at", (label,)).fetchall()
+        after = paging.decode(cursor, "blocks", scope, [int, str]) or [-1, ""]
+        source = "blocks b JOIN agent_blocks ab ON ab.block_id = b.id WHERE ab.agent_id = ?"
+        args.insert(0, agent_id)
+        keyed, order = " AND (ab.position, b.id) > (?, ?)", " ORDER BY ab.position, b.id"
+        select = "SELECT b.*, ab.position AS position FROM "
+
+        def key(row: Any) -> paging.Key:
+            return [row["position"], row["id"]]
     else:
-        rows = conn.execute("SELECT * FROM blocks ORDER BY label, created_at").fetchall()
-    return to_blocks(conn, rows)
+        after = paging.decode(cursor, "blocks", scope, [str, str, str]) or ["", "", ""]
+        source = "blocks b WHERE 1=1"
+        keyed, order = " AND (b.label, b.created_at, b.id) > (?, ?, ?)", " ORDER BY b.label, b.created_at, b.id"
+        select = "SELECT b.* FROM "
+
+        def key(row: Any) -> paging.Key:
+            return [row["label"], row["created_at"], row["id"]]
+
+    def count_after(last: paging.Key) -> int:
+        return conn.execute(f"SELECT count(*) FROM {source}{where}{keyed}", [*args, *last]).fetchone()[0]
+
+    rows = conn.execute(f"{select}{source}{where}{keyed}{order} LIMIT ?", [*args, *after, limit]).fetchall()
+    return paging.page_of(
+        rows, to_blocks(conn, rows), limit, key=key, count_after=count_after, listing="blocks", scope=scope
+    )
 
 
 def blocks_in_prompts(conn: Conn, agent_ids: list[str]) -> dict[str, list[PromptBlock]]:
@@ -342,15 +375,21 @@ def delete(conn: Conn, block_row: Any) -> list[str]:
     return agent_ids
 
 
-def history(conn: Conn, block_id: str, *, limit: int = 50, before_version: int | None = None) -> list[BlockChange]:
-    """The newest ``limit`` writes of a block, newest first."""
+def history(conn: Conn, block_id: str, *, limit: int = 20, cursor: str | None = None) -> Page[BlockChange]:
+    """A page of a block's writes, newest first."""
     check_page(limit)
-    check_cursor(before_version, "before_version")
+    after = paging.decode(cursor, "block history", [block_id], [int])
+    before = after[0] if after else MAX_CURSOR
+
+    def count_after(last: paging.Key) -> int:
+        sql = "SELECT count(*) FROM block_history WHERE block_id = ? AND version < ?"
+        return conn.execute(sql, (block_id, last[0])).fetchone()[0]
+
     rows = conn.execute(
         "SELECT * FROM block_history WHERE block_id = ? AND version < ? ORDER BY version DESC LIMIT ?",
-        (block_id, before_version if before_version is not None else 2**62, limit),
+        (block_id, before, limit),
     ).fetchall()
-    return [
+    items = [
         BlockChange(
             block_id=r["block_id"],
             version=r["version"],
@@ -362,3 +401,7 @@ def history(conn: Conn, block_id: str, *, limit: int = 50, before_version: int |
         )
         for r in rows
     ]
+    return paging.page_of(
+        rows, items, limit, key=lambda r: [r["version"]], count_after=count_after, listing="block history",
+        scope=[block_id],
+    )  # fmt: skip

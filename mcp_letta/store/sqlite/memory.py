@@ -11,11 +11,12 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from mcp_letta.errors import Invalid, NotFound
-from mcp_letta.models import Message, NewMessage, Passage, ToolCall
+from mcp_letta.models import Message, NewMessage, Page, Passage, ToolCall
+from mcp_letta.store import paging
 from mcp_letta.store.limits import (
+    MAX_CURSOR,
     MAX_QUERY,
     MAX_TEXT,
-    check_cursor,
     check_page,
     check_ref,
     check_tags,
@@ -79,17 +80,25 @@ def search_passages(
     tags: list[str] | None = None,
     tag_match: Literal["any", "all"] = "any",
     limit: int = 10,
-) -> list[Passage]:
-    """BM25-ranked passages of an agent matching any word of ``query``, optionally filtered by tags."""
+    cursor: str | None = None,
+) -> Page[Passage]:
+    """A page of BM25-ranked passages of an agent matching any word of ``query``, optionally filtered by tags.
+
+    The cursor holds the newest passage at the first page (later pages leave out passages stored since) and
+    the rank and passage of the last result.
+    """
     check_page(limit)
     if tag_match not in ("any", "all"):
         raise Invalid(f"tag_match must be 'any' or 'all' (got {shown(tag_match)})")
+    tags = check_tags(tags)
+    scope = [agent_id, query, sorted(tags), tag_match]
+    after = paging.decode(cursor, "archival search", scope, [int, float, int])
+    newest = after[0] if after else conn.execute("SELECT coalesce(max(pk), 0) FROM passages").fetchone()[0]
     sql = (
         "SELECT p.*, bm25(passages_fts) AS rank FROM passages_fts JOIN passages p ON p.pk = passages_fts.rowid "
-        "WHERE passages_fts MATCH ? AND p.agent_id = ?"
+        "WHERE passages_fts MATCH ? AND p.agent_id = ? AND p.pk <= ?"
     )
-    args: list[Any] = [fts_query(query), agent_id]
-    tags = check_tags(tags)
+    args: list[Any] = [fts_query(query), agent_id, newest]
     if tags:
         marks = ",".join("?" * len(tags))
         if tag_match == "all":
@@ -98,27 +107,38 @@ def search_passages(
         else:
             sql += f" AND EXISTS (SELECT 1 FROM passage_tags t WHERE t.passage_pk = p.pk AND t.tag IN ({marks}))"
             args += tags
-    sql += " ORDER BY rank LIMIT ?"
-    args.append(limit)
+    ranked = f"SELECT * FROM ({sql}) WHERE (rank, pk) > (?, ?)"
+    start = after[1:] if after else [float("-inf"), 0]
+
+    def count_after(last: paging.Key) -> int:
+        return conn.execute(f"SELECT count(*) FROM ({ranked})", [*args, *last[1:]]).fetchone()[0]
+
+    rows = conn.execute(ranked + " ORDER BY rank, pk LIMIT ?", [*args, *start, limit]).fetchall()
     # bm25() is lower-is-better; we report higher-is-better.
-    return [_to_passage(r, score=-r["rank"]) for r in conn.execute(sql, args).fetchall()]
+    items = [_to_passage(r, score=-r["rank"]) for r in rows]
+    return paging.page_of(
+        rows, items, limit, key=lambda r: [newest, r["rank"], r["pk"]], count_after=count_after,
+        listing="archival search", scope=scope,
+    )  # fmt: skip
 
 
-def list_passages(conn: Conn, agent_id: str, *, limit: int = 50, before: str | None = None) -> list[Passage]:
-    """An agent's passages, newest first; ``before`` is a passage id to page from."""
+def list_passages(conn: Conn, agent_id: str, *, limit: int = 20, cursor: str | None = None) -> Page[Passage]:
+    """A page of an agent's passages, newest first."""
     check_page(limit)
-    before_pk = 2**62
-    if before is not None:
-        check_ref(before, "passage")
-        row = conn.execute("SELECT pk FROM passages WHERE id = ? AND agent_id = ?", (before, agent_id)).fetchone()
-        if row is None:
-            raise NotFound(f"passage {shown(before)} not found for this agent: pass an id from a previous listing")
-        before_pk = row[0]
+    after = paging.decode(cursor, "archival memory", [agent_id], [int])
+
+    def count_after(last: paging.Key) -> int:
+        sql = "SELECT count(*) FROM passages WHERE agent_id = ? AND pk < ?"
+        return conn.execute(sql, (agent_id, last[0])).fetchone()[0]
+
     rows = conn.execute(
         "SELECT * FROM passages WHERE agent_id = ? AND pk < ? ORDER BY pk DESC LIMIT ?",
-        (agent_id, before_pk, limit),
+        (agent_id, after[0] if after else MAX_CURSOR, limit),
     ).fetchall()
-    return [_to_passage(r) for r in rows]
+    return paging.page_of(
+        rows, [_to_passage(r) for r in rows], limit, key=lambda r: [r["pk"]], count_after=count_after,
+        listing="archival memory", scope=[agent_id],
+    )  # fmt: skip
 
 
 def delete_passage(conn: Conn, agent_id: str, passage_id: str) -> None:
@@ -214,24 +234,24 @@ def append_messages(conn: Conn, agent_id: str, messages: list[NewMessage]) -> li
     return out
 
 
-def list_messages(
-    conn: Conn,
-    agent_id: str,
-    *,
-    limit: int = 50,
-    before_seq: int | None = None,
-    in_context_only: bool = False,
-) -> list[Message]:
-    """The newest ``limit`` messages of an agent (before ``before_seq`` if given), oldest first."""
+def list_messages(conn: Conn, agent_id: str, *, limit: int = 20, cursor: str | None = None) -> Page[Message]:
+    """A page of an agent's history going back in time: the newest ``limit`` messages older than the cursor,
+    oldest first within the page."""
     check_page(limit)
-    check_cursor(before_seq, "before_seq")
-    sql = "SELECT * FROM messages WHERE agent_id = ? AND seq < ?"
-    if in_context_only:
-        sql += " AND in_context = 1"
+    after = paging.decode(cursor, "messages", [agent_id], [int])
+
+    def count_after(last: paging.Key) -> int:
+        sql = "SELECT count(*) FROM messages WHERE agent_id = ? AND seq < ?"
+        return conn.execute(sql, (agent_id, last[0])).fetchone()[0]
+
     rows = conn.execute(
-        sql + " ORDER BY seq DESC LIMIT ?", (agent_id, before_seq if before_seq is not None else 2**62, limit)
+        "SELECT * FROM messages WHERE agent_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+        (agent_id, after[0] if after else MAX_CURSOR, limit),
     ).fetchall()
-    return [_to_message(r) for r in reversed(rows)]
+    return paging.page_of(
+        rows, [_to_message(r) for r in reversed(rows)], limit, key=lambda r: [r["seq"]], count_after=count_after,
+        listing="messages", scope=[agent_id],
+    )  # fmt: skip
 
 
 def in_context_messages(conn: Conn, agent_id: str) -> list[Message]:
@@ -251,22 +271,27 @@ def search_messages(
     limit: int = 5,
     start: str | None = None,
     end: str | None = None,
-) -> list[Message]:
-    """Recall search: BM25 over message text (or newest first without a query), by role and date range.
+    cursor: str | None = None,
+) -> Page[Message]:
+    """A page of a recall search: BM25 over message text (or newest first without a query), by role and date
+    range. Later pages leave out messages stored after the first page was read.
 
     ``start``/``end`` are ISO dates or datetimes; a date-only ``end`` covers the whole day.
     """
     check_page(limit)
+    text = query if query and query.strip() else None
+    scope = [agent_id, text, sorted(roles or []), start, end]
     args: list[Any] = []
-    if query and query.strip():
+    if text is not None:
+        after = paging.decode(cursor, "conversation search", scope, [int, float, int])
         sql = (
             "SELECT m.*, bm25(messages_fts) AS rank FROM messages_fts JOIN messages m ON m.seq = messages_fts.rowid "
             "WHERE messages_fts MATCH ? AND m.agent_id = ?"
         )
-        args += [fts_query(query), agent_id]
-        order = " ORDER BY rank, m.seq DESC"
+        args += [fts_query(text), agent_id]
     else:
-        sql, order = "SELECT m.* FROM messages m WHERE m.agent_id = ?", " ORDER BY m.seq DESC"
+        after = paging.decode(cursor, "conversation search", scope, [int, float, int])
+        sql = "SELECT m.*, 0.0 AS rank FROM messages m WHERE m.agent_id = ?"
         args.append(agent_id)
     if roles:
         bad = [r for r in roles if r not in ("system", "user", "assistant", "tool")]
@@ -280,8 +305,21 @@ def search_messages(
     if end:
         sql += " AND m.created_at <= ?"
         args.append(_date_bound(end, end=True))
-    rows = conn.execute(sql + order + " LIMIT ?", [*args, limit]).fetchall()
-    return [_to_message(r) for r in rows]
+    newest = after[0] if after else conn.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0]
+    sql += " AND m.seq <= ?"
+    args.append(newest)
+    # Best rank first, then newest first: the key is (rank, -seq).
+    ranked = f"SELECT * FROM ({sql}) WHERE (rank, -seq) > (?, ?)"
+    begin = after[1:] if after else [float("-inf"), -MAX_CURSOR]
+
+    def count_after(last: paging.Key) -> int:
+        return conn.execute(f"SELECT count(*) FROM ({ranked})", [*args, *last[1:]]).fetchone()[0]
+
+    rows = conn.execute(ranked + " ORDER BY rank, seq DESC LIMIT ?", [*args, *begin, limit]).fetchall()
+    return paging.page_of(
+        rows, [_to_message(r) for r in rows], limit, key=lambda r: [newest, r["rank"], -r["seq"]],
+        count_after=count_after, listing="conversation search", scope=scope,
+    )  # fmt: skip
 
 
 def _date_bound(text: str, *, end: bool) -> str:

@@ -11,9 +11,10 @@ import os
 from typing import Any
 
 from mcp_letta.errors import Invalid, NotFound
-from mcp_letta.models import Run, RunStep, RunUsage, ToolCallRecord
+from mcp_letta.models import Page, Run, RunStep, RunUsage, ToolCallRecord
+from mcp_letta.store import paging
 from mcp_letta.store.interface import HOST, CancelOutcome, Claimed, ClaimOutcome, Owner, RunState
-from mcp_letta.store.limits import MAX_TEXT, check_page, check_ref, check_text, clean_text, shown
+from mcp_letta.store.limits import MAX_CURSOR, MAX_TEXT, check_page, check_ref, check_text, clean_text, shown
 from mcp_letta.store.sqlite import replies
 from mcp_letta.store.sqlite.db import Conn, new_ordered_id, now_iso
 
@@ -110,20 +111,33 @@ def get_run(conn: Conn, run_id: str) -> Run:
     return to_runs(conn, [row])[0]
 
 
-def list_runs(conn: Conn, *, agent_id: str | None = None, status: str | None = None, limit: int = 50) -> list[Run]:
-    """Runs, newest first, optionally of one agent and/or in one status."""
+def list_runs(
+    conn: Conn, *, agent_id: str | None = None, status: str | None = None, limit: int = 20, cursor: str | None = None
+) -> Page[Run]:
+    """A page of runs, newest first, optionally of one agent and/or in one status."""
     check_page(limit)
     if status is not None and status not in STATUSES:
         raise Invalid(f"unknown run status {status!r}: use one of {', '.join(STATUSES)}")
-    sql, args = "SELECT * FROM runs WHERE 1=1", []
+    after = paging.decode(cursor, "runs", [agent_id, status], [int])
+    where, args = "", []
     if agent_id is not None:
-        sql += " AND agent_id = ?"
+        where += " AND agent_id = ?"
         args.append(agent_id)
     if status is not None:
-        sql += " AND status = ?"
+        where += " AND status = ?"
         args.append(status)
-    rows = conn.execute(sql + " ORDER BY seq DESC LIMIT ?", [*args, limit]).fetchall()
-    return to_runs(conn, rows)
+
+    def count_after(last: paging.Key) -> int:
+        return conn.execute("SELECT count(*) FROM runs WHERE seq < ?" + where, [*last, *args]).fetchone()[0]
+
+    rows = conn.execute(
+        "SELECT * FROM runs WHERE seq < ?" + where + " ORDER BY seq DESC LIMIT ?",
+        [after[0] if after else MAX_CURSOR, *args, limit],
+    ).fetchall()
+    return paging.page_of(
+        rows, to_runs(conn, rows), limit, key=lambda r: [r["seq"]], count_after=count_after, listing="runs",
+        scope=[agent_id, status],
+    )  # fmt: skip
 
 
 # -- writing ----------------------------------------------------------------------------------------
