@@ -237,9 +237,10 @@ class PgDatabase(_SQLiteDatabase):
         try:  # one plain connection first: its error says what is wrong (the pool's only that it timed out)
             psycopg.connect(self.url, connect_timeout=10).close()
         except psycopg.Error as exc:
+            reason = " ".join(str(exc).split()).rstrip(".?")
             raise DatabaseUnavailable(
-                f"cannot connect to PostgreSQL at {redact(self.url)}: {str(exc).strip()}. Check that the server "
-                "runs and that the URL (user, password, host, port, database) is right"
+                f"cannot connect to PostgreSQL at {redact(self.url)} ({reason}): check that the server runs and "
+                "that the URL (user, password, host, port, database) is right"
             ) from None
         with self._pool_lock:
             if self._pool is None:
@@ -346,18 +347,16 @@ class PgDatabase(_SQLiteDatabase):
             try:
                 async with listener:
                     await listener.execute(f"LISTEN {CHANNEL}")
-                    last_id = await self._catch_up(last_id)  # anything committed before LISTEN took hold
-                    gen = listener.notifies(timeout=30.0)
-                    async for note in gen:
-                        if note.payload != self.origin:
-                            last_id = await self._catch_up(last_id)
+                    while True:  # in turns of at most 30 s, so a quiet database is still pruned
+                        last_id = await self._catch_up(last_id)  # what committed before LISTEN (or between turns)
+                        async for note in listener.notifies(timeout=30.0):
+                            if note.payload != self.origin:
+                                last_id = await self._catch_up(last_id)
+                            if time.monotonic() - pruned > 300:
+                                break
                         if time.monotonic() - pruned > 300:
                             pruned = time.monotonic()
                             await self.write(_prune_changes)
-                    # a quiet half-minute: prune and listen again
-                    if time.monotonic() - pruned > 300:
-                        pruned = time.monotonic()
-                        await self.write(_prune_changes)
             except anyio.get_cancelled_exc_class():
                 raise
             except Exception as exc:  # the server restarted or the network broke: reconnect and replay
