@@ -99,7 +99,6 @@ def append_layers(folder: Path, count: int) -> dict[str, dict[str, float]]:
 
 # -- search -------------------------------------------------------------------------------------------
 async def _search_layers(path: Path, agent_id: str, qs: list[search.Query], passes: int) -> dict[str, Any]:
-    statements = [search.raw_statement(agent_id, q) for q in qs]
     conns = {name: search.raw_connection(path) for name in SEARCH_LAYERS[:2]}
 
     def find(conn: Conn, query: search.Query) -> Any:
@@ -111,7 +110,7 @@ async def _search_layers(path: Path, agent_id: str, qs: list[search.Query], pass
         )
 
     def raw_on(conn: sqlite3.Connection, i: int) -> None:
-        conn.execute(*statements[i % len(qs)]).fetchall()
+        search.raw_search(conn, agent_id, qs[i % len(qs)])
 
     async with AgentHub(Settings(db_path=path)) as hub:
 

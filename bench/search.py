@@ -2,8 +2,9 @@
 
 A deterministic corpus (seeded Zipf-distributed vocabulary, 20-60 words and 0-3 tags per passage) is
 loaded once; the same queries then run through the hub and, as prepared (SQL, params) pairs, through
-a plain connection. The raw SQL is rebuilt here from ``store/memory.py::search_passages`` and checked
-against the store's by tracing both.
+a plain connection. The raw SQL (a first page: the newest passage, the ranked page and, when it is full,
+the count of every match) is rebuilt here from ``store/memory.py::search_passages`` and checked against the
+store's by tracing both.
 """
 
 from __future__ import annotations
@@ -104,30 +105,39 @@ def create_corpus(path: Path, count: int, seed: int = 1) -> tuple[str, list[str]
     db = Database(path)
     db.open()
     try:
-        db.write_sync(_load, agent_id, corpus, seed)
+        anyio.run(db.write, _load, agent_id, corpus, seed)
     finally:
         db.close()
     return agent_id, words
 
 
 # -- the two sides ------------------------------------------------------------------------------------
-def raw_statement(agent_id: str, query: Query) -> tuple[str, list[Any]]:
-    """The SQL and parameters ``memory.search_passages`` executes for ``query`` (limit ``LIMIT``)."""
+def raw_search(conn: sqlite3.Connection, agent_id: str, query: Query) -> int:
+    """Run the statements ``memory.search_passages`` runs for a first page of ``query`` (limit ``LIMIT``): the
+    newest passage, the ranked page, and, when the page is full, the count of every match for ``more``.
+    Returns how many passages the page holds."""
+    newest = conn.execute("SELECT coalesce(max(pk), 0) FROM passages").fetchone()[0]
     expression = " OR ".join(f'"{w}"' for w in dict.fromkeys(_WORD.findall(query.text)))
-    sql = (
-        "SELECT p.*, bm25(passages_fts) AS rank FROM passages_fts JOIN passages p ON p.pk = passages_fts.rowid "
-        "WHERE passages_fts MATCH ? AND p.agent_id = ?"
+    matches = (
+        "FROM passages_fts CROSS JOIN passages p ON p.pk = passages_fts.rowid "
+        "WHERE passages_fts MATCH ? AND passages_fts.rowid <= ? AND p.agent_id = ?"
     )
-    params: list[Any] = [expression, agent_id]
+    params: list[Any] = [expression, newest, agent_id]
     if query.tags:
         marks = ",".join("?" * len(query.tags))
         if query.tag_match == "all":
-            sql += f" AND (SELECT count(*) FROM passage_tags t WHERE t.passage_pk = p.pk AND t.tag IN ({marks})) = ?"
+            matches += (
+                f" AND (SELECT count(*) FROM passage_tags t WHERE t.passage_pk = p.pk AND t.tag IN ({marks})) = ?"
+            )
             params += [*query.tags, len(query.tags)]
         else:
-            sql += f" AND EXISTS (SELECT 1 FROM passage_tags t WHERE t.passage_pk = p.pk AND t.tag IN ({marks}))"
+            matches += f" AND EXISTS (SELECT 1 FROM passage_tags t WHERE t.passage_pk = p.pk AND t.tag IN ({marks}))"
             params += query.tags
-    return sql + " ORDER BY rank LIMIT ?", [*params, LIMIT]
+    sql = f"SELECT p.*, bm25(passages_fts) AS rank {matches} ORDER BY rank, p.pk LIMIT ?"
+    found = len(conn.execute(sql, [*params, LIMIT]).fetchall())
+    if found >= LIMIT:
+        conn.execute(f"SELECT count(*) {matches}", params).fetchone()
+    return found
 
 
 def raw_connection(path: Path) -> sqlite3.Connection:
@@ -145,7 +155,6 @@ async def _ours(hub: AgentHub, query: Query) -> int:
 
 
 async def _measure(path: Path, agent_id: str, qs: list[Query], passes: int) -> dict[str, Any]:
-    statements = [raw_statement(agent_id, q) for q in qs]
     conn = raw_connection(path)
     ours: list[float] = []
     raw: list[float] = []
@@ -153,12 +162,12 @@ async def _measure(path: Path, agent_id: str, qs: list[Query], passes: int) -> d
     try:
         async with AgentHub(Settings(db_path=path)) as hub:
             for run in range(passes + 1):  # pass 0 warms the page caches of both connections
-                for i, (query, (sql, params)) in enumerate(zip(qs, statements, strict=True)):
+                for i, query in enumerate(qs):
                     # Alternate who goes first, so neither side always finds the other's pages hot.
                     for side in ("raw", "ours") if i % 2 else ("ours", "raw"):
                         start = time.perf_counter()
                         if side == "raw":
-                            found = len(conn.execute(sql, params).fetchall())
+                            found = raw_search(conn, agent_id, query)
                         else:
                             found = await _ours(hub, query)
                         elapsed = (time.perf_counter() - start) * 1000
@@ -200,7 +209,7 @@ def check_replica(path: Path, agent_id: str, qs: list[Query]) -> tuple[bool, lis
     traced: list[str] = []
     conn.set_trace_callback(traced.append)
     for query in qs:
-        conn.execute(*raw_statement(agent_id, query)).fetchall()
+        raw_search(conn, agent_id, query)
     conn.close()
     ours_searches = [s for statements in ours for s in statements if _is_search(s)]
     return ours_searches == [s for s in traced if _is_search(s)], [s for s in ours[0] if _top_level(s)]
@@ -212,4 +221,4 @@ def _top_level(statement: str) -> bool:
 
 
 def _is_search(statement: str) -> bool:
-    return _top_level(statement) and "passages_fts MATCH" in statement
+    return _top_level(statement) and ("passages_fts MATCH" in statement or "max(pk) FROM passages" in statement)

@@ -84,40 +84,49 @@ def search_passages(
 ) -> Page[Passage]:
     """A page of BM25-ranked passages of an agent matching any word of ``query``, optionally filtered by tags.
 
-    The cursor holds the newest passage at the first page (later pages leave out passages stored since) and
-    the rank and passage of the last result.
+    The cursor holds the newest passage when the first page was read (later pages leave out passages stored
+    since), how many results were shown, and the rank and passage of the last one.
     """
     check_page(limit)
     if tag_match not in ("any", "all"):
         raise Invalid(f"tag_match must be 'any' or 'all' (got {shown(tag_match)})")
     tags = check_tags(tags)
     scope = [agent_id, query, sorted(tags), tag_match]
-    after = paging.decode(cursor, "archival search", scope, [int, float, int])
+    after = paging.decode(cursor, "archival search", scope, [int, int, float, int])
     newest = after[0] if after else conn.execute("SELECT coalesce(max(pk), 0) FROM passages").fetchone()[0]
-    sql = (
-        "SELECT p.*, bm25(passages_fts) AS rank FROM passages_fts JOIN passages p ON p.pk = passages_fts.rowid "
-        "WHERE passages_fts MATCH ? AND p.agent_id = ? AND p.pk <= ?"
+    matches = (
+        "FROM passages_fts CROSS JOIN passages p ON p.pk = passages_fts.rowid "
+        "WHERE passages_fts MATCH ? AND passages_fts.rowid <= ? AND p.agent_id = ?"
     )
-    args: list[Any] = [fts_query(query), agent_id, newest]
+    # The full-text index drives (CROSS JOIN fixes the order; led by the agent's passages, the count would
+    # run the MATCH once per passage) and the bound is on its rowid, applied while it scans its matches.
+    args: list[Any] = [fts_query(query), newest, agent_id]
     if tags:
         marks = ",".join("?" * len(tags))
         if tag_match == "all":
-            sql += f" AND (SELECT count(*) FROM passage_tags t WHERE t.passage_pk = p.pk AND t.tag IN ({marks})) = ?"
+            matches += (
+                f" AND (SELECT count(*) FROM passage_tags t WHERE t.passage_pk = p.pk AND t.tag IN ({marks})) = ?"
+            )
             args += [*tags, len(tags)]
         else:
-            sql += f" AND EXISTS (SELECT 1 FROM passage_tags t WHERE t.passage_pk = p.pk AND t.tag IN ({marks}))"
+            matches += f" AND EXISTS (SELECT 1 FROM passage_tags t WHERE t.passage_pk = p.pk AND t.tag IN ({marks}))"
             args += tags
-    ranked = f"SELECT * FROM ({sql}) WHERE (rank, pk) > (?, ?)"
-    start = after[1:] if after else [float("-inf"), 0]
+    ranked = f"SELECT p.*, bm25(passages_fts) AS rank {matches}"
+    if after:  # after the last result shown: a worse rank, or the same rank and a later passage
+        rows = conn.execute(
+            f"SELECT * FROM ({ranked}) WHERE (rank, pk) > (?, ?) ORDER BY rank, pk LIMIT ?", [*args, *after[2:], limit]
+        ).fetchall()
+    else:
+        rows = conn.execute(f"{ranked} ORDER BY rank, p.pk LIMIT ?", [*args, limit]).fetchall()
+    shown_so_far = (after[1] if after else 0) + len(rows)
 
-    def count_after(last: paging.Key) -> int:
-        return conn.execute(f"SELECT count(*) FROM ({ranked})", [*args, *last[1:]]).fetchone()[0]
+    def count_after(last: paging.Key) -> int:  # every match, unranked (cheaper), less those shown
+        return conn.execute(f"SELECT count(*) {matches}", args).fetchone()[0] - last[1]
 
-    rows = conn.execute(ranked + " ORDER BY rank, pk LIMIT ?", [*args, *start, limit]).fetchall()
     # bm25() is lower-is-better; we report higher-is-better.
     items = [_to_passage(r, score=-r["rank"]) for r in rows]
     return paging.page_of(
-        rows, items, limit, key=lambda r: [newest, r["rank"], r["pk"]], count_after=count_after,
+        rows, items, limit, key=lambda r: [newest, shown_so_far, r["rank"], r["pk"]], count_after=count_after,
         listing="archival search", scope=scope,
     )  # fmt: skip
 
@@ -276,48 +285,53 @@ def search_messages(
     """A page of a recall search: BM25 over message text (or newest first without a query), by role and date
     range. Later pages leave out messages stored after the first page was read.
 
-    ``start``/``end`` are ISO dates or datetimes; a date-only ``end`` covers the whole day.
+    ``start``/``end`` are ISO dates or datetimes; a date-only ``end`` covers the whole day. The cursor holds
+    the newest message when the first page was read, how many results were shown, and the rank and
+    ``-seq`` of the last one (best rank first, then newest first).
     """
     check_page(limit)
     text = query if query and query.strip() else None
     scope = [agent_id, text, sorted(roles or []), start, end]
+    after = paging.decode(cursor, "conversation search", scope, [int, int, float, int])
+    newest = after[0] if after else conn.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0]
     args: list[Any] = []
     if text is not None:
-        after = paging.decode(cursor, "conversation search", scope, [int, float, int])
-        sql = (
-            "SELECT m.*, bm25(messages_fts) AS rank FROM messages_fts JOIN messages m ON m.seq = messages_fts.rowid "
-            "WHERE messages_fts MATCH ? AND m.agent_id = ?"
+        rank = "bm25(messages_fts)"
+        matches = (
+            "FROM messages_fts CROSS JOIN messages m ON m.seq = messages_fts.rowid "
+            "WHERE messages_fts MATCH ? AND messages_fts.rowid <= ? AND m.agent_id = ?"
         )
-        args += [fts_query(text), agent_id]
+        args += [fts_query(text), newest, agent_id]
     else:
-        after = paging.decode(cursor, "conversation search", scope, [int, float, int])
-        sql = "SELECT m.*, 0.0 AS rank FROM messages m WHERE m.agent_id = ?"
-        args.append(agent_id)
+        rank, matches = "0.0", "FROM messages m WHERE m.agent_id = ? AND m.seq <= ?"
+        args += [agent_id, newest]
     if roles:
         bad = [r for r in roles if r not in ("system", "user", "assistant", "tool")]
         if bad:
             raise Invalid(f"unknown role(s) {shown(bad)}: use system, user, assistant or tool")
-        sql += f" AND m.role IN ({','.join('?' * len(roles))})"
+        matches += f" AND m.role IN ({','.join('?' * len(roles))})"
         args += roles
     if start:
-        sql += " AND m.created_at >= ?"
+        matches += " AND m.created_at >= ?"
         args.append(_date_bound(start, end=False))
     if end:
-        sql += " AND m.created_at <= ?"
+        matches += " AND m.created_at <= ?"
         args.append(_date_bound(end, end=True))
-    newest = after[0] if after else conn.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0]
-    sql += " AND m.seq <= ?"
-    args.append(newest)
-    # Best rank first, then newest first: the key is (rank, -seq).
-    ranked = f"SELECT * FROM ({sql}) WHERE (rank, -seq) > (?, ?)"
-    begin = after[1:] if after else [float("-inf"), -MAX_CURSOR]
+    ranked = f"SELECT m.*, {rank} AS rank {matches}"
+    if after:
+        rows = conn.execute(
+            f"SELECT * FROM ({ranked}) WHERE (rank, -seq) > (?, ?) ORDER BY rank, seq DESC LIMIT ?",
+            [*args, *after[2:], limit],
+        ).fetchall()
+    else:
+        rows = conn.execute(f"{ranked} ORDER BY rank, m.seq DESC LIMIT ?", [*args, limit]).fetchall()
+    shown_so_far = (after[1] if after else 0) + len(rows)
 
-    def count_after(last: paging.Key) -> int:
-        return conn.execute(f"SELECT count(*) FROM ({ranked})", [*args, *last[1:]]).fetchone()[0]
+    def count_after(last: paging.Key) -> int:  # every match, unranked (cheaper), less those shown
+        return conn.execute(f"SELECT count(*) {matches}", args).fetchone()[0] - last[1]
 
-    rows = conn.execute(ranked + " ORDER BY rank, seq DESC LIMIT ?", [*args, *begin, limit]).fetchall()
     return paging.page_of(
-        rows, [_to_message(r) for r in rows], limit, key=lambda r: [newest, r["rank"], -r["seq"]],
+        rows, [_to_message(r) for r in rows], limit, key=lambda r: [newest, shown_so_far, r["rank"], -r["seq"]],
         count_after=count_after, listing="conversation search", scope=scope,
     )  # fmt: skip
 
