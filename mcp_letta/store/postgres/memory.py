@@ -18,7 +18,7 @@ from typing import Any, Literal
 from mcp_letta.errors import Invalid
 from mcp_letta.models import Message, Page, Passage
 from mcp_letta.store import paging
-from mcp_letta.store.limits import MAX_CURSOR, check_page, check_tags, shown
+from mcp_letta.store.limits import check_page, check_tags, shown
 from mcp_letta.store.postgres.db import PgConn
 from mcp_letta.store.sqlite import memory as shared
 from mcp_letta.store.sqlite.memory import _WORD
@@ -41,40 +41,45 @@ def search_passages(
     limit: int = 10,
     cursor: str | None = None,
 ) -> Page[Passage]:
-    """A page of an agent's passages matching ``query``, best first (the SQLite engine's paging: the cursor
-    holds the newest passage at the first page, and the rank and passage of the last result)."""
+    """A page of an agent's passages matching ``query``, best first. The cursor is the SQLite engine's: the
+    newest passage when the first page was read, how many results were shown, the rank and passage of the
+    last one (the rank negated, so lower is better as with ``bm25()``)."""
     check_page(limit)
     if tag_match not in ("any", "all"):
         raise Invalid(f"tag_match must be 'any' or 'all' (got {shown(tag_match)})")
     tags = check_tags(tags)
     scope = [agent_id, query, sorted(tags), tag_match]
-    after = paging.decode(cursor, "archival search", scope, [int, float, int])
+    after = paging.decode(cursor, "archival search", scope, [int, int, float, int])
     tsquery = ts_query(query)
     newest = after[0] if after else conn.execute("SELECT coalesce(max(pk), 0) FROM passages").fetchone()[0]
-    # rank is the negated ts_rank_cd, so that lower is better as with bm25() and the keys compare alike
-    sql = (
-        "SELECT p.*, -(ts_rank_cd(p.tsv, q))::float8 AS rank FROM passages p, to_tsquery('english', ?) q "
-        "WHERE p.agent_id = ? AND p.tsv @@ q AND p.pk <= ?"
-    )
-    args: list[Any] = [tsquery, agent_id, newest]
+    matches = "FROM passages p, to_tsquery('english', ?) q WHERE p.tsv @@ q AND p.pk <= ? AND p.agent_id = ?"
+    args: list[Any] = [tsquery, newest, agent_id]
     if tags:
         marks = ",".join("?" * len(tags))
         if tag_match == "all":
-            sql += f" AND (SELECT count(*) FROM passage_tags t WHERE t.passage_pk = p.pk AND t.tag IN ({marks})) = ?"
+            matches += (
+                f" AND (SELECT count(*) FROM passage_tags t WHERE t.passage_pk = p.pk AND t.tag IN ({marks})) = ?"
+            )
             args += [*tags, len(tags)]
         else:
-            sql += f" AND EXISTS (SELECT 1 FROM passage_tags t WHERE t.passage_pk = p.pk AND t.tag IN ({marks}))"
+            matches += f" AND EXISTS (SELECT 1 FROM passage_tags t WHERE t.passage_pk = p.pk AND t.tag IN ({marks}))"
             args += tags
-    ranked = f"SELECT * FROM ({sql}) AS found WHERE (rank, pk) > (?, ?)"
-    start = after[1:] if after else [float("-inf"), 0]
+    ranked = f"SELECT p.*, -(ts_rank_cd(p.tsv, q))::float8 AS rank {matches}"
+    if after:  # after the last result shown: a worse rank, or the same rank and a later passage
+        rows = conn.execute(
+            f"SELECT * FROM ({ranked}) AS found WHERE (rank, pk) > (?, ?) ORDER BY rank, pk LIMIT ?",
+            [*args, *after[2:], limit],
+        ).fetchall()
+    else:
+        rows = conn.execute(f"{ranked} ORDER BY rank, p.pk LIMIT ?", [*args, limit]).fetchall()
+    shown_so_far = (after[1] if after else 0) + len(rows)
 
-    def count_after(last: paging.Key) -> int:
-        return int(conn.execute(f"SELECT count(*) FROM ({ranked}) AS rest", [*args, *last[1:]]).fetchone()[0])
+    def count_after(last: paging.Key) -> int:  # every match, unranked (cheaper), less those shown
+        return int(conn.execute(f"SELECT count(*) {matches}", args).fetchone()[0]) - last[1]
 
-    rows = conn.execute(ranked + " ORDER BY rank, pk LIMIT ?", [*args, *start, limit]).fetchall()
     items = [shared._to_passage(r, score=-r["rank"]) for r in rows]
     return paging.page_of(
-        rows, items, limit, key=lambda r: [newest, r["rank"], r["pk"]], count_after=count_after,
+        rows, items, limit, key=lambda r: [newest, shown_so_far, r["rank"], r["pk"]], count_after=count_after,
         listing="archival search", scope=scope,
     )  # fmt: skip
 
@@ -91,44 +96,46 @@ def search_messages(
     cursor: str | None = None,
 ) -> Page[Message]:
     """A page of a recall search: ranked text match (or newest first without a query), by role and date
-    range; later pages leave out messages stored after the first page was read."""
+    range; later pages leave out messages stored after the first page was read (the SQLite engine's cursor)."""
     check_page(limit)
     text = query if query and query.strip() else None
     scope = [agent_id, text, sorted(roles or []), start, end]
-    after = paging.decode(cursor, "conversation search", scope, [int, float, int])
+    after = paging.decode(cursor, "conversation search", scope, [int, int, float, int])
+    newest = after[0] if after else conn.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0]
     args: list[Any] = []
     if text is not None:
-        sql = (
-            "SELECT m.*, -(ts_rank_cd(m.tsv, q))::float8 AS rank FROM messages m, to_tsquery('english', ?) q "
-            "WHERE m.agent_id = ? AND m.tsv @@ q"
-        )
-        args += [ts_query(text), agent_id]
+        rank = "-(ts_rank_cd(m.tsv, q))::float8"
+        matches = "FROM messages m, to_tsquery('english', ?) q WHERE m.tsv @@ q AND m.seq <= ? AND m.agent_id = ?"
+        args += [ts_query(text), newest, agent_id]
     else:
-        sql = "SELECT m.*, 0.0::float8 AS rank FROM messages m WHERE m.agent_id = ?"
-        args.append(agent_id)
+        rank, matches = "0.0::float8", "FROM messages m WHERE m.agent_id = ? AND m.seq <= ?"
+        args += [agent_id, newest]
     if roles:
         bad = [r for r in roles if r not in ("system", "user", "assistant", "tool")]
         if bad:
             raise Invalid(f"unknown role(s) {shown(bad)}: use system, user, assistant or tool")
-        sql += f" AND m.role IN ({','.join('?' * len(roles))})"
+        matches += f" AND m.role IN ({','.join('?' * len(roles))})"
         args += roles
     if start:
-        sql += " AND m.created_at >= ?"
+        matches += " AND m.created_at >= ?"
         args.append(shared._date_bound(start, end=False))
     if end:
-        sql += " AND m.created_at <= ?"
+        matches += " AND m.created_at <= ?"
         args.append(shared._date_bound(end, end=True))
-    newest = after[0] if after else conn.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0]
-    sql += " AND m.seq <= ?"
-    args.append(newest)
-    ranked = f"SELECT * FROM ({sql}) AS found WHERE (rank, -seq) > (?, ?)"
-    begin = after[1:] if after else [float("-inf"), -MAX_CURSOR]
+    ranked = f"SELECT m.*, {rank} AS rank {matches}"
+    if after:
+        rows = conn.execute(
+            f"SELECT * FROM ({ranked}) AS found WHERE (rank, -seq) > (?, ?) ORDER BY rank, seq DESC LIMIT ?",
+            [*args, *after[2:], limit],
+        ).fetchall()
+    else:
+        rows = conn.execute(f"{ranked} ORDER BY rank, m.seq DESC LIMIT ?", [*args, limit]).fetchall()
+    shown_so_far = (after[1] if after else 0) + len(rows)
 
     def count_after(last: paging.Key) -> int:
-        return int(conn.execute(f"SELECT count(*) FROM ({ranked}) AS rest", [*args, *last[1:]]).fetchone()[0])
+        return int(conn.execute(f"SELECT count(*) {matches}", args).fetchone()[0]) - last[1]
 
-    rows = conn.execute(ranked + " ORDER BY rank, seq DESC LIMIT ?", [*args, *begin, limit]).fetchall()
     return paging.page_of(
-        rows, [shared._to_message(r) for r in rows], limit, key=lambda r: [newest, r["rank"], -r["seq"]],
+        rows, [shared._to_message(r) for r in rows], limit, key=lambda r: [newest, shown_so_far, r["rank"], -r["seq"]],
         count_after=count_after, listing="conversation search", scope=scope,
     )  # fmt: skip
