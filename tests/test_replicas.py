@@ -1,7 +1,8 @@
 """Three real ``mcp-letta serve --transport http`` processes on one PostgreSQL database, driven by real MCP
 clients: what one replica changes reaches the others' clients (tools/list_changed, block updates, the host
 inbox), a wait cycle spread over replicas is refused, concurrent appends through all three lose nothing,
-and after a replica is killed with SIGKILL every run it held is reported truthfully.
+one agent runs one message at a time whichever replicas its messages came through, and after a replica
+is killed with SIGKILL every run it held is reported truthfully.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ import httpx2
 import mcp.types as types
 import psycopg
 import pytest
+from conftest import most_at_once
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from test_http import AUTH, TOKEN
 from test_multiagent import Agents, role, tool_result
 
+from mcp_letta import AgentHub, Settings
 from mcp_letta.testing import Response, ScriptedLLM
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres_only, pytest.mark.filterwarnings("ignore::UserWarning")]
@@ -238,3 +241,27 @@ async def test_after_kill_9_of_a_replica_every_run_it_held_is_reported_truthfull
     assert ends[queued]["status"] == "completed" and ends[queued]["reply"] == "quick done"  # adopted by a survivor
     assert listed[queued]["status"] == "completed"
     assert not [r for r in listed.values() if r["status"] in ("queued", "running")]
+
+
+async def test_one_agent_runs_one_message_at_a_time_across_three_replicas(
+    replicas: list[Replica], scripted_llm: ScriptedLLM, db_path: str
+) -> None:
+    scripted_llm.default = lambda request: Response(content="noted", delay_s=0.1)
+    async with replicas[0].client() as first:
+        await ok(first, "create_agent", name="solo")
+    sent: list[str] = []
+
+    async def send_through(replica: Replica, index: int) -> None:
+        async with replica.client() as c:
+            for i in range(4):
+                sent.append(
+                    (await ok(c, "send_message_to_agent_async", agent="solo", message=f"r{index}-{i}"))["run_id"]
+                )
+
+    async with anyio.create_task_group() as tg:
+        for index, replica in enumerate(replicas):
+            tg.start_soon(send_through, replica, index)
+    async with AgentHub(Settings(db_path=db_path)) as hub:
+        runs = [await hub.wait_run(run_id, wait_s=60) for run_id in sent]
+    assert [r.status for r in runs] == ["completed"] * 12
+    assert most_at_once(runs) == 1  # never two runs of the agent at once, whichever replica ran them
