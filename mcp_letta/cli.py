@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 import anyio
 
 from mcp_letta import __version__
-from mcp_letta.config import Settings, default_db_path
-from mcp_letta.errors import LettaError
+from mcp_letta.config import Settings, db_target, default_db_path
+from mcp_letta.errors import Invalid, LettaError
 from mcp_letta.hub import AgentHub
 from mcp_letta.install import HOSTS
 from mcp_letta.models import Page
@@ -34,7 +34,10 @@ def _parser() -> argparse.ArgumentParser:
         prog="mcp-letta", description="Stateful Letta-style agents as MCP tools. No command: serve MCP over stdio."
     )
     parser.add_argument("--version", action="version", version=f"mcp-letta {__version__}")
-    parser.add_argument("--db", type=Path, help=f"SQLite file (default: $MCP_LETTA_DB, else {default_db_path()})")
+    parser.add_argument(
+        "--db", type=db_target,
+        help=f"SQLite file or postgresql:// URL (default: $MCP_LETTA_DB, else {default_db_path()})",
+    )  # fmt: skip
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (logs go to stderr)")
     commands = parser.add_subparsers(dest="command")
 
@@ -77,6 +80,10 @@ def _parser() -> argparse.ArgumentParser:
             "--with-api-key", action="store_true", help="also write MCP_LETTA_LLM_API_KEY into the file (plain text)"
         )
         one.add_argument("--print", action="store_true", dest="show_only", help="print the entry; write nothing")
+
+    migrate = commands.add_parser("migrate", help="copy a SQLite database into an empty PostgreSQL database")
+    migrate.add_argument("--from", dest="source", type=Path, required=True, metavar="FILE", help="the SQLite file")
+    migrate.add_argument("--to", dest="target", required=True, metavar="URL", help="postgresql://user@host/db")
 
     agents = commands.add_parser("agents", help="list or show agents")
     agents_cmd = agents.add_subparsers(dest="action", required=True)
@@ -160,6 +167,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             from mcp_letta.doctor import run_doctor
 
             return anyio.run(run_doctor, settings, sys.stdout)
+        if args.command == "migrate":
+            from mcp_letta.store import copy_sqlite_to_postgres, is_postgres_url, redact_url
+
+            if not is_postgres_url(args.target):
+                raise Invalid(f"--to {args.target!r} is not a postgresql:// URL: pass e.g. postgresql://user@host/db")
+            copied = copy_sqlite_to_postgres(args.source, args.target)
+            print(f"copied {args.source} to {redact_url(args.target)}:")
+            for table, count in copied.items():
+                print(f"  {table}: {count}")
+            return 0
         if args.command == "install":
             from mcp_letta.install import install
 

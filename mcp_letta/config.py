@@ -23,6 +23,14 @@ def default_db_path() -> Path:
     return Path(base) / "mcp-letta" / "agents.db"
 
 
+def db_target(text: str | Path) -> Path | str:
+    """``MCP_LETTA_DB`` / ``--db`` as the store takes it: a ``postgresql://`` URL stays text, anything else is
+    a SQLite file path."""
+    if isinstance(text, str) and text.startswith(("postgresql://", "postgres://")):
+        return text
+    return Path(text).expanduser()
+
+
 def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
@@ -66,7 +74,7 @@ def _list(env: dict[str, str], name: str) -> tuple[str, ...]:
 class Settings:
     """Configuration of one mcp-letta process. Build with ``Settings.from_env()`` and ``with_overrides``."""
 
-    db_path: Path = field(default_factory=default_db_path)
+    db_path: Path | str = field(default_factory=default_db_path)  # a SQLite file, or a postgresql:// URL (str)
     llm_base_url: str | None = None
     llm_api_key: str | None = field(default=None, repr=False)
     model: str | None = None
@@ -89,6 +97,7 @@ class Settings:
     shutdown_grace_s: float = 10.0
     log_level: str = "INFO"
     tool_mode: ToolMode = "auto"
+    pg_pool_size: int = 10  # PostgreSQL connections per process (MCP_LETTA_PG_POOL_SIZE)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -105,7 +114,7 @@ class Settings:
         if tool_mode not in TOOL_MODES:
             raise Invalid(f"MCP_LETTA_TOOL_MODE={tool_mode!r} is not known: use 'native', 'json' or 'auto'")
         return cls(
-            db_path=Path(db).expanduser() if db else default_db_path(),
+            db_path=db_target(db) if db else default_db_path(),
             llm_base_url=env.get("MCP_LETTA_LLM_BASE_URL") or None,
             llm_api_key=env.get("MCP_LETTA_LLM_API_KEY") or env.get("OPENAI_API_KEY") or None,
             model=env.get("MCP_LETTA_MODEL") or None,
@@ -128,6 +137,7 @@ class Settings:
             shutdown_grace_s=_seconds(env, "MCP_LETTA_SHUTDOWN_GRACE_S", 10.0),
             log_level=(env.get("MCP_LETTA_LOG_LEVEL") or "INFO").upper(),
             tool_mode=tool_mode,  # type: ignore[arg-type]
+            pg_pool_size=_int(env, "MCP_LETTA_PG_POOL_SIZE", 10, minimum=1),
         )
 
     def with_overrides(self, **changes: Any) -> Settings:

@@ -24,7 +24,7 @@ from mcp_letta.install import HOSTS, configured_hosts, default_config_path, serv
 from mcp_letta.llm.base import ChatRequest
 from mcp_letta.llm.factory import BASE_URL_HINT, LLMPool
 from mcp_letta.llm.openai import OpenAIClient
-from mcp_letta.store import file_schema_version, latest_schema_version
+from mcp_letta.store import file_schema_version, is_postgres_url, latest_schema_version, postgres_status, redact_url
 
 PROBE_TIMEOUT_S = 15.0
 TOOL_PROBE_TIMEOUT_S = 120.0  # a small local model on a laptop takes tens of seconds for its first answer
@@ -69,6 +69,8 @@ def _counted(n: int, noun: str) -> str:
 async def check_database(settings: Settings) -> Check:
     """The store opens, its schema is one we know, and how many agents and blocks it holds."""
     path = settings.db_path
+    if is_postgres_url(path):
+        return await _check_postgres(settings, str(path))
     latest = latest_schema_version()
     found = await anyio.to_thread.run_sync(_file_schema, Path(path), latest)
     if isinstance(found, Check):
@@ -83,6 +85,38 @@ async def check_database(settings: Settings) -> Check:
     pending = f", {_counted(latest - found, 'migration')} applied now" if found < latest else ""
     held = f"{_counted(agents, 'agent')}, {_counted(blocks, 'block')}"
     return Check("database", True, f"{path}: schema {latest}{pending}, {held}")
+
+
+async def _check_postgres(settings: Settings, url: str) -> Check:
+    """The server answers, the schema is one we know (migrating it as the server would), and the connections
+    in use against the server's limit."""
+    where = redact_url(url)
+    try:
+        status = await anyio.to_thread.run_sync(postgres_status, url)
+    except LettaError as exc:  # the driver is missing
+        return Check("database", False, str(exc), "install the PostgreSQL extra")
+    except Exception as exc:
+        return Check("database", False, f"{where}: cannot connect ({str(exc).strip()})",
+                     "start PostgreSQL, or fix the user, password, host, port or database in MCP_LETTA_DB")  # fmt: skip
+    found, latest = status["schema_version"], status["latest_schema_version"]
+    if found > latest:
+        return Check("database", False, f"{where} has schema {found}, newer than this mcp-letta knows ({latest})",
+                     "upgrade mcp-letta on every replica (pip install -U 'mcp-letta[postgres]')")  # fmt: skip
+    try:
+        async with AgentHub(settings) as hub:
+            agents, blocks = len(await hub.list_agents()), len(await hub.list_blocks())
+    except Exception as exc:
+        return Check("database", False, f"{where} did not open: {exc}", "check the user's rights on the database")
+    pending = f", {_counted(latest - found, 'migration')} applied now" if found < latest else ""
+    used, limit = status["connections"], status["max_connections"]
+    detail = (
+        f"{where}: PostgreSQL {status['server']}, schema {latest}{pending}, {_counted(agents, 'agent')}, "
+        f"{_counted(blocks, 'block')}; {used} of {limit} connections in use (each replica takes up to "
+        f"{settings.pg_pool_size} + 1)"
+    )
+    if used + settings.pg_pool_size + 1 > limit:
+        return Check("database", False, detail, "raise max_connections on the server or MCP_LETTA_PG_POOL_SIZE lower")
+    return Check("database", True, detail)
 
 
 def _file_schema(path: Path, latest: int) -> Check | int:

@@ -20,7 +20,7 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from mcp_letta.config import Settings
+from mcp_letta.config import Settings, db_target
 from mcp_letta.errors import Invalid, LettaError
 from mcp_letta.llm import LLMPool
 from mcp_letta.models import (
@@ -59,7 +59,7 @@ from mcp_letta.runtime.memory_tools import INCLUDE_MULTI_AGENT_TOOLS, builtin_to
 from mcp_letta.runtime.messaging_tools import agent_tool_factory, multi_agent_tools
 from mcp_letta.runtime.runner import Runner
 from mcp_letta.runtime.scheduler import LEASE_S, Scheduler
-from mcp_letta.store import HOST, Change, Owner, SQLiteStore, Store, Tx, appender
+from mcp_letta.store import HOST, Change, Owner, Store, Tx, appender, open_store
 from mcp_letta.store.limits import MAX_PAGE, MAX_TEXT, check_page, check_text, shown
 
 log = logging.getLogger("mcp_letta.hub")
@@ -139,8 +139,11 @@ class AgentHub:
     def __init__(self, settings: Settings | None = None, *, db_path: Path | str | None = None) -> None:
         self.settings = settings or Settings.from_env()
         if db_path is not None:
-            self.settings = self.settings.with_overrides(db_path=Path(db_path))
-        self._store: Store = SQLiteStore(self.settings.db_path, watch_interval_s=self.settings.watch_interval_s)
+            self.settings = self.settings.with_overrides(db_path=db_target(db_path))
+        self._store: Store = open_store(
+            self.settings.db_path, watch_interval_s=self.settings.watch_interval_s,
+            pool_size=self.settings.pg_pool_size,
+        )  # fmt: skip
         self._subscribers: list[MemoryObjectSendStream[Change]] = []
         self._task_group: TaskGroup | None = None
         self._opened = False

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from conftest_llm import scripted_llm  # noqa: F401  (the fixture, shared with every test module)
 from mcp import Client
+from pg_server import PgServer
 
 from mcp_letta import AgentHub, Run, Settings
 from mcp_letta.server.app import LettaServer, build_server
@@ -24,9 +25,61 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+# -- engines: every test that uses the database runs on SQLite, and (in PG_MODULES) on PostgreSQL too -----
+PG_MODULES = {
+    "test_store", "test_runtime", "test_multiagent", "test_multiagent_broadcast", "test_multiagent_commits",
+    "test_multiagent_safety", "test_run_recovery", "test_run_scheduling", "test_run_tools", "test_notify",
+    "test_agent_tools", "test_mcp_multiagent", "test_mcp_server", "test_postgres", "test_replicas", "test_paging",
+}  # fmt: skip
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "sqlite_only: the test reads or writes the SQLite file itself")
+    config.addinivalue_line("markers", "postgres_only: the test is about the PostgreSQL engine")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "engine" not in metafunc.fixturenames:
+        return
+    engines = ["sqlite"]
+    if metafunc.module.__name__.rsplit(".", 1)[-1] in PG_MODULES and not metafunc.definition.get_closest_marker(
+        "sqlite_only"
+    ):
+        engines.append("postgres")
+    if metafunc.definition.get_closest_marker("postgres_only"):
+        engines = ["postgres"]
+    metafunc.parametrize("engine", engines, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One PostgreSQL server for the whole run, with a migrated template database."""
+    server = PgServer().start()
+    try:
+        server.prepare_template()
+        yield server
+    finally:
+        server.cleanup()
+
+
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "agents.db"
+def engine(request: pytest.FixtureRequest) -> str:
+    """'sqlite' or 'postgres': which engine this run of the test uses."""
+    return str(request.param)
+
+
+@pytest.fixture
+def db_path(engine: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path | str]:
+    """The database target: a SQLite file path, or the URL of a fresh PostgreSQL database."""
+    if engine == "sqlite":
+        yield tmp_path / "agents.db"
+        return
+    server: PgServer = request.getfixturevalue("pg_server")
+    url = server.fresh_database()
+    try:
+        yield url
+    finally:
+        server.drop(url)
 
 
 @pytest.fixture
@@ -87,13 +140,41 @@ def gate(scripted_llm: ScriptedLLM) -> Iterator[Gate]:  # noqa: F811
 CLOCKWORK = ('INSERT INTO "processes"', 'INSERT INTO "changes"', "INSERT INTO \"sqlite_sequence\" VALUES('changes'")
 
 
-def dump(path: Path) -> list[str]:
-    """The whole database as SQL text, to compare before and after (bookkeeping left out)."""
+PG_TABLES = ("agents", "agent_tags", "blocks", "agent_blocks", "block_history", "passages", "passage_tags",
+             "messages", "runs", "run_steps", "agent_tools")  # fmt: skip
+
+
+def dump(path: Path | str) -> list[str]:
+    """The whole database as text, to compare before and after (bookkeeping left out)."""
+    if isinstance(path, str):  # PostgreSQL: every row of every table but the bookkeeping ones
+        import psycopg
+
+        with psycopg.connect(path) as pg:
+            return [f"{table}: {row!r}" for table in PG_TABLES
+                    for row in pg.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()]  # fmt: skip
     conn = sqlite3.connect(path)
     try:
         return [line for line in conn.iterdump() if not line.startswith(CLOCKWORK)]
     finally:
         conn.close()
+
+
+def execute_sql(target: Path | str, *statements_and_params: Any) -> None:
+    """Run statements (``?`` placeholders, each followed by its parameters) in one transaction on either
+    engine's database: for tests that plant what another process would have left."""
+    pairs = list(zip(statements_and_params[::2], statements_and_params[1::2], strict=True))
+    if isinstance(target, str):
+        import psycopg
+
+        with psycopg.connect(target) as pg, pg.transaction():
+            for statement, params in pairs:
+                pg.execute(statement.replace("?", "%s"), params)
+        return
+    conn = sqlite3.connect(target)
+    with conn:
+        for statement, params in pairs:
+            conn.execute(statement, params)
+    conn.close()
 
 
 # -- MCP: a server over a hub, and clients in both protocol eras --------------------------------------

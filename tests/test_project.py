@@ -122,7 +122,10 @@ def test_only_the_store_knows_sql() -> None:
             continue
         source = path.read_text()
         engine = {
-            m for m in imported_modules(ast.parse(source)) if m == "sqlite3" or m.startswith("mcp_letta.store.sqlite.")
+            m
+            for m in imported_modules(ast.parse(source))
+            if m in ("sqlite3", "psycopg", "mcp_letta.store.sqlite", "mcp_letta.store.postgres")
+            or m.startswith(("mcp_letta.store.sqlite.", "mcp_letta.store.postgres."))
         }
         if engine or re.search(r"\.execute(many|script)?\(", source):
             offenders.append(f"{relative}: {sorted(engine) or 'executes SQL'}")

@@ -5,7 +5,6 @@ cannot help), and one agent runs one run at a time across processes.
 
 from __future__ import annotations
 
-import sqlite3
 import sys
 import textwrap
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from conftest import Gate
+from conftest import Gate, execute_sql
 
 from mcp_letta import AgentHub, Settings
 from mcp_letta.models import Run
@@ -113,18 +112,14 @@ async def test_killed_process_run_is_resumed_and_its_queued_run_adopted(
 def hand_to_a_silent_process(db_path: Path, run_id: str, **columns: object) -> None:
     """Make ``run_id`` look like a run that a process on another host was running when it went silent."""
     stale = time.time() - 120
-    conn = sqlite3.connect(db_path)
-    with conn:
-        conn.execute(
-            "INSERT INTO processes(id, pid, host, started_at, heartbeat) VALUES ('ghost', 1, 'elsewhere', '', ?)",
-            (stale,),
-        )
-        sets = "".join(f", {name} = ?" for name in columns)
-        conn.execute(
-            f"UPDATE runs SET status = 'running', owner = 'ghost', lease_until = ?{sets} WHERE id = ?",
-            (stale, *columns.values(), run_id),
-        )
-    conn.close()
+    sets = "".join(f", {name} = ?" for name in columns)
+    execute_sql(
+        db_path,
+        "INSERT INTO processes(id, pid, host, started_at, heartbeat) VALUES ('ghost', 1, 'elsewhere', '', ?)",
+        (stale,),
+        f"UPDATE runs SET status = 'running', owner = 'ghost', lease_until = ?{sets} WHERE id = ?",
+        (stale, *columns.values(), run_id),
+    )
 
 
 async def test_running_run_of_a_silent_process_on_another_host_is_resumed_at_open(
@@ -212,11 +207,10 @@ async def test_a_child_whose_waiting_parent_has_ended_is_interrupted_not_resumed
         await scripted_llm.wait_for_requests_async(2)  # the boss's step, then the worker's request (held)
         [child] = await hub.list_runs("worker")
     hand_to_a_silent_process(db_path, child.id)
-    conn = sqlite3.connect(db_path)
-    with conn:  # the parent ended meanwhile (say its agent was deleted): nobody will read the child's reply
-        conn.execute("UPDATE runs SET status = 'failed', finished_at = '2026-01-01T00:00:00+00:00' WHERE id = ?",
-                     (parent.id,))  # fmt: skip
-    conn.close()
+    execute_sql(  # the parent ended meanwhile (say its agent was deleted): nobody will read the child's reply
+        db_path, "UPDATE runs SET status = 'failed', finished_at = '2026-01-01T00:00:00+00:00' WHERE id = ?",
+        (parent.id,),
+    )  # fmt: skip
     async with AgentHub(llm_settings) as hub:
         ended = await hub.get_run(child.id, wait_s=10)
     assert (ended.status, ended.stop_reason) == ("interrupted", "interrupted")

@@ -274,6 +274,7 @@ async def test_a_reopened_database_keeps_everything(settings: Settings) -> None:
         assert (await second.archival_search("keeper", "fact"))[0].text == "long term fact"
 
 
+@pytest.mark.sqlite_only  # upgrades a SQLite file made by an older schema
 async def test_message_search_covers_old_new_batched_and_deleted_messages(settings: Settings) -> None:
     # A file made before messages were indexed per transaction (schema 3, indexed by a trigger per row).
     migrations = Path(__file__).parent.parent / "mcp_letta" / "store" / "sqlite" / "migrations"

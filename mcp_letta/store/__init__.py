@@ -1,8 +1,10 @@
 """The store: everything mcp-letta keeps (agents, blocks, archival and recall memory, runs), behind one
 boundary. ``interface`` says what the hub and the runtime may ask (``Store``, ``Tx``); an engine answers
-(``sqlite``, the embedded default). ``limits`` and ``names`` are the input rules every engine applies.
+(``sqlite``, the embedded default; ``postgres``, one database for many replicas; ``open_store`` picks by the
+target). ``limits`` and ``names`` are the input rules every engine applies.
 """
 
+from mcp_letta.store.factory import is_postgres_url, open_store
 from mcp_letta.store.interface import (
     HOST,
     NO_RESPONSE,
@@ -18,8 +20,11 @@ from mcp_letta.store.interface import (
     Tx,
     appender,
 )
+from mcp_letta.store.postgres import server_status as postgres_status
+from mcp_letta.store.postgres.db import redact as redact_url
 from mcp_letta.store.sqlite import SQLiteStore
 from mcp_letta.store.sqlite.db import file_schema_version, latest_schema_version
+from mcp_letta.store.transfer import copy_sqlite_to_postgres
 
 __all__ = [
     "HOST",
@@ -36,6 +41,11 @@ __all__ = [
     "ToolAgent",
     "Tx",
     "appender",
+    "copy_sqlite_to_postgres",
     "file_schema_version",
+    "is_postgres_url",
     "latest_schema_version",
+    "open_store",
+    "postgres_status",
+    "redact_url",
 ]

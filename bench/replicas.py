@@ -1,0 +1,269 @@
+"""PostgreSQL and replicas: per-message overhead on PostgreSQL as a ratio to SQLite, and messages/s of 1 vs 3
+``mcp-letta serve --transport http`` replicas on one PostgreSQL database with a slow LLM.
+
+PostgreSQL is a throwaway server started from the installed binaries on loopback (``tests/pg_server.py``:
+initdb into a temporary folder; ``fsync`` stays on here, unlike the tests), or ``--pg-url`` to use yours
+(the benchmark creates and drops databases on it).
+
+- Overhead: ``AgentHub.send_message`` of single-step messages against the loopback LLM answering at once
+  (``python -m mcp_letta.testing --echo`` in its own process), SQLite file vs PostgreSQL, p50 over the
+  messages, in alternating rounds so drift in the machine's load hits both alike. Target: <= 2x.
+- Replicas: 300 agents, every agent sent ``--per-agent`` messages one after another through the MCP
+  ``send_message`` tool, the agents spread round-robin over the replicas' HTTP endpoints; the LLM takes
+  ``--llm-delay-ms`` (100 ms). Each replica runs at most ``MCP_LETTA_MAX_CONCURRENCY`` (16) agents at once,
+  so the LLM wait bounds one replica and replicas should add capacity. Target: 3 replicas >= 2.5x one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from bench.common import environment, log, percentile, write_results
+from bench.loopback import MODEL, REPO_ROOT, scripted_llm_process
+from mcp_letta import AgentHub, Settings
+
+sys.path.insert(0, str(REPO_ROOT / "tests"))
+from pg_server import PgServer
+
+TOKEN = "bench-token"
+MESSAGE = "message {i:05d}: please note that the weekly sync moved to Thursday"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``replicas`` subcommand's options."""
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument("--pg-url", help="an existing PostgreSQL server (postgresql://user@host:port/postgres)")
+    parser.add_argument("--messages", type=int, default=300, help="timed messages per engine (default 300)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
+    parser.add_argument("--agents", type=int, default=300, help="agents in the replica run (default 300)")
+    parser.add_argument("--per-agent", type=int, default=3, help="messages per agent in the replica run")
+    parser.add_argument("--llm-delay-ms", type=float, default=100.0, help="LLM latency in the replica run")
+    parser.add_argument("--replicas", type=int, nargs="+", default=[1, 3], help="replica counts (default 1 3)")
+
+
+class Server:
+    """A PostgreSQL server to create databases on: ours (started here) or the one ``--pg-url`` names."""
+
+    def __init__(self, url: str | None) -> None:
+        self.base = url
+        self.own: PgServer | None = None
+        self.count = 0
+
+    def __enter__(self) -> Server:
+        if self.base is None:
+            self.own = PgServer()
+            self.own.fsync = True
+            self.own.start()
+            self.base = self.own.url()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.own is not None:
+            self.own.cleanup()
+
+    def _admin(self, statement: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.base, autocommit=True) as conn:
+            conn.execute(statement)
+
+    def database(self) -> str:
+        """A new empty database's URL."""
+        assert self.base is not None
+        self.count += 1
+        name = f"bench_replicas_{os.getpid()}_{self.count}"
+        self._admin(f"DROP DATABASE IF EXISTS {name}")
+        self._admin(f"CREATE DATABASE {name}")
+        return self.base.rsplit("/", 1)[0] + "/" + name
+
+    def drop(self, url: str) -> None:
+        """Drop a database made by ``database``."""
+        self._admin(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
+
+
+# -- overhead per message --------------------------------------------------------------------------
+async def per_message_ms(target: Path | str, base_url: str, messages: int, warmup: int) -> list[float]:
+    """Milliseconds per ``send_message`` (instant LLM) on one engine."""
+    settings = Settings(db_path=target, llm_base_url=base_url, model=MODEL, log_level="WARNING")
+    samples = []
+    async with AgentHub(settings) as hub:
+        names = [f"agent{i}" for i in range(8)]
+        for name in names:
+            if not await hub.list_agents(query=name):
+                await hub.create_agent(name)
+        for i in range(warmup + messages):
+            start = time.perf_counter()
+            run = await hub.send_message(names[i % len(names)], MESSAGE.format(i=i), wait_s=60)
+            if run.status != "completed":
+                raise RuntimeError(f"run {run.id} ended {run.status}: {run.error}")
+            if i >= warmup:
+                samples.append((time.perf_counter() - start) * 1000)
+    return samples
+
+
+async def overhead(server: Server, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    samples: dict[str, list[float]] = {"sqlite": [], "postgres": []}
+    pg_url = server.database()
+    try:
+        with scripted_llm_process(reply="noted") as base_url:
+            for r in range(args.rounds):
+                for engine in ("sqlite", "postgres") if r % 2 == 0 else ("postgres", "sqlite"):
+                    target: Path | str = folder / "overhead.db" if engine == "sqlite" else pg_url
+                    log(f"overhead: round {r + 1}, {engine}")
+                    samples[engine] += await per_message_ms(target, base_url, args.messages // args.rounds, 20)
+    finally:
+        server.drop(pg_url)
+    p50 = {engine: percentile(values, 50) for engine, values in samples.items()}
+    p99 = {engine: percentile(values, 99) for engine, values in samples.items()}
+    return {
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "ratio_p50": p50["postgres"] / p50["sqlite"],
+        "samples": len(samples["sqlite"]),
+    }
+
+
+# -- replicas ------------------------------------------------------------------------------------------
+@contextmanager
+def replicas(count: int, url: str, base_url: str, folder: Path) -> Iterator[list[int]]:
+    """``count`` HTTP replicas on ``url``; yields their ports."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_LETTA_", "OPENAI_"))}
+    env |= {"MCP_LETTA_DB": url, "MCP_LETTA_TOKEN": TOKEN, "MCP_LETTA_LLM_BASE_URL": base_url,
+            "MCP_LETTA_MODEL": MODEL, "PYTHONPATH": str(REPO_ROOT)}  # fmt: skip
+    procs, logs = [], []
+    try:
+        for i in range(count):
+            log_path = folder / f"replica-{count}-{i}.log"
+            logs.append(log_path)
+            command = [sys.executable, "-m", "mcp_letta", "serve", "--transport", "http", "--port", "0"]
+            procs.append(
+                subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log_path.open("wb"), cwd=REPO_ROOT)
+            )
+        ports = []
+        deadline = time.monotonic() + 120
+        for proc, log_path in zip(procs, logs, strict=True):
+            while True:
+                found = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", log_path.read_text(errors="replace"))
+                if found:
+                    ports.append(int(found.group(1)))
+                    break
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"a replica did not start: {log_path.read_text(errors='replace')[-1500:]}")
+                time.sleep(0.05)
+        yield ports
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@asynccontextmanager
+async def client(port: int) -> AsyncIterator[Client]:
+    """An MCP client of one replica with room for many calls at once."""
+    limits = httpx2.Limits(max_connections=1000, max_keepalive_connections=1000)
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=600, limits=limits) as http:
+        async with Client(streamable_http_client(f"http://127.0.0.1:{port}/mcp", http_client=http)) as c:
+            yield c
+
+
+async def replica_rate(server: Server, count: int, args: argparse.Namespace, base_url: str, folder: Path) -> float:
+    """Messages/s of ``count`` replicas with ``args.agents`` agents each sent ``args.per_agent`` messages."""
+    url = server.database()
+    try:
+        async with AgentHub(Settings(db_path=url, log_level="WARNING")) as hub:
+            for i in range(args.agents):
+                await hub.create_agent(f"a{i:04d}")
+        with replicas(count, url, base_url, folder) as ports:
+            async with _clients(ports) as clients:
+                failures: list[str] = []
+
+                async def caller(index: int) -> None:
+                    c = clients[index % len(clients)]
+                    for m in range(args.per_agent):
+                        result = await c.call_tool(
+                            "send_message", {"agent": f"a{index:04d}", "message": MESSAGE.format(i=m), "timeout_s": 600}
+                        )
+                        reply = result.structured_content or {}
+                        if result.is_error or reply.get("status") != "completed":
+                            failures.append(str(reply or result.content)[:200])
+
+                start = time.perf_counter()
+                async with anyio.create_task_group() as tg:
+                    for index in range(args.agents):
+                        tg.start_soon(caller, index)
+                took = time.perf_counter() - start
+        if failures:
+            raise RuntimeError(f"{len(failures)} messages failed, e.g. {failures[0]}")
+        return args.agents * args.per_agent / took
+    finally:
+        server.drop(url)
+
+
+@asynccontextmanager
+async def _clients(ports: list[int]) -> AsyncIterator[list[Client]]:
+    from contextlib import AsyncExitStack
+
+    async with AsyncExitStack() as stack:
+        yield [await stack.enter_async_context(client(port)) for port in ports]
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {"environment": environment()}
+    with tempfile.TemporaryDirectory(prefix="bench-replicas-") as tmp, Server(args.pg_url) as server:
+        folder = Path(tmp)
+        results["overhead"] = await overhead(server, args, folder)
+        o = results["overhead"]
+        log(
+            f"per-message p50: SQLite {o['p50_ms']['sqlite']:.2f} ms, PostgreSQL {o['p50_ms']['postgres']:.2f} ms "
+            f"-> {o['ratio_p50']:.2f}x (target <= 2x)"
+        )
+        rates = {}
+        with scripted_llm_process(delay_ms=args.llm_delay_ms, reply="noted") as base_url:
+            for count in args.replicas:
+                log(f"replicas: {count}, {args.agents} agents x {args.per_agent} messages, LLM {args.llm_delay_ms} ms")
+                rates[count] = await replica_rate(server, count, args, base_url, folder)
+                log(f"  {rates[count]:.1f} messages/s")
+        results["replicas"] = {"messages_per_s": rates, "agents": args.agents, "per_agent": args.per_agent,
+                               "llm_delay_ms": args.llm_delay_ms}  # fmt: skip
+    return results
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the benchmark, print the figures and write ``bench/results/replicas.json``."""
+    if args.quick:
+        args.messages, args.rounds, args.agents, args.per_agent = 60, 2, 60, 2
+    results = anyio.run(run, args)
+    o, rates = results["overhead"], results["replicas"]["messages_per_s"]
+    print(f"per-message p50, instant LLM ({o['samples']} messages each, hub.send_message):")
+    print(f"  SQLite      {o['p50_ms']['sqlite']:8.2f} ms   (p99 {o['p99_ms']['sqlite']:.2f} ms)")
+    print(f"  PostgreSQL  {o['p50_ms']['postgres']:8.2f} ms   (p99 {o['p99_ms']['postgres']:.2f} ms)")
+    print(f"  ratio PostgreSQL/SQLite: {o['ratio_p50']:.2f}x (target <= 2x)")
+    r = results["replicas"]
+    print(f"messages/s, {r['agents']} agents x {r['per_agent']} messages, LLM {r['llm_delay_ms']:g} ms, on PostgreSQL:")
+    for count, rate in rates.items():
+        print(f"  {count} replica(s): {rate:8.1f} messages/s")
+    if 1 in rates and len(rates) > 1:
+        top = max(rates)
+        print(f"  ratio {top} replicas / 1 replica: {rates[top] / rates[1]:.2f}x (target >= 2.5x for 3)")
+    path = write_results("replicas", results)
+    print(f"results: {path}")
+    return 0

@@ -1,0 +1,114 @@
+"""The PostgreSQL engine: one database shared by any number of ``mcp-letta`` replicas.
+
+``PostgresStore`` implements ``Store`` over a ``PgDatabase`` (a bounded psycopg 3 connection pool; the change
+feed is LISTEN/NOTIFY over the change log). ``PostgresTx`` implements ``Tx``: the statements are the SQLite
+engine's (``mcp_letta.store.sqlite``: standard SQL, respelled by ``db.translate``) except full-text search
+(``memory``: tsvector, GIN, ``ts_rank_cd``). The schema has its own numbered migrations (``migrations/``).
+The driver is an optional extra: ``pip install 'mcp-letta[postgres]'``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import anyio.to_thread
+
+from mcp_letta.models import Message, NewMessage, Page, Passage
+from mcp_letta.store.interface import Change, Store, Tx
+from mcp_letta.store.postgres import memory as pg_memory
+from mcp_letta.store.postgres.db import DEFAULT_POOL_SIZE, PgConn, PgDatabase, latest_schema_version, schema_version
+from mcp_letta.store.sqlite import SQLiteTx
+from mcp_letta.store.sqlite import memory as shared_memory
+
+T = TypeVar("T")
+
+
+class PostgresTx(SQLiteTx):
+    """``Tx`` over one PostgreSQL connection inside a transaction (see ``Tx`` for each method)."""
+
+    def __init__(self, conn: PgConn) -> None:
+        self.conn = conn  # type: ignore[assignment]  (the shared modules use the same connection interface)
+
+    def search_passages(
+        self, agent_id: str, query: str, *, tags: list[str], tag_match: str, limit: int, cursor: str | None = None
+    ) -> Page[Passage]:
+        """Full-text search of an agent's passages: tsvector match, ``ts_rank_cd`` order (see ``memory``)."""
+        return pg_memory.search_passages(
+            self.conn, agent_id, query, tags=tags, tag_match=tag_match, limit=limit, cursor=cursor,  # type: ignore[arg-type]
+        )  # fmt: skip
+
+    def search_messages(
+        self, agent_id: str, query: str | None, *, roles: list[str], limit: int, start: str | None, end: str | None,
+        cursor: str | None = None,
+    ) -> Page[Message]:  # fmt: skip
+        """Search an agent's whole history by text (tsvector, ranked), role and date range."""
+        return pg_memory.search_messages(
+            self.conn,
+            agent_id,
+            query,
+            roles=roles,
+            limit=limit,
+            start=start,
+            end=end,
+            cursor=cursor,  # type: ignore[arg-type]
+        )
+
+    def append_messages(self, agent_id: str, messages: list[NewMessage]) -> list[Message]:
+        """Append messages in order (the generated tsvector column indexes them; no per-transaction hook)."""
+        added = shared_memory.append_messages(self.conn, agent_id, messages)
+        self.conn.before_commit.pop("index_new_messages", None)  # the tsvector column indexes as rows arrive
+        return added
+
+    def archival_counts(self, agent_ids: Sequence[str]) -> dict[str, int]:
+        """How many passages each agent has."""
+        return shared_memory.counts_by_agent(self.conn, "passages", list(agent_ids), "true")
+
+
+class PostgresStore(Store):
+    """``Store`` over one PostgreSQL database; other replicas' commits arrive by LISTEN/NOTIFY."""
+
+    def __init__(self, url: str, *, pool_size: int = DEFAULT_POOL_SIZE, watch_interval_s: float = 0.2) -> None:
+        self.db = PgDatabase(url, pool_size=pool_size)
+        self.origin = self.db.origin
+        self.watch_interval_s = watch_interval_s
+
+    async def open(self) -> None:
+        await anyio.to_thread.run_sync(self.db.open)
+
+    async def close(self) -> None:
+        await anyio.to_thread.run_sync(self.db.close)
+
+    async def read(self, fn: Callable[[Tx], T]) -> T:
+        return await self.db.read(lambda conn: fn(PostgresTx(conn)))
+
+    async def write(self, fn: Callable[[Tx], T]) -> T:
+        return await self.db.write(lambda conn: fn(PostgresTx(conn)))
+
+    def add_listener(self, listener: Callable[[list[Change]], None]) -> None:
+        def on_commit(changes: list[tuple[str, str]], local: bool) -> None:
+            listener([Change(kind, ref, local) for kind, ref in changes])
+
+        self.db.add_listener(on_commit)
+
+    async def follow_changes(self) -> None:
+        await self.db.follow(self.watch_interval_s)
+
+
+def server_status(url: str) -> dict[str, Any]:
+    """For ``mcp-letta doctor``: the server version, this database's schema version against the newest this
+    mcp-letta ships, and the connections open to the server against its limit (raises on no connection)."""
+    from mcp_letta.store.postgres.db import require_driver
+
+    psycopg = require_driver()
+    with psycopg.connect(url, connect_timeout=10, autocommit=True) as raw:
+        return {
+            "server": raw.execute("SHOW server_version").fetchone()[0],
+            "schema_version": schema_version(raw),
+            "latest_schema_version": latest_schema_version(),
+            "connections": int(raw.execute("SELECT count(*) FROM pg_stat_activity").fetchone()[0]),
+            "max_connections": int(raw.execute("SHOW max_connections").fetchone()[0]),
+        }
+
+
+__all__ = ["PostgresStore", "PostgresTx", "server_status"]

@@ -1,0 +1,437 @@
+"""The PostgreSQL server under the store: a bounded connection pool, transactions, migrations, the write
+queue and the change feed (LISTEN/NOTIFY over the change log).
+
+The engine reuses the SQLite engine's write queue (group commit: what queues while one transaction commits
+is written together in the next, each write in its own savepoint) and most of its statements: those are
+standard SQL apart from a few spellings that ``translate`` rewrites once per statement text (``?``
+placeholders, ``INSERT OR IGNORE``, an empty ``IN ()``, SQLite's case-blind ``LIKE``). What differs in
+substance is here and in ``memory``: the schema, full-text search, locking and the change feed.
+
+Write transactions take one transaction-level advisory lock first, so read-modify-write is atomic across
+replicas exactly as SQLite's ``BEGIN IMMEDIATE`` makes it across processes: an edit, a claim or a
+wait-for-graph check sees every write committed before it and none can interleave. Reads take a
+``REPEATABLE READ READ ONLY`` snapshot and never wait on writers.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import lru_cache
+from importlib import resources
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from mcp_letta.errors import Invalid, LettaError
+from mcp_letta.store.sqlite.db import CHANGE_LOG_KEEP_S
+from mcp_letta.store.sqlite.db import Database as _SQLiteDatabase
+
+log = logging.getLogger("mcp_letta.store")
+
+T = TypeVar("T")
+
+INSTALL_HINT = "pip install 'mcp-letta[postgres]'"
+CHANNEL = "mcp_letta_changes"  # NOTIFY channel: payload is the committing process's origin
+WRITE_LOCK = 0x6D63706C  # pg_advisory_xact_lock key serialising write transactions ('mcpl')
+MIGRATION_LOCK = 0x6D63706D  # held while migrating, so replicas starting together migrate once
+DEFAULT_POOL_SIZE = 10
+_BEGIN_LOCKED = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+
+
+class DatabaseUnavailable(LettaError):
+    """The PostgreSQL server cannot be reached or the database cannot be prepared (the message says why)."""
+
+
+def is_postgres_url(target: object) -> bool:
+    """Whether a database target is a PostgreSQL URL rather than a SQLite file path."""
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
+
+
+def require_driver() -> Any:
+    """The ``psycopg`` module; ``Invalid`` with the install command when the extra is missing."""
+    try:
+        import psycopg
+        import psycopg_pool  # noqa: F401
+    except ImportError:
+        raise Invalid(
+            f"MCP_LETTA_DB is a postgresql:// URL but the PostgreSQL driver is not installed: run {INSTALL_HINT}"
+        ) from None
+    return psycopg
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+# -- SQL shared with the SQLite engine -------------------------------------------------------------------
+_RETURNING_KEY = {"passages": "pk", "messages": "seq"}  # tables whose callers read ``lastrowid``
+_INSERT_INTO = re.compile(r"^\s*INSERT\s+INTO\s+(\w+)", re.IGNORECASE)
+
+
+@lru_cache(maxsize=4096)
+def translate(sql: str) -> tuple[str, bool]:
+    """A statement of the shared modules in PostgreSQL's spelling, and whether it now returns the new row's
+    key (so ``lastrowid`` can be read)."""
+    parts = sql.split("'")
+    for i in range(0, len(parts), 2):  # outside string literals
+        part = parts[i].replace("%", "%%").replace("?", "%s")
+        part = re.sub(r"\bIN \(\)", "IN (NULL)", part)
+        part = re.sub(r"\bLIKE\b", "ILIKE", part)  # SQLite's LIKE ignores ASCII case
+        parts[i] = part
+    for i in range(1, len(parts), 2):
+        parts[i] = parts[i].replace("%", "%%")
+    out = "'".join(parts)
+    if re.match(r"^\s*INSERT OR IGNORE INTO", out, re.IGNORECASE):
+        out = re.sub(r"INSERT OR IGNORE INTO", "INSERT INTO", out, count=1, flags=re.IGNORECASE)
+        out += " ON CONFLICT DO NOTHING"
+    returning = False
+    match = _INSERT_INTO.match(out)
+    if match and match.group(1) in _RETURNING_KEY and "RETURNING" not in out.upper():
+        out += f" RETURNING {_RETURNING_KEY[match.group(1)]}"
+        returning = True
+    return out, returning
+
+
+class Row(tuple):  # type: ignore[type-arg]
+    """A result row readable by position and by column name, as ``sqlite3.Row`` is."""
+
+    _index: dict[str, int] = {}  # noqa: RUF012  (set per result by ``_row_class``)
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return tuple.__getitem__(self, self._index[key])
+        return tuple.__getitem__(self, key)
+
+    def keys(self) -> list[str]:
+        """The column names, in order."""
+        return list(self._index)
+
+
+@lru_cache(maxsize=1024)
+def _row_class(names: tuple[str, ...]) -> type[Row]:
+    return type("Row", (Row,), {"_index": {name: i for i, name in enumerate(names)}})
+
+
+def _row_factory(cursor: Any) -> Callable[[Sequence[Any]], Any]:
+    if cursor.description is None:
+        return tuple
+    cls = _row_class(tuple(c.name for c in cursor.description))
+    return cls
+
+
+class Result:
+    """What ``PgConn.execute`` returns: the rows, ``rowcount`` and (for the inserts that need it) ``lastrowid``."""
+
+    __slots__ = ("_cursor", "lastrowid", "rowcount")
+
+    def __init__(self, cursor: Any, returning: bool) -> None:
+        self._cursor = cursor
+        self.rowcount = cursor.rowcount
+        self.lastrowid = cursor.fetchone()[0] if returning else None
+
+    def fetchone(self) -> Any:
+        """The next row, or None."""
+        return self._cursor.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        """The remaining rows."""
+        return self._cursor.fetchall()
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._cursor.fetchall())
+
+
+class PgConn:
+    """One pooled connection inside a transaction, with the interface the shared modules use on a SQLite
+    ``Conn``: ``execute``, ``executemany``, ``savepoint``, ``log_change`` and ``before_commit`` hooks."""
+
+    def __init__(self, raw: Any, origin: str) -> None:
+        self.raw = raw
+        self.origin = origin
+        self.changes: list[tuple[str, str]] = []
+        self._logged: set[tuple[str, str]] = set()
+        self.before_commit: dict[str, Callable[[PgConn], None]] = {}
+        self._savepoints = 0
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> Result:
+        """Run one statement (SQLite spelling accepted, see ``translate``)."""
+        text, returning = translate(sql)
+        cursor = self.raw.cursor()
+        cursor.execute(text, list(params) if params is not None else None, prepare=None)
+        return Result(cursor, returning)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement for each parameter row."""
+        rows = list(rows)
+        if rows:
+            text, _ = translate(sql)
+            self.raw.cursor().executemany(text, rows)
+
+    def log_change(self, kind: str, ref: str) -> None:
+        """Record that ``kind``/``ref`` changed in this transaction (once per transaction)."""
+        key = (kind, ref)
+        if len(self._logged) != len(self.changes):
+            self._logged = set(self.changes)
+        if key in self._logged:
+            return
+        self.changes.append(key)
+        self._logged.add(key)
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A nested transaction: an exception inside undoes its writes and logged changes, then propagates."""
+        mark = len(self.changes)
+        self._savepoints += 1
+        name = f"nested_{self._savepoints}"
+        self.raw.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            self.raw.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            self.raw.execute(f"RELEASE SAVEPOINT {name}")
+            del self.changes[mark:]
+            raise
+        self.raw.execute(f"RELEASE SAVEPOINT {name}")
+
+    def write_change_log(self) -> None:
+        """(Just before COMMIT.) The transaction's changes into ``changes``, and a NOTIFY that is delivered
+        when (and only if) the transaction commits."""
+        if self.changes:
+            kinds, refs = zip(*self.changes, strict=True)
+            self.raw.execute(_LOG_AND_NOTIFY, (self.origin, time.time(), list(kinds), list(refs), CHANNEL, self.origin))
+
+
+# The change log rows and the NOTIFY in one statement (one round trip while the write lock is held).
+_LOG_AND_NOTIFY = (
+    "WITH logged AS (INSERT INTO changes(origin, kind, ref, at) SELECT %s, k, r, %s "
+    "FROM unnest(%s::text[], %s::text[]) AS t(k, r) RETURNING 1) SELECT pg_notify(%s, %s)"
+)
+
+
+class PgDatabase(_SQLiteDatabase):
+    """A bounded pool of connections to one PostgreSQL database, with the SQLite engine's async read and
+    write transactions (and write queue) run in threads."""
+
+    def __init__(self, url: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> None:
+        super().__init__(":memory:", pool_size=pool_size)
+        self.url = url
+        self.pool_size = pool_size
+        self._pool: Any = None
+        self._pool_lock = threading.Lock()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def open(self) -> None:
+        """Open the pool (failing clearly when the server cannot be reached) and apply pending migrations."""
+        psycopg = require_driver()
+        from psycopg_pool import ConnectionPool
+
+        with self._lock:
+            self._closed = False
+        try:  # one plain connection first: its error says what is wrong (the pool's only that it timed out)
+            psycopg.connect(self.url, connect_timeout=10).close()
+        except psycopg.Error as exc:
+            reason = " ".join(str(exc).split()).rstrip(".?")
+            raise DatabaseUnavailable(
+                f"cannot connect to PostgreSQL at {redact(self.url)} ({reason}): check that the server runs and "
+                "that the URL (user, password, host, port, database) is right"
+            ) from None
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ConnectionPool(
+                    self.url, min_size=1, max_size=self.pool_size, open=False, name="mcp-letta",
+                    kwargs={"autocommit": True, "row_factory": _row_factory},
+                    check=ConnectionPool.check_connection, timeout=30.0,
+                )  # fmt: skip
+                try:
+                    self._pool.open(wait=True, timeout=15.0)
+                except Exception as exc:
+                    self._pool.close()
+                    self._pool = None
+                    raise DatabaseUnavailable(
+                        f"cannot connect to PostgreSQL at {redact(self.url)}: {exc}. Check that the server runs "
+                        "and the URL (user, password, host, port, database) is right"
+                    ) from None
+        try:
+            with self._pool.connection() as raw:
+                migrate(raw)
+        except psycopg.Error as exc:
+            raise DatabaseUnavailable(f"cannot prepare the database at {redact(self.url)}: {exc}") from None
+
+    def close(self) -> None:
+        """Close the pool. Safe to call twice."""
+        with self._lock:
+            self._closed = True
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
+    @contextmanager
+    def _connection(self) -> Iterator[Any]:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the store is closed")
+        pool = self._pool
+        if pool is None:
+            raise RuntimeError("the store is closed")
+        with pool.connection() as raw:
+            yield raw
+
+    # -- transactions ------------------------------------------------------------------------------
+    def read_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(conn, ...)`` in a read-only snapshot on this thread."""
+        with self._connection() as raw:
+            conn = PgConn(raw, self.origin)
+            raw.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            try:
+                return fn(conn, *args, **kwargs)
+            finally:
+                raw.execute("ROLLBACK")
+
+    def _write_txn(self, batch: list[Any]) -> list[tuple[str, str]]:
+        """One transaction holding every write of ``batch``, each in a savepoint (a lone write needs none: its
+        error rolls the whole transaction back), under the write lock; the changes it logged."""
+        with self._connection() as raw:
+            conn = PgConn(raw, self.origin)
+            raw.execute(_BEGIN_LOCKED)  # one round trip: the lock is held for as short a time as can be
+            try:
+                if len(batch) == 1:
+                    try:
+                        batch[0].result = batch[0].fn(conn, *batch[0].args)
+                    except Exception as exc:
+                        batch[0].error = exc
+                        raw.execute("ROLLBACK")
+                        return []
+                else:
+                    for write in batch:
+                        try:
+                            with conn.savepoint():
+                                write.result = write.fn(conn, *write.args)
+                        except Exception as exc:
+                            write.error = exc
+                while conn.before_commit:
+                    hook = next(iter(conn.before_commit))
+                    conn.before_commit.pop(hook)(conn)
+                conn.write_change_log()
+                raw.execute("COMMIT")
+            except BaseException:
+                try:
+                    raw.execute("ROLLBACK")
+                except Exception:
+                    pass  # a broken connection: the pool discards it
+                raise
+            return conn.changes
+
+    # -- following other replicas ------------------------------------------------------------------
+    async def follow(self, interval_s: float) -> None:
+        """Until cancelled: LISTEN on the change channel and, after each notification from another process,
+        tell the listeners what it changed (read from the change log after the last id seen). After a lost
+        connection it reconnects and replays the log from that id, so nothing committed meanwhile is missed."""
+        psycopg = require_driver()
+        last_id = await self.read(_last_change_id)
+        pruned = time.monotonic()
+        while True:
+            try:
+                listener = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+            except Exception as exc:
+                log.warning("cannot LISTEN for other replicas' changes (%s); retrying", exc)
+                await anyio.sleep(max(interval_s, 1.0))
+                continue
+            try:
+                async with listener:
+                    await listener.execute(f"LISTEN {CHANNEL}")
+                    while True:  # in turns of at most 30 s, so a quiet database is still pruned
+                        last_id = await self._catch_up(last_id)  # what committed before LISTEN (or between turns)
+                        async for note in listener.notifies(timeout=30.0):
+                            if note.payload != self.origin:
+                                last_id = await self._catch_up(last_id)
+                            if time.monotonic() - pruned > 300:
+                                break
+                        if time.monotonic() - pruned > 300:
+                            pruned = time.monotonic()
+                            await self.write(_prune_changes)
+            except anyio.get_cancelled_exc_class():
+                raise
+            except Exception as exc:  # the server restarted or the network broke: reconnect and replay
+                log.warning("lost the LISTEN connection (%s); reconnecting", exc)
+                await anyio.sleep(min(max(interval_s, 0.2), 2.0))
+
+    async def _catch_up(self, last_id: int) -> int:
+        last_id, foreign = await self.read(_foreign_changes, last_id, self.origin)
+        self._notify(foreign, False)
+        return last_id
+
+
+def _last_change_id(conn: PgConn) -> int:
+    return int(conn.execute("SELECT coalesce(max(id), 0) FROM changes").fetchone()[0])
+
+
+def _foreign_changes(conn: PgConn, after_id: int, origin: str) -> tuple[int, list[tuple[str, str]]]:
+    """Changes committed by other processes after change-log id ``after_id``, and the newest id seen.
+
+    Write transactions are serialised by the write lock, so ids commit in order: no smaller id can
+    commit after a larger one has been read."""
+    rows = conn.execute("SELECT id, origin, kind, ref FROM changes WHERE id > ? ORDER BY id", (after_id,)).fetchall()
+    last = rows[-1][0] if rows else after_id
+    return last, [(kind, ref) for _, who, kind, ref in rows if who != origin]
+
+
+def _prune_changes(conn: PgConn) -> None:
+    conn.execute("DELETE FROM changes WHERE at < ?", (time.time() - CHANGE_LOG_KEEP_S,))
+
+
+# -- migrations ------------------------------------------------------------------------------------
+_MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+
+
+def _migrations() -> list[tuple[int, str, str]]:
+    folder = resources.files("mcp_letta.store.postgres") / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+def latest_schema_version() -> int:
+    """The newest PostgreSQL migration this mcp-letta ships."""
+    return max((number for number, _, _ in _migrations()), default=0)
+
+
+def schema_version(raw: Any) -> int:
+    """The newest migration applied to this database (0 for an empty one)."""
+    exists = raw.execute("SELECT to_regclass('mcp_letta_schema') IS NOT NULL").fetchone()[0]
+    if not exists:
+        return 0
+    return int(raw.execute("SELECT coalesce(max(version), 0) FROM mcp_letta_schema").fetchone()[0])
+
+
+def migrate(raw: Any) -> int:
+    """Apply the numbered migrations newer than the database's version, each in one transaction, holding an
+    advisory lock so replicas starting at once migrate once."""
+    applied = 0
+    raw.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+    try:
+        raw.execute("CREATE TABLE IF NOT EXISTS mcp_letta_schema (version INTEGER PRIMARY KEY, applied_at TEXT)")
+        for number, name, script in _migrations():
+            version = schema_version(raw)
+            if number <= version:
+                continue
+            if number != version + 1:
+                raise RuntimeError(f"migration {name} does not follow schema version {version}")
+            with raw.transaction():
+                raw.execute(script.encode())
+                raw.execute("INSERT INTO mcp_letta_schema(version, applied_at) VALUES (%s, now()::text)", (number,))
+            applied += 1
+            log.info("applied PostgreSQL migration %s", name)
+    finally:
+        raw.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+    return applied

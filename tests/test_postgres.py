@@ -1,0 +1,120 @@
+"""The PostgreSQL engine's own behaviour: choosing it without its driver, ``doctor`` against a real server,
+``mcp-letta migrate`` from a SQLite file (history and all), and a server restart under a running hub."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+from pg_server import PgServer
+
+from mcp_letta import AgentHub, Settings
+from mcp_letta.doctor import run_doctor
+from mcp_letta.models import NewMessage
+from mcp_letta.store.postgres.db import latest_schema_version as pg_schema_version
+
+pytestmark = [pytest.mark.anyio, pytest.mark.postgres_only]
+SCRIPT = Path(sys.executable).parent / "mcp-letta"
+
+WITHOUT_DRIVER = """
+import sys
+sys.modules["psycopg"] = None  # as if the postgres extra were not installed
+from mcp_letta.cli import main
+sys.exit(main(["--db", "postgresql://someone@127.0.0.1:1/agents", "serve"]))
+"""
+
+
+def test_a_postgresql_url_without_the_driver_fails_at_start_with_the_install_command() -> None:
+    done = subprocess.run([sys.executable, "-c", WITHOUT_DRIVER], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "pip install 'mcp-letta[postgres]'" in done.stderr
+    assert done.stdout == ""
+
+
+async def test_doctor_reports_the_server_schema_and_connections(db_path: str) -> None:
+    out = io.StringIO()
+    await run_doctor(Settings(db_path=db_path), out)
+    [line] = [line for line in out.getvalue().splitlines() if "database" in line]
+    assert line.split()[0] == "ok", out.getvalue()
+    assert "PostgreSQL 15" in line or "PostgreSQL 1" in line
+    assert f"schema {pg_schema_version()}," in line and "connections in use" in line
+
+
+async def test_doctor_says_what_to_do_when_the_server_is_unreachable() -> None:
+    out = io.StringIO()
+    assert await run_doctor(Settings(db_path="postgresql://nobody@127.0.0.1:1/none"), out) == 1
+    assert "cannot connect" in out.getvalue() and "start PostgreSQL" in out.getvalue()
+
+
+async def test_migrate_copies_a_sqlite_database_history_and_all(db_path: str, tmp_path: Path) -> None:
+    source = tmp_path / "agents.db"
+    async with AgentHub(Settings(db_path=source)) as hub:
+        await hub.create_block("project", "goal: ship", description="shared")
+        await hub.create_agent("researcher", persona="I research.", shared_blocks=["project"], tags=["team"])
+        await hub.create_agent("writer", tags=["team"])
+        for i in range(3):
+            await hub.append_to_block("project", f"step {i}")
+        await hub.archival_insert("researcher", "The launch is planned for March in Lisbon", tags=["plan"])
+        await hub.append_messages("researcher", [NewMessage(role="user", content=f"note {i}") for i in range(5)])
+        before_history = await hub.block_history("project")
+        before_messages = await hub.get_messages("researcher")
+        before_agents = await hub.list_agents()
+
+    command = [str(SCRIPT), "migrate", "--from", str(source), "--to", db_path]
+    done = await anyio.run_process(command, check=False)
+    assert done.returncode == 0, done.stderr
+    # 2 blocks of each agent + the shared one created, and 3 appends
+    assert "block_history: 8" in done.stdout.decode() and "messages: 5" in done.stdout.decode()
+
+    async with AgentHub(Settings(db_path=db_path)) as hub:
+        assert [a.model_dump() for a in await hub.list_agents()] == [a.model_dump() for a in before_agents]
+        assert await hub.block_history("project") == before_history
+        assert await hub.get_messages("researcher") == before_messages
+        [found] = await hub.archival_search("researcher", "Lisbon launch")
+        assert found.tags == ["plan"]
+        after = await hub.append_to_block("project", "written after the move")  # sequences go on
+        assert after.version == 5
+        [added] = await hub.append_messages("researcher", [NewMessage(role="user", content="after")])
+        assert added.seq == before_messages[-1].seq + 1
+
+    again = await anyio.run_process(command, check=False)
+    assert again.returncode == 2
+    assert "already holds data" in again.stderr.decode() and "empty database" in again.stderr.decode()
+
+
+async def test_a_server_restart_fails_calls_clearly_then_recovers_without_restarting_the_hub(
+    db_path: str, pg_server: PgServer
+) -> None:
+    async with (
+        AgentHub(Settings(db_path=db_path, watch_interval_s=0.05)) as hub,
+        AgentHub(Settings(db_path=db_path, watch_interval_s=0.05)) as other,
+    ):
+        await hub.create_block("log", "")
+        acknowledged = []
+        for i in range(5):
+            await hub.append_to_block("log", f"before {i}")
+            acknowledged.append(f"before {i}")
+        feed = hub.subscribe_changes()
+        await anyio.to_thread.run_sync(pg_server.restart)
+        failures: list[str] = []
+        for i in range(20):
+            try:
+                await hub.append_to_block("log", f"after {i}")
+                acknowledged.append(f"after {i}")
+            except Exception as exc:  # a connection the restart broke: said, not hidden
+                failures.append(f"{type(exc).__name__}: {exc}")
+                await anyio.sleep(0.2)
+        assert len([a for a in acknowledged if a.startswith("after")]) >= 15, failures
+        assert all("connection" in f.lower() or "terminat" in f.lower() for f in failures), failures
+        assert (await hub.read_block("log")).value.split("\n") == acknowledged  # nothing acknowledged is lost
+
+        # the other hub's follower reconnected its LISTEN: a write there reaches this hub's feed
+        block = await other.append_to_block("log", "from the other hub")
+        with anyio.fail_after(30):
+            async for change in feed:
+                if change.kind == "block" and change.ref == block.id and not change.local:
+                    break

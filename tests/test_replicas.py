@@ -1,0 +1,272 @@
+"""Three real ``mcp-letta serve --transport http`` processes on one PostgreSQL database, driven by real MCP
+clients: what one replica changes reaches the others' clients (tools/list_changed, block updates, the host
+inbox), a wait cycle spread over replicas is refused, concurrent appends through all three lose nothing,
+one agent runs one message at a time whichever replicas its messages came through, and after a replica
+is killed with SIGKILL every run it held is reported truthfully.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import mcp.types as types
+import psycopg
+import pytest
+from conftest import most_at_once
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from test_http import AUTH, TOKEN
+from test_multiagent import Agents, role, tool_result
+
+from mcp_letta import AgentHub, Settings
+from mcp_letta.testing import Response, ScriptedLLM
+
+pytestmark = [pytest.mark.anyio, pytest.mark.postgres_only, pytest.mark.filterwarnings("ignore::UserWarning")]
+
+SCRIPT = Path(sys.executable).parent / "mcp-letta"
+WAIT = "send_message_to_agent_and_wait_for_reply"
+
+
+class Replica:
+    """One ``mcp-letta serve --transport http`` process; its log goes to a file (a pipe could fill up)."""
+
+    def __init__(self, url: str, llm: ScriptedLLM, log: Path) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_LETTA_", "OPENAI_"))}
+        env |= {
+            "MCP_LETTA_DB": url, "MCP_LETTA_TOKEN": TOKEN, "MCP_LETTA_LLM_BASE_URL": llm.base_url,
+            "MCP_LETTA_MODEL": "scripted-model", "MCP_LETTA_LLM_MAX_RETRIES": "0", "MCP_LETTA_PG_POOL_SIZE": "8",
+        }  # fmt: skip
+        self.log = log
+        self._log_file = log.open("wb")
+        command = [str(SCRIPT), "serve", "--transport", "http", "--host", "127.0.0.1", "--port", "0"]
+        self.proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=self._log_file)
+        self.port = 0
+
+    async def ready(self) -> Replica:
+        """Wait until it listens (its port is in its log)."""
+        with anyio.fail_after(60):
+            while not self.port:
+                match = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", self.log.read_text(errors="replace"))
+                if match:
+                    self.port = int(match.group(1))
+                elif self.proc.poll() is not None:
+                    raise RuntimeError(f"replica exited: {self.log.read_text(errors='replace')[-2000:]}")
+                else:
+                    await anyio.sleep(0.05)
+        return self
+
+    @asynccontextmanager
+    async def client(self, **kwargs: Any) -> AsyncIterator[Client]:
+        """An MCP client of this replica (2025-11-25 era, which hears notifications over its GET stream), with
+        room for 300 requests at once."""
+        limits = httpx2.Limits(max_connections=400, max_keepalive_connections=400)
+        async with httpx2.AsyncClient(headers=AUTH, timeout=300, limits=limits) as http:
+            transport = streamable_http_client(f"http://127.0.0.1:{self.port}/mcp", http_client=http)
+            async with Client(transport, mode="legacy", **kwargs) as c:
+                yield c
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log_file.close()
+
+
+@pytest.fixture
+async def replicas(db_path: str, scripted_llm: ScriptedLLM, tmp_path: Path) -> AsyncIterator[list[Replica]]:
+    """Three replicas on one fresh database."""
+    started = [Replica(db_path, scripted_llm, tmp_path / f"replica-{i}.log") for i in range(3)]
+    try:
+        for replica in started:
+            await replica.ready()
+        yield started
+    finally:
+        for replica in started:
+            replica.stop()
+
+
+async def ok(c: Any, tool: str, **args: Any) -> dict[str, Any]:
+    result = await c.call_tool(tool, args)
+    assert not result.is_error, result.content
+    return result.structured_content
+
+
+async def test_an_agent_created_through_one_replica_is_a_tool_on_another_with_list_changed(
+    replicas: list[Replica],
+) -> None:
+    a, b, _ = replicas
+    changed = anyio.Event()
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            changed.set()
+
+    async with b.client(message_handler=on_message) as cb, a.client() as ca:
+        assert "ask_scout" not in {t.name for t in (await cb.list_tools()).tools}
+        await ok(ca, "create_agent", name="scout", description="scouts ahead")
+        with anyio.fail_after(20):
+            await changed.wait()
+        assert "ask_scout" in {t.name for t in (await cb.list_tools()).tools}
+
+
+async def test_a_block_written_through_one_replica_notifies_subscribers_on_another(replicas: list[Replica]) -> None:
+    a, b, _ = replicas
+    updated = anyio.Event()
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.ResourceUpdatedNotification) and message.params.uri == "letta://blocks/board":
+            updated.set()
+
+    async with a.client() as ca, b.client(message_handler=on_message) as cb:
+        await ok(ca, "create_block", label="board", value="start")
+        await cb.subscribe_resource("letta://blocks/board")
+        await ok(ca, "append_to_block", block="board", text="written through replica A")
+        with anyio.fail_after(20):
+            await updated.wait()
+        text = (await cb.read_resource("letta://blocks/board")).contents[0].text
+        assert "written through replica A" in text
+
+
+async def test_an_async_reply_sent_through_one_replica_is_read_through_another(
+    replicas: list[Replica], scripted_llm: ScriptedLLM
+) -> None:
+    scripted_llm.default = lambda request: Response(content="answer from the helper")
+    a, b, _ = replicas
+    async with a.client() as ca, b.client() as cb:
+        await ok(ca, "create_agent", name="helper")
+        sent = await ok(ca, "send_message_to_agent_async", agent="helper", message="please help")
+        done = await ok(cb, "get_run", run_id=sent["run_id"], wait_s=30)
+        assert done["status"] == "completed"
+        replies = await ok(cb, "check_replies")
+        assert [(r["run_id"], r["reply"]) for r in replies["runs"]] == [(sent["run_id"], "answer from the helper")]
+        assert (await ok(ca, "check_replies"))["count"] == 0  # read once, whichever replica reads it
+
+
+async def test_a_wait_cycle_spread_over_two_replicas_is_refused(
+    replicas: list[Replica], scripted_llm: ScriptedLLM
+) -> None:
+    agents = Agents(scripted_llm)
+
+    def relay(to: str) -> Any:
+        def handle(request: dict[str, Any]) -> Response:
+            result = tool_result(request)
+            if result is not None:
+                return Response(content=f"{result['status']}: {result['message']}")
+            # both agents are running (one per replica) before either asks the other
+            return Response(calls=[(WAIT, {"message": "over to you", "other_agent_id": to})], delay_s=1.0)
+
+        return handle
+
+    agents.on("alice", relay("bob"))
+    agents.on("bob", relay("alice"))
+    a, b, _ = replicas
+    async with a.client() as ca, b.client() as cb:
+        for name in ("alice", "bob"):
+            await ok(ca, "create_agent", name=name, system=role(name), include_multi_agent_tools=True)
+        first = await ok(ca, "send_message_to_agent_async", agent="alice", message="start")
+        second = await ok(cb, "send_message_to_agent_async", agent="bob", message="start")
+        ends = [await ok(c, "get_run", run_id=s["run_id"], wait_s=60) for c, s in ((ca, first), (cb, second))]
+    assert [e["status"] for e in ends] == ["completed", "completed"]
+    results = [tool_result(r.body) for r in scripted_llm.requests]
+    refused = [r["message"] for r in results if r is not None and "deadlock" in r["message"]]
+    assert refused and all("waiting would deadlock" in m for m in refused), results
+
+
+async def test_three_replicas_times_300_concurrent_appends_lose_nothing(replicas: list[Replica], db_path: str) -> None:
+    async with replicas[0].client() as first:
+        block = await ok(first, "create_block", label="tally", value="", limit=100_000)
+
+    async def append_through(replica: Replica, index: int) -> None:
+        async def append(c: Any, i: int) -> None:
+            await ok(c, "append_to_block", block="tally", text=f"r{index}-{i}")
+
+        async with replica.client() as c, anyio.create_task_group() as tg:
+            for i in range(300):
+                tg.start_soon(append, c, i)
+
+    async with anyio.create_task_group() as tg:
+        for index, replica in enumerate(replicas):
+            tg.start_soon(append_through, replica, index)
+
+    with psycopg.connect(db_path) as pg:
+        versions = [r[0] for r in pg.execute(
+            "SELECT version FROM block_history WHERE block_id = %s ORDER BY version", (block["id"],)
+        )]  # fmt: skip
+        [(value, version)] = pg.execute("SELECT value, version FROM blocks WHERE id = %s", (block["id"],)).fetchall()
+    assert versions == list(range(1, 902))
+    assert version == 901
+    assert sorted(value.split("\n")) == sorted(f"r{r}-{i}" for r in range(3) for i in range(300))
+
+
+async def test_after_kill_9_of_a_replica_every_run_it_held_is_resumed_and_reported_truthfully(
+    replicas: list[Replica], scripted_llm: ScriptedLLM
+) -> None:
+    slow_asked: list[str] = []
+
+    def answer(request: dict[str, Any]) -> Response:
+        text = json.dumps(request["messages"][-1])  # the message this run is about, not the history
+        if "slow job" not in text:
+            return Response(content="quick done")
+        slow_asked.append(text)  # the first three are held until the replica dies; resumed runs ask again
+        return Response(content="slow done", delay_s=120 if len(slow_asked) <= 3 else 0)
+
+    scripted_llm.default = answer
+    a, _, victim = replicas
+    async with victim.client() as cv:
+        for name in ("w1", "w2", "w3"):
+            await ok(cv, "create_agent", name=name)
+        running = [(await ok(cv, "send_message_to_agent_async", agent=n, message="slow job"))["run_id"]
+                   for n in ("w1", "w2", "w3")]  # fmt: skip
+        queued = (await ok(cv, "send_message_to_agent_async", agent="w1", message="quick one"))["run_id"]
+        await scripted_llm.wait_for_requests_async(3)  # all three runs are in their LLM call
+    victim.proc.send_signal(signal.SIGKILL)
+    victim.proc.wait()  # reaped: its pid is gone, as a dead replica's is
+    async with a.client() as ca:
+        ends = {run_id: await ok(ca, "get_run", run_id=run_id, wait_s=60) for run_id in [*running, queued]}
+        listed = {r["run_id"]: r for r in (await ok(ca, "list_runs", limit=50))["runs"]}
+    for run_id in running:  # resumed by a survivor from their last committed step: the LLM is asked again
+        assert (ends[run_id]["status"], ends[run_id]["reply"]) == ("completed", "slow done"), ends[run_id]
+        assert listed[run_id]["status"] == "completed"
+    assert len(slow_asked) == 6  # each running run asked once by the victim, once after its resumption
+    assert ends[queued]["status"] == "completed" and ends[queued]["reply"] == "quick done"  # adopted by a survivor
+    assert listed[queued]["status"] == "completed"
+    assert not [r for r in listed.values() if r["status"] in ("queued", "running")]
+
+
+async def test_one_agent_runs_one_message_at_a_time_across_three_replicas(
+    replicas: list[Replica], scripted_llm: ScriptedLLM, db_path: str
+) -> None:
+    scripted_llm.default = lambda request: Response(content="noted", delay_s=0.1)
+    async with replicas[0].client() as first:
+        await ok(first, "create_agent", name="solo")
+    sent: list[str] = []
+
+    async def send_through(replica: Replica, index: int) -> None:
+        async with replica.client() as c:
+            for i in range(4):
+                sent.append(
+                    (await ok(c, "send_message_to_agent_async", agent="solo", message=f"r{index}-{i}"))["run_id"]
+                )
+
+    async with anyio.create_task_group() as tg:
+        for index, replica in enumerate(replicas):
+            tg.start_soon(send_through, replica, index)
+    async with AgentHub(Settings(db_path=db_path)) as hub:
+        runs = [await hub.wait_run(run_id, wait_s=60) for run_id in sent]
+    assert [r.status for r in runs] == ["completed"] * 12
+    assert most_at_once(runs) == 1  # never two runs of the agent at once, whichever replica ran them
