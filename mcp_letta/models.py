@@ -175,6 +175,7 @@ class RunUsage(Model):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    cached_tokens: int = Field(default=0, description="prompt tokens the LLM server reused from its prompt cache")
 
     def plus(self, other: RunUsage) -> RunUsage:
         """The sum of two usages."""
@@ -182,6 +183,7 @@ class RunUsage(Model):
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
             total_tokens=self.total_tokens + other.total_tokens,
+            cached_tokens=self.cached_tokens + other.cached_tokens,
         )
 
 
@@ -304,6 +306,7 @@ class AgentMetrics(Model):
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
     tokens: int
+    cached_tokens: int = Field(default=0, description="of the prompt tokens, those the LLM server had cached")
 
 
 class PairMetrics(Model):
@@ -317,6 +320,7 @@ class PairMetrics(Model):
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
     tokens: int
+    cached_tokens: int = Field(default=0, description="of the prompt tokens, those the LLM server had cached")
 
 
 class ContextWindow(Model):

@@ -420,3 +420,25 @@ async def test_auto_tool_mode_switches_to_json_once_the_model_prints_its_calls(
 async def test_an_unknown_tool_mode_is_refused_with_the_choices() -> None:
     with pytest.raises(Invalid, match="MCP_LETTA_TOOL_MODE='fast' is not known: use 'native', 'json' or 'auto'"):
         Settings.from_env({"MCP_LETTA_TOOL_MODE": "fast"})
+
+
+async def test_cached_prompt_tokens_are_kept_per_step_and_run_and_counted_in_metrics(
+    llm_hub: AgentHub, scripted_llm: ScriptedLLM
+) -> None:
+    def answer(message: dict[str, Any], cached: int) -> dict[str, Any]:
+        usage = {"prompt_tokens": 1000, "completion_tokens": 10, "total_tokens": 1010}
+        return {
+            "choices": [{"index": 0, "message": message}],
+            "usage": {**usage, "prompt_tokens_details": {"cached_tokens": cached}},
+        }
+
+    await llm_hub.create_agent("alice")
+    call = {"id": "c1", "type": "function", "function": {"name": "conversation_search", "arguments": '{"query": "x"}'}}
+    scripted_llm.raw(answer({"role": "assistant", "content": None, "tool_calls": [call]}, 0))
+    scripted_llm.raw(answer({"role": "assistant", "content": "done"}, 960))
+    run = await llm_hub.send_message("alice", "look it up", wait_s=10)
+    stored = await llm_hub.get_run(run.id)
+    assert [s.usage.cached_tokens for s in stored.steps] == [0, 960]
+    assert run.usage.cached_tokens == stored.usage.cached_tokens == 960 and stored.usage.prompt_tokens == 2000
+    [metrics] = (await llm_hub.get_metrics()).agents
+    assert (metrics.tokens, metrics.cached_tokens) == (2020, 960)

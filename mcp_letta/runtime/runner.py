@@ -134,7 +134,7 @@ def _now() -> datetime:
 
 
 def _usage(response: ChatResponse) -> RunUsage:
-    return RunUsage(**response.usage.model_dump(exclude={"cached_tokens"}))
+    return RunUsage(**response.usage.model_dump())
 
 
 class Runner:

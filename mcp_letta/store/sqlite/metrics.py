@@ -36,6 +36,7 @@ class _Tally:
     errors: int = 0
     pending: int = 0
     tokens: int = 0
+    cached_tokens: int = 0
     latencies: list[float] = field(default_factory=list)
 
     def add(self, row: Any) -> None:
@@ -44,6 +45,7 @@ class _Tally:
         self.errors += row["status"] in ERROR_STATUSES
         self.pending += row["status"] in PENDING_STATUSES
         self.tokens += row["total_tokens"]
+        self.cached_tokens += row["cached_tokens"]
         if row["status"] in TIMED_STATUSES and row["finished_at"]:
             took = datetime.fromisoformat(row["finished_at"]) - datetime.fromisoformat(row["created_at"])
             self.latencies.append(round(took.total_seconds() * 1000, 3))
@@ -57,6 +59,7 @@ class _Tally:
             "latency_p50_ms": percentile(self.latencies, 50),
             "latency_p95_ms": percentile(self.latencies, 95),
             "tokens": self.tokens,
+            "cached_tokens": self.cached_tokens,
         }
 
 
@@ -67,7 +70,10 @@ def _slowest_first(item: AgentMetrics | PairMetrics) -> tuple[bool, float, int]:
 
 def compute(conn: Conn, *, agent_id: str | None = None, since: datetime | None = None) -> Metrics:
     """Metrics over every run (created at or after ``since``), or only those to or from ``agent_id``."""
-    sql = "SELECT agent_id, agent_name, sender, status, created_at, finished_at, total_tokens FROM runs WHERE 1=1"
+    sql = (
+        "SELECT agent_id, agent_name, sender, status, created_at, finished_at, total_tokens, cached_tokens "
+        "FROM runs WHERE 1=1"
+    )
     args: list[Any] = []
     if since is not None:
         moment = since if since.tzinfo else since.replace(tzinfo=UTC)

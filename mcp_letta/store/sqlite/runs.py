@@ -52,6 +52,7 @@ def _steps(conn: Conn, run_ids: list[str]) -> dict[str, list[RunStep]]:
                     prompt_tokens=r["prompt_tokens"],
                     completion_tokens=r["completion_tokens"],
                     total_tokens=r["total_tokens"],
+                    cached_tokens=r["cached_tokens"],
                 ),
                 started_at=r["started_at"],
                 finished_at=r["finished_at"],
@@ -82,6 +83,7 @@ def run_of(row: Any, steps: list[RunStep]) -> Run:
             prompt_tokens=row["prompt_tokens"],
             completion_tokens=row["completion_tokens"],
             total_tokens=row["total_tokens"],
+            cached_tokens=row["cached_tokens"],
         ),
         cancel_requested=bool(row["cancel_requested"]),
         created_at=row["created_at"],
@@ -366,8 +368,8 @@ def add_step(conn: Conn, run_id: str, step: RunStep, *, count_usage: bool = True
     """Record a completed step and add its tokens to the run's usage (``count_usage=False``: the caller adds
     them itself, as ``finish_run(add_usage=...)`` does in the same update)."""
     conn.execute(
-        "INSERT INTO run_steps(run_id, idx, tool_calls, prompt_tokens, completion_tokens, total_tokens, started_at, "
-        "finished_at) VALUES (?,?,?,?,?,?,?,?)",
+        "INSERT INTO run_steps(run_id, idx, tool_calls, prompt_tokens, completion_tokens, total_tokens, cached_tokens, "
+        "started_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?)",
         (
             run_id,
             step.index,
@@ -375,6 +377,7 @@ def add_step(conn: Conn, run_id: str, step: RunStep, *, count_usage: bool = True
             step.usage.prompt_tokens,
             step.usage.completion_tokens,
             step.usage.total_tokens,
+            step.usage.cached_tokens,
             step.started_at.isoformat(timespec="microseconds"),
             step.finished_at.isoformat(timespec="microseconds"),
         ),
@@ -382,8 +385,14 @@ def add_step(conn: Conn, run_id: str, step: RunStep, *, count_usage: bool = True
     if count_usage:
         conn.execute(
             "UPDATE runs SET prompt_tokens = prompt_tokens + ?, completion_tokens = completion_tokens + ?, "
-            "total_tokens = total_tokens + ? WHERE id = ?",
-            (step.usage.prompt_tokens, step.usage.completion_tokens, step.usage.total_tokens, run_id),
+            "total_tokens = total_tokens + ?, cached_tokens = cached_tokens + ? WHERE id = ?",
+            (
+                step.usage.prompt_tokens,
+                step.usage.completion_tokens,
+                step.usage.total_tokens,
+                step.usage.cached_tokens,
+                run_id,
+            ),
         )
     conn.log_change("run", run_id)
 
@@ -409,11 +418,12 @@ def finish_run(
     usage = add_usage or RunUsage()
     ended = conn.execute(
         "UPDATE runs SET status = ?, reply = ?, error = ?, stop_reason = ?, finished_at = ?, lease_until = NULL, "
-        "prompt_tokens = prompt_tokens + ?, completion_tokens = completion_tokens + ?, total_tokens = total_tokens + ? "
+        "prompt_tokens = prompt_tokens + ?, completion_tokens = completion_tokens + ?, "
+        "total_tokens = total_tokens + ?, cached_tokens = cached_tokens + ? "
         f"WHERE id = ? AND status IN ({marks}) RETURNING *",
         (
             status, reply, error, stop_reason, now_iso(), usage.prompt_tokens, usage.completion_tokens,
-            usage.total_tokens, run_id, *expect,
+            usage.total_tokens, usage.cached_tokens, run_id, *expect,
         ),
     ).fetchone()  # fmt: skip
     if ended is None:
