@@ -45,7 +45,7 @@ from mcp_letta.runtime.context import (
     summary_request,
     tools_json,
 )
-from mcp_letta.runtime.toolbox import PreparedCall, Toolbox, ToolContext, ToolResult
+from mcp_letta.runtime.toolbox import PreparedCall, Tool, Toolbox, ToolContext, ToolResult
 from mcp_letta.store import AgentRecord, Claimed, ClaimOutcome, Owner, Store, ToolAgent, Tx
 
 log = logging.getLogger("mcp_letta.runner")
@@ -267,27 +267,8 @@ class Runner:
                     )  # fmt: skip
                 if rc.window.estimate(rc.system, tools_chars) > SUMMARIZE_AT * window:
                     usage = usage.plus(await self._summarize(rc, client, model, window))
-                mode = settings.tool_mode or self.settings.tool_mode
-                json_mode = mode == "json" or (mode == "auto" and client.prints_calls)
-                # In JSON mode the first step must call a tool: a small model otherwise answers at once from
-                # what it sees, without saving what it was told or asking the agent who knows.
-                must_call = json_mode and index == 0
-                response = await self._ask(
-                    client,
-                    chat_request(
-                        model, settings, rc.window, rc.system, offered, json_mode=json_mode, must_call=must_call
-                    ),
-                )
-                usage = usage.plus(_usage(response))
-                for _ in range(HOLLOW_REPLY_RETRIES):
-                    if response.tool_calls or not hollow(response.content):
-                        break
-                    log.info("agent %s answered %r; asking again", run.agent_name, response.content)
-                    again = chat_request(
-                        model, settings, rc.window, rc.system, offered, json_mode=json_mode, then=[CORRECTION]
-                    )
-                    response = await self._ask(client, again)
-                    usage = usage.plus(_usage(response))
+                response, used = await self._answer(rc, client, model, offered, index)
+                usage = usage.plus(used)
                 if not response.tool_calls:
                     step = RunStep(index=index, usage=usage, started_at=started, finished_at=_now())
                     reply = response.content or ""
@@ -319,10 +300,34 @@ class Runner:
         )
         return await self._finish(rc, "failed", error=error, stop_reason="max_steps")
 
-    @staticmethod
-    async def _ask(client: LLMClient, request: ChatRequest) -> ChatResponse:
-        response = await client.chat(request)
-        return read_json_step(response) if request.response_format is not None else response
+    async def _answer(
+        self, rc: RunContext, client: LLMClient, model: str, offered: dict[str, Tool], index: int
+    ) -> tuple[ChatResponse, RunUsage]:
+        """The model's answer for step ``index`` and the tokens it took: asked again with a short correction
+        (at most ``HOLLOW_REPLY_RETRIES`` times) while it says nothing.
+
+        The tools are offered natively, or in JSON tool mode through a schema (``tool_mode`` json, or auto once
+        the endpoint's model printed a call as text). In JSON mode the first step must call a tool: a small
+        model otherwise answers at once from what it sees, without saving what it was told or asking the
+        agent who knows.
+        """
+        settings = rc.agent.model_settings
+        mode = settings.tool_mode or self.settings.tool_mode
+        json_mode = mode == "json" or (mode == "auto" and client.prints_calls)
+        usage = RunUsage()
+        for attempt in range(1 + HOLLOW_REPLY_RETRIES):
+            request = chat_request(
+                model, settings, rc.window, rc.system, offered, json_mode=json_mode,
+                must_call=json_mode and index == 0 and attempt == 0, then=[CORRECTION] if attempt else (),
+            )  # fmt: skip
+            response = await client.chat(request)
+            if request.response_format is not None:
+                response = read_json_step(response)
+            usage = usage.plus(_usage(response))
+            if response.tool_calls or not hollow(response.content):
+                break
+            log.info("agent %s answered %r; asking again", rc.run.agent_name, response.content)
+        return response, usage
 
     async def _staged_tools(
         self, rc: RunContext, content: str, prepared: list[PreparedCall], index: int, started: datetime,
