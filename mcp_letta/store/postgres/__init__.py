@@ -9,19 +9,14 @@ The driver is an optional extra: ``pip install 'mcp-letta[postgres]'``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
-
-import anyio.to_thread
+from collections.abc import Sequence
+from typing import Any
 
 from mcp_letta.models import Message, NewMessage, Page, Passage
-from mcp_letta.store.interface import Change, Store, Tx
 from mcp_letta.store.postgres import memory as pg_memory
 from mcp_letta.store.postgres.db import DEFAULT_POOL_SIZE, PgConn, PgDatabase, latest_schema_version, schema_version
-from mcp_letta.store.sqlite import SQLiteTx
+from mcp_letta.store.sqlite import SQLiteStore, SQLiteTx
 from mcp_letta.store.sqlite import memory as shared_memory
-
-T = TypeVar("T")
 
 
 class PostgresTx(SQLiteTx):
@@ -65,34 +60,17 @@ class PostgresTx(SQLiteTx):
         return shared_memory.counts_by_agent(self.conn, "passages", list(agent_ids), "true")
 
 
-class PostgresStore(Store):
-    """``Store`` over one PostgreSQL database; other replicas' commits arrive by LISTEN/NOTIFY."""
+class PostgresStore(SQLiteStore):
+    """``Store`` over one PostgreSQL database; other replicas' commits arrive by LISTEN/NOTIFY. Its transactions
+    and change feed are the SQLite engine's adapter over ``PgDatabase``, whose ``follow`` listens instead of
+    polling (``watch_interval_s`` only paces its reconnects)."""
+
+    tx_class = PostgresTx
 
     def __init__(self, url: str, *, pool_size: int = DEFAULT_POOL_SIZE, watch_interval_s: float = 0.2) -> None:
         self.db = PgDatabase(url, pool_size=pool_size)
         self.origin = self.db.origin
         self.watch_interval_s = watch_interval_s
-
-    async def open(self) -> None:
-        await anyio.to_thread.run_sync(self.db.open)
-
-    async def close(self) -> None:
-        await anyio.to_thread.run_sync(self.db.close)
-
-    async def read(self, fn: Callable[[Tx], T]) -> T:
-        return await self.db.read(lambda conn: fn(PostgresTx(conn)))
-
-    async def write(self, fn: Callable[[Tx], T]) -> T:
-        return await self.db.write(lambda conn: fn(PostgresTx(conn)))
-
-    def add_listener(self, listener: Callable[[list[Change]], None]) -> None:
-        def on_commit(changes: list[tuple[str, str]], local: bool) -> None:
-            listener([Change(kind, ref, local) for kind, ref in changes])
-
-        self.db.add_listener(on_commit)
-
-    async def follow_changes(self) -> None:
-        await self.db.follow(self.watch_interval_s)
 
 
 def server_status(url: str) -> dict[str, Any]:

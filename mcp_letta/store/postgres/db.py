@@ -22,13 +22,13 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
-from importlib import resources
 from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
 
 from mcp_letta.errors import Invalid, LettaError
+from mcp_letta.store import migrations
 from mcp_letta.store.sqlite.db import CHANGE_LOG_KEEP_S
 from mcp_letta.store.sqlite.db import Database as _SQLiteDatabase
 
@@ -388,17 +388,8 @@ def _prune_changes(conn: PgConn) -> None:
 
 
 # -- migrations ------------------------------------------------------------------------------------
-_MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
-
-
 def _migrations() -> list[tuple[int, str, str]]:
-    folder = resources.files("mcp_letta.store.postgres") / "migrations"
-    found = []
-    for entry in folder.iterdir():
-        match = _MIGRATION_NAME.match(entry.name)
-        if match:
-            found.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
-    return sorted(found)
+    return migrations.scripts("mcp_letta.store.postgres")
 
 
 def latest_schema_version() -> int:

@@ -54,16 +54,7 @@ def search_passages(
     newest = after[0] if after else conn.execute("SELECT coalesce(max(pk), 0) FROM passages").fetchone()[0]
     matches = "FROM passages p, to_tsquery('english', ?) q WHERE p.tsv @@ q AND p.pk <= ? AND p.agent_id = ?"
     args: list[Any] = [tsquery, newest, agent_id]
-    if tags:
-        marks = ",".join("?" * len(tags))
-        if tag_match == "all":
-            matches += (
-                f" AND (SELECT count(*) FROM passage_tags t WHERE t.passage_pk = p.pk AND t.tag IN ({marks})) = ?"
-            )
-            args += [*tags, len(tags)]
-        else:
-            matches += f" AND EXISTS (SELECT 1 FROM passage_tags t WHERE t.passage_pk = p.pk AND t.tag IN ({marks}))"
-            args += tags
+    matches += shared.tag_filter(tags, tag_match, args)
     ranked = f"SELECT p.*, -(ts_rank_cd(p.tsv, q))::float8 AS rank {matches}"
     if after:  # after the last result shown: a worse rank, or the same rank and a later passage
         rows = conn.execute(

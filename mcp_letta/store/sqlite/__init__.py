@@ -336,8 +336,10 @@ class SQLiteStore(Store):
     """``Store`` over one SQLite file; other processes' commits are noticed by polling ``PRAGMA data_version``
     every ``watch_interval_s``."""
 
+    tx_class: type[SQLiteTx] = SQLiteTx  # what a transaction's ``fn`` is given (the PostgreSQL engine's extends it)
+
     def __init__(self, path: Path | str, *, watch_interval_s: float = 0.2) -> None:
-        self.db = Database(path)
+        self.db: Any = Database(path)
         self.origin = self.db.origin
         self.watch_interval_s = watch_interval_s
 
@@ -348,10 +350,10 @@ class SQLiteStore(Store):
         await anyio.to_thread.run_sync(self.db.close)
 
     async def read(self, fn: Callable[[Tx], T]) -> T:
-        return await self.db.read(lambda conn: fn(SQLiteTx(conn)))
+        return await self.db.read(lambda conn: fn(self.tx_class(conn)))
 
     async def write(self, fn: Callable[[Tx], T]) -> T:
-        return await self.db.write(lambda conn: fn(SQLiteTx(conn)))
+        return await self.db.write(lambda conn: fn(self.tx_class(conn)))
 
     def add_listener(self, listener: Callable[[list[Change]], None]) -> None:
         def on_commit(changes: list[tuple[str, str]], local: bool) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sqlite3
 import threading
 import time
@@ -21,14 +20,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import anyio
 import anyio.to_thread
 
-from mcp_letta.store import failures
+from mcp_letta.store import failures, migrations
 from mcp_letta.store.sqlite.failures import explain
 
 log = logging.getLogger("mcp_letta.store")
@@ -416,17 +414,8 @@ def _prune_changes(conn: Conn) -> None:
 
 
 # -- migrations ------------------------------------------------------------------------------------
-_MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
-
-
 def _migrations() -> list[tuple[int, str, str]]:
-    folder = resources.files("mcp_letta.store.sqlite") / "migrations"
-    found = []
-    for entry in folder.iterdir():
-        match = _MIGRATION_NAME.match(entry.name)
-        if match:
-            found.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
-    return sorted(found)
+    return migrations.scripts("mcp_letta.store.sqlite")
 
 
 def _statements(script: str) -> list[str]:

@@ -72,6 +72,19 @@ def insert_passage(conn: Conn, agent_id: str, text: str, tags: list[str] | None 
     return Passage(id=passage_id, agent_id=agent_id, text=text, tags=tags, created_at=now)
 
 
+def tag_filter(tags: list[str], tag_match: Literal["any", "all"], args: list[Any]) -> str:
+    """The condition on passage ``p`` for a search by ``tags`` (any or all of them; none: no condition), its
+    parameters appended to ``args``. Both engines' searches use it."""
+    if not tags:
+        return ""
+    marks = ",".join("?" * len(tags))
+    if tag_match == "all":
+        args += [*tags, len(tags)]
+        return f" AND (SELECT count(*) FROM passage_tags t WHERE t.passage_pk = p.pk AND t.tag IN ({marks})) = ?"
+    args += tags
+    return f" AND EXISTS (SELECT 1 FROM passage_tags t WHERE t.passage_pk = p.pk AND t.tag IN ({marks}))"
+
+
 def search_passages(
     conn: Conn,
     agent_id: str,
@@ -101,16 +114,7 @@ def search_passages(
     # The full-text index drives (CROSS JOIN fixes the order; led by the agent's passages, the count would
     # run the MATCH once per passage) and the bound is on its rowid, applied while it scans its matches.
     args: list[Any] = [fts_query(query), newest, agent_id]
-    if tags:
-        marks = ",".join("?" * len(tags))
-        if tag_match == "all":
-            matches += (
-                f" AND (SELECT count(*) FROM passage_tags t WHERE t.passage_pk = p.pk AND t.tag IN ({marks})) = ?"
-            )
-            args += [*tags, len(tags)]
-        else:
-            matches += f" AND EXISTS (SELECT 1 FROM passage_tags t WHERE t.passage_pk = p.pk AND t.tag IN ({marks}))"
-            args += tags
+    matches += tag_filter(tags, tag_match, args)
     ranked = f"SELECT p.*, bm25(passages_fts) AS rank {matches}"
     if after:  # after the last result shown: a worse rank, or the same rank and a later passage
         rows = conn.execute(
