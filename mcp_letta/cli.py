@@ -12,21 +12,17 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 
 from mcp_letta import __version__
 from mcp_letta.config import Settings, db_target, default_db_path
 from mcp_letta.errors import Invalid, LettaError
-from mcp_letta.hub import AgentHub
+from mcp_letta.hub import AgentHub, every_page
 from mcp_letta.install import HOSTS
-from mcp_letta.models import Page
-from mcp_letta.store.limits import MAX_PAGE
-
-T = TypeVar("T")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -102,30 +98,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _every(listing: Callable[..., Awaitable[Page[T]]]) -> AsyncIterator[T]:
-    """Every item of a paged listing (a terminal shows them all), following its cursors."""
-    cursor = None
-    while True:
-        page = await listing(limit=MAX_PAGE, cursor=cursor)
-        for item in page:
-            yield item
-        if page.next_cursor is None:
-            return
-        cursor = page.next_cursor
-
-
 async def _inspect(settings: Settings, args: argparse.Namespace) -> Any:
     async with AgentHub(settings) as hub:
         if args.command == "agents":
             if args.action == "list":
                 return [{"name": a.name, "id": a.id, "tags": a.tags, "description": a.description}
-                        async for a in _every(hub.list_agents)]  # fmt: skip
+                        for a in await every_page(hub.list_agents)]  # fmt: skip
             if args.action == "show":
                 return (await hub.get_agent(args.agent)).model_dump(mode="json")
             return await hub.core_memory(args.agent)
         if args.action == "list":
             return [{"label": b.label, "id": b.id, "version": b.version, "agents": b.agents}
-                    async for b in _every(hub.list_blocks)]  # fmt: skip
+                    for b in await every_page(hub.list_blocks)]  # fmt: skip
         return (await hub.read_block(args.block, agent=args.agent)).value
 
 

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
@@ -63,6 +63,7 @@ from mcp_letta.store import HOST, Change, Owner, Store, Tx, appender, open_store
 from mcp_letta.store.limits import MAX_PAGE, MAX_TEXT, check_page, check_text, shown
 
 log = logging.getLogger("mcp_letta.hub")
+T = TypeVar("T")
 
 OnStep = Callable[[StepEvent], Awaitable[None]]
 OnResult = Callable[[BroadcastResult], Awaitable[None]]
@@ -130,6 +131,19 @@ def check_wait_s(wait_s: float) -> float:
 
 def _model_settings(value: ModelSettings | dict[str, Any] | None) -> ModelSettings | None:
     return value if value is None or isinstance(value, ModelSettings) else ModelSettings.model_validate(value)
+
+
+async def every_page(listing: Callable[..., Awaitable[Page[T]]], *args: Any, **filters: Any) -> list[T]:
+    """Every item of one of the hub's paged listings (``hub.list_agents`` and the like), following its cursors:
+    for callers that need the whole list, such as a terminal or the REST API's own paging."""
+    items: list[T] = []
+    cursor: str | None = None
+    while True:
+        page = await listing(*args, **filters, limit=MAX_PAGE, cursor=cursor)
+        items += page.items
+        if page.next_cursor is None:
+            return items
+        cursor = page.next_cursor
 
 
 class AgentHub:

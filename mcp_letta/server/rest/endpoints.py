@@ -22,8 +22,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from mcp_letta.errors import Conflict, Deadlock, Invalid, LettaError, LimitExceeded, NotFound, Timeout
-from mcp_letta.hub import MAX_WAIT_S, AgentHub
-from mcp_letta.models import Agent, BlockSpec, Message, ModelSettings, Page, Run, StepEvent
+from mcp_letta.hub import MAX_WAIT_S, AgentHub, every_page
+from mcp_letta.models import Agent, BlockSpec, Message, ModelSettings, Run, StepEvent
 from mcp_letta.runtime.memory_tools import DEFAULT_TOOL_NAMES
 from mcp_letta.runtime.messaging_tools import MULTI_AGENT_TOOL_NAMES
 from mcp_letta.server.rest import letta_json as lj
@@ -427,22 +427,9 @@ async def create_agent(call: Call) -> Any:
     return call.agent_state(agent)
 
 
-async def every(listing: Callable[..., Awaitable[Page[T]]], *args: Any, **filters: Any) -> list[T]:
-    """Every item of one of the hub's paged listings, following its cursors (Letta's own paging, by id with
-    ``before``/``after``, is applied to the whole list)."""
-    items: list[T] = []
-    cursor: str | None = None
-    while True:
-        page = await listing(*args, **filters, limit=MAX_PAGE, cursor=cursor)
-        items += page.items
-        if page.next_cursor is None:
-            return items
-        cursor = page.next_cursor
-
-
 async def list_agents(call: Call) -> Any:
     """GET /v1/agents/"""
-    agents = await every(
+    agents = await every_page(
         call.hub.list_agents, tags=call.query_list("tags"), match_all_tags=call.query_bool("match_all_tags", False),
         query=call.query("query_text") or None,
     )  # fmt: skip
@@ -561,7 +548,7 @@ async def create_block(call: Call) -> Any:
 
 async def list_blocks(call: Call) -> Any:
     """GET /v1/blocks/"""
-    blocks = await every(call.hub.list_blocks, label=call.query("label") or None)
+    blocks = await every_page(call.hub.list_blocks, label=call.query("label") or None)
     label_search, value_search = call.query("label_search"), call.query("value_search")
     if label_search:
         blocks = [b for b in blocks if label_search.lower() in b.label.lower()]
@@ -761,8 +748,8 @@ async def cancel_messages(call: Call) -> Any:
     agent = await call.hub.get_agent(call.path["agent_id"])
     run_ids = body.run_ids
     if run_ids is None:
-        active = await every(call.hub.list_runs, agent.id, status="running")
-        active += await every(call.hub.list_runs, agent.id, status="queued")
+        active = await every_page(call.hub.list_runs, agent.id, status="running")
+        active += await every_page(call.hub.list_runs, agent.id, status="queued")
         run_ids = [r.id for r in active]
     result: dict[str, Any] = {}
     for run_id in run_ids:
@@ -881,7 +868,7 @@ async def list_run_messages(call: Call) -> Any:
 
 async def list_tags(call: Call) -> Any:
     """GET /v1/tags/"""
-    tags = sorted({tag for agent in await every(call.hub.list_agents) for tag in agent.tags})
+    tags = sorted({tag for agent in await every_page(call.hub.list_agents) for tag in agent.tags})
     text = call.query("query_text") or call.query("name")
     if text:
         tags = [t for t in tags if text.lower() in t.lower()]
