@@ -81,8 +81,8 @@ WILL_BE_DELIVERED = "your response will be delivered to the sender"
 MAX_TOOL_NAME = 64  # OpenAI-compatible APIs refuse longer function names
 MAX_WAIT_S = 86_400  # a day: longer waits are surely mistakes, and huge ones overflow the clock
 # A broadcast stores and starts its recipients this many per transaction, so the first requests leave while
-# the next batch is stored. One transaction for 100 recipients held every request back ~20 ms; batches of 25
-# took a broadcast to 100 from 1.41-1.49x to 1.20-1.28x the HTTP client alone (python -m bench multiagent).
+# the next batch is stored (one transaction for 100 recipients holds every request back until all are stored;
+# python -m bench multiagent measures the choice).
 BROADCAST_BATCH = 25
 PAGE = 20  # the default page size of every listing: a host pays for each item in its context
 

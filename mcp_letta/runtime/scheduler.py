@@ -1,13 +1,13 @@
 """The run queue: FIFO and one run at a time per agent, many agents in parallel up to a global cap, across
 every process sharing the database; waiting on runs, step progress, cancellation, recovery after a crash.
 
-The queue is the ``runs`` table. Each agent with work has one worker task (owned by the hub's task group)
-that claims the agent's next run in a ``BEGIN IMMEDIATE`` transaction and executes it. A running run
+The queue is the store's runs. Each agent with work has one worker task (owned by the hub's task group)
+that claims the agent's next run in a write transaction (``Tx.claim_many``) and executes it. A running run
 holds a lease this process renews with its heartbeat. A run whose process stopped goes back to the queue
 and is resumed from its last committed step: at once when the process closes cleanly (``stop``), or once
 a live process sees the old one is dead or its lease passed (``Tx.recover``, at start and every
 heartbeat); the queued runs it left are adopted the same way. ``wind_down`` gives the runs in flight a
-grace period first. Other processes' changes arrive through the hub's change feed, which wakes waiters,
+grace period first. Other processes' changes arrive through the store's change feed, which wakes waiters,
 blocked agents and cancellations.
 """
 
