@@ -61,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trials", type=int, default=5, help="trials per scenario, each with fresh agents (5)")
     parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
     parser.add_argument("--tool-mode", choices=("native", "json", "auto"), default="auto")
+    parser.add_argument(
+        "--keep", type=Path, metavar="DIR", help="keep each trial's database in DIR, to read the conversations after"
+    )
 
 
 @dataclass
@@ -247,8 +250,12 @@ def render(result: dict[str, Any]) -> str:
 def main(args: argparse.Namespace) -> int:
     """Run the scenarios, print the table, write bench/results/models.json."""
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as folder:
-        result = anyio.run(run_all, args, Path(folder))
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        result = anyio.run(run_all, args, args.keep)
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            result = anyio.run(run_all, args, Path(folder))
     print(f"{args.model} at {args.base_url}, tool mode {args.tool_mode}, {args.trials} trial(s) per scenario\n")
     print(render(result))
     payload = {
