@@ -12,6 +12,9 @@ another model:
   the reply says it.
 - ``delegate``: an orchestrator with Letta's multi-agent tools is asked a question only a researcher's memory
   answers: the orchestrator sent the researcher a message and its reply carries the answer.
+- ``ask``: the same question, with the researcher attached to the orchestrator as its tool ``ask_researcher``
+  (``attach_agent_tool``), whose description says what the researcher knows: the researcher was asked and the
+  reply carries the answer.
 - ``pipeline``: research -> write -> edit with ``run_pipeline``: completed with a non-empty final text.
 - ``broadcast``: a supervisor asks every agent tagged ``worker`` for its status and sums up: each worker got
   a message from it and its reply names at least two of the workers' status words.
@@ -45,8 +48,8 @@ from mcp_letta import AgentHub, Settings
 from mcp_letta.llm import ChatRequest, ChatResponse
 from mcp_letta.models import Run
 
-TRIAL_WAIT_S = 900.0  # a small model on two cores takes 10-40 s a step
-SCENARIOS = ("remember", "archival", "delegate", "pipeline", "broadcast")
+TRIAL_WAIT_S = 1800.0  # a small model on two cores takes 10-40 s a step, more on a busy machine
+SCENARIOS = ("remember", "archival", "delegate", "ask", "pipeline", "broadcast")
 # A reply that is a tool call printed as text: JSON naming a tool, or a <tool_call> tag.
 PRINTED_CALL = re.compile(r'(\{\s*"(name|tool|function)"\s*:)|(<tool_call>)|(^\s*\{\{)', re.MULTILINE)
 
@@ -149,6 +152,22 @@ async def delegate(hub: AgentHub) -> tuple[bool, str, list[Run]]:
     return ok, f"researcher asked {len(asked)} time(s); reply {(run.reply or '')[:60]!r}", [run]
 
 
+async def ask(hub: AgentHub) -> tuple[bool, str, list[Run]]:
+    """The orchestrator asks the researcher through the tool the researcher is attached as."""
+    await hub.create_agent(
+        "researcher", persona="I am the researcher. I know that the project's codename is BLUEBIRD.",
+        description="knows the project's codename",
+    )  # fmt: skip
+    await hub.create_agent(
+        "orchestrator", persona="I coordinate a team. The agent 'researcher' knows facts about the project."
+    )
+    await hub.attach_agent_tool("orchestrator", "researcher")
+    run = await send(hub, "orchestrator", "What is the project's codename? Find out and tell me.")
+    asked = [r for r in await hub.list_runs("researcher", limit=20) if r.sender is not None]
+    ok = bool(asked) and "bluebird" in (run.reply or "").lower()
+    return ok, f"researcher asked {len(asked)} time(s); reply {(run.reply or '')[:60]!r}", [run]
+
+
 async def pipeline(hub: AgentHub) -> tuple[bool, str, list[Run]]:
     """Research -> write -> edit: a non-empty final text."""
     for name, persona in (
@@ -182,7 +201,8 @@ async def broadcast(hub: AgentHub) -> tuple[bool, str, list[Run]]:
 
 
 SCENARIO_FUNCTIONS: dict[str, Callable[[AgentHub], Awaitable[tuple[bool, str, list[Run]]]]] = {
-    "remember": remember, "archival": archival, "delegate": delegate, "pipeline": pipeline, "broadcast": broadcast,
+    "remember": remember, "archival": archival, "delegate": delegate, "ask": ask, "pipeline": pipeline,
+    "broadcast": broadcast,
 }  # fmt: skip
 
 
@@ -208,7 +228,8 @@ async def run_all(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             options = {"tool_mode": args.tool_mode} if hasattr(Settings, "tool_mode") else {}  # older builds: none
             settings = Settings.from_env().with_overrides(
                 db_path=folder / f"{name}-{index}.db", llm_base_url=args.base_url, model=args.model,
-                llm_api_key=args.api_key, llm_timeout_s=600.0, log_level="WARNING", **options,
+                llm_api_key=args.api_key, llm_timeout_s=600.0, agent_wait_s=TRIAL_WAIT_S, log_level="WARNING",
+                **options,
             )  # fmt: skip
             done = await trial(name, settings)
             verdict = "ok" if done.ok else "FAILED"
