@@ -338,8 +338,8 @@ def _result(picture: Picture, ctx: Context, *, for_view: bool = False) -> CallTo
     return CallToolResult(content=[TextContent(type="text", text=picture.text)])
 
 
-Minutes = Annotated[float, Field(gt=0, le=7 * 24 * 60, description="how far back to look")]
-RunId = Annotated[str, Field(description="a run id (send_message, list_runs and get_run give them)")]
+# The view tools' schemas are kept short: a host sends them to its model with every request (the core tier too).
+Minutes = Annotated[float, Field(gt=0, le=7 * 24 * 60)]
 
 
 def build_apps(hub: AgentHub) -> Apps:
@@ -355,19 +355,18 @@ def build_apps(hub: AgentHub) -> Apps:
         )  # fmt: skip
 
     @apps.tool(resource_uri=VIEWS["traffic"].uri, title="Show traffic", annotations=READ)
-    async def show_traffic(ctx: Context, minutes: Minutes = 10, run_id: RunId | None = None) -> CallToolResult:
-        """Picture the messages between the host and agents: the last `minutes`, or one run and the runs it
-        waited on."""
+    async def show_traffic(ctx: Context, minutes: Minutes = 10, run_id: str | None = None) -> CallToolResult:
+        """Picture messages between host and agents: the last `minutes`, or run_id and the runs it waited on."""
         return _result(await traffic_picture(hub, minutes=minutes, run_id=run_id), ctx)
 
     @apps.tool(resource_uri=VIEWS["agent"].uri, title="Show agent", annotations=READ)
-    async def show_agent(ctx: Context, agent: Annotated[str, Field(description="agent name or id")]) -> CallToolResult:
-        """Picture an agent: its memory blocks against their limits and its recent runs."""
+    async def show_agent(ctx: Context, agent: str) -> CallToolResult:
+        """Picture an agent's memory blocks (size against limit) and its recent runs."""
         return _result(await agent_picture(hub, agent), ctx)
 
     @apps.tool(resource_uri=VIEWS["run"].uri, title="Show run", annotations=READ)
-    async def show_run(ctx: Context, run_id: RunId) -> CallToolResult:
-        """Picture a run: its steps, tool calls and reply, followed live while it runs."""
+    async def show_run(ctx: Context, run_id: str) -> CallToolResult:
+        """Picture a run's steps, tool calls and reply, live while it runs."""
         return _result(await run_picture(hub, run_id), ctx)
 
     @apps.tool(resource_uri=VIEWS["run"].uri, visibility=["app"], title="Refresh view", annotations=READ)
