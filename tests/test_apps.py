@@ -97,7 +97,7 @@ async def test_a_client_without_the_extension_reads_the_picture_in_words(
     llm_server: LettaServer, scripted_llm: ScriptedLLM, mode: str
 ) -> None:
     hub = llm_server.hub
-    lead_run, child_run = await two_agent_exchange(hub, scripted_llm)
+    lead_run, _ = await two_agent_exchange(hub, scripted_llm)
     await hub.write_block("persona", "lead persona, nearly full " + "x" * 4_000, agent="lead", writer="test")
     await hub.update_block("persona", limit=4_100, agent="lead")
     async with client(llm_server, mode) as c:
@@ -136,7 +136,19 @@ async def test_a_client_without_the_extension_reads_the_picture_in_words(
         r'Reply: "the team says: facts found"',
         text,
     ), text
-    assert child_run in (await hub.get_run(child_run)).id
+
+
+async def test_bad_input_gets_an_error_that_says_what_to_do(server: LettaServer, mode: str) -> None:
+    async with client(server, mode, extensions=[APPS]) as c:
+        missing = await c.call_tool("show_run", {"run_id": "run-nope"})
+        unknown = await c.call_tool("show_agent", {"agent": "nobody"})
+        incomplete = await c.call_tool("refresh_view", {"view": "agent"})
+        too_far = await c.call_tool("show_traffic", {"minutes": 0})
+    assert missing.is_error and "list_runs shows them" in missing.content[0].text  # type: ignore[union-attr]
+    assert unknown.is_error and "list_agents shows them" in unknown.content[0].text  # type: ignore[union-attr]
+    assert incomplete.is_error
+    assert incomplete.content[0].text.endswith("the agent view needs agent (its name or id)")  # type: ignore[union-attr]
+    assert too_far.is_error and "minutes" in too_far.content[0].text  # type: ignore[union-attr]
 
 
 async def test_the_core_tier_keeps_the_views_and_hides_the_view_only_tool(llm_hub: AgentHub, mode: str) -> None:
@@ -231,7 +243,8 @@ async def hosting(hub: AgentHub, site: str) -> AsyncIterator[Host]:
                         page = await browser.new_page(viewport={"width": 1280, "height": 800})
                         page.set_default_timeout(TIMEOUT_MS)
                         host = Host(hub, mcp, page)
-                        await page.expose_function("callTool", host.call_tool)
+                        # Playwright exposes it to every frame; the view never calls it (it asks AppBridge)
+                        await page.expose_function("hostCallTool", host.call_tool)
                         await page.goto(site)
                         yield host
                     finally:
@@ -259,6 +272,9 @@ async def test_the_traffic_view_draws_lifelines_and_arrows_and_opens_a_run_throu
         assert host.calls[-1] == {"name": "refresh_view", "arguments": {"view": "run", "run_id": child_run}}
         await view.get_by_role("button", name="Back").click()
         await expect(view.locator("#traffic line.lifeline")).to_have_count(3)
+        view = await host.show("show_traffic", {"minutes": 5})
+        await expect(view.locator("main p").first).to_have_text("The last 5 minutes: 2 messages.")
+        await expect(view.locator("#traffic g.msg")).to_have_count(4)
 
 
 async def test_the_agent_view_shows_block_values_and_sizes_and_a_script_as_text(
@@ -267,7 +283,7 @@ async def test_the_agent_view_shows_block_values_and_sizes_and_a_script_as_text(
     await llm_hub.create_agent("helper", persona="helper persona", description="<b>bold</b> helper")
     await llm_hub.create_block("notes", XSS, limit=100, attach_to=["helper"])
     scripted_llm.on("helper persona", "done")
-    run = await llm_hub.send_message("helper", "hello", wait_s=30)
+    run = await llm_hub.send_message("helper", f"hello {XSS}", wait_s=30)
     async with hosting(llm_hub, host_site) as host:
         view = await host.show("show_agent", {"agent": "helper"})
         await expect(view.locator("h1")).to_have_text("helper")
@@ -277,6 +293,7 @@ async def test_the_agent_view_shows_block_values_and_sizes_and_a_script_as_text(
         await expect(notes).to_contain_text(f"{len(XSS)} / 100")
         assert await notes.get_by_role("meter").get_attribute("aria-valuenow") == str(len(XSS))
         await expect(view.locator("main")).to_contain_text("<b>bold</b> helper")
+        await expect(view.locator(f'tr[data-run="{run.id}"]')).to_contain_text(f"hello {XSS}")
         await expect(view.locator(f'tr[data-run="{run.id}"]')).to_contain_text("done")
         await host.shot("agent")
         assert await view.locator("main script, main b").count() == 0

@@ -25,10 +25,12 @@ from typing import Annotated, Any, Literal
 from mcp.server.apps import APP_MIME_TYPE, EXTENSION_ID, Apps, client_supports_apps
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from mcp_letta import __version__
+from mcp_letta.errors import NotFound
 from mcp_letta.hub import AgentHub, incoming
 from mcp_letta.models import Run
 from mcp_letta.server.tools import call
@@ -186,7 +188,7 @@ async def _names(hub: AgentHub, runs: Iterable[Run]) -> dict[str, str]:
         if other and other != "host" and other not in names:
             try:
                 names[other] = (await hub.get_agent(other)).name
-            except Exception:  # a deleted sender keeps its id
+            except NotFound:  # a deleted sender keeps its id
                 names[other] = other
     return names
 
@@ -378,6 +380,10 @@ def build_apps(hub: AgentHub) -> Apps:
         agent: str | None = None,
     ) -> CallToolResult:
         """A view's current data (views call it through the host to refresh and follow a run)."""
+        if view == "agent" and agent is None:
+            raise ToolError("the agent view needs agent (its name or id)")
+        if view == "run" and run_id is None:
+            raise ToolError("the run view needs run_id")
         pictures: dict[str, Callable[[], Any]] = {
             "traffic": lambda: traffic_picture(hub, minutes=minutes, run_id=run_id),
             "agent": lambda: agent_picture(hub, agent or ""),
