@@ -299,6 +299,10 @@ async def test_the_agent_view_shows_block_values_and_sizes_and_a_script_as_text(
         assert await view.locator("main script, main b").count() == 0
         assert await view.locator("script").count() == 2  # ours: draw.js and views.js
         assert await host.view_eval("window.pwned") is None
+        await view.locator(f'tr[data-run="{run.id}"] a').click()  # the whole run, asked through the host
+        await expect(view.locator("h1")).to_have_text(f"Run {run.id}")
+        await expect(view.locator(".bubble.user")).to_have_text(f"you: hello {XSS}")
+        assert await host.view_eval("window.pwned") is None
 
 
 async def test_the_run_view_follows_a_run_through_the_bridge_until_it_replies(

@@ -164,8 +164,8 @@ def _listing(lines: list[str]) -> list[str]:
 
 
 def _run_json(run: Run, *, brief: bool = False) -> dict[str, Any]:
-    """A run as the drawing code reads it (``Run`` in JSON); ``brief`` keeps only what the traffic diagram
-    uses: shortened input and reply, and of its tool calls only the failed messaging ones."""
+    """A run as the drawing code reads it (``Run`` in JSON); ``brief`` keeps only what the traffic diagram and
+    the agent's run table use: shortened input and reply, and of its tool calls only the failed messaging ones."""
     data = run.model_dump(mode="json")
     if brief:
         for key in ("input", "reply"):
@@ -294,7 +294,7 @@ async def agent_picture(hub: AgentHub, agent: str) -> Picture:
         "view": "agent",
         "agent": {"id": record.id, "name": record.name, "description": record.description, "tags": record.tags},
         "blocks": blocks,
-        "runs": [_run_json(r) for r in runs],
+        "runs": [_run_json(r, brief=True) for r in runs],  # the table; a click fetches the whole run
         "names": await _names(hub, runs),
         "live": any(not r.done for r in runs),
     }
