@@ -65,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
     parser.add_argument("--tool-mode", choices=("native", "json", "auto"), default="auto")
     parser.add_argument(
+        "--parallel", type=int, default=1, help="trials run at once (a server with several slots answers them together)"
+    )
+    parser.add_argument(
         "--keep", type=Path, metavar="DIR", help="keep each trial's database in DIR, to read the conversations after"
     )
 
@@ -220,21 +223,29 @@ async def trial(name: str, settings: Settings) -> Trial:
 
 
 async def run_all(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
-    """Every chosen scenario, ``args.trials`` times each."""
-    out: dict[str, Any] = {}
-    for name in args.scenarios:
-        trials = []
-        for index in range(args.trials):
-            options = {"tool_mode": args.tool_mode} if hasattr(Settings, "tool_mode") else {}  # older builds: none
-            settings = Settings.from_env().with_overrides(
-                db_path=folder / f"{name}-{index}.db", llm_base_url=args.base_url, model=args.model,
-                llm_api_key=args.api_key, llm_timeout_s=600.0, agent_wait_s=TRIAL_WAIT_S, log_level="WARNING",
-                **options,
-            )  # fmt: skip
+    """Every chosen scenario, ``args.trials`` times each, ``args.parallel`` trials at a time."""
+    runs: dict[str, list[Trial]] = {name: [] for name in args.scenarios}
+    limiter = anyio.CapacityLimiter(args.parallel)
+
+    async def one(name: str, index: int) -> None:
+        options = {"tool_mode": args.tool_mode} if hasattr(Settings, "tool_mode") else {}  # older builds: none
+        settings = Settings.from_env().with_overrides(
+            db_path=folder / f"{name}-{index}.db", llm_base_url=args.base_url, model=args.model,
+            llm_api_key=args.api_key, llm_timeout_s=600.0, agent_wait_s=TRIAL_WAIT_S, log_level="WARNING",
+            **options,
+        )  # fmt: skip
+        async with limiter:
             done = await trial(name, settings)
-            verdict = "ok" if done.ok else "FAILED"
-            log(f"  {name} {index + 1}/{args.trials}: {verdict} in {done.seconds:.0f} s ({done.why})")
-            trials.append(done)
+        verdict = "ok" if done.ok else "FAILED"
+        log(f"  {name} {index + 1}/{args.trials}: {verdict} in {done.seconds:.0f} s ({done.why})")
+        runs[name].append(done)
+
+    async with anyio.create_task_group() as tg:
+        for name in args.scenarios:
+            for index in range(args.trials):
+                tg.start_soon(one, name, index)
+    out: dict[str, Any] = {}
+    for name, trials in runs.items():
         later = [
             (p, c)
             for t in trials
