@@ -231,7 +231,7 @@ async def run_all(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         options = {"tool_mode": args.tool_mode} if hasattr(Settings, "tool_mode") else {}  # older builds: none
         settings = Settings.from_env().with_overrides(
             db_path=folder / f"{name}-{index}.db", llm_base_url=args.base_url, model=args.model,
-            llm_api_key=args.api_key, llm_timeout_s=600.0, agent_wait_s=TRIAL_WAIT_S, log_level="WARNING",
+            llm_api_key=args.api_key, llm_timeout_s=TRIAL_WAIT_S, agent_wait_s=TRIAL_WAIT_S, log_level="WARNING",
             **options,
         )  # fmt: skip
         async with limiter:
