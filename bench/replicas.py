@@ -12,6 +12,12 @@ initdb into a temporary folder; ``fsync`` stays on here, unlike the tests), or `
   ``send_message`` tool, the agents spread round-robin over the replicas' HTTP endpoints; the LLM takes
   ``--llm-delay-ms`` (100 ms). Each replica runs at most ``MCP_LETTA_MAX_CONCURRENCY`` (16) agents at once,
   so the LLM wait bounds one replica and replicas should add capacity. Target: 3 replicas >= 2.5x one.
+- Broadcast: ``--agents`` agents tagged ``crew``; through replica 0 one ``send_message`` (the median of 5), then
+  one ``send_message_to_agents_matching_tags`` to all of them, with 1 and with 3 replicas. Reported: the
+  broadcast's wall time as a ratio to one call, and how its runs spread over the replicas (the ``owner`` of
+  each run is the replica that executed it). A broadcast keeps at most ``MCP_LETTA_FANOUT_CONCURRENCY``
+  recipients unfinished at once (16 by default, as many as one replica runs at once): here it is raised to
+  the number of agents, so the runs one replica cannot start at once are queued for the others to take.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--per-agent", type=int, default=3, help="messages per agent in the replica run")
     parser.add_argument("--llm-delay-ms", type=float, default=100.0, help="LLM latency in the replica run")
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 3], help="replica counts (default 1 3)")
+    parser.add_argument("--skip-overhead", action="store_true", help="only the replica figures")
 
 
 class Server:
@@ -140,11 +147,14 @@ async def overhead(server: Server, args: argparse.Namespace, folder: Path) -> di
 
 # -- replicas ------------------------------------------------------------------------------------------
 @contextmanager
-def replicas(count: int, url: str, base_url: str, folder: Path) -> Iterator[list[int]]:
+def replicas(
+    count: int, url: str, base_url: str, folder: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[list[int]]:
     """``count`` HTTP replicas on ``url``; yields their ports."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_LETTA_", "OPENAI_"))}
     env |= {"MCP_LETTA_DB": url, "MCP_LETTA_TOKEN": TOKEN, "MCP_LETTA_LLM_BASE_URL": base_url,
             "MCP_LETTA_MODEL": MODEL, "PYTHONPATH": str(REPO_ROOT)}  # fmt: skip
+    env |= extra_env or {}
     procs, logs = [], []
     try:
         for i in range(count):
@@ -218,6 +228,52 @@ async def replica_rate(server: Server, count: int, args: argparse.Namespace, bas
         server.drop(url)
 
 
+async def broadcast(
+    server: Server, count: int, args: argparse.Namespace, base_url: str, folder: Path
+) -> dict[str, Any]:
+    """One call vs one tag broadcast to ``args.agents`` agents through replica 0 of ``count`` replicas."""
+    import psycopg
+
+    url = server.database()
+    try:
+        async with AgentHub(Settings(db_path=url, log_level="WARNING")) as hub:
+            for i in range(args.agents):
+                await hub.create_agent(f"b{i:04d}", tags=["crew"])
+        extra = {"MCP_LETTA_FANOUT_CONCURRENCY": str(args.agents)}
+        with replicas(count, url, base_url, folder, extra) as ports:
+            async with _clients(ports[:1]) as [c]:
+                singles = []
+                for i in range(6):
+                    start = time.perf_counter()
+                    result = await c.call_tool("send_message", {"agent": "b0000", "message": MESSAGE.format(i=i)})
+                    if result.is_error or (result.structured_content or {}).get("status") != "completed":
+                        raise RuntimeError(f"a single call failed: {str(result.content)[:300]}")
+                    if i:  # the first warms the replica up
+                        singles.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                result = await c.call_tool(
+                    "send_message_to_agents_matching_tags",
+                    {"message": MESSAGE.format(i=99), "match_all": ["crew"], "timeout_s": 600},
+                )
+                took = time.perf_counter() - start
+                reply = result.structured_content or {}
+                done = [r for r in reply.get("results", []) if r.get("status") == "completed"]
+                if result.is_error or len(done) != args.agents:
+                    raise RuntimeError(f"the broadcast did not complete: {str(reply or result.content)[:300]}")
+        with psycopg.connect(url) as pg:
+            spread = sorted(
+                (n for (n,) in pg.execute(
+                    "SELECT count(*) FROM runs WHERE agent_name LIKE 'b%%' AND input = %s GROUP BY owner",
+                    (MESSAGE.format(i=99),),
+                )),
+                reverse=True,
+            )  # fmt: skip
+        one = percentile([s * 1000 for s in singles], 50) / 1000
+        return {"one_call_s": one, "broadcast_s": took, "ratio": took / one, "runs_per_replica": spread}
+    finally:
+        server.drop(url)
+
+
 @asynccontextmanager
 async def _clients(ports: list[int]) -> AsyncIterator[list[Client]]:
     from contextlib import AsyncExitStack
@@ -230,20 +286,27 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"environment": environment()}
     with tempfile.TemporaryDirectory(prefix="bench-replicas-") as tmp, Server(args.pg_url) as server:
         folder = Path(tmp)
-        results["overhead"] = await overhead(server, args, folder)
-        o = results["overhead"]
-        log(
-            f"per-message p50: SQLite {o['p50_ms']['sqlite']:.2f} ms, PostgreSQL {o['p50_ms']['postgres']:.2f} ms "
-            f"-> {o['ratio_p50']:.2f}x (target <= 2x)"
-        )
-        rates = {}
+        if not args.skip_overhead:
+            results["overhead"] = await overhead(server, args, folder)
+            o = results["overhead"]
+            log(
+                f"per-message p50: SQLite {o['p50_ms']['sqlite']:.2f} ms, PostgreSQL {o['p50_ms']['postgres']:.2f} "
+                f"ms -> {o['ratio_p50']:.2f}x (target <= 2x)"
+            )
+        rates, casts = {}, {}
         with scripted_llm_process(delay_ms=args.llm_delay_ms, reply="noted") as base_url:
             for count in args.replicas:
                 log(f"replicas: {count}, {args.agents} agents x {args.per_agent} messages, LLM {args.llm_delay_ms} ms")
                 rates[count] = await replica_rate(server, count, args, base_url, folder)
                 log(f"  {rates[count]:.1f} messages/s")
+            for count in args.replicas:
+                log(f"broadcast: {count} replica(s), {args.agents} agents")
+                casts[count] = await broadcast(server, count, args, base_url, folder)
+                b = casts[count]
+                log(f"  one call {b['one_call_s']:.3f} s, broadcast {b['broadcast_s']:.2f} s: {b['ratio']:.1f}x")
         results["replicas"] = {"messages_per_s": rates, "agents": args.agents, "per_agent": args.per_agent,
                                "llm_delay_ms": args.llm_delay_ms}  # fmt: skip
+        results["broadcast"] = casts
     return results
 
 
@@ -252,11 +315,13 @@ def main(args: argparse.Namespace) -> int:
     if args.quick:
         args.messages, args.rounds, args.agents, args.per_agent = 60, 2, 60, 2
     results = anyio.run(run, args)
-    o, rates = results["overhead"], results["replicas"]["messages_per_s"]
-    print(f"per-message p50, instant LLM ({o['samples']} messages each, hub.send_message):")
-    print(f"  SQLite      {o['p50_ms']['sqlite']:8.2f} ms   (p99 {o['p99_ms']['sqlite']:.2f} ms)")
-    print(f"  PostgreSQL  {o['p50_ms']['postgres']:8.2f} ms   (p99 {o['p99_ms']['postgres']:.2f} ms)")
-    print(f"  ratio PostgreSQL/SQLite: {o['ratio_p50']:.2f}x (target <= 2x)")
+    rates = results["replicas"]["messages_per_s"]
+    if "overhead" in results:
+        o = results["overhead"]
+        print(f"per-message p50, instant LLM ({o['samples']} messages each, hub.send_message):")
+        print(f"  SQLite      {o['p50_ms']['sqlite']:8.2f} ms   (p99 {o['p99_ms']['sqlite']:.2f} ms)")
+        print(f"  PostgreSQL  {o['p50_ms']['postgres']:8.2f} ms   (p99 {o['p99_ms']['postgres']:.2f} ms)")
+        print(f"  ratio PostgreSQL/SQLite: {o['ratio_p50']:.2f}x (target <= 2x)")
     r = results["replicas"]
     print(f"messages/s, {r['agents']} agents x {r['per_agent']} messages, LLM {r['llm_delay_ms']:g} ms, on PostgreSQL:")
     for count, rate in rates.items():
@@ -264,6 +329,12 @@ def main(args: argparse.Namespace) -> int:
     if 1 in rates and len(rates) > 1:
         top = max(rates)
         print(f"  ratio {top} replicas / 1 replica: {rates[top] / rates[1]:.2f}x (target >= 2.5x for 3)")
+    print(f"tag broadcast to {r['agents']} agents through replica 0, LLM {r['llm_delay_ms']:g} ms:")
+    for count, b in results["broadcast"].items():
+        print(
+            f"  {count} replica(s): one call {b['one_call_s'] * 1000:.0f} ms, broadcast {b['broadcast_s']:.2f} s "
+            f"= {b['ratio']:.1f}x one call; runs per replica {b['runs_per_replica']}"
+        )
     path = write_results("replicas", results)
     print(f"results: {path}")
     return 0

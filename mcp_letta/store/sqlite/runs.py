@@ -263,7 +263,8 @@ def release(conn: Conn, row: Any, *, to_owner: str, crashed: bool) -> str:
 
 
 def claim_next(conn: Conn, agent_id: str, owner: Owner) -> ClaimOutcome:
-    """Start the agent's oldest queued run if nothing else of it runs and it is ours (or its owner died).
+    """Start the agent's oldest queued run if nothing else of it runs and it is ours, its owner died, or
+    ``owner.shares_queue`` (any process may start any queued run).
 
     A running run whose process died goes back to the queue first (``release``): as the oldest, it is the
     one started, and resumed. Returns the ``Claimed`` run, "empty" when nothing is queued, or "blocked"
@@ -283,7 +284,7 @@ def claim_next(conn: Conn, agent_id: str, owner: Owner) -> ClaimOutcome:
     if not queued:
         return "empty"
     head = queued[0]
-    if head["owner"] != owner.id:
+    if head["owner"] != owner.id and not owner.shares_queue:
         live = live if live is not None else live_owners(conn, owner)
         if head["owner"] in live:
             return "blocked"
@@ -291,13 +292,14 @@ def claim_next(conn: Conn, agent_id: str, owner: Owner) -> ClaimOutcome:
 
 
 def claim_many(conn: Conn, agent_ids: list[str], owner: Owner) -> list[ClaimOutcome]:
-    """``claim_next`` for many agents: those whose queue is simply "our run, nothing running" are started
-    with one update; the others (and a repeated agent, which then finds its run running) one by one."""
+    """``claim_next`` for many agents: those whose queue is simply "a run we may start, nothing running"
+    are started with one update; the others (and a repeated agent, which then finds its run running) one
+    by one."""
     active = active_runs(conn, agent_ids)
     simple = {
         agent_id: runs[0]["id"]
         for agent_id, runs in active.items()
-        if runs and runs[0]["owner"] == owner.id and all(r["status"] == "queued" for r in runs)
+        if runs and (owner.shares_queue or runs[0]["owner"] == owner.id) and all(r["status"] == "queued" for r in runs)
     }
     started = start_runs(conn, list(simple.values()), owner)
     out: list[ClaimOutcome] = []
