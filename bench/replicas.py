@@ -65,7 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--per-agent", type=int, default=3, help="messages per agent in the replica run")
     parser.add_argument("--llm-delay-ms", type=float, default=100.0, help="LLM latency in the replica run")
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 3], help="replica counts (default 1 3)")
-    parser.add_argument("--skip-overhead", action="store_true", help="only the replica figures")
+    parser.add_argument("--skip-overhead", action="store_true", help="only the replica and broadcast figures")
+    parser.add_argument("--only-overhead", action="store_true", help="only the per-message overhead")
 
 
 class Server:
@@ -386,6 +387,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"ms -> {o['ratio_p50']:.2f}x (target <= 2x)"
             )
         rates, casts, costs = {}, {}, {}
+        if args.only_overhead:
+            args.replicas = []
         with scripted_llm_process(delay_ms=args.llm_delay_ms, reply="noted") as base_url:
             for count in args.replicas:
                 log(f"replicas: {count}, {args.agents} agents x {args.per_agent} messages, LLM {args.llm_delay_ms} ms")
@@ -416,6 +419,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"  PostgreSQL  {o['p50_ms']['postgres']:8.2f} ms   (p99 {o['p99_ms']['postgres']:.2f} ms)")
         print(f"  ratio PostgreSQL/SQLite: {o['ratio_p50']:.2f}x (target <= 2x)")
     r = results["replicas"]
+    if not rates:
+        print(f"results: {write_results('replicas', results)}")
+        return 0
     print(f"messages/s, {r['agents']} agents x {r['per_agent']} messages, LLM {r['llm_delay_ms']:g} ms, on PostgreSQL:")
     for count, rate in rates.items():
         c = r["costs"][count]

@@ -192,9 +192,10 @@ class PgConn:
     in a write transaction, row locks (``for_update``, ``skip_locked``, ``lock_claims``,
     ``lock_wait_graph``; see the module docstring)."""
 
-    def __init__(self, raw: Any, origin: str, *, writing: bool = False) -> None:
+    def __init__(self, raw: Any, origin: str, *, begin: str, writing: bool = False) -> None:
         self.raw = raw
         self.origin = origin
+        self._begin: str | None = begin  # sent with the first statement, in one round trip (see ``_send``)
         self.changes: list[tuple[str, str]] = []
         self._logged: set[tuple[str, str]] = set()
         self.before_commit: dict[str, Callable[[PgConn], None]] = {}
@@ -204,31 +205,56 @@ class PgConn:
         self.skip_locked = " FOR NO KEY UPDATE SKIP LOCKED" if writing else ""
         self.writing = writing
 
-    def execute(self, sql: str, params: Sequence[Any] | None = None) -> Result:
-        """Run one statement (SQLite spelling accepted, see ``translate``)."""
-        text, returning = translate(sql)
+    def _send(self, text: str, params: Sequence[Any] | None = None, *, many: bool = False) -> Any:
+        """Run a statement (in PostgreSQL's spelling) and return its cursor. The transaction's first statement
+        goes with its BEGIN in one pipeline (one round trip for both). Errors of writes racing others on
+        one name or row become ours (``_raced``)."""
         cursor = self.raw.cursor()
         try:
-            cursor.execute(text, list(params) if params is not None else None, prepare=None)
+            if self._begin is None:
+                self._run(cursor, text, params, many)
+            else:
+                begin, self._begin = self._begin, None
+                with self.raw.pipeline():
+                    self.raw.execute(begin)
+                    self._run(cursor, text, params, many)
         except Exception as exc:
             mapped = _raced(exc)
             if mapped is None:
                 raise
             raise mapped from exc
-        return Result(cursor, returning)
+        return cursor
+
+    @staticmethod
+    def _run(cursor: Any, text: str, params: Sequence[Any] | None, many: bool) -> None:
+        if many:
+            cursor.executemany(text, params)
+        else:
+            cursor.execute(text, None if params is None else list(params), prepare=None)
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> Result:
+        """Run one statement (SQLite spelling accepted, see ``translate``)."""
+        text, returning = translate(sql)
+        return Result(self._send(text, params), returning)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """Run one statement for each parameter row."""
         rows = list(rows)
         if rows:
-            text, _ = translate(sql)
-            try:
-                self.raw.cursor().executemany(text, rows)
-            except Exception as exc:
-                mapped = _raced(exc)
-                if mapped is None:
-                    raise
-                raise mapped from exc
+            self._send(translate(sql)[0], rows, many=True)
+
+    def commit(self) -> None:
+        """Write the change log (and its NOTIFY) and COMMIT, in one round trip; nothing if nothing was sent."""
+        if self._begin is not None:
+            return
+        with self.raw.pipeline():
+            self.write_change_log()
+            self.raw.execute("COMMIT")
+
+    def rollback(self) -> None:
+        """Undo the transaction (if it began)."""
+        if self._begin is None:
+            self.raw.execute("ROLLBACK")
 
     def lock_claims(self, agent_ids: list[str]) -> set[str]:
         """Lock the rows of these agents that no other transaction holds (``SKIP LOCKED``): the agents whose
@@ -237,17 +263,17 @@ class PgConn:
         if not self.writing or not agent_ids:
             return set(agent_ids)
         wanted = sorted(set(agent_ids))
-        got = {r[0] for r in self.raw.execute(_LOCK_AGENTS, (wanted,))}
+        got = {r[0] for r in self._send(_LOCK_AGENTS, (wanted,))}
         missing = [agent_id for agent_id in wanted if agent_id not in got]
         if missing:
-            exist = {r[0] for r in self.raw.execute("SELECT id FROM agents WHERE id = ANY(%s)", (missing,))}
+            exist = {r[0] for r in self._send("SELECT id FROM agents WHERE id = ANY(%s)", (missing,))}
             got |= set(missing) - exist
         return got
 
     def lock_wait_graph(self) -> None:
         """Hold the wait-for graph until commit: checks of new waits take turns across replicas."""
         if self.writing:
-            self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (WAIT_GRAPH_LOCK,))
+            self._send("SELECT pg_advisory_xact_lock(%s)", (WAIT_GRAPH_LOCK,))
 
     def log_change(self, kind: str, ref: str) -> None:
         """Record that ``kind``/``ref`` changed in this transaction (once per transaction)."""
@@ -265,15 +291,15 @@ class PgConn:
         mark = len(self.changes)
         self._savepoints += 1
         name = f"nested_{self._savepoints}"
-        self.raw.execute(f"SAVEPOINT {name}")
+        self._send(f"SAVEPOINT {name}")
         try:
             yield
         except BaseException:
-            self.raw.execute(f"ROLLBACK TO SAVEPOINT {name}")
-            self.raw.execute(f"RELEASE SAVEPOINT {name}")
+            self._send(f"ROLLBACK TO SAVEPOINT {name}")
+            self._send(f"RELEASE SAVEPOINT {name}")
             del self.changes[mark:]
             raise
-        self.raw.execute(f"RELEASE SAVEPOINT {name}")
+        self._send(f"RELEASE SAVEPOINT {name}")
 
     def write_change_log(self) -> None:
         """(Just before COMMIT.) The transaction's changes into ``changes``, and a NOTIFY that is delivered
@@ -368,12 +394,11 @@ class PgDatabase(_SQLiteDatabase):
     def read_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(conn, ...)`` in a read-only snapshot on this thread."""
         with self._connection() as raw:
-            conn = PgConn(raw, self.origin)
-            raw.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            conn = PgConn(raw, self.origin, begin="BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             try:
                 return fn(conn, *args, **kwargs)
             finally:
-                raw.execute("ROLLBACK")
+                conn.rollback()
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, *args)`` in its own write transaction and return its result, or raise its error.
@@ -393,15 +418,14 @@ class PgDatabase(_SQLiteDatabase):
         """One transaction holding every write of ``batch``, each in a savepoint (a lone write needs none: its
         error rolls the whole transaction back); the changes it logged."""
         with self._connection() as raw:
-            conn = PgConn(raw, self.origin, writing=True)
-            raw.execute("BEGIN")
+            conn = PgConn(raw, self.origin, begin="BEGIN", writing=True)
             try:
                 if len(batch) == 1:
                     try:
                         batch[0].result = batch[0].fn(conn, *batch[0].args)
                     except Exception as exc:
                         batch[0].error = exc
-                        raw.execute("ROLLBACK")
+                        conn.rollback()
                         return []
                 else:
                     for write in batch:
@@ -413,11 +437,10 @@ class PgDatabase(_SQLiteDatabase):
                 while conn.before_commit:
                     hook = next(iter(conn.before_commit))
                     conn.before_commit.pop(hook)(conn)
-                conn.write_change_log()
-                raw.execute("COMMIT")
+                conn.commit()
             except BaseException:
                 try:
-                    raw.execute("ROLLBACK")
+                    conn.rollback()
                 except Exception:
                     pass  # a broken connection: the pool discards it
                 raise
