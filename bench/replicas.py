@@ -195,7 +195,9 @@ def replicas(
 @asynccontextmanager
 async def client(port: int) -> AsyncIterator[Client]:
     """An MCP client of one replica with room for many calls at once."""
-    limits = httpx2.Limits(max_connections=1000, max_keepalive_connections=1000)
+    # Idle connections are dropped before uvicorn's 5 s keep-alive closes them (a reuse racing that close
+    # is a ReadError that ends the MCP session).
+    limits = httpx2.Limits(max_connections=1000, max_keepalive_connections=1000, keepalive_expiry=2.0)
     async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=600, limits=limits) as http:
         async with Client(streamable_http_client(f"http://127.0.0.1:{port}/mcp", http_client=http)) as c:
             yield c
