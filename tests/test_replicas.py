@@ -346,3 +346,27 @@ async def test_an_agents_queue_stored_through_a_busy_replica_runs_elsewhere_in_o
     async with AgentHub(Settings(db_path=db_path)) as hub:
         runs = [await hub.get_run(run_id) for run_id in sent]
     assert most_at_once(runs) == 1  # never two of solo's runs at once, though two replicas took them
+
+
+async def test_replies_read_through_two_replicas_at_once_are_each_read_once(
+    replicas: list[Replica], scripted_llm: ScriptedLLM
+) -> None:
+    scripted_llm.default = lambda request: Response(content="done")
+    a, b, c = replicas
+    async with a.client() as ca, b.client() as cb, c.client() as cc:
+        await ok(ca, "create_agent", name="helper")
+        sent = [(await ok(ca, "send_message_to_agent_async", agent="helper", message=f"job {i}"))["run_id"]
+                for i in range(12)]  # fmt: skip
+        for run_id in sent:
+            await ok(cc, "get_run", run_id=run_id, wait_s=60)
+        read: list[str] = []
+
+        async def check(client: Any) -> None:
+            for _ in range(4):
+                read.extend(r["run_id"] for r in (await ok(client, "check_replies", limit=2))["runs"])
+
+        async with anyio.create_task_group() as tg:  # two readers at once take different replies
+            tg.start_soon(check, ca)
+            tg.start_soon(check, cb)
+        read.extend(r["run_id"] for r in (await ok(cc, "check_replies", limit=50))["runs"])
+    assert sorted(read) == sorted(sent)  # every reply read, none twice
