@@ -30,9 +30,12 @@ def letta_time(moment: datetime | None = None) -> str:
     return moment.strftime("%Y-%m-%d %I:%M:%S %p UTC%z")
 
 
+MEMORY_START = "<memory_blocks>"  # where memory begins in the system message
+
+
 def render_blocks(blocks: list[PromptBlock]) -> str:
     """The ``<memory_blocks>`` section: one element per block, in attachment order."""
-    parts = ["<memory_blocks>\nThe following memory blocks are currently engaged in your core memory unit:\n\n"]
+    parts = [MEMORY_START + "\nThe following memory blocks are currently engaged in your core memory unit:\n\n"]
     for index, block in enumerate(blocks):
         parts.append(f"<{block.label}>\n<description>\n{block.description or ''}\n</description>\n<metadata>")
         if block.read_only:
@@ -347,10 +350,14 @@ def chat_request(
 ) -> ChatRequest:
     """The LLM request of one step: the system message, the window's history, ``then`` (messages that are
     not in the history, e.g. a correction) and the offered tools: as native tool definitions, or with
-    ``json_mode`` described after the system message and offered through a JSON schema the answer follows
-    (``json_step_format``)."""
+    ``json_mode`` described in the system message before memory and offered through a JSON schema the answer
+    follows (``json_step_format``). Before memory, so that a memory edit leaves the tools in the prefix a
+    provider caches."""
     if json_mode and offered:
-        system = system + "\n\n" + json_tools_text(offered)
+        at = system.find(MEMORY_START)
+        if at < 0:  # a custom system prompt without memory
+            at = len(system)
+        system = system[:at].rstrip("\n") + "\n\n" + json_tools_text(offered) + "\n\n" + system[at:].lstrip("\n")
     messages_json = window.request_json(system)
     if then:
         messages_json = messages_json[:-1] + "".join("," + compact_json(m) for m in then) + "]"
