@@ -197,6 +197,30 @@ async def test_memory_rendering_matches_letta(hub: AgentHub) -> None:
     assert system.endswith("</memory_metadata>")
 
 
+async def test_memory_lists_each_archival_tag_of_the_agent_once_in_order(hub: AgentHub) -> None:
+    await hub.create_agent("alice")
+    await hub.create_agent("bob")
+    await hub.create_agent("carol")
+    zetas = []
+    for i in range(30):
+        tags = [["zeta", "alpha"], ["mid"], ["alpha"], []][i % 4]
+        passage = await hub.archival_insert("alice", f"fact {i}", tags=tags)
+        if "zeta" in tags:
+            zetas.append(passage.id)
+    await hub.archival_insert("bob", "bob's fact", tags=["bob-only", "alpha"])
+    await hub.archival_insert("carol", "carol's untagged fact")
+    assert (await hub.core_memory("alice")).endswith(
+        "- Available archival memory tags: alpha, mid, zeta\n</memory_metadata>"
+    )
+    assert (await hub.core_memory("bob")).endswith(
+        "- Available archival memory tags: alpha, bob-only\n</memory_metadata>"
+    )
+    assert "archival memory tags" not in await hub.core_memory("carol")
+    for passage_id in zetas:
+        await hub.archival_delete("alice", passage_id)
+    assert (await hub.core_memory("alice")).endswith("- Available archival memory tags: alpha, mid\n</memory_metadata>")
+
+
 async def test_messages_are_stored_and_searchable(hub: AgentHub) -> None:
     await hub.create_agent("a")
     await hub.append_messages(

@@ -164,8 +164,21 @@ def delete_passage(conn: Conn, agent_id: str, passage_id: str) -> None:
 
 
 def archival_tags(conn: Conn, agent_id: str) -> list[str]:
-    """The distinct tags on an agent's passages (for the memory metadata)."""
-    rows = conn.execute("SELECT DISTINCT tag FROM passage_tags WHERE agent_id = ? ORDER BY tag", (agent_id,))
+    """The distinct tags on an agent's passages (for the memory metadata), in order.
+
+    Read as a skip scan of the (agent, tag) index, one lookup per distinct tag: ``SELECT DISTINCT`` would read
+    every tag row of the agent, and this runs for every prompt the agent is sent (with a million passages, the
+    difference is a fraction of a millisecond against most of a second). Both engines run it.
+    """
+    rows = conn.execute(
+        "WITH RECURSIVE found(tag) AS ("
+        " SELECT min(tag) FROM passage_tags WHERE agent_id = ?"
+        " UNION ALL"
+        " SELECT (SELECT min(t.tag) FROM passage_tags t WHERE t.agent_id = ? AND t.tag > found.tag)"
+        " FROM found WHERE found.tag IS NOT NULL"
+        ") SELECT tag FROM found WHERE tag IS NOT NULL ORDER BY tag",
+        (agent_id, agent_id),
+    )
     return [r[0] for r in rows]
 
 
