@@ -158,6 +158,32 @@ async def test_archival_search_ranks_by_bm25_and_filters_tags(hub: AgentHub) -> 
         await hub.archival_search("r", "cat", limit=-1)
 
 
+async def test_archival_search_sees_only_the_agents_own_passages_among_many_others(hub: AgentHub) -> None:
+    await hub.create_agent("small")
+    await hub.create_agent("big")
+    for i in range(60):  # most matches are another agent's
+        await hub.archival_insert("big", f"release plan note {i} for the launch", tags=["plan", "big"][: 1 + i % 2])
+    mine = {}
+    for i in range(7):
+        tags = [["plan"], ["plan", "ops"], []][i % 3]
+        mine[f"release plan {i} of the small agent" + " launch" * (i % 2)] = tags
+        await hub.archival_insert("small", list(mine)[-1], tags=tags)
+    first = await hub.archival_search("small", "release launch", limit=3)
+    assert first.more == 4
+    rest = await hub.archival_search("small", "release launch", limit=3, cursor=first.next_cursor)
+    last = await hub.archival_search("small", "release launch", limit=3, cursor=rest.next_cursor)
+    paged = [p.text for p in [*first, *rest, *last]]
+    assert paged == [p.text for p in await hub.archival_search("small", "release launch", limit=100)]
+    assert sorted(paged) == sorted(mine) and (rest.more, last.more, last.next_cursor) == (1, 0, None)
+    assert set(paged[:3]) == {t for t in mine if t.endswith("launch")}  # both words rank first
+    tagged = await hub.archival_search("small", "release", tags=["ops", "plan"], tag_match="all", limit=100)
+    assert sorted(p.text for p in tagged) == sorted(t for t, tags in mine.items() if {"ops", "plan"} <= set(tags))
+    anyone = await hub.archival_search("small", "release", tags=["ops", "big"], limit=100)
+    assert sorted(p.text for p in anyone) == sorted(t for t, tags in mine.items() if "ops" in tags)
+    small_id = (await hub.get_agent("small")).id
+    assert {p.agent_id for p in [*first, *rest, *last, *tagged, *anyone]} == {small_id}
+
+
 async def test_memory_rendering_matches_letta(hub: AgentHub) -> None:
     await hub.create_block("team", "Team notes.", limit=200, description="Shared team notes", read_only=True)
     agent = await hub.create_agent("alice", persona="I am Alice", shared_blocks=["team"])

@@ -107,21 +107,26 @@ def search_passages(
     scope = [agent_id, query, sorted(tags), tag_match]
     after = paging.decode(cursor, "archival search", scope, [int, int, float, int])
     newest = after[0] if after else conn.execute("SELECT coalesce(max(pk), 0) FROM passages").fetchone()[0]
-    matches = (
-        "FROM passages_fts CROSS JOIN passages p ON p.pk = passages_fts.rowid "
-        "WHERE passages_fts MATCH ? AND passages_fts.rowid <= ? AND p.agent_id = ?"
-    )
-    # The full-text index drives (CROSS JOIN fixes the order; led by the agent's passages, the count would
-    # run the MATCH once per passage) and the bound is on its rowid, applied while it scans its matches.
+    # The full-text index drives and the bound is on its rowid, applied while it scans its matches. Whether a
+    # match is the agent's (and has the tags) is a lookup in the (agent, passage) index, not in the passages
+    # table: most matches of a small agent among many passages are other agents', and the index rejects them
+    # without reading their rows (with a million other passages, a fifth of the time). Only the page's rows are
+    # read from the table. Led by the agent's passages instead, the count would run the MATCH once per passage.
     args: list[Any] = [fts_query(query), newest, agent_id]
-    matches += tag_filter(tags, tag_match, args)
-    ranked = f"SELECT p.*, bm25(passages_fts) AS rank {matches}"
+    matches = (
+        "FROM passages_fts WHERE passages_fts MATCH ? AND passages_fts.rowid <= ? AND EXISTS (SELECT 1 FROM "
+        "passages p INDEXED BY passages_by_agent WHERE p.agent_id = ? AND p.pk = passages_fts.rowid"
+        f"{tag_filter(tags, tag_match, args)})"
+    )
+    ranked = f"SELECT passages_fts.rowid AS pk, bm25(passages_fts) AS rank {matches}"
     if after:  # after the last result shown: a worse rank, or the same rank and a later passage
-        rows = conn.execute(
-            f"SELECT * FROM ({ranked}) WHERE (rank, pk) > (?, ?) ORDER BY rank, pk LIMIT ?", [*args, *after[2:], limit]
-        ).fetchall()
+        page = f"SELECT * FROM ({ranked}) WHERE (rank, pk) > (?, ?) ORDER BY rank, pk LIMIT ?"
+        page_args = [*args, *after[2:], limit]
     else:
-        rows = conn.execute(f"{ranked} ORDER BY rank, p.pk LIMIT ?", [*args, limit]).fetchall()
+        page, page_args = f"{ranked} ORDER BY rank, pk LIMIT ?", [*args, limit]
+    rows = conn.execute(
+        f"SELECT p.*, f.rank FROM ({page}) AS f CROSS JOIN passages p ON p.pk = f.pk ORDER BY f.rank, f.pk", page_args
+    ).fetchall()
     shown_so_far = (after[1] if after else 0) + len(rows)
 
     def count_after(last: paging.Key) -> int:  # every match, unranked (cheaper), less those shown
