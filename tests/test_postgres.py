@@ -76,6 +76,7 @@ async def test_migrate_copies_a_sqlite_database_history_and_all(db_path: str, tm
         assert await hub.get_messages("researcher") == before_messages
         [found] = await hub.archival_search("researcher", "Lisbon launch")
         assert found.tags == ["plan"]
+        assert "- 1 total memories you created are stored in archival memory" in await hub.core_memory("researcher")
         after = await hub.append_to_block("project", "written after the move")  # sequences go on
         assert after.version == 5
         [added] = await hub.append_messages("researcher", [NewMessage(role="user", content="after")])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import sys
 import textwrap
@@ -245,6 +246,64 @@ async def test_memory_lists_each_archival_tag_of_the_agent_once_in_order(hub: Ag
     for passage_id in zetas:
         await hub.archival_delete("alice", passage_id)
     assert (await hub.core_memory("alice")).endswith("- Available archival memory tags: alpha, mid\n</memory_metadata>")
+
+
+def archival_count_shown(memory: str) -> int:
+    """The archival count a prompt's memory metadata states (it leaves the line out for none)."""
+    assert "</memory_metadata>" in memory
+    found = re.search(r"- (\d+) total memories you created are stored in archival memory", memory)
+    return int(found.group(1)) if found else 0
+
+
+async def test_the_archival_count_follows_inserts_deletes_and_concurrent_writers(hub: AgentHub) -> None:
+    await hub.create_agent("counted")
+    await hub.create_agent("bystander")
+    assert archival_count_shown(await hub.core_memory("counted")) == 0
+
+    async with anyio.create_task_group() as tg:
+        for i in range(40):
+            tg.start_soon(hub.archival_insert, "counted" if i % 4 else "bystander", f"fact {i}")
+    assert archival_count_shown(await hub.core_memory("counted")) == 30
+    assert archival_count_shown(await hub.core_memory("bystander")) == 10
+
+    listed = await hub.archival_list("counted", limit=5)
+    for passage in listed:
+        await hub.archival_delete("counted", passage.id)
+    with pytest.raises(NotFound):  # a failed delete changes nothing
+        await hub.archival_delete("counted", listed[0].id)
+    assert archival_count_shown(await hub.core_memory("counted")) == 25
+    assert listed.more == 25
+
+    await hub.delete_agent("counted")  # a new agent of the same name starts from nothing
+    await hub.create_agent("counted")
+    assert archival_count_shown(await hub.core_memory("counted")) == 0
+    await hub.archival_insert("counted", "a fresh start")
+    assert archival_count_shown(await hub.core_memory("counted")) == 1
+    assert archival_count_shown(await hub.core_memory("bystander")) == 10
+
+
+@pytest.mark.sqlite_only  # upgrades a SQLite file made by an older schema
+async def test_an_older_file_gets_its_archival_counts_on_upgrade(settings: Settings) -> None:
+    migrations = Path(__file__).parent.parent / "mcp_letta" / "store" / "sqlite" / "migrations"
+    old = sqlite3.connect(settings.db_path)
+    for script in sorted(migrations.glob("00[1-6]_*.sql")):
+        old.executescript(script.read_text())
+    when = "2026-01-01T00:00:00+00:00"
+    for agent, passages in (("agent-a", 3), ("agent-b", 0), ("agent-c", 2)):
+        old.execute("INSERT INTO agents(id, name, system, created_at, updated_at) VALUES (?, ?, 'sys', ?, ?)",
+                    (agent, agent.replace("-", "_"), when, when))  # fmt: skip
+        for i in range(passages):
+            old.execute("INSERT INTO passages(id, agent_id, text, created_at) VALUES (?, ?, ?, ?)",
+                        (f"passage-{agent}-{i}", agent, f"old fact {i}", when))  # fmt: skip
+    old.execute("PRAGMA user_version = 6")
+    old.commit()
+    old.close()
+
+    async with AgentHub(settings) as hub:
+        shown = [archival_count_shown(await hub.core_memory(name)) for name in ("agent_a", "agent_b", "agent_c")]
+        assert shown == [3, 0, 2]
+        await hub.archival_insert("agent_b", "new fact")
+        assert archival_count_shown(await hub.core_memory("agent_b")) == 1
 
 
 async def test_messages_are_stored_and_searchable(hub: AgentHub) -> None:

@@ -224,7 +224,7 @@ class SQLiteTx(Tx):
         return memory.archival_tags(self.conn, agent_id)
 
     def archival_counts(self, agent_ids: Sequence[str]) -> dict[str, int]:
-        return memory.counts_by_agent(self.conn, "passages", list(agent_ids))
+        return memory.archival_counts(self.conn, list(agent_ids))
 
     def recall_counts(self, agent_ids: Sequence[str]) -> dict[str, int]:
         return memory.counts_by_agent(self.conn, "messages", list(agent_ids), "in_context = 0")

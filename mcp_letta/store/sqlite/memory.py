@@ -68,6 +68,11 @@ def insert_passage(conn: Conn, agent_id: str, text: str, tags: list[str] | None 
         "INSERT INTO passage_tags(passage_pk, agent_id, tag) VALUES (?,?,?)",
         [(cur.lastrowid, agent_id, t) for t in tags],
     )
+    conn.execute(
+        "INSERT INTO archival_counts(agent_id, passages) VALUES (?, 1) "
+        "ON CONFLICT (agent_id) DO UPDATE SET passages = archival_counts.passages + 1",
+        (agent_id,),
+    )
     conn.log_change("agent", agent_id)  # the archival count in its memory metadata changed
     return Passage(id=passage_id, agent_id=agent_id, text=text, tags=tags, created_at=now)
 
@@ -165,6 +170,7 @@ def delete_passage(conn: Conn, agent_id: str, passage_id: str) -> None:
     cur = conn.execute("DELETE FROM passages WHERE id = ? AND agent_id = ?", (passage_id, agent_id))
     if cur.rowcount == 0:
         raise NotFound(f"passage {shown(passage_id)} not found for this agent: list its archival memory for ids")
+    conn.execute("UPDATE archival_counts SET passages = passages - 1 WHERE agent_id = ?", (agent_id,))
     conn.log_change("agent", agent_id)
 
 
@@ -185,6 +191,18 @@ def archival_tags(conn: Conn, agent_id: str) -> list[str]:
         (agent_id, agent_id),
     )
     return [r[0] for r in rows]
+
+
+def archival_counts(conn: Conn, agent_ids: list[str]) -> dict[str, int]:
+    """How many passages each agent has (0 for none): kept in ``archival_counts`` as passages are stored and
+    deleted, so a prompt does not count an agent's whole archival memory. Both engines use it."""
+    marks = ",".join("?" * len(agent_ids))
+    found = dict(
+        conn.execute(
+            f"SELECT agent_id, passages FROM archival_counts WHERE agent_id IN ({marks})", agent_ids
+        ).fetchall()
+    )
+    return {agent_id: int(found.get(agent_id, 0)) for agent_id in agent_ids}
 
 
 def counts_by_agent(conn: Conn, table: str, agent_ids: list[str], where: str = "1") -> dict[str, int]:
