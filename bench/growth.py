@@ -3,7 +3,7 @@
 SQLite file engine and on PostgreSQL.
 
 Passages: one agent (``archivist``) is given ``--passages`` passages in steps (10k, then up to 100k, then up to
-1M), loaded through the store's public API (``Store.write`` with ``Tx.insert_passage``, ``--batch`` passages per
+1M), loaded through the store's bulk path (``Store.write`` with ``Tx.insert_passages``, ``--batch`` passages per
 transaction; the loading rate is reported). A second agent (``neighbour``) holds 1,000 passages throughout: its
 search shows what the other agents' passages cost a small one. At each step: ``AgentHub.archival_search`` p50
 (limit 10, the corpus and queries of ``bench/search.py``: a Zipf vocabulary, a third of the queries filtered by
@@ -128,15 +128,15 @@ class Corpus:
 
 
 async def load(store: Store, agent_id: str, corpus: Corpus, count: int, batch: int) -> float:
-    """Store ``count`` passages for ``agent_id``, ``batch`` per transaction; seconds spent writing."""
+    """Store ``count`` passages for ``agent_id``, ``batch`` per transaction (``Tx.insert_passages``); seconds
+    spent writing."""
     spent = 0.0
     done = 0
     while done < count:
         rows = corpus.take(min(batch, count - done))
 
-        def insert(tx: Tx, rows: list[tuple[str, list[str]]] = rows) -> None:
-            for text, tags in rows:
-                tx.insert_passage(agent_id, text, tags)
+        def insert(tx: Tx, rows: list[tuple[str, list[str]]] = rows) -> int:
+            return tx.insert_passages(agent_id, rows)
 
         started = time.perf_counter()
         await store.write(insert)

@@ -282,6 +282,26 @@ async def test_the_archival_count_follows_inserts_deletes_and_concurrent_writers
     assert archival_count_shown(await hub.core_memory("bystander")) == 10
 
 
+async def test_a_bulk_load_stores_every_passage_searchable_and_counted_or_none(hub: AgentHub) -> None:
+    agent_id = (await hub.create_agent("loaded")).id
+    await hub.archival_insert("loaded", "written one by one first", tags=["single"])
+    batch = [(f"bulk passage {i} about the harbour", ["bulk", f"group-{i % 3}"][: 1 + i % 2]) for i in range(50)]
+    stored = await hub._store.write(lambda tx: tx.insert_passages(agent_id, batch))
+    assert stored == 50
+    assert archival_count_shown(await hub.core_memory("loaded")) == 51
+    assert "tags: bulk, group-0, group-1, group-2, single" in await hub.core_memory("loaded")
+    newest_first = [p.text for p in await hub.archival_list("loaded", limit=100)]
+    assert newest_first == [text for text, _ in reversed(batch)] + ["written one by one first"]
+    found = await hub.archival_search("loaded", "harbour", tags=["group-1"], limit=100)
+    assert sorted(p.text for p in found) == sorted(text for text, tags in batch if "group-1" in tags)
+
+    bad = [("fine", []), ("   ", []), ("also fine", [])]
+    with pytest.raises(Invalid, match="archival passage text is empty"):
+        await hub._store.write(lambda tx: tx.insert_passages(agent_id, bad))
+    assert archival_count_shown(await hub.core_memory("loaded")) == 51
+    assert len(await hub.archival_list("loaded", limit=100)) == 51
+
+
 @pytest.mark.sqlite_only  # upgrades a SQLite file made by an older schema
 async def test_an_older_file_gets_its_archival_counts_on_upgrade(settings: Settings) -> None:
     migrations = Path(__file__).parent.parent / "mcp_letta" / "store" / "sqlite" / "migrations"

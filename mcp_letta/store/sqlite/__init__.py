@@ -207,6 +207,9 @@ class SQLiteTx(Tx):
     def insert_passage(self, agent_id: str, text: str, tags: list[str]) -> Passage:
         return memory.insert_passage(self.conn, agent_id, text, tags)
 
+    def insert_passages(self, agent_id: str, passages: Sequence[tuple[str, list[str]]]) -> int:
+        return memory.insert_passages(self.conn, agent_id, passages)
+
     def search_passages(
         self, agent_id: str, query: str, *, tags: list[str], tag_match: str, limit: int, cursor: str | None = None
     ) -> Page[Passage]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -53,12 +54,42 @@ def _to_passage(row: Any, score: float | None = None) -> Passage:
     )
 
 
-def insert_passage(conn: Conn, agent_id: str, text: str, tags: list[str] | None = None) -> Passage:
-    """Store one archival passage for an agent."""
+def _checked_passage(text: str, tags: list[str] | None) -> tuple[str, list[str]]:
     text = clean_text(check_text(text, "archival passage", MAX_TEXT))
     if not text.strip():
         raise Invalid("archival passage text is empty: pass the text to remember")
-    tags = check_tags(tags)
+    return text, check_tags(tags)
+
+
+def insert_passages(conn: Conn, agent_id: str, passages: Sequence[tuple[str, list[str]]]) -> int:
+    """Store many ``(text, tags)`` passages for one agent in order, checked as ``insert_passage`` checks one
+    (any bad one raises and, the transaction rolling back, stores none): three batched statements however
+    many, for loading a large archival memory. Returns how many were stored."""
+    rows, tag_rows = [], []
+    now = now_iso()
+    for text, tags in passages:
+        text, tags = _checked_passage(text, tags)
+        passage_id = new_id("passage")
+        rows.append((passage_id, agent_id, text, json.dumps(tags), now))
+        tag_rows += [(agent_id, tag, passage_id) for tag in tags]
+    if not rows:
+        return 0
+    conn.executemany("INSERT INTO passages(id, agent_id, text, tags, created_at) VALUES (?,?,?,?,?)", rows)
+    conn.executemany(
+        "INSERT INTO passage_tags(passage_pk, agent_id, tag) SELECT pk, ?, ? FROM passages WHERE id = ?", tag_rows
+    )
+    conn.execute(
+        "INSERT INTO archival_counts(agent_id, passages) VALUES (?, ?) "
+        "ON CONFLICT (agent_id) DO UPDATE SET passages = archival_counts.passages + excluded.passages",
+        (agent_id, len(rows)),
+    )
+    conn.log_change("agent", agent_id)
+    return len(rows)
+
+
+def insert_passage(conn: Conn, agent_id: str, text: str, tags: list[str] | None = None) -> Passage:
+    """Store one archival passage for an agent."""
+    text, tags = _checked_passage(text, tags)
     passage_id, now = new_id("passage"), now_iso()
     cur = conn.execute(
         "INSERT INTO passages(id, agent_id, text, tags, created_at) VALUES (?,?,?,?,?)",
