@@ -212,7 +212,7 @@ async def passages_part(target: str, args: argparse.Namespace, base_url: str, er
                    "search_p90_ms": percentile(big, 90), "neighbour_p50_ms": percentile(small, 50),
                    "appends_per_s": appends, "settle_s": settled,
                    "ask_archivist_p50_ms": percentile(asked[ARCHIVIST], 50)}  # fmt: skip
-            log(f"  {step:,} passages: " + ", ".join(f"{k} {v:,.2f}" for k, v in row.items() if k != "passages"))
+            log(f"  {step:,} passages: " + ", ".join(f"{k} {_num(v)}" for k, v in row.items() if k != "passages"))
             rows.append(row)
     finally:
         await store.close()
@@ -399,6 +399,7 @@ def main(args: argparse.Namespace) -> int:
         for engine in engines:
             results[engine] = anyio.run(run_engine, engine, args, base_url, Path(folder))
             print(report(engine, results[engine], args), flush=True)
+    name = "growth" + ("" if args.engine == "both" else f"-{args.engine}") + ("-quick" if args.quick else "")
     payload = {
         "benchmark": "growth",
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -407,5 +408,5 @@ def main(args: argparse.Namespace) -> int:
         "options": {k: v for k, v in vars(args).items() if k != "benchmark"},
         "results": results,
     }
-    print(f"written to {write_results('growth-quick' if args.quick else 'growth', payload)}")
+    print(f"written to {write_results(name, payload)}")
     return 0
