@@ -17,7 +17,9 @@ from types import ModuleType
 
 # Listed here (not discovered by scanning) so that helper modules such as bench/common.py never
 # turn into subcommands by accident. Add a name when its module lands.
-BENCHMARKS = ("store", "runtime", "multiagent", "models", "console", "rest", "firstcall", "listing", "replicas")
+BENCHMARKS = (
+    "store", "runtime", "multiagent", "models", "console", "rest", "firstcall", "listing", "replicas", "growth",
+)  # fmt: skip
 
 
 def available() -> list[str]:

@@ -118,22 +118,28 @@ def raw_search(conn: sqlite3.Connection, agent_id: str, query: Query) -> int:
     Returns how many passages the page holds."""
     newest = conn.execute("SELECT coalesce(max(pk), 0) FROM passages").fetchone()[0]
     expression = " OR ".join(f'"{w}"' for w in dict.fromkeys(_WORD.findall(query.text)))
-    matches = (
-        "FROM passages_fts CROSS JOIN passages p ON p.pk = passages_fts.rowid "
-        "WHERE passages_fts MATCH ? AND passages_fts.rowid <= ? AND p.agent_id = ?"
-    )
     params: list[Any] = [expression, newest, agent_id]
+    tag_condition = ""
     if query.tags:
         marks = ",".join("?" * len(query.tags))
         if query.tag_match == "all":
-            matches += (
+            tag_condition = (
                 f" AND (SELECT count(*) FROM passage_tags t WHERE t.passage_pk = p.pk AND t.tag IN ({marks})) = ?"
             )
             params += [*query.tags, len(query.tags)]
         else:
-            matches += f" AND EXISTS (SELECT 1 FROM passage_tags t WHERE t.passage_pk = p.pk AND t.tag IN ({marks}))"
+            tag_condition = (
+                f" AND EXISTS (SELECT 1 FROM passage_tags t WHERE t.passage_pk = p.pk AND t.tag IN ({marks}))"
+            )
             params += query.tags
-    sql = f"SELECT p.*, bm25(passages_fts) AS rank {matches} ORDER BY rank, p.pk LIMIT ?"
+    matches = (
+        "FROM passages_fts WHERE passages_fts MATCH ? AND passages_fts.rowid <= ? AND EXISTS (SELECT 1 FROM "
+        "passages p INDEXED BY passages_by_agent WHERE p.agent_id = ? AND p.pk = passages_fts.rowid"
+        f"{tag_condition})"
+    )
+    ranked = f"SELECT passages_fts.rowid AS pk, bm25(passages_fts) AS rank {matches}"
+    page = f"{ranked} ORDER BY rank, pk LIMIT ?"
+    sql = f"SELECT p.*, f.rank FROM ({page}) AS f CROSS JOIN passages p ON p.pk = f.pk ORDER BY f.rank, f.pk"
     found = len(conn.execute(sql, [*params, LIMIT]).fetchall())
     if found >= LIMIT:
         conn.execute(f"SELECT count(*) {matches}", params).fetchone()

@@ -76,6 +76,7 @@ async def test_migrate_copies_a_sqlite_database_history_and_all(db_path: str, tm
         assert await hub.get_messages("researcher") == before_messages
         [found] = await hub.archival_search("researcher", "Lisbon launch")
         assert found.tags == ["plan"]
+        assert "- 1 total memories you created are stored in archival memory" in await hub.core_memory("researcher")
         after = await hub.append_to_block("project", "written after the move")  # sequences go on
         assert after.version == 5
         [added] = await hub.append_messages("researcher", [NewMessage(role="user", content="after")])
@@ -175,3 +176,28 @@ async def test_two_replicas_creating_one_agent_name_at_once_make_one_agent_and_a
             )
             assert [a.name for a in (await first.list_agents())] == ["twin"]
             await first.delete_agent("twin")
+
+
+async def test_searches_are_planned_for_their_agent_never_with_a_cached_generic_plan(db_path: str) -> None:
+    # A plan cached while a big agent searched would send a small agent's search through every other
+    # agent's matches: each search is planned for its own values.
+    async with AgentHub(Settings(db_path=db_path, pg_pool_size=1)) as hub:
+        big = (await hub.create_agent("big")).id
+        await hub.create_agent("small")
+        await hub._store.write(lambda tx: tx.insert_passages(big, [(f"harbour note {i}", []) for i in range(300)]))
+        await hub.append_messages("big", [NewMessage(role="user", content=f"harbour talk {i}") for i in range(300)])
+        await hub.archival_insert("small", "the harbour of the small agent")
+        await hub.append_messages("small", [NewMessage(role="user", content="small harbour talk")])
+        for _ in range(12):  # psycopg prepares a statement after 5 runs; PostgreSQL may then go generic
+            await hub.archival_search("big", "harbour")
+            await hub.search_messages("big", "harbour")
+        assert [p.text for p in await hub.archival_search("small", "harbour")] == ["the harbour of the small agent"]
+        assert [m.content for m in await hub.search_messages("small", "harbour")] == ["small harbour talk"]
+        plans = await hub._store.read(
+            lambda tx: tx.conn.execute(  # type: ignore[attr-defined]
+                "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements "
+                "WHERE position('to_tsquery' in statement) > 0"
+            ).fetchall()
+        )
+    assert len(plans) >= 2, plans  # both searches ran often enough to be prepared
+    assert [(r["generic_plans"], r["custom_plans"] > 0) for r in plans] == [(0, True)] * len(plans), plans

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import sys
 import textwrap
@@ -158,6 +159,32 @@ async def test_archival_search_ranks_by_bm25_and_filters_tags(hub: AgentHub) -> 
         await hub.archival_search("r", "cat", limit=-1)
 
 
+async def test_archival_search_sees_only_the_agents_own_passages_among_many_others(hub: AgentHub) -> None:
+    await hub.create_agent("small")
+    await hub.create_agent("big")
+    for i in range(60):  # most matches are another agent's
+        await hub.archival_insert("big", f"release plan note {i} for the launch", tags=["plan", "big"][: 1 + i % 2])
+    mine = {}
+    for i in range(7):
+        tags = [["plan"], ["plan", "ops"], []][i % 3]
+        mine[f"release plan {i} of the small agent" + " launch" * (i % 2)] = tags
+        await hub.archival_insert("small", list(mine)[-1], tags=tags)
+    first = await hub.archival_search("small", "release launch", limit=3)
+    assert first.more == 4
+    rest = await hub.archival_search("small", "release launch", limit=3, cursor=first.next_cursor)
+    last = await hub.archival_search("small", "release launch", limit=3, cursor=rest.next_cursor)
+    paged = [p.text for p in [*first, *rest, *last]]
+    assert paged == [p.text for p in await hub.archival_search("small", "release launch", limit=100)]
+    assert sorted(paged) == sorted(mine) and (rest.more, last.more, last.next_cursor) == (1, 0, None)
+    assert set(paged[:3]) == {t for t in mine if t.endswith("launch")}  # both words rank first
+    tagged = await hub.archival_search("small", "release", tags=["ops", "plan"], tag_match="all", limit=100)
+    assert sorted(p.text for p in tagged) == sorted(t for t, tags in mine.items() if {"ops", "plan"} <= set(tags))
+    anyone = await hub.archival_search("small", "release", tags=["ops", "big"], limit=100)
+    assert sorted(p.text for p in anyone) == sorted(t for t, tags in mine.items() if "ops" in tags)
+    small_id = (await hub.get_agent("small")).id
+    assert {p.agent_id for p in [*first, *rest, *last, *tagged, *anyone]} == {small_id}
+
+
 async def test_memory_rendering_matches_letta(hub: AgentHub) -> None:
     await hub.create_block("team", "Team notes.", limit=200, description="Shared team notes", read_only=True)
     agent = await hub.create_agent("alice", persona="I am Alice", shared_blocks=["team"])
@@ -195,6 +222,108 @@ async def test_memory_rendering_matches_letta(hub: AgentHub) -> None:
     system = await hub.system_prompt("alice")
     assert system.startswith(agent.system + "\n\n<memory_blocks>\n")
     assert system.endswith("</memory_metadata>")
+
+
+async def test_memory_lists_each_archival_tag_of_the_agent_once_in_order(hub: AgentHub) -> None:
+    await hub.create_agent("alice")
+    await hub.create_agent("bob")
+    await hub.create_agent("carol")
+    zetas = []
+    for i in range(30):
+        tags = [["zeta", "alpha"], ["mid"], ["alpha"], []][i % 4]
+        passage = await hub.archival_insert("alice", f"fact {i}", tags=tags)
+        if "zeta" in tags:
+            zetas.append(passage.id)
+    await hub.archival_insert("bob", "bob's fact", tags=["bob-only", "alpha"])
+    await hub.archival_insert("carol", "carol's untagged fact")
+    assert (await hub.core_memory("alice")).endswith(
+        "- Available archival memory tags: alpha, mid, zeta\n</memory_metadata>"
+    )
+    assert (await hub.core_memory("bob")).endswith(
+        "- Available archival memory tags: alpha, bob-only\n</memory_metadata>"
+    )
+    assert "archival memory tags" not in await hub.core_memory("carol")
+    for passage_id in zetas:
+        await hub.archival_delete("alice", passage_id)
+    assert (await hub.core_memory("alice")).endswith("- Available archival memory tags: alpha, mid\n</memory_metadata>")
+
+
+def archival_count_shown(memory: str) -> int:
+    """The archival count a prompt's memory metadata states (it leaves the line out for none)."""
+    assert "</memory_metadata>" in memory
+    found = re.search(r"- (\d+) total memories you created are stored in archival memory", memory)
+    return int(found.group(1)) if found else 0
+
+
+async def test_the_archival_count_follows_inserts_deletes_and_concurrent_writers(hub: AgentHub) -> None:
+    await hub.create_agent("counted")
+    await hub.create_agent("bystander")
+    assert archival_count_shown(await hub.core_memory("counted")) == 0
+
+    async with anyio.create_task_group() as tg:
+        for i in range(40):
+            tg.start_soon(hub.archival_insert, "counted" if i % 4 else "bystander", f"fact {i}")
+    assert archival_count_shown(await hub.core_memory("counted")) == 30
+    assert archival_count_shown(await hub.core_memory("bystander")) == 10
+
+    listed = await hub.archival_list("counted", limit=5)
+    for passage in listed:
+        await hub.archival_delete("counted", passage.id)
+    with pytest.raises(NotFound):  # a failed delete changes nothing
+        await hub.archival_delete("counted", listed[0].id)
+    assert archival_count_shown(await hub.core_memory("counted")) == 25
+    assert listed.more == 25
+
+    await hub.delete_agent("counted")  # a new agent of the same name starts from nothing
+    await hub.create_agent("counted")
+    assert archival_count_shown(await hub.core_memory("counted")) == 0
+    await hub.archival_insert("counted", "a fresh start")
+    assert archival_count_shown(await hub.core_memory("counted")) == 1
+    assert archival_count_shown(await hub.core_memory("bystander")) == 10
+
+
+async def test_a_bulk_load_stores_every_passage_searchable_and_counted_or_none(hub: AgentHub) -> None:
+    agent_id = (await hub.create_agent("loaded")).id
+    await hub.archival_insert("loaded", "written one by one first", tags=["single"])
+    batch = [(f"bulk passage {i} about the harbour", ["bulk", f"group-{i % 3}"][: 1 + i % 2]) for i in range(50)]
+    stored = await hub._store.write(lambda tx: tx.insert_passages(agent_id, batch))
+    assert stored == 50
+    assert archival_count_shown(await hub.core_memory("loaded")) == 51
+    assert "tags: bulk, group-0, group-1, group-2, single" in await hub.core_memory("loaded")
+    newest_first = [p.text for p in await hub.archival_list("loaded", limit=100)]
+    assert newest_first == [text for text, _ in reversed(batch)] + ["written one by one first"]
+    found = await hub.archival_search("loaded", "harbour", tags=["group-1"], limit=100)
+    assert sorted(p.text for p in found) == sorted(text for text, tags in batch if "group-1" in tags)
+
+    bad = [("fine", []), ("   ", []), ("also fine", [])]
+    with pytest.raises(Invalid, match="archival passage text is empty"):
+        await hub._store.write(lambda tx: tx.insert_passages(agent_id, bad))
+    assert archival_count_shown(await hub.core_memory("loaded")) == 51
+    assert len(await hub.archival_list("loaded", limit=100)) == 51
+
+
+@pytest.mark.sqlite_only  # upgrades a SQLite file made by an older schema
+async def test_an_older_file_gets_its_archival_counts_on_upgrade(settings: Settings) -> None:
+    migrations = Path(__file__).parent.parent / "mcp_letta" / "store" / "sqlite" / "migrations"
+    old = sqlite3.connect(settings.db_path)
+    for script in sorted(migrations.glob("00[1-6]_*.sql")):
+        old.executescript(script.read_text())
+    when = "2026-01-01T00:00:00+00:00"
+    for agent, passages in (("agent-a", 3), ("agent-b", 0), ("agent-c", 2)):
+        old.execute("INSERT INTO agents(id, name, system, created_at, updated_at) VALUES (?, ?, 'sys', ?, ?)",
+                    (agent, agent.replace("-", "_"), when, when))  # fmt: skip
+        for i in range(passages):
+            old.execute("INSERT INTO passages(id, agent_id, text, created_at) VALUES (?, ?, ?, ?)",
+                        (f"passage-{agent}-{i}", agent, f"old fact {i}", when))  # fmt: skip
+    old.execute("PRAGMA user_version = 6")
+    old.commit()
+    old.close()
+
+    async with AgentHub(settings) as hub:
+        shown = [archival_count_shown(await hub.core_memory(name)) for name in ("agent_a", "agent_b", "agent_c")]
+        assert shown == [3, 0, 2]
+        await hub.archival_insert("agent_b", "new fact")
+        assert archival_count_shown(await hub.core_memory("agent_b")) == 1
 
 
 async def test_messages_are_stored_and_searchable(hub: AgentHub) -> None:

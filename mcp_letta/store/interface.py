@@ -248,6 +248,11 @@ class Tx(Protocol):
         """Store a passage in an agent's archival memory."""
         ...
 
+    def insert_passages(self, agent_id: str, passages: Sequence[tuple[str, list[str]]]) -> int:
+        """Store many ``(text, tags)`` passages in an agent's archival memory at once, in order (bulk loading);
+        how many. A bad one raises and none is stored."""
+        ...
+
     def search_passages(
         self, agent_id: str, query: str, *, tags: list[str], tag_match: str, limit: int, cursor: str | None = None
     ) -> Page[Passage]:

@@ -24,6 +24,7 @@ TABLES: tuple[tuple[str, str | None], ...] = (
     ("block_history", "id"),
     ("passages", "pk"),
     ("passage_tags", None),
+    ("archival_counts", None),
     ("messages", "seq"),
     ("runs", "seq"),
     ("run_steps", None),

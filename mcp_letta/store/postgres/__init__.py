@@ -9,7 +9,6 @@ The driver is an optional extra: ``pip install 'mcp-letta[postgres]'``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from mcp_letta.models import Message, NewMessage, Page, Passage
@@ -54,10 +53,6 @@ class PostgresTx(SQLiteTx):
         added = shared_memory.append_messages(self.conn, agent_id, messages)
         self.conn.before_commit.pop("index_new_messages", None)  # the tsvector column indexes as rows arrive
         return added
-
-    def archival_counts(self, agent_ids: Sequence[str]) -> dict[str, int]:
-        """How many passages each agent has."""
-        return shared_memory.counts_by_agent(self.conn, "passages", list(agent_ids), "true")
 
 
 class PostgresStore(SQLiteStore):

@@ -31,6 +31,15 @@ def ts_query(text: str) -> str:
     return " | ".join("'" + w.replace("'", "") + "'" for w in words)
 
 
+def plan_for_these_values(conn: PgConn) -> None:
+    """Plan the next statements of this transaction for their actual parameters. psycopg prepares a statement
+    run often, and after a few runs PostgreSQL may keep one generic plan for every agent: planned while a big
+    agent searched (the full-text index, then a filter on the agent), it makes a small agent's search go
+    through every other agent's matches too (1M passages: 90 ms instead of 3 ms). A search costs far more
+    than its planning, so it is planned each time."""
+    conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+
+
 def search_passages(
     conn: PgConn,
     agent_id: str,
@@ -51,6 +60,7 @@ def search_passages(
     scope = [agent_id, query, sorted(tags), tag_match]
     after = paging.decode(cursor, "archival search", scope, [int, int, float, int])
     tsquery = ts_query(query)
+    plan_for_these_values(conn)
     newest = after[0] if after else conn.execute("SELECT coalesce(max(pk), 0) FROM passages").fetchone()[0]
     matches = "FROM passages p, to_tsquery('english', ?) q WHERE p.tsv @@ q AND p.pk <= ? AND p.agent_id = ?"
     args: list[Any] = [tsquery, newest, agent_id]
@@ -92,6 +102,7 @@ def search_messages(
     text = query if query and query.strip() else None
     scope = [agent_id, text, sorted(roles or []), start, end]
     after = paging.decode(cursor, "conversation search", scope, [int, int, float, int])
+    plan_for_these_values(conn)
     newest = after[0] if after else conn.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0]
     args: list[Any] = []
     if text is not None:

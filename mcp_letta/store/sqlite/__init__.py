@@ -207,6 +207,9 @@ class SQLiteTx(Tx):
     def insert_passage(self, agent_id: str, text: str, tags: list[str]) -> Passage:
         return memory.insert_passage(self.conn, agent_id, text, tags)
 
+    def insert_passages(self, agent_id: str, passages: Sequence[tuple[str, list[str]]]) -> int:
+        return memory.insert_passages(self.conn, agent_id, passages)
+
     def search_passages(
         self, agent_id: str, query: str, *, tags: list[str], tag_match: str, limit: int, cursor: str | None = None
     ) -> Page[Passage]:
@@ -224,7 +227,7 @@ class SQLiteTx(Tx):
         return memory.archival_tags(self.conn, agent_id)
 
     def archival_counts(self, agent_ids: Sequence[str]) -> dict[str, int]:
-        return memory.counts_by_agent(self.conn, "passages", list(agent_ids))
+        return memory.archival_counts(self.conn, list(agent_ids))
 
     def recall_counts(self, agent_ids: Sequence[str]) -> dict[str, int]:
         return memory.counts_by_agent(self.conn, "messages", list(agent_ids), "in_context = 0")
