@@ -152,6 +152,8 @@ async def check_llm(settings: Settings) -> list[Check]:
     pool = LLMPool(settings)
     base = pool.default_base_url
     key = settings.llm_api_key
+    if settings.llm == "sampling":
+        return [Check("llm", True, "MCP_LETTA_LLM=sampling: " + HOST_MODEL_NOTE.split(": ", 1)[1])]
     if not base and settings.llm != "endpoint":
         hosts = {host.name: host.label for host, _, _ in configured_hosts(Path.cwd())}
         if hosts and set(hosts) <= NO_SAMPLING_HOSTS:

@@ -236,6 +236,20 @@ async def test_without_sampling_or_an_endpoint_the_error_says_what_to_do(tmp_pat
     assert "set MCP_LETTA_LLM_BASE_URL" in reply["error"] and "keep a host that offers its model" in reply["error"]
 
 
+async def test_an_async_message_thinks_with_the_connected_host_between_its_calls(
+    tmp_path: Path, transport: str, mode: str
+) -> None:
+    model = HostModel(tools=True)
+    async with connect(transport, mode, tmp_path / "agents.db", model) as c:
+        await c.call_tool("create_agent", {"name": "keeper", "persona": "keeper persona"})
+        sent = structured(await c.call_tool("send_message_to_agent_async", {"agent": "keeper", "message": "hello"}))
+        done = structured(await c.call_tool("get_run", {"run_id": sent["run_id"], "wait_s": 30}))
+    if mode == "legacy":  # asked on the connection's own channel: no tool call of its lends it
+        assert done["status"] == "completed" and done["reply"] == "Your favourite colour: I do not know"
+    else:  # a 2026-era host is asked only inside a tool call that lends its model
+        assert done["status"] == "failed" and "no connected host offered its model (MCP sampling)" in done["error"]
+
+
 async def test_a_message_whose_host_went_away_waits_for_the_next_host(tmp_path: Path) -> None:
     model = HostModel(tools=True)
     settings = Settings(db_path=tmp_path / "agents.db", watch_interval_s=0.05, sampling_wait_s=30)

@@ -455,3 +455,10 @@ async def test_doctor_with_mcp_letta_llm_endpoint_needs_an_endpoint(tmp_path: Pa
     out = io.StringIO()
     assert await run_doctor(Settings(db_path=tmp_path / "agents.db", llm="endpoint"), out) == 1
     assert "FAIL  llm endpoint  no LLM endpoint is configured" in out.getvalue()
+
+
+async def test_doctor_with_mcp_letta_llm_sampling_checks_no_endpoint(tmp_path: Path) -> None:
+    out = io.StringIO()
+    settings = Settings(db_path=tmp_path / "agents.db", llm="sampling", llm_base_url="http://127.0.0.1:9/v1")
+    assert await run_doctor(settings, out) == 0
+    assert "ok    llm           MCP_LETTA_LLM=sampling: agents think with the host's own model" in out.getvalue()

@@ -74,11 +74,15 @@ class HostModels:
         """The run was sent by ``sampler``'s tool call: it (and the runs it sends) think with that host."""
         self._by_run[run_id] = sampler
 
-    def lend(self, sampler: Sampler) -> None:
-        """From now on, any run without a host of its own may sample through ``sampler``."""
+    def lend(self, sampler: Sampler, *, idle: bool = False) -> None:
+        """From now on, any run without a host of its own may sample through ``sampler``: a tool call in flight,
+        or (``idle``, asked only when no tool call is) a connected host's session."""
         if sampler.can_sample:
             self._waits = True
-            self._lent.append(sampler)
+            if idle:
+                self._lent.append(sampler)
+            else:
+                self._lent.insert(0, sampler)
             self._changed.set()
             self._changed = anyio.Event()
 

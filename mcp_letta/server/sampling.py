@@ -1,10 +1,12 @@
 """The host's model, lent by the tool call that sends a message: ``Sampler``s for both protocol eras.
 
 Handshake-era hosts (2025-11-25 and older) take ``sampling/createMessage`` requests while the tool call is
-in flight: ``SessionSampler`` sends them on the call's stream. A 2026-07-28 host takes none: the tool call
-answers with an ``InputRequiredResult`` carrying the run's sampling requests, and the host calls the tool
-again with the answers (``Desk``, one per sent message, kept between those rounds). ``ask_with_host`` is
-the one place a message-sending tool lends its host's model to the run it starts.
+in flight: ``SessionSampler`` sends them on the call's stream; between calls, on the connection's own
+channel (``ConnectionSampler``, lent by ``lend_connections`` while the host stays connected). A 2026-07-28
+host takes none outside a call: the tool call answers with an ``InputRequiredResult`` carrying the run's
+sampling requests, and the host calls the tool again with the answers (``Desk``, one per sent message, kept
+between those rounds). ``ask_with_host`` is the one place a message-sending tool lends its host's model to
+the run it starts.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
+from mcp.server.connection import Connection
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types import (
@@ -31,10 +35,13 @@ from mcp_letta.errors import LLMUnavailable
 from mcp_letta.hub import AgentHub
 from mcp_letta.llm.sampling import WAYS_OUT, HostModels
 from mcp_letta.models import Run, StepEvent
+from mcp_letta.server.notify import connection_of
 
 log = logging.getLogger("mcp_letta.server")
 
 Result = CreateMessageResult | CreateMessageResultWithTools
+Middleware = Callable[[ServerRequestContext[Any, Any], CallNext], Awaitable[HandlerResult]]
+_CONNECTION_KEY = "mcp_letta.sampling.connection"  # in Connection.state: the host's ConnectionSampler
 # What a sampling request of ours carries (SessionSampler passes each on to ServerSession.create_message).
 SAMPLING_FIELDS = ("messages", "max_tokens", "system_prompt", "temperature", "model_preferences", "tools",
                    "tool_choice")  # fmt: skip
@@ -69,6 +76,52 @@ class SessionSampler:
                 return await self._ctx.session.create_message(**fields, related_request_id=self._ctx.request_id)
             except (MCPError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
                 raise refused("the agent", exc) from None
+
+
+class ConnectionSampler:
+    """A connected handshake-era host, asked on its connection's own channel when no tool call is in flight
+    (VS Code then asks its user whether the server may use the model outside of chat)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        sampling = connection.client_capabilities.sampling if connection.client_capabilities else None
+        self.can_sample, self.tools = sampling is not None, sampling is not None and sampling.tools is not None
+        self.alive = True
+
+    async def create_message(self, params: CreateMessageRequestParams) -> Result:
+        """Ask the host's model; a refusal (or a closed connection) raises ``LLMUnavailable``."""
+        result_type = CreateMessageResultWithTools if params.tools else CreateMessageResult
+        try:
+            return await self._connection.send_request(CreateMessageRequest(params=params), result_type=result_type)
+        except (MCPError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+            raise refused("the agent", exc) from None
+
+
+def lend_connections(hosts: HostModels) -> Middleware:
+    """A server middleware lending every connected handshake-era host that declared ``sampling`` (once it
+    has initialized) until it disconnects."""
+
+    async def lend(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        connection = connection_of(ctx)
+        if (
+            _CONNECTION_KEY not in connection.state
+            and connection.initialized.is_set()
+            and connection.has_standalone_channel
+            and connection.protocol_version not in MODERN_PROTOCOL_VERSIONS
+            and connection.client_capabilities is not None
+            and connection.client_capabilities.sampling is not None
+        ):
+            sampler = connection.state[_CONNECTION_KEY] = ConnectionSampler(connection)
+            hosts.lend(sampler, idle=True)
+
+            def withdraw() -> None:
+                sampler.alive = False
+                hosts.withdraw(sampler)
+
+            connection.exit_stack.callback(withdraw)
+        return await call_next(ctx)
+
+    return lend
 
 
 class _Pending:
