@@ -21,6 +21,7 @@ from mcp_types import (
     CreateMessageResult,
     CreateMessageResultWithTools,
     ErrorData,
+    InputRequiredResult,
     SamplingCapability,
     SamplingToolsCapability,
     TextContent,
@@ -114,8 +115,14 @@ def client_mode(mode: str) -> str:
 
 
 @asynccontextmanager
-async def connect(transport: str, mode: str, db_path: Path, model: HostModel | None) -> AsyncIterator[Client]:
-    """A client of a server that has no LLM endpoint: in process, a stdio subprocess, or over HTTP."""
+async def connect(
+    transport: str, mode: str, db_path: Path, model: HostModel | None, *, agents: tuple[str, ...] = ()
+) -> AsyncIterator[Client]:
+    """A client of a server that has no LLM endpoint: in process, a stdio subprocess, or over HTTP. ``agents``
+    exist before it starts, so their ``ask_<name>`` tools are listed from the start."""
+    async with AgentHub(Settings(db_path=db_path)) as hub:
+        for name in agents:
+            await hub.create_agent(name, persona=f"{name} persona")
     callbacks: dict[str, Any] = {} if model is None else {
         "sampling_callback": model, "sampling_capabilities": model.capability
     }  # fmt: skip
@@ -151,14 +158,13 @@ def transport(request: pytest.FixtureRequest) -> str:
 # -- what an agent does with the host's model --------------------------------------------------------------
 async def test_an_agent_remembers_a_fact_and_recalls_it(tmp_path: Path, transport: str, mode: str) -> None:
     model = HostModel(tools=True)
-    async with connect(transport, mode, tmp_path / "agents.db", model) as c:
-        await c.call_tool("create_agent", {"name": "keeper", "persona": "keeper persona"})
-        told = await say(c, "keeper", "Remember: my favourite colour is teal.")
+    async with connect(transport, mode, tmp_path / "agents.db", model, agents=("keeper",)) as c:
+        told = structured(await c.call_tool("ask_keeper", {"message": "Remember: my favourite colour is teal."}))
         assert told["status"] == "completed", told
         assert told["tool_calls"] == [{"name": "memory_insert", "ok": True}]
         human = structured(await c.call_tool("read_block", {"block": "human", "agent": "keeper"}))
         assert FACT in human["value"]
-        asked = await say(c, "keeper", "What is my favourite colour?")
+        asked = structured(await c.call_tool("ask_keeper", {"message": "What is my favourite colour?"}))
     assert asked["status"] == "completed" and asked["reply"] == "Your favourite colour: teal"
     first, second, third = model.requests
     assert "keeper persona" in (first.system_prompt or "") and {t.name for t in first.tools or []} >= {"memory_insert"}
@@ -224,6 +230,29 @@ async def test_a_refused_sampling_request_fails_the_run_with_the_reason(tmp_path
         )
     else:
         assert "did not answer the agent's sampling request" in reply["error"]
+
+
+async def test_a_round_that_comes_after_the_run_went_on_never_sends_the_message_again(tmp_path: Path) -> None:
+    settings = Settings(db_path=tmp_path / "agents.db", watch_interval_s=0.05, llm_timeout_s=0.3)
+    model = HostModel(tools=True)
+    async with AgentHub(settings) as hub:
+        await hub.create_agent("keeper", persona="keeper persona")
+        server = build_server(hub)
+        async with server.running(), Client(server.mcp, sampling_callback=model,
+                                            sampling_capabilities=model.capability) as c:  # fmt: skip
+            arguments = {"agent": "keeper", "message": "hello"}
+            first = await c.session.call_tool("send_message", arguments, allow_input_required=True)
+            assert isinstance(first, InputRequiredResult) and first.input_requests
+            [(key, request)] = first.input_requests.items()
+            answer = await model(None, request.params)
+            await hub.get_run((await hub.list_runs("keeper")).items[0].id, wait_s=30)  # unanswered: it failed
+            late = await c.session.call_tool(
+                "send_message", arguments, input_responses={key: answer}, request_state=first.request_state,
+                allow_input_required=True,
+            )  # fmt: skip
+        runs = (await hub.list_runs("keeper")).items
+    assert len(runs) == 1 and late.structured_content["run_id"] == runs[0].id
+    assert late.is_error and "did not answer the agent's sampling request within 0.3s" in runs[0].error
 
 
 async def test_without_sampling_or_an_endpoint_the_error_says_what_to_do(tmp_path: Path, mode: str) -> None:

@@ -381,6 +381,7 @@ def test_install_with_project_writes_the_projects_file_and_leaves_the_users_alon
     assert not (home / user_file).exists()
     written = json.loads((project / str(project_file)).read_text())
     assert list(written) == [key] and list(written[key]) == ["letta"]
+    assert (written[key]["letta"].get("type") == "stdio") == (host == "vscode")  # the project file's format too
 
 
 @pytest.mark.parametrize("host", [h for h, files in HOST_FILES.items() if files[1] is None])

@@ -133,7 +133,6 @@ class HostModels:
                 f"agent {run.agent_name!r} has no model to think with: no LLM endpoint is configured and no "
                 f"connected host offered its model (MCP sampling){within}: {WAYS_OUT}"
             )
-        self._by_run[run.id] = own
         return own
 
 

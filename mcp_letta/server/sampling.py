@@ -138,7 +138,7 @@ class Desk:
     """A 2026-era message's sampling requests, handed to the host between tool-call rounds.
 
     The run asks (``create_message``); the tool call, waiting on the run, returns the requests not yet sent
-    as an ``InputRequiredResult`` whose ``request_state`` is this desk's id; the host's next round of the
+    as an ``InputRequiredResult`` whose ``request_state`` names this desk and the run; the host's next round of the
     same call brings the answers (``answer``). A request the host does not answer within ``answer_s`` (it
     refused, and its SDK gave up the call, or it went away) fails the run.
     """
@@ -255,7 +255,10 @@ async def ask_with_host(
                 )
         finally:
             sampler.alive = False
-    desk = _DESKS.get(ctx.request_state or "")
+    desk_id, _, run_id = (ctx.request_state or "").partition(" ")
+    desk = _DESKS.get(desk_id)
+    if desk is None and run_id:  # a round that came too late: the message was sent; it went on without it
+        return await hub.get_run(run_id)
     if desk is None:
         desk = Desk(ctx, hosts, anyio.current_time() + timeout_s, hub.settings.llm_timeout_s)
         desk.run_id = (await hub.send_message(agent, message, wait_s=None, host=desk)).id
@@ -272,4 +275,6 @@ async def ask_with_host(
     if isinstance(outcome, Run):
         desk.close()
         return outcome
-    return InputRequiredResult(input_requests=outcome, request_state=desk.id)  # type: ignore[arg-type]
+    # The run's id rides along so that a round arriving after the desk closed never sends the message again.
+    state = f"{desk.id} {desk.run_id}"
+    return InputRequiredResult(input_requests=outcome, request_state=state)  # type: ignore[arg-type]
