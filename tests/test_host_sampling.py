@@ -314,7 +314,10 @@ async def test_with_mcp_letta_llm_sampling_a_message_waits_for_a_host_a_bounded_
     async with AgentHub(settings) as hub:
         await hub.create_agent("keeper", persona="keeper persona")
         run = await hub.send_message("keeper", "hello", wait_s=30)
-    assert run.status == "failed" and "no connected host offered its model (MCP sampling) within 0.2s" in run.error
+    assert run.status == "failed" and run.error.startswith(
+        "agent 'keeper' has no model to think with: MCP_LETTA_LLM=sampling and no connected host offered its model "
+        "(MCP sampling) within 0.2s: set MCP_LETTA_LLM_BASE_URL"
+    )
 
 
 async def test_an_endpoint_wins_over_the_hosts_model(tmp_path: Path, scripted_llm: Any) -> None:

@@ -66,6 +66,7 @@ class HostModels:
         # A run without a host waits for one only where hosts that sample come: this process has seen one,
         # or MCP_LETTA_LLM=sampling says they will. Elsewhere (the CLI, the REST API) it fails at once.
         self._waits = always_wait
+        self._why = "MCP_LETTA_LLM=sampling" if always_wait else "no LLM endpoint is configured"
         self._by_run: dict[str, Sampler] = {}
         self._lent: list[Sampler] = []
         self._changed = anyio.Event()
@@ -122,7 +123,7 @@ class HostModels:
                     own = lent
                 elif own is not None and own.alive:  # its host is here but cannot sample: waiting would not help
                     raise LLMUnavailable(
-                        f"agent {run.agent_name!r} has no model to think with: no LLM endpoint is configured and "
+                        f"agent {run.agent_name!r} has no model to think with: {self._why} and "
                         f"the host that sent the message does not offer its model (MCP sampling): {WAYS_OUT}"
                     )
                 else:
@@ -130,7 +131,7 @@ class HostModels:
         if own is None or not (own.alive and own.can_sample):
             within = f" within {wait_s:g}s" if wait_s else ""
             raise LLMUnavailable(
-                f"agent {run.agent_name!r} has no model to think with: no LLM endpoint is configured and no "
+                f"agent {run.agent_name!r} has no model to think with: {self._why} and no "
                 f"connected host offered its model (MCP sampling){within}: {WAYS_OUT}"
             )
         return own

@@ -11,9 +11,7 @@ the run it starts.
 
 from __future__ import annotations
 
-import logging
 import secrets
-import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,7 +19,8 @@ import anyio
 from mcp.server.connection import Connection
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context
-from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
+from mcp.shared.exceptions import MCPError
+from mcp.shared.message import ServerMessageMetadata
 from mcp_types import (
     CreateMessageRequest,
     CreateMessageRequestParams,
@@ -37,14 +36,9 @@ from mcp_letta.llm.sampling import WAYS_OUT, HostModels
 from mcp_letta.models import Run, StepEvent
 from mcp_letta.server.notify import connection_of
 
-log = logging.getLogger("mcp_letta.server")
-
 Result = CreateMessageResult | CreateMessageResultWithTools
 Middleware = Callable[[ServerRequestContext[Any, Any], CallNext], Awaitable[HandlerResult]]
 _CONNECTION_KEY = "mcp_letta.sampling.connection"  # in Connection.state: the host's ConnectionSampler
-# What a sampling request of ours carries (SessionSampler passes each on to ServerSession.create_message).
-SAMPLING_FIELDS = ("messages", "max_tokens", "system_prompt", "temperature", "model_preferences", "tools",
-                   "tool_choice")  # fmt: skip
 
 
 def _capabilities(ctx: Context) -> tuple[bool, bool]:
@@ -53,10 +47,15 @@ def _capabilities(ctx: Context) -> tuple[bool, bool]:
     return sampling is not None, sampling is not None and sampling.tools is not None
 
 
-def refused(agent_hint: str, exc: Exception) -> LLMUnavailable:
+def refused(exc: Exception) -> LLMUnavailable:
     """The error a run fails with when the host does not answer a sampling request."""
     reason = exc.error.message if isinstance(exc, MCPError) else f"{type(exc).__name__}: {exc}"
-    return LLMUnavailable(f"the host refused to answer {agent_hint}'s sampling request: {reason}")
+    return LLMUnavailable(f"the host refused to answer the agent's sampling request: {reason}")
+
+
+def _result_type(params: CreateMessageRequestParams) -> type[Result]:
+    # With tools offered the answer may hold tool_use blocks (a list of content), which only this type reads.
+    return CreateMessageResultWithTools if params.tools else CreateMessageResult
 
 
 class SessionSampler:
@@ -69,13 +68,13 @@ class SessionSampler:
 
     async def create_message(self, params: CreateMessageRequestParams) -> Result:
         """Ask the host's model; a refusal (or a lost session) raises ``LLMUnavailable`` with the host's reason."""
-        fields = {name: getattr(params, name) for name in SAMPLING_FIELDS}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", MCPDeprecationWarning)  # deprecated only in the 2026 era
-            try:
-                return await self._ctx.session.create_message(**fields, related_request_id=self._ctx.request_id)
-            except (MCPError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
-                raise refused("the agent", exc) from None
+        on_this_call = ServerMessageMetadata(related_request_id=self._ctx.request_id)
+        try:
+            return await self._ctx.session.send_request(
+                CreateMessageRequest(params=params), _result_type(params), metadata=on_this_call
+            )
+        except (MCPError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+            raise refused(exc) from None
 
 
 class ConnectionSampler:
@@ -90,11 +89,12 @@ class ConnectionSampler:
 
     async def create_message(self, params: CreateMessageRequestParams) -> Result:
         """Ask the host's model; a refusal (or a closed connection) raises ``LLMUnavailable``."""
-        result_type = CreateMessageResultWithTools if params.tools else CreateMessageResult
         try:
-            return await self._connection.send_request(CreateMessageRequest(params=params), result_type=result_type)
+            return await self._connection.send_request(
+                CreateMessageRequest(params=params), result_type=_result_type(params)
+            )
         except (MCPError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
-            raise refused("the agent", exc) from None
+            raise refused(exc) from None
 
 
 def lend_connections(hosts: HostModels) -> Middleware:
@@ -192,8 +192,7 @@ class Desk:
             if pending is None:
                 continue
             data = response.model_dump(by_alias=True) if hasattr(response, "model_dump") else response
-            result_type = CreateMessageResultWithTools if pending.params.tools else CreateMessageResult
-            pending.result = result_type.model_validate(data)
+            pending.result = _result_type(pending.params).model_validate(data)
             pending.answered.set()
 
     def unsent(self) -> dict[str, CreateMessageRequest]:
