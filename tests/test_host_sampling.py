@@ -79,8 +79,8 @@ class HostModel:
         return CreateMessageResult(role="assistant", content=TextContent(type="text", text=text), model="host-model")
 
     def call(self, name: str, arguments: dict[str, Any]) -> Any:
-        if not self.tools:
-            return self.text(json.dumps({"tool": name, "arguments": arguments}))
+        if not self.tools:  # as small models do when the format is only described to them: fenced
+            return self.text(f"```json\n{json.dumps({'tool': name, 'arguments': arguments})}\n```")
         block = ToolUseContent(type="tool_use", id=f"toolu_{len(self.requests)}", name=name, input=arguments)
         return CreateMessageResultWithTools(
             role="assistant", content=[block], model="host-model", stop_reason="toolUse"
