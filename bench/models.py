@@ -12,6 +12,9 @@ another model:
   the reply says it.
 - ``delegate``: an orchestrator with Letta's multi-agent tools is asked a question only a researcher's memory
   answers: the orchestrator sent the researcher a message and its reply carries the answer.
+- ``ask``: the same question, with the researcher attached to the orchestrator as its tool ``ask_researcher``
+  (``attach_agent_tool``), whose description says what the researcher knows: the researcher was asked and the
+  reply carries the answer.
 - ``pipeline``: research -> write -> edit with ``run_pipeline``: completed with a non-empty final text.
 - ``broadcast``: a supervisor asks every agent tagged ``worker`` for its status and sums up: each worker got
   a message from it and its reply names at least two of the workers' status words.
@@ -45,8 +48,8 @@ from mcp_letta import AgentHub, Settings
 from mcp_letta.llm import ChatRequest, ChatResponse
 from mcp_letta.models import Run
 
-TRIAL_WAIT_S = 900.0  # a small model on two cores takes 10-40 s a step
-SCENARIOS = ("remember", "archival", "delegate", "pipeline", "broadcast")
+TRIAL_WAIT_S = 1800.0  # a small model on two cores takes 10-40 s a step, more on a busy machine
+SCENARIOS = ("remember", "archival", "delegate", "ask", "pipeline", "broadcast")
 # A reply that is a tool call printed as text: JSON naming a tool, or a <tool_call> tag.
 PRINTED_CALL = re.compile(r'(\{\s*"(name|tool|function)"\s*:)|(<tool_call>)|(^\s*\{\{)', re.MULTILINE)
 
@@ -61,6 +64,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trials", type=int, default=5, help="trials per scenario, each with fresh agents (5)")
     parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
     parser.add_argument("--tool-mode", choices=("native", "json", "auto"), default="auto")
+    parser.add_argument(
+        "--parallel", type=int, default=1, help="trials run at once (a server with several slots answers them together)"
+    )
+    parser.add_argument(
+        "--keep", type=Path, metavar="DIR", help="keep each trial's database in DIR, to read the conversations after"
+    )
 
 
 @dataclass
@@ -146,6 +155,22 @@ async def delegate(hub: AgentHub) -> tuple[bool, str, list[Run]]:
     return ok, f"researcher asked {len(asked)} time(s); reply {(run.reply or '')[:60]!r}", [run]
 
 
+async def ask(hub: AgentHub) -> tuple[bool, str, list[Run]]:
+    """The orchestrator asks the researcher through the tool the researcher is attached as."""
+    await hub.create_agent(
+        "researcher", persona="I am the researcher. I know that the project's codename is BLUEBIRD.",
+        description="knows the project's codename",
+    )  # fmt: skip
+    await hub.create_agent(
+        "orchestrator", persona="I coordinate a team. The agent 'researcher' knows facts about the project."
+    )
+    await hub.attach_agent_tool("orchestrator", "researcher")
+    run = await send(hub, "orchestrator", "What is the project's codename? Find out and tell me.")
+    asked = [r for r in await hub.list_runs("researcher", limit=20) if r.sender is not None]
+    ok = bool(asked) and "bluebird" in (run.reply or "").lower()
+    return ok, f"researcher asked {len(asked)} time(s); reply {(run.reply or '')[:60]!r}", [run]
+
+
 async def pipeline(hub: AgentHub) -> tuple[bool, str, list[Run]]:
     """Research -> write -> edit: a non-empty final text."""
     for name, persona in (
@@ -179,7 +204,8 @@ async def broadcast(hub: AgentHub) -> tuple[bool, str, list[Run]]:
 
 
 SCENARIO_FUNCTIONS: dict[str, Callable[[AgentHub], Awaitable[tuple[bool, str, list[Run]]]]] = {
-    "remember": remember, "archival": archival, "delegate": delegate, "pipeline": pipeline, "broadcast": broadcast,
+    "remember": remember, "archival": archival, "delegate": delegate, "ask": ask, "pipeline": pipeline,
+    "broadcast": broadcast,
 }  # fmt: skip
 
 
@@ -197,20 +223,29 @@ async def trial(name: str, settings: Settings) -> Trial:
 
 
 async def run_all(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
-    """Every chosen scenario, ``args.trials`` times each."""
-    out: dict[str, Any] = {}
-    for name in args.scenarios:
-        trials = []
-        for index in range(args.trials):
-            options = {"tool_mode": args.tool_mode} if hasattr(Settings, "tool_mode") else {}  # older builds: none
-            settings = Settings.from_env().with_overrides(
-                db_path=folder / f"{name}-{index}.db", llm_base_url=args.base_url, model=args.model,
-                llm_api_key=args.api_key, llm_timeout_s=600.0, log_level="WARNING", **options,
-            )  # fmt: skip
+    """Every chosen scenario, ``args.trials`` times each, ``args.parallel`` trials at a time."""
+    runs: dict[str, list[Trial]] = {name: [] for name in args.scenarios}
+    limiter = anyio.CapacityLimiter(args.parallel)
+
+    async def one(name: str, index: int) -> None:
+        options = {"tool_mode": args.tool_mode} if hasattr(Settings, "tool_mode") else {}  # older builds: none
+        settings = Settings.from_env().with_overrides(
+            db_path=folder / f"{name}-{index}.db", llm_base_url=args.base_url, model=args.model,
+            llm_api_key=args.api_key, llm_timeout_s=TRIAL_WAIT_S, agent_wait_s=TRIAL_WAIT_S, log_level="WARNING",
+            **options,
+        )  # fmt: skip
+        async with limiter:
             done = await trial(name, settings)
-            verdict = "ok" if done.ok else "FAILED"
-            log(f"  {name} {index + 1}/{args.trials}: {verdict} in {done.seconds:.0f} s ({done.why})")
-            trials.append(done)
+        verdict = "ok" if done.ok else "FAILED"
+        log(f"  {name} {index + 1}/{args.trials}: {verdict} in {done.seconds:.0f} s ({done.why})")
+        runs[name].append(done)
+
+    async with anyio.create_task_group() as tg:
+        for name in args.scenarios:
+            for index in range(args.trials):
+                tg.start_soon(one, name, index)
+    out: dict[str, Any] = {}
+    for name, trials in runs.items():
         later = [
             (p, c)
             for t in trials
@@ -247,8 +282,12 @@ def render(result: dict[str, Any]) -> str:
 def main(args: argparse.Namespace) -> int:
     """Run the scenarios, print the table, write bench/results/models.json."""
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as folder:
-        result = anyio.run(run_all, args, Path(folder))
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        result = anyio.run(run_all, args, args.keep)
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            result = anyio.run(run_all, args, Path(folder))
     print(f"{args.model} at {args.base_url}, tool mode {args.tool_mode}, {args.trials} trial(s) per scenario\n")
     print(render(result))
     payload = {

@@ -118,3 +118,60 @@ async def test_a_server_restart_fails_calls_clearly_then_recovers_without_restar
             async for change in feed:
                 if change.kind == "block" and change.ref == block.id and not change.local:
                     break
+
+
+async def test_an_edit_waits_for_its_blocks_row_and_not_for_other_writers(db_path: str) -> None:
+    # Row locks, not one lock for every write: a transaction holding one block's row holds up edits of that
+    # block (which then apply to the value it committed) and nothing else.
+    import psycopg
+
+    async with AgentHub(Settings(db_path=db_path)) as hub:
+        held, free = await hub.create_block("held", "one"), await hub.create_block("free", "")
+        edited = anyio.Event()
+        with psycopg.connect(db_path) as other:  # another replica, in the middle of an edit of "held"
+            other.execute("SELECT value FROM blocks WHERE id = %s FOR NO KEY UPDATE", (held.id,))
+            other.execute("UPDATE blocks SET value = 'one, two', version = version + 1 WHERE id = %s", (held.id,))
+
+            async def append_to_held() -> None:
+                await hub.append_to_block("held", "three")
+                edited.set()
+
+            with anyio.fail_after(60):  # (one lock for every write would hang here)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(append_to_held)
+                    for i in range(5):  # other writes go on meanwhile
+                        await hub.append_to_block("free", f"line {i}")
+                    await hub.create_agent("bystander")
+                    assert not edited.is_set()  # still waiting for the row
+                    other.commit()
+        after, free_after = await hub.read_block("held"), await hub.read_block("free")
+    assert edited.is_set()
+    assert (after.value, after.version) == ("one, two\nthree", held.version + 2)
+    assert free_after.version == free.version + 5
+
+
+async def test_two_replicas_creating_one_agent_name_at_once_make_one_agent_and_a_clear_conflict(db_path: str) -> None:
+    from mcp_letta.errors import Conflict
+
+    async with AgentHub(Settings(db_path=db_path)) as first, AgentHub(Settings(db_path=db_path)) as second:
+        outcomes: list[object] = []
+
+        async def create(hub: AgentHub) -> None:
+            try:
+                outcomes.append(await hub.create_agent("twin"))
+            except Conflict as exc:
+                outcomes.append(exc)
+
+        for _ in range(5):  # rounds: in each, ten creates race
+            outcomes.clear()
+            async with anyio.create_task_group() as tg:
+                for i in range(10):
+                    tg.start_soon(create, first if i % 2 else second)
+            made = [o for o in outcomes if not isinstance(o, Conflict)]
+            refused = [o for o in outcomes if isinstance(o, Conflict)]
+            assert len(made) == 1 and len(refused) == 9
+            assert all(
+                "an agent named 'twin' already exists" in str(e) and "pick another name" in str(e) for e in refused
+            )
+            assert [a.name for a in (await first.list_agents())] == ["twin"]
+            await first.delete_agent("twin")

@@ -2,7 +2,9 @@
 clients: what one replica changes reaches the others' clients (tools/list_changed, block updates, the host
 inbox), a wait cycle spread over replicas is refused, concurrent appends through all three lose nothing,
 one agent runs one message at a time whichever replicas its messages came through, and after a replica
-is killed with SIGKILL every run it held is reported truthfully.
+is killed with SIGKILL every run it held is reported truthfully. The replicas share the queue: runs
+stored through a busy replica are executed by the others (the ``owner`` of a run is the replica that
+executed it), in each agent's order and one at a time, and the caller waiting on them hears of their end.
 """
 
 from __future__ import annotations
@@ -41,12 +43,13 @@ WAIT = "send_message_to_agent_and_wait_for_reply"
 class Replica:
     """One ``mcp-letta serve --transport http`` process; its log goes to a file (a pipe could fill up)."""
 
-    def __init__(self, url: str, llm: ScriptedLLM, log: Path) -> None:
+    def __init__(self, url: str, llm: ScriptedLLM, log: Path, **settings: str) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_LETTA_", "OPENAI_"))}
         env |= {
             "MCP_LETTA_DB": url, "MCP_LETTA_TOKEN": TOKEN, "MCP_LETTA_LLM_BASE_URL": llm.base_url,
             "MCP_LETTA_MODEL": "scripted-model", "MCP_LETTA_LLM_MAX_RETRIES": "0", "MCP_LETTA_PG_POOL_SIZE": "8",
         }  # fmt: skip
+        env |= {f"MCP_LETTA_{name.upper()}": value for name, value in settings.items()}
         self.log = log
         self._log_file = log.open("wb")
         command = [str(SCRIPT), "serve", "--transport", "http", "--host", "127.0.0.1", "--port", "0"]
@@ -87,10 +90,10 @@ class Replica:
         self._log_file.close()
 
 
-@pytest.fixture
-async def replicas(db_path: str, scripted_llm: ScriptedLLM, tmp_path: Path) -> AsyncIterator[list[Replica]]:
-    """Three replicas on one fresh database."""
-    started = [Replica(db_path, scripted_llm, tmp_path / f"replica-{i}.log") for i in range(3)]
+@asynccontextmanager
+async def three(db_path: str, llm: ScriptedLLM, folder: Path, **settings: str) -> AsyncIterator[list[Replica]]:
+    """Three replicas on one database, with these settings (``MCP_LETTA_<NAME>``)."""
+    started = [Replica(db_path, llm, folder / f"replica-{i}.log", **settings) for i in range(3)]
     try:
         for replica in started:
             await replica.ready()
@@ -98,6 +101,26 @@ async def replicas(db_path: str, scripted_llm: ScriptedLLM, tmp_path: Path) -> A
     finally:
         for replica in started:
             replica.stop()
+
+
+@pytest.fixture
+async def replicas(db_path: str, scripted_llm: ScriptedLLM, tmp_path: Path) -> AsyncIterator[list[Replica]]:
+    """Three replicas on one fresh database."""
+    async with three(db_path, scripted_llm, tmp_path) as started:
+        yield started
+
+
+@pytest.fixture
+async def narrow_replicas(db_path: str, scripted_llm: ScriptedLLM, tmp_path: Path) -> AsyncIterator[list[Replica]]:
+    """Three replicas that each run at most two agents at once, and broadcast to up to 50 at once."""
+    async with three(db_path, scripted_llm, tmp_path, max_concurrency="2", fanout_concurrency="50") as started:
+        yield started
+
+
+def run_rows(db_path: str, where: str, *params: Any) -> list[dict[str, Any]]:
+    """Rows of ``runs`` (as dicts) matching ``where``, oldest first."""
+    with psycopg.connect(db_path, row_factory=psycopg.rows.dict_row) as pg:
+        return pg.execute(f"SELECT * FROM runs WHERE {where} ORDER BY seq", params).fetchall()
 
 
 async def ok(c: Any, tool: str, **args: Any) -> dict[str, Any]:
@@ -270,3 +293,80 @@ async def test_one_agent_runs_one_message_at_a_time_across_three_replicas(
         runs = [await hub.wait_run(run_id, wait_s=60) for run_id in sent]
     assert [r.status for r in runs] == ["completed"] * 12
     assert most_at_once(runs) == 1  # never two runs of the agent at once, whichever replica ran them
+
+
+async def test_a_broadcast_through_one_replica_is_executed_by_all_three(
+    narrow_replicas: list[Replica], scripted_llm: ScriptedLLM, db_path: str
+) -> None:
+    scripted_llm.default = lambda request: Response(content="on it", delay_s=0.4)
+    a = narrow_replicas[0]
+    async with a.client() as ca:
+        for i in range(12):
+            await ok(ca, "create_agent", name=f"crew{i:02d}", tags=["crew"])
+        reply = await ok(ca, "send_message_to_agents_matching_tags", message="report in", match_all=["crew"],
+                         timeout_s=120)  # fmt: skip
+    # Replica A runs two agents at once; the other ten runs it stored were taken by B and C, and A's
+    # broadcast heard of each end (it waits on all twelve) wherever the run was executed.
+    assert sorted((r["agent"], r["status"], r["reply"]) for r in reply["results"]) == [
+        (f"crew{i:02d}", "completed", "on it") for i in range(12)
+    ]
+    owners = [r["owner"] for r in run_rows(db_path, "input = %s", "report in")]
+    assert len(owners) == 12 and len(set(owners)) == 3, owners
+
+
+async def test_an_agents_queue_stored_through_a_busy_replica_runs_elsewhere_in_order_one_at_a_time(
+    narrow_replicas: list[Replica], scripted_llm: ScriptedLLM, db_path: str
+) -> None:
+    def answer(request: dict[str, Any]) -> Response:
+        if "hold on" in json.dumps(request["messages"][-1]):
+            return Response(content="held", delay_s=60)
+        return Response(content="noted", delay_s=0.2)
+
+    scripted_llm.default = answer
+    a, _, c = narrow_replicas
+    async with a.client() as ca, c.client() as cc:
+        for name in ("hog1", "hog2", "solo"):
+            await ok(ca, "create_agent", name=name)
+        hogs = [(await ok(ca, "send_message_to_agent_async", agent=n, message="hold on"))["run_id"]
+                for n in ("hog1", "hog2")]  # fmt: skip
+        await scripted_llm.wait_for_requests_async(2)  # both of A's slots are taken
+        sent = [
+            (await ok(ca, "send_message_to_agent_async", agent="solo", message=f"m{i}"))["run_id"] for i in range(8)
+        ]
+        ends = [await ok(cc, "get_run", run_id=run_id, wait_s=60) for run_id in sent]
+        rows = {r["id"]: r for r in run_rows(db_path, "agent_name IN ('hog1', 'hog2', 'solo')")}
+        for run_id in hogs:
+            await ok(cc, "cancel_run", run_id=run_id)
+    assert [e["status"] for e in ends] == ["completed"] * 8
+    busy = {rows[run_id]["owner"] for run_id in hogs}
+    assert len(busy) == 1  # replica A's, busy all along
+    assert not busy & {rows[run_id]["owner"] for run_id in sent}  # so B and C executed solo's runs
+    started = [rows[run_id]["started_at"] for run_id in sent]
+    assert started == sorted(started)  # in the order they were sent
+    async with AgentHub(Settings(db_path=db_path)) as hub:
+        runs = [await hub.get_run(run_id) for run_id in sent]
+    assert most_at_once(runs) == 1  # never two of solo's runs at once, though two replicas took them
+
+
+async def test_replies_read_through_two_replicas_at_once_are_each_read_once(
+    replicas: list[Replica], scripted_llm: ScriptedLLM
+) -> None:
+    scripted_llm.default = lambda request: Response(content="done")
+    a, b, c = replicas
+    async with a.client() as ca, b.client() as cb, c.client() as cc:
+        await ok(ca, "create_agent", name="helper")
+        sent = [(await ok(ca, "send_message_to_agent_async", agent="helper", message=f"job {i}"))["run_id"]
+                for i in range(12)]  # fmt: skip
+        for run_id in sent:
+            await ok(cc, "get_run", run_id=run_id, wait_s=60)
+        read: list[str] = []
+
+        async def check(client: Any) -> None:
+            for _ in range(4):
+                read.extend(r["run_id"] for r in (await ok(client, "check_replies", limit=2))["runs"])
+
+        async with anyio.create_task_group() as tg:  # two readers at once take different replies
+            tg.start_soon(check, ca)
+            tg.start_soon(check, cb)
+        read.extend(r["run_id"] for r in (await ok(cc, "check_replies", limit=50))["runs"])
+    assert sorted(read) == sorted(sent)  # every reply read, none twice

@@ -140,6 +140,29 @@ async def test_memory_tools_fail_with_lettas_exact_messages_and_change_nothing(
     assert (await llm_hub.read_block("tiny", agent="alice")).version == 1
 
 
+async def test_memory_insert_counts_an_empty_block_as_one_line_as_letta_does(
+    llm_hub: AgentHub, scripted_llm: ScriptedLLM
+) -> None:
+    """Small models write "after line 1" into an empty block: Letta accepts it, and so do we (no stray newline)."""
+    await llm_hub.create_agent("alice", human="", metadata={"tools": ["memory_insert"]})
+    scripted_llm.tool_calls(
+        [
+            ("memory_insert", {"label": "human", "new_string": "x", "insert_line": 2}),
+            ("memory_insert", {"label": "human", "new_string": "Name: Ada", "insert_line": 1}),
+        ]
+    )
+    scripted_llm.reply("saved")
+    run = await llm_hub.send_message("alice", "my name is Ada", wait_s=10)
+    assert run.status == "completed"
+    results = tool_results(scripted_llm.requests[1])
+    assert results[0]["message"] == (
+        "Invalid `insert_line` parameter: 2. It should be within the range of lines of the memory block: [0, 1], "
+        "or -1 to append to the end of the memory block."
+    )
+    assert results[1]["status"] == "OK"
+    assert (await llm_hub.read_block("human", agent="alice")).value == "Name: Ada"
+
+
 async def test_bad_tool_calls_become_failed_results_the_model_reads(
     llm_hub: AgentHub, scripted_llm: ScriptedLLM
 ) -> None:

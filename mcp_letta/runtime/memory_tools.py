@@ -114,14 +114,15 @@ def memory_insert(tx: Tx, ctx: ToolContext, args: dict[str, Any]) -> str:
 
     def edit(value: str) -> str:
         _no_line_numbers("new_string", text)
-        # An empty block has no lines (Letta counts one empty line and leaves a stray newline).
-        lines = value.expandtabs().split("\n") if value else []
+        lines = value.expandtabs().split("\n")
         position = len(lines) if at == -1 else at
         if position < 0 or position > len(lines):
             raise ToolFailure(
                 f"Invalid `insert_line` parameter: {at}. It should be within the range of lines of the memory "
                 f"block: {[0, len(lines)]}, or -1 to append to the end of the memory block."
             )
+        if not value:  # Letta counts one empty line, so 0 and 1 are valid; neither leaves a stray newline
+            return text.expandtabs()
         return "\n".join(lines[:position] + text.expandtabs().split("\n") + lines[position:])
 
     return _edit(tx, ctx, label, "memory_insert", edit)

@@ -9,6 +9,12 @@ a live process sees the old one is dead or its lease passed (``Tx.recover``, at 
 heartbeat); the queued runs it left are adopted the same way. ``wind_down`` gives the runs in flight a
 grace period first. Other processes' changes arrive through the store's change feed, which wakes waiters,
 blocked agents and cancellations.
+
+When the store shares its queue (``Store.shares_queue``: replicas on one PostgreSQL database), a run
+queued by another process wakes this one too: each process with a free slot claims the agent's next
+run, the claim (one per agent at a time, in the store) decides which process starts it, and the others
+find it taken. A run is then executed wherever there was room, and its waiters, wherever they are, hear
+of its end through the change feed.
 """
 
 from __future__ import annotations
@@ -459,7 +465,8 @@ class Scheduler:
         processes' run changes: wake waiters, honour cancellations, unblock agents."""
         # Local run changes need nothing here: this process signals its own runs' ends directly. A local
         # "queued" is a run this process queued outside submit (a reply delivered to an agent).
-        for agent_id in {change.ref for change in changes if change.kind == "queued" and change.local}:
+        shared = self.owner.shares_queue  # then another process's queued run is ours to take too
+        for agent_id in {change.ref for change in changes if change.kind == "queued" and (change.local or shared)}:
             self.wake(agent_id)
         foreign = {change.ref for change in changes if change.kind == "run" and not change.local}
         for run_id in foreign:
@@ -477,5 +484,7 @@ class Scheduler:
             scope = self._scopes.get(run.id)
             if scope is not None and run.cancel_requested:
                 scope.cancel()
-            if run.agent_id in self._blocked and run.status != "running":
+            if run.status == "queued" and self.owner.shares_queue:
+                self.wake(run.agent_id)  # queued by another process: whoever has a free slot starts it
+            elif run.agent_id in self._blocked and run.status != "running":
                 self.wake(run.agent_id)

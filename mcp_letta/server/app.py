@@ -22,6 +22,7 @@ from mcp_letta import __version__
 from mcp_letta.config import Settings
 from mcp_letta.hub import AgentHub, Change
 from mcp_letta.server import arguments
+from mcp_letta.server.apps import register_apps
 from mcp_letta.server.collaboration import register_multiagent_tools
 from mcp_letta.server.compact import compact_tool_list
 from mcp_letta.server.messaging import ask, register_messaging_tools
@@ -63,6 +64,7 @@ class LettaServer:
         self.builtin_tools = register_builtin_tools(self.mcp, hub, tools=self.settings.tools)
         self.builtin_tools += register_messaging_tools(self.mcp, hub, tools=self.settings.tools)
         self.builtin_tools += register_multiagent_tools(self.mcp, hub, tools=self.settings.tools)
+        self.builtin_tools += register_apps(self.mcp, hub)  # the views (MCP Apps), in both tiers
         register_prompts(self.mcp)
         register_resources(self.mcp, hub)
         register_completions(self.mcp, hub)

@@ -60,10 +60,16 @@ class Change:
 
 @dataclass(frozen=True)
 class Owner:
-    """This process as an owner of runs: its id and how long its claims last unrenewed."""
+    """This process as an owner of runs: its id and how long its claims last unrenewed.
+
+    ``shares_queue``: any live process may start any queued run (the store's ``shares_queue``, true for
+    replicas on one PostgreSQL database); otherwise a queued run is started by the process that stored it
+    (or, once that one is dead, by whoever adopts it).
+    """
 
     id: str
     lease_s: float = 30.0
+    shares_queue: bool = False
     pid: int = field(default_factory=os.getpid)
     host: str = field(default_factory=socket.gethostname)
 
@@ -326,7 +332,8 @@ class Tx(Protocol):
         ...
 
     def claim_next(self, agent_id: str, owner: Owner) -> ClaimOutcome:
-        """Start the agent's oldest queued run for ``owner`` if nothing of it runs and no live process owns it.
+        """Start the agent's oldest queued run for ``owner`` if nothing of it runs and no other live process
+        owns it (unless ``owner.shares_queue``: then any process may start it).
         A running run whose process died or whose lease passed is released first (see ``recover``).
         The claimed run's ``resumes`` > 0 says it had started before: resume it, do not start it afresh."""
         ...
@@ -409,6 +416,7 @@ class Store(Protocol):
     """A store engine: transactions run off the event loop, and a feed of what changed."""
 
     origin: str  # this process's id as the store knows it (in the change log)
+    shares_queue: bool  # any process on the store may start any queued run (see ``Owner``)
 
     async def open(self) -> None:
         """Create or migrate the storage; after this, transactions work."""

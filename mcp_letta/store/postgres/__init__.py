@@ -66,6 +66,7 @@ class PostgresStore(SQLiteStore):
     polling (``watch_interval_s`` only paces its reconnects)."""
 
     tx_class = PostgresTx
+    shares_queue = True  # replicas share the work: any of them starts any queued run
 
     def __init__(self, url: str, *, pool_size: int = DEFAULT_POOL_SIZE, watch_interval_s: float = 0.2) -> None:
         self.db = PgDatabase(url, pool_size=pool_size)

@@ -1,16 +1,29 @@
 """The PostgreSQL server under the store: a bounded connection pool, transactions, migrations, the write
 queue and the change feed (LISTEN/NOTIFY over the change log).
 
-The engine reuses the SQLite engine's write queue (group commit: what queues while one transaction commits
-is written together in the next, each write in its own savepoint) and most of its statements: those are
-standard SQL apart from a few spellings that ``translate`` rewrites once per statement text (``?``
-placeholders, ``INSERT OR IGNORE``, an empty ``IN ()``, SQLite's case-blind ``LIKE``). What differs in
-substance is here and in ``memory``: the schema, full-text search, locking and the change feed.
+The engine reuses most of the SQLite engine's statements: those are standard SQL apart from a few
+spellings that ``translate`` rewrites once per statement text (``?`` placeholders, ``INSERT OR IGNORE``,
+an empty ``IN ()``, SQLite's case-blind ``LIKE``). What differs in substance is here and in ``memory``:
+the schema, full-text search, locking and the change feed.
 
-Write transactions take one transaction-level advisory lock first, so read-modify-write is atomic across
-replicas exactly as SQLite's ``BEGIN IMMEDIATE`` makes it across processes: an edit, a claim or a
-wait-for-graph check sees every write committed before it and none can interleave. Reads take a
-``REPEATABLE READ READ ONLY`` snapshot and never wait on writers.
+Write transactions run side by side (``READ COMMITTED``, each write its own transaction on a pooled
+connection, in any replica); what must not interleave is locked where it is read, and each lock is held
+until commit:
+
+- a block's row (``FOR NO KEY UPDATE``) before an edit, compare-and-set or settings change: edits of one
+  block take turns, each on the value the previous one committed (``blocks.locked``);
+- an agent's row (``FOR NO KEY UPDATE SKIP LOCKED``) before claiming its next run: claims of one agent
+  take turns, so it runs one message at a time, oldest first, across replicas; an agent another
+  transaction is claiming right now is passed over as "blocked" (``PgConn.lock_claims``);
+- the running runs recovery releases and the queued runs it adopts (``FOR NO KEY UPDATE SKIP LOCKED``);
+  a run's row before cancelling it; unread host replies before marking them read (``SKIP LOCKED``);
+- the wait-for graph (an advisory lock) before checking a new wait, until the edge is stored;
+- the change log (an advisory lock) for the last statement before COMMIT: change ids are then taken in
+  commit order, which the feed's readers rely on. (Every committing writer sends a NOTIFY, for which
+  PostgreSQL already serialises commits.)
+
+Unique and foreign-key violations from writes racing on one name or row become ``Conflict`` and
+``NotFound``. Reads take a ``REPEATABLE READ READ ONLY`` snapshot and never wait on writers.
 """
 
 from __future__ import annotations
@@ -25,11 +38,12 @@ from functools import lru_cache
 from typing import Any, TypeVar
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 
-from mcp_letta.errors import Invalid, LettaError
+from mcp_letta.errors import Conflict, Invalid, LettaError, NotFound
 from mcp_letta.store import migrations
-from mcp_letta.store.sqlite.db import CHANGE_LOG_KEEP_S
+from mcp_letta.store.sqlite.db import CHANGE_LOG_KEEP_S, _Write
 from mcp_letta.store.sqlite.db import Database as _SQLiteDatabase
 
 log = logging.getLogger("mcp_letta.store")
@@ -38,10 +52,10 @@ T = TypeVar("T")
 
 INSTALL_HINT = "pip install 'mcp-letta[postgres]'"
 CHANNEL = "mcp_letta_changes"  # NOTIFY channel: payload is the committing process's origin
-WRITE_LOCK = 0x6D63706C  # pg_advisory_xact_lock key serialising write transactions ('mcpl')
+CHANGE_LOG_LOCK = 0x6D63706C  # pg_advisory_xact_lock key: change-log ids are taken in commit order ('mcpl')
 MIGRATION_LOCK = 0x6D63706D  # held while migrating, so replicas starting together migrate once
+WAIT_GRAPH_LOCK = 0x6D637077  # held from a wait's cycle check until its edge commits ('mcpw')
 DEFAULT_POOL_SIZE = 10
-_BEGIN_LOCKED = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
 
 
 class DatabaseUnavailable(LettaError):
@@ -148,31 +162,118 @@ class Result:
         return iter(self._cursor.fetchall())
 
 
+def _raced(exc: Exception) -> LettaError | None:
+    """The error a write racing another one on the same name or row gets, else None: a unique violation is
+    a ``Conflict``, a foreign-key violation (what it refers to was deleted) a ``NotFound``, a deadlock
+    (PostgreSQL broke a cycle of lock waits by failing this write) a ``Conflict`` to retry."""
+    state = getattr(exc, "sqlstate", None)
+    diag = getattr(exc, "diag", None)
+    detail = (getattr(diag, "message_detail", None) or str(exc)).strip().rstrip(".")
+    if state == "23505":
+        found = re.match(r"Key \((.+?)\)=\((.+)\) already exists", detail)
+        if found and found.group(1) == "name" and getattr(diag, "table_name", None) == "agents":
+            return Conflict(f"an agent named {found.group(2)!r} already exists (created at the same moment by "
+                            "another request): pick another name")  # fmt: skip
+        what = f"{found.group(1)} = {found.group(2)}" if found else detail
+        return Conflict(
+            f"{what} already exists in {getattr(diag, 'table_name', None) or 'the database'}: another request "
+            "wrote it at the same moment; read it again and retry"
+        )
+    if state == "23503":
+        return NotFound(f"what this write refers to was deleted at the same moment ({detail}): read it again")
+    if state == "40P01":
+        return Conflict("this write waited on others that waited on it and was given up: retry it")
+    return None
+
+
 class PgConn:
     """One pooled connection inside a transaction, with the interface the shared modules use on a SQLite
-    ``Conn``: ``execute``, ``executemany``, ``savepoint``, ``log_change`` and ``before_commit`` hooks."""
+    ``Conn``: ``execute``, ``executemany``, ``savepoint``, ``log_change``, ``before_commit`` hooks and,
+    in a write transaction, row locks (``for_update``, ``skip_locked``, ``lock_claims``,
+    ``lock_wait_graph``; see the module docstring)."""
 
-    def __init__(self, raw: Any, origin: str) -> None:
+    def __init__(self, raw: Any, origin: str, *, begin: str, writing: bool = False) -> None:
         self.raw = raw
         self.origin = origin
+        self._begin: str | None = begin  # sent with the first statement, in one round trip (see ``_send``)
         self.changes: list[tuple[str, str]] = []
         self._logged: set[tuple[str, str]] = set()
         self.before_commit: dict[str, Callable[[PgConn], None]] = {}
         self._savepoints = 0
+        # A read-only snapshot cannot lock rows (nor needs to).
+        self.for_update = " FOR NO KEY UPDATE" if writing else ""
+        self.skip_locked = " FOR NO KEY UPDATE SKIP LOCKED" if writing else ""
+        self.writing = writing
+
+    def _send(self, text: str, params: Sequence[Any] | None = None, *, many: bool = False) -> Any:
+        """Run a statement (in PostgreSQL's spelling) and return its cursor. The transaction's first statement
+        goes with its BEGIN in one pipeline (one round trip for both). Errors of writes racing others on
+        one name or row become ours (``_raced``)."""
+        cursor = self.raw.cursor()
+        try:
+            if self._begin is None:
+                self._run(cursor, text, params, many)
+            else:
+                begin, self._begin = self._begin, None
+                with self.raw.pipeline():
+                    self.raw.execute(begin)
+                    self._run(cursor, text, params, many)
+        except Exception as exc:
+            mapped = _raced(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+        return cursor
+
+    @staticmethod
+    def _run(cursor: Any, text: str, params: Sequence[Any] | None, many: bool) -> None:
+        if many:
+            cursor.executemany(text, params)
+        else:
+            cursor.execute(text, None if params is None else list(params), prepare=None)
 
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> Result:
         """Run one statement (SQLite spelling accepted, see ``translate``)."""
         text, returning = translate(sql)
-        cursor = self.raw.cursor()
-        cursor.execute(text, list(params) if params is not None else None, prepare=None)
-        return Result(cursor, returning)
+        return Result(self._send(text, params), returning)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """Run one statement for each parameter row."""
         rows = list(rows)
         if rows:
-            text, _ = translate(sql)
-            self.raw.cursor().executemany(text, rows)
+            self._send(translate(sql)[0], rows, many=True)
+
+    def commit(self) -> None:
+        """Write the change log (and its NOTIFY) and COMMIT, in one round trip; nothing if nothing was sent."""
+        if self._begin is not None:
+            return
+        with self.raw.pipeline():
+            self.write_change_log()
+            self.raw.execute("COMMIT")
+
+    def rollback(self) -> None:
+        """Undo the transaction (if it began)."""
+        if self._begin is None:
+            self.raw.execute("ROLLBACK")
+
+    def lock_claims(self, agent_ids: list[str]) -> set[str]:
+        """Lock the rows of these agents that no other transaction holds (``SKIP LOCKED``): the agents whose
+        next run this transaction may claim. One it passes over is being claimed (or renamed, or deleted)
+        by another writer right now; an agent that no longer exists is the claim's to find out about."""
+        if not self.writing or not agent_ids:
+            return set(agent_ids)
+        wanted = sorted(set(agent_ids))
+        got = {r[0] for r in self._send(_LOCK_AGENTS, (wanted,))}
+        missing = [agent_id for agent_id in wanted if agent_id not in got]
+        if missing:
+            exist = {r[0] for r in self._send("SELECT id FROM agents WHERE id = ANY(%s)", (missing,))}
+            got |= set(missing) - exist
+        return got
+
+    def lock_wait_graph(self) -> None:
+        """Hold the wait-for graph until commit: checks of new waits take turns across replicas."""
+        if self.writing:
+            self._send("SELECT pg_advisory_xact_lock(%s)", (WAIT_GRAPH_LOCK,))
 
     def log_change(self, kind: str, ref: str) -> None:
         """Record that ``kind``/``ref`` changed in this transaction (once per transaction)."""
@@ -190,15 +291,15 @@ class PgConn:
         mark = len(self.changes)
         self._savepoints += 1
         name = f"nested_{self._savepoints}"
-        self.raw.execute(f"SAVEPOINT {name}")
+        self._send(f"SAVEPOINT {name}")
         try:
             yield
         except BaseException:
-            self.raw.execute(f"ROLLBACK TO SAVEPOINT {name}")
-            self.raw.execute(f"RELEASE SAVEPOINT {name}")
+            self._send(f"ROLLBACK TO SAVEPOINT {name}")
+            self._send(f"RELEASE SAVEPOINT {name}")
             del self.changes[mark:]
             raise
-        self.raw.execute(f"RELEASE SAVEPOINT {name}")
+        self._send(f"RELEASE SAVEPOINT {name}")
 
     def write_change_log(self) -> None:
         """(Just before COMMIT.) The transaction's changes into ``changes``, and a NOTIFY that is delivered
@@ -208,16 +309,21 @@ class PgConn:
             self.raw.execute(_LOG_AND_NOTIFY, (self.origin, time.time(), list(kinds), list(refs), CHANNEL, self.origin))
 
 
-# The change log rows and the NOTIFY in one statement (one round trip while the write lock is held).
+_LOCK_AGENTS = "SELECT id FROM agents WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE SKIP LOCKED"
+
+# The change-log lock, the change log rows and the NOTIFY in one statement (one round trip). The rows are
+# numbered under the lock, which is held until COMMIT, so ids commit in order.
 _LOG_AND_NOTIFY = (
-    "WITH logged AS (INSERT INTO changes(origin, kind, ref, at) SELECT %s, k, r, %s "
-    "FROM unnest(%s::text[], %s::text[]) AS t(k, r) RETURNING 1) SELECT pg_notify(%s, %s)"
+    f"WITH locked AS MATERIALIZED (SELECT pg_advisory_xact_lock({CHANGE_LOG_LOCK})), "
+    "logged AS (INSERT INTO changes(origin, kind, ref, at) SELECT %s, k, r, %s "
+    "FROM locked, unnest(%s::text[], %s::text[]) AS t(k, r) RETURNING 1) SELECT pg_notify(%s, %s)"
 )
 
 
 class PgDatabase(_SQLiteDatabase):
-    """A bounded pool of connections to one PostgreSQL database, with the SQLite engine's async read and
-    write transactions (and write queue) run in threads."""
+    """A bounded pool of connections to one PostgreSQL database, with async read and write transactions run
+    in threads: the SQLite engine's reads; writes each in their own transaction, side by side (no queue:
+    PostgreSQL's row locks, not one writer at a time, keep them apart)."""
 
     def __init__(self, url: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> None:
         super().__init__(":memory:", pool_size=pool_size)
@@ -288,26 +394,38 @@ class PgDatabase(_SQLiteDatabase):
     def read_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(conn, ...)`` in a read-only snapshot on this thread."""
         with self._connection() as raw:
-            conn = PgConn(raw, self.origin)
-            raw.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            conn = PgConn(raw, self.origin, begin="BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             try:
                 return fn(conn, *args, **kwargs)
             finally:
-                raw.execute("ROLLBACK")
+                conn.rollback()
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(conn, *args)`` in its own write transaction and return its result, or raise its error.
+        Returns once the write is durable; listeners hear of its changes first. Once its transaction has
+        begun it is finished even if the caller is cancelled (the cancel is then let through)."""
+        write = _Write(fn, args)
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        with anyio.CancelScope(shield=True):
+            changes = await anyio.to_thread.run_sync(self._write_txn, [write], limiter=self._limiter)
+            self._notify(changes, True)
+        await anyio.lowlevel.checkpoint()  # a cancel that came meanwhile
+        if write.error is not None:
+            raise write.error
+        return write.result  # type: ignore[no-any-return]
 
     def _write_txn(self, batch: list[Any]) -> list[tuple[str, str]]:
         """One transaction holding every write of ``batch``, each in a savepoint (a lone write needs none: its
-        error rolls the whole transaction back), under the write lock; the changes it logged."""
+        error rolls the whole transaction back); the changes it logged."""
         with self._connection() as raw:
-            conn = PgConn(raw, self.origin)
-            raw.execute(_BEGIN_LOCKED)  # one round trip: the lock is held for as short a time as can be
+            conn = PgConn(raw, self.origin, begin="BEGIN", writing=True)
             try:
                 if len(batch) == 1:
                     try:
                         batch[0].result = batch[0].fn(conn, *batch[0].args)
                     except Exception as exc:
                         batch[0].error = exc
-                        raw.execute("ROLLBACK")
+                        conn.rollback()
                         return []
                 else:
                     for write in batch:
@@ -319,11 +437,10 @@ class PgDatabase(_SQLiteDatabase):
                 while conn.before_commit:
                     hook = next(iter(conn.before_commit))
                     conn.before_commit.pop(hook)(conn)
-                conn.write_change_log()
-                raw.execute("COMMIT")
+                conn.commit()
             except BaseException:
                 try:
-                    raw.execute("ROLLBACK")
+                    conn.rollback()
                 except Exception:
                     pass  # a broken connection: the pool discards it
                 raise
@@ -376,8 +493,8 @@ def _last_change_id(conn: PgConn) -> int:
 def _foreign_changes(conn: PgConn, after_id: int, origin: str) -> tuple[int, list[tuple[str, str]]]:
     """Changes committed by other processes after change-log id ``after_id``, and the newest id seen.
 
-    Write transactions are serialised by the write lock, so ids commit in order: no smaller id can
-    commit after a larger one has been read."""
+    Change-log ids are taken under a lock held until commit (``_LOG_AND_NOTIFY``), so they commit in
+    order: no smaller id can commit after a larger one has been read."""
     rows = conn.execute("SELECT id, origin, kind, ref FROM changes WHERE id > ? ORDER BY id", (after_id,)).fetchall()
     last = rows[-1][0] if rows else after_id
     return last, [(kind, ref) for _, who, kind, ref in rows if who != origin]

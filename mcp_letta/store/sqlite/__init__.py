@@ -337,6 +337,7 @@ class SQLiteStore(Store):
     every ``watch_interval_s``."""
 
     tx_class: type[SQLiteTx] = SQLiteTx  # what a transaction's ``fn`` is given (the PostgreSQL engine's extends it)
+    shares_queue = False  # a run is started by the process that stored it (processes on one file are one user's)
 
     def __init__(self, path: Path | str, *, watch_interval_s: float = 0.2) -> None:
         self.db: Any = Database(path)

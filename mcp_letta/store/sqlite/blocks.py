@@ -240,8 +240,10 @@ def edit_block(
 ) -> Block:
     """Apply ``edit(old_value) -> new_value`` atomically: checks, write, version bump, history, change log.
 
-    ``row`` must have been read in this same transaction, so nobody can have changed it since.
+    ``row`` must have been read in this same transaction; it is read again with a row lock where writers
+    run side by side (``locked``), so nobody can have changed it since.
     """
+    row = locked(conn, row)
     if enforce_read_only and row["read_only"]:
         raise ReadOnly(READ_ONLY_MESSAGE)
     if expected_version is not None and expected_version != row["version"]:
@@ -266,6 +268,18 @@ def edit_block(
     )
     conn.log_change("block", row["id"])
     return get_block(conn, row["id"])
+
+
+def locked(conn: Conn, row: Any) -> Any:
+    """A block row read in this transaction, as it is now and locked until commit where write transactions
+    run side by side (PostgreSQL): concurrent edits of one block then take turns, each on the value the
+    previous one committed (versions stay contiguous). Under SQLite's single writer it is ``row`` itself."""
+    if not conn.for_update:
+        return row
+    fresh = conn.execute("SELECT * FROM blocks WHERE id = ?" + conn.for_update, (row["id"],)).fetchone()
+    if fresh is None:
+        raise NotFound(f"block {row['label']!r} ({row['id']}) was deleted meanwhile", kind="block")
+    return fresh
 
 
 def replacer(old_text: str, new_text: str, *, replace_all: bool, label: str) -> Edit:
@@ -301,6 +315,7 @@ def update_block_settings(
     writer: str | None = None,
 ) -> Block:
     """Change a block's limit, description, read-only flag or metadata (not its value)."""
+    row = locked(conn, row)
     if description is not None:
         check_text(description, "block description", MAX_DESCRIPTION)
     if limit is not None:

@@ -82,6 +82,18 @@ class Conn(sqlite3.Connection):
     before_commit: dict[str, Callable[[Conn], None]]  # run once each, in order, just before COMMIT
     _logged: set[tuple[str, str]]  # ``changes`` as a set (kept in step by log_change)
 
+    # Row locks, for an engine whose write transactions run side by side (PostgreSQL's ``PgConn``). Here
+    # ``BEGIN IMMEDIATE`` lets one write transaction run at a time, so there is nothing to lock.
+    for_update = ""  # appended to a SELECT of rows the transaction goes on to change
+    skip_locked = ""  # the same, passing over rows another transaction has locked (work split between writers)
+
+    def lock_claims(self, agent_ids: list[str]) -> set[str]:
+        """The agents whose runs this transaction may claim: all of them (no other writer runs meanwhile)."""
+        return set(agent_ids)
+
+    def lock_wait_graph(self) -> None:
+        """Hold the wait-for graph until commit: it already is held (no other writer runs meanwhile)."""
+
     def log_change(self, kind: str, ref: str) -> None:
         """Record that ``kind``/``ref`` changed in this transaction (local listeners + change log).
 

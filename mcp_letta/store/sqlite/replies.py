@@ -29,7 +29,7 @@ def unread_ids(conn: Any, limit: int) -> list[str]:
         r[0]
         for r in conn.execute(
             "SELECT id FROM runs WHERE reply_to = ? AND reply_read = 0 AND finished_at IS NOT NULL "
-            "ORDER BY finished_at, seq LIMIT ?",
+            "ORDER BY finished_at, seq LIMIT ?" + conn.skip_locked,  # two readers at once take different ones
             (HOST, limit),
         )
     ]

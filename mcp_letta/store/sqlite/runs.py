@@ -262,13 +262,19 @@ def release(conn: Conn, row: Any, *, to_owner: str, crashed: bool) -> str:
     return "queued"
 
 
-def claim_next(conn: Conn, agent_id: str, owner: Owner) -> ClaimOutcome:
-    """Start the agent's oldest queued run if nothing else of it runs and it is ours (or its owner died).
+def claim_next(conn: Conn, agent_id: str, owner: Owner, *, locked: bool = False) -> ClaimOutcome:
+    """Start the agent's oldest queued run if nothing else of it runs and it is ours, its owner died, or
+    ``owner.shares_queue`` (any process may start any queued run).
 
     A running run whose process died goes back to the queue first (``release``): as the oldest, it is the
     one started, and resumed. Returns the ``Claimed`` run, "empty" when nothing is queued, or "blocked"
     when another live process is running the agent or owns the next run (its change wakes us later).
+
+    Claims of one agent take turns (``lock_claims``, unless the caller took it: ``locked``); where another
+    writer is claiming the agent right now (PostgreSQL) it is "blocked" too: that claim's change wakes us.
     """
+    if not locked and agent_id not in conn.lock_claims([agent_id]):
+        return "blocked"
     now, live = owner.now(), None
     for r in conn.execute("SELECT * FROM runs WHERE agent_id = ? AND status = 'running'", (agent_id,)).fetchall():
         if r["owner"] == owner.id:
@@ -283,7 +289,7 @@ def claim_next(conn: Conn, agent_id: str, owner: Owner) -> ClaimOutcome:
     if not queued:
         return "empty"
     head = queued[0]
-    if head["owner"] != owner.id:
+    if head["owner"] != owner.id and not owner.shares_queue:
         live = live if live is not None else live_owners(conn, owner)
         if head["owner"] in live:
             return "blocked"
@@ -291,25 +297,34 @@ def claim_next(conn: Conn, agent_id: str, owner: Owner) -> ClaimOutcome:
 
 
 def claim_many(conn: Conn, agent_ids: list[str], owner: Owner) -> list[ClaimOutcome]:
-    """``claim_next`` for many agents: those whose queue is simply "our run, nothing running" are started
-    with one update; the others (and a repeated agent, which then finds its run running) one by one."""
-    active = active_runs(conn, agent_ids)
+    """``claim_next`` for many agents: those whose queue is simply "a run we may start, nothing running"
+    are started with one update; the others (and a repeated agent, which then finds its run running) one
+    by one. An agent another writer is claiming right now is "blocked" (see ``claim_next``)."""
+    ours = conn.lock_claims(agent_ids)
+    active = active_runs(conn, [agent_id for agent_id in agent_ids if agent_id in ours])
     simple = {
         agent_id: runs[0]["id"]
         for agent_id, runs in active.items()
-        if runs and runs[0]["owner"] == owner.id and all(r["status"] == "queued" for r in runs)
+        if runs and (owner.shares_queue or runs[0]["owner"] == owner.id) and all(r["status"] == "queued" for r in runs)
     }
     started = start_runs(conn, list(simple.values()), owner)
     out: list[ClaimOutcome] = []
     for agent_id in agent_ids:
         run = started.pop(simple.get(agent_id, ""), None)
-        out.append(claim_next(conn, agent_id, owner) if run is None else Claimed(run, len(active[agent_id]) > 1))
+        if agent_id not in ours:
+            out.append("blocked")
+        elif run is None:
+            out.append(claim_next(conn, agent_id, owner, locked=True))
+        else:
+            out.append(Claimed(run, len(active[agent_id]) > 1))
     return out
 
 
 def active_runs(conn: Conn, agent_ids: list[str]) -> dict[str, list[Any]]:
     """The running and queued runs of each of these agents, oldest first (claiming many at once)."""
     out: dict[str, list[Any]] = {agent_id: [] for agent_id in agent_ids}
+    if not agent_ids:
+        return out
     marks = ",".join("?" * len(agent_ids))
     for row in conn.execute(
         f"SELECT * FROM runs WHERE agent_id IN ({marks}) AND status IN ('running', 'queued') ORDER BY seq",
@@ -354,7 +369,7 @@ def run_state(conn: Conn, run_id: str, owner: Owner) -> RunState:
     'no_agent' (its agent was deleted meanwhile)."""
     row = conn.execute(
         "SELECT status, owner, cancel_requested, EXISTS(SELECT 1 FROM agents WHERE id = runs.agent_id) AS agent "
-        "FROM runs WHERE id = ?",
+        "FROM runs WHERE id = ?" + conn.for_update,  # held to commit: no replica releases it meanwhile
         (run_id,),
     ).fetchone()
     if row is None or row["status"] != "running" or row["owner"] != owner.id:
@@ -451,7 +466,7 @@ def _route_reply(conn: Conn, ended: Any) -> None:
 
 def request_cancel(conn: Conn, run_id: str) -> CancelOutcome:
     """Cancel a queued run at once, or flag a running one for its process; 'done' if it had finished."""
-    row = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+    row = conn.execute("SELECT status FROM runs WHERE id = ?" + conn.for_update, (run_id,)).fetchone()
     if row is None:
         get_run(conn, run_id)  # raises NotFound naming recent runs
     if row["status"] == "queued":
@@ -508,17 +523,26 @@ def recover(conn: Conn, owner: Owner) -> list[str]:
     adopt queued runs of dead processes.
 
     Returns the ids of the agents that have queued runs this process now owns.
+
+    Where writers run side by side (PostgreSQL), the runs taken are locked and runs another writer holds
+    are passed over (``skip_locked``): two replicas recovering at once split the work, and a run being
+    claimed or finished right now is left to that writer.
     """
     now, live = owner.now(), live_owners(conn, owner)
-    for r in conn.execute("SELECT * FROM runs WHERE status = 'running'").fetchall():
-        if r["owner"] != owner.id and ((r["lease_until"] or 0) <= now or r["owner"] not in live):
-            release(conn, r, to_owner=owner.id, crashed=r["owner"] not in live and died(conn, r["owner"], owner))
     marks = ",".join("?" * len(live))
+    stopped = conn.execute(
+        f"SELECT * FROM runs WHERE status = 'running' AND owner != ? AND (coalesce(lease_until, 0) <= ? "
+        f"OR owner NOT IN ({marks})) ORDER BY seq" + conn.skip_locked,
+        (owner.id, now, *sorted(live)),
+    ).fetchall()
+    for r in stopped:
+        release(conn, r, to_owner=owner.id, crashed=r["owner"] not in live and died(conn, r["owner"], owner))
     adopted = conn.execute(
-        f"SELECT id FROM runs WHERE status = 'queued' AND owner NOT IN ({marks})", sorted(live)
+        f"SELECT id FROM runs WHERE status = 'queued' AND owner NOT IN ({marks}) ORDER BY seq" + conn.skip_locked,
+        sorted(live),
     ).fetchall()
     for r in adopted:
-        conn.execute("UPDATE runs SET owner = ? WHERE id = ?", (owner.id, r["id"]))
+        conn.execute("UPDATE runs SET owner = ? WHERE id = ? AND status = 'queued'", (owner.id, r["id"]))
         conn.log_change("run", r["id"])
     conn.execute(f"DELETE FROM processes WHERE id NOT IN ({marks})", sorted(live))
     return [
@@ -533,7 +557,8 @@ def recover(conn: Conn, owner: Owner) -> list[str]:
 def forget_process(conn: Conn, owner: Owner) -> None:
     """A clean shutdown: the runs this process was running go back to the queue (``release``), and its row
     goes, so other processes adopt them and its queued runs without waiting for its lease to pass."""
-    for r in conn.execute("SELECT * FROM runs WHERE status = 'running' AND owner = ?", (owner.id,)).fetchall():
+    mine = "SELECT * FROM runs WHERE status = 'running' AND owner = ?" + conn.for_update
+    for r in conn.execute(mine, (owner.id,)).fetchall():
         release(conn, r, to_owner=owner.id, crashed=False)
     conn.execute("DELETE FROM processes WHERE id = ?", (owner.id,))
 

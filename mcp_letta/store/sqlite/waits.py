@@ -4,8 +4,10 @@ refuse a synchronous wait that would deadlock or nest too deep.
 An edge is a run with ``waited = 1`` whose parent run is running: the parent's agent is blocked until
 that run ends. A run of agent B cannot start while B runs something else, so if agent A waits on B
 while B (through any chain of waits) is blocked on A, neither ever moves. The check runs in the
-transaction that would add the edge (``BEGIN IMMEDIATE``), so two processes cannot both add half of
-a cycle. Functions take a connection inside a transaction; see ``Database``.
+transaction that would add the edge, holding the graph (``lock_wait_graph``: SQLite's ``BEGIN
+IMMEDIATE`` holds everything; PostgreSQL takes a lock for the graph alone, until commit), so two
+processes cannot both add half of a cycle: checks take turns, each seeing the edges added before it.
+Functions take a connection inside a transaction; see ``Database``.
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ def check_wait(conn: Any, parent_run_id: str, target: Any, max_depth: int) -> in
             "waiting for it, so waiting would deadlock.",
             chain=[target["name"], target["name"]],
         )
+    conn.lock_wait_graph()
     chain = wait_chain(conn, parent["agent_id"], target["id"])
     if chain is not None:
         path = ", which is waiting on ".join(chain)
