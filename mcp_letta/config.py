@@ -14,6 +14,8 @@ from typing import Any
 from mcp_letta.errors import Invalid
 from mcp_letta.models import TOOL_MODES, ToolMode
 
+LLM_SOURCES = ("auto", "endpoint", "sampling")
+
 
 def default_db_path() -> Path:
     """Where the database lives when neither ``MCP_LETTA_DB`` nor ``--db`` says otherwise:
@@ -98,6 +100,8 @@ class Settings:
     log_level: str = "INFO"
     tool_mode: ToolMode = "auto"
     pg_pool_size: int = 10  # PostgreSQL connections per process (MCP_LETTA_PG_POOL_SIZE)
+    llm: str = "auto"  # MCP_LETTA_LLM: "endpoint", "sampling" (the host's model), or "auto" (sampling w/o endpoint)
+    sampling_wait_s: float = 60.0  # how long a run with no host to sample through waits for one
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -113,6 +117,12 @@ class Settings:
         tool_mode = env.get("MCP_LETTA_TOOL_MODE", "auto").strip().lower() or "auto"
         if tool_mode not in TOOL_MODES:
             raise Invalid(f"MCP_LETTA_TOOL_MODE={tool_mode!r} is not known: use 'native', 'json' or 'auto'")
+        llm = env.get("MCP_LETTA_LLM", "auto").strip().lower() or "auto"
+        if llm not in LLM_SOURCES:
+            raise Invalid(
+                f"MCP_LETTA_LLM={llm!r} is not known: use 'endpoint' (MCP_LETTA_LLM_BASE_URL), 'sampling' (the "
+                "MCP host's own model) or 'auto' (the endpoint if one is configured, else the host's model)"
+            )
         return cls(
             db_path=db_target(db) if db else default_db_path(),
             llm_base_url=env.get("MCP_LETTA_LLM_BASE_URL") or None,
@@ -138,6 +148,8 @@ class Settings:
             log_level=(env.get("MCP_LETTA_LOG_LEVEL") or "INFO").upper(),
             tool_mode=tool_mode,  # type: ignore[arg-type]
             pg_pool_size=_int(env, "MCP_LETTA_PG_POOL_SIZE", 10, minimum=1),
+            llm=llm,
+            sampling_wait_s=_seconds(env, "MCP_LETTA_SAMPLING_WAIT_S", 60.0),
         )
 
     def with_overrides(self, **changes: Any) -> Settings:

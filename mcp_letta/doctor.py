@@ -39,6 +39,12 @@ TOOL_PROBE = {
     },
 }
 MODELS_SHOWN = 8
+NO_SAMPLING_HOSTS = frozenset({"claude-desktop", "claude-code"})  # hosts known not to offer sampling (yet)
+HOST_MODEL_NOTE = (
+    "no LLM endpoint is configured: agents think with the host's own model through MCP sampling (VS Code "
+    "offers it; Claude Desktop and Claude Code do not yet: for those, set MCP_LETTA_LLM_BASE_URL and "
+    "MCP_LETTA_MODEL)"
+)
 
 
 @dataclass(frozen=True)
@@ -141,10 +147,20 @@ def storage_check(exc: StorageUnavailable) -> Check:
 
 
 async def check_llm(settings: Settings) -> list[Check]:
-    """The LLM endpoint answers with our key, and serves the configured model."""
+    """The LLM endpoint answers with our key, and serves the configured model; without one (and unless
+    ``MCP_LETTA_LLM=endpoint``), agents think with the host's model, which only a connected host can show."""
     pool = LLMPool(settings)
     base = pool.default_base_url
     key = settings.llm_api_key
+    if settings.llm == "sampling":
+        return [Check("llm", True, "MCP_LETTA_LLM=sampling: " + HOST_MODEL_NOTE.split(": ", 1)[1])]
+    if not base and settings.llm != "endpoint":
+        hosts = {host.name: host.label for host, _, _ in configured_hosts(Path.cwd())}
+        if hosts and set(hosts) <= NO_SAMPLING_HOSTS:
+            where = " and ".join(sorted(hosts.values()))
+            detail = f"no LLM endpoint is configured, and {where} (where mcp-letta is set up) lend no model"
+            return [Check("llm", False, detail + " to MCP servers (sampling)", BASE_URL_HINT)]
+        return [Check("llm", True, HOST_MODEL_NOTE)]
     if not base:
         return [Check("llm endpoint", False, "no LLM endpoint is configured", BASE_URL_HINT)]
     if not base.startswith(("http://", "https://")):

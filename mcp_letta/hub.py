@@ -23,6 +23,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from mcp_letta.config import Settings, db_target
 from mcp_letta.errors import Invalid, LettaError
 from mcp_letta.llm import LLMPool
+from mcp_letta.llm.sampling import HostModels, Sampler
 from mcp_letta.models import (
     HUMAN_DESCRIPTION,
     PERSONA_DESCRIPTION,
@@ -667,6 +668,12 @@ class AgentHub:
     # agent, across processes; agents in parallel up to max_concurrency). Waiting is bounded: when the
     # bound passes the caller gets the run as it is, and the run goes on.
 
+    @property
+    def host_models(self) -> HostModels | None:
+        """Which MCP host each run samples through, when agents think with the host's model (``MCP_LETTA_LLM``
+        sampling, or no endpoint configured); ``None`` when they use an endpoint."""
+        return self._llm.hosts if self._llm.samples() else None
+
     async def send_message(
         self,
         agent: str,
@@ -678,6 +685,7 @@ class AgentHub:
         wait_s: float | None = None,
         on_step: OnStep | None = None,
         cancel_on_abort: bool = False,
+        host: Sampler | None = None,
     ) -> Run:
         """Send a message to an agent: store a queued run, then wait up to ``wait_s`` seconds for it.
 
@@ -686,6 +694,8 @@ class AgentHub:
         for the host/API, else e.g. an agent id) and ``parent_run_id`` the run it was sent from.
         ``on_step`` is awaited after each step, while this call waits (for the whole run if ``wait_s`` is
         ``None``). With ``cancel_on_abort``, cancelling this call (e.g. the client went away) cancels the run.
+        ``host`` is the MCP session that sent it: when agents think with the host's model, the run (and the
+        runs it sends) sample through it.
         """
         owner = self._owner.id
 
@@ -696,6 +706,8 @@ class AgentHub:
         if wait_s is not None:
             wait_s = check_wait_s(wait_s)
         run = await self._scheduler.submit(create, on_step)
+        if host is not None:  # before the run's worker task first runs: no checkpoint since it was started
+            self._llm.hosts.attach(run.id, host)
         if wait_s is None:
             return run
         return await self._await_run(run, wait_s, on_step=on_step, cancel_on_abort=cancel_on_abort)

@@ -205,11 +205,15 @@ async def test_doctor_refuses_a_file_that_is_not_a_database(tmp_path: Path) -> N
     assert path.read_text().startswith("not a database")
 
 
-def test_doctor_with_nothing_configured_fails_and_still_prints_the_snippet(tmp_path: Path) -> None:
+def test_doctor_with_nothing_configured_points_to_the_hosts_model_and_prints_the_snippet(tmp_path: Path) -> None:
     done = subprocess.run([str(SCRIPT), "doctor"], capture_output=True, text=True, env=clean_env(tmp_path), timeout=60)
-    assert done.returncode == 1
+    assert done.returncode == 0, done.stdout
     assert "does not exist yet" in done.stdout
-    assert "no LLM endpoint is configured" in done.stdout and "MCP_LETTA_LLM_BASE_URL" in done.stdout
+    assert (
+        "ok    llm           no LLM endpoint is configured: agents think with the host's own model through MCP "
+        "sampling (VS Code offers it; Claude Desktop and Claude Code do not yet: for those, set "
+        "MCP_LETTA_LLM_BASE_URL and MCP_LETTA_MODEL)" in done.stdout
+    )
     assert '"mcpServers"' in done.stdout
     assert not (tmp_path / "data" / "mcp-letta" / "agents.db").exists(), "doctor must not create the database"
 
@@ -377,6 +381,7 @@ def test_install_with_project_writes_the_projects_file_and_leaves_the_users_alon
     assert not (home / user_file).exists()
     written = json.loads((project / str(project_file)).read_text())
     assert list(written) == [key] and list(written[key]) == ["letta"]
+    assert (written[key]["letta"].get("type") == "stdio") == (host == "vscode")  # the project file's format too
 
 
 @pytest.mark.parametrize("host", [h for h, files in HOST_FILES.items() if files[1] is None])
@@ -428,3 +433,33 @@ def test_cli_accepts_the_http_and_setup_commands() -> None:
     assert _parser().parse_args(["doctor"]).command == "doctor"
     install = _parser().parse_args(["install", "claude-desktop", "--name", "x", "--uvx"])
     assert (install.host_app, install.name, install.uvx) == ("claude-desktop", "x", True)
+
+
+async def test_doctor_fails_without_an_endpoint_when_only_hosts_without_sampling_have_mcp_letta(
+    home: Path, tmp_path: Path
+) -> None:
+    settings = Settings(db_path=tmp_path / "agents.db")
+    assert main(["install", "claude-desktop"]) == 0
+    out = io.StringIO()
+    assert await run_doctor(settings, out) == 1
+    assert (
+        "FAIL  llm           no LLM endpoint is configured, and Claude Desktop (where mcp-letta is set up) lend "
+        "no model to MCP servers (sampling)" in out.getvalue()
+    )
+    assert "-> set MCP_LETTA_LLM_BASE_URL" in out.getvalue()
+    assert main(["install", "vscode"]) == 0  # a host that samples is a way out
+    out = io.StringIO()
+    assert await run_doctor(settings, out) == 0 and "agents think with the host's own model" in out.getvalue()
+
+
+async def test_doctor_with_mcp_letta_llm_endpoint_needs_an_endpoint(tmp_path: Path) -> None:
+    out = io.StringIO()
+    assert await run_doctor(Settings(db_path=tmp_path / "agents.db", llm="endpoint"), out) == 1
+    assert "FAIL  llm endpoint  no LLM endpoint is configured" in out.getvalue()
+
+
+async def test_doctor_with_mcp_letta_llm_sampling_checks_no_endpoint(tmp_path: Path) -> None:
+    out = io.StringIO()
+    settings = Settings(db_path=tmp_path / "agents.db", llm="sampling", llm_base_url="http://127.0.0.1:9/v1")
+    assert await run_doctor(settings, out) == 0
+    assert "ok    llm           MCP_LETTA_LLM=sampling: agents think with the host's own model" in out.getvalue()

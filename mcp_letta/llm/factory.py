@@ -5,13 +5,15 @@ One ``OpenAIClient`` (one connection pool) is kept per endpoint and key, shared 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from mcp_letta.config import Settings
 from mcp_letta.errors import LettaError, LLMUnavailable
 from mcp_letta.llm.base import LLMClient
 from mcp_letta.llm.openai import OpenAIClient
-from mcp_letta.models import ModelSettings
+from mcp_letta.llm.sampling import HostModels, SamplingLLM
+from mcp_letta.models import ModelSettings, Run
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 BASE_URL_HINT = (
@@ -21,10 +23,15 @@ BASE_URL_HINT = (
 
 
 class LLMPool:
-    """Hands out shared clients; an agent's own ``base_url``/``model`` win over the process settings."""
+    """Hands out shared clients; an agent's own ``base_url``/``model`` win over the process settings.
+
+    With ``MCP_LETTA_LLM=sampling``, or by default when no endpoint is configured, a run thinks with the MCP
+    host's own model instead (``hosts``: which host each run samples through).
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.hosts = HostModels(settings.sampling_wait_s, always_wait=settings.llm == "sampling")
         self._clients: dict[tuple[str, str | None], OpenAIClient] = {}
         # (agent base URL, agent model) -> what client_for returns: every LLM step asks, settings never change.
         self._chosen: dict[tuple[str | None, str | None], tuple[LLMClient, str]] = {}
@@ -64,6 +71,23 @@ class LLMPool:
             self._clients[key] = client
         self._chosen[(own.base_url, own.model)] = client, model
         return client, model
+
+    def samples(self, model_settings: ModelSettings | None = None) -> bool:
+        """Whether an agent with these settings thinks with the host's model (MCP sampling)."""
+        if self.settings.llm != "auto":
+            return self.settings.llm == "sampling"
+        return not ((model_settings and model_settings.base_url) or self.default_base_url)
+
+    async def client_for_run(
+        self, model_settings: ModelSettings | None, run: Run, parent_of: Callable[[str], Awaitable[str | None]]
+    ) -> tuple[LLMClient, str]:
+        """The client and model name a run thinks with: ``client_for`` its agent, or the host's model through
+        the session that sent the run (``HostModels.sampler_for``; ``parent_of`` reads a run's parent)."""
+        if not self.samples(model_settings):
+            return self.client_for(model_settings)
+        sampler = await self.hosts.sampler_for(run, parent_of)
+        model = (model_settings.model if model_settings else None) or self.settings.model or ""
+        return SamplingLLM(self.hosts, run, parent_of, sampler), model
 
     def prepare(self) -> None:
         """Make the process-wide endpoint's client now, at start-up, so the first message does not wait for

@@ -9,6 +9,7 @@ summarization (compaction), and the LLM request one step sends (``chat_request``
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -416,12 +417,17 @@ def json_step_format(offered: dict[str, Tool], *, reply: bool = True) -> dict[st
     return {"type": "json_schema", "json_schema": {"name": JSON_STEP_SCHEMA_NAME, "schema": {"anyOf": choices}}}
 
 
+_JSON_FENCE = re.compile(r"```(?:json)?\s*(.*?)\s*```", re.DOTALL)
+
+
 def read_json_step(response: ChatResponse) -> ChatResponse:
     """A JSON-mode answer as a tool call or a reply; an answer that ignored the format is kept as it is."""
     if response.tool_calls or not response.content:
         return response
+    text = response.content.strip()
+    fenced = _JSON_FENCE.fullmatch(text)  # a model that sees the format only as text often fences its JSON
     try:
-        answer = json.JSONDecoder().raw_decode(response.content.strip())[0]
+        answer = json.JSONDecoder().raw_decode(fenced.group(1) if fenced else text)[0]
     except ValueError:
         return response
     if isinstance(answer, dict) and isinstance(answer.get("tool"), str):

@@ -248,7 +248,7 @@ class Runner:
 
     async def _loop(self, rc: RunContext, on_step: OnStep | None) -> Run:
         run, settings = rc.run, rc.agent.model_settings
-        client, model = self.llm.client_for(settings)
+        client, model = await self.llm.client_for_run(settings, run, self._parent_of)
         offered = self.toolbox.tools_for(run.agent_id, rc.agent.metadata, rc.tool_agents)
         tools_chars = len(tools_json(offered))
         window = settings.context_window or DEFAULT_CONTEXT_WINDOW
@@ -299,6 +299,9 @@ class Runner:
             f"(its last step called {last_calls}): ask for less at once, or raise MCP_LETTA_MAX_STEPS"
         )
         return await self._finish(rc, "failed", error=error, stop_reason="max_steps")
+
+    async def _parent_of(self, run_id: str) -> str | None:
+        return (await self.store.read(lambda tx: tx.get_run(run_id))).parent_run_id
 
     async def _answer(
         self, rc: RunContext, client: LLMClient, model: str, offered: dict[str, Tool], index: int

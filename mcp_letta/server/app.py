@@ -30,6 +30,7 @@ from mcp_letta.server.notify import Notifier
 from mcp_letta.server.per_agent_tools import AgentTools
 from mcp_letta.server.prompts import register_prompts
 from mcp_letta.server.resources import ResourceFanout, check_subscription, register_completions, register_resources
+from mcp_letta.server.sampling import lend_connections
 from mcp_letta.server.stdio import answering_stdio_server
 from mcp_letta.server.tools import register_builtin_tools
 
@@ -58,6 +59,8 @@ class LettaServer:
         )
         arguments.install(self.mcp)  # before any tool: every tool refuses undeclared arguments
         self.mcp.middleware.append(compact_tool_list)
+        if hub.host_models is not None:  # agents think with the host's model: connected hosts lend it
+            self.mcp.middleware.append(lend_connections(hub.host_models))
         self.builtin_tools = register_builtin_tools(self.mcp, hub, tools=self.settings.tools)
         self.builtin_tools += register_messaging_tools(self.mcp, hub, tools=self.settings.tools)
         self.builtin_tools += register_multiagent_tools(self.mcp, hub, tools=self.settings.tools)

@@ -11,11 +11,12 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp.types import CallToolResult, InputRequiredResult, TextContent, ToolAnnotations
 from pydantic import Field
 
 from mcp_letta.hub import PAGE, AgentHub
 from mcp_letta.models import Run, StepEvent
+from mcp_letta.server.sampling import ask_with_host
 from mcp_letta.server.shapes import AgentReply, Paged, ToolCallOutcome
 from mcp_letta.server.tools import READ, AgentRef, Cursor, Limit, call
 
@@ -49,10 +50,13 @@ def reply_of(run: Run) -> AgentReply:
     )
 
 
-def outcome_result(reply: AgentReply) -> CallToolResult:
+def outcome_result(reply: AgentReply | InputRequiredResult) -> CallToolResult | InputRequiredResult:
     """The tool result of a message's outcome: ``isError`` when the run failed, was cancelled or was
-    interrupted, and the reply as structured content (and as JSON text) either way.
+    interrupted, and the reply as structured content (and as JSON text) either way. A request for the host's
+    next round (its model's answers, see ``ask``) goes out as it is.
     """
+    if isinstance(reply, InputRequiredResult):
+        return reply
     return CallToolResult(
         content=[TextContent(type="text", text=reply.model_dump_json(indent=2))],
         structured_content=reply.model_dump(mode="json"),
@@ -70,9 +74,18 @@ def step_progress(ctx: Context, max_steps: int) -> Callable[[StepEvent], Awaitab
     return report
 
 
-async def ask(hub: AgentHub, agent: str, message: str, timeout_s: float, ctx: Context | None) -> AgentReply:
-    """Send ``message`` to ``agent`` and wait up to ``timeout_s`` for the reply, reporting each step."""
+async def ask(
+    hub: AgentHub, agent: str, message: str, timeout_s: float, ctx: Context | None
+) -> AgentReply | InputRequiredResult:
+    """Send ``message`` to ``agent`` and wait up to ``timeout_s`` for the reply, reporting each step.
+
+    When agents think with the host's model, the calling host lends it to the run (``ask_with_host``); a
+    2026-era host then gets the run's sampling requests as an ``InputRequiredResult`` and calls again."""
     on_step = None if ctx is None else step_progress(ctx, hub.settings.max_steps)
+    hosts = hub.host_models
+    if ctx is not None and hosts is not None:
+        outcome = await call(ask_with_host(hub, hosts, agent, message, timeout_s, ctx, on_step))
+        return outcome if isinstance(outcome, InputRequiredResult) else reply_of(outcome)
     run = await call(hub.send_message(agent, message, wait_s=timeout_s, on_step=on_step, cancel_on_abort=True))
     return reply_of(run)
 

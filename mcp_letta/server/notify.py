@@ -57,7 +57,7 @@ _PUSH_FLAGS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _connection_of(ctx: ServerRequestContext[Any, Any]) -> Connection:
+def connection_of(ctx: ServerRequestContext[Any, Any]) -> Connection:
     """The long-lived connection behind a request context."""
     # Private: `ctx.session` is a per-request proxy and dies with its request, and 2.3.0 has no public
     # accessor for the connection it wraps (SDK notes §1.2 pitfall 2).
@@ -194,7 +194,7 @@ class Notifier:
             conn.exit_stack.callback(self._connections.discard, conn)
 
     async def _middleware(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
-        conn = _connection_of(ctx)
+        conn = connection_of(ctx)
         self._remember(conn)
         result = await call_next(ctx)
         # The initialize result reaches middleware already serialized as a wire (camelCase) dict.
@@ -215,19 +215,19 @@ class Notifier:
     ) -> types.EmptyResult:
         if self.on_subscribe is not None:
             await self.on_subscribe(params.uri)
-        conn = _connection_of(ctx)
+        conn = connection_of(ctx)
         conn.state.setdefault(_SUBSCRIPTIONS_KEY, set()).add(params.uri)
         return types.EmptyResult()
 
     async def _on_unsubscribe(
         self, ctx: ServerRequestContext[Any, Any], params: types.UnsubscribeRequestParams
     ) -> types.EmptyResult:
-        _connection_of(ctx).state.get(_SUBSCRIPTIONS_KEY, set()).discard(params.uri)
+        connection_of(ctx).state.get(_SUBSCRIPTIONS_KEY, set()).discard(params.uri)
         return types.EmptyResult()
 
     async def _on_set_level(
         self, ctx: ServerRequestContext[Any, Any], params: types.SetLevelRequestParams
     ) -> types.EmptyResult:
         # Stored for whoever logs to this client later; nothing here filters on it yet.
-        _connection_of(ctx).state[_LOG_LEVEL_KEY] = params.level
+        connection_of(ctx).state[_LOG_LEVEL_KEY] = params.level
         return types.EmptyResult()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.types import CallToolResult, ToolAnnotations
+from mcp.types import CallToolResult, InputRequiredResult, ToolAnnotations
 
 from mcp_letta.config import Settings
 from mcp_letta.hub import AgentHub
@@ -28,8 +28,8 @@ ASK = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_h
 DESCRIPTION_CHARS = 300
 
 
-# ask(agent_id, message, timeout_s, ctx) -> AgentReply: the same contract as the send_message tool.
-Ask = Callable[[str, str, float, Context | None], Coroutine[Any, Any, AgentReply]]
+# ask(agent_id, message, timeout_s, ctx) -> AgentReply (or the host's next round): as the send_message tool.
+Ask = Callable[[str, str, float, Context | None], Coroutine[Any, Any, AgentReply | InputRequiredResult]]
 
 
 def agent_tool_description(agent: Agent) -> str:
