@@ -124,7 +124,7 @@ async def remember(hub: AgentHub) -> tuple[bool, str, list[Run]]:
     first = await send(hub, "companion", "My name is Ada and I live in Lisbon. Please remember that.")
     second = await send(hub, "companion", "What is my name?")
     human = (await hub.read_block("human", agent="companion")).value
-    ok = "ada" in human.lower() and "ada" in (second.reply or "").lower()
+    ok = bool(re.search(r"\bada\b", human, re.IGNORECASE) and re.search(r"\bada\b", second.reply or "", re.IGNORECASE))
     return ok, f"human block {human[:60]!r}; reply {(second.reply or '')[:60]!r}", [first, second]
 
 
