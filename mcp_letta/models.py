@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Generic, Literal, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,6 +25,19 @@ PERSONA_DESCRIPTION = (
     "The persona block: Stores details about your current persona, guiding how you behave and respond. "
     "This helps you to maintain consistency and personality in your interactions."
 )
+
+
+LETTA_TIME_FORMAT = "%Y-%m-%d %I:%M:%S %p UTC%z"  # how agents are shown times, e.g. 2026-11-21 07:30:19 PM UTC+0000
+
+
+def read_moment(text: str) -> datetime:
+    """A date or time a model passed: ISO 8601 (``YYYY-MM-DD``, ``YYYY-MM-DDTHH:MM``, ...) or the format agents
+    are shown times in (small models copy it). Naive times are UTC. Raises ``ValueError``."""
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        parsed = datetime.strptime(text, LETTA_TIME_FORMAT)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 class Model(BaseModel):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -468,3 +469,56 @@ async def test_cached_prompt_tokens_are_kept_per_step_and_run_and_counted_in_met
     assert run.usage.cached_tokens == stored.usage.cached_tokens == 960 and stored.usage.prompt_tokens == 2000
     [metrics] = (await llm_hub.get_metrics()).agents
     assert (metrics.tokens, metrics.cached_tokens) == (2020, 960)
+
+
+async def test_searches_take_dates_in_the_format_agents_are_shown(llm_hub: AgentHub, scripted_llm: ScriptedLLM) -> None:
+    """A small model copies the times it sees (Letta's ``2026-12-05 06:16:53 PM UTC+0000``) into a search's date
+    bounds: they are read, not refused."""
+    await llm_hub.create_agent("ada_helper")
+    scripted_llm.reply("noted")
+    await llm_hub.send_message("ada_helper", "My name is Ada.", wait_s=10)
+    await llm_hub.archival_insert("ada_helper", "Ada lives in Lisbon")
+    earlier, later = (
+        letta_time(datetime.now(UTC) - timedelta(hours=1)),
+        letta_time(datetime.now(UTC) + timedelta(hours=1)),
+    )
+    scripted_llm.tool_calls(
+        [
+            ("conversation_search", {"query": "Ada", "start_date": earlier}),
+            ("conversation_search", {"query": "Ada", "start_date": later}),
+            ("archival_memory_search", {"query": "Lisbon", "start_datetime": earlier, "end_datetime": later}),
+            ("conversation_search", {"query": "Ada", "start_date": "last tuesday"}),
+        ]
+    )
+    scripted_llm.reply("done")
+    run = await llm_hub.send_message("ada_helper", "What did I tell you?", wait_s=10)
+    assert run.status == "completed"
+    results = tool_results(scripted_llm.requests[-1])
+    assert [r["status"] for r in results] == ["OK", "OK", "OK", "Failed"]
+    assert "My name is Ada." in results[0]["message"]
+    assert "No results found." in results[1]["message"]
+    assert "Ada lives in Lisbon" in results[2]["message"]
+    assert "is not ISO format: use YYYY-MM-DD or YYYY-MM-DDTHH:MM" in results[3]["message"]
+
+
+async def test_memory_replace_with_an_empty_old_string(llm_hub: AgentHub, scripted_llm: ScriptedLLM) -> None:
+    """Into an empty block it writes the new string (as Letta does: "" occurs once there); into a block that holds
+    text it is refused with what to use instead, and nothing changes."""
+    await llm_hub.create_agent("ada_helper", human="", persona="helpful")
+    scripted_llm.tool_calls(
+        [
+            ("memory_replace", {"label": "human", "old_string": "", "new_string": "Name: Ada"}),
+            ("memory_replace", {"label": "persona", "old_string": "", "new_string": "x"}),
+        ]
+    )
+    scripted_llm.reply("saved")
+    await llm_hub.send_message("ada_helper", "My name is Ada.", wait_s=10)
+    results = tool_results(scripted_llm.requests[-1])
+    assert [r["status"] for r in results] == ["OK", "Failed"]
+    assert results[1]["message"] == (
+        "No replacement was performed: old_string is empty. To add to the memory block with label `persona` use "
+        "memory_insert; to rewrite it use memory_rethink."
+    )
+    assert (await llm_hub.read_block("human", agent="ada_helper")).value == "Name: Ada"
+    persona = await llm_hub.read_block("persona", agent="ada_helper")
+    assert (persona.value, persona.version) == ("helpful", 1)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from mcp_letta.llm.base import ChatRequest, ChatResponse, arguments_json, compact_json, new_call_id
-from mcp_letta.models import Message, ModelSettings, ToolCall
+from mcp_letta.models import LETTA_TIME_FORMAT, Message, ModelSettings, ToolCall
 from mcp_letta.store import PromptBlock, Tx
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ CORE_MEMORY_PLACEHOLDER = "{CORE_MEMORY}"
 def letta_time(moment: datetime | None = None) -> str:
     """Letta's timestamp format, e.g. ``2026-11-21 07:30:19 PM UTC+0000``."""
     moment = (moment or datetime.now(UTC)).astimezone(UTC)
-    return moment.strftime("%Y-%m-%d %I:%M:%S %p UTC%z")
+    return moment.strftime(LETTA_TIME_FORMAT)
 
 
 MEMORY_START = "<memory_blocks>"  # where memory begins in the system message

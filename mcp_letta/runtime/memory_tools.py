@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from mcp_letta.models import read_moment
 from mcp_letta.runtime.toolbox import Tool, Toolbox, ToolContext, ToolFailure, object_params, string_param
 from mcp_letta.store import Edit, Tx, appender
 from mcp_letta.store.limits import MAX_PAGE
@@ -91,7 +92,14 @@ def memory_replace(tx: Tx, ctx: ToolContext, args: dict[str, Any]) -> str:
         _no_line_numbers("old_string", old)
         _no_line_numbers("new_string", new)
         old_x, new_x, value_x = old.expandtabs(), new.expandtabs(), value.expandtabs()
-        count = value_x.count(old_x) if old_x else 0
+        if not old_x:  # "" occurs once in an empty block, as in Letta; elsewhere it says nothing
+            if not value_x:
+                return new_x
+            raise ToolFailure(
+                f"No replacement was performed: old_string is empty. To add to the memory block with label "
+                f"`{label}` use memory_insert; to rewrite it use memory_rethink."
+            )
+        count = value_x.count(old_x)
         if count == 0:
             raise ToolFailure(
                 f"No replacement was performed, old_string `{old}` did not appear verbatim in memory block with "
@@ -147,12 +155,12 @@ def archival_memory_insert(tx: Tx, ctx: ToolContext, args: dict[str, Any]) -> No
 
 def _moment(text: str, *, end: bool) -> datetime:
     try:
-        parsed = datetime.fromisoformat(text)
+        parsed = read_moment(text)
     except ValueError:
         raise ToolFailure(f"Invalid date {text!r}: use ISO 8601, YYYY-MM-DD or YYYY-MM-DDTHH:MM") from None
     if end and len(text) <= 10:  # a bare end date covers the whole day
         parsed = parsed.replace(hour=23, minute=59, second=59, microsecond=999999)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return parsed
 
 
 def archival_memory_search(tx: Tx, ctx: ToolContext, args: dict[str, Any]) -> list[dict[str, Any]]:

@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any, Literal
 
 from mcp_letta.errors import Invalid, NotFound
-from mcp_letta.models import Message, NewMessage, Page, Passage, ToolCall
+from mcp_letta.models import Message, NewMessage, Page, Passage, ToolCall, read_moment
 from mcp_letta.store import paging
 from mcp_letta.store.limits import (
     MAX_CURSOR,
@@ -411,13 +411,11 @@ def _date_bound(text: str, *, end: bool) -> str:
     try:
         if len(text) > 40:
             raise ValueError
-        parsed = datetime.fromisoformat(text)
+        parsed = read_moment(text)
     except ValueError:
         raise Invalid(f"date {shown(text)} is not ISO format: use YYYY-MM-DD or YYYY-MM-DDTHH:MM") from None
     if len(text) <= 10 and end:  # a bare date covers the whole day
         return parsed.strftime("%Y-%m-%dT23:59:59.999999+00:00")
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC).isoformat(timespec="microseconds")
 
 
