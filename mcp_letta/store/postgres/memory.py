@@ -112,18 +112,9 @@ def search_messages(
     else:
         rank, matches = "0.0::float8", "FROM messages m WHERE m.agent_id = ? AND m.seq <= ?"
         args += [agent_id, newest]
-    if roles:
-        bad = [r for r in roles if r not in ("system", "user", "assistant", "tool")]
-        if bad:
-            raise Invalid(f"unknown role(s) {shown(bad)}: use system, user, assistant or tool")
-        matches += f" AND m.role IN ({','.join('?' * len(roles))})"
-        args += roles
-    if start:
-        matches += " AND m.created_at >= ?"
-        args.append(shared._date_bound(start, end=False))
-    if end:
-        matches += " AND m.created_at <= ?"
-        args.append(shared._date_bound(end, end=True))
+    filters, filter_args = shared.message_filters(roles, start, end)
+    matches += filters
+    args += filter_args
     ranked = f"SELECT m.*, {rank} AS rank {matches}"
     if after:
         rows = conn.execute(

@@ -376,18 +376,9 @@ def search_messages(
     else:
         rank, matches = "0.0", "FROM messages m WHERE m.agent_id = ? AND m.seq <= ?"
         args += [agent_id, newest]
-    if roles:
-        bad = [r for r in roles if r not in ("system", "user", "assistant", "tool")]
-        if bad:
-            raise Invalid(f"unknown role(s) {shown(bad)}: use system, user, assistant or tool")
-        matches += f" AND m.role IN ({','.join('?' * len(roles))})"
-        args += roles
-    if start:
-        matches += " AND m.created_at >= ?"
-        args.append(_date_bound(start, end=False))
-    if end:
-        matches += " AND m.created_at <= ?"
-        args.append(_date_bound(end, end=True))
+    filters, filter_args = message_filters(roles, start, end)
+    matches += filters
+    args += filter_args
     ranked = f"SELECT m.*, {rank} AS rank {matches}"
     if after:
         rows = conn.execute(
@@ -405,6 +396,25 @@ def search_messages(
         rows, [_to_message(r) for r in rows], limit, key=lambda r: [newest, shown_so_far, r["rank"], -r["seq"]],
         count_after=count_after, listing="conversation search", scope=scope,
     )  # fmt: skip
+
+
+def message_filters(roles: list[str] | None, start: str | None, end: str | None) -> tuple[str, list[Any]]:
+    """The ``AND ...`` conditions on ``m`` (a messages row) of a conversation search by roles and dates, and their
+    arguments (both engines)."""
+    sql, args = "", []
+    if roles:
+        bad = [r for r in roles if r not in ("system", "user", "assistant", "tool")]
+        if bad:
+            raise Invalid(f"unknown role(s) {shown(bad)}: use system, user, assistant or tool")
+        sql += f" AND m.role IN ({','.join('?' * len(roles))})"
+        args += roles
+    if start:
+        sql += " AND m.created_at >= ?"
+        args.append(_date_bound(start, end=False))
+    if end:
+        sql += " AND m.created_at <= ?"
+        args.append(_date_bound(end, end=True))
+    return sql, args
 
 
 def _date_bound(text: str, *, end: bool) -> str:
