@@ -201,3 +201,36 @@ async def test_searches_are_planned_for_their_agent_never_with_a_cached_generic_
         )
     assert len(plans) >= 2, plans  # both searches ran often enough to be prepared
     assert [(r["generic_plans"], r["custom_plans"] > 0) for r in plans] == [(0, True)] * len(plans), plans
+
+
+async def test_a_change_that_commits_after_a_newer_one_still_reaches_the_other_replicas(db_path: str) -> None:
+    # Writers commit side by side, so change ids commit out of order: a transaction that wrote its change
+    # row first may commit after one that wrote later. A follower that read only "after the newest id
+    # seen" would never hear of it.
+    import psycopg
+
+    async with (
+        AgentHub(Settings(db_path=db_path)) as here,
+        AgentHub(Settings(db_path=db_path)) as there,
+    ):
+        slow = await here.create_block("slow", "one")
+        feed = there.subscribe_changes()
+
+        async def heard(block_id: str) -> None:
+            with anyio.fail_after(30):
+                async for change in feed:
+                    if change.kind == "block" and change.ref == block_id and not change.local:
+                        return
+
+        with psycopg.connect(db_path) as late:  # another replica's edit of "slow", in the middle of committing
+            late.execute("UPDATE blocks SET value = 'one, two', version = version + 1 WHERE id = %s", (slow.id,))
+            late.execute(
+                "INSERT INTO changes(origin, kind, ref, at) VALUES ('another-replica', 'block', %s, 0)", (slow.id,)
+            )
+            newer = await here.create_block("newer", "")  # a newer change id, committed first
+            await heard(newer.id)
+            late.commit()
+            late.execute("SELECT pg_notify('mcp_letta_changes', 'another-replica')")
+            late.commit()
+        await heard(slow.id)
+        assert (await there.read_block("slow")).value == "one, two"

@@ -17,10 +17,13 @@ until commit:
   transaction is claiming right now is passed over as "blocked" (``PgConn.lock_claims``);
 - the running runs recovery releases and the queued runs it adopts (``FOR NO KEY UPDATE SKIP LOCKED``);
   a run's row before cancelling it; unread host replies before marking them read (``SKIP LOCKED``);
-- the wait-for graph (an advisory lock) before checking a new wait, until the edge is stored;
-- the change log (an advisory lock) for the last statement before COMMIT: change ids are then taken in
-  commit order, which the feed's readers rely on. (Every committing writer sends a NOTIFY, for which
-  PostgreSQL already serialises commits.)
+- the wait-for graph (an advisory lock) before checking a new wait, until the edge is stored.
+
+Nothing else is serialised, the change feed included. A transaction writes its change rows (each with its
+transaction id) with its COMMIT, then NOTIFYs in a transaction of its own: PostgreSQL commits notifying
+transactions one at a time, and that one writes nothing to flush. A follower reads the change rows whose
+transaction may still have been running at its previous read (``_foreign_changes``), since ids can commit
+out of order.
 
 Unique and foreign-key violations from writes racing on one name or row become ``Conflict`` and
 ``NotFound``. Reads take a ``REPEATABLE READ READ ONLY`` snapshot and never wait on writers.
@@ -34,6 +37,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, TypeVar
 
@@ -52,7 +56,6 @@ T = TypeVar("T")
 
 INSTALL_HINT = "pip install 'mcp-letta[postgres]'"
 CHANNEL = "mcp_letta_changes"  # NOTIFY channel: payload is the committing process's origin
-CHANGE_LOG_LOCK = 0x6D63706C  # pg_advisory_xact_lock key: change-log ids are taken in commit order ('mcpl')
 MIGRATION_LOCK = 0x6D63706D  # held while migrating, so replicas starting together migrate once
 WAIT_GRAPH_LOCK = 0x6D637077  # held from a wait's cycle check until its edge commits ('mcpw')
 DEFAULT_POOL_SIZE = 10
@@ -244,12 +247,19 @@ class PgConn:
             self._send(translate(sql)[0], rows, many=True)
 
     def commit(self) -> None:
-        """Write the change log (and its NOTIFY) and COMMIT, in one round trip; nothing if nothing was sent."""
+        """Write the change log and COMMIT, in one round trip; nothing if nothing was sent. Then, if anything
+        changed, tell the other processes (``NOTIFY``) in a transaction of its own: a NOTIFY in the writing
+        transaction would make every writer's commit, WAL flush included, wait for the one before it."""
         if self._begin is not None:
             return
         with self.raw.pipeline():
             self.write_change_log()
             self.raw.execute("COMMIT")
+        if self.changes:
+            try:
+                self.raw.execute("SELECT pg_notify(%s, %s)", (CHANNEL, self.origin))
+            except Exception as exc:  # committed all the same: followers find it at their next read
+                log.warning("committed, but could not notify the other processes (%s)", exc)
 
     def rollback(self) -> None:
         """Undo the transaction (if it began)."""
@@ -302,21 +312,17 @@ class PgConn:
         self._send(f"RELEASE SAVEPOINT {name}")
 
     def write_change_log(self) -> None:
-        """(Just before COMMIT.) The transaction's changes into ``changes``, and a NOTIFY that is delivered
-        when (and only if) the transaction commits."""
+        """(Just before COMMIT.) The transaction's changes into ``changes``, marked with its transaction id."""
         if self.changes:
             kinds, refs = zip(*self.changes, strict=True)
-            self.raw.execute(_LOG_AND_NOTIFY, (self.origin, time.time(), list(kinds), list(refs), CHANNEL, self.origin))
+            self.raw.execute(_LOG_CHANGES, (self.origin, time.time(), list(kinds), list(refs)))
 
 
 _LOCK_AGENTS = "SELECT id FROM agents WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE SKIP LOCKED"
 
-# The change-log lock, the change log rows and the NOTIFY in one statement (one round trip). The rows are
-# numbered under the lock, which is held until COMMIT, so ids commit in order.
-_LOG_AND_NOTIFY = (
-    f"WITH locked AS MATERIALIZED (SELECT pg_advisory_xact_lock({CHANGE_LOG_LOCK})), "
-    "logged AS (INSERT INTO changes(origin, kind, ref, at) SELECT %s, k, r, %s "
-    "FROM locked, unnest(%s::text[], %s::text[]) AS t(k, r) RETURNING 1) SELECT pg_notify(%s, %s)"
+# The change rows, each with the writing transaction's id (the column's default, ``pg_current_xact_id()``).
+_LOG_CHANGES = (
+    "INSERT INTO changes(origin, kind, ref, at) SELECT %s, k, r, %s FROM unnest(%s::text[], %s::text[]) AS t(k, r)"
 )
 
 
@@ -449,10 +455,10 @@ class PgDatabase(_SQLiteDatabase):
     # -- following other replicas ------------------------------------------------------------------
     async def follow(self, interval_s: float) -> None:
         """Until cancelled: LISTEN on the change channel and, after each notification from another process,
-        tell the listeners what it changed (read from the change log after the last id seen). After a lost
-        connection it reconnects and replays the log from that id, so nothing committed meanwhile is missed."""
+        tell the listeners what it changed (read from the change log, see ``_foreign_changes``). After a lost
+        connection it reconnects and reads the log from where it was, so nothing committed meanwhile is missed."""
         psycopg = require_driver()
-        last_id = await self.read(_last_change_id)
+        position = await self.read(_feed_position)
         pruned = time.monotonic()
         while True:
             try:
@@ -465,10 +471,10 @@ class PgDatabase(_SQLiteDatabase):
                 async with listener:
                     await listener.execute(f"LISTEN {CHANNEL}")
                     while True:  # in turns of at most 30 s, so a quiet database is still pruned
-                        last_id = await self._catch_up(last_id)  # what committed before LISTEN (or between turns)
+                        position = await self._catch_up(position)  # what committed before LISTEN (or between turns)
                         async for note in listener.notifies(timeout=30.0):
                             if note.payload != self.origin:
-                                last_id = await self._catch_up(last_id)
+                                position = await self._catch_up(position)
                             if time.monotonic() - pruned > 300:
                                 break
                         if time.monotonic() - pruned > 300:
@@ -480,24 +486,50 @@ class PgDatabase(_SQLiteDatabase):
                 log.warning("lost the LISTEN connection (%s); reconnecting", exc)
                 await anyio.sleep(min(max(interval_s, 0.2), 2.0))
 
-    async def _catch_up(self, last_id: int) -> int:
-        last_id, foreign = await self.read(_foreign_changes, last_id, self.origin)
+    async def _catch_up(self, position: FeedPosition) -> FeedPosition:
+        position, foreign = await self.read(_foreign_changes, position, self.origin)
         self._notify(foreign, False)
-        return last_id
+        return position
 
 
-def _last_change_id(conn: PgConn) -> int:
-    return int(conn.execute("SELECT coalesce(max(id), 0) FROM changes").fetchone()[0])
+@dataclass(frozen=True)
+class FeedPosition:
+    """How far a follower has read the change log. Every transaction below ``horizon`` (the ``xmin`` of the
+    snapshot of its last read) had ended by then, so its rows were read; rows of transactions at or above it
+    may still commit, possibly with smaller ids than rows already read: those are read again, and ``seen``
+    (their ids) keeps each from being told twice."""
+
+    horizon: int
+    seen: frozenset[int]
 
 
-def _foreign_changes(conn: PgConn, after_id: int, origin: str) -> tuple[int, list[tuple[str, str]]]:
-    """Changes committed by other processes after change-log id ``after_id``, and the newest id seen.
+_FEED_READ = (
+    "SELECT pg_snapshot_xmin(pg_current_snapshot())::text, coalesce(("
+    "SELECT json_agg(json_build_array(id, origin, kind, ref, txid::text) ORDER BY id) "
+    "FROM changes WHERE txid >= ?::text::xid8), '[]')"
+)
 
-    Change-log ids are taken under a lock held until commit (``_LOG_AND_NOTIFY``), so they commit in
-    order: no smaller id can commit after a larger one has been read."""
-    rows = conn.execute("SELECT id, origin, kind, ref FROM changes WHERE id > ? ORDER BY id", (after_id,)).fetchall()
-    last = rows[-1][0] if rows else after_id
-    return last, [(kind, ref) for _, who, kind, ref in rows if who != origin]
+
+def _feed_read(conn: PgConn, horizon: int) -> tuple[int, list[tuple[int, str, str, str, int]]]:
+    xmin, rows = conn.execute(_FEED_READ, (str(horizon),)).fetchone()
+    return int(xmin), [(i, origin, kind, ref, int(txid)) for i, origin, kind, ref, txid in rows]
+
+
+def _feed_position(conn: PgConn) -> FeedPosition:
+    """Where a follower starting now begins: after everything committed so far."""
+    xmin, rows = _feed_read(conn, 0)
+    return FeedPosition(xmin, frozenset(i for i, *_, txid in rows if txid >= xmin))
+
+
+def _foreign_changes(conn: PgConn, position: FeedPosition, origin: str) -> tuple[FeedPosition, list[tuple[str, str]]]:
+    """Changes committed by other processes since ``position``, and the position after them.
+
+    Change ids are taken as transactions write and commit in any order, so "after the last id seen" would
+    miss a transaction that took a smaller id and committed later. Instead: every row of a transaction that
+    might have been running at the previous read (``txid >= position.horizon``), less those already seen."""
+    xmin, rows = _feed_read(conn, position.horizon)
+    new = [(kind, ref) for i, who, kind, ref, _ in rows if i not in position.seen and who != origin]
+    return FeedPosition(xmin, frozenset(i for i, *_, txid in rows if txid >= xmin)), new
 
 
 def _prune_changes(conn: PgConn) -> None:
