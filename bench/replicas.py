@@ -65,6 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--per-agent", type=int, default=3, help="messages per agent in the replica run")
     parser.add_argument("--llm-delay-ms", type=float, default=100.0, help="LLM latency in the replica run")
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 3], help="replica counts (default 1 3)")
+    parser.add_argument(
+        "--concurrency", type=int, default=16,
+        help="MCP_LETTA_MAX_CONCURRENCY of each replica in the replica run (16, the default of the server)",
+    )  # fmt: skip
     parser.add_argument("--skip-overhead", action="store_true", help="only the replica and broadcast figures")
     parser.add_argument("--only-overhead", action="store_true", help="only the per-message overhead")
 
@@ -285,7 +289,8 @@ async def replica_rate(
         async with AgentHub(Settings(db_path=url, log_level="WARNING")) as hub:
             for i in range(args.agents):
                 await hub.create_agent(f"a{i:04d}")
-        with replicas(count, url, base_url, folder) as (ports, pids):
+        extra = {"MCP_LETTA_MAX_CONCURRENCY": str(args.concurrency)}
+        with replicas(count, url, base_url, folder, extra) as (ports, pids):
             async with _clients(ports) as clients:
                 failures: list[str] = []
 
@@ -403,7 +408,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 b = casts[count]
                 log(f"  one call {b['one_call_s']:.3f} s, broadcast {b['broadcast_s']:.2f} s: {b['ratio']:.1f}x")
         results["replicas"] = {"messages_per_s": rates, "agents": args.agents, "per_agent": args.per_agent,
-                               "llm_delay_ms": args.llm_delay_ms, "costs": costs}  # fmt: skip
+                               "llm_delay_ms": args.llm_delay_ms, "concurrency": args.concurrency, "costs": costs}  # fmt: skip
         results["broadcast"] = casts
     return results
 
@@ -424,11 +429,15 @@ def main(args: argparse.Namespace) -> int:
     if not rates:
         print(f"results: {write_results('replicas', results)}")
         return 0
-    print(f"messages/s, {r['agents']} agents x {r['per_agent']} messages, LLM {r['llm_delay_ms']:g} ms, on PostgreSQL:")
+    print(
+        f"messages/s, {r['agents']} agents x {r['per_agent']} messages, LLM {r['llm_delay_ms']:g} ms, "
+        f"{r['concurrency']} runs at once per replica, on PostgreSQL:"
+    )
     for count, rate in rates.items():
         c = r["costs"][count]
+        ceiling = count * r["concurrency"] * 1000 / r["llm_delay_ms"]  # every slot always waiting on the LLM
         print(
-            f"  {count} replica(s): {rate:8.1f} messages/s; CPU per message: replicas "
+            f"  {count} replica(s): {rate:8.1f} messages/s ({rate / ceiling:.0%} of the LLM-bound {ceiling:.0f}); CPU per message: replicas "
             f"{c['replica_cpu_ms_per_message']:.1f} ms + PostgreSQL {c['postgres_cpu_ms_per_message']:.1f} ms; "
             f"all CPUs {c['machine_busy']:.0%} busy; lock-wait share {c['lock_wait_share']:.0%}"
         )

@@ -81,6 +81,8 @@ class Scheduler:
         self._watches: dict[str, _Watch] = {}  # run id -> woken at its next change
         self._listeners: dict[str, list[OnStep]] = {}
         self._tg: TaskGroup | None = None
+        self._foreign_runs: set[str] = set()  # other processes' run changes not yet read (``_on_foreign_runs``)
+        self._reading_foreign_runs = False
         self._stopping = False
         self._winding_down = False  # no new run starts here; those in flight may finish
         self._all_stopped: anyio.Event | None = None  # set when no run executes here (while winding down)
@@ -472,9 +474,22 @@ class Scheduler:
         for run_id in foreign:
             self._signal(run_id)
         if foreign and self._tg is not None:
-            self._tg.start_soon(self._on_foreign_runs, foreign)
+            # One reader at a time: what other processes change meanwhile is read together in its next turn,
+            # so a busy replica does not read each of the others' run changes on its own.
+            self._foreign_runs |= foreign
+            if not self._reading_foreign_runs:
+                self._reading_foreign_runs = True
+                self._tg.start_soon(self._on_foreign_runs)
 
-    async def _on_foreign_runs(self, run_ids: set[str]) -> None:
+    async def _on_foreign_runs(self) -> None:
+        try:
+            while self._foreign_runs:
+                run_ids, self._foreign_runs = self._foreign_runs, set()
+                await self._act_on_foreign_runs(run_ids)
+        finally:
+            self._reading_foreign_runs = False
+
+    async def _act_on_foreign_runs(self, run_ids: set[str]) -> None:
         try:
             runs = await self.store.read(lambda tx: tx.get_runs(sorted(run_ids)))
         except Exception:  # the heartbeat catches up on anything missed here

@@ -468,13 +468,23 @@ class PgDatabase(_SQLiteDatabase):
                 await anyio.sleep(max(interval_s, 1.0))
                 continue
             try:
-                async with listener:
+                async with listener, anyio.create_task_group() as tg:
                     await listener.execute(f"LISTEN {CHANNEL}")
+                    wanted = anyio.Event()
+
+                    async def read_changes() -> None:  # one read at a time, for every notification before it
+                        nonlocal position, wanted
+                        while True:
+                            await wanted.wait()
+                            wanted = anyio.Event()
+                            position = await self._catch_up(position)
+
+                    tg.start_soon(read_changes)
                     while True:  # in turns of at most 30 s, so a quiet database is still pruned
-                        position = await self._catch_up(position)  # what committed before LISTEN (or between turns)
+                        wanted.set()  # what committed before LISTEN (or between turns)
                         async for note in listener.notifies(timeout=30.0):
                             if note.payload != self.origin:
-                                position = await self._catch_up(position)
+                                wanted.set()
                             if time.monotonic() - pruned > 300:
                                 break
                         if time.monotonic() - pruned > 300:
