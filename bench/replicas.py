@@ -408,7 +408,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 b = casts[count]
                 log(f"  one call {b['one_call_s']:.3f} s, broadcast {b['broadcast_s']:.2f} s: {b['ratio']:.1f}x")
         results["replicas"] = {"messages_per_s": rates, "agents": args.agents, "per_agent": args.per_agent,
-                               "llm_delay_ms": args.llm_delay_ms, "concurrency": args.concurrency, "costs": costs}  # fmt: skip
+                               "llm_delay_ms": args.llm_delay_ms, "concurrency": args.concurrency,
+                               "costs": costs}  # fmt: skip
         results["broadcast"] = casts
     return results
 
@@ -437,7 +438,8 @@ def main(args: argparse.Namespace) -> int:
         c = r["costs"][count]
         ceiling = count * r["concurrency"] * 1000 / r["llm_delay_ms"]  # every slot always waiting on the LLM
         print(
-            f"  {count} replica(s): {rate:8.1f} messages/s ({rate / ceiling:.0%} of the LLM-bound {ceiling:.0f}); CPU per message: replicas "
+            f"  {count} replica(s): {rate:8.1f} messages/s ({rate / ceiling:.0%} of the LLM-bound {ceiling:.0f}); "
+            "CPU per message: replicas "
             f"{c['replica_cpu_ms_per_message']:.1f} ms + PostgreSQL {c['postgres_cpu_ms_per_message']:.1f} ms; "
             f"all CPUs {c['machine_busy']:.0%} busy; lock-wait share {c['lock_wait_share']:.0%}"
         )
