@@ -247,19 +247,24 @@ class PgConn:
             self._send(translate(sql)[0], rows, many=True)
 
     def commit(self) -> None:
-        """Write the change log and COMMIT, in one round trip; nothing if nothing was sent. Then, if anything
-        changed, tell the other processes (``NOTIFY``) in a transaction of its own: a NOTIFY in the writing
-        transaction would make every writer's commit, WAL flush included, wait for the one before it."""
+        """Write the change log, COMMIT and, if anything changed, tell the other processes (``NOTIFY``), in one
+        round trip; nothing if nothing was sent. The NOTIFY is a transaction of its own, after the COMMIT: in
+        the writing transaction it would make every writer's commit, WAL flush included, wait for the one
+        before it (PostgreSQL commits notifying transactions one at a time)."""
         if self._begin is not None:
             return
-        with self.raw.pipeline():
-            self.write_change_log()
-            self.raw.execute("COMMIT")
-        if self.changes:
-            try:
-                self.raw.execute("SELECT pg_notify(%s, %s)", (CHANNEL, self.origin))
-            except Exception as exc:  # committed all the same: followers find it at their next read
-                log.warning("committed, but could not notify the other processes (%s)", exc)
+        committed = None
+        try:
+            with self.raw.pipeline():
+                self.write_change_log()
+                committed = self.raw.execute("COMMIT")
+                if self.changes:
+                    self.raw.execute("SELECT pg_notify(%s, %s)", (CHANNEL, self.origin))
+        except Exception as exc:
+            if committed is None or committed.statusmessage != "COMMIT":
+                raise
+            # Committed all the same: the other processes find it at their next read of the change log.
+            log.warning("committed, but could not notify the other processes (%s)", exc)
 
     def rollback(self) -> None:
         """Undo the transaction (if it began)."""
