@@ -10,8 +10,11 @@ initdb into a temporary folder; ``fsync`` stays on here, unlike the tests), or `
   messages, in alternating rounds so drift in the machine's load hits both alike. Target: <= 2x.
 - Replicas: 300 agents, every agent sent ``--per-agent`` messages one after another through the MCP
   ``send_message`` tool, the agents spread round-robin over the replicas' HTTP endpoints; the LLM takes
-  ``--llm-delay-ms`` (100 ms). Each replica runs at most ``MCP_LETTA_MAX_CONCURRENCY`` (16) agents at once,
-  so the LLM wait bounds one replica and replicas should add capacity. Target: 3 replicas >= 2.5x one.
+  ``--llm-delay-ms`` (100 ms). Each replica runs at most ``MCP_LETTA_MAX_CONCURRENCY`` (``--concurrency``,
+  16) agents at once, so the LLM wait bounds one replica and replicas should add capacity. Target: 3
+  replicas >= 2.5x one. Each rate is printed against its ceiling (replicas x concurrency / LLM time): on a
+  machine with fewer cores than replicas the CPU, not the LLM, may bound them; a small ``--concurrency``
+  keeps each replica within what it can run, which shows whether replicas add capacity or contend.
   Alongside, what the machine spent (on a small shared machine the CPU, not the LLM, may be what bounds
   the rate): CPU ms per message of the replicas and of PostgreSQL (from /proc, our own server only), how
   busy all CPUs were, and the lock-wait share: of the PostgreSQL backends seen working (sampled from
