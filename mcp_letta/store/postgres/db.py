@@ -198,7 +198,10 @@ class PgConn:
     def __init__(self, raw: Any, origin: str, *, begin: str, writing: bool = False) -> None:
         self.raw = raw
         self.origin = origin
-        self._begin: str | None = begin  # sent with the first statement, in one round trip (see ``_send``)
+        # Statements that need no answer of their own (BEGIN, SAVEPOINT, RELEASE SAVEPOINT) wait here and go
+        # with the next statement, or the COMMIT, in one round trip (see ``_send``).
+        self._pending: list[str] = [begin]
+        self._began = False  # whether BEGIN went to the server
         self.changes: list[tuple[str, str]] = []
         self._logged: set[tuple[str, str]] = set()
         self.before_commit: dict[str, Callable[[PgConn], None]] = {}
@@ -209,17 +212,19 @@ class PgConn:
         self.writing = writing
 
     def _send(self, text: str, params: Sequence[Any] | None = None, *, many: bool = False) -> Any:
-        """Run a statement (in PostgreSQL's spelling) and return its cursor. The transaction's first statement
-        goes with its BEGIN in one pipeline (one round trip for both). Errors of writes racing others on
-        one name or row become ours (``_raced``)."""
+        """Run a statement (in PostgreSQL's spelling) and return its cursor. The statements waiting to be sent
+        (the transaction's BEGIN, savepoints) go with it in one pipeline (one round trip for all). Errors of
+        writes racing others on one name or row become ours (``_raced``)."""
         cursor = self.raw.cursor()
         try:
-            if self._begin is None:
+            if not self._pending:
                 self._run(cursor, text, params, many)
             else:
-                begin, self._begin = self._begin, None
+                pending, self._pending = self._pending, []
+                self._began = True
                 with self.raw.pipeline():
-                    self.raw.execute(begin)
+                    for statement in pending:
+                        self.raw.execute(statement)
                     self._run(cursor, text, params, many)
         except Exception as exc:
             mapped = _raced(exc)
@@ -251,11 +256,14 @@ class PgConn:
         round trip; nothing if nothing was sent. The NOTIFY is a transaction of its own, after the COMMIT: in
         the writing transaction it would make every writer's commit, WAL flush included, wait for the one
         before it (PostgreSQL commits notifying transactions one at a time)."""
-        if self._begin is not None:
+        if not self._began:
             return
         committed = None
+        pending, self._pending = self._pending, []
         try:
             with self.raw.pipeline():
+                for statement in pending:
+                    self.raw.execute(statement)
                 self.write_change_log()
                 committed = self.raw.execute("COMMIT")
                 if self.changes:
@@ -268,7 +276,8 @@ class PgConn:
 
     def rollback(self) -> None:
         """Undo the transaction (if it began)."""
-        if self._begin is None:
+        if self._began:
+            self._pending = []
             self.raw.execute("ROLLBACK")
 
     def lock_claims(self, agent_ids: list[str]) -> set[str]:
@@ -305,16 +314,22 @@ class PgConn:
         """A nested transaction: an exception inside undoes its writes and logged changes, then propagates."""
         mark = len(self.changes)
         self._savepoints += 1
-        name = f"nested_{self._savepoints}"
-        self._send(f"SAVEPOINT {name}")
+        opened = f"SAVEPOINT nested_{self._savepoints}"
+        self._pending.append(opened)  # sent with the first statement inside (none: never sent)
         try:
             yield
         except BaseException:
-            self._send(f"ROLLBACK TO SAVEPOINT {name}")
-            self._send(f"RELEASE SAVEPOINT {name}")
+            if opened in self._pending:  # nothing inside reached the server: nothing to undo there
+                del self._pending[self._pending.index(opened) :]
+            else:
+                self._send(f"ROLLBACK TO {opened}")
+                self._pending.append(f"RELEASE {opened}")
             del self.changes[mark:]
             raise
-        self._send(f"RELEASE SAVEPOINT {name}")
+        if opened in self._pending:
+            del self._pending[self._pending.index(opened) :]
+        else:
+            self._pending.append(f"RELEASE {opened}")
 
     def write_change_log(self) -> None:
         """(Just before COMMIT.) The transaction's changes into ``changes``, marked with its transaction id."""
