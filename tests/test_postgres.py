@@ -7,6 +7,7 @@ import io
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -234,3 +235,36 @@ async def test_a_change_that_commits_after_a_newer_one_still_reaches_the_other_r
             late.commit()
         await heard(slow.id)
         assert (await there.read_block("slow")).value == "one, two"
+
+
+async def test_a_failed_statement_in_a_savepoint_is_undone_and_the_transaction_goes_on(db_path: str) -> None:
+    # Savepoints travel with the next statement (no round trip of their own): one that failed must still be
+    # rolled back to on the server, and one with nothing inside is never sent.
+    import psycopg
+
+    from mcp_letta.errors import Conflict
+    from mcp_letta.store.postgres.db import PgDatabase
+
+    with psycopg.connect(db_path, autocommit=True) as admin:
+        admin.execute("CREATE TABLE scratch(x INT UNIQUE)")
+    db = PgDatabase(db_path)
+    await anyio.to_thread.run_sync(db.open)
+    try:
+
+        def work(conn: Any) -> None:
+            conn.execute("INSERT INTO scratch VALUES (1)")
+            with pytest.raises(Conflict), conn.savepoint():
+                conn.execute("INSERT INTO scratch VALUES (2)")
+                conn.log_change("scratch", "2")
+                conn.execute("INSERT INTO scratch VALUES (1)")  # a unique violation: the savepoint is undone
+            with conn.savepoint():
+                pass
+            with conn.savepoint(), conn.savepoint():
+                conn.execute("INSERT INTO scratch VALUES (3)")
+            assert conn.changes == []
+
+        await db.write(work)
+    finally:
+        await anyio.to_thread.run_sync(db.close)
+    with psycopg.connect(db_path) as admin:
+        assert [r[0] for r in admin.execute("SELECT x FROM scratch ORDER BY x")] == [1, 3]
