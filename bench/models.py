@@ -86,9 +86,13 @@ class Calls:
     same_prefix: list[int] = field(default_factory=list)  # how many of them begin like an earlier prompt
     sent: list[str] = field(default_factory=list)
 
-    def add_prompt(self, request: ChatRequest) -> None:
-        """Note the prompt's length and its longest beginning shared with an earlier prompt of the trial."""
+    def add(self, request: ChatRequest, response: ChatResponse) -> None:
+        """Note an answered call: its usage, its prompt's length and the longest beginning it shares with an
+        earlier prompt of the trial."""
         text = (request.tools_json or "") + (request.messages_json or json.dumps(request.messages))
+        self.later_step.append(request.messages[-1].get("role") == "tool")  # after a tool result: step 2+
+        self.prompt.append(response.usage.prompt_tokens)
+        self.cached.append(getattr(response.usage, "cached_tokens", 0))  # (older builds do not read it)
         self.chars.append(len(text))
         self.same_prefix.append(max((shared_start(text, earlier) for earlier in self.sent), default=0))
         self.sent.append(text)
@@ -109,11 +113,8 @@ def record_calls(hub: AgentHub, calls: Calls) -> None:
     original = client.chat
 
     async def chat(request: ChatRequest) -> ChatResponse:
-        calls.add_prompt(request)
         response = await original(request)
-        calls.later_step.append(request.messages[-1].get("role") == "tool")  # after a tool result: step 2+
-        calls.prompt.append(response.usage.prompt_tokens)
-        calls.cached.append(getattr(response.usage, "cached_tokens", 0))  # (older builds do not read it)
+        calls.add(request, response)
         return response
 
     client.chat = chat  # type: ignore[method-assign]
