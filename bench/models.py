@@ -22,6 +22,9 @@ another model:
 Printed per scenario: successes out of trials, LLM steps per trial, wall time per trial, prompt tokens and the
 share of them the server reused from its prompt cache (from the second step of a run on, where a stable
 prefix should be reused), and replies that were tool calls printed as text (these must never reach a user).
+Beside the server's figure, "same prefix" is the share of each later step's prompt (tools and messages as
+sent, in characters) that begins exactly like an earlier prompt of the trial: what a prompt cache could
+reuse at best, whatever the server's slots and eviction did.
 Works against llama.cpp (``llama-server --jinja``), Ollama (``http://127.0.0.1:11434/v1``), vLLM, LM Studio
 or OpenAI (``--api-key`` or ``OPENAI_API_KEY``). ``--tool-mode`` picks native, json or auto (the default).
 """
@@ -79,6 +82,29 @@ class Calls:
     later_step: list[bool] = field(default_factory=list)
     prompt: list[int] = field(default_factory=list)
     cached: list[int] = field(default_factory=list)
+    chars: list[int] = field(default_factory=list)  # each prompt's length, tools and messages as sent
+    same_prefix: list[int] = field(default_factory=list)  # how many of them begin like an earlier prompt
+    sent: list[str] = field(default_factory=list)
+
+    def add(self, request: ChatRequest, response: ChatResponse) -> None:
+        """Note an answered call: its usage, its prompt's length and the longest beginning it shares with an
+        earlier prompt of the trial."""
+        text = (request.tools_json or "") + (request.messages_json or json.dumps(request.messages))
+        self.later_step.append(request.messages[-1].get("role") == "tool")  # after a tool result: step 2+
+        self.prompt.append(response.usage.prompt_tokens)
+        self.cached.append(getattr(response.usage, "cached_tokens", 0))  # (older builds do not read it)
+        self.chars.append(len(text))
+        self.same_prefix.append(max((shared_start(text, earlier) for earlier in self.sent), default=0))
+        self.sent.append(text)
+
+
+def shared_start(a: str, b: str) -> int:
+    """How many characters ``a`` and ``b`` have in common from their start."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
 
 
 def record_calls(hub: AgentHub, calls: Calls) -> None:
@@ -88,9 +114,7 @@ def record_calls(hub: AgentHub, calls: Calls) -> None:
 
     async def chat(request: ChatRequest) -> ChatResponse:
         response = await original(request)
-        calls.later_step.append(request.messages[-1].get("role") == "tool")  # after a tool result: step 2+
-        calls.prompt.append(response.usage.prompt_tokens)
-        calls.cached.append(getattr(response.usage, "cached_tokens", 0))  # (older builds do not read it)
+        calls.add(request, response)
         return response
 
     client.chat = chat  # type: ignore[method-assign]
@@ -252,6 +276,12 @@ async def run_all(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             for p, c, s in zip(t.calls.prompt, t.calls.cached, t.calls.later_step, strict=True)
             if s
         ]
+        later_chars = [
+            (n, same)
+            for t in trials
+            for n, same, s in zip(t.calls.chars, t.calls.same_prefix, t.calls.later_step, strict=True)
+            if s
+        ]
         out[name] = {
             "successes": sum(t.ok for t in trials), "trials": len(trials),
             "steps_per_trial": statistics.mean(len(t.calls.prompt) for t in trials),
@@ -259,6 +289,8 @@ async def run_all(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             "prompt_tokens": sum(sum(t.calls.prompt) for t in trials),
             "cached_tokens": sum(sum(t.calls.cached) for t in trials),
             "later_step_prompt_tokens": sum(p for p, _ in later), "later_step_cached_tokens": sum(c for _, c in later),
+            "later_step_chars": sum(n for n, _ in later_chars),
+            "later_step_same_prefix_chars": sum(s for _, s in later_chars),
             "printed_replies": sum(t.printed_replies for t in trials), "why": [t.why for t in trials],
         }  # fmt: skip
     return out
@@ -266,13 +298,17 @@ async def run_all(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
 
 def render(result: dict[str, Any]) -> str:
     """One line per scenario."""
-    rows = [("scenario", "success", "steps", "wall s", "prompt tok", "cached", "cached, step 2+", "printed replies")]
+    header = ("scenario", "success", "steps", "wall s", "prompt tok", "cached", "cached, step 2+")
+    rows = [(*header, "same prefix, step 2+", "printed replies")]
     for name, r in result.items():
         later = r["later_step_prompt_tokens"]
         share = f"{r['later_step_cached_tokens'] / later:.0%}" if later else "-"
+        chars = r["later_step_chars"]
+        same = f"{r['later_step_same_prefix_chars'] / chars:.0%}" if chars else "-"
         rows.append((
             name, f"{r['successes']}/{r['trials']}", f"{r['steps_per_trial']:.1f}", f"{r['seconds_per_trial']:.0f}",
-            str(r["prompt_tokens"]), str(r["cached_tokens"]), share, str(r["printed_replies"]),
+            str(r["prompt_tokens"]), str(r["cached_tokens"]), share, same,
+            str(r["printed_replies"]),
         ))  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]

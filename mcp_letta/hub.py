@@ -73,10 +73,11 @@ DEFAULT_SYSTEM = (
     "You are a helpful agent with persistent memory. Your core memory blocks are shown below and stay in your "
     "context. The 'persona' block says who you are and how you behave. The 'human' block holds facts about the "
     "user: when the user tells you something about themselves (their name, where they live, what they like), "
-    "save it in 'human' with memory_insert before you answer. Keep other facts worth remembering with "
-    "archival_memory_insert, and look things up with archival_memory_search and conversation_search. If you "
-    "have tools to message other agents, ask the agent who knows instead of guessing. Once you know the answer, "
-    "reply to the user in plain text."
+    "save it in 'human' with memory_insert before you answer. Your memory blocks are always in view: when they "
+    "hold the answer, use it without searching. Keep other facts worth remembering with archival_memory_insert, "
+    "and look up what your memory blocks do not hold with archival_memory_search and conversation_search. If "
+    "you have tools to ask other agents, ask the agent who knows instead of searching or guessing. Once you "
+    "know the answer, reply to the user in plain text."
 )
 WILL_BE_DELIVERED = "your response will be delivered to the sender"
 MAX_TOOL_NAME = 64  # OpenAI-compatible APIs refuse longer function names

@@ -522,3 +522,23 @@ async def test_memory_replace_with_an_empty_old_string(llm_hub: AgentHub, script
     assert (await llm_hub.read_block("human", agent="ada_helper")).value == "Name: Ada"
     persona = await llm_hub.read_block("persona", agent="ada_helper")
     assert (persona.value, persona.version) == ("helpful", 1)
+
+
+async def test_a_call_repeated_from_the_previous_step_is_not_run_again_and_the_model_is_told_why(
+    llm_hub: AgentHub, scripted_llm: ScriptedLLM
+) -> None:
+    # Small models repeat a search that found nothing until they run out of steps.
+    await llm_hub.create_agent("alice")
+    scripted_llm.tool_call("memory_insert", {"label": "human", "new_string": "Ada"})
+    scripted_llm.tool_call("memory_insert", {"new_string": "Ada", "label": "human"})  # the same call again
+    scripted_llm.tool_call("memory_insert", {"label": "human", "new_string": "Lisbon"})  # another: it runs
+    scripted_llm.tool_call("memory_insert", {"label": "human", "new_string": "Ada"})  # not the previous step's
+    scripted_llm.reply("ok")
+    run = await llm_hub.send_message("alice", "I am Ada from Lisbon", wait_s=10)
+    assert run.status == "completed" and run.reply == "ok"
+    assert [(c.name, c.ok) for step in run.steps for c in step.tool_calls] == [
+        ("memory_insert", True), ("memory_insert", False), ("memory_insert", True), ("memory_insert", True),
+    ]  # fmt: skip
+    told = tool_results(scripted_llm.requests[2])[-1]["message"]
+    assert told.startswith("Not called again: your previous step called memory_insert with these same arguments")
+    assert (await llm_hub.read_block("human", agent="alice")).value.split("\n") == ["Ada", "Lisbon", "Ada"]

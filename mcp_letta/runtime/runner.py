@@ -15,6 +15,7 @@ all answered finishes those calls (a message it sent is found by its call id, no
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections import OrderedDict
@@ -121,6 +122,30 @@ def unfinished_tool_step(window: list[Message], run_id: str) -> tuple[Message | 
             return message, answered
         return None, {}
     return None, {}
+
+
+def repeated(prepared: PreparedCall, previous: RunStep) -> PreparedCall:
+    """The call, or a failed result in its place if the previous step of the run made the same call (same
+    tool, same arguments): small models repeat a search that found nothing until they run out of steps. The
+    result above already answers it, so the model is told to use it instead."""
+    if prepared.failure is not None:
+        return prepared
+    arguments = _arguments(prepared.call.arguments)
+    for made in previous.tool_calls:
+        if made.name == prepared.call.name and _arguments(made.arguments) == arguments:
+            message = (
+                f"Not called again: your previous step called {made.name} with these same arguments, and its "
+                "result is above. Use that result: answer the message, or call a different tool."
+            )
+            return PreparedCall(prepared.call, failure=ToolResult(False, message))
+    return prepared
+
+
+def _arguments(text: str) -> object:
+    try:
+        return json.loads(text or "{}")
+    except ValueError:
+        return None
 
 
 def tool_message(prepared: PreparedCall, result: ToolResult, run_id: str) -> NewMessage:
@@ -284,6 +309,8 @@ class Runner:
                     return finished
                 content, calls = response.content or "", response.tool_calls
             prepared = [self.toolbox.prepare(call, offered) for call in calls]
+            if stored is None and rc.steps:
+                prepared = [repeated(p, rc.steps[-1]) for p in prepared]
             if stored is None and not any(p.awaited for p in prepared):
                 step, added, rc.system = await self.store.write(
                     lambda tx: self._commit_tools(tx, rc, content, prepared, index, started, usage)  # noqa: B023
