@@ -542,3 +542,20 @@ async def test_a_call_repeated_from_the_previous_step_is_not_run_again_and_the_m
     told = tool_results(scripted_llm.requests[2])[-1]["message"]
     assert told.startswith("Not called again: your previous step called memory_insert with these same arguments")
     assert (await llm_hub.read_block("human", agent="alice")).value.split("\n") == ["Ada", "Lisbon", "Ada"]
+
+
+async def test_asking_another_agent_the_same_thing_again_asks_it_again(
+    llm_hub: AgentHub, scripted_llm: ScriptedLLM
+) -> None:
+    # The guard against repeated calls is for results that cannot change; another agent answers anew.
+    await llm_hub.create_agent("researcher", persona="researcher persona")
+    await llm_hub.create_agent("lead", persona="lead persona")
+    await llm_hub.attach_agent_tool("lead", "researcher")
+    scripted_llm.on("lead persona").tool_call("ask_researcher", {"message": "the codename?"})
+    scripted_llm.on("lead persona").tool_call("ask_researcher", {"message": "the codename?"})
+    scripted_llm.on("lead persona", "BLUEBIRD")
+    scripted_llm.on("researcher persona", "I do not know")
+    scripted_llm.on("researcher persona", "BLUEBIRD")
+    run = await llm_hub.send_message("lead", "find the codename", wait_s=10)
+    assert [(c.name, c.ok) for step in run.steps for c in step.tool_calls] == [("ask_researcher", True)] * 2
+    assert [r.reply for r in await llm_hub.list_runs("researcher")] == ["BLUEBIRD", "I do not know"]

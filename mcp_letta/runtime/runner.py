@@ -127,8 +127,9 @@ def unfinished_tool_step(window: list[Message], run_id: str) -> tuple[Message | 
 def repeated(prepared: PreparedCall, previous: RunStep) -> PreparedCall:
     """The call, or a failed result in its place if the previous step of the run made the same call (same
     tool, same arguments): small models repeat a search that found nothing until they run out of steps. The
-    result above already answers it, so the model is told to use it instead."""
-    if prepared.failure is not None:
+    result above already answers it, so the model is told to use it instead. A call that asks another agent
+    is made again: that agent answers anew."""
+    if prepared.failure is not None or prepared.awaited:
         return prepared
     arguments = _arguments(prepared.call.arguments)
     for made in previous.tool_calls:
