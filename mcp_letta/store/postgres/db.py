@@ -433,33 +433,24 @@ class PgDatabase(_SQLiteDatabase):
         write = _Write(fn, args)
         await anyio.lowlevel.checkpoint_if_cancelled()
         with anyio.CancelScope(shield=True):
-            changes = await anyio.to_thread.run_sync(self._write_txn, [write], limiter=self._limiter)
+            changes = await anyio.to_thread.run_sync(self._write_one, write, limiter=self._limiter)
             self._notify(changes, True)
         await anyio.lowlevel.checkpoint()  # a cancel that came meanwhile
         if write.error is not None:
             raise write.error
         return write.result  # type: ignore[no-any-return]
 
-    def _write_txn(self, batch: list[Any]) -> list[tuple[str, str]]:
-        """One transaction holding every write of ``batch``, each in a savepoint (a lone write needs none: its
-        error rolls the whole transaction back); the changes it logged."""
+    def _write_one(self, write: _Write) -> list[tuple[str, str]]:
+        """``write`` in a transaction of its own (its error rolls it back, and is kept); the changes it logged."""
         with self._connection() as raw:
             conn = PgConn(raw, self.origin, begin="BEGIN", writing=True)
             try:
-                if len(batch) == 1:
-                    try:
-                        batch[0].result = batch[0].fn(conn, *batch[0].args)
-                    except Exception as exc:
-                        batch[0].error = exc
-                        conn.rollback()
-                        return []
-                else:
-                    for write in batch:
-                        try:
-                            with conn.savepoint():
-                                write.result = write.fn(conn, *write.args)
-                        except Exception as exc:
-                            write.error = exc
+                try:
+                    write.result = write.fn(conn, *write.args)
+                except Exception as exc:
+                    write.error = exc
+                    conn.rollback()
+                    return []
                 while conn.before_commit:
                     hook = next(iter(conn.before_commit))
                     conn.before_commit.pop(hook)(conn)
