@@ -319,17 +319,20 @@ class PgConn:
         try:
             yield
         except BaseException:
-            if opened in self._pending:  # nothing inside reached the server: nothing to undo there
-                del self._pending[self._pending.index(opened) :]
-            else:
+            if not self._unsend(opened):  # else nothing inside reached the server: nothing to undo there
                 self._send(f"ROLLBACK TO {opened}")
                 self._pending.append(f"RELEASE {opened}")
             del self.changes[mark:]
             raise
-        if opened in self._pending:
-            del self._pending[self._pending.index(opened) :]
-        else:
+        if not self._unsend(opened):
             self._pending.append(f"RELEASE {opened}")
+
+    def _unsend(self, opened: str) -> bool:
+        """Drop a savepoint still waiting to be sent, and what waits after it; whether it was waiting."""
+        if opened not in self._pending:
+            return False
+        del self._pending[self._pending.index(opened) :]
+        return True
 
     def write_change_log(self) -> None:
         """(Just before COMMIT.) The transaction's changes into ``changes``, marked with its transaction id."""
