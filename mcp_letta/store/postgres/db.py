@@ -541,8 +541,7 @@ def _feed_read(conn: PgConn, horizon: int) -> tuple[int, list[tuple[int, str, st
 
 def _feed_position(conn: PgConn) -> FeedPosition:
     """Where a follower starting now begins: after everything committed so far."""
-    xmin, rows = _feed_read(conn, 0)
-    return FeedPosition(xmin, frozenset(i for i, *_, txid in rows if txid >= xmin))
+    return _foreign_changes(conn, FeedPosition(0, frozenset()), "")[0]
 
 
 def _foreign_changes(conn: PgConn, position: FeedPosition, origin: str) -> tuple[FeedPosition, list[tuple[str, str]]]:
