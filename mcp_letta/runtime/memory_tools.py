@@ -17,12 +17,14 @@ from mcp_letta.runtime.toolbox import Tool, Toolbox, ToolContext, ToolFailure, o
 from mcp_letta.store import Edit, Tx, appender
 from mcp_letta.store.limits import MAX_PAGE
 
-# Letta's agent default (letta_v1_agent) plus archival memory, which works here without embeddings.
-# core_memory_append/core_memory_replace (memgpt-era) are offered when listed in metadata["tools"].
+# The note an empty conversation_search carries beside Letta's "No results found.": small models search for
+# what their own memory blocks say, then take "nothing found" for "unknown".
 NOT_SEARCHED = (
     "This searched your past messages only. Your memory blocks are not searched: they are in view in your system "
     "prompt; if one of them holds the answer, use it."
 )
+# Letta's agent default (letta_v1_agent) plus archival memory, which works here without embeddings.
+# core_memory_append/core_memory_replace (memgpt-era) are offered when listed in metadata["tools"].
 DEFAULT_TOOL_NAMES = (
     "memory_insert",
     "memory_replace",
@@ -219,7 +221,6 @@ def conversation_search(tx: Tx, ctx: ToolContext, args: dict[str, Any]) -> dict[
     )  # fmt: skip
     found = [m for m in found if m.content.strip() and m.run_id != ctx.run_id][:limit]
     if not found:
-        # Small models search for what their own memory blocks say, then take "nothing found" for "unknown".
         return {"message": "No results found.", "results": [], "note": NOT_SEARCHED}
     results = []
     for m in found:
