@@ -1,5 +1,5 @@
-"""The PostgreSQL server under the store: a bounded connection pool, transactions, migrations, the write
-queue and the change feed (LISTEN/NOTIFY over the change log).
+"""The PostgreSQL server under the store: a bounded connection pool, transactions, migrations and the change
+feed (LISTEN/NOTIFY over the change log).
 
 The engine reuses most of the SQLite engine's statements: those are standard SQL apart from a few
 spellings that ``translate`` rewrites once per statement text (``?`` placeholders, ``INSERT OR IGNORE``,
