@@ -69,8 +69,9 @@ T = TypeVar("T")
 OnStep = Callable[[StepEvent], Awaitable[None]]
 OnResult = Callable[[BroadcastResult], Awaitable[None]]
 OnStage = Callable[[StageResult], Awaitable[None]]
-DEFAULT_SYSTEM = (
-    "You are a helpful agent with persistent memory. Your core memory blocks are shown below and stay in your "
+
+_DEFAULT_SYSTEM_REST = (
+    "a helpful agent with persistent memory. Your core memory blocks are shown below and stay in your "
     "context. The 'persona' block says who you are and how you behave. The 'human' block holds facts about the "
     "user: when the user tells you something about themselves (their name, where they live, what they like), "
     "save it in 'human' with memory_insert before you answer. Your memory blocks are always in view: when they "
@@ -79,6 +80,20 @@ DEFAULT_SYSTEM = (
     "you have tools to ask other agents, ask the agent who knows instead of searching or guessing. Once you "
     "know the answer, reply to the user in plain text."
 )
+
+
+def default_system(name: str) -> str:
+    """The system prompt of an agent created without one.
+
+    It names the agent in its first words. Besides telling the agent who it is among others, that makes each
+    agent's prompt differ from the first tokens on: a llama.cpp server gives a request the idle slot whose
+    cached prompt shares the largest part of it, so with a common opening an agent's first request took the
+    slot of the agent that had just asked it (and was waiting for the answer), which then recomputed its whole
+    prompt (``python -m bench models`` measures the cached share).
+    """
+    return f"You are '{name}', {_DEFAULT_SYSTEM_REST}"
+
+
 WILL_BE_DELIVERED = "your response will be delivered to the sender"
 MAX_TOOL_NAME = 64  # OpenAI-compatible APIs refuse longer function names
 MAX_WAIT_S = 86_400  # a day: longer waits are surely mistakes, and huge ones overflow the clock
@@ -278,7 +293,7 @@ class AgentHub:
 
         def create(tx: Tx) -> Agent:
             created = tx.create_agent(
-                name=name, system=system or DEFAULT_SYSTEM, description=description, block_specs=specs,
+                name=name, system=system or default_system(name), description=description, block_specs=specs,
                 shared_blocks=list(shared_blocks), tags=list(tags), model_settings=settings, metadata=metadata,
                 writer=writer, tool_agents=list(agent_tools),
             )  # fmt: skip
@@ -339,8 +354,11 @@ class AgentHub:
                 new_metadata.pop(INCLUDE_MULTI_AGENT_TOOLS, None)
                 if include_multi_agent_tools:
                     new_metadata[INCLUDE_MULTI_AGENT_TOOLS] = True
+            new_system = system
+            if new_system is None and name is not None and record.system == default_system(record.name):
+                new_system = default_system(name)  # the default prompt names the agent: it follows a rename
             return tx.update_agent(
-                record.id, name=name, description=description, system=system,
+                record.id, name=name, description=description, system=new_system,
                 tags=None if tags is None else list(tags), model_settings=settings, metadata=new_metadata,
             )  # fmt: skip
 

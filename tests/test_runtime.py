@@ -471,6 +471,21 @@ async def test_cached_prompt_tokens_are_kept_per_step_and_run_and_counted_in_met
     assert (metrics.tokens, metrics.cached_tokens) == (2020, 960)
 
 
+async def test_an_empty_archival_search_says_so_in_words(llm_hub: AgentHub, scripted_llm: ScriptedLLM) -> None:
+    # Given Letta's "[]" a small model answered with a guess ("The project's codename is 'Project X'").
+    await llm_hub.create_agent("lead", persona="The agent 'researcher' knows the codename.")
+    scripted_llm.tool_call("archival_memory_search", {"query": "codename"})
+    scripted_llm.reply("I will ask")
+    await llm_hub.send_message("lead", "What is the codename?", wait_s=10)
+    [result] = tool_results(scripted_llm.requests[-1])
+    assert (result["status"], result["message"]) == (
+        "OK",
+        "No results found. This searched your archival memory only: the passages saved with "
+        "archival_memory_insert. Your memory blocks are not searched: they are in view in your system prompt; if "
+        "one of them holds the answer, use it.",
+    )
+
+
 async def test_searches_take_dates_in_the_format_agents_are_shown(llm_hub: AgentHub, scripted_llm: ScriptedLLM) -> None:
     """A small model copies the times it sees (Letta's ``2026-12-05 06:16:53 PM UTC+0000``) into a search's date
     bounds: they are read, not refused."""
@@ -542,6 +557,33 @@ async def test_a_call_repeated_from_the_previous_step_is_not_run_again_and_the_m
     told = tool_results(scripted_llm.requests[2])[-1]["message"]
     assert told.startswith("Not called again: your previous step called memory_insert with these same arguments")
     assert (await llm_hub.read_block("human", agent="alice")).value.split("\n") == ["Ada", "Lisbon", "Ada"]
+
+
+async def test_a_search_repeated_after_other_searches_is_not_run_again_but_one_after_a_change_is(
+    llm_hub: AgentHub, scripted_llm: ScriptedLLM
+) -> None:
+    # A small model alternated two searches that found nothing until it ran out of steps. Only searches
+    # between the two calls: the result cannot have changed. A write between them: it may have.
+    await llm_hub.create_agent("alice")
+    archive = ("archival_memory_search", {"query": "sky"})
+    scripted_llm.tool_call(*archive)
+    scripted_llm.tool_call("conversation_search", {"query": "sky"})
+    scripted_llm.tool_call(*archive)  # only a search since the same call: refused
+    scripted_llm.tool_call("archival_memory_insert", {"content": "The sky is blue"})
+    scripted_llm.tool_call(*archive)  # after an insert: it runs, and finds it
+    scripted_llm.reply("blue")
+    run = await llm_hub.send_message("alice", "why is the sky blue", wait_s=10)
+    assert run.status == "completed" and run.reply == "blue"
+    assert [(c.name, c.ok) for step in run.steps for c in step.tool_calls] == [
+        ("archival_memory_search", True), ("conversation_search", True), ("archival_memory_search", False),
+        ("archival_memory_insert", True), ("archival_memory_search", True),
+    ]  # fmt: skip
+    results = [r["message"] for r in tool_results(scripted_llm.requests[-1])]
+    assert results[2] == (
+        "Not called again: an earlier step of this run called archival_memory_search with these same arguments, "
+        "and its result is above. Use that result: answer the message, or call a different tool."
+    )
+    assert "The sky is blue" in results[4]
 
 
 async def test_asking_another_agent_the_same_thing_again_asks_it_again(

@@ -140,6 +140,20 @@ async def test_update_and_delete_agent_keeps_shared_blocks(hub: AgentHub) -> Non
         await hub.get_agent("alice2")
 
 
+async def test_the_default_system_prompt_names_the_agent_and_follows_a_rename(hub: AgentHub) -> None:
+    # Each agent's prompt differs from its first words (a llama.cpp server then keeps each agent on its own
+    # slot); a prompt the caller wrote is theirs and a rename leaves it alone.
+    await hub.create_agent("alice")
+    await hub.create_agent("bob", system="You answer in haiku.")
+    alice = await hub.get_agent("alice")
+    assert alice.system.startswith("You are 'alice', a helpful agent with persistent memory.")
+    renamed = await hub.update_agent("alice", name="alice2")
+    assert renamed.system == alice.system.replace("'alice'", "'alice2'", 1)
+    assert (await hub.update_agent("bob", name="robert")).system == "You answer in haiku."
+    kept = await hub.update_agent("alice2", system="Custom.")
+    assert (await hub.update_agent(kept.id, name="alice3")).system == "Custom."
+
+
 async def test_archival_search_ranks_by_bm25_and_filters_tags(hub: AgentHub) -> None:
     await hub.create_agent("r")
     await hub.archival_insert("r", "The cat sat on the mat", tags=["pets"])

@@ -23,6 +23,12 @@ NOT_SEARCHED = (
     "This searched your past messages only. Your memory blocks are not searched: they are in view in your system "
     "prompt; if one of them holds the answer, use it."
 )
+# What an empty archival_memory_search answers instead of Letta's "[]", for the same reason.
+NOT_IN_ARCHIVE = (
+    "No results found. This searched your archival memory only: the passages saved with archival_memory_insert. "
+    "Your memory blocks are not searched: they are in view in your system prompt; if one of them holds the "
+    "answer, use it."
+)
 # Letta's agent default (letta_v1_agent) plus archival memory, which works here without embeddings.
 # core_memory_append/core_memory_replace (memgpt-era) are offered when listed in metadata["tools"].
 DEFAULT_TOOL_NAMES = (
@@ -169,10 +175,11 @@ def _moment(text: str, *, end: bool) -> datetime:
     return parsed
 
 
-def archival_memory_search(tx: Tx, ctx: ToolContext, args: dict[str, Any]) -> list[dict[str, Any]]:
+def archival_memory_search(tx: Tx, ctx: ToolContext, args: dict[str, Any]) -> list[dict[str, Any]] | str:
     """BM25 search of the agent's passages; returns Letta's list of {id, timestamp, content, tags}.
 
-    The list reaches the model as a Python repr string, exactly as Letta sends it.
+    The list reaches the model as a Python repr string, exactly as Letta sends it. Nothing found is said in
+    words (``NOT_IN_ARCHIVE``): given Letta's ``[]``, small models answered with a guess.
     """
     top_k = args.get("top_k") or 10
     if not 1 <= top_k <= MAX_PAGE:
@@ -184,6 +191,8 @@ def archival_memory_search(tx: Tx, ctx: ToolContext, args: dict[str, Any]) -> li
         limit=MAX_PAGE if start or end else top_k,
     )  # fmt: skip
     found = [p for p in found if (start is None or p.created_at >= start) and (end is None or p.created_at <= end)]
+    if not found:
+        return NOT_IN_ARCHIVE
     return [
         {"id": p.id, "timestamp": p.created_at.isoformat(), "content": p.text, "tags": p.tags} for p in found[:top_k]
     ]
@@ -312,6 +321,7 @@ BUILTIN_TOOLS = (
             end_datetime=string_param("Only passages up to this time (ISO 8601; a bare date includes the whole day)."),
         ),
         in_transaction=archival_memory_search,
+        reads_only=True,
     ),
     Tool(
         "conversation_search",
@@ -329,6 +339,7 @@ BUILTIN_TOOLS = (
             end_date=string_param("Only messages up to this date (inclusive)."),
         ),
         in_transaction=conversation_search,
+        reads_only=True,
     ),
 )
 

@@ -124,21 +124,26 @@ def unfinished_tool_step(window: list[Message], run_id: str) -> tuple[Message | 
     return None, {}
 
 
-def repeated(prepared: PreparedCall, previous: RunStep) -> PreparedCall:
-    """The call, or a failed result in its place if the previous step of the run made the same call (same
-    tool, same arguments): small models repeat a search that found nothing until they run out of steps. The
-    result above already answers it, so the model is told to use it instead. A call that asks another agent
-    is made again: that agent answers anew."""
+def repeated(prepared: PreparedCall, steps: list[RunStep], offered: dict[str, Tool]) -> PreparedCall:
+    """The call, or a failed result in its place if an earlier step of the run made the same call (same tool,
+    same arguments) and nothing changed since: the previous step, or one before it when every step after it
+    only searched (``reads_only`` tools). Small models repeat a search that found nothing, or alternate two of
+    them, until they run out of steps. The result above already answers it, so the model is told to use it
+    instead. A call that asks another agent is made again: that agent answers anew."""
     if prepared.failure is not None or prepared.awaited:
         return prepared
     arguments = _arguments(prepared.call.arguments)
-    for made in previous.tool_calls:
-        if made.name == prepared.call.name and _arguments(made.arguments) == arguments:
-            message = (
-                f"Not called again: your previous step called {made.name} with these same arguments, and its "
-                "result is above. Use that result: answer the message, or call a different tool."
-            )
-            return PreparedCall(prepared.call, failure=ToolResult(False, message))
+    for back, step in enumerate(reversed(steps)):
+        for made in step.tool_calls:
+            if made.name == prepared.call.name and _arguments(made.arguments) == arguments:
+                which = "your previous step" if back == 0 else "an earlier step of this run"
+                message = (
+                    f"Not called again: {which} called {made.name} with these same arguments, and its result is "
+                    "above. Use that result: answer the message, or call a different tool."
+                )
+                return PreparedCall(prepared.call, failure=ToolResult(False, message))
+        if not all(made.name in offered and offered[made.name].reads_only for made in step.tool_calls):
+            break  # that step may have changed what the call would find
     return prepared
 
 
@@ -311,7 +316,7 @@ class Runner:
                 content, calls = response.content or "", response.tool_calls
             prepared = [self.toolbox.prepare(call, offered) for call in calls]
             if stored is None and rc.steps:
-                prepared = [repeated(p, rc.steps[-1]) for p in prepared]
+                prepared = [repeated(p, rc.steps, offered) for p in prepared]
             if stored is None and not any(p.awaited for p in prepared):
                 step, added, rc.system = await self.store.write(
                     lambda tx: self._commit_tools(tx, rc, content, prepared, index, started, usage)  # noqa: B023

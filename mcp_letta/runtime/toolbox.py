@@ -74,6 +74,8 @@ class Tool:
     ``in_transaction(tx, ctx, args)`` runs inside the step's write transaction (store-only work);
     ``awaited(ctx, args)`` runs outside any transaction and may wait. The return value becomes the
     result message (a str as is, None as "None", a dict as JSON, anything else via ``str``).
+    ``reads_only`` marks a tool that changes nothing (a search): within a run, the same call gives the same
+    result until a call of another kind.
     """
 
     name: str
@@ -81,6 +83,7 @@ class Tool:
     parameters: dict[str, Any]
     in_transaction: InTransaction | None = None
     awaited: Awaited | None = None
+    reads_only: bool = False
 
     def __post_init__(self) -> None:
         if (self.in_transaction is None) == (self.awaited is None):
