@@ -476,6 +476,8 @@ class Scheduler:
         foreign = {change.ref for change in changes if change.kind == "run" and not change.local}
         for run_id in foreign:
             self._signal(run_id)
+        # Another process's step matters here only to a caller of that run here (``_relay_steps``).
+        foreign |= {c.ref for c in changes if c.kind == "step" and not c.local and c.ref in self._listeners}
         if foreign and self._tg is not None:
             # One reader at a time: what other processes change meanwhile is read together in its next turn,
             # so a busy replica does not read each of the others' run changes on its own.
