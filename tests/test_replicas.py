@@ -348,6 +348,44 @@ async def test_an_agents_queue_stored_through_a_busy_replica_runs_elsewhere_in_o
     assert most_at_once(runs) == 1  # never two of solo's runs at once, though two replicas took them
 
 
+async def test_a_caller_hears_each_step_of_its_run_executed_by_another_replica(
+    narrow_replicas: list[Replica], scripted_llm: ScriptedLLM, db_path: str
+) -> None:
+    # Replica A is busy, so B or C executes the message A stored; A's caller still hears of each step.
+    def answer(request: dict[str, Any]) -> Response:
+        if "hold on" in json.dumps(request["messages"][-1]):
+            return Response(content="held", delay_s=60)
+        return Response(content="noted", delay_s=0.2)
+
+    scripted_llm.default = answer
+    scripted_llm.on("solo persona").tool_call(
+        "memory_insert", {"label": "human", "new_string": "likes tea"}, delay_s=0.2
+    ).tool_call("conversation_search", {"query": "tea"}, delay_s=0.2).reply("noted, you like tea", delay_s=1.0)
+    a, _, _ = narrow_replicas
+    progress: list[str | None] = []
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        progress.append(message)
+
+    async with a.client() as ca:
+        await ok(ca, "create_agent", name="solo", persona="solo persona")
+        for name in ("hog1", "hog2"):
+            await ok(ca, "create_agent", name=name)
+        hogs = [(await ok(ca, "send_message_to_agent_async", agent=n, message="hold on"))["run_id"]
+                for n in ("hog1", "hog2")]  # fmt: skip
+        await scripted_llm.wait_for_requests_async(2)  # both of A's slots are taken
+        result = await ca.call_tool(
+            "send_message", {"agent": "solo", "message": "I like tea"}, progress_callback=on_progress
+        )
+        for run_id in hogs:
+            await ok(ca, "cancel_run", run_id=run_id)
+    reply = result.structured_content
+    assert reply["status"] == "completed" and reply["reply"] == "noted, you like tea"
+    [row] = run_rows(db_path, "agent_name = 'solo'")
+    assert row["owner"] != run_rows(db_path, "id = %s", hogs[0])[0]["owner"]  # not A: another replica ran it
+    assert progress == ["solo: memory_insert", "solo: conversation_search"]
+
+
 async def test_replies_read_through_two_replicas_at_once_are_each_read_once(
     replicas: list[Replica], scripted_llm: ScriptedLLM
 ) -> None:

@@ -80,6 +80,7 @@ class Scheduler:
         self._cancel_asked: set[str] = set()  # cancelled between claim and scope registration
         self._watches: dict[str, _Watch] = {}  # run id -> woken at its next change
         self._listeners: dict[str, list[OnStep]] = {}
+        self._relayed: dict[str, int] = {}  # run id -> steps its listeners heard of (run executing elsewhere)
         self._tg: TaskGroup | None = None
         self._foreign_runs: set[str] = set()  # other processes' run changes not yet read (``_on_foreign_runs``)
         self._reading_foreign_runs = False
@@ -276,6 +277,7 @@ class Scheduler:
             listeners.remove(on_step)
             if not listeners:
                 del self._listeners[run_id]
+                self._relayed.pop(run_id, None)
 
     def wake(self, agent_id: str) -> None:
         """Make sure a worker will look at the agent's queue (idempotent and cheap)."""
@@ -359,6 +361,7 @@ class Scheduler:
             self._executing.pop(run_id, None)
             self._cancel_asked.discard(run_id)
             self._listeners.pop(run_id, None)
+            self._relayed.pop(run_id, None)
             if not self._stopping:  # else its waiters hear from stop(), once the run is handed back
                 self._signal(run_id, finished if finished is not None and finished.done else None)
             if not self._executing and self._all_stopped is not None:
@@ -473,6 +476,8 @@ class Scheduler:
         foreign = {change.ref for change in changes if change.kind == "run" and not change.local}
         for run_id in foreign:
             self._signal(run_id)
+        # Another process's step matters here only to a caller of that run here (``_relay_steps``).
+        foreign |= {c.ref for c in changes if c.kind == "step" and not c.local and c.ref in self._listeners}
         if foreign and self._tg is not None:
             # One reader at a time: what other processes change meanwhile is read together in its next turn,
             # so a busy replica does not read each of the others' run changes on its own.
@@ -503,3 +508,17 @@ class Scheduler:
                 self.wake(run.agent_id)  # queued by another process: whoever has a free slot starts it
             elif run.agent_id in self._blocked and run.status != "running":
                 self.wake(run.agent_id)
+            if run.id in self._listeners and run.id not in self._scopes and not run.done:
+                await self._relay_steps(run)
+
+    async def _relay_steps(self, run: Run) -> None:
+        """Tell the listeners here of the steps of a run another process executes that they have not heard of
+        (its end reaches their caller as the run's result)."""
+        heard = self._relayed.get(run.id, 0)
+        emit = self._on_step_of(run.id)
+        for step in run.steps:
+            if step.index >= heard:
+                await emit(StepEvent(run_id=run.id, agent_id=run.agent_id, agent_name=run.agent_name, step=step))
+                heard = step.index + 1
+        if run.id in self._listeners:
+            self._relayed[run.id] = heard

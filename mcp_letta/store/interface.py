@@ -48,9 +48,9 @@ def appender(text: str) -> Edit:
 @dataclass(frozen=True)
 class Change:
     """Something changed in the store: ``kind`` is 'block', 'agent' (its memory view or tools), 'agents'
-    (the list), 'run' (a run's status or steps), 'inbox' (a reply reached the host inbox, or was read:
-    ``ref`` is the run id) or 'queued' (a run of agent ``ref`` was queued outside a send: a reply delivered
-    to it, or a run put back to be resumed); ``ref`` is the id.
+    (the list), 'run' (a run's status), 'step' (a run committed a step: ``ref`` is the run id), 'inbox' (a
+    reply reached the host inbox, or was read: ``ref`` is the run id) or 'queued' (a run of agent ``ref`` was
+    queued outside a send: a reply delivered to it, or a run put back to be resumed); ``ref`` is the id.
     ``local``: made by this process (else another process on the same store)."""
 
     kind: str

@@ -381,7 +381,9 @@ def run_state(conn: Conn, run_id: str, owner: Owner) -> RunState:
 
 def add_step(conn: Conn, run_id: str, step: RunStep, *, count_usage: bool = True) -> None:
     """Record a completed step and add its tokens to the run's usage (``count_usage=False``: the caller adds
-    them itself, as ``finish_run(add_usage=...)`` does in the same update)."""
+    them itself, as ``finish_run(add_usage=...)`` does in the same update). Logged as a 'step' change: a
+    caller waiting on the run through another process hears of the step there."""
+    conn.log_change("step", run_id)
     conn.execute(
         "INSERT INTO run_steps(run_id, idx, tool_calls, prompt_tokens, completion_tokens, total_tokens, cached_tokens, "
         "started_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?)",
