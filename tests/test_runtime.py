@@ -589,18 +589,25 @@ async def test_a_search_repeated_after_other_searches_is_not_run_again_but_one_a
 async def test_asking_another_agent_the_same_thing_again_asks_it_again(
     llm_hub: AgentHub, scripted_llm: ScriptedLLM
 ) -> None:
-    # The guard against repeated calls is for results that cannot change; another agent answers anew.
+    # The guard against repeated calls is for results that cannot change; another agent answers anew. But
+    # not without end: a small model asked the same question six times, answered every time.
     await llm_hub.create_agent("researcher", persona="researcher persona")
     await llm_hub.create_agent("lead", persona="lead persona")
     await llm_hub.attach_agent_tool("lead", "researcher")
-    scripted_llm.on("lead persona").tool_call("ask_researcher", {"message": "the codename?"})
-    scripted_llm.on("lead persona").tool_call("ask_researcher", {"message": "the codename?"})
+    for _ in range(3):
+        scripted_llm.on("lead persona").tool_call("ask_researcher", {"message": "the codename?"})
     scripted_llm.on("lead persona", "BLUEBIRD")
     scripted_llm.on("researcher persona", "I do not know")
     scripted_llm.on("researcher persona", "BLUEBIRD")
     run = await llm_hub.send_message("lead", "find the codename", wait_s=10)
-    assert [(c.name, c.ok) for step in run.steps for c in step.tool_calls] == [("ask_researcher", True)] * 2
+    assert [(c.name, c.ok) for step in run.steps for c in step.tool_calls] == [
+        ("ask_researcher", True), ("ask_researcher", True), ("ask_researcher", False),
+    ]  # fmt: skip
     assert [r.reply for r in await llm_hub.list_runs("researcher")] == ["BLUEBIRD", "I do not know"]
+    assert tool_results(scripted_llm.requests[-1])[-1]["message"] == (
+        "Not called again: this run made this same call 2 times already, and the answers are above. Use them: "
+        "answer the message, or call a different tool."
+    )
 
 
 async def test_an_empty_conversation_search_says_the_memory_blocks_were_not_searched(

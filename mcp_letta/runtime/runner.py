@@ -124,18 +124,34 @@ def unfinished_tool_step(window: list[Message], run_id: str) -> tuple[Message | 
     return None, {}
 
 
+SAME_ASKS = 2  # how many times a run may make one call that asks another agent, same arguments
+
+
 def repeated(prepared: PreparedCall, steps: list[RunStep], offered: dict[str, Tool]) -> PreparedCall:
     """The call, or a failed result in its place if an earlier step of the run made the same call (same tool,
     same arguments) and nothing changed since: the previous step, or one before it when every step after it
     only searched (``reads_only`` tools). Small models repeat a search that found nothing, or alternate two of
     them, until they run out of steps. The result above already answers it, so the model is told to use it
-    instead. A call that asks another agent is made again: that agent answers anew."""
-    if prepared.failure is not None or prepared.awaited:
+    instead. A call that asks another agent is made again, since that agent answers anew, but only
+    ``SAME_ASKS`` times in a run: a small model asked the same question six times, answered every time."""
+    if prepared.failure is not None:
         return prepared
     arguments = _arguments(prepared.call.arguments)
+
+    def same(made: ToolCall) -> bool:
+        return made.name == prepared.call.name and _arguments(made.arguments) == arguments
+
+    if prepared.awaited:
+        if sum(same(made) for step in steps for made in step.tool_calls) < SAME_ASKS:
+            return prepared
+        message = (
+            f"Not called again: this run made this same call {SAME_ASKS} times already, and the answers are above. "
+            "Use them: answer the message, or call a different tool."
+        )
+        return PreparedCall(prepared.call, failure=ToolResult(False, message))
     for back, step in enumerate(reversed(steps)):
         for made in step.tool_calls:
-            if made.name == prepared.call.name and _arguments(made.arguments) == arguments:
+            if same(made):
                 which = "your previous step" if back == 0 else "an earlier step of this run"
                 message = (
                     f"Not called again: {which} called {made.name} with these same arguments, and its result is "
