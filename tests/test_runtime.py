@@ -586,6 +586,22 @@ async def test_a_search_repeated_after_other_searches_is_not_run_again_but_one_a
     assert "The sky is blue" in results[4]
 
 
+async def test_an_ask_tool_says_what_its_agent_is_for_first(llm_hub: AgentHub, scripted_llm: ScriptedLLM) -> None:
+    # A 1.5B orchestrator asked its researcher first 9 times in 10 with the description first, 4 with it last.
+    await llm_hub.create_agent("researcher", description="Knows the project's codename.\nAsk about facts.")
+    await llm_hub.create_agent("writer")
+    await llm_hub.create_agent("lead", persona="lead persona")
+    await llm_hub.attach_agent_tool("lead", "researcher")
+    await llm_hub.attach_agent_tool("lead", "writer")
+    scripted_llm.reply("ok")
+    await llm_hub.send_message("lead", "hi", wait_s=10)
+    described = {t["function"]["name"]: t["function"]["description"] for t in scripted_llm.requests[0].body["tools"]}
+    assert described["ask_researcher"] == (
+        "The agent 'researcher': Knows the project's codename. Ask about facts. Ask it and wait for its reply."
+    )
+    assert described["ask_writer"] == "Ask the agent 'writer' and wait for its reply."
+
+
 async def test_asking_another_agent_the_same_thing_again_asks_it_again(
     llm_hub: AgentHub, scripted_llm: ScriptedLLM
 ) -> None:

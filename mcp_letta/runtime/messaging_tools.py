@@ -190,6 +190,16 @@ def multi_agent_tools(ops: MultiAgentOps) -> list[Tool]:
     ]
 
 
+def ask_description(name: str, description: str | None) -> str:
+    """An ``ask_<name>`` tool's description: what the agent is for first, then what the tool does, on one line
+    (JSON tool mode shows a tool's first line). A 1.5B orchestrator asked its researcher first 9 times in 10
+    with "The agent 'researcher': knows the codename. Ask it ...", 4 in 10 with the description last."""
+    about = " ".join((description or "").split()).rstrip(".")
+    if not about:
+        return f"Ask the agent '{name}' and wait for its reply."
+    return f"The agent '{name}': {about}. Ask it and wait for its reply."
+
+
 def agent_tool_factory(ops: MultiAgentOps, template: str) -> Callable[[ToolAgent], Tool]:
     """Builds the tool for an agent attached to another: ``template`` (e.g. ``ask_{name}``), one ``message``."""
 
@@ -199,10 +209,9 @@ def agent_tool_factory(ops: MultiAgentOps, template: str) -> Callable[[ToolAgent
         async def ask(ctx: ToolContext, args: dict[str, Any]) -> str:
             return await wait_for_reply(ops, ctx, target, args["message"])
 
-        about = f" {tool_agent.description}" if tool_agent.description else ""
         return Tool(
             template.replace("{name}", tool_agent.name),
-            f"Ask the agent '{tool_agent.name}' and wait for its reply.{about}",
+            ask_description(tool_agent.name, tool_agent.description),
             object_params(["message"], message=string_param(f"What to say to {tool_agent.name}.")),
             awaited=ask,
         )
