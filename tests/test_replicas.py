@@ -314,22 +314,32 @@ async def test_a_broadcast_through_one_replica_is_executed_by_all_three(
     assert len(owners) == 12 and len(set(owners)) == 3, owners
 
 
+def hold_or_note(request: dict[str, Any]) -> Response:
+    """The scripted LLM's answer: a minute's wait for "hold on", else "noted" after 0.2 s."""
+    if "hold on" in json.dumps(request["messages"][-1]):
+        return Response(content="held", delay_s=60)
+    return Response(content="noted", delay_s=0.2)
+
+
+async def take_both_slots(c: Any, scripted_llm: ScriptedLLM) -> list[str]:
+    """Keep both of a narrow replica's slots busy (agents hog1 and hog2 held by ``hold_or_note``): the ids of
+    the two runs, to cancel at the end."""
+    hogs = []
+    for name in ("hog1", "hog2"):
+        await ok(c, "create_agent", name=name)
+        hogs.append((await ok(c, "send_message_to_agent_async", agent=name, message="hold on"))["run_id"])
+    await scripted_llm.wait_for_requests_async(2)
+    return hogs
+
+
 async def test_an_agents_queue_stored_through_a_busy_replica_runs_elsewhere_in_order_one_at_a_time(
     narrow_replicas: list[Replica], scripted_llm: ScriptedLLM, db_path: str
 ) -> None:
-    def answer(request: dict[str, Any]) -> Response:
-        if "hold on" in json.dumps(request["messages"][-1]):
-            return Response(content="held", delay_s=60)
-        return Response(content="noted", delay_s=0.2)
-
-    scripted_llm.default = answer
+    scripted_llm.default = hold_or_note
     a, _, c = narrow_replicas
     async with a.client() as ca, c.client() as cc:
-        for name in ("hog1", "hog2", "solo"):
-            await ok(ca, "create_agent", name=name)
-        hogs = [(await ok(ca, "send_message_to_agent_async", agent=n, message="hold on"))["run_id"]
-                for n in ("hog1", "hog2")]  # fmt: skip
-        await scripted_llm.wait_for_requests_async(2)  # both of A's slots are taken
+        await ok(ca, "create_agent", name="solo")
+        hogs = await take_both_slots(ca, scripted_llm)
         sent = [
             (await ok(ca, "send_message_to_agent_async", agent="solo", message=f"m{i}"))["run_id"] for i in range(8)
         ]
@@ -352,12 +362,7 @@ async def test_a_caller_hears_each_step_of_its_run_executed_by_another_replica(
     narrow_replicas: list[Replica], scripted_llm: ScriptedLLM, db_path: str
 ) -> None:
     # Replica A is busy, so B or C executes the message A stored; A's caller still hears of each step.
-    def answer(request: dict[str, Any]) -> Response:
-        if "hold on" in json.dumps(request["messages"][-1]):
-            return Response(content="held", delay_s=60)
-        return Response(content="noted", delay_s=0.2)
-
-    scripted_llm.default = answer
+    scripted_llm.default = hold_or_note
     scripted_llm.on("solo persona").tool_call(
         "memory_insert", {"label": "human", "new_string": "likes tea"}, delay_s=0.2
     ).tool_call("conversation_search", {"query": "tea"}, delay_s=0.2).reply("noted, you like tea", delay_s=1.0)
@@ -369,11 +374,7 @@ async def test_a_caller_hears_each_step_of_its_run_executed_by_another_replica(
 
     async with a.client() as ca:
         await ok(ca, "create_agent", name="solo", persona="solo persona")
-        for name in ("hog1", "hog2"):
-            await ok(ca, "create_agent", name=name)
-        hogs = [(await ok(ca, "send_message_to_agent_async", agent=n, message="hold on"))["run_id"]
-                for n in ("hog1", "hog2")]  # fmt: skip
-        await scripted_llm.wait_for_requests_async(2)  # both of A's slots are taken
+        hogs = await take_both_slots(ca, scripted_llm)
         result = await ca.call_tool(
             "send_message", {"agent": "solo", "message": "I like tea"}, progress_callback=on_progress
         )
