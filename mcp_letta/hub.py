@@ -87,9 +87,9 @@ def default_system(name: str) -> str:
 
     It names the agent in its first words. Besides telling the agent who it is among others, that makes each
     agent's prompt differ from the first tokens on: a llama.cpp server gives a request the idle slot whose
-    cached prompt shares the largest part of it, so with a common opening an agent's first request took the
-    slot of the agent that had just asked it (and was waiting for the answer), which then recomputed its whole
-    prompt (``python -m bench models`` measures the cached share).
+    cached prompt shares the largest part of it, so with a common opening an agent's first request would take
+    the slot of the agent waiting for its answer, which would then compute its whole prompt again
+    (``python -m bench models`` measures the cached share).
     """
     return f"You are '{name}', {_DEFAULT_SYSTEM_REST}"
 

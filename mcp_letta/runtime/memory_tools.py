@@ -179,7 +179,7 @@ def archival_memory_search(tx: Tx, ctx: ToolContext, args: dict[str, Any]) -> li
     """BM25 search of the agent's passages; returns Letta's list of {id, timestamp, content, tags}.
 
     The list reaches the model as a Python repr string, exactly as Letta sends it. Nothing found is said in
-    words (``NOT_IN_ARCHIVE``): given Letta's ``[]``, small models answered with a guess.
+    words (``NOT_IN_ARCHIVE``): given Letta's ``[]``, small models answer with a guess.
     """
     top_k = args.get("top_k") or 10
     if not 1 <= top_k <= MAX_PAGE:

@@ -191,9 +191,9 @@ def multi_agent_tools(ops: MultiAgentOps) -> list[Tool]:
 
 
 def ask_description(name: str, description: str | None) -> str:
-    """An ``ask_<name>`` tool's description: what the agent is for first, then what the tool does, on one line
-    (JSON tool mode shows a tool's first line). A 1.5B orchestrator asked its researcher first 9 times in 10
-    with "The agent 'researcher': knows the codename. Ask it ...", 4 in 10 with the description last."""
+    """An ``ask_<name>`` tool's description, on one line (JSON tool mode shows a tool's first line): what the
+    agent is for first, which small models match against the question far more often than a description
+    that comes after what the tool does (see the README on delegation with a small model)."""
     about = " ".join((description or "").split()).rstrip(".")
     if not about:
         return f"Ask the agent '{name}' and wait for its reply."

@@ -132,8 +132,8 @@ def repeated(prepared: PreparedCall, steps: list[RunStep], offered: dict[str, To
     same arguments) and nothing changed since: the previous step, or one before it when every step after it
     only searched (``reads_only`` tools). Small models repeat a search that found nothing, or alternate two of
     them, until they run out of steps. The result above already answers it, so the model is told to use it
-    instead. A call that asks another agent is made again, since that agent answers anew, but only
-    ``SAME_ASKS`` times in a run: a small model asked the same question six times, answered every time."""
+    instead. A call that asks another agent is made again, since that agent answers anew, but at most
+    ``SAME_ASKS`` times in a run: small models otherwise ask the same question over and over."""
     if prepared.failure is not None:
         return prepared
     arguments = _arguments(prepared.call.arguments)
