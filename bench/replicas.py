@@ -16,7 +16,8 @@ initdb into a temporary folder; ``fsync`` stays on here, unlike the tests), or `
   machine with fewer cores than replicas the CPU, not the LLM, may bound them; a small ``--concurrency``
   keeps each replica within what it can run, which shows whether replicas add capacity or contend.
   Alongside, what the machine spent (on a small shared machine the CPU, not the LLM, may be what bounds
-  the rate): CPU ms per message of the replicas and of PostgreSQL (from /proc, our own server only), how
+  the rate): CPU ms per message of the replicas and of PostgreSQL (from /proc, our own server only), of
+  the benchmark's own MCP clients and of the scripted LLM (they share the machine here, not in use), how
   busy all CPUs were, and the lock-wait share: of the PostgreSQL backends seen working (sampled from
   ``pg_stat_activity`` every 20 ms), the share waiting on a lock (row, advisory or transaction locks).
 - Broadcast: ``--agents`` agents tagged ``crew``; through replica 0 one ``send_message`` (the median of 5), then
@@ -48,7 +49,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from bench.common import environment, log, percentile, write_results
-from bench.loopback import MODEL, REPO_ROOT, scripted_llm_process
+from bench.loopback import MODEL, REPO_ROOT, child_cpu_s, scripted_llm_process
 from mcp_letta import AgentHub, Settings
 
 sys.path.insert(0, str(REPO_ROOT / "tests"))
@@ -309,6 +310,7 @@ async def replica_rate(
 
                 pg_pids = _postgres_pids(server)
                 cpu_before, pg_before, busy_before = _cpu_s(pids), _cpu_s(pg_pids), _machine_busy()
+                own_before, llm_before = time.process_time(), child_cpu_s(contains="mcp_letta.testing") or 0.0
                 start = time.perf_counter()
                 with LockSampler(url) as sampler:
                     async with anyio.create_task_group() as tg:
@@ -316,6 +318,8 @@ async def replica_rate(
                             tg.start_soon(caller, index)
                 took = time.perf_counter() - start
                 cpu, pg_cpu = _cpu_s(pids) - cpu_before, _cpu_s(pg_pids) - pg_before
+                own = time.process_time() - own_before
+                llm = (child_cpu_s(contains="mcp_letta.testing") or 0.0) - llm_before
                 busy = [after - before for after, before in zip(_machine_busy(), busy_before, strict=True)]
         if failures:
             raise RuntimeError(f"{len(failures)} messages failed, e.g. {failures[0]}")
@@ -324,6 +328,8 @@ async def replica_rate(
             "messages_per_s": messages / took,
             "replica_cpu_ms_per_message": cpu * 1000 / messages,
             "postgres_cpu_ms_per_message": pg_cpu * 1000 / messages,
+            "client_cpu_ms_per_message": own * 1000 / messages,
+            "llm_cpu_ms_per_message": llm * 1000 / messages,
             "machine_busy": busy[0] / busy[1] if busy[1] else 0.0,
             "lock_wait_share": sampler.share,
         }
@@ -443,7 +449,9 @@ def main(args: argparse.Namespace) -> int:
         print(
             f"  {count} replica(s): {rate:8.1f} messages/s ({rate / ceiling:.0%} of the LLM-bound {ceiling:.0f}); "
             "CPU per message: replicas "
-            f"{c['replica_cpu_ms_per_message']:.1f} ms + PostgreSQL {c['postgres_cpu_ms_per_message']:.1f} ms; "
+            f"{c['replica_cpu_ms_per_message']:.1f} ms + PostgreSQL {c['postgres_cpu_ms_per_message']:.1f} ms "
+            f"(the benchmark's client {c['client_cpu_ms_per_message']:.1f} ms, scripted LLM "
+            f"{c['llm_cpu_ms_per_message']:.1f} ms); "
             f"all CPUs {c['machine_busy']:.0%} busy; lock-wait share {c['lock_wait_share']:.0%}"
         )
     if 1 in rates and len(rates) > 1:
