@@ -321,14 +321,15 @@ def hold_or_note(request: dict[str, Any]) -> Response:
     return Response(content="noted", delay_s=0.2)
 
 
-async def take_both_slots(c: Any, scripted_llm: ScriptedLLM) -> list[str]:
-    """Keep both of a narrow replica's slots busy (agents hog1 and hog2 held by ``hold_or_note``): the ids of
-    the two runs, to cancel at the end."""
+async def take_both_slots(c: Any, scripted_llm: ScriptedLLM, prefix: str = "hog") -> list[str]:
+    """Keep both of a narrow replica's slots busy (agents ``<prefix>1`` and ``<prefix>2`` held by
+    ``hold_or_note``): the ids of the two runs, to cancel at the end."""
     hogs = []
-    for name in ("hog1", "hog2"):
+    before = len(scripted_llm.requests)
+    for name in (f"{prefix}1", f"{prefix}2"):
         await ok(c, "create_agent", name=name)
         hogs.append((await ok(c, "send_message_to_agent_async", agent=name, message="hold on"))["run_id"])
-    await scripted_llm.wait_for_requests_async(2)
+    await scripted_llm.wait_for_requests_async(before + 2)
     return hogs
 
 
@@ -356,6 +357,58 @@ async def test_an_agents_queue_stored_through_a_busy_replica_runs_elsewhere_in_o
     async with AgentHub(Settings(db_path=db_path)) as hub:
         runs = [await hub.get_run(run_id) for run_id in sent]
     assert most_at_once(runs) == 1  # never two of solo's runs at once, though two replicas took them
+
+
+async def test_runs_queued_while_every_replica_was_busy_run_where_a_slot_goes_idle(
+    narrow_replicas: list[Replica], scripted_llm: ScriptedLLM, db_path: str
+) -> None:
+    # A busy replica does not line up for another's queued runs; it notes them, and takes them once a slot
+    # of its goes idle.
+    scripted_llm.default = hold_or_note
+    a, b, c = narrow_replicas
+    async with a.client() as ca, b.client() as cb, c.client() as cc:
+        hogs = {name: await take_both_slots(client, scripted_llm, name) for name, client in
+                (("a", ca), ("b", cb), ("c", cc))}  # fmt: skip
+        for i in range(4):
+            await ok(ca, "create_agent", name=f"w{i}")
+        sent = [(await ok(ca, "send_message_to_agent_async", agent=f"w{i}", message="m"))["run_id"] for i in range(4)]
+        for run_id in hogs["b"]:
+            await ok(cb, "cancel_run", run_id=run_id)
+        ends = [await ok(cb, "get_run", run_id=run_id, wait_s=30) for run_id in sent]
+        for run_id in hogs["a"] + hogs["c"]:
+            await ok(ca, "cancel_run", run_id=run_id)
+    assert [e["status"] for e in ends] == ["completed"] * 4
+    [b_owner] = {r["owner"] for r in run_rows(db_path, "id = ANY(%s)", hogs["b"])}
+    assert {r["owner"] for r in run_rows(db_path, "id = ANY(%s)", sent)} == {b_owner}
+
+
+async def test_a_replica_started_while_runs_wait_in_a_busy_replicas_queue_takes_them(
+    db_path: str, scripted_llm: ScriptedLLM, tmp_path: Path
+) -> None:
+    # The runs were queued before replica B existed, so no change told B of them: it looks when it starts.
+    scripted_llm.default = hold_or_note
+    a = await Replica(db_path, scripted_llm, tmp_path / "a.log", max_concurrency="2").ready()
+    b = None
+    try:
+        async with a.client() as ca:
+            hogs = await take_both_slots(ca, scripted_llm)
+            for i in range(4):
+                await ok(ca, "create_agent", name=f"w{i}")
+            sent = [
+                (await ok(ca, "send_message_to_agent_async", agent=f"w{i}", message="m"))["run_id"] for i in range(4)
+            ]
+            b = await Replica(db_path, scripted_llm, tmp_path / "b.log", max_concurrency="2").ready()
+            ends = [await ok(ca, "get_run", run_id=run_id, wait_s=30) for run_id in sent]
+            for run_id in hogs:
+                await ok(ca, "cancel_run", run_id=run_id)
+    finally:
+        a.stop()
+        if b is not None:
+            b.stop()
+    assert [e["status"] for e in ends] == ["completed"] * 4
+    [a_owner] = {r["owner"] for r in run_rows(db_path, "id = ANY(%s)", hogs)}
+    owners = {r["owner"] for r in run_rows(db_path, "id = ANY(%s)", sent)}
+    assert len(owners) == 1 and a_owner not in owners  # all four executed by B
 
 
 async def test_a_caller_hears_each_step_of_its_run_executed_by_another_replica(

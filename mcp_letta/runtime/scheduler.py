@@ -11,10 +11,13 @@ grace period first. Other processes' changes arrive through the store's change f
 blocked agents and cancellations.
 
 When the store shares its queue (``Store.shares_queue``: replicas on one PostgreSQL database), a run
-queued by another process wakes this one too: each process with a free slot claims the agent's next
-run, the claim (one per agent at a time, in the store) decides which process starts it, and the others
-find it taken. A run is then executed wherever there was room, and its waiters, wherever they are, hear
-of its end through the change feed.
+another process queued is this one's to take too, but only into room it has: a process wakes an agent
+for another's queued run while it has an idle slot (a slot no worker here waits for). A busy process
+leaves the run to the others and notes that it missed one; once a slot of its goes idle (and at every
+heartbeat) it looks for the oldest queued runs whose agents run nowhere (``Tx.startable_agents``) and
+takes as many as it has room for. The claim (one per agent at a time, in the store) decides which
+process starts a run; the others find it taken. A run is then executed wherever there was room, and
+its waiters, wherever they are, hear of its end through the change feed.
 """
 
 from __future__ import annotations
@@ -84,6 +87,8 @@ class Scheduler:
         self._tg: TaskGroup | None = None
         self._foreign_runs: set[str] = set()  # other processes' run changes not yet read (``_on_foreign_runs``)
         self._reading_foreign_runs = False
+        self._missed_queued = False  # another process queued runs this one had no idle slot for
+        self._looking_for_work = False
         self._stopping = False
         self._winding_down = False  # no new run starts here; those in flight may finish
         self._all_stopped: anyio.Event | None = None  # set when no run executes here (while winding down)
@@ -91,12 +96,15 @@ class Scheduler:
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self, task_group: TaskGroup) -> None:
-        """Register this process, take over (and resume) what dead processes left, start the background tasks."""
+        """Register this process, take over (and resume) what dead processes left, start the background tasks;
+        with a shared queue, take the queued runs it has room for."""
         self._tg, self._stopping, self._winding_down = task_group, False, False
         agents = await self.store.write(self._heartbeat_and_recover)
         task_group.start_soon(self._keep_alive)
         for agent_id in agents:
             self.wake(agent_id)
+        self._missed_queued = self.owner.shares_queue  # runs queued before we started: take what we have room for
+        self._look_for_work()
 
     async def wind_down(self, grace_s: float) -> None:
         """Start no more runs here, and give the runs executing here up to ``grace_s`` seconds to finish.
@@ -153,6 +161,8 @@ class Scheduler:
                 continue
             for agent_id in {*agents, *self._blocked}:
                 self.wake(agent_id)
+            self._missed_queued = self.owner.shares_queue  # what the feed may not have told: a look now and then
+            self._look_for_work()
             for run_id in [r for r in self._watches if r not in self._scopes]:
                 self._signal(run_id)  # runs interrupted by the recovery, or a change the feed missed
 
@@ -323,10 +333,13 @@ class Scheduler:
                     worker.again = True
                 elif claimed == "blocked":
                     self._blocked.add(agent_id)
+                    # (Shared queue.) Another process took this run just now: more may wait for room.
+                    self._missed_queued = self.owner.shares_queue
                 else:
                     self._blocked.discard(agent_id)
         finally:
             self._unreserve(agent_id, worker)
+            self._look_for_work()
 
     async def _execute(self, claimed: RunContext, worker: Worker) -> None:
         run_id = claimed.run.id
@@ -476,7 +489,13 @@ class Scheduler:
         foreign = {change.ref for change in changes if change.kind == "run" and not change.local}
         for run_id in foreign:
             self._signal(run_id)
-        # Another process's step matters here only to a caller of that run here (``_relay_steps``).
+        # Read here: runs executing here (a cancel) or heard of here (their steps, ``_relay_steps``); and,
+        # to find runs to start, every changed run while agents here are blocked or, when the queue is
+        # shared, while this process has room (else it just notes that it missed queued runs).
+        if not (self._blocked or (shared and foreign and self._room() > 0)):
+            if shared and foreign:
+                self._missed_queued = True
+            foreign = {run_id for run_id in foreign if run_id in self._scopes or run_id in self._listeners}
         foreign |= {c.ref for c in changes if c.kind == "step" and not c.local and c.ref in self._listeners}
         if foreign and self._tg is not None:
             # One reader at a time: what other processes change meanwhile is read together in its next turn,
@@ -500,16 +519,55 @@ class Scheduler:
         except Exception:  # the heartbeat catches up on anything missed here
             log.exception("handling other processes' run changes failed")
             return
+        room = self._room()
         for run in runs:
             scope = self._scopes.get(run.id)
             if scope is not None and run.cancel_requested:
                 scope.cancel()
-            if run.status == "queued" and self.owner.shares_queue:
-                self.wake(run.agent_id)  # queued by another process: whoever has a free slot starts it
+            if run.status == "queued" and self.owner.shares_queue:  # queued by another process
+                if run.agent_id in self._workers:
+                    self.wake(run.agent_id)  # its worker here looks again (it needs no other slot)
+                elif room > 0:
+                    self.wake(run.agent_id)
+                    room -= 1
+                else:  # no room here: the others (or we, once a slot is idle) take it
+                    self._missed_queued = True
             elif run.agent_id in self._blocked and run.status != "running":
                 self.wake(run.agent_id)
             if run.id in self._listeners and run.id not in self._scopes and not run.done:
                 await self._relay_steps(run)
+
+    def _room(self) -> int:
+        """Concurrency slots free here that no worker waits for."""
+        stats = self._limiter.statistics()
+        return int(stats.total_tokens - stats.borrowed_tokens) - stats.tasks_waiting
+
+    def _look_for_work(self) -> None:
+        """(Shared queue.) If runs were queued elsewhere while this process had no room, and it has room now,
+        take the oldest of them (one look at a time)."""
+        if self._missed_queued and not self._looking_for_work and self._tg is not None and not self._winding_down:
+            if self._room() > 0:
+                self._looking_for_work = True
+                self._tg.start_soon(self._take_queued_work)
+
+    async def _take_queued_work(self) -> None:
+        try:
+            self._missed_queued = False
+            agents = await self.store.read(lambda tx: tx.startable_agents(2 * self._room() + len(self._blocked)))
+        except Exception:  # the heartbeat looks again
+            log.exception("looking for queued runs failed")
+            self._missed_queued = True
+            return
+        finally:
+            self._looking_for_work = False
+        room, woken = self._room(), 0  # (workers woken meanwhile took some)
+        for agent_id in agents:
+            if woken >= room or self._tg is None or self._winding_down:
+                self._missed_queued = True  # more may wait: look again when a slot is idle
+                break
+            if agent_id not in self._workers and agent_id not in self._blocked:  # (blocked: being claimed elsewhere)
+                self.wake(agent_id)
+                woken += 1
 
     async def _relay_steps(self, run: Run) -> None:
         """Tell the listeners here of the steps of a run another process executes that they have not heard of

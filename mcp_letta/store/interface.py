@@ -395,6 +395,11 @@ class Tx(Protocol):
         crash) and others may adopt them and its queued runs at once."""
         ...
 
+    def startable_agents(self, limit: int) -> list[str]:
+        """Up to ``limit`` ids of agents with a queued run and no running one (any process's), oldest queued
+        run first: where a process with idle slots finds work when the queue is shared."""
+        ...
+
     # -- host inbox and monitoring ---------------------------------------------------------------------
     def unread_replies(self, limit: int) -> list[str]:
         """Ids of finished runs whose replies wait in the host inbox, oldest first."""

@@ -321,6 +321,9 @@ class SQLiteTx(Tx):
     def forget_process(self, owner: Owner) -> None:
         runs.forget_process(self.conn, owner)
 
+    def startable_agents(self, limit: int) -> list[str]:
+        return runs.startable_agents(self.conn, limit)
+
     # -- host inbox and monitoring ---------------------------------------------------------------------
     def unread_replies(self, limit: int) -> list[str]:
         return replies.unread_ids(self.conn, limit)

@@ -556,6 +556,17 @@ def recover(conn: Conn, owner: Owner) -> list[str]:
     ]
 
 
+def startable_agents(conn: Conn, limit: int) -> list[str]:
+    """Up to ``limit`` agents whose next run is queued and none of whose runs is running now, oldest queued
+    run first (``Scheduler``: where a process with idle slots takes queued work from; any process's)."""
+    rows = conn.execute(
+        "SELECT q.agent_id FROM runs q WHERE q.status = 'queued' AND NOT EXISTS (SELECT 1 FROM runs r "
+        "WHERE r.agent_id = q.agent_id AND r.status = 'running') GROUP BY q.agent_id ORDER BY min(q.seq) LIMIT ?",
+        (limit,),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
 def forget_process(conn: Conn, owner: Owner) -> None:
     """A clean shutdown: the runs this process was running go back to the queue (``release``), and its row
     goes, so other processes adopt them and its queued runs without waiting for its lease to pass."""
