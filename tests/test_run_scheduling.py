@@ -106,16 +106,16 @@ async def test_the_agents_a_process_with_room_may_start_are_those_queued_and_run
     # (What a replica with idle slots looks up when the queue is shared; asked of either engine here.)
     async with AgentHub(llm_settings.with_overrides(max_concurrency=1)) as hub:
         ids = {name: (await hub.create_agent(name)).id for name in ("alice", "bob", "carol", "dave")}
-        sent = [await hub.send_message(name, "hi") for name in ("alice", "carol", "alice", "bob")]
+        sent = [await hub.send_message(name, "hi") for name in ("alice", "carol", "alice", "carol", "bob")]
         await scripted_llm.wait_for_requests_async(1)  # alice runs (the one slot); the rest wait
         startable = await hub._store.read(lambda tx: tx.startable_agents(10))
-        first = await hub._store.read(lambda tx: tx.startable_agents(1))
+        oldest_two = await hub._store.read(lambda tx: tx.startable_agents(2))
         gate.open()
         ends = [await hub.wait_run(run.id, wait_s=10) for run in sent]
         after = await hub._store.read(lambda tx: tx.startable_agents(10))
     assert startable == [ids["carol"], ids["bob"]]  # alice is running; dave has nothing queued
-    assert first == [ids["carol"]]
-    assert [run.status for run in ends] == ["completed"] * 4 and after == []
+    assert oldest_two == [ids["carol"]]  # the two oldest such runs are both carol's
+    assert [run.status for run in ends] == ["completed"] * 5 and after == []
 
 
 async def test_rate_limit_then_success_completes_the_run(llm_hub: AgentHub, scripted_llm: ScriptedLLM) -> None:

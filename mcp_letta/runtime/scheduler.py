@@ -563,11 +563,12 @@ class Scheduler:
         room, woken = self._room(), 0  # (workers woken meanwhile took some)
         for agent_id in agents:
             if woken >= room or self._tg is None or self._winding_down:
-                self._missed_queued = True  # more may wait: look again when a slot is idle
                 break
             if agent_id not in self._workers and agent_id not in self._blocked:  # (blocked: being claimed elsewhere)
                 self.wake(agent_id)
                 woken += 1
+        # More may wait behind them: look again when a slot is idle, until a look finds nothing to take.
+        self._missed_queued = self._missed_queued or woken > 0
 
     async def _relay_steps(self, run: Run) -> None:
         """Tell the listeners here of the steps of a run another process executes that they have not heard of

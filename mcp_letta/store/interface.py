@@ -396,8 +396,9 @@ class Tx(Protocol):
         ...
 
     def startable_agents(self, limit: int) -> list[str]:
-        """Up to ``limit`` ids of agents with a queued run and no running one (any process's), oldest queued
-        run first: where a process with idle slots finds work when the queue is shared."""
+        """The ids of the agents of the oldest ``limit`` queued runs (any process's) whose agents have no run
+        running, each once, in queue order: where a process with idle slots finds work when the queue is
+        shared."""
         ...
 
     # -- host inbox and monitoring ---------------------------------------------------------------------

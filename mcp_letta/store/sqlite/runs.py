@@ -557,14 +557,15 @@ def recover(conn: Conn, owner: Owner) -> list[str]:
 
 
 def startable_agents(conn: Conn, limit: int) -> list[str]:
-    """Up to ``limit`` agents whose next run is queued and none of whose runs is running now, oldest queued
-    run first (``Scheduler``: where a process with idle slots takes queued work from; any process's)."""
+    """The agents of the oldest ``limit`` queued runs (any process's) whose agents have no run running now,
+    each once, in queue order: where a process with idle slots takes work from (``Scheduler``)."""
+    # In queue order along the (status, seq) index, so a long queue is not read to its end.
     rows = conn.execute(
         "SELECT q.agent_id FROM runs q WHERE q.status = 'queued' AND NOT EXISTS (SELECT 1 FROM runs r "
-        "WHERE r.agent_id = q.agent_id AND r.status = 'running') GROUP BY q.agent_id ORDER BY min(q.seq) LIMIT ?",
+        "WHERE r.agent_id = q.agent_id AND r.status = 'running') ORDER BY q.seq LIMIT ?",
         (limit,),
     ).fetchall()
-    return [r[0] for r in rows]
+    return list(dict.fromkeys(r[0] for r in rows))
 
 
 def forget_process(conn: Conn, owner: Owner) -> None:
