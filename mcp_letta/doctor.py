@@ -24,7 +24,14 @@ from mcp_letta.install import HOSTS, configured_hosts, default_config_path, serv
 from mcp_letta.llm.base import ChatRequest
 from mcp_letta.llm.factory import BASE_URL_HINT, LLMPool
 from mcp_letta.llm.openai import OpenAIClient
-from mcp_letta.store import file_schema_version, is_postgres_url, latest_schema_version, postgres_status, redact_url
+from mcp_letta.store import (
+    PG_FOLLOWER_CONNECTIONS,
+    file_schema_version,
+    is_postgres_url,
+    latest_schema_version,
+    postgres_status,
+    redact_url,
+)
 
 PROBE_TIMEOUT_S = 15.0
 TOOL_PROBE_TIMEOUT_S = 120.0  # a small local model on a laptop takes tens of seconds for its first answer
@@ -118,9 +125,9 @@ async def _check_postgres(settings: Settings, url: str) -> Check:
     detail = (
         f"{where}: PostgreSQL {status['server']}, schema {latest}{pending}, {_counted(agents, 'agent')}, "
         f"{_counted(blocks, 'block')}; {used} of {limit} connections in use (each replica takes up to "
-        f"{settings.pg_pool_size} + 1)"
+        f"{settings.pg_pool_size} + {PG_FOLLOWER_CONNECTIONS})"
     )
-    if used + settings.pg_pool_size + 1 > limit:
+    if used + settings.pg_pool_size + PG_FOLLOWER_CONNECTIONS > limit:
         return Check("database", False, detail, "raise max_connections on the server or MCP_LETTA_PG_POOL_SIZE lower")
     return Check("database", True, detail)
 

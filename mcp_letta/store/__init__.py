@@ -21,6 +21,7 @@ from mcp_letta.store.interface import (
     appender,
 )
 from mcp_letta.store.postgres import server_status as postgres_status
+from mcp_letta.store.postgres.db import FOLLOWER_CONNECTIONS as PG_FOLLOWER_CONNECTIONS
 from mcp_letta.store.postgres.db import redact as redact_url
 from mcp_letta.store.sqlite import SQLiteStore
 from mcp_letta.store.sqlite.db import file_schema_version, latest_schema_version
@@ -29,6 +30,7 @@ from mcp_letta.store.transfer import copy_sqlite_to_postgres
 __all__ = [
     "HOST",
     "NO_RESPONSE",
+    "PG_FOLLOWER_CONNECTIONS",
     "AgentRecord",
     "Change",
     "ClaimOutcome",

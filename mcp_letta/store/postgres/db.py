@@ -59,6 +59,7 @@ CHANNEL = "mcp_letta_changes"  # NOTIFY channel: payload is the committing proce
 MIGRATION_LOCK = 0x6D63706D  # held while migrating, so replicas starting together migrate once
 WAIT_GRAPH_LOCK = 0x6D637077  # held from a wait's cycle check until its edge commits ('mcpw')
 DEFAULT_POOL_SIZE = 10
+FOLLOWER_CONNECTIONS = 2  # beside the pool, ``follow``'s: one LISTENs, one reads the change log
 
 
 class DatabaseUnavailable(LettaError):
@@ -469,8 +470,10 @@ class PgDatabase(_SQLiteDatabase):
     # -- following other replicas ------------------------------------------------------------------
     async def follow(self, interval_s: float) -> None:
         """Until cancelled: LISTEN on the change channel and, after each notification from another process,
-        tell the listeners what it changed (read from the change log, see ``_foreign_changes``). After a lost
-        connection it reconnects and reads the log from where it was, so nothing committed meanwhile is missed."""
+        tell the listeners what it changed (read from the change log, see ``_foreign_changes``). The reads go
+        over a connection of their own beside the listening one: one statement each, not a pooled
+        transaction. After a lost connection it reconnects and reads the log from where it was, so nothing
+        committed meanwhile is missed."""
         psycopg = require_driver()
         position = await self.read(_feed_position)
         pruned = time.monotonic()
@@ -488,10 +491,11 @@ class PgDatabase(_SQLiteDatabase):
 
                     async def read_changes() -> None:  # one read at a time, for every notification before it
                         nonlocal position, wanted
-                        while True:
-                            await wanted.wait()
-                            wanted = anyio.Event()
-                            position = await self._catch_up(position)
+                        async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as reader:
+                            while True:
+                                await wanted.wait()
+                                wanted = anyio.Event()
+                                position = await self._catch_up(reader, position)
 
                     tg.start_soon(read_changes)
                     while True:  # in turns of at most 30 s, so a quiet database is still pruned
@@ -510,8 +514,9 @@ class PgDatabase(_SQLiteDatabase):
                 log.warning("lost the LISTEN connection (%s); reconnecting", exc)
                 await anyio.sleep(min(max(interval_s, 0.2), 2.0))
 
-    async def _catch_up(self, position: FeedPosition) -> FeedPosition:
-        position, foreign = await self.read(_foreign_changes, position, self.origin)
+    async def _catch_up(self, reader: Any, position: FeedPosition) -> FeedPosition:
+        cursor = await reader.execute(_FEED_READ_PG, (str(position.horizon),))
+        position, foreign = _foreign_changes(position, self.origin, await cursor.fetchone())
         self._notify(foreign, False)
         return position
 
@@ -527,32 +532,34 @@ class FeedPosition:
     seen: frozenset[int]
 
 
+# One statement, so one snapshot: its ``xmin`` and the rows it sees agree.
 _FEED_READ = (
     "SELECT pg_snapshot_xmin(pg_current_snapshot())::text, coalesce(("
     "SELECT json_agg(json_build_array(id, origin, kind, ref, txid::text) ORDER BY id) "
     "FROM changes WHERE txid >= ?::text::xid8), '[]')"
 )
-
-
-def _feed_read(conn: PgConn, horizon: int) -> tuple[int, list[tuple[int, str, str, str, int]]]:
-    xmin, rows = conn.execute(_FEED_READ, (str(horizon),)).fetchone()
-    return int(xmin), [(i, origin, kind, ref, int(txid)) for i, origin, kind, ref, txid in rows]
+_FEED_READ_PG = translate(_FEED_READ)[0]  # for the follower's own connection
 
 
 def _feed_position(conn: PgConn) -> FeedPosition:
     """Where a follower starting now begins: after everything committed so far."""
-    return _foreign_changes(conn, FeedPosition(0, frozenset()), "")[0]
+    read = conn.execute(_FEED_READ, ("0",)).fetchone()
+    return _foreign_changes(FeedPosition(0, frozenset()), "", read)[0]
 
 
-def _foreign_changes(conn: PgConn, position: FeedPosition, origin: str) -> tuple[FeedPosition, list[tuple[str, str]]]:
-    """Changes committed by other processes since ``position``, and the position after them.
+def _foreign_changes(
+    position: FeedPosition, origin: str, read: tuple[str, list[list[Any]]]
+) -> tuple[FeedPosition, list[tuple[str, str]]]:
+    """From a read of the change log after ``position`` (``_FEED_READ``): the position after it, and the
+    changes committed by processes other than ``origin`` that were not told before.
 
     Change ids are taken as transactions write and commit in any order, so "after the last id seen" would
-    miss a transaction that took a smaller id and committed later. Instead: every row of a transaction that
-    might have been running at the previous read (``txid >= position.horizon``), less those already seen."""
-    xmin, rows = _feed_read(conn, position.horizon)
+    miss a transaction that took a smaller id and committed later. Instead a read takes every row of a
+    transaction that might have been running at the previous read (``txid >= position.horizon``), and the
+    ids already seen are skipped."""
+    xmin, rows = int(read[0]), read[1]
     new = [(kind, ref) for i, who, kind, ref, _ in rows if i not in position.seen and who != origin]
-    return FeedPosition(xmin, frozenset(i for i, *_, txid in rows if txid >= xmin)), new
+    return FeedPosition(xmin, frozenset(i for i, *_, txid in rows if int(txid) >= xmin)), new
 
 
 def _prune_changes(conn: PgConn) -> None:
