@@ -17,17 +17,17 @@ from mcp_letta.runtime.toolbox import Tool, Toolbox, ToolContext, ToolFailure, o
 from mcp_letta.store import Edit, Tx, appender
 from mcp_letta.store.limits import MAX_PAGE
 
+_BLOCKS_NOT_SEARCHED = (
+    "Your memory blocks are not searched: they are in view in your system prompt; if one of them holds the answer, "
+    "use it."
+)
 # The note an empty conversation_search carries beside Letta's "No results found.": small models search for
 # what their own memory blocks say, then take "nothing found" for "unknown".
-NOT_SEARCHED = (
-    "This searched your past messages only. Your memory blocks are not searched: they are in view in your system "
-    "prompt; if one of them holds the answer, use it."
-)
+NOT_SEARCHED = f"This searched your past messages only. {_BLOCKS_NOT_SEARCHED}"
 # What an empty archival_memory_search answers instead of Letta's "[]", for the same reason.
 NOT_IN_ARCHIVE = (
     "No results found. This searched your archival memory only: the passages saved with archival_memory_insert. "
-    "Your memory blocks are not searched: they are in view in your system prompt; if one of them holds the "
-    "answer, use it."
+    f"{_BLOCKS_NOT_SEARCHED}"
 )
 # Letta's agent default (letta_v1_agent) plus archival memory, which works here without embeddings.
 # core_memory_append/core_memory_replace (memgpt-era) are offered when listed in metadata["tools"].
