@@ -268,3 +268,67 @@ async def test_a_failed_statement_in_a_savepoint_is_undone_and_the_transaction_g
         await anyio.to_thread.run_sync(db.close)
     with psycopg.connect(db_path) as admin:
         assert [r[0] for r in admin.execute("SELECT x FROM scratch ORDER BY x")] == [1, 3]
+
+
+async def test_a_write_that_waits_for_the_commit_still_fails_its_own_transaction_clearly(db_path: str) -> None:
+    # Writes that return nothing travel with the next statement that needs an answer, or with the COMMIT:
+    # their errors are still this transaction's, as ours, and their row counts are still right.
+    import psycopg
+
+    from mcp_letta.errors import Conflict
+    from mcp_letta.store.postgres.db import PgDatabase
+
+    with psycopg.connect(db_path, autocommit=True) as admin:
+        admin.execute("CREATE TABLE scratch(x INT UNIQUE)")
+    db = PgDatabase(db_path)
+    await anyio.to_thread.run_sync(db.open)
+    try:
+
+        def fill(conn: Any) -> int:
+            conn.executemany("INSERT INTO scratch VALUES (?)", [(1,), (2,), (3,)])
+            return conn.execute("UPDATE scratch SET x = x + 10 WHERE x >= 2").rowcount  # type: ignore[no-any-return]
+
+        assert await db.write(fill) == 2
+
+        def clash(conn: Any) -> None:
+            conn.execute("INSERT INTO scratch VALUES (4)")
+            conn.execute("INSERT INTO scratch VALUES (1)")  # a unique violation, found at COMMIT
+
+        with pytest.raises(Conflict, match="x = 1"):
+            await db.write(clash)
+    finally:
+        await anyio.to_thread.run_sync(db.close)
+    with psycopg.connect(db_path) as admin:
+        assert [r[0] for r in admin.execute("SELECT x FROM scratch ORDER BY x")] == [1, 12, 13]  # 4 undone
+
+
+async def test_connections_the_server_closed_while_idle_in_the_pool_are_not_lent_out(
+    db_path: str, pg_server: PgServer
+) -> None:
+    # The pool checks a connection before lending it, with no round trip unless the server has spoken on it
+    # while it sat idle, as it does when it closes it: after a restart, no call gets a dead connection.
+    import threading
+
+    from mcp_letta.store.postgres.db import PgDatabase
+
+    db = PgDatabase(db_path, pool_size=3)
+    await anyio.to_thread.run_sync(db.open)
+    try:
+        together = threading.Barrier(3)
+
+        def hold(conn: Any) -> int:
+            together.wait(30)  # three connections in use at once: the pool keeps three
+            return conn.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[no-any-return]
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(anyio.to_thread.run_sync, db.read_sync, hold)
+        await anyio.to_thread.run_sync(pg_server.restart)
+
+        def count(conn: Any) -> int:
+            return conn.execute("SELECT count(*) FROM agents").fetchone()[0]  # type: ignore[no-any-return]
+
+        for _ in range(6):
+            assert await anyio.to_thread.run_sync(db.read_sync, count) == 0
+    finally:
+        await anyio.to_thread.run_sync(db.close)

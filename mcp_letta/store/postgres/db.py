@@ -27,12 +27,18 @@ out of order.
 
 Unique and foreign-key violations from writes racing on one name or row become ``Conflict`` and
 ``NotFound``. Reads take a ``REPEATABLE READ READ ONLY`` snapshot and never wait on writers.
+
+Round trips are what a statement costs most, the more so with the server on another machine, so only a
+statement whose answer is needed pays one: BEGIN, savepoints and writes that return nothing wait and go
+with the next statement that needs an answer, or with the COMMIT (``PgConn._send``), and the pool checks a
+connection it lends by looking at its socket (``_check_lent``), not by a query.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import select
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -117,6 +123,23 @@ def translate(sql: str) -> tuple[str, bool]:
     return out, returning
 
 
+def _check_lent(raw: Any) -> None:
+    """The pool's check of a connection it is about to lend: a round trip only if the server sent something
+    while the connection sat idle (the server closing it says so; a healthy idle connection hears nothing)."""
+    poller = select.poll()
+    poller.register(raw.fileno(), select.POLLIN)
+    if poller.poll(0):
+        from psycopg_pool import ConnectionPool
+
+        ConnectionPool.check_connection(raw)
+
+
+@lru_cache(maxsize=4096)
+def _writes_only(text: str) -> bool:
+    """Whether a statement (PostgreSQL spelling) writes and returns nothing: its answer is only its row count."""
+    return text.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE") and "RETURNING" not in text.upper()
+
+
 class Row(tuple):  # type: ignore[type-arg]
     """A result row readable by position and by column name, as ``sqlite3.Row`` is."""
 
@@ -145,25 +168,35 @@ def _row_factory(cursor: Any) -> Callable[[Sequence[Any]], Any]:
 
 
 class Result:
-    """What ``PgConn.execute`` returns: the rows, ``rowcount`` and (for the inserts that need it) ``lastrowid``."""
+    """What ``PgConn.execute`` returns: the rows, ``rowcount`` and (for the inserts that need it) ``lastrowid``.
+    A write that returns nothing is sent with the next statement that needs an answer (see ``PgConn``):
+    asking for its ``rowcount`` sends it now."""
 
-    __slots__ = ("_cursor", "lastrowid", "rowcount")
+    __slots__ = ("_conn", "_cursor", "lastrowid")
 
-    def __init__(self, cursor: Any, returning: bool) -> None:
+    def __init__(self, conn: PgConn, cursor: Any, returning: bool) -> None:
+        self._conn = conn
         self._cursor = cursor
-        self.rowcount = cursor.rowcount
         self.lastrowid = cursor.fetchone()[0] if returning else None
+
+    @property
+    def rowcount(self) -> int:
+        """How many rows the statement wrote (or returned)."""
+        self._conn.flush()
+        return self._cursor.rowcount  # type: ignore[no-any-return]
 
     def fetchone(self) -> Any:
         """The next row, or None."""
+        self._conn.flush()
         return self._cursor.fetchone()
 
     def fetchall(self) -> list[Any]:
         """The remaining rows."""
-        return self._cursor.fetchall()
+        self._conn.flush()
+        return self._cursor.fetchall()  # type: ignore[no-any-return]
 
     def __iter__(self) -> Iterator[Any]:
-        return iter(self._cursor.fetchall())
+        return iter(self.fetchall())
 
 
 def _raced(exc: Exception) -> LettaError | None:
@@ -199,9 +232,11 @@ class PgConn:
     def __init__(self, raw: Any, origin: str, *, begin: str, writing: bool = False) -> None:
         self.raw = raw
         self.origin = origin
-        # Statements that need no answer of their own (BEGIN, SAVEPOINT, RELEASE SAVEPOINT) wait here and go
-        # with the next statement, or the COMMIT, in one round trip (see ``_send``).
-        self._pending: list[str] = [begin]
+        # Statements whose answer nothing waits for go with the next statement that needs one, or with the
+        # COMMIT, in one round trip (see ``_send``): the transaction's BEGIN, savepoints, and writes that
+        # return nothing. Each is (cursor or None, text, parameters, executemany?).
+        self._pending: list[tuple[Any, str, Any, bool]] = [(None, begin, None, False)]
+        self._unanswered = 0  # how many of them are statements of the caller's (not BEGIN or savepoints)
         self._began = False  # whether BEGIN went to the server
         self.changes: list[tuple[str, str]] = []
         self._logged: set[tuple[str, str]] = set()
@@ -212,73 +247,96 @@ class PgConn:
         self.skip_locked = " FOR NO KEY UPDATE SKIP LOCKED" if writing else ""
         self.writing = writing
 
-    def _send(self, text: str, params: Sequence[Any] | None = None, *, many: bool = False) -> Any:
-        """Run a statement (in PostgreSQL's spelling) and return its cursor. The statements waiting to be sent
-        (the transaction's BEGIN, savepoints) go with it in one pipeline (one round trip for all). Errors of
-        writes racing others on one name or row become ours (``_raced``)."""
+    def _send(self, text: str, params: Sequence[Any] | None = None, *, many: bool = False, answer: bool = True) -> Any:
+        """Run a statement (in PostgreSQL's spelling) and return its cursor. A statement whose answer is not
+        needed now (``answer=False``) waits to go with the next one; one that is goes at once, with the
+        statements waiting before it, in one pipeline (one round trip for all). Errors of writes racing
+        others on one name or row become ours (``_raced``), raised by the round trip that sent the write."""
         cursor = self.raw.cursor()
+        if answer:
+            self._round_trip((cursor, text, params, many))
+        else:
+            self._pending.append((cursor, text, params, many))
+            self._unanswered += 1
+        return cursor
+
+    def flush(self) -> None:
+        """Send the writes still waiting (and what waits before them) now, raising their errors here."""
+        if self._unanswered:
+            self._round_trip(None)
+
+    def _round_trip(self, statement: tuple[Any, str, Any, bool] | None) -> None:
+        pending, self._pending, self._unanswered = self._pending, [], 0
+        if statement is not None:
+            pending.append(statement)
+        self._began = True  # BEGIN is the first statement ever pending
         try:
-            if not self._pending:
-                self._run(cursor, text, params, many)
+            if len(pending) == 1:
+                self._run(*pending[0])
             else:
-                pending, self._pending = self._pending, []
-                self._began = True
                 with self.raw.pipeline():
-                    for statement in pending:
-                        self.raw.execute(statement)
-                    self._run(cursor, text, params, many)
+                    for waiting in pending:
+                        self._run(*waiting)
         except Exception as exc:
             mapped = _raced(exc)
             if mapped is None:
                 raise
             raise mapped from exc
-        return cursor
 
-    @staticmethod
-    def _run(cursor: Any, text: str, params: Sequence[Any] | None, many: bool) -> None:
-        if many:
+    def _run(self, cursor: Any, text: str, params: Sequence[Any] | None, many: bool) -> None:
+        if cursor is None:
+            self.raw.execute(text)
+        elif many:
             cursor.executemany(text, params)
         else:
             cursor.execute(text, None if params is None else list(params), prepare=None)
 
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> Result:
-        """Run one statement (SQLite spelling accepted, see ``translate``)."""
+        """Run one statement (SQLite spelling accepted, see ``translate``). A write that returns nothing
+        goes with the next statement that needs an answer (its errors are raised there)."""
         text, returning = translate(sql)
-        return Result(self._send(text, params), returning)
+        return Result(self, self._send(text, params, answer=returning or not _writes_only(text)), returning)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        """Run one statement for each parameter row."""
+        """Run one statement for each parameter row (a write: sent with the next statement that needs an
+        answer)."""
         rows = list(rows)
         if rows:
-            self._send(translate(sql)[0], rows, many=True)
+            text = translate(sql)[0]
+            self._send(text, rows, many=True, answer=not _writes_only(text))
 
     def commit(self) -> None:
         """Write the change log, COMMIT and, if anything changed, tell the other processes (``NOTIFY``), in one
-        round trip; nothing if nothing was sent. The NOTIFY is a transaction of its own, after the COMMIT: in
-        the writing transaction it would make every writer's commit, WAL flush included, wait for the one
-        before it (PostgreSQL commits notifying transactions one at a time)."""
-        if not self._began:
+        round trip with the statements still waiting; nothing if nothing was written. The NOTIFY is a
+        transaction of its own, after the COMMIT: in the writing transaction it would make every writer's
+        commit, WAL flush included, wait for the one before it (PostgreSQL commits notifying transactions one
+        at a time)."""
+        if not self._began and not self._unanswered:
             return
         committed = None
-        pending, self._pending = self._pending, []
+        pending, self._pending, self._unanswered = self._pending, [], 0
+        self._began = True
         try:
             with self.raw.pipeline():
-                for statement in pending:
-                    self.raw.execute(statement)
+                for waiting in pending:
+                    self._run(*waiting)
                 self.write_change_log()
                 committed = self.raw.execute("COMMIT")
                 if self.changes:
                     self.raw.execute("SELECT pg_notify(%s, %s)", (CHANNEL, self.origin))
         except Exception as exc:
             if committed is None or committed.statusmessage != "COMMIT":
-                raise
+                mapped = _raced(exc)
+                if mapped is None:
+                    raise
+                raise mapped from exc
             # Committed all the same: the other processes find it at their next read of the change log.
             log.warning("committed, but could not notify the other processes (%s)", exc)
 
     def rollback(self) -> None:
-        """Undo the transaction (if it began)."""
+        """Undo the transaction (if it began); the writes still waiting are never sent."""
+        self._pending, self._unanswered = [], 0
         if self._began:
-            self._pending = []
             self.raw.execute("ROLLBACK")
 
     def lock_claims(self, agent_ids: list[str]) -> set[str]:
@@ -298,7 +356,7 @@ class PgConn:
     def lock_wait_graph(self) -> None:
         """Hold the wait-for graph until commit: checks of new waits take turns across replicas."""
         if self.writing:
-            self._send("SELECT pg_advisory_xact_lock(%s)", (WAIT_GRAPH_LOCK,))
+            self._send("SELECT pg_advisory_xact_lock(%s)", (WAIT_GRAPH_LOCK,), answer=False)
 
     def log_change(self, kind: str, ref: str) -> None:
         """Record that ``kind``/``ref`` changed in this transaction (once per transaction)."""
@@ -312,27 +370,34 @@ class PgConn:
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
-        """A nested transaction: an exception inside undoes its writes and logged changes, then propagates."""
+        """A nested transaction: an exception inside undoes its writes and logged changes, then propagates.
+        The writes waiting before it are sent as it opens, and those inside before it closes, so an error of
+        a write is raised on the same side of the savepoint as the write."""
+        self.flush()
         mark = len(self.changes)
         self._savepoints += 1
         opened = f"SAVEPOINT nested_{self._savepoints}"
-        self._pending.append(opened)  # sent with the first statement inside (none: never sent)
+        self._pending.append((None, opened, None, False))  # sent with the first statement inside (none: never)
         try:
             yield
+            self.flush()
         except BaseException:
             if not self._unsend(opened):  # else nothing inside reached the server: nothing to undo there
-                self._send(f"ROLLBACK TO {opened}")
-                self._pending.append(f"RELEASE {opened}")
+                # What still waits was queued inside: never sent. The undo goes with the next statement.
+                self._pending = [(None, f"ROLLBACK TO {opened}", None, False), (None, f"RELEASE {opened}", None, False)]
+                self._unanswered = 0
             del self.changes[mark:]
             raise
         if not self._unsend(opened):
-            self._pending.append(f"RELEASE {opened}")
+            self._pending.append((None, f"RELEASE {opened}", None, False))
 
     def _unsend(self, opened: str) -> bool:
         """Drop a savepoint still waiting to be sent, and what waits after it; whether it was waiting."""
-        if opened not in self._pending:
+        texts = [text for _, text, _, _ in self._pending]
+        if opened not in texts:
             return False
-        del self._pending[self._pending.index(opened) :]
+        del self._pending[texts.index(opened) :]
+        self._unanswered = sum(1 for cursor, *_ in self._pending if cursor is not None)
         return True
 
     def write_change_log(self) -> None:
@@ -383,7 +448,7 @@ class PgDatabase(_SQLiteDatabase):
                 self._pool = ConnectionPool(
                     self.url, min_size=1, max_size=self.pool_size, open=False, name="mcp-letta",
                     kwargs={"autocommit": True, "row_factory": _row_factory},
-                    check=ConnectionPool.check_connection, timeout=30.0,
+                    check=_check_lent, timeout=30.0,
                 )  # fmt: skip
                 try:
                     self._pool.open(wait=True, timeout=15.0)
