@@ -161,10 +161,11 @@ def _row_class(names: tuple[str, ...]) -> type[Row]:
 
 
 def _row_factory(cursor: Any) -> Callable[[Sequence[Any]], Any]:
-    if cursor.description is None:
+    # The names straight from the result: ``cursor.description`` builds an object per column, each time.
+    result = cursor.pgresult
+    if result is None or not result.nfields:
         return tuple
-    cls = _row_class(tuple(c.name for c in cursor.description))
-    return cls
+    return _row_class(tuple(result.fname(i).decode() for i in range(result.nfields)))
 
 
 class Result:
