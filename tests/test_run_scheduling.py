@@ -4,6 +4,8 @@ parallelism across agents, LLM errors, progress events and run listings.
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import pytest
 from conftest import Gate
@@ -114,8 +116,42 @@ async def test_the_agents_a_process_with_room_may_start_are_those_queued_and_run
         ends = [await hub.wait_run(run.id, wait_s=10) for run in sent]
         after = await hub._store.read(lambda tx: tx.startable_agents(10))
     assert startable == [ids["carol"], ids["bob"]]  # alice is running; dave has nothing queued
-    assert oldest_two == [ids["carol"]]  # the two oldest such runs are both carol's
+    assert oldest_two == [ids["carol"], ids["bob"]]  # each agent once: carol's next run, then bob's
     assert [run.status for run in ends] == ["completed"] * 5 and after == []
+
+
+@pytest.mark.postgres_only
+async def test_processes_looking_for_queued_work_at_once_take_different_agents(
+    llm_settings: Settings, scripted_llm: ScriptedLLM, gate: Gate
+) -> None:
+    # Replicas with idle slots look at the same moment: each look locks the agents it found, and a look
+    # running meanwhile passes over them, so no two replicas line up to claim the same run.
+    import threading
+
+    async with AgentHub(llm_settings.with_overrides(max_concurrency=1)) as hub:
+        names = ("alice", "bob", "carol", "dave", "erin")
+        ids = {name: (await hub.create_agent(name)).id for name in names}
+        sent = [await hub.send_message(name, "hi") for name in names]
+        await scripted_llm.wait_for_requests_async(1)  # alice runs (the one slot); the rest wait
+        both_looked = threading.Barrier(2)
+
+        def look(tx: Any) -> list[str]:
+            found: list[str] = tx.startable_agents(2)
+            both_looked.wait(10)  # neither commits (and lets go of its locks) before the other has looked
+            return found
+
+        looks: list[list[str]] = []
+
+        async def one_look() -> None:
+            looks.append(await hub._store.write(look))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(one_look)
+            tg.start_soon(one_look)
+        gate.open()
+        ends = [await hub.wait_run(run.id, wait_s=10) for run in sent]
+    assert sorted(looks) == sorted([[ids["bob"], ids["carol"]], [ids["dave"], ids["erin"]]])
+    assert [run.status for run in ends] == ["completed"] * 5
 
 
 async def test_rate_limit_then_success_completes_the_run(llm_hub: AgentHub, scripted_llm: ScriptedLLM) -> None:

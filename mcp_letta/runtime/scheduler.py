@@ -10,14 +10,15 @@ heartbeat); the queued runs it left are adopted the same way. ``wind_down`` give
 grace period first. Other processes' changes arrive through the store's change feed, which wakes waiters,
 blocked agents and cancellations.
 
-When the store shares its queue (``Store.shares_queue``: replicas on one PostgreSQL database), a run
-another process queued is this one's to take too, but only into room it has: a process wakes an agent
-for another's queued run while it has an idle slot (a slot no worker here waits for). A busy process
-leaves the run to the others and notes that it missed one; once a slot of its goes idle (and at every
-heartbeat) it looks for the oldest queued runs whose agents run nowhere (``Tx.startable_agents``) and
-takes as many as it has room for. The claim (one per agent at a time, in the store) decides which
-process starts a run; the others find it taken. A run is then executed wherever there was room, and
-its waiters, wherever they are, hear of its end through the change feed.
+When the store shares its queue (``Store.shares_queue``: replicas on one PostgreSQL database), any process
+may start any queued run, and no worker lines up for a run there is no free slot for: it waits in the
+queue. A process with an idle slot looks for work whenever runs were queued or ended anywhere since its
+last look (and at start and every heartbeat): in one write transaction it claims the next runs of agents
+that run nowhere, oldest first, as many as it has idle slots (``Tx.startable_agents`` locks those agents
+and passes over the ones another process is claiming right now, so processes looking at once take
+different runs). A look that filled every idle slot is followed by another at the next idle slot. A run
+is executed wherever there was room; its waiters, wherever they are, hear of its end through the change
+feed.
 """
 
 from __future__ import annotations
@@ -181,15 +182,7 @@ class Scheduler:
         """Store many runs in one transaction, each ``create`` in its own savepoint: one that raises a
         ``LettaError`` (e.g. a refused wait) leaves nothing and its error takes its place. The runs whose
         agents are idle here are started in the same transaction, as free concurrency slots allow."""
-        workers: list[Worker] = []
-        while len(workers) < len(creates) and self._tg is not None and not self._winding_down:
-            worker = Worker(again=False)
-            try:
-                self._limiter.acquire_on_behalf_of_nowait(worker)
-            except anyio.WouldBlock:
-                break
-            worker.holding = True
-            workers.append(worker)
+        workers = self._spare_slots(len(creates))
         # Shielded: were the caller cancelled once the runs are stored (and maybe started, their workers
         # reserved), nobody would execute them; a sent message goes on, like one sent just before.
         with anyio.CancelScope(shield=True):
@@ -200,21 +193,47 @@ class Scheduler:
                     self._give_back(worker)
                     self._unreserve_worker(worker)
                 raise
-        used = {id(worker) for _, worker, _ in made if worker is not None}
+        self._start_workers(workers, [(o.agent_id, w, first) for o, w, first in made if isinstance(o, Run) and w])
+        for outcome, worker, _ in made:
+            if isinstance(outcome, Run) and worker is None:
+                self._queued(outcome.agent_id)
+        return [outcome for outcome, _, _ in made]
+
+    def _spare_slots(self, wanted: int) -> list[Worker]:
+        """Up to ``wanted`` workers, each holding a concurrency slot that was free."""
+        workers: list[Worker] = []
+        while len(workers) < wanted and self._tg is not None and not self._winding_down:
+            worker = Worker(again=False)
+            try:
+                self._limiter.acquire_on_behalf_of_nowait(worker)
+            except anyio.WouldBlock:
+                break
+            worker.holding = True
+            workers.append(worker)
+        return workers
+
+    def _start_workers(self, workers: list[Worker], started: Sequence[tuple[str, Worker, ClaimResult | None]]) -> None:
+        """Run each agent's worker task, with the claim made for it; give back the slots nobody used."""
+        used = {id(worker) for _, worker, _ in started}
         for worker in workers:
             if id(worker) not in used:
                 self._give_back(worker)
-        for outcome, worker, first in made:
-            if isinstance(outcome, LettaError) or worker is None:
-                if isinstance(outcome, Run):
-                    self.wake(outcome.agent_id)
-                continue
+        for agent_id, worker, first in started:
             if self._tg is None:
                 self._give_back(worker)
-                self._unreserve(outcome.agent_id, worker)
+                self._unreserve(agent_id, worker)
                 continue
-            self._tg.start_soon(self._drain, outcome.agent_id, worker, first, name=f"agent-worker-{outcome.agent_id}")
-        return [outcome for outcome, _, _ in made]
+            self._tg.start_soon(self._drain, agent_id, worker, first, name=f"agent-worker-{agent_id}")
+
+    def _queued(self, agent_id: str) -> None:
+        """A run of this agent was stored with no slot free for it here. Its worker here takes it in turn. Without
+        one, a shared queue leaves it to whichever process has an idle slot first (this one looks at its next);
+        else a worker waits here for a slot."""
+        if self.owner.shares_queue and agent_id not in self._workers:
+            self._missed_queued = True
+            self._look_for_work()
+        else:
+            self.wake(agent_id)
 
     def _create_and_claim(
         self, tx: Tx, creates: Sequence[Callable[[Tx], Run]], workers: list[Worker]
@@ -269,6 +288,7 @@ class Scheduler:
             yield
             return
         self._give_back(worker)
+        self._look_for_work()  # (shared queue) the runs waited on may be queued for want of a slot
         try:
             yield
         finally:
@@ -485,16 +505,16 @@ class Scheduler:
         # "queued" is a run this process queued outside submit (a reply delivered to an agent).
         shared = self.owner.shares_queue  # then another process's queued run is ours to take too
         for agent_id in {change.ref for change in changes if change.kind == "queued" and (change.local or shared)}:
-            self.wake(agent_id)
+            self._queued(agent_id)
         foreign = {change.ref for change in changes if change.kind == "run" and not change.local}
         for run_id in foreign:
             self._signal(run_id)
-        # Read here: runs executing here (a cancel) or heard of here (their steps, ``_relay_steps``); and,
-        # to find runs to start, every changed run while agents here are blocked or, when the queue is
-        # shared, while this process has room (else it just notes that it missed queued runs).
-        if not (self._blocked or (shared and foreign and self._room() > 0)):
-            if shared and foreign:
-                self._missed_queued = True
+        # Read here: runs executing here (a cancel) or heard of here (their steps, ``_relay_steps``), and every
+        # changed run while agents here are blocked. With a shared queue, an idle slot looks for work instead.
+        if shared and foreign:  # a run queued or ended elsewhere: maybe work for an idle slot here
+            self._missed_queued = True
+            self._look_for_work()
+        if not self._blocked:
             foreign = {run_id for run_id in foreign if run_id in self._scopes or run_id in self._listeners}
         foreign |= {c.ref for c in changes if c.kind == "step" and not c.local and c.ref in self._listeners}
         if foreign and self._tg is not None:
@@ -519,7 +539,6 @@ class Scheduler:
         except Exception:  # the heartbeat catches up on anything missed here
             log.exception("handling other processes' run changes failed")
             return
-        room = self._room()
         for run in runs:
             scope = self._scopes.get(run.id)
             if scope is not None and run.cancel_requested:
@@ -527,11 +546,6 @@ class Scheduler:
             if run.status == "queued" and self.owner.shares_queue:  # queued by another process
                 if run.agent_id in self._workers:
                     self.wake(run.agent_id)  # its worker here looks again (it needs no other slot)
-                elif room > 0:
-                    self.wake(run.agent_id)
-                    room -= 1
-                else:  # no room here: the others (or we, once a slot is idle) take it
-                    self._missed_queued = True
             elif run.agent_id in self._blocked and run.status != "running":
                 self.wake(run.agent_id)
             if run.id in self._listeners and run.id not in self._scopes and not run.done:
@@ -543,32 +557,50 @@ class Scheduler:
         return int(stats.total_tokens - stats.borrowed_tokens) - stats.tasks_waiting
 
     def _look_for_work(self) -> None:
-        """(Shared queue.) If runs were queued elsewhere while this process had no room, and it has room now,
-        take the oldest of them (one look at a time)."""
+        """(Shared queue.) If runs were queued anywhere that this process had no idle slot for, and it has one
+        now, take the oldest of them (one look at a time)."""
         if self._missed_queued and not self._looking_for_work and self._tg is not None and not self._winding_down:
             if self._room() > 0:
                 self._looking_for_work = True
                 self._tg.start_soon(self._take_queued_work)
 
     async def _take_queued_work(self) -> None:
+        workers = self._spare_slots(self._room())
+        if not workers:  # the idle slot was taken meanwhile: look at the next one
+            self._looking_for_work = False
+            return
+        self._missed_queued = False
         try:
-            self._missed_queued = False
-            agents = await self.store.read(lambda tx: tx.startable_agents(2 * self._room() + len(self._blocked)))
+            with anyio.CancelScope(shield=True):  # what it claims must be executed (as in submit_many)
+                started = await self.store.write(lambda tx: self._claim_startable(tx, workers))
         except Exception:  # the heartbeat looks again
             log.exception("looking for queued runs failed")
+            for worker in workers:
+                self._give_back(worker)
+                self._unreserve_worker(worker)
             self._missed_queued = True
             return
         finally:
             self._looking_for_work = False
-        room, woken = self._room(), 0  # (workers woken meanwhile took some)
-        for agent_id in agents:
-            if woken >= room or self._tg is None or self._winding_down:
-                break
-            if agent_id not in self._workers and agent_id not in self._blocked:  # (blocked: being claimed elsewhere)
-                self.wake(agent_id)
-                woken += 1
-        # More may wait behind them: look again when a slot is idle, until a look finds nothing to take.
-        self._missed_queued = self._missed_queued or woken > 0
+        self._start_workers(workers, started)
+        # A look that filled every idle slot may have left more behind: look again at the next idle slot (now,
+        # if one went idle meanwhile), until a look finds less than it has room for.
+        self._missed_queued = self._missed_queued or len(started) == len(workers)
+        self._look_for_work()
+
+    def _claim_startable(self, tx: Tx, workers: list[Worker]) -> list[tuple[str, Worker, ClaimResult]]:
+        """(In the write transaction.) Claim the next runs of the agents whose runs may start now, one per
+        worker: the oldest such runs that no other process is claiming (``Tx.startable_agents`` locks them)."""
+        with self._workers_lock:
+            here = list(self._workers)
+        reserved: list[tuple[str, Worker]] = []
+        for agent_id in tx.startable_agents(len(workers), besides=here):
+            with self._workers_lock:
+                if agent_id not in self._workers:  # (its run may have been sent here meanwhile)
+                    self._workers[agent_id] = workers[len(reserved)]
+                    reserved.append((agent_id, workers[len(reserved)]))
+        claims = self.runner.claim(tx, [agent_id for agent_id, _ in reserved])
+        return [(agent_id, worker, claim) for (agent_id, worker), claim in zip(reserved, claims, strict=True)]
 
     async def _relay_steps(self, run: Run) -> None:
         """Tell the listeners here of the steps of a run another process executes that they have not heard of

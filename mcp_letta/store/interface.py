@@ -395,10 +395,11 @@ class Tx(Protocol):
         crash) and others may adopt them and its queued runs at once."""
         ...
 
-    def startable_agents(self, limit: int) -> list[str]:
-        """The ids of the agents of the oldest ``limit`` queued runs (any process's) whose agents have no run
-        running, each once, in queue order: where a process with idle slots finds work when the queue is
-        shared."""
+    def startable_agents(self, limit: int, besides: Sequence[str] = ()) -> list[str]:
+        """Up to ``limit`` agents, not those in ``besides``, whose next queued run (any process's) may start
+        now (no run of theirs is running), oldest first: where a process with idle slots takes work from when
+        the queue is shared. In a write transaction on an engine that shares its queue, each agent returned
+        is locked as a claim would lock it, and agents another transaction is claiming are passed over."""
         ...
 
     # -- host inbox and monitoring ---------------------------------------------------------------------

@@ -321,8 +321,8 @@ class SQLiteTx(Tx):
     def forget_process(self, owner: Owner) -> None:
         runs.forget_process(self.conn, owner)
 
-    def startable_agents(self, limit: int) -> list[str]:
-        return runs.startable_agents(self.conn, limit)
+    def startable_agents(self, limit: int, besides: Sequence[str] = ()) -> list[str]:
+        return runs.startable_agents(self.conn, limit, besides)
 
     # -- host inbox and monitoring ---------------------------------------------------------------------
     def unread_replies(self, limit: int) -> list[str]:

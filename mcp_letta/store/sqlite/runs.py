@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from mcp_letta.errors import Invalid, NotFound
@@ -556,16 +557,22 @@ def recover(conn: Conn, owner: Owner) -> list[str]:
     ]
 
 
-def startable_agents(conn: Conn, limit: int) -> list[str]:
-    """The agents of the oldest ``limit`` queued runs (any process's) whose agents have no run running now,
-    each once, in queue order: where a process with idle slots takes work from (``Scheduler``)."""
+def startable_agents(conn: Conn, limit: int, besides: Sequence[str] = ()) -> list[str]:
+    """Up to ``limit`` agents (not those in ``besides``) whose next queued run (any process's) may start now,
+    because no run of theirs is running, oldest first: where a process with idle slots takes work from when
+    the queue is shared (``Scheduler``). In a write transaction on PostgreSQL each one is locked, as a claim
+    would, and one another transaction is claiming right now is passed over: replicas looking at once take
+    different agents."""
     # In queue order along the (status, seq) index, so a long queue is not read to its end.
-    rows = conn.execute(
-        "SELECT q.agent_id FROM runs q WHERE q.status = 'queued' AND NOT EXISTS (SELECT 1 FROM runs r "
-        "WHERE r.agent_id = q.agent_id AND r.status = 'running') ORDER BY q.seq LIMIT ?",
-        (limit,),
-    ).fetchall()
-    return list(dict.fromkeys(r[0] for r in rows))
+    others = f"AND q.agent_id NOT IN ({','.join('?' * len(besides))}) " if besides else ""
+    sql = (
+        f"SELECT q.agent_id FROM runs q JOIN agents a ON a.id = q.agent_id WHERE q.status = 'queued' {others}"
+        "AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.agent_id = q.agent_id AND r.status = 'running') "
+        "AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.agent_id = q.agent_id AND o.status = 'queued' "
+        "AND o.seq < q.seq) ORDER BY q.seq LIMIT ?"
+    )
+    rows = conn.execute(sql + conn.skip_locked, (*besides, limit)).fetchall()
+    return [r[0] for r in rows]
 
 
 def forget_process(conn: Conn, owner: Owner) -> None:
