@@ -99,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _inspect(settings: Settings, args: argparse.Namespace) -> Any:
-    async with AgentHub(settings) as hub:
+    async with AgentHub(settings, runs_agents=False) as hub:
         if args.command == "agents":
             if args.action == "list":
                 return [{"name": a.name, "id": a.id, "tags": a.tags, "description": a.description}

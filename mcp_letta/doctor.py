@@ -89,7 +89,7 @@ async def check_database(settings: Settings) -> Check:
     if isinstance(found, Check):
         return found
     try:
-        async with AgentHub(settings) as hub:  # applies pending migrations, exactly as the server would
+        async with AgentHub(settings, runs_agents=False) as hub:  # migrates exactly as the server would
             agents, blocks = await hub.count_agents(), await hub.count_blocks()
     except StorageUnavailable as exc:
         return storage_check(exc)
@@ -116,7 +116,7 @@ async def _check_postgres(settings: Settings, url: str) -> Check:
         return Check("database", False, f"{where} has schema {found}, newer than this mcp-letta knows ({latest})",
                      "upgrade mcp-letta on every replica (pip install -U 'mcp-letta[postgres]')")  # fmt: skip
     try:
-        async with AgentHub(settings) as hub:
+        async with AgentHub(settings, runs_agents=False) as hub:  # (it must take no replica's queued runs)
             agents, blocks = len(await hub.list_agents()), len(await hub.list_blocks())
     except Exception as exc:
         return Check("database", False, f"{where} did not open: {exc}", "check the user's rights on the database")

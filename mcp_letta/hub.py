@@ -165,10 +165,18 @@ async def every_page(listing: Callable[..., Awaitable[Page[T]]], *args: Any, **f
 
 class AgentHub:
     """Agents, memory blocks, archival and recall memory, runs and messaging over one store. Use it as an
-    async context manager (or call ``open`` and ``close``)."""
+    async context manager (or call ``open`` and ``close``).
 
-    def __init__(self, settings: Settings | None = None, *, db_path: Path | str | None = None) -> None:
+    ``runs_agents=False`` makes a hub that reads and edits but runs no agent: it starts, resumes and takes
+    no run (on PostgreSQL, any hub that runs agents is a replica taking queued runs). The messages it sends
+    wait for a process that runs agents. ``mcp-letta doctor`` and the inspection commands use one.
+    """
+
+    def __init__(
+        self, settings: Settings | None = None, *, db_path: Path | str | None = None, runs_agents: bool = True
+    ) -> None:
         self.settings = settings or Settings.from_env()
+        self.runs_agents = runs_agents
         if db_path is not None:
             self.settings = self.settings.with_overrides(db_path=db_target(db_path))
         self._store: Store = open_store(
@@ -204,7 +212,7 @@ class AgentHub:
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         self._task_group.start_soon(self._store.follow_changes)
-        await self._scheduler.start(self._task_group)
+        await self._scheduler.start(self._task_group, takes_runs=self.runs_agents)
         self._opened = True
 
     async def wind_down(self, grace_s: float) -> None:

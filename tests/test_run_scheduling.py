@@ -154,6 +154,29 @@ async def test_processes_looking_for_queued_work_at_once_take_different_agents(
     assert [run.status for run in ends] == ["completed"] * 5
 
 
+async def test_a_hub_that_runs_no_agents_leaves_every_run_to_one_that_does(
+    llm_settings: Settings, scripted_llm: ScriptedLLM, gate: Gate
+) -> None:
+    # (What ``mcp-letta doctor`` and the inspection commands open: on PostgreSQL a hub that runs agents is a
+    # replica, and would take the queued runs of the others, to fail them if it has no LLM.)
+    async with AgentHub(llm_settings.with_overrides(max_concurrency=1)) as hub:
+        await hub.create_agent("alice")
+        await hub.create_agent("bob")
+        sent = [await hub.send_message("alice", "one"), await hub.send_message("bob", "two")]
+        await scripted_llm.wait_for_requests_async(1)  # alice's run started; bob's waits for the one slot
+    # That hub closed: alice's run went back to the queue. Both wait for a process that runs agents.
+    asked = len(scripted_llm.requests)
+    async with AgentHub(llm_settings, runs_agents=False) as looker:
+        sent.append(await looker.send_message("bob", "three"))
+        await looker.list_agents()  # (time for the look a replica makes as it starts)
+        assert [(await looker.get_run(run.id)).status for run in sent] == ["queued"] * 3
+        assert len(scripted_llm.requests) == asked
+        gate.open()
+        async with AgentHub(llm_settings):  # one that runs agents: it takes them, the looker hears the ends
+            ends = [await looker.wait_run(run.id, wait_s=20) for run in sent]
+    assert [run.status for run in ends] == ["completed"] * 3
+
+
 async def test_rate_limit_then_success_completes_the_run(llm_hub: AgentHub, scripted_llm: ScriptedLLM) -> None:
     await llm_hub.create_agent("alice")
     scripted_llm.error(429, retry_after=0)

@@ -96,10 +96,14 @@ class Scheduler:
         store.add_listener(self._on_changes)
 
     # -- lifecycle ---------------------------------------------------------------------------------
-    async def start(self, task_group: TaskGroup) -> None:
+    async def start(self, task_group: TaskGroup, *, takes_runs: bool = True) -> None:
         """Register this process, take over (and resume) what dead processes left, start the background tasks;
-        with a shared queue, take the queued runs it has room for."""
-        self._tg, self._stopping, self._winding_down = task_group, False, False
+        with a shared queue, take the queued runs it has room for. Without ``takes_runs`` (a process that
+        only looks and edits, such as ``mcp-letta doctor``) it starts, resumes and takes no run: the runs it
+        sends wait for a process that runs agents, and waiting on runs works as usual."""
+        self._tg, self._stopping, self._winding_down = task_group, False, not takes_runs
+        if not takes_runs:
+            return
         agents = await self.store.write(self._heartbeat_and_recover)
         task_group.start_soon(self._keep_alive)
         for agent_id in agents:
@@ -331,6 +335,9 @@ class Scheduler:
                 if first is None:
                     worker.again = False
                     await self._take(worker)
+                    if self._winding_down:  # (it waited for the slot as the process began to stop)
+                        self._give_back(worker)
+                        break
                 try:
                     if first is not None:
                         claimed, first = first, None
