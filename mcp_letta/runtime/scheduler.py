@@ -12,13 +12,13 @@ blocked agents and cancellations.
 
 When the store shares its queue (``Store.shares_queue``: replicas on one PostgreSQL database), any process
 may start any queued run, and no worker lines up for a run there is no free slot for: it waits in the
-queue. A process with an idle slot looks for work whenever runs were queued or ended anywhere since its
-last look (and at start and every heartbeat): in one write transaction it claims the next runs of agents
-that run nowhere, oldest first, as many as it has idle slots (``Tx.startable_agents`` locks those agents
-and passes over the ones another process is claiming right now, so processes looking at once take
-different runs). A look that filled every idle slot is followed by another at the next idle slot. A run
-is executed wherever there was room; its waiters, wherever they are, hear of its end through the change
-feed.
+queue, and the change feed tells every process so (``Tx.announce_waiting``). A process with an idle slot
+looks for work when told (and at start and every heartbeat): in one write transaction it claims the next
+runs of agents that run nowhere, oldest first, as many as it has idle slots (``Tx.startable_agents`` locks
+those agents and passes over the ones another process is claiming right now, so processes looking at
+once take different runs). A look that filled every idle slot is followed by another at the next idle
+slot. A run is executed wherever there was room; its waiters, wherever they are, hear of its end through
+the change feed.
 """
 
 from __future__ import annotations
@@ -263,6 +263,9 @@ class Scheduler:
         claims = self.runner.claim(tx, [made[i][0].agent_id for i in reserved])  # type: ignore[union-attr]
         for i, first in zip(reserved, claims, strict=True):
             made[i] = (made[i][0], made[i][1], first)
+        if self.owner.shares_queue:  # the runs left waiting: for whichever process has an idle slot
+            waiting = [o.agent_id for o, _, first in made if isinstance(o, Run) and not isinstance(first, RunContext)]
+            tx.announce_waiting(waiting)
         return made
 
     def _unreserve_worker(self, worker: Worker) -> None:
@@ -508,8 +511,9 @@ class Scheduler:
     def _on_changes(self, changes: list[Change]) -> None:
         """(The store's listener, on the event loop.) Wake agents that were sent replies here, and act on other
         processes' run changes: wake waiters, honour cancellations, unblock agents."""
-        # Local run changes need nothing here: this process signals its own runs' ends directly. A local
-        # "queued" is a run this process queued outside submit (a reply delivered to an agent).
+        # Local run changes need nothing here: this process signals its own runs' ends directly. "queued" says
+        # an agent has a run waiting: a reply delivered to it, a run handed back, or (shared queue) a run
+        # stored where no slot was free.
         shared = self.owner.shares_queue  # then another process's queued run is ours to take too
         for agent_id in {change.ref for change in changes if change.kind == "queued" and (change.local or shared)}:
             self._queued(agent_id)
@@ -517,10 +521,7 @@ class Scheduler:
         for run_id in foreign:
             self._signal(run_id)
         # Read here: runs executing here (a cancel) or heard of here (their steps, ``_relay_steps``), and every
-        # changed run while agents here are blocked. With a shared queue, an idle slot looks for work instead.
-        if shared and foreign:  # a run queued or ended elsewhere: maybe work for an idle slot here
-            self._missed_queued = True
-            self._look_for_work()
+        # changed run while agents here are blocked.
         if not self._blocked:
             foreign = {run_id for run_id in foreign if run_id in self._scopes or run_id in self._listeners}
         foreign |= {c.ref for c in changes if c.kind == "step" and not c.local and c.ref in self._listeners}

@@ -395,6 +395,11 @@ class Tx(Protocol):
         crash) and others may adopt them and its queued runs at once."""
         ...
 
+    def announce_waiting(self, agent_ids: Sequence[str]) -> None:
+        """Tell every process (a "queued" change) that these agents have runs waiting that their process had no
+        slot for: where the queue is shared, one with an idle slot takes them."""
+        ...
+
     def startable_agents(self, limit: int, besides: Sequence[str] = ()) -> list[str]:
         """Up to ``limit`` agents, not those in ``besides``, whose next queued run (any process's) may start
         now (no run of theirs is running), oldest first: where a process with idle slots takes work from when

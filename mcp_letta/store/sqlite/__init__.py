@@ -321,6 +321,10 @@ class SQLiteTx(Tx):
     def forget_process(self, owner: Owner) -> None:
         runs.forget_process(self.conn, owner)
 
+    def announce_waiting(self, agent_ids: Sequence[str]) -> None:
+        for agent_id in agent_ids:
+            self.conn.log_change("queued", agent_id)
+
     def startable_agents(self, limit: int, besides: Sequence[str] = ()) -> list[str]:
         return runs.startable_agents(self.conn, limit, besides)
 
