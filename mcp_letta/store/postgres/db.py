@@ -28,8 +28,8 @@ out of order.
 Unique and foreign-key violations from writes racing on one name or row become ``Conflict`` and
 ``NotFound``. Reads take a ``REPEATABLE READ READ ONLY`` snapshot and never wait on writers.
 
-Round trips are what a statement costs most, the more so with the server on another machine, so only a
-statement whose answer is needed pays one: BEGIN, savepoints and writes that return nothing wait and go
+With the server on another machine, a round trip is what a statement costs most, so only a statement
+whose answer is needed pays one: BEGIN, savepoints and writes that return nothing wait and go
 with the next statement that needs an answer, or with the COMMIT (``PgConn._send``), and the pool checks a
 connection it lends by looking at its socket (``_check_lent``), not by a query.
 """
