@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from pg_server import PgServer
 from mcp_letta import AgentHub, Settings
 from mcp_letta.doctor import run_doctor
 from mcp_letta.models import NewMessage
+from mcp_letta.store.postgres.db import PgDatabase
 from mcp_letta.store.postgres.db import latest_schema_version as pg_schema_version
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres_only]
@@ -237,69 +239,72 @@ async def test_a_change_that_commits_after_a_newer_one_still_reaches_the_other_r
         assert (await there.read_block("slow")).value == "one, two"
 
 
-async def test_a_failed_statement_in_a_savepoint_is_undone_and_the_transaction_goes_on(db_path: str) -> None:
+@pytest.fixture
+async def scratch_db(db_path: str) -> AsyncIterator[PgDatabase]:
+    """An open ``PgDatabase`` on a fresh database holding a table ``scratch(x INT UNIQUE)``."""
+    import psycopg
+
+    with psycopg.connect(db_path, autocommit=True) as admin:
+        admin.execute("CREATE TABLE scratch(x INT UNIQUE)")
+    db = PgDatabase(db_path)
+    await anyio.to_thread.run_sync(db.open)
+    try:
+        yield db
+    finally:
+        await anyio.to_thread.run_sync(db.close)
+
+
+def scratch_rows(db_path: str) -> list[int]:
+    """What ``scratch`` holds, in order, read over a connection of its own."""
+    import psycopg
+
+    with psycopg.connect(db_path) as admin:
+        return [r[0] for r in admin.execute("SELECT x FROM scratch ORDER BY x")]
+
+
+async def test_a_failed_statement_in_a_savepoint_is_undone_and_the_transaction_goes_on(
+    scratch_db: PgDatabase, db_path: str
+) -> None:
     # Savepoints travel with the next statement (no round trip of their own): one that failed must still be
     # rolled back to on the server, and one with nothing inside is never sent.
-    import psycopg
-
     from mcp_letta.errors import Conflict
-    from mcp_letta.store.postgres.db import PgDatabase
 
-    with psycopg.connect(db_path, autocommit=True) as admin:
-        admin.execute("CREATE TABLE scratch(x INT UNIQUE)")
-    db = PgDatabase(db_path)
-    await anyio.to_thread.run_sync(db.open)
-    try:
+    def work(conn: Any) -> None:
+        conn.execute("INSERT INTO scratch VALUES (1)")
+        with pytest.raises(Conflict), conn.savepoint():
+            conn.execute("INSERT INTO scratch VALUES (2)")
+            conn.log_change("scratch", "2")
+            conn.execute("INSERT INTO scratch VALUES (1)")  # a unique violation: the savepoint is undone
+        with conn.savepoint():
+            pass
+        with conn.savepoint(), conn.savepoint():
+            conn.execute("INSERT INTO scratch VALUES (3)")
+        assert conn.changes == []
 
-        def work(conn: Any) -> None:
-            conn.execute("INSERT INTO scratch VALUES (1)")
-            with pytest.raises(Conflict), conn.savepoint():
-                conn.execute("INSERT INTO scratch VALUES (2)")
-                conn.log_change("scratch", "2")
-                conn.execute("INSERT INTO scratch VALUES (1)")  # a unique violation: the savepoint is undone
-            with conn.savepoint():
-                pass
-            with conn.savepoint(), conn.savepoint():
-                conn.execute("INSERT INTO scratch VALUES (3)")
-            assert conn.changes == []
-
-        await db.write(work)
-    finally:
-        await anyio.to_thread.run_sync(db.close)
-    with psycopg.connect(db_path) as admin:
-        assert [r[0] for r in admin.execute("SELECT x FROM scratch ORDER BY x")] == [1, 3]
+    await scratch_db.write(work)
+    assert scratch_rows(db_path) == [1, 3]
 
 
-async def test_a_write_that_waits_for_the_commit_still_fails_its_own_transaction_clearly(db_path: str) -> None:
+async def test_a_write_that_waits_for_the_commit_still_fails_its_own_transaction_clearly(
+    scratch_db: PgDatabase, db_path: str
+) -> None:
     # Writes that return nothing travel with the next statement that needs an answer, or with the COMMIT:
     # their errors are still this transaction's, as ours, and their row counts are still right.
-    import psycopg
-
     from mcp_letta.errors import Conflict
-    from mcp_letta.store.postgres.db import PgDatabase
 
-    with psycopg.connect(db_path, autocommit=True) as admin:
-        admin.execute("CREATE TABLE scratch(x INT UNIQUE)")
-    db = PgDatabase(db_path)
-    await anyio.to_thread.run_sync(db.open)
-    try:
+    def fill(conn: Any) -> int:
+        conn.executemany("INSERT INTO scratch VALUES (?)", [(1,), (2,), (3,)])
+        return conn.execute("UPDATE scratch SET x = x + 10 WHERE x >= 2").rowcount  # type: ignore[no-any-return]
 
-        def fill(conn: Any) -> int:
-            conn.executemany("INSERT INTO scratch VALUES (?)", [(1,), (2,), (3,)])
-            return conn.execute("UPDATE scratch SET x = x + 10 WHERE x >= 2").rowcount  # type: ignore[no-any-return]
+    assert await scratch_db.write(fill) == 2
 
-        assert await db.write(fill) == 2
+    def clash(conn: Any) -> None:
+        conn.execute("INSERT INTO scratch VALUES (4)")
+        conn.execute("INSERT INTO scratch VALUES (1)")  # a unique violation, found at COMMIT
 
-        def clash(conn: Any) -> None:
-            conn.execute("INSERT INTO scratch VALUES (4)")
-            conn.execute("INSERT INTO scratch VALUES (1)")  # a unique violation, found at COMMIT
-
-        with pytest.raises(Conflict, match="x = 1"):
-            await db.write(clash)
-    finally:
-        await anyio.to_thread.run_sync(db.close)
-    with psycopg.connect(db_path) as admin:
-        assert [r[0] for r in admin.execute("SELECT x FROM scratch ORDER BY x")] == [1, 12, 13]  # 4 undone
+    with pytest.raises(Conflict, match="x = 1"):
+        await scratch_db.write(clash)
+    assert scratch_rows(db_path) == [1, 12, 13]  # 4 undone
 
 
 async def test_connections_the_server_closed_while_idle_in_the_pool_are_not_lent_out(
@@ -308,8 +313,6 @@ async def test_connections_the_server_closed_while_idle_in_the_pool_are_not_lent
     # The pool checks a connection before lending it, with no round trip unless the server has spoken on it
     # while it sat idle, as it does when it closes it: after a restart, no call gets a dead connection.
     import threading
-
-    from mcp_letta.store.postgres.db import PgDatabase
 
     db = PgDatabase(db_path, pool_size=3)
     await anyio.to_thread.run_sync(db.open)

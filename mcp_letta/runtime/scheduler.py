@@ -574,11 +574,10 @@ class Scheduler:
 
     async def _take_queued_work(self) -> None:
         workers = self._spare_slots(self._room())
-        if not workers:  # the idle slot was taken meanwhile: look at the next one
-            self._looking_for_work = False
-            return
-        self._missed_queued = False
         try:
+            if not workers:  # the idle slot was taken meanwhile: look at the next one
+                return
+            self._missed_queued = False
             with anyio.CancelScope(shield=True):  # what it claims must be executed (as in submit_many)
                 started = await self.store.write(lambda tx: self._claim_startable(tx, workers))
         except Exception:  # the heartbeat looks again
@@ -605,8 +604,8 @@ class Scheduler:
         for agent_id in tx.startable_agents(len(workers), besides=here):
             with self._workers_lock:
                 if agent_id not in self._workers:  # (its run may have been sent here meanwhile)
-                    self._workers[agent_id] = workers[len(reserved)]
-                    reserved.append((agent_id, workers[len(reserved)]))
+                    worker = self._workers[agent_id] = workers[len(reserved)]
+                    reserved.append((agent_id, worker))
         claims = self.runner.claim(tx, [agent_id for agent_id, _ in reserved])
         return [(agent_id, worker, claim) for (agent_id, worker), claim in zip(reserved, claims, strict=True)]
 
