@@ -16,6 +16,7 @@ from conftest import Gate, execute_sql
 
 from mcp_letta import AgentHub, Settings
 from mcp_letta.models import Run
+from mcp_letta.runtime.scheduler import LEASE_S
 from mcp_letta.testing import Response, ScriptedLLM
 
 pytestmark = pytest.mark.anyio
@@ -167,6 +168,31 @@ async def test_a_run_whose_process_died_three_times_is_interrupted_with_the_reas
     assert (ended.status, ended.stop_reason) == ("interrupted", "interrupted")
     assert ended.error.startswith("not resumed again: the process running it died 3 times (killed or crashed)")
     assert len(scripted_llm.requests) == 1
+
+
+async def test_a_caller_waiting_on_a_run_whose_process_goes_silent_hears_of_its_end_from_the_heartbeat(
+    llm_settings: Settings, scripted_llm: ScriptedLLM, db_path: Path
+) -> None:
+    # The run's process is live when the hub opens and falls silent while the caller waits: the hub's own
+    # recovery (at a heartbeat) ends the run, a change no other process announces.
+    async with AgentHub(llm_settings) as hub:
+        await hub.create_agent("alice")
+    async with AgentHub(llm_settings, runs_agents=False) as sender:
+        run = await sender.send_message("alice", "hi")  # stays queued: nothing here runs agents
+    silent_soon = time.time() - LEASE_S + 1
+    execute_sql(
+        db_path,
+        "INSERT INTO processes(id, pid, host, started_at, heartbeat) VALUES ('ghost', 1, 'elsewhere', '', ?)",
+        (silent_soon,),
+        "UPDATE runs SET status = 'running', owner = 'ghost', lease_until = ?, crashes = 2 WHERE id = ?",
+        (time.time() + 1, run.id),
+    )
+    async with AgentHub(llm_settings) as hub:
+        with anyio.fail_after(60):  # a safety net: a heartbeat comes every few seconds
+            ended = await hub.wait_run(run.id)
+    assert (ended.status, ended.stop_reason) == ("interrupted", "interrupted")
+    assert ended.error.startswith("not resumed again: the process running it died 3 times")
+    assert scripted_llm.requests == []
 
 
 async def test_two_processes_run_one_agent_one_run_at_a_time_in_order(

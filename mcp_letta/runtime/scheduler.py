@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 
 import anyio
@@ -168,8 +168,18 @@ class Scheduler:
                 self.wake(agent_id)
             self._missed_queued = self.owner.shares_queue  # what the feed may not have told: a look now and then
             self._look_for_work()
-            for run_id in [r for r in self._watches if r not in self._scopes]:
-                self._signal(run_id)  # runs interrupted by the recovery, or a change the feed missed
+            try:
+                await self._recheck_waited()
+            except Exception:
+                log.exception("reading the runs waited on here failed; retrying at the next heartbeat")
+
+    async def _recheck_waited(self) -> None:
+        """Wake the waiters of runs executing elsewhere that ended: interrupted by the recovery, or a change the
+        feed missed. One read for all of them."""
+        waited = sorted(run_id for run_id in self._watches if run_id not in self._scopes)
+        if waited:
+            runs = await self.store.read(lambda tx: tx.get_runs(waited))
+            self._signal_ended(waited, runs)
 
     # -- submitting and executing ------------------------------------------------------------------
     async def submit(self, create: Callable[[Tx], Run], on_step: OnStep | None = None) -> Run:
@@ -359,7 +369,7 @@ class Scheduler:
                 finally:
                     self._give_back(worker)
                 if isinstance(claimed, Run):  # failed at once (its agent was deleted): take the next
-                    self._signal(claimed.id)
+                    self._signal(claimed.id, claimed if claimed.done else None)
                     worker.again = True
                 elif claimed == "blocked":
                     self._blocked.add(agent_id)
@@ -441,6 +451,17 @@ class Scheduler:
             watch.run = run
             watch.event.set()
 
+    def _signal_ended(self, run_ids: Iterable[str], runs: list[Run]) -> None:
+        """Given ``runs`` as just read of ``run_ids``: wake the waiters of those that ended, with the run (final,
+        so no later read can be older), and of those no longer stored (their waiters find out)."""
+        found = {run.id for run in runs}
+        for run_id in run_ids:
+            if run_id not in found:
+                self._signal(run_id)
+        for run in runs:
+            if run.done:
+                self._signal(run.id, run)
+
     async def get(self, run_id: str) -> Run:
         """The run as stored now."""
         return await self.store.read(lambda tx: tx.get_run(run_id))
@@ -518,16 +539,14 @@ class Scheduler:
         for agent_id in {change.ref for change in changes if change.kind == "queued" and (change.local or shared)}:
             self._queued(agent_id)
         foreign = {change.ref for change in changes if change.kind == "run" and not change.local}
-        for run_id in foreign:
-            self._signal(run_id)
-        # Read here: runs executing here (a cancel) or heard of here (their steps, ``_relay_steps``), and every
-        # changed run while agents here are blocked.
+        # Read here: runs executing here (a cancel), waited on here (their end) or heard of here (their steps,
+        # ``_relay_steps``), and every changed run while agents here are blocked.
         if not self._blocked:
-            foreign = {run_id for run_id in foreign if run_id in self._scopes or run_id in self._listeners}
+            foreign = {r for r in foreign if r in self._scopes or r in self._watches or r in self._listeners}
         foreign |= {c.ref for c in changes if c.kind == "step" and not c.local and c.ref in self._listeners}
         if foreign and self._tg is not None:
             # One reader at a time: what other processes change meanwhile is read together in its next turn,
-            # so a busy replica does not read each of the others' run changes on its own.
+            # so a busy replica does not read each of the others' run changes (nor each waiter its run) alone.
             self._foreign_runs |= foreign
             if not self._reading_foreign_runs:
                 self._reading_foreign_runs = True
@@ -547,6 +566,7 @@ class Scheduler:
         except Exception:  # the heartbeat catches up on anything missed here
             log.exception("handling other processes' run changes failed")
             return
+        self._signal_ended(run_ids, runs)
         for run in runs:
             scope = self._scopes.get(run.id)
             if scope is not None and run.cancel_requested:
