@@ -1,6 +1,6 @@
-"""How the cost grows: archival search and block appends at 10k, 100k and 1M passages, ``ask_<agent>`` with 10,
-1,000 and 10,000 agents and with 100 and 10,000 messages of history, and start-up with 10,000 agents, on the
-SQLite file engine and on PostgreSQL.
+"""How the cost grows: archival search and block appends at 10k, 100k and 1M passages, conversation search at
+10k, 100k and 1M messages of all agents, ``ask_<agent>`` with 10, 1,000 and 10,000 agents and with 100 and 10,000
+messages of history, and start-up with 10,000 agents, on the SQLite file engine and on PostgreSQL.
 
 Passages: one agent (``archivist``) is given ``--passages`` passages in steps (10k, then up to 100k, then up to
 1M), loaded through the store's bulk path (``Store.write`` with ``Tx.insert_passages``, ``--batch`` passages per
@@ -11,6 +11,11 @@ tags) for both agents, ``AgentHub.append_to_block`` appends/s (one writer, a fre
 untimed appends), and ``ask_archivist`` p50 through a fresh stdio server (its prompt shows its archival count
 and tags). On PostgreSQL each load is followed by ``VACUUM (ANALYZE)``, as autovacuum would do a little later
 (the time it took is reported): searched straight after a bulk load, plans and the GIN pending list are stale.
+
+Messages: every agent's history grows (``--messages`` steps, all agents' messages counted: ``crowd_<i>`` agents
+of 10,000 messages each, written through ``AgentHub.append_messages``, ``--batch`` per call) while ``talker`` keeps
+1,000. At each step: conversation search (``AgentHub.search_messages``, limit 5, the same queries) p50 of the
+talker (what other agents' messages cost a small one) and of a 10,000-message crowd agent.
 
 Agents: a fresh stdio server (``python -m mcp_letta``, the SDK's client) per step of ``--agents``; start-up is
 spawn to the ``tools/list`` answer (median of ``--startups`` fresh servers), then ``ask_<agent>`` p50 over
@@ -54,6 +59,7 @@ from mcp_letta.store.factory import is_postgres_url, open_store
 from mcp_letta.store.interface import Store, Tx
 
 ARCHIVIST, NEIGHBOUR, NEIGHBOUR_PASSAGES = "archivist", "neighbour", 1000
+TALKER, TALKER_MESSAGES, CROWD_MESSAGES = "talker", 1000, 10_000
 ASKED, SMALL, LARGE = "aa_asked", "aa_hist_small", "aa_hist_large"  # sort before the fillers: tools are capped
 WARM_APPENDS = 20
 IN_WINDOW = 100  # messages of a long history left in the context window (the rest as after compaction)
@@ -65,11 +71,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--engine", choices=("sqlite", "postgres", "both"), default="both", help="default both")
     parser.add_argument("--pg-url", help="an existing PostgreSQL server (postgresql://user@host:port/postgres)")
-    parser.add_argument("--part", choices=("passages", "agents", "both"), default="both", help="default both")
+    parser.add_argument(
+        "--part", choices=("passages", "messages", "agents", "all"), default="all", help="default all three"
+    )
     parser.add_argument("--passages", type=int, nargs="+", help="passage steps (default 10000 100000 1000000)")
+    parser.add_argument("--messages", type=int, nargs="+", help="message steps (default 10000 100000 1000000)")
     parser.add_argument("--agents", type=int, nargs="+", help="agent steps (default 10 1000 10000)")
     parser.add_argument("--history", type=int, nargs=2, help="small and large history (default 100 10000)")
-    parser.add_argument("--batch", type=int, default=2000, help="passages per loading transaction (default 2000)")
+    parser.add_argument(
+        "--batch", type=int, default=2000, help="passages or messages per loading transaction (default 2000)"
+    )
     parser.add_argument("--queries", type=int, default=60, help="searches per step and agent (default 60)")
     parser.add_argument("--appends", type=int, default=300, help="block appends per step (default 300)")
     parser.add_argument("--asks", type=int, default=30, help="timed ask_ calls per agent and step (default 30)")
@@ -79,6 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _defaults(args: argparse.Namespace) -> None:
     quick = args.quick
     args.passages = args.passages or ([1000, 3000, 10000] if quick else [10_000, 100_000, 1_000_000])
+    args.messages = args.messages or ([3000, 10_000, 30_000] if quick else [10_000, 100_000, 1_000_000])
     args.agents = args.agents or ([10, 50, 200] if quick else [10, 1000, 10_000])
     args.history = args.history or ([20, 300] if quick else [100, 10_000])
     if quick:
@@ -216,6 +228,63 @@ async def passages_part(target: str, args: argparse.Namespace, base_url: str, er
             rows.append(row)
     finally:
         await store.close()
+    return rows
+
+
+# -- messages ------------------------------------------------------------------------------------------
+async def recall_ms(hub: AgentHub, agent: str, qs: Sequence[Any]) -> list[float]:
+    """Milliseconds per conversation search (``search_messages``, limit 5) of ``agent``, over one warm-up and
+    one timed pass."""
+    samples = []
+    for timed in (False, True):
+        for q in qs:
+            started = time.perf_counter()
+            await hub.search_messages(agent, q.text, limit=5)
+            if timed:
+                samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+async def say(hub: AgentHub, agent: str, corpus: Corpus, count: int, batch: int) -> float:
+    """Append ``count`` messages (out of the context window, as after compaction) to ``agent``, ``batch`` per
+    call; seconds spent writing."""
+    spent = 0.0
+    for first in range(0, count, batch):
+        said = [NewMessage(role="user" if i % 2 == 0 else "assistant", content=text, in_context=False)
+                for i, (text, _) in enumerate(corpus.take(min(batch, count - first)))]  # fmt: skip
+        started = time.perf_counter()
+        await hub.append_messages(agent, said)
+        spent += time.perf_counter() - started
+    return spent
+
+
+async def messages_part(target: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The message steps on one database: the history of every agent grows (crowds of ``CROWD_MESSAGES``
+    messages each), the talker's stays at ``TALKER_MESSAGES``; a row of figures per step."""
+    corpus = Corpus(seed=3)
+    qs = queries(corpus.words, args.queries)
+    rows: list[dict[str, Any]] = []
+    async with AgentHub(settings(target)) as hub:
+        await hub.create_agent(TALKER)
+        await say(hub, TALKER, corpus, TALKER_MESSAGES, args.batch)
+        stored, crowds = TALKER_MESSAGES, 0
+        for step in args.messages:
+            log(f"  messages: loading up to {step:,}")
+            spent, added = 0.0, 0
+            while stored < step:
+                crowds += 1
+                await hub.create_agent(f"crowd_{crowds:04d}")
+                count = min(CROWD_MESSAGES, step - stored)
+                spent += await say(hub, f"crowd_{crowds:04d}", corpus, count, args.batch)
+                stored, added = stored + count, added + count
+            settled = await anyio.to_thread.run_sync(settle, target)
+            small = await recall_ms(hub, TALKER, qs)
+            big = await recall_ms(hub, "crowd_0001", qs)
+            row = {"messages": step, "load_per_s": added / spent if spent else None, "settle_s": settled,
+                   "talker_p50_ms": percentile(small, 50), "talker_p90_ms": percentile(small, 90),
+                   "crowd_p50_ms": percentile(big, 50)}  # fmt: skip
+            log(f"  {step:,} messages: " + ", ".join(f"{k} {_num(v)}" for k, v in row.items() if k != "messages"))
+            rows.append(row)
     return rows
 
 
@@ -359,6 +428,14 @@ def report(engine: str, result: dict[str, Any], args: argparse.Namespace) -> str
             ("ask_archivist p50 (the agent holding them), ms", [r["ask_archivist_p50_ms"] for r in rows]),
             (f"loading passages/s (batches of {args.batch:,})", [r["load_per_s"] for r in rows]),
         ]))  # fmt: skip
+    if rows := result.get("messages"):
+        parts.append(table("messages (all agents')", [r["messages"] for r in rows], [
+            (f"conversation search p50 of a {TALKER_MESSAGES:,}-message agent, ms", [r["talker_p50_ms"] for r in rows]),
+            (f"conversation search p90 of a {TALKER_MESSAGES:,}-message agent, ms", [r["talker_p90_ms"] for r in rows]),
+            (f"conversation search p50 of a {CROWD_MESSAGES:,}-message agent, ms", [r["crowd_p50_ms"] for r in rows]),
+            ("VACUUM (ANALYZE) after the load, s", [r["settle_s"] for r in rows]),
+            (f"loading messages/s (batches of {args.batch:,})", [r["load_per_s"] for r in rows]),
+        ]))  # fmt: skip
     if rows := result.get("agents"):
         small, large = args.history
         parts.append(table("agents", [r["agents"] for r in rows], [
@@ -377,13 +454,16 @@ def report(engine: str, result: dict[str, Any], args: argparse.Namespace) -> str
 
 
 async def run_engine(engine: str, args: argparse.Namespace, base_url: str, folder: Path) -> dict[str, Any]:
-    """Both parts on one engine."""
+    """The chosen parts on one engine."""
     result: dict[str, Any] = {}
     with databases(engine, args.pg_url, folder) as new, (folder / f"{engine}-server.log").open("w") as errlog:
-        if args.part in ("passages", "both"):
+        if args.part in ("passages", "all"):
             log(f"{engine}: passages {args.passages}")
             result["passages"] = await passages_part(new("passages"), args, base_url, errlog)
-        if args.part in ("agents", "both"):
+        if args.part in ("messages", "all"):
+            log(f"{engine}: messages {args.messages}")
+            result["messages"] = await messages_part(new("messages"), args)
+        if args.part in ("agents", "all"):
             log(f"{engine}: agents {args.agents}")
             result["agents"] = await agents_part(new("agents"), args, base_url, errlog)
     return result

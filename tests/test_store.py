@@ -340,6 +340,43 @@ async def test_an_older_file_gets_its_archival_counts_on_upgrade(settings: Setti
         assert archival_count_shown(await hub.core_memory("agent_b")) == 1
 
 
+@pytest.mark.sqlite_only  # upgrades a SQLite file made by an older schema
+async def test_an_older_files_messages_stay_searchable_per_agent_after_the_index_is_rebuilt(settings: Settings) -> None:
+    migrations = Path(__file__).parent.parent / "mcp_letta" / "store" / "sqlite" / "migrations"
+    old = sqlite3.connect(settings.db_path)
+    for script in sorted(migrations.glob("00[1-7]_*.sql")):
+        old.executescript(script.read_text())
+    when = "2026-01-01T00:00:00+00:00"
+    said = {"agent-a": ["the launch moved to May", "budget is fine"], "agent-b": ["the launch is on hold"]}
+    for agent, contents in said.items():
+        old.execute("INSERT INTO agents(id, name, system, created_at, updated_at) VALUES (?, ?, 'sys', ?, ?)",
+                    (agent, agent.replace("-", "_"), when, when))  # fmt: skip
+        for content in contents:
+            old.execute("INSERT INTO messages(id, agent_id, role, content, created_at) VALUES (?, ?, 'user', ?, ?)",
+                        (f"message-{uuid.uuid4()}", agent, content, when))  # fmt: skip
+    # As the schema-7 code indexed them: the content alone, just before the commit.
+    old.execute("INSERT INTO messages_fts(rowid, content) SELECT seq, content FROM messages")
+    old.execute("UPDATE search_progress SET indexed_through = (SELECT max(seq) FROM messages)")
+    old.execute("PRAGMA user_version = 7")
+    old.commit()
+    old.close()
+
+    async with AgentHub(settings) as hub:
+        assert [m.content for m in await hub.search_messages("agent_a", "launch")] == ["the launch moved to May"]
+        assert [m.content for m in await hub.search_messages("agent_b", "launch")] == ["the launch is on hold"]
+        assert [m.content for m in await hub.search_messages("agent_a", "agent")] == []  # ids are not content
+        await hub.append_messages("agent_b", [NewMessage(role="user", content="the launch budget doubled")])
+        found = await hub.search_messages("agent_b", "launch budget")
+        assert [m.content for m in found] == ["the launch budget doubled", "the launch is on hold"]
+        await hub.delete_agent("agent_a")  # its messages leave the index with it
+        assert [m.content for m in await hub.search_messages("agent_b", "budget")] == ["the launch budget doubled"]
+    checked = sqlite3.connect(settings.db_path)
+    try:  # the index agrees with the messages, row by row (raises if not)
+        checked.execute("INSERT INTO messages_fts(messages_fts, rank) VALUES ('integrity-check', 1)")
+    finally:
+        checked.close()
+
+
 async def test_messages_are_stored_and_searchable(hub: AgentHub) -> None:
     await hub.create_agent("a")
     await hub.append_messages(

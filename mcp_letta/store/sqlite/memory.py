@@ -42,6 +42,11 @@ def fts_query(text: str) -> str:
     return " OR ".join(f'"{w}"' for w in dict.fromkeys(words))
 
 
+def _fts_phrase(text: str) -> str:
+    """``text`` as one FTS5 phrase (quoted, its quotes doubled)."""
+    return '"' + text.replace('"', '""') + '"'
+
+
 # -- archival ---------------------------------------------------------------------------------------
 def _to_passage(row: Any, score: float | None = None) -> Passage:
     return Passage(
@@ -276,7 +281,8 @@ def index_new_messages(conn: Conn) -> None:
     newest = conn.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0]
     if newest > mark:
         conn.execute(
-            "INSERT INTO messages_fts(rowid, content) SELECT seq, content FROM messages WHERE seq > ? ORDER BY seq",
+            "INSERT INTO messages_fts(rowid, content, agent) SELECT seq, content, agent FROM messages_searched "
+            "WHERE seq > ? ORDER BY seq",
             (mark,),
         )
         conn.execute("UPDATE search_progress SET indexed_through = ? WHERE name = 'messages'", (newest,))
@@ -367,12 +373,16 @@ def search_messages(
     newest = after[0] if after else conn.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0]
     args: list[Any] = []
     if text is not None:
-        rank = "bm25(messages_fts)"
+        # The index holds each message's agent too (as one token, see migration 008): it finds the agent's
+        # matches itself (its token AND the words, in the content column only), so other agents' matches are
+        # never read. That column weighs nothing in the rank; the rows' own agent is still checked.
+        rank = "bm25(messages_fts, 1.0, 0.0)"
         matches = (
             "FROM messages_fts CROSS JOIN messages m ON m.seq = messages_fts.rowid "
             "WHERE messages_fts MATCH ? AND messages_fts.rowid <= ? AND m.agent_id = ?"
         )
-        args += [fts_query(text), newest, agent_id]
+        key = _fts_phrase(agent_id.replace("-", ""))  # as the view ``messages_searched`` spells it
+        args += [f"agent : {key} AND content : ({fts_query(text)})", newest, agent_id]
     else:
         rank, matches = "0.0", "FROM messages m WHERE m.agent_id = ? AND m.seq <= ?"
         args += [agent_id, newest]
