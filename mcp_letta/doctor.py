@@ -117,7 +117,7 @@ async def _check_postgres(settings: Settings, url: str) -> Check:
                      "upgrade mcp-letta on every replica (pip install -U 'mcp-letta[postgres]')")  # fmt: skip
     try:
         async with AgentHub(settings, runs_agents=False) as hub:  # (it must take no replica's queued runs)
-            agents, blocks = len(await hub.list_agents()), len(await hub.list_blocks())
+            agents, blocks = await hub.count_agents(), await hub.count_blocks()
     except Exception as exc:
         return Check("database", False, f"{where} did not open: {exc}", "check the user's rights on the database")
     pending = f", {_counted(latest - found, 'migration')} applied now" if found < latest else ""

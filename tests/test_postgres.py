@@ -38,13 +38,23 @@ def test_a_postgresql_url_without_the_driver_fails_at_start_with_the_install_com
     assert done.stdout == ""
 
 
-async def test_doctor_reports_the_server_schema_and_connections(db_path: str) -> None:
+async def test_doctor_reports_the_server_schema_what_it_holds_and_connections(db_path: str) -> None:
+    import psycopg
+
+    async with AgentHub(Settings(db_path=db_path)) as hub:  # more than a page of each
+        for i in range(23):
+            await hub.create_block(f"notes_{i:02d}", "")
+        for i in range(25):
+            await hub.create_agent(f"agent_{i:02d}")
     out = io.StringIO()
     await run_doctor(Settings(db_path=db_path), out)
     [line] = [line for line in out.getvalue().splitlines() if "database" in line]
     assert line.split()[0] == "ok", out.getvalue()
     assert "PostgreSQL 15" in line or "PostgreSQL 1" in line
-    assert f"schema {pg_schema_version()}," in line and "connections in use" in line
+    with psycopg.connect(db_path) as conn:  # (agents have blocks of their own too)
+        blocks = conn.execute("SELECT count(*) FROM blocks").fetchone()[0]
+    assert blocks > 23
+    assert f"schema {pg_schema_version()}, 25 agents, {blocks} blocks;" in line and "connections in use" in line
 
 
 async def test_doctor_says_what_to_do_when_the_server_is_unreachable() -> None:
