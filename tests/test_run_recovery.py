@@ -110,6 +110,49 @@ async def test_killed_process_run_is_resumed_and_its_queued_run_adopted(
     assert [m.content for m in history] == ["first question", "first answer", "second question", "second answer"]
 
 
+FAST_CLOCK_PROCESS = textwrap.dedent(
+    """
+    import sys, time
+    machine_time = time.time
+    time.time = lambda: machine_time() + 60  # this machine's clock runs a minute fast
+    import anyio
+    from mcp_letta import AgentHub, Settings
+
+    async def main():
+        settings = Settings(db_path=sys.argv[1], llm_base_url=sys.argv[2], model="scripted-model")
+        async with AgentHub(settings):
+            print("started", flush=True)  # it has looked for the runs of dead processes by now
+            await anyio.sleep(3600)
+
+    anyio.run(main)
+    """
+)
+
+
+@pytest.mark.postgres_only  # replicas on several machines share only the database server's clock
+async def test_a_replica_whose_clock_runs_fast_takes_no_run_of_a_live_one(
+    llm_settings: Settings, scripted_llm: ScriptedLLM, gate: Gate, db_path: str
+) -> None:
+    async with AgentHub(llm_settings) as hub:
+        await hub.create_agent("alice")
+        run = await hub.send_message("alice", "hi")
+        await scripted_llm.wait_for_requests_async(1)  # running here, held by the gate
+        command = [sys.executable, "-c", FAST_CLOCK_PROCESS, db_path, scripted_llm.base_url]
+        async with await anyio.open_process(command) as fast:
+            assert fast.stdout is not None
+            line = b""
+            with anyio.fail_after(30):  # a safety net only
+                while not line.endswith(b"\n"):
+                    line += await fast.stdout.receive()
+            while_fast_ran = await hub.get_run(run.id)
+            fast.terminate()
+        gate.open()
+        done = await hub.wait_run(run.id, wait_s=30)
+    assert (while_fast_ran.status, while_fast_ran.resumes) == ("running", 0)
+    assert (done.status, done.reply, done.resumes) == ("completed", "released", 0)
+    assert len(scripted_llm.requests) == 1
+
+
 def hand_to_a_silent_process(db_path: Path, run_id: str, **columns: object) -> None:
     """Make ``run_id`` look like a run that a process on another host was running when it went silent."""
     stale = time.time() - 120

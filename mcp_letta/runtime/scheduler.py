@@ -151,6 +151,7 @@ class Scheduler:
     def _heartbeat_and_recover(self, tx: Tx) -> list[str]:
         if self._stopping:  # a heartbeat after forget_process would make us look alive for a lease
             return []
+        self.owner.clock.follow(tx.server_time)  # before anything is compared with other processes' times
         tx.heartbeat(self.owner)
         if self._winding_down:  # take nothing over: it would only be handed back
             return []

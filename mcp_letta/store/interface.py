@@ -58,6 +58,29 @@ class Change:
     local: bool = True
 
 
+class Clock:
+    """The wall-clock time leases and heartbeats are written in: compared across processes, so a monotonic
+    clock will not do. It is the machine's, moved by ``offset`` onto the database server's clock where
+    processes on several machines share the database (``follow``): a machine whose clock runs fast would
+    otherwise see every other process's heartbeat as old and take over its runs, and one running slow would
+    look dead to the others."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def now(self) -> float:
+        """Seconds since the epoch, on the clock followed."""
+        return time.time() + self.offset
+
+    def follow(self, read_server_time: Callable[[], float | None]) -> None:
+        """Take the offset to the clock ``read_server_time`` reads (``None``: the machine's is the shared
+        one), taking the read to happen halfway through the call."""
+        sent = time.time()
+        server = read_server_time()
+        if server is not None:
+            self.offset = server - (sent + time.time()) / 2
+
+
 @dataclass(frozen=True)
 class Owner:
     """This process as an owner of runs: its id and how long its claims last unrenewed.
@@ -72,10 +95,11 @@ class Owner:
     shares_queue: bool = False
     pid: int = field(default_factory=os.getpid)
     host: str = field(default_factory=socket.gethostname)
+    clock: Clock = field(default_factory=Clock, compare=False)
 
     def now(self) -> float:
-        """Wall-clock time: leases are compared across processes, so monotonic clocks will not do."""
-        return time.time()
+        """The time on this process's ``clock``."""
+        return self.clock.now()
 
 
 @dataclass(frozen=True)
@@ -378,6 +402,11 @@ class Tx(Protocol):
 
     def heartbeat(self, owner: Owner) -> None:
         """``owner`` is alive: renew its leases."""
+        ...
+
+    def server_time(self) -> float | None:
+        """The database server's clock (seconds since the epoch) where processes on other machines share the
+        database; ``None`` where they cannot (a file is shared by one machine's processes)."""
         ...
 
     def recover(self, owner: Owner) -> list[str]:

@@ -24,6 +24,10 @@ class PostgresTx(SQLiteTx):
     def __init__(self, conn: PgConn) -> None:
         self.conn = conn  # type: ignore[assignment]  (the shared modules use the same connection interface)
 
+    def server_time(self) -> float | None:
+        """The PostgreSQL server's clock now (not the transaction's start)."""
+        return float(self.conn.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()[0])
+
     def search_passages(
         self, agent_id: str, query: str, *, tags: list[str], tag_match: str, limit: int, cursor: str | None = None
     ) -> Page[Passage]:

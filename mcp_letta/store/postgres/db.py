@@ -405,14 +405,16 @@ class PgConn:
         """(Just before COMMIT.) The transaction's changes into ``changes``, marked with its transaction id."""
         if self.changes:
             kinds, refs = zip(*self.changes, strict=True)
-            self.raw.execute(_LOG_CHANGES, (self.origin, time.time(), list(kinds), list(refs)))
+            self.raw.execute(_LOG_CHANGES, (self.origin, list(kinds), list(refs)))
 
 
 _LOCK_AGENTS = "SELECT id FROM agents WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE SKIP LOCKED"
 
-# The change rows, each with the writing transaction's id (the column's default, ``pg_current_xact_id()``).
+# The change rows, each with the writing transaction's id (the column's default, ``pg_current_xact_id()``) and
+# the server's time (replicas' clocks may disagree; it decides when the row is pruned).
 _LOG_CHANGES = (
-    "INSERT INTO changes(origin, kind, ref, at) SELECT %s, k, r, %s FROM unnest(%s::text[], %s::text[]) AS t(k, r)"
+    "INSERT INTO changes(origin, kind, ref, at) SELECT %s, k, r, extract(epoch FROM clock_timestamp()) "
+    "FROM unnest(%s::text[], %s::text[]) AS t(k, r)"
 )
 
 
@@ -629,7 +631,7 @@ def _foreign_changes(
 
 
 def _prune_changes(conn: PgConn) -> None:
-    conn.execute("DELETE FROM changes WHERE at < ?", (time.time() - CHANGE_LOG_KEEP_S,))
+    conn.execute("DELETE FROM changes WHERE at < extract(epoch FROM clock_timestamp()) - ?", (CHANGE_LOG_KEEP_S,))
 
 
 # -- migrations ------------------------------------------------------------------------------------

@@ -315,6 +315,9 @@ class SQLiteTx(Tx):
     def heartbeat(self, owner: Owner) -> None:
         runs.heartbeat(self.conn, owner)
 
+    def server_time(self) -> float | None:
+        return None  # one machine's processes share a file, and its clock
+
     def recover(self, owner: Owner) -> list[str]:
         return runs.recover(self.conn, owner)
 
