@@ -64,6 +64,7 @@ class Check:
     hint: str = ""
 
 
+CLOCK_OFF_S = 2.0  # a clock this far from the database server's is worth a word
 MASK_SHOWS_FROM = 16  # the last 4 characters of a shorter key would give away too much of it
 
 
@@ -101,8 +102,8 @@ async def check_database(settings: Settings) -> Check:
 
 
 async def _check_postgres(settings: Settings, url: str) -> Check:
-    """The server answers, the schema is one we know (migrating it as the server would), and the connections
-    in use against the server's limit."""
+    """The server answers, the schema is one we know (migrating it as the server would), the connections in
+    use against the server's limit, and (when it is off) this machine's clock against the server's."""
     where = redact_url(url)
     try:
         status = await anyio.to_thread.run_sync(postgres_status, url)
@@ -127,6 +128,12 @@ async def _check_postgres(settings: Settings, url: str) -> Check:
         f"{_counted(blocks, 'block')}; {used} of {limit} connections in use (each replica takes up to "
         f"{settings.pg_pool_size} + {PG_FOLLOWER_CONNECTIONS})"
     )
+    ahead = -status["clock_offset_s"]  # this machine's clock less the server's
+    if abs(ahead) >= CLOCK_OFF_S:
+        detail += (
+            f"; this machine's clock is {abs(ahead):.0f} s {'ahead of' if ahead > 0 else 'behind'} the server's "
+            "(leases follow the server's clock, but the times mcp-letta records are each machine's: set up NTP)"
+        )
     if used + settings.pg_pool_size + PG_FOLLOWER_CONNECTIONS > limit:
         return Check("database", False, detail, "raise max_connections on the server or MCP_LETTA_PG_POOL_SIZE lower")
     return Check("database", True, detail)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -55,6 +56,26 @@ async def test_doctor_reports_the_server_schema_what_it_holds_and_connections(db
         blocks = conn.execute("SELECT count(*) FROM blocks").fetchone()[0]
     assert blocks > 23
     assert f"schema {pg_schema_version()}, 25 agents, {blocks} blocks;" in line and "connections in use" in line
+
+
+DOCTOR_ON_A_FAST_CLOCK = """
+import sys, time
+machine_time = time.time
+time.time = lambda: machine_time() + 60  # this machine's clock runs a minute fast
+from mcp_letta.cli import main
+sys.exit(main(["--db", sys.argv[1], "doctor"]))
+"""
+
+
+def test_doctor_says_how_far_this_machines_clock_is_from_the_servers(db_path: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", DOCTOR_ON_A_FAST_CLOCK, db_path], capture_output=True, text=True, timeout=120
+    )
+    [line] = [line for line in done.stdout.splitlines() if "database" in line]
+    assert line.split()[0] == "ok", done.stdout  # leases follow the server's clock: nothing is broken
+    ahead = re.search(r"this machine's clock is (\d+) s ahead of the server's", line)
+    assert ahead is not None and 58 <= int(ahead[1]) <= 62, line
+    assert "set up NTP" in line
 
 
 async def test_doctor_says_what_to_do_when_the_server_is_unreachable() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from mcp_letta.models import Message, NewMessage, Page, Passage
+from mcp_letta.store.interface import Clock
 from mcp_letta.store.postgres import memory as pg_memory
 from mcp_letta.store.postgres.db import DEFAULT_POOL_SIZE, PgConn, PgDatabase, latest_schema_version, schema_version
 from mcp_letta.store.sqlite import SQLiteStore, SQLiteTx
@@ -75,12 +76,16 @@ class PostgresStore(SQLiteStore):
 
 def server_status(url: str) -> dict[str, Any]:
     """For ``mcp-letta doctor``: the server version, this database's schema version against the newest this
-    mcp-letta ships, and the connections open to the server against its limit (raises on no connection)."""
+    mcp-letta ships, the connections open to the server against its limit, and how far the server's clock is
+    from this machine's (raises on no connection)."""
     from mcp_letta.store.postgres.db import require_driver
 
     psycopg = require_driver()
     with psycopg.connect(url, connect_timeout=10, autocommit=True) as raw:
+        clock = Clock()
+        clock.follow(lambda: float(raw.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()[0]))
         return {
+            "clock_offset_s": clock.offset,  # the server's clock less this machine's
             "server": raw.execute("SHOW server_version").fetchone()[0],
             "schema_version": schema_version(raw),
             "latest_schema_version": latest_schema_version(),
