@@ -39,7 +39,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from itertools import accumulate
@@ -172,16 +172,23 @@ def settle(target: str) -> float | None:
     return time.perf_counter() - started
 
 
-async def search_ms(hub: AgentHub, agent: str, qs: Sequence[Any]) -> list[float]:
-    """Milliseconds per ``archival_search`` (limit 10) of ``agent``, over one warm-up and one timed pass."""
+async def ms_per_query(search: Callable[[Any], Awaitable[Any]], qs: Sequence[Any]) -> list[float]:
+    """Milliseconds per ``search(q)`` over the queries, after an untimed warm-up pass."""
     samples = []
     for timed in (False, True):
         for q in qs:
             started = time.perf_counter()
-            await hub.archival_search(agent, q.text, tags=list(q.tags), tag_match=q.tag_match, limit=10)
+            await search(q)
             if timed:
                 samples.append((time.perf_counter() - started) * 1000)
     return samples
+
+
+async def search_ms(hub: AgentHub, agent: str, qs: Sequence[Any]) -> list[float]:
+    """Milliseconds per ``archival_search`` (limit 10) of ``agent``."""
+    return await ms_per_query(
+        lambda q: hub.archival_search(agent, q.text, tags=list(q.tags), tag_match=q.tag_match, limit=10), qs
+    )
 
 
 async def appends_per_s(hub: AgentHub, agent: str, step: int, count: int) -> float:
@@ -233,16 +240,8 @@ async def passages_part(target: str, args: argparse.Namespace, base_url: str, er
 
 # -- messages ------------------------------------------------------------------------------------------
 async def recall_ms(hub: AgentHub, agent: str, qs: Sequence[Any]) -> list[float]:
-    """Milliseconds per conversation search (``search_messages``, limit 5) of ``agent``, over one warm-up and
-    one timed pass."""
-    samples = []
-    for timed in (False, True):
-        for q in qs:
-            started = time.perf_counter()
-            await hub.search_messages(agent, q.text, limit=5)
-            if timed:
-                samples.append((time.perf_counter() - started) * 1000)
-    return samples
+    """Milliseconds per conversation search (``search_messages``, limit 5) of ``agent``."""
+    return await ms_per_query(lambda q: hub.search_messages(agent, q.text, limit=5), qs)
 
 
 async def say(hub: AgentHub, agent: str, corpus: Corpus, count: int, batch: int) -> float:
