@@ -18,6 +18,8 @@ from mcp_letta.store.postgres.db import DEFAULT_POOL_SIZE, PgConn, PgDatabase, l
 from mcp_letta.store.sqlite import SQLiteStore, SQLiteTx
 from mcp_letta.store.sqlite import memory as shared_memory
 
+_SERVER_TIME = "SELECT extract(epoch FROM clock_timestamp())"  # the server's clock now, not its transaction's start
+
 
 class PostgresTx(SQLiteTx):
     """``Tx`` over one PostgreSQL connection inside a transaction (see ``Tx`` for each method)."""
@@ -26,8 +28,8 @@ class PostgresTx(SQLiteTx):
         self.conn = conn  # type: ignore[assignment]  (the shared modules use the same connection interface)
 
     def server_time(self) -> float | None:
-        """The PostgreSQL server's clock now (not the transaction's start)."""
-        return float(self.conn.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()[0])
+        """The PostgreSQL server's clock."""
+        return float(self.conn.execute(_SERVER_TIME).fetchone()[0])
 
     def search_passages(
         self, agent_id: str, query: str, *, tags: list[str], tag_match: str, limit: int, cursor: str | None = None
@@ -83,7 +85,7 @@ def server_status(url: str) -> dict[str, Any]:
     psycopg = require_driver()
     with psycopg.connect(url, connect_timeout=10, autocommit=True) as raw:
         clock = Clock()
-        clock.follow(lambda: float(raw.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()[0]))
+        clock.follow(lambda: float(raw.execute(_SERVER_TIME).fetchone()[0]))
         return {
             "clock_offset_s": clock.offset,  # the server's clock less this machine's
             "server": raw.execute("SHOW server_version").fetchone()[0],
