@@ -204,9 +204,7 @@ class Scheduler:
             try:
                 made = await self.store.write(lambda tx: self._create_and_claim(tx, creates, workers))
             except BaseException:  # nothing was stored (the transaction failed as a whole)
-                for worker in workers:
-                    self._give_back(worker)
-                    self._unreserve_worker(worker)
+                self._release(workers)
                 raise
         self._start_workers(workers, [(o.agent_id, w, first) for o, w, first in made if isinstance(o, Run) and w])
         for outcome, worker, _ in made:
@@ -279,9 +277,14 @@ class Scheduler:
             tx.announce_waiting(waiting)
         return made
 
-    def _unreserve_worker(self, worker: Worker) -> None:
+    def _release(self, workers: list[Worker]) -> None:
+        """Undo ``_spare_slots`` after a transaction that claimed nothing: give back the workers' slots and the
+        agents reserved for them."""
+        for worker in workers:
+            self._give_back(worker)
+        released = {id(worker) for worker in workers}
         with self._workers_lock:
-            for agent_id in [a for a, w in self._workers.items() if w is worker]:
+            for agent_id in [a for a, w in self._workers.items() if id(w) in released]:
                 del self._workers[agent_id]
 
     async def _take(self, worker: Worker) -> None:
@@ -603,9 +606,7 @@ class Scheduler:
                 started = await self.store.write(lambda tx: self._claim_startable(tx, workers))
         except Exception:  # the heartbeat looks again
             log.exception("looking for queued runs failed")
-            for worker in workers:
-                self._give_back(worker)
-                self._unreserve_worker(worker)
+            self._release(workers)
             self._missed_queued = True
             return
         finally:
