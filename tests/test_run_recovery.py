@@ -12,6 +12,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from anyio.abc import Process
 from conftest import Gate, execute_sql
 
 from mcp_letta import AgentHub, Settings
@@ -79,6 +80,16 @@ async def test_a_closed_hub_hands_its_running_run_back_and_the_next_one_resumes_
     assert [m["content"] for m in resent[1:]] == ["first"]
 
 
+async def first_line(process: Process) -> str:
+    """The first line a child process prints (a safety net of 30 s)."""
+    assert process.stdout is not None
+    line = b""
+    with anyio.fail_after(30):
+        while not line.endswith(b"\n"):
+            line += await process.stdout.receive()
+    return line.decode()
+
+
 async def test_killed_process_run_is_resumed_and_its_queued_run_adopted(
     llm_settings: Settings, scripted_llm: ScriptedLLM, db_path: Path
 ) -> None:
@@ -88,15 +99,11 @@ async def test_killed_process_run_is_resumed_and_its_queued_run_adopted(
     async with await anyio.open_process(
         [sys.executable, "-c", CRASHING_PROCESS, str(db_path), scripted_llm.base_url]
     ) as process:
-        assert process.stdout is not None
-        line = b""
-        with anyio.fail_after(30):  # a safety net only
-            while not line.endswith(b"\n"):
-                line += await process.stdout.receive()
-            await scripted_llm.wait_for_requests_async(1, within_s=30)
+        line = await first_line(process)
+        await scripted_llm.wait_for_requests_async(1, within_s=30)
         process.kill()  # SIGKILL: no clean shutdown, no chance to mark anything
         await process.wait()
-    first_id, second_id = line.decode().split()
+    first_id, second_id = line.split()
     scripted_llm.reply("first answer").reply("second answer")
     async with AgentHub(llm_settings) as hub:
         first = await hub.get_run(first_id, wait_s=10)
@@ -139,11 +146,7 @@ async def test_a_replica_whose_clock_runs_fast_takes_no_run_of_a_live_one(
         await scripted_llm.wait_for_requests_async(1)  # running here, held by the gate
         command = [sys.executable, "-c", FAST_CLOCK_PROCESS, db_path, scripted_llm.base_url]
         async with await anyio.open_process(command) as fast:
-            assert fast.stdout is not None
-            line = b""
-            with anyio.fail_after(30):  # a safety net only
-                while not line.endswith(b"\n"):
-                    line += await fast.stdout.receive()
+            await first_line(fast)  # "started"
             while_fast_ran = await hub.get_run(run.id)
             fast.terminate()
         gate.open()

@@ -316,20 +316,31 @@ async def test_a_bulk_load_stores_every_passage_searchable_and_counted_or_none(h
     assert len(await hub.archival_list("loaded", limit=100)) == 51
 
 
+OLD_WHEN = "2026-01-01T00:00:00+00:00"
+
+
+def older_file(path: Path | str, schema: int, agents: list[str]) -> sqlite3.Connection:
+    """A SQLite file as mcp-letta at ``schema`` made it (its migrations applied by hand), holding ``agents`` (ids;
+    each named as its id with ``_`` for ``-``); the open connection, for the test to add rows, commit and close."""
+    migrations = Path(__file__).parent.parent / "mcp_letta" / "store" / "sqlite" / "migrations"
+    old = sqlite3.connect(path)
+    for script in sorted(migrations.glob("*.sql"))[:schema]:
+        old.executescript(script.read_text())
+    for agent in agents:
+        old.execute("INSERT INTO agents(id, name, system, created_at, updated_at) VALUES (?, ?, 'sys', ?, ?)",
+                    (agent, agent.replace("-", "_"), OLD_WHEN, OLD_WHEN))  # fmt: skip
+    old.execute(f"PRAGMA user_version = {schema}")
+    return old
+
+
 @pytest.mark.sqlite_only  # upgrades a SQLite file made by an older schema
 async def test_an_older_file_gets_its_archival_counts_on_upgrade(settings: Settings) -> None:
-    migrations = Path(__file__).parent.parent / "mcp_letta" / "store" / "sqlite" / "migrations"
-    old = sqlite3.connect(settings.db_path)
-    for script in sorted(migrations.glob("00[1-6]_*.sql")):
-        old.executescript(script.read_text())
-    when = "2026-01-01T00:00:00+00:00"
-    for agent, passages in (("agent-a", 3), ("agent-b", 0), ("agent-c", 2)):
-        old.execute("INSERT INTO agents(id, name, system, created_at, updated_at) VALUES (?, ?, 'sys', ?, ?)",
-                    (agent, agent.replace("-", "_"), when, when))  # fmt: skip
+    counts = {"agent-a": 3, "agent-b": 0, "agent-c": 2}
+    old = older_file(settings.db_path, 6, list(counts))
+    for agent, passages in counts.items():
         for i in range(passages):
             old.execute("INSERT INTO passages(id, agent_id, text, created_at) VALUES (?, ?, ?, ?)",
-                        (f"passage-{agent}-{i}", agent, f"old fact {i}", when))  # fmt: skip
-    old.execute("PRAGMA user_version = 6")
+                        (f"passage-{agent}-{i}", agent, f"old fact {i}", OLD_WHEN))  # fmt: skip
     old.commit()
     old.close()
 
@@ -342,22 +353,15 @@ async def test_an_older_file_gets_its_archival_counts_on_upgrade(settings: Setti
 
 @pytest.mark.sqlite_only  # upgrades a SQLite file made by an older schema
 async def test_an_older_files_messages_stay_searchable_per_agent_after_the_index_is_rebuilt(settings: Settings) -> None:
-    migrations = Path(__file__).parent.parent / "mcp_letta" / "store" / "sqlite" / "migrations"
-    old = sqlite3.connect(settings.db_path)
-    for script in sorted(migrations.glob("00[1-7]_*.sql")):
-        old.executescript(script.read_text())
-    when = "2026-01-01T00:00:00+00:00"
     said = {"agent-a": ["the launch moved to May", "budget is fine"], "agent-b": ["the launch is on hold"]}
+    old = older_file(settings.db_path, 7, list(said))
     for agent, contents in said.items():
-        old.execute("INSERT INTO agents(id, name, system, created_at, updated_at) VALUES (?, ?, 'sys', ?, ?)",
-                    (agent, agent.replace("-", "_"), when, when))  # fmt: skip
         for content in contents:
             old.execute("INSERT INTO messages(id, agent_id, role, content, created_at) VALUES (?, ?, 'user', ?, ?)",
-                        (f"message-{uuid.uuid4()}", agent, content, when))  # fmt: skip
+                        (f"message-{uuid.uuid4()}", agent, content, OLD_WHEN))  # fmt: skip
     # As the schema-7 code indexed them: the content alone, just before the commit.
     old.execute("INSERT INTO messages_fts(rowid, content) SELECT seq, content FROM messages")
     old.execute("UPDATE search_progress SET indexed_through = (SELECT max(seq) FROM messages)")
-    old.execute("PRAGMA user_version = 7")
     old.commit()
     old.close()
 
