@@ -113,12 +113,11 @@ async def _check_postgres(settings: Settings, url: str) -> Check:
         return Check("database", False, f"{where}: cannot connect ({str(exc).strip()})",
                      "start PostgreSQL, or fix the user, password, host, port or database in MCP_LETTA_DB")  # fmt: skip
     found, latest = status["schema_version"], status["latest_schema_version"]
-    if found > latest:
-        return Check("database", False, f"{where} has schema {found}, newer than this mcp-letta knows ({latest})",
-                     "upgrade mcp-letta on every replica (pip install -U 'mcp-letta[postgres]')")  # fmt: skip
-    try:
+    try:  # it refuses a database from a newer mcp-letta, or another program's, before writing anything
         async with AgentHub(settings, runs_agents=False) as hub:  # (it must take no replica's queued runs)
             agents, blocks = await hub.count_agents(), await hub.count_blocks()
+    except StorageUnavailable as exc:
+        return storage_check(exc)
     except Exception as exc:
         return Check("database", False, f"{where} did not open: {exc}", "check the user's rights on the database")
     pending = f", {_counted(latest - found, 'migration')} applied now" if found < latest else ""

@@ -106,7 +106,7 @@ class PgServer:
 
         self.sql("CREATE DATABASE mcp_letta_template")
         with psycopg.connect(self.url("mcp_letta_template"), autocommit=True) as conn:
-            migrate(conn)
+            migrate(conn, "the template database")
 
     def fresh_database(self) -> str:
         """The URL of a new database copied from the template."""

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 import subprocess
 import sys
@@ -15,11 +16,12 @@ import anyio
 import pytest
 from pg_server import PgServer
 
-from mcp_letta import AgentHub, Settings
-from mcp_letta.doctor import run_doctor
+from mcp_letta import AgentHub, Settings, StorageUnavailable
+from mcp_letta.doctor import check_database, run_doctor
 from mcp_letta.models import NewMessage
 from mcp_letta.store.postgres.db import PgDatabase
 from mcp_letta.store.postgres.db import latest_schema_version as pg_schema_version
+from mcp_letta.testing import ScriptedLLM
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres_only]
 SCRIPT = Path(sys.executable).parent / "mcp-letta"
@@ -82,6 +84,98 @@ async def test_doctor_says_what_to_do_when_the_server_is_unreachable() -> None:
     out = io.StringIO()
     assert await run_doctor(Settings(db_path="postgresql://nobody@127.0.0.1:1/none"), out) == 1
     assert "cannot connect" in out.getvalue() and "start PostgreSQL" in out.getvalue()
+
+
+def contents(url: str) -> dict[str, str]:
+    """Each table of the URL's schema (its ``search_path``) and a digest of its rows."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        tables = [row[0] for row in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename"
+        )]  # fmt: skip
+        return {
+            table: conn.execute(
+                f"SELECT md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) FROM {table} t"
+            ).fetchone()[0]
+            for table in tables
+        }
+
+
+async def refused_everywhere(url: str, message: str, reason: str) -> None:
+    """A server start (exit 2, the message on stderr), doctor and the Python API all refuse ``url`` alike."""
+    done = await anyio.run_process([str(SCRIPT), "--db", url, "serve"], stdin=subprocess.DEVNULL, check=False)
+    assert (done.returncode, done.stderr.decode(), done.stdout) == (2, f"mcp-letta: {message}\n", b"")
+    check = await check_database(Settings(db_path=url))
+    assert (check.ok, f"{check.detail}: {check.hint}") == (False, message)
+    with pytest.raises(StorageUnavailable) as refused:
+        async with AgentHub(Settings(db_path=url)):
+            pass
+    assert (refused.value.reason, str(refused.value)) == (reason, message)
+
+
+async def test_a_database_a_newer_mcp_letta_migrated_is_refused_and_never_written(db_path: str) -> None:
+    import psycopg
+
+    async with AgentHub(Settings(db_path=db_path)) as hub:
+        await hub.create_agent("alice", persona="I am Alice.")
+    newer = pg_schema_version() + 3
+    with psycopg.connect(db_path) as conn:
+        conn.execute("INSERT INTO mcp_letta_schema(version, applied_at) VALUES (%s, 'by a newer one')", (newer,))
+    before = contents(db_path)
+    await refused_everywhere(
+        db_path,
+        f"{db_path} has schema version {newer}, from a newer mcp-letta; this one knows versions up to "
+        f"{pg_schema_version()}: upgrade mcp-letta (pip install -U 'mcp-letta[postgres]' on every replica) to "
+        "open it (nothing was written to it)",
+        "newer_schema",
+    )
+    assert contents(db_path) == before
+
+
+async def test_another_programs_database_is_refused_untouched_and_a_schema_of_its_own_works(
+    pg_server: PgServer, scripted_llm: ScriptedLLM
+) -> None:
+    import psycopg
+
+    name = f"theirs_{os.getpid()}"
+    pg_server.sql(f"CREATE DATABASE {name}")
+    url = pg_server.url(name)
+    try:
+        with psycopg.connect(url) as conn:
+            conn.execute("CREATE TABLE agents (id serial PRIMARY KEY, who text)")  # a name we use too
+            conn.execute("INSERT INTO agents (who) VALUES ('their agent')")
+            conn.execute("CREATE TABLE invoices (id integer)")
+        before = contents(url)
+        await refused_everywhere(
+            url,
+            f"{url} is not an mcp-letta database (its schema public holds another program's tables: agents, "
+            "invoices): point MCP_LETTA_DB (or --db) at an mcp-letta database, or give mcp-letta a schema of its "
+            "own (CREATE SCHEMA letta, then add ?options=-csearch_path%3Dletta to the URL)",
+            "not_ours",
+        )
+        assert contents(url) == before
+
+        # what the message says to do works: mcp-letta in a schema of its own, beside theirs
+        with psycopg.connect(url) as conn:
+            conn.execute("CREATE SCHEMA letta")
+        own = url + "?options=-csearch_path%3Dletta"
+        settings = Settings(db_path=own, llm_base_url=scripted_llm.base_url, model="m", watch_interval_s=0.05)
+        scripted_llm.reply("noted")
+        async with AgentHub(settings) as hub, AgentHub(settings) as other:
+            feed = other.subscribe_changes()
+            await hub.create_agent("alice")
+            run = await hub.send_message("alice", "hello", wait_s=60)
+            assert (run.status, run.reply) == ("completed", "noted")
+            with anyio.fail_after(30):  # the change feed works there too
+                async for change in feed:
+                    if change.kind == "agent" and not change.local:
+                        break
+            assert [a.name for a in await other.list_agents()] == ["alice"]
+        assert contents(url) == before  # theirs is as it was
+        assert "agents" in contents(own) and "mcp_letta_schema" in contents(own)
+    finally:
+        pg_server.drop(url)
 
 
 async def test_migrate_copies_a_sqlite_database_history_and_all(db_path: str, tmp_path: Path) -> None:

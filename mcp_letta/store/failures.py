@@ -16,18 +16,20 @@ def disk_full(where: str) -> StorageUnavailable:
                               reason="disk_full")  # fmt: skip
 
 
-def not_ours(where: str, why: str) -> StorageUnavailable:
-    """The database exists but is not an mcp-letta database (``why``: what it is instead)."""
+def not_ours(where: str, why: str, hint: str = "move this file aside") -> StorageUnavailable:
+    """The database exists but is not an mcp-letta database (``why``: what it is instead; ``hint``: the way
+    out besides pointing elsewhere)."""
     return StorageUnavailable(f"{where} is not an mcp-letta database ({why})",
-                              f"point {SETTING} (or --db) at an mcp-letta database, or move this file aside",
+                              f"point {SETTING} (or --db) at an mcp-letta database, or {hint}",
                               reason="not_ours")  # fmt: skip
 
 
-def newer_schema(where: str, found: int, known: int) -> StorageUnavailable:
-    """The database was written by a newer mcp-letta: its schema is past every migration this one knows."""
+def newer_schema(where: str, found: int, known: int, upgrade: str = "pip install -U mcp-letta") -> StorageUnavailable:
+    """The database was written by a newer mcp-letta: its schema is past every migration this one knows
+    (``upgrade``: the command that installs a newer one)."""
     return StorageUnavailable(
         f"{where} has schema version {found}, from a newer mcp-letta; this one knows versions up to {known}",
-        "upgrade mcp-letta (pip install -U mcp-letta) to open it (nothing was written to it)",
+        f"upgrade mcp-letta ({upgrade}) to open it (nothing was written to it)",
         reason="newer_schema",
     )
 

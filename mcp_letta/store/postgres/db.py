@@ -52,7 +52,7 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from mcp_letta.errors import Conflict, Invalid, LettaError, NotFound
-from mcp_letta.store import migrations
+from mcp_letta.store import failures, migrations
 from mcp_letta.store.sqlite.db import CHANGE_LOG_KEEP_S, _Write
 from mcp_letta.store.sqlite.db import Database as _SQLiteDatabase
 
@@ -464,9 +464,12 @@ class PgDatabase(_SQLiteDatabase):
                     ) from None
         try:
             with self._pool.connection() as raw:
-                migrate(raw)
-        except psycopg.Error as exc:
-            raise DatabaseUnavailable(f"cannot prepare the database at {redact(self.url)}: {exc}") from None
+                migrate(raw, redact(self.url))
+        except BaseException as exc:
+            self.close()
+            if isinstance(exc, psycopg.Error):
+                raise DatabaseUnavailable(f"cannot prepare the database at {redact(self.url)}: {exc}") from None
+            raise
 
     def close(self) -> None:
         """Close the pool. Safe to call twice."""
@@ -652,12 +655,38 @@ def schema_version(raw: Any) -> int:
     return int(raw.execute("SELECT coalesce(max(version), 0) FROM mcp_letta_schema").fetchone()[0])
 
 
-def migrate(raw: Any) -> int:
+def check_schema(raw: Any, where: str) -> None:
+    """Refuse a database this mcp-letta must not write: one a newer mcp-letta migrated (its schema is past
+    every migration shipped here), or one whose schema (the first of the ``search_path``) holds another
+    program's tables and none of ours."""
+    found, known = schema_version(raw), latest_schema_version()
+    if found > known:
+        raise failures.newer_schema(where, found, known, "pip install -U 'mcp-letta[postgres]' on every replica")
+    if found == 0:
+        schema, tables = raw.execute(_OTHER_TABLES).fetchone()
+        if tables:
+            raise failures.not_ours(
+                where,
+                f"its schema {schema} holds another program's tables: {', '.join(tables)}",
+                "give mcp-letta a schema of its own (CREATE SCHEMA letta, then add "
+                "?options=-csearch_path%3Dletta to the URL)",
+            )
+
+
+_OTHER_TABLES = (  # up to three tables of the schema new tables go to, ours apart
+    "SELECT current_schema(), array(SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema() "
+    "AND tablename <> 'mcp_letta_schema' ORDER BY tablename LIMIT 3)"
+)
+
+
+def migrate(raw: Any, where: str) -> int:
     """Apply the numbered migrations newer than the database's version, each in one transaction, holding an
-    advisory lock so replicas starting at once migrate once."""
+    advisory lock so replicas starting at once migrate once. A database ``check_schema`` refuses is left
+    untouched."""
     applied = 0
     raw.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
     try:
+        check_schema(raw, where)
         raw.execute("CREATE TABLE IF NOT EXISTS mcp_letta_schema (version INTEGER PRIMARY KEY, applied_at TEXT)")
         for number, name, script in _migrations():
             version = schema_version(raw)
