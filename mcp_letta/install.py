@@ -21,6 +21,7 @@ from typing import Any, Literal, TextIO
 
 from mcp_letta.config import Settings
 from mcp_letta.errors import Invalid
+from mcp_letta.store import is_postgres_url, redact_url
 
 CONFIG_NAME = "claude_desktop_config.json"
 DEFAULT_NAME = "letta"
@@ -63,11 +64,16 @@ def server_entry(settings: Settings, *, uvx: bool = False, api_key: Literal["omi
                  ) -> dict[str, Any]:  # fmt: skip
     """Our ``mcpServers`` entry: the launch command and the settings a host must pass on.
 
-    The database path is always explicit so every host window shares one store. The API key is left
-    out unless ``api_key="write"`` (the file is plain text) or shown as a placeholder (for printing).
+    The database is always explicit so every host window shares one store: a SQLite file's absolute path, or
+    the PostgreSQL URL as given (its password hidden when printing). The API key is left out unless
+    ``api_key="write"`` (the file is plain text) or shown as a placeholder (for printing).
     """
     command, args = launch_command(uvx)
-    env = {"MCP_LETTA_DB": str(Path(settings.db_path).expanduser().resolve())}
+    if is_postgres_url(settings.db_path):
+        database = redact_url(str(settings.db_path)) if api_key == "placeholder" else str(settings.db_path)
+    else:
+        database = str(Path(settings.db_path).expanduser().resolve())
+    env = {"MCP_LETTA_DB": database}
     if settings.llm_base_url:
         env["MCP_LETTA_LLM_BASE_URL"] = settings.llm_base_url
     if settings.model:
@@ -271,6 +277,9 @@ def install(
     print(f"{path}: {merged.outcome} {host.key}.{name} ({entry['command']} {' '.join(entry['args'])})", file=out)
     if merged.backup:
         print(f"backup of the previous file: {merged.backup}", file=out)
+    if is_postgres_url(settings.db_path) and redact_url(str(settings.db_path)) != settings.db_path:
+        print(f"the database password is in {path} as plain text; to keep it out, put it in ~/.pgpass and drop "
+              "it from MCP_LETTA_DB's URL", file=out)  # fmt: skip
     if settings.llm_api_key and not with_api_key:
         print("the LLM API key was not written; add MCP_LETTA_LLM_API_KEY to the entry's env, or rerun with "
               "--with-api-key", file=out)  # fmt: skip

@@ -407,6 +407,22 @@ def test_install_print_shows_the_entry_and_writes_nothing(
     assert not any(home.rglob("*.json"))
 
 
+def test_install_writes_a_postgresql_url_as_given_and_never_prints_its_password(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = "postgresql://letta:s3cret-pw@db.internal:5432/agents"
+    monkeypatch.setenv("MCP_LETTA_DB", url)
+    assert main(["install", "claude-code"]) == 0
+    assert json.loads((home / ".claude.json").read_text())["mcpServers"]["letta"]["env"]["MCP_LETTA_DB"] == url
+    said = capsys.readouterr().out
+    assert "password is in" in said and "~/.pgpass" in said and "s3cret-pw" not in said
+    assert main(["install", "claude-code", "--print"]) == 0
+    printed = capsys.readouterr().out
+    assert "s3cret-pw" not in printed
+    shown = json.loads(printed.split("\n", 1)[1])["mcpServers"]["letta"]["env"]["MCP_LETTA_DB"]
+    assert shown == "postgresql://letta:***@db.internal:5432/agents"
+
+
 async def test_doctor_says_which_hosts_have_mcp_letta(
     home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scripted_llm: ScriptedLLM
 ) -> None:
