@@ -576,10 +576,21 @@ class AgentHub:
             )
         )  # fmt: skip
 
-    async def archival_list(self, agent: str, *, limit: int = PAGE, cursor: str | None = None) -> Page[Passage]:
-        """A page of an agent's passages, newest first; ``cursor`` (a previous page's ``next_cursor``) goes back."""
+    async def archival_list(
+        self,
+        agent: str,
+        *,
+        limit: int = PAGE,
+        cursor: str | None = None,
+        oldest_first: bool = False,
+        after_id: str | None = None,
+    ) -> Page[Passage]:
+        """A page of an agent's passages, newest first (or ``oldest_first``); ``cursor`` (a previous page's
+        ``next_cursor``) goes on, as does ``after_id``, the id of the passage the page starts after."""
         return await self._store.read(
-            lambda tx: tx.list_passages(tx.resolve_agent(agent).id, limit=limit, cursor=cursor)
+            lambda tx: tx.list_passages(
+                tx.resolve_agent(agent).id, limit=limit, cursor=cursor, oldest_first=oldest_first, after_id=after_id
+            )
         )
 
     async def archival_delete(self, agent: str, passage_id: str) -> None:
@@ -771,14 +782,25 @@ class AgentHub:
         return self._toolbox.names
 
     async def list_runs(
-        self, agent: str | None = None, *, status: str | None = None, limit: int = PAGE, cursor: str | None = None
+        self,
+        agent: str | None = None,
+        *,
+        status: str | Sequence[str] | None = None,
+        limit: int = PAGE,
+        cursor: str | None = None,
+        oldest_first: bool = False,
+        after_id: str | None = None,
     ) -> Page[Run]:
-        """A page of runs, newest first, optionally of one agent and/or in one status; ``cursor`` (a previous
-        page's ``next_cursor``) goes back."""
+        """A page of runs in the order they were sent, newest first (or ``oldest_first``), optionally of one
+        agent and/or in one status (or any of several); ``cursor`` (a previous page's ``next_cursor``) goes on,
+        as does ``after_id``, the id of the run the page starts after."""
 
         def query(tx: Tx) -> Page[Run]:
             agent_id = None if agent is None else tx.resolve_agent(agent).id
-            return tx.list_runs(agent_id=agent_id, status=status, limit=limit, cursor=cursor)
+            return tx.list_runs(
+                agent_id=agent_id, status=status, limit=limit, cursor=cursor, oldest_first=oldest_first,
+                after_id=after_id,
+            )  # fmt: skip
 
         return await self._store.read(query)
 

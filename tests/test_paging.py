@@ -13,8 +13,9 @@ import anyio
 import pytest
 from conftest import client, dump, ok
 
-from mcp_letta import AgentHub, Invalid, NewMessage, Page
+from mcp_letta import AgentHub, Invalid, NewMessage, NotFound, Page
 from mcp_letta.server.app import LettaServer
+from mcp_letta.testing import Response, ScriptedLLM
 
 pytestmark = pytest.mark.anyio
 
@@ -138,6 +139,44 @@ async def test_check_replies_says_how_many_more_wait(llm_hub: AgentHub) -> None:
     assert {r.id for r in [*first, *rest]} == {r.id for r in runs}
     listed = flat(await every_page(llm_hub.list_runs, "echo", limit=2))
     assert [r.id for r in listed] == [r.id for r in reversed(runs)]
+
+
+async def test_runs_and_passages_page_either_way_from_a_cursor_or_an_id(
+    llm_hub: AgentHub, scripted_llm: ScriptedLLM
+) -> None:
+    scripted_llm.default = Response(content="done")
+    await llm_hub.create_agent("echo")
+    await llm_hub.create_agent("other")
+    ids = [(await llm_hub.send_message("echo", f"question {i}", wait_s=30)).id for i in range(5)]
+    await llm_hub.send_message("other", "not listed", wait_s=30)
+    oldest_first = flat(await every_page(llm_hub.list_runs, "echo", limit=2, oldest_first=True))
+    assert [r.id for r in oldest_first] == ids
+    older = await llm_hub.list_runs("echo", limit=2, after_id=ids[3])  # newest first: the ones sent before it
+    assert ([r.id for r in older], older.more) == ([ids[2], ids[1]], 1)
+    later = await llm_hub.list_runs("echo", oldest_first=True, after_id=ids[1], limit=2)
+    assert ([r.id for r in later], later.more) == (ids[2:4], 1)
+    assert [r.id for r in await llm_hub.list_runs("echo", oldest_first=True, cursor=later.next_cursor)] == ids[4:]
+    either = await llm_hub.list_runs("echo", status=["completed", "failed"], limit=10)
+    assert [r.id for r in either] == ids[::-1]
+    assert len(await llm_hub.list_runs("echo", status=["failed", "cancelled"])) == 0
+    with pytest.raises(Invalid, match="other filters"):  # a cursor of the newest-first listing
+        await llm_hub.list_runs("echo", oldest_first=True, cursor=older.next_cursor)
+    with pytest.raises(Invalid, match="unknown run status 'done'"):
+        await llm_hub.list_runs(status=["completed", "done"])
+    with pytest.raises(NotFound, match="not found"):
+        await llm_hub.list_runs(after_id="run-nope")
+
+    for i in range(5):
+        await llm_hub.archival_insert("echo", f"fact {i}")
+    [elsewhere] = [await llm_hub.archival_insert("other", "not listed")]
+    facts = flat(await every_page(llm_hub.archival_list, "echo", limit=2, oldest_first=True))
+    assert [p.text for p in facts] == [f"fact {i}" for i in range(5)]
+    after = await llm_hub.archival_list("echo", after_id=facts[3].id, limit=10)
+    assert [p.text for p in after] == ["fact 2", "fact 1", "fact 0"]
+    after = await llm_hub.archival_list("echo", after_id=facts[3].id, oldest_first=True)
+    assert [p.text for p in after] == ["fact 4"]
+    with pytest.raises(NotFound, match="not found for this agent"):  # another agent's passage
+        await llm_hub.archival_list("echo", after_id=elsewhere.id)
 
 
 def result_bytes(result: Any) -> int:

@@ -312,6 +312,31 @@ async def test_message_pages_reach_past_a_thousand(served: Served, client: Async
     assert [m.content for m in first.items] == texts[:5]
 
 
+async def test_run_pages_reach_past_a_thousand_in_either_order(
+    served: Served, client: AsyncLetta, scripted_llm: ScriptedLLM
+) -> None:
+    scripted_llm.default = Response(content="done")
+    hub = served.server.hub
+    agent = await client.agents.create(name="busy")
+    sent = [(await hub.send_message(agent.id, f"task {i}")).id for i in range(1100)]  # queued, not waited
+    assert (await hub.wait_run(sent[-1], wait_s=300)).status == "completed"  # one agent: in the order sent
+    newest_first = [r.id async for r in client.runs.list(agent_id=agent.id, limit=400)]
+    assert newest_first == sent[::-1]
+    oldest_first = [r.id async for r in client.runs.list(agent_id=agent.id, limit=300, order="asc")]
+    assert oldest_first == sent
+    first = await client.runs.list(agent_id=agent.id, limit=5, order="asc")
+    assert [r.id for r in first.items] == sent[:5]
+    just_before = await client.runs.list(agent_id=agent.id, before=sent[500], limit=3, order="asc")
+    assert [r.id for r in just_before.items] == sent[497:500]
+    between = await client.runs.list(agent_id=agent.id, after=sent[10], before=sent[14], order="asc")
+    assert [r.id for r in between.items] == sent[11:14]
+    completed = [r.id async for r in client.runs.list(statuses=["completed"], limit=1000)]
+    assert completed == sent[::-1]
+    assert [r async for r in client.runs.list(statuses=["failed"])] == []
+    with pytest.raises(NotFoundError, match="not found"):
+        await client.runs.list(after="run-00000000-0000-0000-0000-000000000000")
+
+
 async def test_reset_empties_the_context_window(client: AsyncLetta, scripted_llm: ScriptedLLM) -> None:
     agent = await client.agents.create(name="forgetful")
     scripted_llm.echo()
@@ -453,6 +478,25 @@ async def test_listings_reach_past_the_hubs_page_size(served: Served, client: As
     assert names == [f"crowd{i:02d}" for i in range(45)]
     assert len(await client.tags.list()) == 45
     assert len([b async for b in client.blocks.list(label="persona", limit=100)]) == 45
+
+
+async def test_passage_pages_reach_past_a_thousand_in_either_order(served: Served, client: AsyncLetta) -> None:
+    agent = await client.agents.create(name="hoarder")
+    texts = [f"fact {i:04d}" for i in range(1100)]
+    for text in texts:
+        await served.server.hub.archival_insert(agent.id, text)
+
+    async def every(**order: Any) -> list[str]:  # page by page, each after the last one's id
+        seen: list[Any] = []
+        while chunk := await client.agents.passages.list(agent.id, limit=400, after=seen[-1].id if seen else None,
+                                                         **order):  # fmt: skip
+            seen += chunk
+        return [p.text for p in seen]
+
+    assert await every() == texts  # Letta's default: oldest first
+    assert await every(ascending=False) == texts[::-1]
+    first = await client.agents.passages.list(agent.id, limit=3)
+    assert [p.text for p in first] == texts[:3]
 
 
 async def test_passages_create_list_search_delete(client: AsyncLetta) -> None:

@@ -284,8 +284,11 @@ class Tx(Protocol):
         pages leave out passages stored after the first page was read."""
         ...
 
-    def list_passages(self, agent_id: str, *, limit: int, cursor: str | None) -> Page[Passage]:
-        """A page of an agent's passages, newest first."""
+    def list_passages(
+        self, agent_id: str, *, limit: int, cursor: str | None, oldest_first: bool = False, after_id: str | None = None
+    ) -> Page[Passage]:
+        """A page of an agent's passages, newest first (or ``oldest_first``); ``after_id`` starts it after that
+        passage."""
         ...
 
     def delete_passage(self, agent_id: str, passage_id: str) -> None:
@@ -356,8 +359,18 @@ class Tx(Protocol):
         """These runs (unknown ids are skipped)."""
         ...
 
-    def list_runs(self, *, agent_id: str | None, status: str | None, limit: int, cursor: str | None) -> Page[Run]:
-        """A page of runs, newest first (the key is the run's queue order)."""
+    def list_runs(
+        self,
+        *,
+        agent_id: str | None,
+        status: str | Sequence[str] | None,
+        limit: int,
+        cursor: str | None,
+        oldest_first: bool = False,
+        after_id: str | None = None,
+    ) -> Page[Run]:
+        """A page of runs in queue order, newest first (or ``oldest_first``), of one agent or all, in one or
+        more statuses or any; ``after_id`` starts it after that run."""
         ...
 
     def claim_next(self, agent_id: str, owner: Owner) -> ClaimOutcome:

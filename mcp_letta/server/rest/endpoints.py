@@ -23,7 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from mcp_letta.errors import Conflict, Deadlock, Invalid, LettaError, LimitExceeded, NotFound, Timeout
 from mcp_letta.hub import MAX_WAIT_S, AgentHub, every_page
-from mcp_letta.models import Agent, BlockSpec, Message, ModelSettings, Run, StepEvent
+from mcp_letta.models import Agent, BlockSpec, Message, ModelSettings, Page, Passage, Run, StepEvent
 from mcp_letta.runtime.memory_tools import DEFAULT_TOOL_NAMES
 from mcp_letta.runtime.messaging_tools import MULTI_AGENT_TOOL_NAMES
 from mcp_letta.server.rest import letta_json as lj
@@ -377,12 +377,18 @@ class Endpoint:
     tags: tuple[str, ...] = field(default=())
 
 
+def page_limit(call: Call, default: int) -> int:
+    """The ``limit`` the caller asked for (``default`` without one); 422 below 1."""
+    limit = call.query_int("limit", default) or default
+    if limit < 1:
+        raise RestError(422, f"limit must be at least 1 (got {limit})")
+    return limit
+
+
 def page(items: Sequence[T], call: Call, key: Callable[[T], str], *, default_limit: int = DEFAULT_PAGE) -> list[T]:
     """Letta's cursor pagination over an ordered list: items after ``after`` / before ``before`` (ids), at
     most ``limit`` (when ``before`` is given, the ones just before it)."""
-    limit = call.query_int("limit", default_limit) or default_limit
-    if limit < 1:
-        raise RestError(422, f"limit must be at least 1 (got {limit})")
+    limit = page_limit(call, default_limit)
     ids = [key(item) for item in items]
     after, before = call.query("after"), call.query("before")
     start, end = 0, len(items)
@@ -394,14 +400,36 @@ def page(items: Sequence[T], call: Call, key: Callable[[T], str], *, default_lim
     return chosen[-limit:] if before and not after else chosen[:limit]
 
 
-def ordered(items: Sequence[T], call: Call, *, default: str = "desc") -> list[T]:
-    """``items`` (oldest first) in the ``order`` the caller asked for (``asc``/``desc``, or ``ascending``)."""
+Fetch = Callable[[bool, str | None, int], Awaitable[Page[T]]]  # (oldest_first, after_id, limit) -> a page
+
+
+async def stored_page(call: Call, fetch: Fetch[T], key: Callable[[T], str], *, default_order: str) -> list[T]:
+    """``page`` done by the store for a listing too long to hold (``fetch`` reads one page of it, in either
+    order, after an id): at most ``limit`` items in ``order`` after ``after``, or (``before`` alone) the ones
+    just before ``before``. At most ``MAX_PAGE`` a page."""
+    limit = min(page_limit(call, MESSAGES_PAGE), MAX_PAGE)
+    oldest_first = order_of(call, default_order) == "asc"
+    after, before = call.query("after"), call.query("before")
+    if before and not after:  # the ones just before it: the first ones after it the other way round
+        return list(reversed((await fetch(not oldest_first, before, limit)).items))
+    items = (await fetch(oldest_first, after or None, limit)).items
+    ids = [key(item) for item in items]
+    return items[: ids.index(before)] if before in ids else items
+
+
+def order_of(call: Call, default: str) -> str:
+    """The ``order`` the caller asked for: "asc" or "desc" (also as ``ascending``)."""
     order = call.query("order", default)
     if call.query("ascending") is not None:
         order = "asc" if call.query_bool("ascending", True) else "desc"
     if order not in ("asc", "desc"):
         raise RestError(422, f"order must be 'asc' or 'desc' (got {order[:20]!r})")
-    return list(items) if order == "asc" else list(reversed(items))
+    return order
+
+
+def ordered(items: Sequence[T], call: Call, *, default: str = "desc") -> list[T]:
+    """``items`` (oldest first) in the ``order`` the caller asked for (``asc``/``desc``, or ``ascending``)."""
+    return list(items) if order_of(call, default) == "asc" else list(reversed(items))
 
 
 # -- agents ------------------------------------------------------------------------------------------------
@@ -593,12 +621,15 @@ async def list_passages(call: Call) -> Any:
     """GET /v1/agents/{agent_id}/archival-memory"""
     ref = call.path["agent_id"]
     search = call.query("search")
-    if search:
-        passages = sorted(await call.hub.archival_search(ref, search, limit=1000), key=lambda p: (p.created_at, p.id))
-    else:
-        passages = list(reversed(await call.hub.archival_list(ref, limit=1000)))
-    chosen = ordered(passages, call, default="asc")
-    return [lj.passage_json(p) for p in page(chosen, call, key=lambda p: p.id, default_limit=MESSAGES_PAGE)]
+    if search:  # the best MAX_PAGE matches, in time order
+        found = await call.hub.archival_search(ref, search, limit=MAX_PAGE)
+        chosen = ordered(sorted(found, key=lambda p: (p.created_at, p.id)), call, default="asc")
+        return [lj.passage_json(p) for p in page(chosen, call, key=lambda p: p.id, default_limit=MESSAGES_PAGE)]
+
+    def fetch(oldest_first: bool, after_id: str | None, limit: int) -> Awaitable[Page[Passage]]:
+        return call.hub.archival_list(ref, limit=limit, oldest_first=oldest_first, after_id=after_id)
+
+    return [lj.passage_json(p) for p in await stored_page(call, fetch, lambda p: p.id, default_order="asc")]
 
 
 async def search_passages(call: Call) -> Any:
@@ -845,15 +876,12 @@ async def list_runs(call: Call) -> Any:
     unknown = [s for s in statuses if s not in LETTA_TO_OURS]
     if unknown:
         raise RestError(422, f"unknown run status(es) {unknown}: use {', '.join(LETTA_TO_OURS)}")
-    if statuses:
-        runs: list[Run] = []
-        for status in statuses:
-            for ours in LETTA_TO_OURS[status]:
-                runs += await call.hub.list_runs(agent, status=ours, limit=1000)
-    else:
-        runs = (await call.hub.list_runs(agent, limit=1000)).items
-    runs.sort(key=lambda r: (r.created_at, r.id))
-    return [lj.run_json(r) for r in page(ordered(runs, call), call, key=lambda r: r.id, default_limit=MESSAGES_PAGE)]
+    ours = [one for status in statuses for one in LETTA_TO_OURS[status]]
+
+    def fetch(oldest_first: bool, after_id: str | None, limit: int) -> Awaitable[Page[Run]]:
+        return call.hub.list_runs(agent, status=ours, limit=limit, oldest_first=oldest_first, after_id=after_id)
+
+    return [lj.run_json(r) for r in await stored_page(call, fetch, lambda r: r.id, default_order="desc")]
 
 
 async def retrieve_run(call: Call) -> Any:

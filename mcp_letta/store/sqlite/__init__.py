@@ -217,8 +217,12 @@ class SQLiteTx(Tx):
             self.conn, agent_id, query, tags=tags, tag_match=tag_match, limit=limit, cursor=cursor,  # type: ignore[arg-type]
         )  # fmt: skip
 
-    def list_passages(self, agent_id: str, *, limit: int, cursor: str | None) -> Page[Passage]:
-        return memory.list_passages(self.conn, agent_id, limit=limit, cursor=cursor)
+    def list_passages(
+        self, agent_id: str, *, limit: int, cursor: str | None, oldest_first: bool = False, after_id: str | None = None
+    ) -> Page[Passage]:
+        return memory.list_passages(
+            self.conn, agent_id, limit=limit, cursor=cursor, oldest_first=oldest_first, after_id=after_id
+        )
 
     def delete_passage(self, agent_id: str, passage_id: str) -> None:
         memory.delete_passage(self.conn, agent_id, passage_id)
@@ -278,8 +282,20 @@ class SQLiteTx(Tx):
         rows = self.conn.execute(f"SELECT * FROM runs WHERE id IN ({marks})", list(run_ids)).fetchall()
         return runs.to_runs(self.conn, rows)
 
-    def list_runs(self, *, agent_id: str | None, status: str | None, limit: int, cursor: str | None) -> Page[Run]:
-        return runs.list_runs(self.conn, agent_id=agent_id, status=status, limit=limit, cursor=cursor)
+    def list_runs(
+        self,
+        *,
+        agent_id: str | None,
+        status: str | Sequence[str] | None,
+        limit: int,
+        cursor: str | None,
+        oldest_first: bool = False,
+        after_id: str | None = None,
+    ) -> Page[Run]:
+        return runs.list_runs(
+            self.conn, agent_id=agent_id, status=status, limit=limit, cursor=cursor, oldest_first=oldest_first,
+            after_id=after_id,
+        )  # fmt: skip
 
     def claim_next(self, agent_id: str, owner: Owner) -> ClaimOutcome:
         return runs.claim_next(self.conn, agent_id, owner)

@@ -181,22 +181,42 @@ def search_passages(
     )  # fmt: skip
 
 
-def list_passages(conn: Conn, agent_id: str, *, limit: int = 20, cursor: str | None = None) -> Page[Passage]:
-    """A page of an agent's passages, newest first."""
+def list_passages(
+    conn: Conn,
+    agent_id: str,
+    *,
+    limit: int = 20,
+    cursor: str | None = None,
+    oldest_first: bool = False,
+    after_id: str | None = None,
+) -> Page[Passage]:
+    """A page of an agent's passages, newest first (or ``oldest_first``). ``after_id`` starts the page after
+    that passage, in the same order (Letta's cursors are ids)."""
     check_page(limit)
-    after = paging.decode(cursor, "archival memory", [agent_id], [int])
+    scope: list[Any] = [agent_id, "oldest first"] if oldest_first else [agent_id]
+    after = paging.decode(cursor, "archival memory", scope, [int])
+    if after_id is not None:
+        found = conn.execute("SELECT pk FROM passages WHERE id = ? AND agent_id = ?", (after_id, agent_id)).fetchone()
+        if found is None:
+            raise NotFound(
+                f"passage {shown(after_id)} not found for this agent: page after the id of a passage a previous "
+                "page listed"
+            )
+        after = [found[0]]
+    beyond, order = (">", "ASC") if oldest_first else ("<", "DESC")
 
     def count_after(last: paging.Key) -> int:
-        sql = "SELECT count(*) FROM passages WHERE agent_id = ? AND pk < ?"
+        sql = f"SELECT count(*) FROM passages WHERE agent_id = ? AND pk {beyond} ?"
         return conn.execute(sql, (agent_id, last[0])).fetchone()[0]
 
+    start = after[0] if after else (-MAX_CURSOR if oldest_first else MAX_CURSOR)
     rows = conn.execute(
-        "SELECT * FROM passages WHERE agent_id = ? AND pk < ? ORDER BY pk DESC LIMIT ?",
-        (agent_id, after[0] if after else MAX_CURSOR, limit),
+        f"SELECT * FROM passages WHERE agent_id = ? AND pk {beyond} ? ORDER BY pk {order} LIMIT ?",
+        (agent_id, start, limit),
     ).fetchall()
     return paging.page_of(
         rows, [_to_passage(r) for r in rows], limit, key=lambda r: [r["pk"]], count_after=count_after,
-        listing="archival memory", scope=[agent_id],
+        listing="archival memory", scope=scope,
     )  # fmt: skip
 
 

@@ -115,31 +115,51 @@ def get_run(conn: Conn, run_id: str) -> Run:
 
 
 def list_runs(
-    conn: Conn, *, agent_id: str | None = None, status: str | None = None, limit: int = 20, cursor: str | None = None
+    conn: Conn,
+    *,
+    agent_id: str | None = None,
+    status: str | Sequence[str] | None = None,
+    limit: int = 20,
+    cursor: str | None = None,
+    oldest_first: bool = False,
+    after_id: str | None = None,
 ) -> Page[Run]:
-    """A page of runs, newest first, optionally of one agent and/or in one status."""
+    """A page of runs in queue order, newest first (or ``oldest_first``), optionally of one agent and/or in
+    one or more statuses. ``after_id`` starts the page after that run, in the same order (Letta's cursors are
+    ids)."""
     check_page(limit)
-    if status is not None and status not in STATUSES:
-        raise Invalid(f"unknown run status {status!r}: use one of {', '.join(STATUSES)}")
-    after = paging.decode(cursor, "runs", [agent_id, status], [int])
-    where, args = "", []
+    statuses = [status] if isinstance(status, str) else sorted(set(status or []))
+    for one in statuses:
+        if one not in STATUSES:
+            raise Invalid(f"unknown run status {shown(one)}: use one of {', '.join(STATUSES)}")
+    scope: list[Any] = [agent_id, status if isinstance(status, str) else statuses or None]
+    if oldest_first:
+        scope.append("oldest first")
+    after = paging.decode(cursor, "runs", scope, [int])
+    if after_id is not None:
+        found = conn.execute("SELECT seq FROM runs WHERE id = ?", (after_id,)).fetchone()
+        if found is None:
+            raise NotFound(f"run {shown(after_id)} not found: page after the id of a run a previous page listed")
+        after = [found[0]]
+    beyond, order = (">", "ASC") if oldest_first else ("<", "DESC")
+    where, args = f"seq {beyond} ?", []
     if agent_id is not None:
         where += " AND agent_id = ?"
         args.append(agent_id)
-    if status is not None:
-        where += " AND status = ?"
-        args.append(status)
+    if statuses:
+        where += f" AND status IN ({', '.join('?' * len(statuses))})"
+        args += statuses
 
     def count_after(last: paging.Key) -> int:
-        return conn.execute("SELECT count(*) FROM runs WHERE seq < ?" + where, [*last, *args]).fetchone()[0]
+        return conn.execute(f"SELECT count(*) FROM runs WHERE {where}", [*last, *args]).fetchone()[0]
 
+    start = after[0] if after else (-MAX_CURSOR if oldest_first else MAX_CURSOR)
     rows = conn.execute(
-        "SELECT * FROM runs WHERE seq < ?" + where + " ORDER BY seq DESC LIMIT ?",
-        [after[0] if after else MAX_CURSOR, *args, limit],
+        f"SELECT * FROM runs WHERE {where} ORDER BY seq {order} LIMIT ?", [start, *args, limit]
     ).fetchall()
     return paging.page_of(
         rows, to_runs(conn, rows), limit, key=lambda r: [r["seq"]], count_after=count_after, listing="runs",
-        scope=[agent_id, status],
+        scope=scope,
     )  # fmt: skip
 
 
