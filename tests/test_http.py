@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,9 +20,10 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from mcp_letta import AgentHub, Invalid
+from mcp_letta import AgentHub, Invalid, StorageUnavailable
 from mcp_letta.server.app import LettaServer, build_server
 from mcp_letta.server.http import HttpOptions, http_app, is_loopback, running_app, transport_security
+from mcp_letta.store import latest_schema_version
 
 pytestmark = [pytest.mark.anyio, pytest.mark.filterwarnings("ignore::UserWarning")]
 
@@ -84,6 +87,25 @@ async def test_health_answers_without_a_token(served: Served) -> None:
     from mcp_letta import __version__
 
     assert body["version"] == __version__
+
+
+async def test_health_turns_503_once_a_newer_mcp_letta_migrates_the_database(
+    served: Served, hub: AgentHub, db_path: Path
+) -> None:
+    # A rolling upgrade: the balancer's health check drains a replica a newer one has made obsolete.
+    with sqlite3.connect(db_path) as conn:
+        conn.execute(f"PRAGMA user_version = {latest_schema_version() + 1}")
+    with anyio.fail_after(60):
+        while True:
+            try:
+                await hub.create_block(f"probe_{uuid.uuid4().hex[:8]}", "")
+            except StorageUnavailable:
+                break
+            await anyio.sleep(0.1)
+    async with httpx2.AsyncClient() as http:
+        response = await http.get(f"{served.base}/health")
+    assert response.status_code == 503
+    assert response.json()["status"] == "degraded" and response.json()["db"] == "error: newer_schema"
 
 
 async def test_mcp_without_the_right_token_is_401(served: Served) -> None:

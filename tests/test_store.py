@@ -11,10 +11,21 @@ from pathlib import Path
 
 import anyio
 import pytest
-from conftest import dump
+from conftest import dump, execute_sql
 
-from mcp_letta import AgentHub, Conflict, Invalid, LimitExceeded, NotFound, Settings, VersionConflict
+from mcp_letta import (
+    AgentHub,
+    Conflict,
+    Invalid,
+    LimitExceeded,
+    NotFound,
+    Settings,
+    StorageUnavailable,
+    VersionConflict,
+)
 from mcp_letta.models import NewMessage
+from mcp_letta.store import latest_schema_version as sqlite_schema_version
+from mcp_letta.store.postgres.db import latest_schema_version as pg_schema_version
 
 pytestmark = pytest.mark.anyio
 
@@ -456,6 +467,46 @@ async def test_a_reopened_database_keeps_everything(settings: Settings) -> None:
     async with AgentHub(settings) as second:
         assert (await second.read_block("persona", agent="keeper")).value == "persistent"
         assert (await second.archival_search("keeper", "fact"))[0].text == "long term fact"
+
+
+async def test_a_process_stops_using_a_database_a_newer_mcp_letta_migrates_under_it(
+    llm_settings: Settings, db_path: Path | str
+) -> None:
+    # A rolling upgrade: a newer mcp-letta starts on the same database and migrates it while this one runs.
+    postgres = isinstance(db_path, str)
+    latest = (pg_schema_version if postgres else sqlite_schema_version)()
+    async with AgentHub(llm_settings) as hub:
+        await hub.create_block("log", "")
+        newer = latest + 1
+        if postgres:
+            execute_sql(db_path, "INSERT INTO mcp_letta_schema(version, applied_at) VALUES (?, 'newer')", (newer,))
+        else:
+            with sqlite3.connect(db_path) as conn:
+                conn.execute(f"PRAGMA user_version = {newer}")
+        with anyio.fail_after(60):  # within a few seconds, at the first write that checks
+            while True:
+                try:
+                    await hub.append_to_block("log", "written")
+                except StorageUnavailable as exc:
+                    refused = exc
+                    break
+                await anyio.sleep(0.1)
+        where = str(db_path)
+        upgrade = "pip install -U 'mcp-letta[postgres]' on every replica" if postgres else "pip install -U mcp-letta"
+        assert (refused.reason, str(refused)) == ("newer_schema", (
+            f"{where} was migrated to schema version {newer} by a newer mcp-letta while this one (which knows "
+            f"versions up to {latest}) had it open: upgrade mcp-letta ({upgrade}) and restart this server; it no "
+            "longer reads or writes the database"))  # fmt: skip
+        before = dump(db_path)
+        for attempt in (
+            hub.create_agent("bob"), hub.send_message("log", "hello", wait_s=5), hub.append_to_block("log", "x"),
+            hub.read_block("log"), hub.count_agents(),
+        ):  # fmt: skip
+            with pytest.raises(StorageUnavailable) as again:
+                await attempt
+            assert str(again.value) == str(refused)
+        assert hub._store.refusal is not None
+    assert dump(db_path) == before  # nothing was written, the hand-back at close included
 
 
 @pytest.mark.sqlite_only  # upgrades a SQLite file made by an older schema

@@ -138,7 +138,9 @@ class Scheduler:
             try:
                 await self.store.write(lambda tx: tx.forget_process(self.owner))
             except Exception:  # shutting down must go on even if the file is gone or busy
-                log.exception("could not hand back this process's runs; others take them over when its lease passes")
+                if self.store.refusal is None:  # (else it was said when the store stopped)
+                    log.exception("could not hand back this process's runs; others take them over when its lease "
+                                  "passes")  # fmt: skip
             runs: list[Run] = []
             if self._watches:
                 try:
@@ -163,6 +165,8 @@ class Scheduler:
             try:
                 agents = await self.store.write(self._heartbeat_and_recover)
             except Exception:  # a busy or briefly unavailable file must not end the heartbeat
+                if self.store.refusal is not None:  # a newer mcp-letta migrated it: others take our runs over
+                    return
                 log.exception("heartbeat failed; retrying")
                 continue
             for agent_id in {*agents, *self._blocked}:

@@ -34,6 +34,18 @@ def newer_schema(where: str, found: int, known: int, upgrade: str = "pip install
     )
 
 
+def migrated_while_open(
+    where: str, found: int, known: int, upgrade: str = "pip install -U mcp-letta"
+) -> StorageUnavailable:
+    """A newer mcp-letta migrated the database while this one had it open: this one stops using it."""
+    return StorageUnavailable(
+        f"{where} was migrated to schema version {found} by a newer mcp-letta while this one (which knows versions "
+        f"up to {known}) had it open",
+        f"upgrade mcp-letta ({upgrade}) and restart this server; it no longer reads or writes the database",
+        reason="newer_schema",
+    )
+
+
 def read_only(what: str, hint: str) -> StorageUnavailable:
     """The database, its folder or its file system cannot be written."""
     return StorageUnavailable(what, hint, reason="read_only")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 
+from mcp_letta.errors import StorageUnavailable
 from mcp_letta.models import (
     Agent,
     Block,
@@ -417,6 +418,11 @@ class Tx(Protocol):
         """``owner`` is alive: renew its leases."""
         ...
 
+    def schema_version(self) -> int:
+        """The newest migration applied to the database: a newer mcp-letta may have migrated it since this
+        process opened it."""
+        ...
+
     def server_time(self) -> float | None:
         """The database server's clock (seconds since the epoch) where processes on other machines share the
         database; ``None`` where they cannot (a file is shared by one machine's processes)."""
@@ -476,6 +482,7 @@ class Store(Protocol):
 
     origin: str  # this process's id as the store knows it (in the change log)
     shares_queue: bool  # any process on the store may start any queued run (see ``Owner``)
+    refusal: StorageUnavailable | None  # why it no longer reads or writes (see ``write``), or None
 
     async def open(self) -> None:
         """Create or migrate the storage; after this, transactions work."""
@@ -490,7 +497,11 @@ class Store(Protocol):
         ...
 
     async def write(self, fn: Callable[[Tx], T]) -> T:
-        """Run ``fn(tx)`` in a write transaction and return its result once it is durable (or raise)."""
+        """Run ``fn(tx)`` in a write transaction and return its result once it is durable (or raise).
+
+        Every few seconds a write first checks the schema version: once a newer mcp-letta has migrated the
+        database, this store refuses every transaction (``StorageUnavailable``, reason "newer_schema";
+        ``refusal`` holds it)."""
         ...
 
     def add_listener(self, listener: Callable[[list[Change]], None]) -> None:

@@ -11,10 +11,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from mcp_letta.errors import StorageUnavailable
 from mcp_letta.models import Message, NewMessage, Page, Passage
+from mcp_letta.store import failures
 from mcp_letta.store.interface import Clock
 from mcp_letta.store.postgres import memory as pg_memory
-from mcp_letta.store.postgres.db import DEFAULT_POOL_SIZE, PgConn, PgDatabase, latest_schema_version, schema_version
+from mcp_letta.store.postgres.db import (
+    DEFAULT_POOL_SIZE,
+    UPGRADE,
+    PgConn,
+    PgDatabase,
+    latest_schema_version,
+    redact,
+    schema_version,
+)
 from mcp_letta.store.sqlite import SQLiteStore, SQLiteTx
 from mcp_letta.store.sqlite import memory as shared_memory
 
@@ -30,6 +40,10 @@ class PostgresTx(SQLiteTx):
     def server_time(self) -> float | None:
         """The PostgreSQL server's clock."""
         return float(self.conn.execute(_SERVER_TIME).fetchone()[0])
+
+    def schema_version(self) -> int:
+        """The newest migration applied (``mcp_letta_schema``)."""
+        return int(self.conn.execute("SELECT coalesce(max(version), 0) FROM mcp_letta_schema").fetchone()[0])
 
     def search_passages(
         self, agent_id: str, query: str, *, tags: list[str], tag_match: str, limit: int, cursor: str | None = None
@@ -71,9 +85,15 @@ class PostgresStore(SQLiteStore):
     shares_queue = True  # replicas share the work: any of them starts any queued run
 
     def __init__(self, url: str, *, pool_size: int = DEFAULT_POOL_SIZE, watch_interval_s: float = 0.2) -> None:
-        self.db = PgDatabase(url, pool_size=pool_size)
-        self.origin = self.db.origin
-        self.watch_interval_s = watch_interval_s
+        self._use(PgDatabase(url, pool_size=pool_size), watch_interval_s)
+
+    def latest_schema_version(self) -> int:
+        """The newest PostgreSQL migration this mcp-letta ships."""
+        return latest_schema_version()
+
+    def migrated_while_open(self, found: int, known: int) -> StorageUnavailable:
+        """The refusal once a newer mcp-letta has migrated the database to ``found``."""
+        return failures.migrated_while_open(redact(self.db.url), found, known, UPGRADE)
 
 
 def server_status(url: str) -> dict[str, Any]:

@@ -65,6 +65,7 @@ CHANNEL = "mcp_letta_changes"  # NOTIFY channel: payload is the committing proce
 MIGRATION_LOCK = 0x6D63706D  # held while migrating, so replicas starting together migrate once
 WAIT_GRAPH_LOCK = 0x6D637077  # held from a wait's cycle check until its edge commits ('mcpw')
 DEFAULT_POOL_SIZE = 10
+UPGRADE = "pip install -U 'mcp-letta[postgres]' on every replica"  # what installs a newer mcp-letta here
 FOLLOWER_CONNECTIONS = 2  # beside the pool, ``follow``'s: one LISTENs, one reads the change log
 
 
@@ -661,7 +662,7 @@ def check_schema(raw: Any, where: str) -> None:
     program's tables and none of ours."""
     found, known = schema_version(raw), latest_schema_version()
     if found > known:
-        raise failures.newer_schema(where, found, known, "pip install -U 'mcp-letta[postgres]' on every replica")
+        raise failures.newer_schema(where, found, known, UPGRADE)
     if found == 0:
         schema, tables = raw.execute(_OTHER_TABLES).fetchone()
         if tables:

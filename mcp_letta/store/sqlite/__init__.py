@@ -7,6 +7,8 @@ connection in a transaction, with the SQL of each idea in its own module (``agen
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
@@ -15,6 +17,7 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
+from mcp_letta.errors import StorageUnavailable
 from mcp_letta.models import (
     Agent,
     Block,
@@ -30,6 +33,7 @@ from mcp_letta.models import (
     RunStep,
     RunUsage,
 )
+from mcp_letta.store.failures import migrated_while_open
 from mcp_letta.store.interface import (
     AgentRecord,
     CancelOutcome,
@@ -44,9 +48,11 @@ from mcp_letta.store.interface import (
     Tx,
 )
 from mcp_letta.store.sqlite import agents, blocks, memory, metrics, replies, runs, tool_agents, waits
-from mcp_letta.store.sqlite.db import Conn, Database, loads_json
+from mcp_letta.store.sqlite.db import Conn, Database, latest_schema_version, loads_json, schema_version
 
 T = TypeVar("T")
+log = logging.getLogger("mcp_letta.store")
+SCHEMA_CHECK_S = 5.0  # how often a write first checks that no newer mcp-letta has migrated the database
 
 
 def _record(row: Any) -> AgentRecord:
@@ -331,6 +337,9 @@ class SQLiteTx(Tx):
     def heartbeat(self, owner: Owner) -> None:
         runs.heartbeat(self.conn, owner)
 
+    def schema_version(self) -> int:
+        return schema_version(self.conn)
+
     def server_time(self) -> float | None:
         return None  # one machine's processes share a file, and its clock
 
@@ -369,25 +378,56 @@ class SQLiteStore(Store):
     shares_queue = False  # a run is started by the process that stored it (processes on one file are one user's)
 
     def __init__(self, path: Path | str, *, watch_interval_s: float = 0.2) -> None:
-        self.db: Any = Database(path)
-        self.origin = self.db.origin
+        self._use(Database(path), watch_interval_s)
+
+    def _use(self, db: Any, watch_interval_s: float) -> None:
+        self.db = db
+        self.origin = db.origin
         self.watch_interval_s = watch_interval_s
+        self.refusal: StorageUnavailable | None = None
+        self._schema_checked = time.monotonic()
 
     async def open(self) -> None:
-        await anyio.to_thread.run_sync(self.db.open)
+        await anyio.to_thread.run_sync(self.db.open)  # (it refuses a database from a newer mcp-letta)
+        self._schema_checked = time.monotonic()
 
     async def close(self) -> None:
         await anyio.to_thread.run_sync(self.db.close)
 
     async def read(self, fn: Callable[[Tx], T]) -> T:
+        if self.refusal is not None:
+            raise self.refusal
         return await self.db.read(lambda conn: fn(self.tx_class(conn)))
 
     async def write(self, fn: Callable[[Tx], T]) -> T:
-        return await self.db.write(lambda conn: fn(self.tx_class(conn)))
+        if self.refusal is not None:
+            raise self.refusal
+        if time.monotonic() - self._schema_checked < SCHEMA_CHECK_S:
+            return await self.db.write(lambda conn: fn(self.tx_class(conn)))
+        self._schema_checked = time.monotonic()
+
+        def checked(tx: Tx) -> T:
+            found, known = tx.schema_version(), self.latest_schema_version()
+            if found > known:  # before this write writes anything
+                self.refusal = self.migrated_while_open(found, known)
+                log.error("%s", self.refusal)
+                raise self.refusal
+            return fn(tx)
+
+        return await self.db.write(lambda conn: checked(self.tx_class(conn)))
+
+    def latest_schema_version(self) -> int:
+        """The newest migration this mcp-letta ships for this engine."""
+        return latest_schema_version()
+
+    def migrated_while_open(self, found: int, known: int) -> StorageUnavailable:
+        """The refusal once a newer mcp-letta has migrated the database to ``found``."""
+        return migrated_while_open(str(self.db.path), found, known)
 
     def add_listener(self, listener: Callable[[list[Change]], None]) -> None:
         def on_commit(changes: list[tuple[str, str]], local: bool) -> None:
-            listener([Change(kind, ref, local) for kind, ref in changes])
+            if self.refusal is None:  # (once refused, nothing here acts on changes)
+                listener([Change(kind, ref, local) for kind, ref in changes])
 
         self.db.add_listener(on_commit)
 
