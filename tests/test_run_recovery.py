@@ -5,8 +5,10 @@ cannot help), and one agent runs one run at a time across processes.
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -239,6 +241,92 @@ async def test_a_caller_waiting_on_a_run_whose_process_goes_silent_hears_of_its_
     assert (ended.status, ended.stop_reason) == ("interrupted", "interrupted")
     assert ended.error.startswith("not resumed again: the process running it died 3 times")
     assert scripted_llm.requests == []
+
+
+def bump_schema(db_path: Path | str, by: int) -> None:
+    """Move the database's schema version, as a newer mcp-letta's migration would (and back)."""
+    if isinstance(db_path, str):
+        if by > 0:
+            execute_sql(db_path, "INSERT INTO mcp_letta_schema(version, applied_at) "
+                        "SELECT max(version) + 1, 'newer' FROM mcp_letta_schema", ())  # fmt: skip
+        else:
+            execute_sql(db_path, "DELETE FROM mcp_letta_schema WHERE applied_at = 'newer'", ())
+        return
+    with sqlite3.connect(db_path) as conn:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        conn.execute(f"PRAGMA user_version = {version + by}")
+
+
+async def logged(caplog: pytest.LogCaptureFixture, text: str) -> None:
+    """Wait until a log record holds ``text``."""
+    with anyio.fail_after(60):
+        while not any(text in record.getMessage() for record in caplog.records):  # noqa: ASYNC110
+            await anyio.sleep(0.05)
+
+
+async def test_a_process_whose_run_was_taken_over_leaves_its_end_to_the_new_owner(
+    llm_settings: Settings, scripted_llm: ScriptedLLM, db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # This process stalled past its lease (frozen, or cut off from the database): another took the run over
+    # and executes it. When this one goes on, its own LLM call has failed; it must not fail the run.
+    answer = threading.Event()
+    scripted_llm.default = lambda _request: (answer.wait(30), Response(status=500))[1]
+    async with AgentHub(llm_settings) as hub:
+        await hub.create_agent("alice")
+        run = await hub.send_message("alice", "hi")
+        await scripted_llm.wait_for_requests_async(1)
+        execute_sql(db_path, "UPDATE runs SET owner = 'successor', lease_until = ?, resumes = 1 WHERE id = ?",
+                    (time.time() + 600, run.id))  # fmt: skip
+        answer.set()
+        await logged(caplog, f"run {run.id} was taken over by another process")
+        now = await hub.get_run(run.id)
+    assert (now.status, now.error, now.resumes) == ("running", None, 1)
+
+
+async def test_a_run_this_process_owns_but_no_longer_executes_is_resumed_once_its_lease_passes(
+    llm_settings: Settings, scripted_llm: ScriptedLLM, db_path: Path
+) -> None:
+    # E.g. its step and its end could not be written (the database was out of reach): nothing here executes it
+    # any more, so nothing may renew its lease, and when the lease passes it is resumed, here or elsewhere.
+    async with AgentHub(llm_settings, runs_agents=False) as sender:
+        await sender.create_agent("alice")
+        run = await sender.send_message("alice", "hi")  # stays queued: nothing here runs agents
+    execute_sql(  # a live process on another host runs it
+        db_path,
+        "INSERT INTO processes(id, pid, host, started_at, heartbeat) VALUES ('ghost', 1, 'elsewhere', '', ?)",
+        (time.time() + 600,),
+        "UPDATE runs SET status = 'running', owner = 'ghost', lease_until = ? WHERE id = ?",
+        (time.time() + 600, run.id),
+    )
+    scripted_llm.reply("resumed")
+    async with AgentHub(llm_settings) as hub:
+        assert (await hub.get_run(run.id)).status == "running"  # the live ghost's: left alone
+        execute_sql(db_path, "UPDATE runs SET owner = ?, lease_until = ? WHERE id = ?",
+                    (hub._store.origin, time.time() + 1, run.id))  # fmt: skip
+        with anyio.fail_after(60):  # a safety net: a heartbeat comes every few seconds
+            done = await hub.wait_run(run.id)
+    assert (done.status, done.reply, done.resumes) == ("completed", "resumed", 1)
+
+
+async def test_a_run_whose_step_the_database_refused_is_left_unfinished_and_resumed_later(
+    llm_settings: Settings, scripted_llm: ScriptedLLM, gate: Gate, db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The store fails under a step (here: a newer mcp-letta migrated the database meanwhile; likewise a lost
+    # connection). The run must not end "failed: internal error": the next process resumes it.
+    async with AgentHub(llm_settings) as hub:
+        await hub.create_agent("alice")
+        run = await hub.send_message("alice", "hi")
+        await scripted_llm.wait_for_requests_async(1)
+        bump_schema(db_path, +1)
+        hub._store._schema_checked = 0.0  # its next write checks (else within a few seconds)
+        gate.open()
+        await logged(caplog, f"run {run.id} stopped unfinished")
+        bump_schema(db_path, -1)
+    hand_to_a_silent_process(db_path, run.id)  # its process is gone
+    async with AgentHub(llm_settings) as hub:
+        done = await hub.get_run(run.id, wait_s=30)
+    assert (done.status, done.reply, done.error) == ("completed", "released", None)
+    assert len(scripted_llm.requests) == 2  # the step the database refused was asked again
 
 
 async def test_two_processes_run_one_agent_one_run_at_a_time_in_order(

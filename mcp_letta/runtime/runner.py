@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Literal, TypeVar
 
 from mcp_letta.config import Settings
-from mcp_letta.errors import LLMUnavailable
+from mcp_letta.errors import LLMUnavailable, StorageUnavailable
 from mcp_letta.llm import ChatRequest, ChatResponse, LLMClient, LLMPool
 from mcp_letta.models import Message, NewMessage, Run, RunStep, RunUsage, StepEvent, ToolCall
 from mcp_letta.runtime.context import (
@@ -278,7 +278,9 @@ class Runner:
     async def run(self, rc: RunContext, on_step: OnStep | None = None) -> Run:
         """Run the step loop to the end and return the finished run.
 
-        Raises ``CancelRequested`` or ``RunLost`` (and lets cancellation through) for the scheduler.
+        Raises ``CancelRequested``, ``RunLost`` or ``StorageUnavailable`` (the database failed: the run stays
+        unfinished, and is resumed from its last committed step once its lease passes) for the scheduler, and
+        lets cancellation through.
         """
         try:
             return await self._loop(rc, on_step)
@@ -286,7 +288,7 @@ class Runner:
             return await self._finish(rc, "failed", error=str(exc), stop_reason="llm_api_error")
         except AgentDeleted as exc:
             return await self._finish(rc, "failed", error=str(exc), stop_reason="error")
-        except (CancelRequested, RunLost):
+        except (CancelRequested, RunLost, StorageUnavailable):  # (the store failing: nothing can be written now)
             raise
         except Exception as exc:  # a bug must fail this run, not the scheduler
             log.exception("run %s of agent %s failed", rc.run.id, rc.run.agent_name)
@@ -519,8 +521,13 @@ class Runner:
 
     async def _finish(self, rc: RunContext, status: str, *, error: str, stop_reason: str) -> Run:
         def finish(tx: Tx) -> Run:
-            ended = tx.finish_run(rc.run.id, status=status, error=error, stop_reason=stop_reason)
-            return tx.get_run(rc.run.id) if ended is None else ended.model_copy(update={"steps": rc.steps})
+            ended = tx.finish_run(rc.run.id, status=status, error=error, stop_reason=stop_reason, owner=self.owner)
+            if ended is not None:
+                return ended.model_copy(update={"steps": rc.steps})
+            run = tx.get_run(rc.run.id)
+            if not run.done:  # taken over (its lease passed while this process could not renew it)
+                raise RunLost(rc.run.id)
+            return run
 
         return await self.store.write(finish)
 

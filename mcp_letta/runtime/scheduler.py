@@ -23,6 +23,7 @@ the change feed.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -31,13 +32,14 @@ from contextlib import asynccontextmanager
 import anyio
 from anyio.abc import TaskGroup
 
-from mcp_letta.errors import LettaError, NotFound, Timeout
+from mcp_letta.errors import LettaError, NotFound, StorageUnavailable, Timeout
 from mcp_letta.models import Run, StepEvent
 from mcp_letta.runtime.runner import CancelRequested, ClaimResult, RunContext, RunLost, Runner
 from mcp_letta.store import Change, Store, Tx
 
 log = logging.getLogger("mcp_letta.scheduler")
 
+QUIET_HEARTBEATS = 2  # after a failed heartbeat, this many take nothing over (see ``_keep_alive``)
 HEARTBEAT_S = 5.0  # a process renews its leases this often...
 LEASE_S = 30.0  # ...and a lease (or heartbeat) this old means the process is gone
 CANCEL_SETTLE_S = 10.0  # how long cancel_run waits for a running run to stop before returning it
@@ -104,7 +106,7 @@ class Scheduler:
         self._tg, self._stopping, self._winding_down = task_group, False, not takes_runs
         if not takes_runs:
             return
-        agents = await self.store.write(self._heartbeat_and_recover)
+        agents = await self.store.write(functools.partial(self._heartbeat_and_recover, executing=[]))
         task_group.start_soon(self._keep_alive)
         for agent_id in agents:
             self.wake(agent_id)
@@ -150,25 +152,36 @@ class Scheduler:
         for run in runs:
             self._signal(run.id, run)
 
-    def _heartbeat_and_recover(self, tx: Tx) -> list[str]:
+    def _heartbeat_and_recover(self, tx: Tx, executing: list[str], recovering: bool = True) -> list[str]:
         if self._stopping:  # a heartbeat after forget_process would make us look alive for a lease
             return []
         self.owner.clock.follow(tx.server_time)  # before anything is compared with other processes' times
-        tx.heartbeat(self.owner)
-        if self._winding_down:  # take nothing over: it would only be handed back
+        tx.heartbeat(self.owner, executing)
+        if self._winding_down or not recovering:  # take nothing over: it would only be handed back
             return []
         return tx.recover(self.owner)
 
     async def _keep_alive(self) -> None:
+        quiet = 0  # heartbeats left that take nothing over (see below)
         while True:
             await anyio.sleep(self.heartbeat_s)
+            executing = sorted(self._executing)  # (read here, on the event loop that changes it)
             try:
-                agents = await self.store.write(self._heartbeat_and_recover)
-            except Exception:  # a busy or briefly unavailable file must not end the heartbeat
+                agents = await self.store.write(
+                    functools.partial(self._heartbeat_and_recover, executing=executing, recovering=quiet == 0)
+                )
+            except Exception as exc:  # a busy or briefly unavailable database must not end the heartbeat
                 if self.store.refusal is not None:  # a newer mcp-letta migrated it: others take our runs over
                     return
-                log.exception("heartbeat failed; retrying")
+                if isinstance(exc, StorageUnavailable):
+                    log.warning("heartbeat failed (%s); retrying", exc)
+                else:
+                    log.exception("heartbeat failed; retrying")
+                # When the database was out of reach for everyone, every lease may have passed meanwhile: give the
+                # other live processes two heartbeats to renew theirs before taking over what looks abandoned.
+                quiet = QUIET_HEARTBEATS
                 continue
+            quiet = max(0, quiet - 1)
             for agent_id in {*agents, *self._blocked}:
                 self.wake(agent_id)
             self._missed_queued = self.owner.shares_queue  # what the feed may not have told: a look now and then
@@ -417,6 +430,9 @@ class Scheduler:
                     finished = await self._end(run_id, "cancelled", "cancelled while running", "cancelled")
         except RunLost:
             log.warning("run %s was taken over by another process (its lease had expired)", run_id)
+        except StorageUnavailable as exc:  # its lease is no longer renewed: recovery resumes it
+            log.warning("run %s stopped unfinished (%s); it resumes from its last step once the database answers "
+                        "and its lease has passed", run_id, exc)  # fmt: skip
         finally:
             self._scopes.pop(run_id, None)
             self._executing.pop(run_id, None)
@@ -432,7 +448,7 @@ class Scheduler:
         """Finish a run that stopped early (unless it finished meanwhile); the run as it now is."""
 
         def end(tx: Tx) -> Run:
-            tx.finish_run(run_id, status=status, error=error, stop_reason=stop_reason)
+            tx.finish_run(run_id, status=status, error=error, stop_reason=stop_reason, owner=self.owner)
             return tx.get_run(run_id)
 
         try:

@@ -46,6 +46,16 @@ def migrated_while_open(
     )
 
 
+def unreachable(where: str, detail: str) -> StorageUnavailable:
+    """The database server cannot be reached, or broke the connection (``detail``: how)."""
+    return StorageUnavailable(
+        f"the connection to the database at {where} failed ({detail})",
+        "retry once the server answers again: mcp-letta reconnects by itself, and runs it was executing resume "
+        "from their last step",
+        reason="unreachable",
+    )
+
+
 def read_only(what: str, hint: str) -> StorageUnavailable:
     """The database, its folder or its file system cannot be written."""
     return StorageUnavailable(what, hint, reason="read_only")

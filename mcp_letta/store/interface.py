@@ -395,10 +395,10 @@ class Tx(Protocol):
 
     def finish_run(
         self, run_id: str, *, status: str, stop_reason: str, reply: str | None = None, error: str | None = None,
-        expect: tuple[str, ...] = ("running",), add_usage: RunUsage | None = None,
+        expect: tuple[str, ...] = ("running",), add_usage: RunUsage | None = None, owner: Owner | None = None,
     ) -> Run | None:  # fmt: skip
-        """End a run still in one of ``expect`` (and route its reply); the run as ended without its steps, or
-        None if it was not in ``expect``."""
+        """End a run still in one of ``expect`` (and, given ``owner``, still that process's), and route its
+        reply; the run as ended without its steps, or None if it was not."""
         ...
 
     def cancel_with_waited(self, run_id: str) -> list[tuple[str, CancelOutcome]]:
@@ -414,8 +414,10 @@ class Tx(Protocol):
         """The parent gave up on this unfinished run: route its reply to ``reply_to``; False if it finished."""
         ...
 
-    def heartbeat(self, owner: Owner) -> None:
-        """``owner`` is alive: renew its leases."""
+    def heartbeat(self, owner: Owner, executing: Sequence[str]) -> None:
+        """``owner`` is alive: renew the leases of the runs it is ``executing`` (ids). A run it owns but no
+        longer executes (its end could not be written) keeps its lease, which passes: ``recover`` then
+        puts it back in the queue."""
         ...
 
     def schema_version(self) -> int:
@@ -429,8 +431,8 @@ class Tx(Protocol):
         ...
 
     def recover(self, owner: Owner) -> list[str]:
-        """Release the running runs of dead processes (or with a passed lease) and adopt their queued runs;
-        the agents with queued runs ``owner`` owns.
+        """Release the running runs of dead processes, and those whose lease passed (``owner``'s own included),
+        and adopt dead processes' queued runs; the agents with queued runs ``owner`` owns.
 
         Releasing puts a run back in the queue, owned by ``owner``, with ``resumes`` + 1, to be resumed from
         its last committed step; it ends instead when resuming cannot help: cancelled if a cancel was

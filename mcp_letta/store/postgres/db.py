@@ -51,7 +51,7 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
-from mcp_letta.errors import Conflict, Invalid, LettaError, NotFound
+from mcp_letta.errors import Conflict, Invalid, LettaError, NotFound, StorageUnavailable
 from mcp_letta.store import failures, migrations
 from mcp_letta.store.sqlite.db import CHANGE_LOG_KEEP_S, _Write
 from mcp_letta.store.sqlite.db import Database as _SQLiteDatabase
@@ -65,6 +65,7 @@ CHANNEL = "mcp_letta_changes"  # NOTIFY channel: payload is the committing proce
 MIGRATION_LOCK = 0x6D63706D  # held while migrating, so replicas starting together migrate once
 WAIT_GRAPH_LOCK = 0x6D637077  # held from a wait's cycle check until its edge commits ('mcpw')
 DEFAULT_POOL_SIZE = 10
+LEND_TIMEOUT_S = 30.0  # how long a call waits for a pooled connection before it fails
 UPGRADE = "pip install -U 'mcp-letta[postgres]' on every replica"  # what installs a newer mcp-letta here
 FOLLOWER_CONNECTIONS = 2  # beside the pool, ``follow``'s: one LISTENs, one reads the change log
 
@@ -452,7 +453,7 @@ class PgDatabase(_SQLiteDatabase):
                 self._pool = ConnectionPool(
                     self.url, min_size=1, max_size=self.pool_size, open=False, name="mcp-letta",
                     kwargs={"autocommit": True, "row_factory": _row_factory},
-                    check=_check_lent, timeout=30.0,
+                    check=_check_lent, timeout=LEND_TIMEOUT_S,
                 )  # fmt: skip
                 try:
                     self._pool.open(wait=True, timeout=15.0)
@@ -493,6 +494,30 @@ class PgDatabase(_SQLiteDatabase):
             yield raw
 
     # -- transactions ------------------------------------------------------------------------------
+    def _lost(self, exc: BaseException) -> StorageUnavailable | None:
+        """What a call gets when the server cannot be reached or broke the connection (``unreachable``); None
+        for any other error."""
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
+        if isinstance(exc, PoolTimeout):
+            why = f"no connection within {LEND_TIMEOUT_S:.0f} s: the server is down, or every pooled one is busy"
+            return failures.unreachable(redact(self.url), why)
+        state = getattr(exc, "sqlstate", None) or ""
+        if isinstance(exc, psycopg.OperationalError) and (not state or state.startswith(("08", "57P"))):
+            return failures.unreachable(redact(self.url), " ".join(str(exc).split()).rstrip(".") or "connection lost")
+        return None
+
+    async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(conn, ...)`` in a read-only snapshot on a worker thread."""
+        try:
+            return await anyio.to_thread.run_sync(lambda: self.read_sync(fn, *args, **kwargs), limiter=self._limiter)
+        except Exception as exc:
+            lost = self._lost(exc)
+            if lost is None:
+                raise
+            raise lost from exc
+
     def read_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(conn, ...)`` in a read-only snapshot on this thread."""
         with self._connection() as raw:
@@ -509,10 +534,19 @@ class PgDatabase(_SQLiteDatabase):
         write = _Write(fn, args)
         await anyio.lowlevel.checkpoint_if_cancelled()
         with anyio.CancelScope(shield=True):
-            changes = await anyio.to_thread.run_sync(self._write_one, write, limiter=self._limiter)
+            try:
+                changes = await anyio.to_thread.run_sync(self._write_one, write, limiter=self._limiter)
+            except Exception as exc:
+                lost = self._lost(exc)
+                if lost is None:
+                    raise
+                raise lost from exc
             self._notify(changes, True)
         await anyio.lowlevel.checkpoint()  # a cancel that came meanwhile
         if write.error is not None:
+            lost = self._lost(write.error)
+            if lost is not None:
+                raise lost from write.error
             raise write.error
         return write.result  # type: ignore[no-any-return]
 

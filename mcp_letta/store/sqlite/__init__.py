@@ -317,11 +317,11 @@ class SQLiteTx(Tx):
 
     def finish_run(
         self, run_id: str, *, status: str, stop_reason: str, reply: str | None = None, error: str | None = None,
-        expect: tuple[str, ...] = ("running",), add_usage: RunUsage | None = None,
+        expect: tuple[str, ...] = ("running",), add_usage: RunUsage | None = None, owner: Owner | None = None,
     ) -> Run | None:  # fmt: skip
         ended = runs.finish_run(
             self.conn, run_id, status=status, reply=reply, error=error, stop_reason=stop_reason, expect=expect,
-            add_usage=add_usage,
+            add_usage=add_usage, owner=None if owner is None else owner.id,
         )  # fmt: skip
         return None if ended is None else runs.run_of(ended, [])
 
@@ -334,8 +334,8 @@ class SQLiteTx(Tx):
     def stop_waiting(self, run_id: str, *, reply_to: str | None) -> bool:
         return waits.stop_waiting(self.conn, run_id, reply_to=reply_to)
 
-    def heartbeat(self, owner: Owner) -> None:
-        runs.heartbeat(self.conn, owner)
+    def heartbeat(self, owner: Owner, executing: Sequence[str]) -> None:
+        runs.heartbeat(self.conn, owner, executing)
 
     def schema_version(self) -> int:
         return schema_version(self.conn)

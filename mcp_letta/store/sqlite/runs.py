@@ -445,9 +445,11 @@ def finish_run(
     stop_reason: str,
     expect: tuple[str, ...] = ("running",),
     add_usage: RunUsage | None = None,
+    owner: str | None = None,
 ) -> Any | None:
-    """Move a run to a final status, only if it is still in one of ``expect``: its row as ended, else None.
-    ``add_usage``: tokens to add to the run's usage in the same update (its last step's).
+    """Move a run to a final status, only if it is still in one of ``expect`` (and, given ``owner``, still that
+    process's: one whose run was taken over must not end it): its row as ended, else None. ``add_usage``:
+    tokens to add to the run's usage in the same update (its last step's).
 
     Every run ends here, so this is also where its reply is routed (see ``replies``): in the same
     transaction, whichever process ends it and however (completed, failed, cancelled, interrupted).
@@ -458,10 +460,10 @@ def finish_run(
         "UPDATE runs SET status = ?, reply = ?, error = ?, stop_reason = ?, finished_at = ?, lease_until = NULL, "
         "prompt_tokens = prompt_tokens + ?, completion_tokens = completion_tokens + ?, "
         "total_tokens = total_tokens + ?, cached_tokens = cached_tokens + ? "
-        f"WHERE id = ? AND status IN ({marks}) RETURNING *",
+        f"WHERE id = ? AND status IN ({marks}){'' if owner is None else ' AND owner = ?'} RETURNING *",
         (
             status, reply, error, stop_reason, now_iso(), usage.prompt_tokens, usage.completion_tokens,
-            usage.total_tokens, usage.cached_tokens, run_id, *expect,
+            usage.total_tokens, usage.cached_tokens, run_id, *expect, *([] if owner is None else [owner]),
         ),
     ).fetchone()  # fmt: skip
     if ended is None:
@@ -528,17 +530,20 @@ def cancel_with_waited(conn: Conn, run_id: str) -> list[tuple[str, CancelOutcome
 
 
 # -- processes, leases, recovery --------------------------------------------------------------------
-def heartbeat(conn: Conn, owner: Owner) -> None:
-    """Say this process is alive and extend the leases of the runs it is executing."""
+def heartbeat(conn: Conn, owner: Owner, executing: Sequence[str]) -> None:
+    """Say this process is alive and extend the leases of the runs it is ``executing``."""
     now = owner.now()
     conn.execute(
         "INSERT INTO processes(id, pid, host, started_at, heartbeat) VALUES (?,?,?,?,?) "
         "ON CONFLICT(id) DO UPDATE SET heartbeat = excluded.heartbeat",
         (owner.id, owner.pid, owner.host, now_iso(), now),
     )
-    conn.execute(
-        "UPDATE runs SET lease_until = ? WHERE owner = ? AND status = 'running'", (now + owner.lease_s, owner.id)
-    )
+    if executing:
+        conn.execute(
+            f"UPDATE runs SET lease_until = ? WHERE owner = ? AND status = 'running' AND id IN "
+            f"({','.join('?' * len(executing))})",
+            (now + owner.lease_s, owner.id, *executing),
+        )
 
 
 def recover(conn: Conn, owner: Owner) -> list[str]:
@@ -554,9 +559,9 @@ def recover(conn: Conn, owner: Owner) -> list[str]:
     now, live = owner.now(), live_owners(conn, owner)
     marks = ",".join("?" * len(live))
     stopped = conn.execute(
-        f"SELECT * FROM runs WHERE status = 'running' AND owner != ? AND (coalesce(lease_until, 0) <= ? "
+        f"SELECT * FROM runs WHERE status = 'running' AND (coalesce(lease_until, 0) <= ? "
         f"OR owner NOT IN ({marks})) ORDER BY seq" + conn.skip_locked,
-        (owner.id, now, *sorted(live)),
+        (now, *sorted(live)),
     ).fetchall()
     for r in stopped:
         release(conn, r, to_owner=owner.id, crashed=r["owner"] not in live and died(conn, r["owner"], owner))
