@@ -79,6 +79,10 @@ class PgServer:
     def restart(self) -> None:
         """Stop and start again on the same port (clients' connections break)."""
         self.stop("fast")
+        self.start_again()
+
+    def start_again(self) -> None:
+        """Start the stopped server on the same port."""
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "log"), "-o", self._options(),
                   "-w", "start")  # fmt: skip
 

@@ -252,6 +252,28 @@ async def test_a_server_restart_fails_calls_clearly_then_recovers_without_restar
                     break
 
 
+async def test_while_the_server_is_down_calls_say_why_and_the_first_call_after_it_is_back_works(
+    db_path: str, pg_server: PgServer
+) -> None:
+    async with AgentHub(Settings(db_path=db_path)) as hub:
+        await hub.create_block("log", "")
+        await hub.append_to_block("log", "before")
+        await anyio.to_thread.run_sync(pg_server.stop, "fast")
+        try:
+            refusals = []
+            for call in (hub.append_to_block("log", "lost"), hub.read_block("log"), hub.list_agents()):
+                with pytest.raises(StorageUnavailable) as refused:
+                    await call
+                refusals.append(refused.value)
+        finally:
+            await anyio.to_thread.run_sync(pg_server.start_again)
+        assert all(r.reason == "unreachable" for r in refusals), refusals
+        assert all(str(r).startswith(f"the connection to the database at {db_path} failed (") for r in refusals)
+        assert "Connection refused" in str(refusals[-1])  # the driver's reason, once the pool is found empty
+        after = await hub.append_to_block("log", "after")  # the first call: no waiting out the pool's back-off
+        assert after.value == "before\nafter"
+
+
 async def test_an_edit_waits_for_its_blocks_row_and_not_for_other_writers(db_path: str) -> None:
     # Row locks, not one lock for every write: a transaction holding one block's row holds up edits of that
     # block (which then apply to the value it committed) and nothing else.

@@ -56,6 +56,16 @@ def unreachable(where: str, detail: str) -> StorageUnavailable:
     )
 
 
+def busy(where: str, connections: int, waited_s: float) -> StorageUnavailable:
+    """Every connection of this process to the database server stayed in use for ``waited_s``."""
+    return StorageUnavailable(
+        f"each of this server's {connections} connections to the database at {where} stayed busy for "
+        f"{waited_s:.0f} s (long transactions, or rows another writer holds)",
+        "retry; if it goes on, raise MCP_LETTA_PG_POOL_SIZE or look for sessions holding locks (pg_stat_activity)",
+        reason="busy",
+    )
+
+
 def read_only(what: str, hint: str) -> StorageUnavailable:
     """The database, its folder or its file system cannot be written."""
     return StorageUnavailable(what, hint, reason="read_only")

@@ -65,7 +65,8 @@ CHANNEL = "mcp_letta_changes"  # NOTIFY channel: payload is the committing proce
 MIGRATION_LOCK = 0x6D63706D  # held while migrating, so replicas starting together migrate once
 WAIT_GRAPH_LOCK = 0x6D637077  # held from a wait's cycle check until its edge commits ('mcpw')
 DEFAULT_POOL_SIZE = 10
-LEND_TIMEOUT_S = 30.0  # how long a call waits for a pooled connection before it fails
+LEND_TIMEOUT_S = 10.0  # how long a call waits for a pooled connection before it fails (each is held for ms)
+PROBE_TIMEOUT_S = 5  # how long a connection of its own may take, for a call that checks the server is back
 UPGRADE = "pip install -U 'mcp-letta[postgres]' on every replica"  # what installs a newer mcp-letta here
 FOLLOWER_CONNECTIONS = 2  # beside the pool, ``follow``'s: one LISTENs, one reads the change log
 
@@ -89,6 +90,11 @@ def require_driver() -> Any:
             f"MCP_LETTA_DB is a postgresql:// URL but the PostgreSQL driver is not installed: run {INSTALL_HINT}"
         ) from None
     return psycopg
+
+
+def _reason(exc: BaseException) -> str:
+    """A driver error's message on one line."""
+    return " ".join(str(exc).split()).rstrip(".?") or type(exc).__name__
 
 
 def redact(url: str) -> str:
@@ -431,12 +437,12 @@ class PgDatabase(_SQLiteDatabase):
         self.pool_size = pool_size
         self._pool: Any = None
         self._pool_lock = threading.Lock()
+        self._unreachable: StorageUnavailable | None = None  # set when a call found the server out of reach
 
     # -- lifecycle -------------------------------------------------------------------------------
     def open(self) -> None:
         """Open the pool (failing clearly when the server cannot be reached) and apply pending migrations."""
         psycopg = require_driver()
-        from psycopg_pool import ConnectionPool
 
         with self._lock:
             self._closed = False
@@ -450,16 +456,9 @@ class PgDatabase(_SQLiteDatabase):
             ) from None
         with self._pool_lock:
             if self._pool is None:
-                self._pool = ConnectionPool(
-                    self.url, min_size=1, max_size=self.pool_size, open=False, name="mcp-letta",
-                    kwargs={"autocommit": True, "row_factory": _row_factory},
-                    check=_check_lent, timeout=LEND_TIMEOUT_S,
-                )  # fmt: skip
                 try:
-                    self._pool.open(wait=True, timeout=15.0)
+                    self._pool = self._new_pool()
                 except Exception as exc:
-                    self._pool.close()
-                    self._pool = None
                     raise DatabaseUnavailable(
                         f"cannot connect to PostgreSQL at {redact(self.url)}: {exc}. Check that the server runs "
                         "and the URL (user, password, host, port, database) is right"
@@ -473,6 +472,21 @@ class PgDatabase(_SQLiteDatabase):
                 raise DatabaseUnavailable(f"cannot prepare the database at {redact(self.url)}: {exc}") from None
             raise
 
+    def _new_pool(self) -> Any:
+        """An open connection pool (raises when the server cannot be reached)."""
+        from psycopg_pool import ConnectionPool
+
+        pool = ConnectionPool(
+            self.url, min_size=1, max_size=self.pool_size, open=False, name="mcp-letta",
+            kwargs={"autocommit": True, "row_factory": _row_factory}, check=_check_lent, timeout=LEND_TIMEOUT_S,
+        )  # fmt: skip
+        try:
+            pool.open(wait=True, timeout=15.0)
+        except BaseException:
+            pool.close()
+            raise
+        return pool
+
     def close(self) -> None:
         """Close the pool. Safe to call twice."""
         with self._lock:
@@ -484,28 +498,65 @@ class PgDatabase(_SQLiteDatabase):
 
     @contextmanager
     def _connection(self) -> Iterator[Any]:
+        """A pooled connection. While the server is out of reach (a call found it so) each call first tries a
+        connection of its own, and fails at once with the reason if the server still does not answer."""
+        from psycopg_pool import PoolTimeout
+
         with self._lock:
             if self._closed:
                 raise RuntimeError("the store is closed")
+        if self._unreachable is not None:
+            self._reconnect()
         pool = self._pool
         if pool is None:
             raise RuntimeError("the store is closed")
-        with pool.connection() as raw:
+        try:
+            raw = pool.getconn()
+        except PoolTimeout:
+            raise self._timed_out() from None
+        try:
             yield raw
+        finally:
+            pool.putconn(raw)
+
+    def _reconnect(self) -> None:
+        """The server was out of reach: if it answers a connection of our own now, replace the pool with a new
+        one (the old one would retry each lost connection after ever longer waits, up to a minute apart),
+        else raise ``unreachable`` with the reason."""
+        psycopg = require_driver()
+        try:
+            psycopg.connect(self.url, connect_timeout=PROBE_TIMEOUT_S).close()
+        except psycopg.Error as exc:
+            raise failures.unreachable(redact(self.url), _reason(exc)) from None
+        with self._pool_lock:
+            if self._unreachable is None or self._pool is None:  # another call did it (or the store closed)
+                return
+            old, self._pool = self._pool, self._new_pool()
+            self._unreachable = None
+        log.info("PostgreSQL at %s answers again: reconnected", redact(self.url))
+        threading.Thread(target=old.close, name="mcp-letta-old-pool", daemon=True).start()
+
+    def _timed_out(self) -> StorageUnavailable:
+        """Why no pooled connection came free in time: the server is out of reach, or each connection stayed
+        busy (a long transaction, a held lock)."""
+        psycopg = require_driver()
+        try:
+            psycopg.connect(self.url, connect_timeout=PROBE_TIMEOUT_S).close()
+        except psycopg.Error as exc:
+            self._unreachable = failures.unreachable(redact(self.url), _reason(exc))
+            return self._unreachable
+        return failures.busy(redact(self.url), self.pool_size, LEND_TIMEOUT_S)
 
     # -- transactions ------------------------------------------------------------------------------
     def _lost(self, exc: BaseException) -> StorageUnavailable | None:
-        """What a call gets when the server cannot be reached or broke the connection (``unreachable``); None
-        for any other error."""
+        """What a call gets when the server broke the connection (``unreachable``: the next calls check it is
+        back first); None for any other error."""
         import psycopg
-        from psycopg_pool import PoolTimeout
 
-        if isinstance(exc, PoolTimeout):
-            why = f"no connection within {LEND_TIMEOUT_S:.0f} s: the server is down, or every pooled one is busy"
-            return failures.unreachable(redact(self.url), why)
         state = getattr(exc, "sqlstate", None) or ""
         if isinstance(exc, psycopg.OperationalError) and (not state or state.startswith(("08", "57P"))):
-            return failures.unreachable(redact(self.url), " ".join(str(exc).split()).rstrip(".") or "connection lost")
+            self._unreachable = failures.unreachable(redact(self.url), _reason(exc))
+            return self._unreachable
         return None
 
     async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
