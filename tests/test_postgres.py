@@ -216,7 +216,7 @@ async def test_migrate_copies_a_sqlite_database_history_and_all(db_path: str, tm
 
 
 async def test_a_server_restart_fails_calls_clearly_then_recovers_without_restarting_the_hub(
-    db_path: str, pg_server: PgServer
+    db_path: str, pg_server: PgServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with (
         AgentHub(Settings(db_path=db_path, watch_interval_s=0.05)) as hub,
@@ -250,6 +250,8 @@ async def test_a_server_restart_fails_calls_clearly_then_recovers_without_restar
             async for change in feed:
                 if change.kind == "block" and change.ref == block.id and not change.local:
                     break
+    lost = [r.getMessage() for r in caplog.records if "lost the connections that follow" in r.getMessage()]
+    assert lost and not [m for m in lost if "sub-exception" in m], lost  # the driver's reason, not a wrapper's
 
 
 async def test_while_the_server_is_down_calls_say_why_and_the_first_call_after_it_is_back_works(
@@ -272,6 +274,50 @@ async def test_while_the_server_is_down_calls_say_why_and_the_first_call_after_i
         assert "Connection refused" in str(refusals[-1])  # the driver's reason, once the pool is found empty
         after = await hub.append_to_block("log", "after")  # the first call: no waiting out the pool's back-off
         assert after.value == "before\nafter"
+
+
+FROZEN_IN_A_TRANSACTION = """
+import sys, time, anyio
+from mcp_letta import AgentHub, Settings
+
+async def main():
+    async with AgentHub(Settings(db_path=sys.argv[1]), runs_agents=False) as hub:
+        def stall(tx):
+            tx.update_block("log", agent=None, limit=None, description="mine", read_only=None, metadata=None,
+                            writer="frozen")  # its row is locked from here to the commit
+            print("holding", flush=True)
+            time.sleep(3600)  # as if the process were stopped (SIGSTOP, a paused VM) mid-transaction
+        await hub._store.write(stall)
+
+anyio.run(main)
+"""
+
+
+async def test_the_rows_of_a_process_frozen_in_a_transaction_are_freed_after_a_lease(db_path: str) -> None:
+    async with AgentHub(Settings(db_path=db_path)) as hub:
+        await hub.create_block("log", "")
+        command = [sys.executable, "-c", FROZEN_IN_A_TRANSACTION, db_path]
+        killed = False
+        async with await anyio.open_process(command) as frozen:
+
+            async def safety_net() -> None:  # a write waiting on a row cannot be cancelled: end the holder instead
+                nonlocal killed
+                await anyio.sleep(240)
+                killed = True
+                frozen.kill()
+
+            try:
+                with anyio.fail_after(60):
+                    assert (await frozen.stdout.receive()).startswith(b"holding")  # type: ignore[union-attr]
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(safety_net)
+                    written = await hub.append_to_block("log", "after the frozen one")  # the server ends it: 30 s
+                    tg.cancel_scope.cancel()
+            finally:
+                frozen.kill()
+        assert not killed, "the frozen process's session was never ended by the server"
+        assert written.value == "after the frozen one"
+        assert (await hub.read_block("log")).description != "mine"  # its transaction never committed
 
 
 async def test_an_edit_waits_for_its_blocks_row_and_not_for_other_writers(db_path: str) -> None:

@@ -66,6 +66,7 @@ MIGRATION_LOCK = 0x6D63706D  # held while migrating, so replicas starting togeth
 WAIT_GRAPH_LOCK = 0x6D637077  # held from a wait's cycle check until its edge commits ('mcpw')
 DEFAULT_POOL_SIZE = 10
 LEND_TIMEOUT_S = 10.0  # how long a call waits for a pooled connection before it fails (each is held for ms)
+IDLE_IN_TRANSACTION_S = 30  # a lease: no transaction of ours waits on this process between statements so long
 PROBE_TIMEOUT_S = 5  # how long a connection of its own may take, for a call that checks the server is back
 UPGRADE = "pip install -U 'mcp-letta[postgres]' on every replica"  # what installs a newer mcp-letta here
 FOLLOWER_CONNECTIONS = 2  # beside the pool, ``follow``'s: one LISTENs, one reads the change log
@@ -95,6 +96,13 @@ def require_driver() -> Any:
 def _reason(exc: BaseException) -> str:
     """A driver error's message on one line."""
     return " ".join(str(exc).split()).rstrip(".?") or type(exc).__name__
+
+
+def _cause(exc: BaseException) -> str:
+    """What went wrong, from inside a task group's exception group: the first error's message on one line."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return _reason(exc)
 
 
 def redact(url: str) -> str:
@@ -129,6 +137,12 @@ def translate(sql: str) -> tuple[str, bool]:
         out += f" RETURNING {_RETURNING_KEY[match.group(1)]}"
         returning = True
     return out, returning
+
+
+def _configure(raw: Any) -> None:
+    """A new pooled connection's session: should this process stall inside a transaction (a frozen VM, a
+    stopped process), the server ends the session after a lease, and the rows it locked are free again."""
+    raw.execute(f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_S}s'")
 
 
 def _check_lent(raw: Any) -> None:
@@ -478,7 +492,8 @@ class PgDatabase(_SQLiteDatabase):
 
         pool = ConnectionPool(
             self.url, min_size=1, max_size=self.pool_size, open=False, name="mcp-letta",
-            kwargs={"autocommit": True, "row_factory": _row_factory}, check=_check_lent, timeout=LEND_TIMEOUT_S,
+            kwargs={"autocommit": True, "row_factory": _row_factory}, configure=_configure, check=_check_lent,
+            timeout=LEND_TIMEOUT_S,
         )  # fmt: skip
         try:
             pool.open(wait=True, timeout=15.0)
@@ -638,7 +653,7 @@ class PgDatabase(_SQLiteDatabase):
             try:
                 listener = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
             except Exception as exc:
-                log.warning("cannot LISTEN for other replicas' changes (%s); retrying", exc)
+                log.warning("cannot LISTEN for other replicas' changes (%s); retrying", _reason(exc))
                 await anyio.sleep(max(interval_s, 1.0))
                 continue
             try:
@@ -668,7 +683,7 @@ class PgDatabase(_SQLiteDatabase):
             except anyio.get_cancelled_exc_class():
                 raise
             except Exception as exc:  # the server restarted or the network broke: reconnect and replay
-                log.warning("lost the LISTEN connection (%s); reconnecting", exc)
+                log.warning("lost the connections that follow other replicas' changes (%s); reconnecting", _cause(exc))
                 await anyio.sleep(min(max(interval_s, 0.2), 2.0))
 
     async def _catch_up(self, reader: Any, position: FeedPosition) -> FeedPosition:
