@@ -331,6 +331,11 @@ class AgentHub:
             )
         )
 
+    def feed_trouble(self) -> str | None:
+        """Why this process cannot hear other processes' changes right now (it keeps trying), or None: its
+        clients then miss notifications, and waits on runs elsewhere rely on the heartbeat's reads."""
+        return self._store.feed_trouble
+
     async def count_agents(self) -> int:
         """How many agents there are."""
         page = await self.list_agents(limit=1)

@@ -50,12 +50,13 @@ class PgServer:
         self.as_user = ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 else []
         self._names = itertools.count()
         self.fsync = False  # tests: a test cluster need not survive a power cut; benchmarks set True
+        self.max_connections = 500
 
     def _options(self) -> str:
         durability = "" if self.fsync else "-F -c synchronous_commit=off "
         return (
-            f"{durability}-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=500 "
-            "-c shared_buffers=64MB"
+            f"{durability}-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
+            f"-c max_connections={self.max_connections} -c shared_buffers=64MB"
         )
 
     def _run(self, *args: str) -> None:

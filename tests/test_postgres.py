@@ -320,6 +320,54 @@ async def test_the_rows_of_a_process_frozen_in_a_transaction_are_freed_after_a_l
         assert (await hub.read_block("log")).description != "mine"  # its transaction never committed
 
 
+async def test_health_says_when_a_replica_cannot_hear_the_others_and_when_it_can_again() -> None:
+    # The server's connections are all taken but two: the replica gets its pool's and the one that
+    # LISTENs, not the one that reads the change log. It serves, and says what it is missing.
+    import httpx2
+    import psycopg
+
+    from mcp_letta.server.app import build_server
+    from mcp_letta.server.http import HttpOptions, http_app, running_app
+
+    server = PgServer()
+    server.max_connections = 12
+    server.start()
+    taken: list[Any] = []
+    try:
+        while True:
+            try:
+                taken.append(psycopg.connect(server.url()))
+            except psycopg.OperationalError as exc:
+                assert "too many clients" in str(exc)
+                break
+        for conn in taken[-2:]:
+            conn.close()
+        del taken[-2:]
+        async with AgentHub(Settings(db_path=server.url(), pg_pool_size=1)) as hub:
+            app = http_app(build_server(hub), HttpOptions(port=0))
+            async with running_app(app) as port, httpx2.AsyncClient() as http:
+
+                async def feed() -> str:
+                    response = await http.get(f"http://127.0.0.1:{port}/health")
+                    assert response.status_code == 200  # it still serves
+                    return str(response.json()["feed"])
+
+                with anyio.fail_after(60):
+                    while "too many clients" not in (said := await feed()):  # noqa: ASYNC110
+                        await anyio.sleep(0.1)
+                assert said.startswith("reconnecting: ")
+                await hub.create_agent("alice")  # calls work meanwhile
+                for conn in taken[-3:]:
+                    conn.close()
+                with anyio.fail_after(60):
+                    while await feed() != "ok":  # noqa: ASYNC110
+                        await anyio.sleep(0.1)
+    finally:
+        for conn in taken:
+            conn.close()
+        server.cleanup()
+
+
 async def test_an_edit_waits_for_its_blocks_row_and_not_for_other_writers(db_path: str) -> None:
     # Row locks, not one lock for every write: a transaction holding one block's row holds up edits of that
     # block (which then apply to the value it committed) and nothing else.

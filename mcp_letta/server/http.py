@@ -237,7 +237,8 @@ def http_app(server: LettaServer, options: HttpOptions) -> Starlette:
         rest = BearerTokenMiddleware(rest, options.token)
 
     async def health(request: Request) -> Response:
-        """Liveness for load balancers and `curl`: version, and whether the database answers."""
+        """Liveness for load balancers and `curl`: version, whether the database answers (else 503), and
+        whether this process hears other processes' changes (``feed``)."""
         refused = await host_check.validate_request(request)
         if refused is not None:
             return refused
@@ -249,8 +250,10 @@ def http_app(server: LettaServer, options: HttpOptions) -> Starlette:
             log.warning("health check: the database did not answer (%s)", cause)
             agents, db = None, f"error: {cause}"
         status = 200 if db == "ok" else 503
+        trouble = server.hub.feed_trouble()  # (still serving: only other replicas' changes are late)
+        feed = "ok" if trouble is None else f"reconnecting: {trouble}"
         body = {"status": "ok" if db == "ok" else "degraded", "name": "mcp-letta", "version": __version__,
-                "db": db, "agents": agents}  # fmt: skip
+                "db": db, "agents": agents, "feed": feed}  # fmt: skip
         return JSONResponse(body, status_code=status)
 
     @asynccontextmanager

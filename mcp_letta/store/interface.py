@@ -514,3 +514,8 @@ class Store(Protocol):
     async def follow_changes(self) -> None:
         """Until cancelled: tell the listeners what other processes change (each engine its own way)."""
         ...
+
+    @property
+    def feed_trouble(self) -> str | None:
+        """Why ``follow_changes`` cannot hear the other processes right now (it keeps trying), or None."""
+        ...

@@ -452,6 +452,7 @@ class PgDatabase(_SQLiteDatabase):
         self._pool: Any = None
         self._pool_lock = threading.Lock()
         self._unreachable: StorageUnavailable | None = None  # set when a call found the server out of reach
+        self.feed_trouble: str | None = None  # why ``follow`` cannot hear the other replicas now, if it cannot
 
     # -- lifecycle -------------------------------------------------------------------------------
     def open(self) -> None:
@@ -653,7 +654,8 @@ class PgDatabase(_SQLiteDatabase):
             try:
                 listener = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
             except Exception as exc:
-                log.warning("cannot LISTEN for other replicas' changes (%s); retrying", _reason(exc))
+                self.feed_trouble = _reason(exc)
+                log.warning("cannot LISTEN for other replicas' changes (%s); retrying", self.feed_trouble)
                 await anyio.sleep(max(interval_s, 1.0))
                 continue
             try:
@@ -664,6 +666,7 @@ class PgDatabase(_SQLiteDatabase):
                     async def read_changes() -> None:  # one read at a time, for every notification before it
                         nonlocal position, wanted
                         async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as reader:
+                            self.feed_trouble = None  # both connections are up
                             while True:
                                 await wanted.wait()
                                 wanted = anyio.Event()
@@ -683,7 +686,9 @@ class PgDatabase(_SQLiteDatabase):
             except anyio.get_cancelled_exc_class():
                 raise
             except Exception as exc:  # the server restarted or the network broke: reconnect and replay
-                log.warning("lost the connections that follow other replicas' changes (%s); reconnecting", _cause(exc))
+                self.feed_trouble = _cause(exc)
+                log.warning("lost the connections that follow other replicas' changes (%s); reconnecting",
+                            self.feed_trouble)  # fmt: skip
                 await anyio.sleep(min(max(interval_s, 0.2), 2.0))
 
     async def _catch_up(self, reader: Any, position: FeedPosition) -> FeedPosition:

@@ -434,5 +434,9 @@ class SQLiteStore(Store):
     async def follow_changes(self) -> None:
         await self.db.follow(self.watch_interval_s)
 
+    @property
+    def feed_trouble(self) -> str | None:
+        return self.db.feed_trouble  # type: ignore[no-any-return]
+
 
 __all__ = ["SQLiteStore", "SQLiteTx"]

@@ -159,6 +159,7 @@ class Database:
 
     def __init__(self, path: Path | str, *, pool_size: int = 8) -> None:
         self.path = Path(path)
+        self.feed_trouble: str | None = None  # (reading the file's change log does not lose a connection)
         self.origin = uuid.uuid4().hex
         self._idle: list[Conn] = []
         self._all: list[Conn] = []
