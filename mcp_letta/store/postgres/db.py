@@ -31,7 +31,7 @@ Unique and foreign-key violations from writes racing on one name or row become `
 With the server on another machine, a round trip is what a statement costs most, so only a statement
 whose answer is needed pays one: BEGIN, savepoints and writes that return nothing wait and go
 with the next statement that needs an answer, or with the COMMIT (``PgConn._send``), and the pool checks a
-connection it lends by looking at its socket (``_check_lent``), not by a query.
+connection it lends by looking at its socket (``_closed_while_idle``), not by a query.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ CHANNEL = "mcp_letta_changes"  # NOTIFY channel: payload is the committing proce
 MIGRATION_LOCK = 0x6D63706D  # held while migrating, so replicas starting together migrate once
 WAIT_GRAPH_LOCK = 0x6D637077  # held from a wait's cycle check until its edge commits ('mcpw')
 DEFAULT_POOL_SIZE = 10
-LEND_TIMEOUT_S = 10.0  # how long a call waits for a pooled connection before it fails (each is held for ms)
+LEND_TIMEOUT_S = 30.0  # how long a call waits for a pooled connection (all busy) before it fails
 IDLE_IN_TRANSACTION_S = 30  # a lease: no transaction of ours waits on this process between statements so long
 PROBE_TIMEOUT_S = 5  # how long a connection of its own may take, for a call that checks the server is back
 UPGRADE = "pip install -U 'mcp-letta[postgres]' on every replica"  # what installs a newer mcp-letta here
@@ -145,15 +145,20 @@ def _configure(raw: Any) -> None:
     raw.execute(f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_S}s'")
 
 
-def _check_lent(raw: Any) -> None:
-    """The pool's check of a connection it is about to lend: a round trip only if the server sent something
-    while the connection sat idle (the server closing it says so; a healthy idle connection hears nothing)."""
+def _closed_while_idle(raw: Any) -> bool:
+    """Whether the server closed a pooled connection while it sat idle: a round trip only if the server sent
+    something meanwhile (closing says so; a healthy idle connection hears nothing)."""
     poller = select.poll()
     poller.register(raw.fileno(), select.POLLIN)
-    if poller.poll(0):
-        from psycopg_pool import ConnectionPool
+    if not poller.poll(0):
+        return False
+    from psycopg_pool import ConnectionPool
 
+    try:
         ConnectionPool.check_connection(raw)
+    except Exception:
+        return True
+    return False
 
 
 @lru_cache(maxsize=4096)
@@ -493,8 +498,7 @@ class PgDatabase(_SQLiteDatabase):
 
         pool = ConnectionPool(
             self.url, min_size=1, max_size=self.pool_size, open=False, name="mcp-letta",
-            kwargs={"autocommit": True, "row_factory": _row_factory}, configure=_configure, check=_check_lent,
-            timeout=LEND_TIMEOUT_S,
+            kwargs={"autocommit": True, "row_factory": _row_factory}, configure=_configure, timeout=LEND_TIMEOUT_S,
         )  # fmt: skip
         try:
             pool.open(wait=True, timeout=15.0)
@@ -530,6 +534,13 @@ class PgDatabase(_SQLiteDatabase):
             raw = pool.getconn()
         except PoolTimeout:
             raise self._timed_out() from None
+        if _closed_while_idle(raw):  # the server restarted or went away: is it back?
+            raw.close()
+            pool.putconn(raw)  # (closed: the pool lets it go)
+            self._unreachable = failures.unreachable(redact(self.url), "the server closed an idle connection")
+            with self._connection() as fresh:  # (at once: fails fast if down, else through a new pool)
+                yield fresh
+            return
         try:
             yield raw
         finally:
