@@ -30,8 +30,12 @@ Unique and foreign-key violations from writes racing on one name or row become `
 
 With the server on another machine, a round trip is what a statement costs most, so only a statement
 whose answer is needed pays one: BEGIN, savepoints and writes that return nothing wait and go
-with the next statement that needs an answer, or with the COMMIT (``PgConn._send``), and the pool checks a
-connection it lends by looking at its socket (``_closed_while_idle``), not by a query.
+with the next statement that needs an answer, or with the COMMIT (``PgConn._send``), and a connection the
+pool lends is checked by looking at its socket (``_closed_while_idle``), not by a query.
+
+When the server goes away (a lost connection, one it closed while idle), calls fail at once with the
+driver's reason, each first trying a connection of its own (``_reconnect``); the first that gets through
+replaces the pool, whose own reconnection attempts back off for ever longer.
 """
 
 from __future__ import annotations
