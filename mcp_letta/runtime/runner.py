@@ -60,6 +60,9 @@ CORRECTION = {
 _MARKUP_ONLY = re.compile(r"(?:\s*</?[A-Za-z_][\w:-]*\s*/?>)*\s*")
 
 
+TRANSIENT = ("unreachable", "busy")  # ``StorageUnavailable`` reasons that pass by themselves
+
+
 def hollow(reply: str | None) -> bool:
     """Whether an answer says nothing: empty, blank, or only markup such as ``<tools></tools>``."""
     return _MARKUP_ONLY.fullmatch(reply or "") is not None
@@ -278,9 +281,10 @@ class Runner:
     async def run(self, rc: RunContext, on_step: OnStep | None = None) -> Run:
         """Run the step loop to the end and return the finished run.
 
-        Raises ``CancelRequested``, ``RunLost`` or ``StorageUnavailable`` (the database failed: the run stays
-        unfinished, and is resumed from its last committed step once its lease passes) for the scheduler, and
-        lets cancellation through.
+        Raises ``CancelRequested``, ``RunLost`` or ``StorageUnavailable`` for the scheduler, and lets
+        cancellation through. On a ``StorageUnavailable`` that passes (the server out of reach or busy), or
+        that leaves nothing writable, the run stays unfinished and is resumed from its last committed step
+        once its lease passes; on any other (a full disk) it fails with the reason.
         """
         try:
             return await self._loop(rc, on_step)
@@ -288,8 +292,13 @@ class Runner:
             return await self._finish(rc, "failed", error=str(exc), stop_reason="llm_api_error")
         except AgentDeleted as exc:
             return await self._finish(rc, "failed", error=str(exc), stop_reason="error")
-        except (CancelRequested, RunLost, StorageUnavailable):  # (the store failing: nothing can be written now)
+        except (CancelRequested, RunLost):
             raise
+        except StorageUnavailable as exc:
+            if exc.reason in TRANSIENT:  # it answers again soon: the run resumes from its last step meanwhile
+                raise
+            error = f"the database refused this run's step: {exc}"  # (a full disk would refuse it again)
+            return await self._finish(rc, "failed", error=error, stop_reason="error")
         except Exception as exc:  # a bug must fail this run, not the scheduler
             log.exception("run %s of agent %s failed", rc.run.id, rc.run.agent_name)
             error = f"internal error while running agent {rc.run.agent_name!r}: {type(exc).__name__}: {exc}"
