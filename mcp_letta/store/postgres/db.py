@@ -473,10 +473,9 @@ class PgDatabase(_SQLiteDatabase):
         try:  # one plain connection first: its error says what is wrong (the pool's only that it timed out)
             psycopg.connect(self.url, connect_timeout=10).close()
         except psycopg.Error as exc:
-            reason = " ".join(str(exc).split()).rstrip(".?")
             raise DatabaseUnavailable(
-                f"cannot connect to PostgreSQL at {redact(self.url)} ({reason}): check that the server runs and "
-                "that the URL (user, password, host, port, database) is right"
+                f"cannot connect to PostgreSQL at {redact(self.url)} ({_reason(exc)}): check that the server runs "
+                "and that the URL (user, password, host, port, database) is right"
             ) from None
         with self._pool_lock:
             if self._pool is None:
@@ -541,7 +540,7 @@ class PgDatabase(_SQLiteDatabase):
         if _closed_while_idle(raw):  # the server restarted or went away: is it back?
             raw.close()
             pool.putconn(raw)  # (closed: the pool lets it go)
-            self._unreachable = failures.unreachable(redact(self.url), "the server closed an idle connection")
+            self._mark_unreachable("the server closed an idle connection")
             with self._connection() as fresh:  # (at once: fails fast if down, else through a new pool)
                 yield fresh
             return
@@ -554,11 +553,9 @@ class PgDatabase(_SQLiteDatabase):
         """The server was out of reach: if it answers a connection of our own now, replace the pool with a new
         one (the old one would retry each lost connection after ever longer waits, up to a minute apart),
         else raise ``unreachable`` with the reason."""
-        psycopg = require_driver()
-        try:
-            psycopg.connect(self.url, connect_timeout=PROBE_TIMEOUT_S).close()
-        except psycopg.Error as exc:
-            raise failures.unreachable(redact(self.url), _reason(exc)) from None
+        refused = self._probe()
+        if refused is not None:
+            raise failures.unreachable(redact(self.url), refused)
         with self._pool_lock:
             if self._unreachable is None or self._pool is None:  # another call did it (or the store closed)
                 return
@@ -570,13 +567,24 @@ class PgDatabase(_SQLiteDatabase):
     def _timed_out(self) -> StorageUnavailable:
         """Why no pooled connection came free in time: the server is out of reach, or each connection stayed
         busy (a long transaction, a held lock)."""
+        refused = self._probe()
+        if refused is not None:
+            return self._mark_unreachable(refused)
+        return failures.busy(redact(self.url), self.pool_size, LEND_TIMEOUT_S)
+
+    def _probe(self) -> str | None:
+        """Whether the server answers a connection of our own now: None if it does, else the driver's reason."""
         psycopg = require_driver()
         try:
             psycopg.connect(self.url, connect_timeout=PROBE_TIMEOUT_S).close()
         except psycopg.Error as exc:
-            self._unreachable = failures.unreachable(redact(self.url), _reason(exc))
-            return self._unreachable
-        return failures.busy(redact(self.url), self.pool_size, LEND_TIMEOUT_S)
+            return _reason(exc)
+        return None
+
+    def _mark_unreachable(self, detail: str) -> StorageUnavailable:
+        """Note that the server is out of reach (the next calls check it is back first); the error to raise."""
+        self._unreachable = failures.unreachable(redact(self.url), detail)
+        return self._unreachable
 
     # -- transactions ------------------------------------------------------------------------------
     def _lost(self, exc: BaseException) -> StorageUnavailable | None:
@@ -586,8 +594,7 @@ class PgDatabase(_SQLiteDatabase):
 
         state = getattr(exc, "sqlstate", None) or ""
         if isinstance(exc, psycopg.OperationalError) and (not state or state.startswith(("08", "57P"))):
-            self._unreachable = failures.unreachable(redact(self.url), _reason(exc))
-            return self._unreachable
+            return self._mark_unreachable(_reason(exc))
         return None
 
     async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
