@@ -177,6 +177,20 @@ def execute_sql(target: Path | str, *statements_and_params: Any) -> None:
     conn.close()
 
 
+def bump_schema(db_path: Path | str, by: int) -> None:
+    """Move the database's schema version, as a newer mcp-letta's migration would (and back)."""
+    if isinstance(db_path, str):
+        if by > 0:
+            execute_sql(db_path, "INSERT INTO mcp_letta_schema(version, applied_at) "
+                        "SELECT max(version) + 1, 'newer' FROM mcp_letta_schema", ())  # fmt: skip
+        else:
+            execute_sql(db_path, "DELETE FROM mcp_letta_schema WHERE applied_at = 'newer'", ())
+        return
+    with sqlite3.connect(db_path) as conn:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        conn.execute(f"PRAGMA user_version = {version + by}")
+
+
 # -- MCP: a server over a hub, and clients in both protocol eras --------------------------------------
 @pytest.fixture
 async def server(hub: AgentHub) -> AsyncIterator[LettaServer]:

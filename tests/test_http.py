@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 import subprocess
 import sys
 import uuid
@@ -16,6 +15,7 @@ import anyio
 import httpx2
 import mcp.types as types
 import pytest
+from conftest import bump_schema
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
@@ -23,7 +23,6 @@ from mcp.shared.exceptions import MCPError
 from mcp_letta import AgentHub, Invalid, StorageUnavailable
 from mcp_letta.server.app import LettaServer, build_server
 from mcp_letta.server.http import HttpOptions, http_app, is_loopback, running_app, transport_security
-from mcp_letta.store import latest_schema_version
 
 pytestmark = [pytest.mark.anyio, pytest.mark.filterwarnings("ignore::UserWarning")]
 
@@ -93,8 +92,7 @@ async def test_health_turns_503_once_a_newer_mcp_letta_migrates_the_database(
     served: Served, hub: AgentHub, db_path: Path
 ) -> None:
     # A rolling upgrade: the balancer's health check drains a replica a newer one has made obsolete.
-    with sqlite3.connect(db_path) as conn:
-        conn.execute(f"PRAGMA user_version = {latest_schema_version() + 1}")
+    bump_schema(db_path, +1)
     with anyio.fail_after(60):
         while True:
             try:

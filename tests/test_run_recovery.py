@@ -5,7 +5,6 @@ cannot help), and one agent runs one run at a time across processes.
 
 from __future__ import annotations
 
-import sqlite3
 import sys
 import textwrap
 import threading
@@ -15,7 +14,7 @@ from pathlib import Path
 import anyio
 import pytest
 from anyio.abc import Process
-from conftest import Gate, execute_sql
+from conftest import Gate, bump_schema, execute_sql
 
 from mcp_letta import AgentHub, Settings
 from mcp_letta.models import Run
@@ -158,17 +157,24 @@ async def test_a_replica_whose_clock_runs_fast_takes_no_run_of_a_live_one(
     assert len(scripted_llm.requests) == 1
 
 
-def hand_to_a_silent_process(db_path: Path, run_id: str, **columns: object) -> None:
-    """Make ``run_id`` look like a run that a process on another host was running when it went silent."""
-    stale = time.time() - 120
+def hand_to_a_process_elsewhere(
+    db_path: Path, run_id: str, *, heartbeat: float, lease_until: float, **columns: object
+) -> None:
+    """Make ``run_id`` look like a run that a process on another host runs, with this last heartbeat and lease."""
     sets = "".join(f", {name} = ?" for name in columns)
     execute_sql(
         db_path,
         "INSERT INTO processes(id, pid, host, started_at, heartbeat) VALUES ('ghost', 1, 'elsewhere', '', ?)",
-        (stale,),
+        (heartbeat,),
         f"UPDATE runs SET status = 'running', owner = 'ghost', lease_until = ?{sets} WHERE id = ?",
-        (stale, *columns.values(), run_id),
+        (lease_until, *columns.values(), run_id),
     )
+
+
+def hand_to_a_silent_process(db_path: Path, run_id: str, **columns: object) -> None:
+    """Make ``run_id`` look like a run that a process on another host was running when it went silent."""
+    stale = time.time() - 120
+    hand_to_a_process_elsewhere(db_path, run_id, heartbeat=stale, lease_until=stale, **columns)
 
 
 async def test_running_run_of_a_silent_process_on_another_host_is_resumed_at_open(
@@ -228,33 +234,13 @@ async def test_a_caller_waiting_on_a_run_whose_process_goes_silent_hears_of_its_
     async with AgentHub(llm_settings, runs_agents=False) as sender:
         run = await sender.send_message("alice", "hi")  # stays queued: nothing here runs agents
     silent_soon = time.time() - LEASE_S + 1
-    execute_sql(
-        db_path,
-        "INSERT INTO processes(id, pid, host, started_at, heartbeat) VALUES ('ghost', 1, 'elsewhere', '', ?)",
-        (silent_soon,),
-        "UPDATE runs SET status = 'running', owner = 'ghost', lease_until = ?, crashes = 2 WHERE id = ?",
-        (time.time() + 1, run.id),
-    )
+    hand_to_a_process_elsewhere(db_path, run.id, heartbeat=silent_soon, lease_until=time.time() + 1, crashes=2)
     async with AgentHub(llm_settings) as hub:
         with anyio.fail_after(60):  # a safety net: a heartbeat comes every few seconds
             ended = await hub.wait_run(run.id)
     assert (ended.status, ended.stop_reason) == ("interrupted", "interrupted")
     assert ended.error.startswith("not resumed again: the process running it died 3 times")
     assert scripted_llm.requests == []
-
-
-def bump_schema(db_path: Path | str, by: int) -> None:
-    """Move the database's schema version, as a newer mcp-letta's migration would (and back)."""
-    if isinstance(db_path, str):
-        if by > 0:
-            execute_sql(db_path, "INSERT INTO mcp_letta_schema(version, applied_at) "
-                        "SELECT max(version) + 1, 'newer' FROM mcp_letta_schema", ())  # fmt: skip
-        else:
-            execute_sql(db_path, "DELETE FROM mcp_letta_schema WHERE applied_at = 'newer'", ())
-        return
-    with sqlite3.connect(db_path) as conn:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        conn.execute(f"PRAGMA user_version = {version + by}")
 
 
 async def logged(caplog: pytest.LogCaptureFixture, text: str) -> None:
@@ -291,13 +277,8 @@ async def test_a_run_this_process_owns_but_no_longer_executes_is_resumed_once_it
     async with AgentHub(llm_settings, runs_agents=False) as sender:
         await sender.create_agent("alice")
         run = await sender.send_message("alice", "hi")  # stays queued: nothing here runs agents
-    execute_sql(  # a live process on another host runs it
-        db_path,
-        "INSERT INTO processes(id, pid, host, started_at, heartbeat) VALUES ('ghost', 1, 'elsewhere', '', ?)",
-        (time.time() + 600,),
-        "UPDATE runs SET status = 'running', owner = 'ghost', lease_until = ? WHERE id = ?",
-        (time.time() + 600, run.id),
-    )
+    alive = time.time() + 600  # a live process on another host runs it
+    hand_to_a_process_elsewhere(db_path, run.id, heartbeat=alive, lease_until=alive)
     scripted_llm.reply("resumed")
     async with AgentHub(llm_settings) as hub:
         assert (await hub.get_run(run.id)).status == "running"  # the live ghost's: left alone

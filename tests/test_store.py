@@ -11,7 +11,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from conftest import dump, execute_sql
+from conftest import bump_schema, dump
 
 from mcp_letta import (
     AgentHub,
@@ -478,11 +478,7 @@ async def test_a_process_stops_using_a_database_a_newer_mcp_letta_migrates_under
     async with AgentHub(llm_settings) as hub:
         await hub.create_block("log", "")
         newer = latest + 1
-        if postgres:
-            execute_sql(db_path, "INSERT INTO mcp_letta_schema(version, applied_at) VALUES (?, 'newer')", (newer,))
-        else:
-            with sqlite3.connect(db_path) as conn:
-                conn.execute(f"PRAGMA user_version = {newer}")
+        bump_schema(db_path, +1)
         with anyio.fail_after(60):  # within a few seconds, at the first write that checks
             while True:
                 try:
