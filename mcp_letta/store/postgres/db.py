@@ -612,9 +612,15 @@ class PgDatabase(_SQLiteDatabase):
         with self._connection() as raw:
             conn = PgConn(raw, self.origin, begin="BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             try:
-                return fn(conn, *args, **kwargs)
-            finally:
-                conn.rollback()
+                result = fn(conn, *args, **kwargs)
+            except BaseException:
+                try:
+                    conn.rollback()
+                except Exception:  # the connection broke (the error says why): the pool discards it
+                    pass
+                raise
+            conn.rollback()
+            return result
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, *args)`` in its own write transaction and return its result, or raise its error.
@@ -648,7 +654,10 @@ class PgDatabase(_SQLiteDatabase):
                     write.result = write.fn(conn, *write.args)
                 except Exception as exc:
                     write.error = exc
-                    conn.rollback()
+                    try:
+                        conn.rollback()
+                    except Exception:  # the connection broke (``exc`` says why): the pool discards it
+                        pass
                     return []
                 while conn.before_commit:
                     hook = next(iter(conn.before_commit))
