@@ -183,6 +183,32 @@ def in_namespace(setup: str, command: list[str], after: str = "") -> list[str]:
     return ["unshare", "-rm", "sh", "-c", f"set -e; {setup}; set +e; {quoted}; rc=$?; {after or 'true'}; exit $rc"]
 
 
+# -- a network that goes silent -----------------------------------------------------------------------------
+def _network_namespaces_work() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    return subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
+
+
+NETWORK_NAMESPACES = _network_namespaces_work()
+NO_NETWORK_NAMESPACES = "needs `unshare -n` (a private network namespace: root) to cut its loopback network"
+
+
+def set_loopback(up: bool) -> None:
+    """Bring this network namespace's loopback interface up or down (``SIOCSIFFLAGS``). While it is down,
+    packets between connections on 127.0.0.1 are dropped without a word: to TCP, a network gone silent
+    (nothing refused, nothing closed)."""
+    import fcntl
+    import socket
+    import struct
+
+    get_flags, set_flags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        flags = struct.unpack("16sh", fcntl.ioctl(s, get_flags, struct.pack("16sh", b"lo", 0)))[1]
+        flags = flags | iff_up if up else flags & ~iff_up
+        fcntl.ioctl(s, set_flags, struct.pack("16sh", b"lo", flags))
+
+
 def _quote(text: str) -> str:
     return "'" + text.replace("'", "'\\''") + "'"
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import subprocess
@@ -14,6 +15,7 @@ from typing import Any
 
 import anyio
 import pytest
+from faults import NETWORK_NAMESPACES, NO_NETWORK_NAMESPACES
 from pg_server import PgServer
 
 from mcp_letta import AgentHub, Settings, StorageUnavailable
@@ -274,6 +276,97 @@ async def test_while_the_server_is_down_calls_say_why_and_the_first_call_after_i
         assert "Connection refused" in str(refusals[-1])  # the driver's reason, once the pool is found empty
         after = await hub.append_to_block("log", "after")  # the first call: no waiting out the pool's back-off
         assert after.value == "before\nafter"
+
+
+def _socket_options(raw: Any) -> tuple[int, int, int]:
+    """A connection's TCP settings as the kernel holds them: keepalive on?, idle seconds before the first
+    probe, and the user timeout in ms."""
+    import socket
+
+    with socket.socket(fileno=os.dup(raw.fileno())) as s:
+        return (s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+                s.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT))  # fmt: skip
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux-only TCP socket options")
+def test_connections_give_up_on_a_silent_server_unless_the_url_chooses_otherwise(db_path: str) -> None:
+    for url, expected in ((db_path, (1, 10, 30_000)), (f"{db_path}?keepalives_idle=60&tcp_user_timeout=0", (1, 60, 0))):
+        db = PgDatabase(url)
+        db.open()
+        try:
+            with db._connection() as raw:
+                assert _socket_options(raw) == expected, url
+        finally:
+            db.close()
+
+
+CUT_OFF = """
+import json, os, threading, time, anyio
+from faults import set_loopback
+set_loopback(True)  # a new network namespace's loopback starts down
+from pg_server import PgServer
+from mcp_letta import AgentHub, Settings, StorageUnavailable
+from mcp_letta.store.postgres import db
+
+db.TCP_LIVENESS.update(keepalives_idle=1, keepalives_interval=1, tcp_user_timeout=3000)  # 10 s and 30 s, shortened
+
+async def main():
+    seen = {}
+    async with AgentHub(Settings(db_path=server.url())) as hub:
+        await hub.create_block("log", "")
+        await hub.append_to_block("log", "before")
+        set_loopback(False)  # the network drops every packet from here, without a word
+        try:
+            for name, call in (("read", hub.read_block("log")), ("write", hub.append_to_block("log", "cut off"))):
+                try:
+                    await call
+                    seen[name] = "answered"
+                except StorageUnavailable as refused:
+                    seen[name] = [refused.reason, str(refused)]
+            while hub.feed_trouble() is None:  # the idle LISTEN connection finds out too
+                await anyio.sleep(0.1)
+            seen["feed"] = hub.feed_trouble()
+        finally:
+            set_loopback(True)
+        seen["after"] = (await hub.append_to_block("log", "after")).value
+        while hub.feed_trouble() is not None:
+            await anyio.sleep(0.1)
+    print(json.dumps(seen), flush=True)
+
+def watchdog():  # a call that waits on the silent network for good: stop this namespace's server, fail
+    time.sleep(240)
+    server.cleanup()
+    os._exit(3)
+
+server = PgServer().start()
+threading.Thread(target=watchdog, daemon=True).start()
+try:
+    anyio.run(main)
+finally:
+    set_loopback(True)
+    server.cleanup()
+"""
+
+
+@pytest.mark.skipif(not NETWORK_NAMESPACES, reason=NO_NETWORK_NAMESPACES)
+def test_calls_and_the_feed_give_up_on_a_network_gone_silent_and_work_again_once_it_is_back() -> None:
+    tests = str(Path(__file__).resolve().parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    try:
+        done = subprocess.run(["unshare", "-n", sys.executable, "-c", CUT_OFF], capture_output=True, text=True,
+                              env=env, timeout=300)  # fmt: skip
+    except subprocess.TimeoutExpired as hung:
+        raise AssertionError(f"the child hung: {hung.stderr!r}") from None
+    assert done.returncode != 3, f"a call waited on the silent network for good: {done.stderr}"
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert seen["read"][0] == seen["write"][0] == "unreachable", seen
+    for call in ("read", "write"):
+        assert seen[call][1].startswith("the connection to the database at postgresql://"), seen
+    assert "timed out" in seen["read"][1], seen  # the first call waited for the timeout; the next, not again
+    assert "timed out" in seen["feed"], seen
+    assert seen["after"] == "before\nafter"  # the call that timed out wrote nothing; the first one back works
 
 
 FROZEN_IN_A_TRANSACTION = """

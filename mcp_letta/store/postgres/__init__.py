@@ -100,10 +100,10 @@ def server_status(url: str) -> dict[str, Any]:
     """For ``mcp-letta doctor``: the server version, this database's schema version against the newest this
     mcp-letta ships, the connections open to the server against its limit, and how far the server's clock is
     from this machine's (raises on no connection)."""
-    from mcp_letta.store.postgres.db import require_driver
+    from mcp_letta.store.postgres.db import conninfo, require_driver
 
     psycopg = require_driver()
-    with psycopg.connect(url, connect_timeout=10, autocommit=True) as raw:
+    with psycopg.connect(conninfo(url), autocommit=True) as raw:
         clock = Clock()
         clock.follow(lambda: float(raw.execute(_SERVER_TIME).fetchone()[0]))
         return {

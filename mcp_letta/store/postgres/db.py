@@ -74,6 +74,18 @@ IDLE_IN_TRANSACTION_S = 30  # a lease: no transaction of ours waits on this proc
 PROBE_TIMEOUT_S = 5  # how long a connection of its own may take, for a call that checks the server is back
 UPGRADE = "pip install -U 'mcp-letta[postgres]' on every replica"  # what installs a newer mcp-letta here
 FOLLOWER_CONNECTIONS = 2  # beside the pool, ``follow``'s: one LISTENs, one reads the change log
+# libpq's TCP settings for every connection whose URL does not choose its own (see ``conninfo``): a network
+# that drops packets without a word (a NAT or firewall that forgot the connection, a cable pulled between
+# machines) would otherwise leave a statement waiting for TCP's own retries, about 15 minutes, and a
+# connection attempt about 2. Idle connections are probed, which also keeps them alive through NATs and
+# firewalls that drop quiet ones.
+TCP_LIVENESS: dict[str, int] = {
+    "connect_timeout": 10,  # seconds a connection attempt may take
+    "keepalives": 1,
+    "keepalives_idle": 10,  # an idle connection is probed after 10 s of quiet, then every 5 s
+    "keepalives_interval": 5,
+    "tcp_user_timeout": 30_000,  # ms: given up once sent data or probes go unanswered this long (a lease)
+}
 
 
 class DatabaseUnavailable(LettaError):
@@ -107,6 +119,15 @@ def _cause(exc: BaseException) -> str:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return _reason(exc)
+
+
+def conninfo(url: str) -> str:
+    """The connection string for ``url``: the URL's own settings, plus ``TCP_LIVENESS``'s for those it leaves
+    out (``?tcp_user_timeout=0`` in the URL, say, turns that one off)."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    given = conninfo_to_dict(url)
+    return make_conninfo(url, **{key: value for key, value in TCP_LIVENESS.items() if key not in given})
 
 
 def redact(url: str) -> str:
@@ -456,7 +477,8 @@ class PgDatabase(_SQLiteDatabase):
 
     def __init__(self, url: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> None:
         super().__init__(":memory:", pool_size=pool_size)
-        self.url = url
+        self.url = url  # as given: for messages (``redact``)
+        self.conninfo = url  # what connections are opened with: ``open`` adds ``TCP_LIVENESS``
         self.pool_size = pool_size
         self._pool: Any = None
         self._pool_lock = threading.Lock()
@@ -471,7 +493,8 @@ class PgDatabase(_SQLiteDatabase):
         with self._lock:
             self._closed = False
         try:  # one plain connection first: its error says what is wrong (the pool's only that it timed out)
-            psycopg.connect(self.url, connect_timeout=10).close()
+            self.conninfo = conninfo(self.url)
+            psycopg.connect(self.conninfo).close()
         except psycopg.Error as exc:
             raise DatabaseUnavailable(
                 f"cannot connect to PostgreSQL at {redact(self.url)} ({_reason(exc)}): check that the server runs "
@@ -500,7 +523,7 @@ class PgDatabase(_SQLiteDatabase):
         from psycopg_pool import ConnectionPool
 
         pool = ConnectionPool(
-            self.url, min_size=1, max_size=self.pool_size, open=False, name="mcp-letta",
+            self.conninfo, min_size=1, max_size=self.pool_size, open=False, name="mcp-letta",
             kwargs={"autocommit": True, "row_factory": _row_factory}, configure=_configure, timeout=LEND_TIMEOUT_S,
         )  # fmt: skip
         try:
@@ -576,7 +599,7 @@ class PgDatabase(_SQLiteDatabase):
         """Whether the server answers a connection of our own now: None if it does, else the driver's reason."""
         psycopg = require_driver()
         try:
-            psycopg.connect(self.url, connect_timeout=PROBE_TIMEOUT_S).close()
+            psycopg.connect(self.conninfo, connect_timeout=PROBE_TIMEOUT_S).close()
         except psycopg.Error as exc:
             return _reason(exc)
         return None
@@ -683,7 +706,7 @@ class PgDatabase(_SQLiteDatabase):
         pruned = time.monotonic()
         while True:
             try:
-                listener = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+                listener = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
             except Exception as exc:
                 self.feed_trouble = _reason(exc)
                 log.warning("cannot LISTEN for other replicas' changes (%s); retrying", self.feed_trouble)
@@ -696,7 +719,7 @@ class PgDatabase(_SQLiteDatabase):
 
                     async def read_changes() -> None:  # one read at a time, for every notification before it
                         nonlocal position, wanted
-                        async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as reader:
+                        async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as reader:
                             self.feed_trouble = None  # both connections are up
                             while True:
                                 await wanted.wait()
