@@ -110,7 +110,7 @@ async def _check_postgres(settings: Settings, url: str) -> Check:
     except LettaError as exc:  # the driver is missing
         return Check("database", False, str(exc), "install the PostgreSQL extra")
     except Exception as exc:
-        return Check("database", False, f"{where}: cannot connect ({str(exc).strip()})",
+        return Check("database", False, f"{where}: cannot connect ({' '.join(str(exc).split())})",
                      "start PostgreSQL, or fix the user, password, host, port or database in MCP_LETTA_DB")  # fmt: skip
     found, latest = status["schema_version"], status["latest_schema_version"]
     try:  # it refuses a database from a newer mcp-letta, or another program's, before writing anything

@@ -422,6 +422,16 @@ def test_install_writes_a_postgresql_url_as_given_and_never_prints_its_password(
     shown = json.loads(printed.split("\n", 1)[1])["mcpServers"]["letta"]["env"]["MCP_LETTA_DB"]
     assert shown == "postgresql://letta:***@db.internal:5432/agents"
 
+    in_the_query = "postgresql://letta@db.internal:5432/agents?sslmode=require&password=s3cret-pw"
+    monkeypatch.setenv("MCP_LETTA_DB", in_the_query)  # libpq takes the password as a parameter too
+    assert main(["install", "claude-code"]) == 0
+    said = capsys.readouterr().out
+    assert "password is in" in said and "s3cret-pw" not in said
+    assert main(["install", "claude-code", "--print"]) == 0
+    printed = capsys.readouterr().out
+    shown = json.loads(printed.split("\n", 1)[1])["mcpServers"]["letta"]["env"]["MCP_LETTA_DB"]
+    assert shown == "postgresql://letta@db.internal:5432/agents?sslmode=require&password=***"
+
 
 async def test_doctor_says_which_hosts_have_mcp_letta(
     home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scripted_llm: ScriptedLLM

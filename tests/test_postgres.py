@@ -43,6 +43,18 @@ def test_a_postgresql_url_without_the_driver_fails_at_start_with_the_install_com
     assert done.stdout == ""
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql://letta:s3cret-pw@127.0.0.1:1/agents", "postgresql://letta@127.0.0.1:1/agents?password=s3cret-pw"],
+)
+def test_a_password_in_the_url_is_never_shown(url: str) -> None:
+    for command in ("serve", "doctor"):  # nothing listens on port 1: both say they cannot connect, and where
+        done = subprocess.run([str(SCRIPT), "--db", url, command], capture_output=True, text=True, timeout=120)
+        said = done.stdout + done.stderr
+        assert "cannot connect" in said and "127.0.0.1:1/agents" in said, said
+        assert "s3cret-pw" not in said and "***" in said, said
+
+
 async def test_doctor_reports_the_server_schema_what_it_holds_and_connections(db_path: str) -> None:
     import psycopg
 
