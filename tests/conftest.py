@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ PG_MODULES = {
     "test_store", "test_runtime", "test_multiagent", "test_multiagent_broadcast", "test_multiagent_commits",
     "test_multiagent_safety", "test_run_recovery", "test_run_scheduling", "test_run_tools", "test_notify",
     "test_agent_tools", "test_mcp_multiagent", "test_mcp_server", "test_postgres", "test_replicas", "test_paging",
+    "test_hostile_input",
 }  # fmt: skip
 
 
@@ -175,6 +176,20 @@ def execute_sql(target: Path | str, *statements_and_params: Any) -> None:
         for statement, params in pairs:
             conn.execute(statement, params)
     conn.close()
+
+
+def fetch_sql(target: Path | str, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """The rows of one query (``?`` placeholders) on either engine's database, read outside any server."""
+    if isinstance(target, str):
+        import psycopg
+
+        with psycopg.connect(target) as pg:
+            return pg.execute(statement.replace("?", "%s"), params).fetchall()
+    conn = sqlite3.connect(target)
+    try:
+        return conn.execute(statement, params).fetchall()
+    finally:
+        conn.close()
 
 
 def bump_schema(db_path: Path | str, by: int) -> None:

@@ -33,7 +33,8 @@ def shown(value: object, limit: int = 60) -> str:
 
 
 def check_ref(ref: object, kind: str) -> str:
-    """A reference must be a non-empty string no longer than any id or name can be."""
+    """A reference must be a non-empty string no longer than any id or name can be, without the NUL character
+    none of them has (free text loses it: ``clean_text``)."""
     article = "an" if kind[0] in "aeiou" else "a"
     if not isinstance(ref, str) or not ref.strip():
         raise Invalid(f"{article} {kind} reference is required: pass {article} {kind} name or id", kind=kind)
@@ -41,6 +42,12 @@ def check_ref(ref: object, kind: str) -> str:
         raise Invalid(
             f"{kind} reference {shown(ref)} is {len(ref)} characters long; names and ids have at most {MAX_REF}: "
             f"pass {article} {kind} name or id",
+            kind=kind,
+        )
+    if "\x00" in ref:  # (PostgreSQL cannot even look one up: its text has no NUL)
+        raise Invalid(
+            f"{kind} reference {shown(ref)} holds a NUL character, which no name or id has: pass {article} {kind} "
+            "name or id",
             kind=kind,
         )
     return ref

@@ -491,6 +491,7 @@ def _route_reply(conn: Conn, ended: Any) -> None:
 
 def request_cancel(conn: Conn, run_id: str) -> CancelOutcome:
     """Cancel a queued run at once, or flag a running one for its process; 'done' if it had finished."""
+    check_ref(run_id, "run")
     row = conn.execute("SELECT status FROM runs WHERE id = ?" + conn.for_update, (run_id,)).fetchone()
     if row is None:
         get_run(conn, run_id)  # raises NotFound naming recent runs
