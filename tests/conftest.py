@@ -30,7 +30,9 @@ PG_MODULES = {
     "test_store", "test_runtime", "test_multiagent", "test_multiagent_broadcast", "test_multiagent_commits",
     "test_multiagent_safety", "test_run_recovery", "test_run_scheduling", "test_run_tools", "test_notify",
     "test_agent_tools", "test_mcp_multiagent", "test_mcp_server", "test_postgres", "test_replicas", "test_paging",
-    "test_hostile_input",
+    "test_hostile_input", "test_arguments", "test_rest", "test_run_resume", "test_context_window", "test_http",
+    "test_http_sessions", "test_console", "test_apps", "test_host_sampling", "test_server_json", "test_stdio",
+    "test_faults_wire", "test_examples",
 }  # fmt: skip
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import anyio
 import pytest
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
+from conftest import fetch_sql
 
 from mcp_letta import AgentHub, Settings
 from mcp_letta.errors import Invalid
@@ -97,11 +97,8 @@ class StdioServer:
 
 def run_row(db_path: Path, run_id: str) -> tuple[str, int]:
     """(status, resumes) of a run as stored, read without starting anything that would resume it."""
-    conn = sqlite3.connect(db_path)
-    try:
-        return conn.execute("SELECT status, resumes FROM runs WHERE id = ?", (run_id,)).fetchone()
-    finally:
-        conn.close()
+    [row] = fetch_sql(db_path, "SELECT status, resumes FROM runs WHERE id = ?", (run_id,))
+    return row
 
 
 async def make_agents(settings: Settings, *names: str, **options: Any) -> None:

@@ -96,7 +96,7 @@ def test_stdout_carries_only_protocol_messages(db_path: Path) -> None:
     assert {m.get("id") for m in messages} >= {1, 2, 3}
     error = next(m for m in messages if m.get("id") == 3)["result"]
     assert error["isError"] is True and "not found" in error["content"][0]["text"]
-    assert "applied migration" in stderr  # logs go to stderr
+    assert "input closed: finishing the runs in flight" in stderr  # logs go to stderr
 
 
 def test_freezing_the_startup_heap_takes_what_exists_out_of_full_collections() -> None:
