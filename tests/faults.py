@@ -183,15 +183,17 @@ def in_namespace(setup: str, command: list[str], after: str = "") -> list[str]:
     return ["unshare", "-rm", "sh", "-c", f"set -e; {setup}; set +e; {quoted}; rc=$?; {after or 'true'}; exit $rc"]
 
 
-# -- a network that goes silent -----------------------------------------------------------------------------
-def _network_namespaces_work() -> bool:
+# -- PostgreSQL in namespaces of its own: a network that goes silent, a full disk ----------------------------
+def _unshare_works(flag: str) -> bool:
     if shutil.which("unshare") is None:
         return False
-    return subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
+    return subprocess.run(["unshare", flag, "true"], capture_output=True).returncode == 0
 
 
-NETWORK_NAMESPACES = _network_namespaces_work()
+NETWORK_NAMESPACES = _unshare_works("-n")
 NO_NETWORK_NAMESPACES = "needs `unshare -n` (a private network namespace: root) to cut its loopback network"
+MOUNT_NAMESPACES = _unshare_works("-m")  # as root, so that its PostgreSQL server can run as another user
+NO_MOUNT_NAMESPACES = "needs `unshare -m` as root (a private mount namespace) to give PostgreSQL a small disk"
 
 
 def set_loopback(up: bool) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 import pytest
-from faults import NETWORK_NAMESPACES, NO_NETWORK_NAMESPACES
+from faults import MOUNT_NAMESPACES, NETWORK_NAMESPACES, NO_MOUNT_NAMESPACES, NO_NETWORK_NAMESPACES
 from pg_server import PgServer
 
 from mcp_letta import AgentHub, Settings, StorageUnavailable
@@ -379,6 +379,93 @@ def test_calls_and_the_feed_give_up_on_a_network_gone_silent_and_work_again_once
     assert "timed out" in seen["read"][1], seen  # the first call waited for the timeout; the next, not again
     assert "timed out" in seen["feed"], seen
     assert seen["after"] == "before\nafter"  # the call that timed out wrote nothing; the first one back works
+
+
+async def test_a_write_the_server_gives_up_on_says_why_and_changes_nothing(db_path: str, pg_server: PgServer) -> None:
+    import psycopg
+
+    async with AgentHub(Settings(db_path=db_path)) as hub:
+        await hub.create_block("log", "kept")
+    pg_server.sql(f"ALTER DATABASE {db_path.rsplit('/', 1)[1]} SET lock_timeout = '200ms'")  # an administrator's
+    with psycopg.connect(db_path) as holder:
+        holder.execute("SELECT * FROM blocks FOR UPDATE")  # another session holds the block's row
+        async with AgentHub(Settings(db_path=db_path)) as hub:
+            with pytest.raises(StorageUnavailable) as refused:
+                await hub.append_to_block("log", "lost")
+        holder.rollback()
+    assert refused.value.reason == "busy"  # it passes: a run that meets it resumes later
+    assert str(refused.value).startswith(
+        f"the database at {db_path} gave up on this call (canceling statement due to lock timeout); nothing was "
+        "written: retry; if it goes on, look at the server's limits and at the settings of mcp-letta's database user"
+    )
+    async with AgentHub(Settings(db_path=db_path)) as hub:
+        assert (await hub.read_block("log")).value == "kept"
+
+
+def test_a_database_that_takes_no_writes_is_refused_at_start_with_what_to_do(db_path: str, pg_server: PgServer) -> None:
+    pg_server.sql(f"ALTER DATABASE {db_path.rsplit('/', 1)[1]} SET default_transaction_read_only = on")  # a standby's
+    done = subprocess.run([str(SCRIPT), "--db", db_path, "serve"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    assert f"the database at {db_path} takes no writes (cannot execute " in done.stderr
+    assert (
+        "in a read-only transaction): point MCP_LETTA_DB at the primary server (with several hosts in the URL, "
+        "add target_session_attrs=read-write)" in done.stderr
+    )
+
+
+ON_A_SMALL_DISK = """
+import json, secrets, shutil, subprocess, anyio
+from pg_server import PgServer
+from mcp_letta import AgentHub, Settings, StorageUnavailable
+
+async def main():
+    seen = {"stored": [], "names": []}
+    async with AgentHub(Settings(db_path=server.url("agents"))) as hub:
+        await hub.create_agent("alice")
+        for n in range(200):  # about 100 KB each, little of it compressible: the disk is full within 60
+            text = f"passage{n} " + " ".join(secrets.token_hex(8) for _ in range(6000))
+            try:
+                seen["stored"].append((await hub.archival_insert("alice", text)).id)
+            except StorageUnavailable as refused:
+                seen["refused"] = [refused.reason, str(refused)]
+                break
+        page = await hub.archival_list("alice", limit=1000)  # reads go on
+        seen["listed"] = [passage.id for passage in page]
+        seen["found"] = [p.id for p in await hub.archival_search("alice", "passage0")]
+        seen["names"] = [agent.name for agent in await hub.list_agents()]
+    print(json.dumps(seen), flush=True)
+
+server = PgServer().start()
+disk = server.dir / "small"
+try:
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(disk)], check=True)  # here only
+    if server.as_user:
+        shutil.chown(disk, "nobody")
+    server.sql(f"CREATE TABLESPACE small LOCATION '{disk}'")  # the database's tables on the small disk, WAL not
+    server.sql("CREATE DATABASE agents TABLESPACE small")
+    anyio.run(main)
+finally:
+    server.stop()
+    subprocess.run(["umount", str(disk)], check=False)
+    server.cleanup()
+"""
+
+
+@pytest.mark.skipif(not MOUNT_NAMESPACES, reason=NO_MOUNT_NAMESPACES)
+def test_a_server_whose_disk_is_full_refuses_writes_clearly_and_keeps_answering_reads() -> None:
+    tests = str(Path(__file__).resolve().parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    command = ["unshare", "-m", sys.executable, "-c", ON_A_SMALL_DISK]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.splitlines()[-1])
+    reason, message = seen["refused"]
+    assert reason == "disk_full", message
+    assert message.startswith("the disk holding the database at postgresql://"), message
+    assert "No space left on device" in message and message.endswith("nothing was written; free space and retry")
+    assert seen["stored"] and sorted(seen["listed"]) == sorted(seen["stored"])  # every acknowledged one, no other
+    assert seen["found"] == [seen["stored"][0]] and seen["names"] == ["alice"]
 
 
 FROZEN_IN_A_TRANSACTION = """

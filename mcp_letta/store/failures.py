@@ -10,9 +10,10 @@ from mcp_letta.errors import StorageUnavailable
 SETTING = "MCP_LETTA_DB"
 
 
-def disk_full(where: str) -> StorageUnavailable:
-    """The storage has no room for a write (nothing of it was written)."""
-    return StorageUnavailable(f"the disk holding {where} is full", "nothing was written; free space and retry",
+def disk_full(where: str, detail: str = "") -> StorageUnavailable:
+    """The storage has no room for a write (nothing of it was written; ``detail``: the server's words)."""
+    said = f" ({detail})" if detail else ""
+    return StorageUnavailable(f"the disk holding {where} is full{said}", "nothing was written; free space and retry",
                               reason="disk_full")  # fmt: skip
 
 
@@ -62,6 +63,17 @@ def busy(where: str, connections: int, waited_s: float) -> StorageUnavailable:
         f"each of this server's {connections} connections to the database at {where} stayed busy for "
         f"{waited_s:.0f} s (long transactions, or rows another writer holds)",
         "retry; if it goes on, raise MCP_LETTA_PG_POOL_SIZE or look for sessions holding locks (pg_stat_activity)",
+        reason="busy",
+    )
+
+
+def gave_up(where: str, detail: str) -> StorageUnavailable:
+    """The database server gave up on a statement for a limit of its own: memory, connections, or a lock or
+    statement timeout set on it (``detail``: its words). Nothing of the call was written."""
+    return StorageUnavailable(
+        f"{where} gave up on this call ({detail}); nothing was written",
+        "retry; if it goes on, look at the server's limits and at the settings of mcp-letta's database user "
+        "(statement_timeout, lock_timeout), and at sessions holding locks (pg_stat_activity)",
         reason="busy",
     )
 

@@ -171,6 +171,29 @@ def _configure(raw: Any) -> None:
     raw.execute(f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_S}s'")
 
 
+def server_condition(where: str, state: str, exc: BaseException) -> StorageUnavailable | None:
+    """The error for a statement the server refused for a condition of its own, not of the statement (a full
+    disk, a standby that takes no writes, a lock or statement timeout set on the server, ...), by its
+    SQLSTATE; None for any other."""
+    detail = " ".join(str(exc).strip().split("\n")[0].split()).rstrip(".") or type(exc).__name__  # (no CONTEXT)
+    database = f"the database at {where}"
+    if state == "53100":
+        return failures.disk_full(database, detail)
+    if state == "25006":
+        return failures.read_only(
+            f"{database} takes no writes ({detail})",
+            f"point {failures.SETTING} at the primary server (with several hosts in the URL, add "
+            "target_session_attrs=read-write), or turn default_transaction_read_only off for its database and user",
+        )
+    if state.startswith("58"):
+        return failures.io_error(database, detail)
+    if state in ("XX001", "XX002"):
+        return failures.damaged(database, detail)
+    if state.startswith("53") or state in ("55P03", "57014"):  # out of memory or connections; lock or statement
+        return failures.gave_up(database, detail)  # timeouts (set on the server), a cancel from an administrator
+    return None
+
+
 def _closed_while_idle(raw: Any) -> bool:
     """Whether the server closed a pooled connection while it sat idle: a round trip only if the server sent
     something meanwhile (closing says so; a healthy idle connection hears nothing)."""
@@ -516,6 +539,9 @@ class PgDatabase(_SQLiteDatabase):
         except BaseException as exc:
             self.close()
             if isinstance(exc, psycopg.Error):
+                condition = server_condition(redact(self.url), getattr(exc, "sqlstate", None) or "", exc)
+                if condition is not None:  # a standby, a full disk, ...: what to do about it
+                    raise condition from None
                 raise DatabaseUnavailable(f"cannot prepare the database at {redact(self.url)}: {exc}") from None
             raise
 
@@ -613,13 +639,14 @@ class PgDatabase(_SQLiteDatabase):
     # -- transactions ------------------------------------------------------------------------------
     def _lost(self, exc: BaseException) -> StorageUnavailable | None:
         """What a call gets when the server broke the connection (``unreachable``: the next calls check it is
-        back first); None for any other error."""
+        back first) or refused it for a condition of its own (``server_condition``); None for any other
+        error."""
         import psycopg
 
         state = getattr(exc, "sqlstate", None) or ""
         if isinstance(exc, psycopg.OperationalError) and (not state or state.startswith(("08", "57P"))):
             return self._mark_unreachable(_reason(exc))
-        return None
+        return server_condition(redact(self.url), state, exc)
 
     async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(conn, ...)`` in a read-only snapshot on a worker thread."""
