@@ -29,6 +29,7 @@ from mcp_letta.store import (
     file_schema_version,
     is_postgres_url,
     latest_schema_version,
+    pg_connection_hint,
     postgres_status,
     redact_url,
 )
@@ -110,8 +111,8 @@ async def _check_postgres(settings: Settings, url: str) -> Check:
     except LettaError as exc:  # the driver is missing
         return Check("database", False, str(exc), "install the PostgreSQL extra")
     except Exception as exc:
-        return Check("database", False, f"{where}: cannot connect ({' '.join(str(exc).split())})",
-                     "start PostgreSQL, or fix the user, password, host, port or database in MCP_LETTA_DB")  # fmt: skip
+        reason = " ".join(str(exc).split())
+        return Check("database", False, f"{where}: cannot connect ({reason})", pg_connection_hint(reason))
     found, latest = status["schema_version"], status["latest_schema_version"]
     try:  # it refuses a database from a newer mcp-letta, or another program's, before writing anything
         async with AgentHub(settings, runs_agents=False) as hub:  # (it must take no replica's queued runs)

@@ -21,7 +21,7 @@ from pg_server import PgServer
 from mcp_letta import AgentHub, Settings, StorageUnavailable
 from mcp_letta.doctor import check_database, run_doctor
 from mcp_letta.models import NewMessage
-from mcp_letta.store.postgres.db import PgDatabase
+from mcp_letta.store.postgres.db import DatabaseUnavailable, PgDatabase
 from mcp_letta.store.postgres.db import latest_schema_version as pg_schema_version
 from mcp_letta.testing import ScriptedLLM
 
@@ -532,6 +532,13 @@ async def test_health_says_when_a_replica_cannot_hear_the_others_and_when_it_can
             except psycopg.OperationalError as exc:
                 assert "too many clients" in str(exc)
                 break
+        with pytest.raises(DatabaseUnavailable) as refused:  # not one left: it says so at start, and what to do
+            async with AgentHub(Settings(db_path=server.url())):
+                pass
+        assert (
+            "too many clients already): every connection the server allows is in use: raise its "
+            "max_connections, or lower MCP_LETTA_PG_POOL_SIZE on the replicas" in str(refused.value)
+        )
         for conn in taken[-2:]:
             conn.close()
         del taken[-2:]

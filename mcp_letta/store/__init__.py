@@ -22,6 +22,7 @@ from mcp_letta.store.interface import (
 )
 from mcp_letta.store.postgres import server_status as postgres_status
 from mcp_letta.store.postgres.db import FOLLOWER_CONNECTIONS as PG_FOLLOWER_CONNECTIONS
+from mcp_letta.store.postgres.db import connection_hint as pg_connection_hint
 from mcp_letta.store.postgres.db import redact as redact_url
 from mcp_letta.store.sqlite import SQLiteStore
 from mcp_letta.store.sqlite.db import file_schema_version, latest_schema_version
@@ -48,6 +49,7 @@ __all__ = [
     "is_postgres_url",
     "latest_schema_version",
     "open_store",
+    "pg_connection_hint",
     "postgres_status",
     "redact_url",
 ]

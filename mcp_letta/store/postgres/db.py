@@ -114,6 +114,14 @@ def _reason(exc: BaseException) -> str:
     return " ".join(str(exc).split()).rstrip(".?") or type(exc).__name__
 
 
+def connection_hint(reason: str) -> str:
+    """What to do when a connection to the server failed for ``reason`` (the driver's words)."""
+    if "too many clients" in reason or "connection slots are reserved" in reason:
+        return ("every connection the server allows is in use: raise its max_connections, or lower "
+                "MCP_LETTA_PG_POOL_SIZE on the replicas (mcp-letta doctor counts them)")  # fmt: skip
+    return "start PostgreSQL, or fix the user, password, host, port or database in the URL (MCP_LETTA_DB)"
+
+
 def _cause(exc: BaseException) -> str:
     """What went wrong, from inside a task group's exception group: the first error's message on one line."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
@@ -520,9 +528,9 @@ class PgDatabase(_SQLiteDatabase):
             self.conninfo = conninfo(self.url)
             psycopg.connect(self.conninfo).close()
         except psycopg.Error as exc:
+            reason = _reason(exc)
             raise DatabaseUnavailable(
-                f"cannot connect to PostgreSQL at {redact(self.url)} ({_reason(exc)}): check that the server runs "
-                "and that the URL (user, password, host, port, database) is right"
+                f"cannot connect to PostgreSQL at {redact(self.url)} ({reason}): {connection_hint(reason)}"
             ) from None
         with self._pool_lock:
             if self._pool is None:
