@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 
@@ -122,3 +123,55 @@ class PgServer:
     def drop(self, url: str) -> None:
         """Drop a database made by ``fresh_database`` (closing whatever still uses it)."""
         self.sql(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
+
+
+class PgBouncer:
+    """A real PgBouncer (Debian's ``pgbouncer`` package; ``.ci/run`` installs it) in front of ``server`` on a
+    free loopback port, lending server sessions per ``mode`` ("session" or "transaction"). As root it runs as
+    ``nobody``, as the server does. ``with PgBouncer(server, "transaction") as bouncer:``."""
+
+    BINARY = "/usr/sbin/pgbouncer"
+
+    def __init__(self, server: PgServer, mode: str) -> None:
+        self.server = server
+        self.mode = mode
+        self.port = _free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="mcp-letta-pgbouncer-"))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> PgBouncer:
+        settings = {
+            "listen_addr": "127.0.0.1", "listen_port": self.port, "unix_socket_dir": "", "pool_mode": self.mode,
+            "auth_type": "trust", "auth_file": self.dir / "users.txt", "logfile": self.dir / "log",
+            "max_client_conn": 200, "default_pool_size": 60, "ignore_startup_parameters": "extra_float_digits",
+        }  # fmt: skip
+        (self.dir / "users.txt").write_text('"postgres" ""\n')
+        (self.dir / "pgbouncer.ini").write_text(
+            f"[databases]\n* = host=127.0.0.1 port={self.server.port}\n[pgbouncer]\n"
+            + "".join(f"{key} = {value}\n" for key, value in settings.items())
+        )
+        if self.server.as_user:
+            for path in (self.dir, *self.dir.iterdir()):
+                shutil.chown(path, "nobody")
+        self.process = subprocess.Popen([*self.server.as_user, self.BINARY, str(self.dir / "pgbouncer.ini")])
+        deadline = time.monotonic() + 30
+        while True:  # until it accepts connections
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.__exit__()
+                    log = self.dir / "log"
+                    raise RuntimeError(f"pgbouncer did not start: {log.read_text() if log.exists() else ''}") from None
+                time.sleep(0.05)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def url(self, database: str = "postgres") -> str:
+        """The URL of ``database`` through the pooler."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"

@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import pytest
 from faults import MOUNT_NAMESPACES, NETWORK_NAMESPACES, NO_MOUNT_NAMESPACES, NO_NETWORK_NAMESPACES
-from pg_server import PgServer
+from pg_server import PgBouncer, PgServer
 
 from mcp_letta import AgentHub, Settings, StorageUnavailable
 from mcp_letta.doctor import check_database, run_doctor
@@ -411,6 +411,35 @@ def test_a_database_that_takes_no_writes_is_refused_at_start_with_what_to_do(db_
         "in a read-only transaction): point MCP_LETTA_DB at the primary server (with several hosts in the URL, "
         "add target_session_attrs=read-write)" in done.stderr
     )
+
+
+@pytest.mark.skipif(not Path(PgBouncer.BINARY).exists(), reason="needs pgbouncer (apt-get install pgbouncer)")
+async def test_a_pooler_in_transaction_mode_is_refused_at_start_and_one_in_session_mode_works(
+    db_path: str, pg_server: PgServer
+) -> None:
+    name = db_path.rsplit("/", 1)[1]
+    with PgBouncer(pg_server, "transaction") as bouncer:
+        url = bouncer.url(name)
+        for _ in range(2):  # (a later start may also meet the first one's prepared statements in a lent session)
+            with pytest.raises(StorageUnavailable) as refused:
+                async with AgentHub(Settings(db_path=url)):
+                    pass
+            assert refused.value.reason == "pooled"
+            assert str(refused.value).startswith(
+                f"the database at {url} goes through a connection pooler in "
+                "transaction mode (such as PgBouncer's pool_mode = transaction): "
+            )
+            assert str(refused.value).endswith(": point MCP_LETTA_DB at the PostgreSQL server itself, or at a "
+                                               "pooler in session mode (pool_mode = session)")  # fmt: skip
+    with PgBouncer(pg_server, "session") as bouncer:
+        url = bouncer.url(name)
+        async with AgentHub(Settings(db_path=url)) as one, AgentHub(Settings(db_path=url)) as other:
+            feed = other.subscribe_changes()
+            block = await one.create_block("notes", "")
+            with anyio.fail_after(60):  # the other replica hears of it
+                async for change in feed:
+                    if change.kind == "block" and change.ref == block.id and not change.local:
+                        break
 
 
 ON_A_SMALL_DISK = """

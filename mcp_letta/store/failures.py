@@ -78,6 +78,17 @@ def gave_up(where: str, detail: str) -> StorageUnavailable:
     )
 
 
+def pooled(where: str, sign: str) -> StorageUnavailable:
+    """The URL leads to a connection pooler that lends a server session per transaction (``sign``: what gave it
+    away), while mcp-letta keeps state in its sessions: what it listens for, its prepared statements."""
+    return StorageUnavailable(
+        f"{where} goes through a connection pooler in transaction mode (such as PgBouncer's pool_mode = "
+        f"transaction): {sign}",
+        f"point {SETTING} at the PostgreSQL server itself, or at a pooler in session mode (pool_mode = session)",
+        reason="pooled",
+    )
+
+
 def read_only(what: str, hint: str) -> StorageUnavailable:
     """The database, its folder or its file system cannot be written."""
     return StorageUnavailable(what, hint, reason="read_only")

@@ -73,6 +73,7 @@ LEND_TIMEOUT_S = 30.0  # how long a call waits for a pooled connection (all busy
 IDLE_IN_TRANSACTION_S = 30  # a lease: no transaction of ours waits on this process between statements so long
 PROBE_TIMEOUT_S = 5  # how long a connection of its own may take, for a call that checks the server is back
 UPGRADE = "pip install -U 'mcp-letta[postgres]' on every replica"  # what installs a newer mcp-letta here
+NOTIFY_CHECK_S = 5.0  # at start, how long a notification may take to reach a listener through the URL
 FOLLOWER_CONNECTIONS = 2  # beside the pool, ``follow``'s: one LISTENs, one reads the change log
 # libpq's TCP settings for every connection whose URL does not choose its own (see ``conninfo``): a network
 # that drops packets without a word (a NAT or firewall that forgot the connection, a cable pulled between
@@ -197,6 +198,8 @@ def server_condition(where: str, state: str, exc: BaseException) -> StorageUnava
         return failures.io_error(database, detail)
     if state in ("XX001", "XX002"):
         return failures.damaged(database, detail)
+    if state in ("42P05", "26000") and '"_pg3_' in detail:  # another client's prepared statement, or none
+        return failures.pooled(database, f"the server sessions it lends do not keep prepared statements ({detail})")
     if state.startswith("53") or state in ("55P03", "57014"):  # out of memory or connections; lock or statement
         return failures.gave_up(database, detail)  # timeouts (set on the server), a cancel from an administrator
     return None
@@ -544,6 +547,7 @@ class PgDatabase(_SQLiteDatabase):
         try:
             with self._pool.connection() as raw:
                 migrate(raw, redact(self.url))
+            self._check_notifications()
         except BaseException as exc:
             self.close()
             if isinstance(exc, psycopg.Error):
@@ -552,6 +556,22 @@ class PgDatabase(_SQLiteDatabase):
                     raise condition from None
                 raise DatabaseUnavailable(f"cannot prepare the database at {redact(self.url)}: {exc}") from None
             raise
+
+    def _check_notifications(self) -> None:
+        """Refuse a URL over which a notification does not reach the session that listens for it (a pooler in
+        transaction mode lends a listening session to other clients): replicas would not hear each other."""
+        psycopg = require_driver()
+        channel = f"mcp_letta_check_{self.origin}"
+        with psycopg.connect(self.conninfo, autocommit=True) as listener:
+            listener.execute(f"LISTEN {channel}")
+            with self._pool.connection() as raw:
+                raw.execute("SELECT pg_notify(%s, '')", (channel,))
+            for _ in listener.notifies(timeout=NOTIFY_CHECK_S, stop_after=1):
+                return
+        raise failures.pooled(
+            f"the database at {redact(self.url)}",
+            f"a notification sent through it did not reach the session listening for it within {NOTIFY_CHECK_S:.0f} s",
+        )
 
     def _new_pool(self) -> Any:
         """An open connection pool (raises when the server cannot be reached)."""
