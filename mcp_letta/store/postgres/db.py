@@ -73,6 +73,7 @@ LEND_TIMEOUT_S = 30.0  # how long a call waits for a pooled connection (all busy
 IDLE_IN_TRANSACTION_S = 30  # a lease: no transaction of ours waits on this process between statements so long
 PROBE_TIMEOUT_S = 5  # how long a connection of its own may take, for a call that checks the server is back
 UPGRADE = "pip install -U 'mcp-letta[postgres]' on every replica"  # what installs a newer mcp-letta here
+OLDEST_SERVER = 13  # the oldest PostgreSQL major version mcp-letta runs on
 NOTIFY_CHECK_S = 5.0  # at start, how long a notification may take to reach a listener through the URL
 FOLLOWER_CONNECTIONS = 2  # beside the pool, ``follow``'s: one LISTENs, one reads the change log
 # libpq's TCP settings for every connection whose URL does not choose its own (see ``conninfo``): a network
@@ -529,12 +530,18 @@ class PgDatabase(_SQLiteDatabase):
             self._closed = False
         try:  # one plain connection first: its error says what is wrong (the pool's only that it timed out)
             self.conninfo = conninfo(self.url)
-            psycopg.connect(self.conninfo).close()
+            with psycopg.connect(self.conninfo) as probe:
+                version = probe.info.server_version  # e.g. 150010 for 15.10
         except psycopg.Error as exc:
             reason = _reason(exc)
             raise DatabaseUnavailable(
                 f"cannot connect to PostgreSQL at {redact(self.url)} ({reason}): {connection_hint(reason)}"
             ) from None
+        if version < OLDEST_SERVER * 10_000:  # (the change feed's xid8 transaction ids came in 13)
+            raise DatabaseUnavailable(
+                f"the server at {redact(self.url)} runs PostgreSQL {version // 10_000}; mcp-letta needs "
+                f"PostgreSQL {OLDEST_SERVER} or newer: upgrade the server, or point MCP_LETTA_DB at a newer one"
+            )
         with self._pool_lock:
             if self._pool is None:
                 try:
