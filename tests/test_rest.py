@@ -16,6 +16,7 @@ import anyio
 import httpx
 import httpx2
 import pytest
+from conftest import bump_schema
 from letta_client import (
     APIStatusError,
     AsyncLetta,
@@ -199,6 +200,25 @@ async def test_blocks_crud_and_limit_error(client: AsyncLetta) -> None:
     with pytest.raises(NotFoundError) as gone:
         await client.blocks.retrieve(block.id)
     assert gone.value.body == {"detail": f"Block with id '{block.id}' not found"}
+
+
+async def test_a_database_this_server_cannot_use_is_a_503_that_says_why(client: AsyncLetta, db_path: Path) -> None:
+    block = await client.blocks.create(label="notes", value="kept")
+    bump_schema(db_path, +1)  # a newer mcp-letta migrated the database while this server had it open
+    try:
+        with anyio.fail_after(60):  # (a write checks the schema at most every few seconds)
+            while True:
+                try:
+                    await client.blocks.update(block.id, value="written meanwhile")
+                except APIStatusError as exc:
+                    refused = exc
+                    break
+                await anyio.sleep(0.1)
+    finally:
+        bump_schema(db_path, -1)
+    assert refused.status_code == 503  # not the request's fault: letta-client retries it by itself
+    assert "by a newer mcp-letta while this one" in refused.body["detail"]
+    assert "upgrade mcp-letta" in refused.body["detail"]
 
 
 async def test_bad_input_is_refused_with_a_clear_detail(client: AsyncLetta) -> None:

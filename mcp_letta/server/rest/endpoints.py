@@ -21,7 +21,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from mcp_letta.errors import Conflict, Deadlock, Invalid, LettaError, LimitExceeded, NotFound, Timeout
+from mcp_letta.errors import (
+    Conflict,
+    Deadlock,
+    Invalid,
+    LettaError,
+    LimitExceeded,
+    NotFound,
+    StorageUnavailable,
+    Timeout,
+)
 from mcp_letta.hub import MAX_WAIT_S, AgentHub, every_page
 from mcp_letta.models import Agent, BlockSpec, Message, ModelSettings, Page, Passage, Run, StepEvent
 from mcp_letta.runtime.memory_tools import DEFAULT_TOOL_NAMES
@@ -1098,6 +1107,8 @@ def detail_for(exc: LettaError, call: Call) -> tuple[int, str]:
         return 422, exc.message
     if isinstance(exc, Timeout):
         return 408, exc.message
+    if isinstance(exc, StorageUnavailable):  # the database's trouble, not the request's (clients retry a 5xx)
+        return 503, exc.message
     return 400, exc.message
 
 
