@@ -283,6 +283,35 @@ async def test_every_tool_rejects_hostile_input_and_changes_nothing(
         assert secret not in caplog.text
 
 
+async def test_a_nul_character_in_any_string_argument_gets_a_clear_answer(server: LettaServer) -> None:
+    # Free text loses NUL (as in Letta); names, references and tags refuse it. PostgreSQL cannot store or even
+    # look up a text holding one, so a NUL that reached the engine would escape as a bare error there.
+    hidden: list[str] = []
+    async with Client(server.mcp) as c:
+        tools = (await c.list_tools()).tools
+        sent = 0
+        for tool in tools:
+            props: dict[str, dict[str, Any]] = tool.input_schema.get("properties", {})
+            world = World()
+            for field, prop in props.items():
+                kinds = json_types(prop)
+                if "string" in kinds:
+                    valid = world.valid(field, prop)
+                    value: Any = f"{valid if isinstance(valid, str) else 'text'}\x00more"
+                elif "array" in kinds and "string" in item_types(prop):
+                    value = [f"{world.agent}\x00" if REFERENCE.match(field) else "tag\x00"]
+                else:
+                    continue
+                args = {f: world.valid(f, props[f]) for f in tool.input_schema.get("required", []) if f != field}
+                result = await c.call_tool(tool.name, {**args, field: value})
+                sent += 1
+                await settle(server.hub)
+                text = " ".join(part.text for part in result.content if isinstance(part, types.TextContent))
+                if result.is_error and text.strip() == f"Error executing tool {tool.name}":
+                    hidden.append(f"{tool.name} [{field}]")
+    assert sent > 50 and not hidden, hidden
+
+
 ODD_TEXT = (
     "RTL \u202eevil\u202c, ZWJ a\u200db, emoji \U0001f600\U0001f525, combining e\u0301, BOM \ufeff, CJK 名前, tab\t"
 )

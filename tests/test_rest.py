@@ -246,6 +246,12 @@ async def test_bad_input_is_refused_with_a_clear_detail(client: AsyncLetta) -> N
     with pytest.raises(UnprocessableEntityError) as extra:
         await client.agents.update(agent.id, extra_body={"frobnicate": True})
     assert "frobnicate" in extra.value.body["detail"]
+    with pytest.raises(UnprocessableEntityError) as nul:  # (a NUL cannot even be looked up on PostgreSQL)
+        await client.runs.list(after="run\x00id")
+    assert "holds a NUL character" in nul.value.body["detail"]
+    with pytest.raises(UnprocessableEntityError) as tag:
+        await client.agents.create(name="tagged", tags=["a\x00b"])
+    assert "tag 'a\\x00b' is not allowed" in tag.value.body["detail"]
     assert [a.name async for a in client.agents.list()] == ["strict"]  # nothing was created
 
 

@@ -70,7 +70,7 @@ def check_cursor(value: int | None, field: str) -> int | None:
 
 
 def check_tags(tags: object) -> list[str]:
-    """Tags: non-empty strings of at most 64 characters, at most 100 of them; duplicates dropped."""
+    """Tags: non-empty strings of at most 64 characters without NUL, at most 100 of them; duplicates dropped."""
     if tags is None:
         return []
     if not isinstance(tags, list | tuple):
@@ -79,9 +79,10 @@ def check_tags(tags: object) -> list[str]:
         raise Invalid(f"{len(tags)} tags given; at most {MAX_TAGS} are allowed")
     clean: list[str] = []
     for tag in tags:
-        if not isinstance(tag, str) or not tag.strip() or len(tag) > MAX_TAG:
+        if not isinstance(tag, str) or not tag.strip() or len(tag) > MAX_TAG or "\x00" in tag:
             raise Invalid(
-                f"tag {shown(tag)} is not allowed: tags are non-empty strings of at most {MAX_TAG} characters"
+                f"tag {shown(tag)} is not allowed: tags are non-empty strings of at most {MAX_TAG} characters, "
+                "without NUL"
             )
         if tag.strip() not in clean:
             clean.append(tag.strip())

@@ -19,6 +19,7 @@ from mcp_letta.store.limits import (
     check_ref,
     check_tags,
     check_text,
+    clean_text,
     shown,
 )
 from mcp_letta.store.names import check_agent_name, suggestion
@@ -58,11 +59,13 @@ def to_agent(conn: Conn, row: Any) -> Agent:
     )
 
 
-def _check_texts(description: str | None, system: str | None) -> None:
+def _check_texts(description: str | None, system: str | None) -> tuple[str | None, str | None]:
+    """The description and system prompt, checked, without NUL (free text loses it: ``clean_text``)."""
     if description is not None:
-        check_text(description, "agent description", MAX_DESCRIPTION)
+        description = clean_text(check_text(description, "agent description", MAX_DESCRIPTION))
     if system is not None:
-        check_text(system, "system prompt", MAX_SYSTEM)
+        system = clean_text(check_text(system, "system prompt", MAX_SYSTEM))
+    return description, system
 
 
 def _check_unique_name(conn: Conn, name: str, except_id: str | None = None) -> None:
@@ -87,7 +90,7 @@ def create(
 ) -> Agent:
     """Create an agent, its own blocks, shared blocks and agents attached as tools; all or nothing."""
     check_agent_name(name)
-    _check_texts(description, system)
+    description, system = _check_texts(description, system)
     _check_unique_name(conn, name)
     tags = check_tags(tags)
     labels = [spec.label for spec in block_specs]
@@ -144,7 +147,7 @@ def list_agents(
     after = paging.decode(cursor, "agents", scope, [str])
     where, args = _tag_filter(tags if match_all_tags else [], [] if match_all_tags else tags)
     if query:
-        check_text(query, "query", MAX_QUERY)
+        query = clean_text(check_text(query, "query", MAX_QUERY))  # (names hold no NUL)
         like = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         where += (
             " AND (a.name LIKE ? ESCAPE '\\' OR coalesce(a.description, '') LIKE ? ESCAPE '\\'"
@@ -207,7 +210,7 @@ def update(
         _check_unique_name(conn, name, except_id=agent_id)
     if system is not None and not system.strip():
         raise Invalid("system prompt cannot be empty")
-    _check_texts(description, system)
+    description, system = _check_texts(description, system)
     conn.execute(
         "UPDATE agents SET name = coalesce(?, name), description = coalesce(?, description), "
         "system = coalesce(?, system), model_settings = coalesce(?, model_settings), "

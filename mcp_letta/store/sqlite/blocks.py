@@ -123,8 +123,9 @@ def insert_block(conn: Conn, spec: BlockSpec, *, writer: str | None, owner_agent
     check_label(spec.label)
     value = clean_text(spec.value)
     _check_limit_value(spec.limit)
-    if spec.description is not None:
-        check_text(spec.description, "block description", MAX_DESCRIPTION)
+    description = spec.description
+    if description is not None:
+        description = clean_text(check_text(description, "block description", MAX_DESCRIPTION))
     if len(value) > spec.limit:
         raise LimitExceeded(limit_message(spec.limit, len(value)))
     block_id, now = new_id("block"), now_iso()
@@ -136,7 +137,7 @@ def insert_block(conn: Conn, spec: BlockSpec, *, writer: str | None, owner_agent
             spec.label,
             value,
             spec.limit,
-            spec.description,
+            description,
             int(spec.read_only),
             json.dumps(spec.metadata),
             owner_agent_id,
@@ -317,7 +318,7 @@ def update_block_settings(
     """Change a block's limit, description, read-only flag or metadata (not its value)."""
     row = locked(conn, row)
     if description is not None:
-        check_text(description, "block description", MAX_DESCRIPTION)
+        description = clean_text(check_text(description, "block description", MAX_DESCRIPTION))
     if limit is not None:
         _check_limit_value(limit)
         if len(row["value"]) > limit:

@@ -196,6 +196,7 @@ def list_passages(
     scope: list[Any] = [agent_id, "oldest first"] if oldest_first else [agent_id]
     after = paging.decode(cursor, "archival memory", scope, [int])
     if after_id is not None:
+        check_ref(after_id, "passage")
         found = conn.execute("SELECT pk FROM passages WHERE id = ? AND agent_id = ?", (after_id, agent_id)).fetchone()
         if found is None:
             raise NotFound(

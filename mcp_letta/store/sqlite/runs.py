@@ -137,6 +137,7 @@ def list_runs(
         scope.append("oldest first")
     after = paging.decode(cursor, "runs", scope, [int])
     if after_id is not None:
+        check_ref(after_id, "run")
         found = conn.execute("SELECT seq FROM runs WHERE id = ?", (after_id,)).fetchone()
         if found is None:
             raise NotFound(f"run {shown(after_id)} not found: page after the id of a run a previous page listed")
