@@ -181,11 +181,12 @@ def _configure(raw: Any) -> None:
     raw.execute(f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_S}s'")
 
 
-def server_condition(where: str, state: str, exc: BaseException) -> StorageUnavailable | None:
+def server_condition(where: str, exc: BaseException) -> StorageUnavailable | None:
     """The error for a statement the server refused for a condition of its own, not of the statement (a full
     disk, a standby that takes no writes, a lock or statement timeout set on the server, ...), by its
     SQLSTATE; None for any other."""
-    detail = " ".join(str(exc).strip().split("\n")[0].split()).rstrip(".") or type(exc).__name__  # (no CONTEXT)
+    state = getattr(exc, "sqlstate", None) or ""
+    detail = getattr(getattr(exc, "diag", None), "message_primary", None) or _reason(exc)  # (without its CONTEXT)
     database = f"the database at {where}"
     if state == "53100":
         return failures.disk_full(database, detail)
@@ -547,9 +548,9 @@ class PgDatabase(_SQLiteDatabase):
                 try:
                     self._pool = self._new_pool()
                 except Exception as exc:
+                    reason = _reason(exc)
                     raise DatabaseUnavailable(
-                        f"cannot connect to PostgreSQL at {redact(self.url)}: {exc}. Check that the server runs "
-                        "and the URL (user, password, host, port, database) is right"
+                        f"cannot connect to PostgreSQL at {redact(self.url)} ({reason}): {connection_hint(reason)}"
                     ) from None
         try:
             with self._pool.connection() as raw:
@@ -558,7 +559,7 @@ class PgDatabase(_SQLiteDatabase):
         except BaseException as exc:
             self.close()
             if isinstance(exc, psycopg.Error):
-                condition = server_condition(redact(self.url), getattr(exc, "sqlstate", None) or "", exc)
+                condition = server_condition(redact(self.url), exc)
                 if condition is not None:  # a standby, a full disk, ...: what to do about it
                     raise condition from None
                 raise DatabaseUnavailable(f"cannot prepare the database at {redact(self.url)}: {exc}") from None
@@ -681,7 +682,7 @@ class PgDatabase(_SQLiteDatabase):
         state = getattr(exc, "sqlstate", None) or ""
         if isinstance(exc, psycopg.OperationalError) and (not state or state.startswith(("08", "57P"))):
             return self._mark_unreachable(_reason(exc))
-        return server_condition(redact(self.url), state, exc)
+        return server_condition(redact(self.url), exc)
 
     async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(conn, ...)`` in a read-only snapshot on a worker thread."""

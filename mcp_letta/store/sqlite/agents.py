@@ -147,7 +147,7 @@ def list_agents(
     after = paging.decode(cursor, "agents", scope, [str])
     where, args = _tag_filter(tags if match_all_tags else [], [] if match_all_tags else tags)
     if query:
-        query = clean_text(check_text(query, "query", MAX_QUERY))  # (names hold no NUL)
+        query = clean_text(check_text(query, "query", MAX_QUERY))  # (names and descriptions hold no NUL)
         like = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         where += (
             " AND (a.name LIKE ? ESCAPE '\\' OR coalesce(a.description, '') LIKE ? ESCAPE '\\'"
