@@ -365,6 +365,48 @@ async def test_without_a_token_opening_the_page_starts_the_session_the_api_needs
         assert (await hub.read_block("notes")).value == "a"
 
 
+async def test_servers_sharing_the_token_share_console_sessions(hub: AgentHub) -> None:
+    """Replicas behind a balancer that spreads the page's requests: a session begun on one server holds on
+    another with the same token, and on one started later (a restart); a server with another token, or an
+    altered cookie, is refused."""
+    block = await hub.create_block("shared", "v1")
+    async with serve(hub, token=TOKEN) as a, serve(hub, token=TOKEN) as b, httpx2.AsyncClient() as http:
+        login = await http.post(a.base + "/login", data={"token": TOKEN})
+        assert login.status_code == 303
+        jar = {"mcp_letta_console": login.cookies["mcp_letta_console"]}
+        csrf = (await http.get(a.base + "/api/session", cookies=jar)).json()["csrf"]
+        assert csrf and (await http.get(b.base + "/api/session", cookies=jar)).json()["csrf"] == csrf
+        wrote = await http.post(b.base + f"/api/blocks/{block.id}", json={"value": "v2", "expected_version": 1},
+                                cookies=jar, headers={"X-CSRF-Token": csrf})  # fmt: skip
+        assert wrote.status_code == 200 and (await hub.read_block("shared")).value == "v2"
+        async with http.stream("GET", b.base + "/events", cookies=jar) as events:
+            assert events.status_code == 200
+    async with serve(hub, token=TOKEN) as later, serve(hub, token="another-token-7c1e") as other:
+        async with httpx2.AsyncClient() as http:
+            assert [x["name"] for x in (await http.get(later.base + "/api/agents", cookies=jar)).json()] == []
+            assert (await http.get(other.base + "/api/agents", cookies=jar)).status_code == 401
+            issued, nonce, mac = jar["mcp_letta_console"].split(".")
+            for forged in (f"{int(issued) - 1}.{nonce}.{mac}", f"{issued}.{nonce}x.{mac}", f"{issued}.{nonce}.", "x"):
+                refused = await http.get(later.base + "/api/agents", cookies={"mcp_letta_console": forged})
+                assert refused.status_code == 401 and "log in with MCP_LETTA_TOKEN" in refused.json()["error"]
+
+
+async def test_two_consoles_without_a_token_on_one_machine_keep_their_own_sessions(hub: AgentHub) -> None:
+    """Browsers keep cookies by host, not port: ``serve --transport http`` on one port and ``mcp-letta
+    console`` on another must not replace each other's session."""
+    await hub.create_agent("local")
+    async with serve(hub) as a, serve(hub) as b, httpx2.AsyncClient() as http:  # one cookie jar, as a browser
+        assert (await http.get(a.base + "/")).status_code == 200
+        assert (await http.get(b.base + "/")).status_code == 200
+        assert len({cookie.name for cookie in http.cookies.jar}) == 2
+        for running in (a, b, a):
+            agents = await http.get(running.base + "/api/agents")
+            assert agents.status_code == 200 and [x["name"] for x in agents.json()] == ["local"]
+        assert (await http.get(b.base + "/api/session")).json()["csrf"] != (
+            await http.get(a.base + "/api/session")
+        ).json()["csrf"]
+
+
 async def test_closed_pages_leave_no_subscription_behind(served: Served) -> None:
     before = len(served.hub._subscribers)
     async with browser() as b:

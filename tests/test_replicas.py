@@ -165,6 +165,32 @@ async def test_a_block_written_through_one_replica_notifies_subscribers_on_anoth
         assert "written through replica A" in text
 
 
+async def test_the_console_works_through_a_balancer_that_spreads_its_requests(replicas: list[Replica]) -> None:
+    """A console session begun on one replica holds on the others (the balancer sticks MCP sessions by
+    header, but spreads the page's requests), and a block written through one reaches the page's live
+    feed on another."""
+    a, b, c = replicas
+    async with httpx2.AsyncClient(timeout=30) as http:
+        login = await http.post(f"http://127.0.0.1:{a.port}/login", data={"token": TOKEN})
+        assert login.status_code == 303
+        jar = {"mcp_letta_console": login.cookies["mcp_letta_console"]}
+        csrf = (await http.get(f"http://127.0.0.1:{b.port}/api/session", cookies=jar)).json()["csrf"]
+        assert csrf
+        async with c.client() as cc:
+            block = await ok(cc, "create_block", label="wall", value="start")
+        events = f"http://127.0.0.1:{b.port}/events"
+        async with http.stream("GET", events, cookies=jar) as stream:
+            assert stream.status_code == 200
+            wrote = await http.post(f"http://127.0.0.1:{c.port}/api/blocks/{block['id']}", cookies=jar,
+                                    json={"value": "from the console", "expected_version": block["version"]},
+                                    headers={"X-CSRF-Token": csrf})  # fmt: skip
+            assert wrote.status_code == 200, wrote.text
+            with anyio.fail_after(20):
+                async for line in stream.aiter_lines():
+                    if line.startswith("data:") and block["id"] in line:
+                        break
+
+
 async def test_an_async_reply_sent_through_one_replica_is_read_through_another(
     replicas: list[Replica], scripted_llm: ScriptedLLM
 ) -> None:
