@@ -684,15 +684,21 @@ class PgDatabase(_SQLiteDatabase):
             return self._mark_unreachable(_reason(exc))
         return server_condition(redact(self.url), exc)
 
-    async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run ``fn(conn, ...)`` in a read-only snapshot on a worker thread."""
+    @contextmanager
+    def _explaining(self) -> Iterator[None]:
+        """Raise what the server's failure means (``_lost``) in place of the driver's error."""
         try:
-            return await anyio.to_thread.run_sync(lambda: self.read_sync(fn, *args, **kwargs), limiter=self._limiter)
+            yield
         except Exception as exc:
             lost = self._lost(exc)
             if lost is None:
                 raise
             raise lost from exc
+
+    async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(conn, ...)`` in a read-only snapshot on a worker thread."""
+        with self._explaining():
+            return await anyio.to_thread.run_sync(lambda: self.read_sync(fn, *args, **kwargs), limiter=self._limiter)
 
     def read_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(conn, ...)`` in a read-only snapshot on this thread."""
@@ -716,20 +722,13 @@ class PgDatabase(_SQLiteDatabase):
         write = _Write(fn, args)
         await anyio.lowlevel.checkpoint_if_cancelled()
         with anyio.CancelScope(shield=True):
-            try:
+            with self._explaining():
                 changes = await anyio.to_thread.run_sync(self._write_one, write, limiter=self._limiter)
-            except Exception as exc:
-                lost = self._lost(exc)
-                if lost is None:
-                    raise
-                raise lost from exc
             self._notify(changes, True)
         await anyio.lowlevel.checkpoint()  # a cancel that came meanwhile
         if write.error is not None:
-            lost = self._lost(write.error)
-            if lost is not None:
-                raise lost from write.error
-            raise write.error
+            with self._explaining():
+                raise write.error
         return write.result  # type: ignore[no-any-return]
 
     def _write_one(self, write: _Write) -> list[tuple[str, str]]:
