@@ -123,6 +123,20 @@ def run_rows(db_path: str, where: str, *params: Any) -> list[dict[str, Any]]:
         return pg.execute(f"SELECT * FROM runs WHERE {where} ORDER BY seq", params).fetchall()
 
 
+TOOLS_LIST = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+
+
+async def initialize(replica: Replica) -> dict[str, str]:
+    """A session begun on ``replica`` by hand: the headers its next requests carry."""
+    headers = AUTH | {"Accept": "application/json, text/event-stream", "Mcp-Protocol-Version": "2025-11-25"}
+    hello = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+    async with httpx2.AsyncClient(timeout=30) as http:
+        began = await http.post(f"http://127.0.0.1:{replica.port}/mcp", headers=headers,
+                                json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello})  # fmt: skip
+        assert began.status_code == 200, began.text
+        return headers | {"Mcp-Session-Id": began.headers["mcp-session-id"]}
+
+
 async def ok(c: Any, tool: str, **args: Any) -> dict[str, Any]:
     result = await c.call_tool(tool, args)
     assert not result.is_error, result.content
@@ -283,8 +297,12 @@ async def test_after_kill_9_of_a_replica_every_run_it_held_is_resumed_and_report
                    for n in ("w1", "w2", "w3")]  # fmt: skip
         queued = (await ok(cv, "send_message_to_agent_async", agent="w1", message="quick one"))["run_id"]
         await scripted_llm.wait_for_requests_async(3)  # all three runs are in their LLM call
+    session = await initialize(victim)
     victim.proc.send_signal(signal.SIGKILL)
     victim.proc.wait()  # reaped: its pid is gone, as a dead replica's is
+    async with httpx2.AsyncClient(timeout=30) as http:  # the balancer sends the session's next request elsewhere
+        gone = await http.post(f"http://127.0.0.1:{a.port}/mcp", headers=session, json=TOOLS_LIST)
+    assert gone.status_code == 404 and gone.json()["error"]["message"] == "Session not found"  # MCP: start anew
     async with a.client() as ca:
         ends = {run_id: await ok(ca, "get_run", run_id=run_id, wait_s=60) for run_id in [*running, queued]}
         listed = {r["run_id"]: r for r in (await ok(ca, "list_runs", limit=50))["runs"]}
