@@ -12,11 +12,15 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import textwrap
+import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +42,17 @@ pytestmark = [pytest.mark.anyio, pytest.mark.postgres_only, pytest.mark.filterwa
 
 SCRIPT = Path(sys.executable).parent / "mcp-letta"
 WAIT = "send_message_to_agent_and_wait_for_reply"
+
+
+@asynccontextmanager
+async def client_of(port: int, **kwargs: Any) -> AsyncIterator[Client]:
+    """An MCP client of the server on ``port`` (2025-11-25 era, which hears notifications over its GET
+    stream), with room for 300 requests at once."""
+    limits = httpx2.Limits(max_connections=400, max_keepalive_connections=400)
+    async with httpx2.AsyncClient(headers=AUTH, timeout=300, limits=limits) as http:
+        transport = streamable_http_client(f"http://127.0.0.1:{port}/mcp", http_client=http)
+        async with Client(transport, mode="legacy", **kwargs) as c:
+            yield c
 
 
 class Replica:
@@ -69,15 +84,9 @@ class Replica:
                     await anyio.sleep(0.05)
         return self
 
-    @asynccontextmanager
-    async def client(self, **kwargs: Any) -> AsyncIterator[Client]:
-        """An MCP client of this replica (2025-11-25 era, which hears notifications over its GET stream), with
-        room for 300 requests at once."""
-        limits = httpx2.Limits(max_connections=400, max_keepalive_connections=400)
-        async with httpx2.AsyncClient(headers=AUTH, timeout=300, limits=limits) as http:
-            transport = streamable_http_client(f"http://127.0.0.1:{self.port}/mcp", http_client=http)
-            async with Client(transport, mode="legacy", **kwargs) as c:
-                yield c
+    def client(self, **kwargs: Any) -> AbstractAsyncContextManager[Client]:
+        """An MCP client of this replica (see ``client_of``)."""
+        return client_of(self.port, **kwargs)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -126,8 +135,8 @@ def run_rows(db_path: str, where: str, *params: Any) -> list[dict[str, Any]]:
 TOOLS_LIST = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
 
 
-async def initialize(replica: Replica) -> dict[str, str]:
-    """A session begun on ``replica`` by hand: the headers its next requests carry."""
+async def initialize(replica: Replica | HAProxy) -> dict[str, str]:
+    """A session begun on ``replica`` (or through the balancer) by hand: the headers its next requests carry."""
     headers = AUTH | {"Accept": "application/json, text/event-stream", "Mcp-Protocol-Version": "2025-11-25"}
     hello = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
     async with httpx2.AsyncClient(timeout=30) as http:
@@ -203,6 +212,115 @@ async def test_the_console_works_through_a_balancer_that_spreads_its_requests(re
                 async for line in stream.aiter_lines():
                     if line.startswith("data:") and block["id"] in line:
                         break
+
+
+class HAProxy:
+    """A real HAProxy (Debian's ``haproxy``; ``.ci/run`` installs it) in front of ``replicas``, configured by
+    the README's own ``haproxy`` block, listening on loopback instead of 443 with TLS. Its admin socket
+    tells how its health checks of the replicas went."""
+
+    def __init__(self, replicas: list[Replica], folder: Path) -> None:
+        readme = (Path(__file__).parent.parent / "README.md").read_text()
+        block = re.search(r"```haproxy\n(.*?)```", readme, re.S)
+        assert block, "the README's Scale out section gives an HAProxy configuration"
+        listen = socket.socket()
+        listen.bind(("127.0.0.1", 0))
+        self.port = listen.getsockname()[1]
+        listen.close()
+        self.socket = folder / "haproxy.sock"
+        lines = [f"global\n    stats socket {self.socket} mode 600 level admin\n"]
+        servers = iter(replicas)
+        for line in textwrap.dedent(block.group(1)).splitlines():
+            if line.strip().startswith("bind "):
+                line = f"    bind 127.0.0.1:{self.port}"
+            elif line.strip().startswith("server "):
+                name, replica = line.split()[1], next(servers)
+                line = f"    server {name} 127.0.0.1:{replica.port} check inter 500ms"
+            lines.append(line)
+        assert next(servers, None) is None, "one server line per replica"
+        self.config = folder / "haproxy.cfg"
+        self.config.write_text("\n".join(lines) + "\n")
+        self.proc = subprocess.Popen(["haproxy", "-db", "-f", str(self.config)], stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"haproxy did not start: {self.proc.stderr.read().decode()}") from None
+                time.sleep(0.05)
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def checks(self) -> dict[str, str]:
+        """Each server's health-check status (``L7OK`` when ``/health`` answered 200)."""
+        with socket.socket(socket.AF_UNIX) as admin:
+            admin.connect(str(self.socket))
+            admin.sendall(b"show stat\n")
+            data = b""
+            while chunk := admin.recv(65536):
+                data += chunk
+        header, *rows = data.decode().strip().splitlines()
+        names = header.lstrip("# ").split(",")
+        stats = [dict(zip(names, row.split(","), strict=False)) for row in rows]
+        return {r["svname"]: r["check_status"] for r in stats if r["svname"] not in ("FRONTEND", "BACKEND")}
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="install Debian's haproxy (.ci/run does)")
+async def test_behind_the_readmes_haproxy_sessions_stick_and_new_ones_spread(
+    db_path: str, scripted_llm: ScriptedLLM, tmp_path: Path
+) -> None:
+    async with three(db_path, scripted_llm, tmp_path, allowed_hosts="agents.example.com") as started:
+        balancer = HAProxy(started, tmp_path)
+        try:
+            for _ in range(150):  # the checks send the Host the README names, which the replicas allow
+                if set(balancer.checks().values()) == {"L7OK"}:
+                    break
+                await anyio.sleep(0.2)
+            else:
+                raise AssertionError(f"HAProxy's checks of the replicas: {balancer.checks()}")
+            sessions = [await initialize(balancer) for _ in range(6)]  # one after another: round robin
+            async with httpx2.AsyncClient(timeout=30) as http:
+                for session in sessions:  # every request of a session reaches the replica that began it
+                    for _ in range(4):
+                        listed = await http.post(balancer.base + "/mcp", headers=session, json=TOOLS_LIST)
+                        assert listed.status_code == 200, listed.text
+                holders = set()
+                for session in sessions:
+                    answers = [await http.post(f"http://127.0.0.1:{r.port}/mcp", headers=session, json=TOOLS_LIST)
+                               for r in started]  # fmt: skip
+                    assert sorted(a.status_code for a in answers) == [200, 404, 404]
+                    holders.add(next(i for i, a in enumerate(answers) if a.status_code == 200))
+                assert holders == {0, 1, 2}  # new sessions spread over the replicas
+
+                changed = anyio.Event()
+
+                async def on_message(message: Any) -> None:
+                    if isinstance(message, types.ToolListChangedNotification):
+                        changed.set()
+
+                async with (
+                    client_of(balancer.port, message_handler=on_message) as watcher,
+                    client_of(balancer.port) as other,
+                ):  # MCP clients of the balancer, as hosts would be
+                    await ok(other, "create_agent", name="scout")
+                    with anyio.fail_after(20):  # over the watcher's stream, through the balancer
+                        await changed.wait()
+                    assert "ask_scout" in {t.name for t in (await watcher.list_tools()).tools}
+
+                login = await http.post(balancer.base + "/login", data={"token": TOKEN})
+                jar = {"mcp_letta_console": login.cookies["mcp_letta_console"]}
+                for _ in range(6):  # the console's requests go round robin
+                    agents = await http.get(balancer.base + "/api/agents", cookies=jar)
+                    assert agents.status_code == 200 and [a["name"] for a in agents.json()] == ["scout"]
+        finally:
+            balancer.stop()
 
 
 async def test_an_async_reply_sent_through_one_replica_is_read_through_another(
