@@ -95,6 +95,7 @@ class Settings:
     allowed_hosts: tuple[str, ...] = ()
     http_max_sessions: int = 100
     http_session_idle_s: float = 600.0
+    replica_url: str | None = None  # MCP_LETTA_REPLICA_URL: where the other replicas reach this one
     watch_interval_s: float = 0.2
     shutdown_grace_s: float = 10.0
     log_level: str = "INFO"
@@ -143,6 +144,7 @@ class Settings:
             allowed_hosts=_list(env, "MCP_LETTA_ALLOWED_HOSTS"),
             http_max_sessions=_int(env, "MCP_LETTA_HTTP_MAX_SESSIONS", 100, minimum=1),
             http_session_idle_s=_float(env, "MCP_LETTA_HTTP_SESSION_IDLE_S", 600.0),
+            replica_url=env.get("MCP_LETTA_REPLICA_URL", "").strip() or None,
             watch_interval_s=_float(env, "MCP_LETTA_WATCH_INTERVAL", 0.2),
             shutdown_grace_s=_seconds(env, "MCP_LETTA_SHUTDOWN_GRACE_S", 10.0),
             log_level=(env.get("MCP_LETTA_LOG_LEVEL") or "INFO").upper(),

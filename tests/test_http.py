@@ -269,6 +269,23 @@ def test_cli_refuses_a_public_bind_without_a_token(db_path: Path) -> None:
     assert done.stdout == ""
 
 
+def test_cli_refuses_a_replica_url_without_a_token_or_that_is_no_address(tmp_path: Path) -> None:
+    db_path = tmp_path / "agents.db"
+    serve = [str(SCRIPT), "serve", "--transport", "http", "--host", "127.0.0.1", "--port", "0"]
+    cases = [
+        ({"MCP_LETTA_REPLICA_URL": "http://10.0.0.11:8000"}, "MCP_LETTA_REPLICA_URL needs MCP_LETTA_TOKEN: the"),
+        *[({"MCP_LETTA_REPLICA_URL": url, "MCP_LETTA_TOKEN": "t" * 20},
+           f"MCP_LETTA_REPLICA_URL={url!r} is not a replica's address")
+          for url in ("10.0.0.11:8000", "http://10.0.0.11", "http://10.0.0.11:8000/mcp", "ftp://h:1", "http://h:99999")],
+    ]  # fmt: skip
+    for env, words in cases:
+        done = subprocess.run(serve, capture_output=True, text=True, env=cli_env(db_path, **env), timeout=60)
+        assert done.returncode == 2, done.stderr
+        assert words in done.stderr and ("e.g. http://10.0.0.11:8000" in done.stderr or "MCP_LETTA_TOKEN" not in env)
+        assert done.stdout == ""
+    assert not db_path.exists()  # refused before anything was opened
+
+
 async def test_cli_serves_http_and_logs_only_to_stderr(db_path: Path) -> None:
     env = cli_env(db_path, MCP_LETTA_TOKEN=TOKEN)
     command = [str(SCRIPT), "serve", "--transport", "http", "--host", "127.0.0.1", "--port", "0"]

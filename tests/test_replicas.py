@@ -9,6 +9,7 @@ executed it), in each agent's order and one at a time, and the caller waiting on
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -44,6 +45,35 @@ SCRIPT = Path(sys.executable).parent / "mcp-letta"
 WAIT = "send_message_to_agent_and_wait_for_reply"
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
+    """Until something accepts connections on ``port``; ``RuntimeError`` if ``proc`` exits first."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"{what} did not start: {proc.communicate()[1].decode()}") from None
+            time.sleep(0.05)
+
+
+def readme_block(language: str) -> str:
+    """The README's ``language`` code block (a balancer's configuration), unindented."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = re.search(rf"```{language}\n(.*?)```", readme, re.S)
+    assert block, f"the README's Scale out section gives a {language} configuration"
+    return textwrap.dedent(block.group(1))
+
+
 @asynccontextmanager
 async def client_of(port: int, **kwargs: Any) -> AsyncIterator[Client]:
     """An MCP client of the server on ``port`` (2025-11-25 era, which hears notifications over its GET
@@ -58,7 +88,7 @@ async def client_of(port: int, **kwargs: Any) -> AsyncIterator[Client]:
 class Replica:
     """One ``mcp-letta serve --transport http`` process; its log goes to a file (a pipe could fill up)."""
 
-    def __init__(self, url: str, llm: ScriptedLLM, log: Path, **settings: str) -> None:
+    def __init__(self, url: str, llm: ScriptedLLM, log: Path, port: int = 0, **settings: str) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_LETTA_", "OPENAI_"))}
         env |= {
             "MCP_LETTA_DB": url, "MCP_LETTA_TOKEN": TOKEN, "MCP_LETTA_LLM_BASE_URL": llm.base_url,
@@ -67,7 +97,7 @@ class Replica:
         env |= {f"MCP_LETTA_{name.upper()}": value for name, value in settings.items()}
         self.log = log
         self._log_file = log.open("wb")
-        command = [str(SCRIPT), "serve", "--transport", "http", "--host", "127.0.0.1", "--port", "0"]
+        command = [str(SCRIPT), "serve", "--transport", "http", "--host", "127.0.0.1", "--port", str(port)]
         self.proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=self._log_file)
         self.port = 0
 
@@ -100,9 +130,17 @@ class Replica:
 
 
 @asynccontextmanager
-async def three(db_path: str, llm: ScriptedLLM, folder: Path, **settings: str) -> AsyncIterator[list[Replica]]:
-    """Three replicas on one database, with these settings (``MCP_LETTA_<NAME>``)."""
-    started = [Replica(db_path, llm, folder / f"replica-{i}.log", **settings) for i in range(3)]
+async def three(
+    db_path: str, llm: ScriptedLLM, folder: Path, *, named: bool = False, **settings: str
+) -> AsyncIterator[list[Replica]]:
+    """Three replicas on one database, with these settings (``MCP_LETTA_<NAME>``); ``named``: each on a port
+    chosen here, given as its ``MCP_LETTA_REPLICA_URL``."""
+    ports = [free_port() if named else 0 for _ in range(3)]
+    started = [
+        Replica(db_path, llm, folder / f"replica-{i}.log", port,
+                **settings, **({"replica_url": f"http://127.0.0.1:{port}"} if named else {}))
+        for i, port in enumerate(ports)
+    ]  # fmt: skip
     try:
         for replica in started:
             await replica.ready()
@@ -135,7 +173,7 @@ def run_rows(db_path: str, where: str, *params: Any) -> list[dict[str, Any]]:
 TOOLS_LIST = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
 
 
-async def initialize(replica: Replica | HAProxy) -> dict[str, str]:
+async def initialize(replica: Replica | HAProxy | Nginx) -> dict[str, str]:
     """A session begun on ``replica`` (or through the balancer) by hand: the headers its next requests carry."""
     headers = AUTH | {"Accept": "application/json, text/event-stream", "Mcp-Protocol-Version": "2025-11-25"}
     hello = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
@@ -220,17 +258,11 @@ class HAProxy:
     tells how its health checks of the replicas went."""
 
     def __init__(self, replicas: list[Replica], folder: Path) -> None:
-        readme = (Path(__file__).parent.parent / "README.md").read_text()
-        block = re.search(r"```haproxy\n(.*?)```", readme, re.S)
-        assert block, "the README's Scale out section gives an HAProxy configuration"
-        listen = socket.socket()
-        listen.bind(("127.0.0.1", 0))
-        self.port = listen.getsockname()[1]
-        listen.close()
+        self.port = free_port()
         self.socket = folder / "haproxy.sock"
         lines = [f"global\n    stats socket {self.socket} mode 600 level admin\n"]
         servers = iter(replicas)
-        for line in textwrap.dedent(block.group(1)).splitlines():
+        for line in readme_block("haproxy").splitlines():
             if line.strip().startswith("bind "):
                 line = f"    bind 127.0.0.1:{self.port}"
             elif line.strip().startswith("server "):
@@ -241,16 +273,7 @@ class HAProxy:
         self.config = folder / "haproxy.cfg"
         self.config.write_text("\n".join(lines) + "\n")
         self.proc = subprocess.Popen(["haproxy", "-db", "-f", str(self.config)], stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"haproxy did not start: {self.proc.stderr.read().decode()}") from None
-                time.sleep(0.05)
+        wait_for_port(self.port, self.proc, "haproxy")
         self.base = f"http://127.0.0.1:{self.port}"
 
     def checks(self) -> dict[str, str]:
@@ -319,6 +342,112 @@ async def test_behind_the_readmes_haproxy_sessions_stick_and_new_ones_spread(
                 for _ in range(6):  # the console's requests go round robin
                     agents = await http.get(balancer.base + "/api/agents", cookies=jar)
                     assert agents.status_code == 200 and [a["name"] for a in agents.json()] == ["scout"]
+        finally:
+            balancer.stop()
+
+
+class Nginx:
+    """A real nginx (Debian's ``nginx-light``; ``.ci/run`` installs it) in front of ``replicas``, configured by
+    the README's own ``nginx`` block, listening on loopback instead of 443 with TLS."""
+
+    def __init__(self, replicas: list[Replica], folder: Path) -> None:
+        self.port = free_port()
+        servers = iter(replicas)
+        lines = []
+        for line in readme_block("nginx").splitlines():
+            if line.strip().startswith("listen "):
+                line = f"    listen 127.0.0.1:{self.port};"
+            elif line.strip().startswith("ssl_"):
+                continue
+            elif re.match(r"\s*server\s+[\d.]+:\d+;", line):  # an upstream, not the server block
+                line = f"    server 127.0.0.1:{next(servers).port};"
+            lines.append(line)
+        assert next(servers, None) is None, "one server line per replica"
+        temp = " ".join(
+            f"{kind}_temp_path {folder}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        config = folder / "nginx.conf"
+        config.write_text(
+            f"daemon off; worker_processes 1; error_log stderr; pid {folder}/nginx.pid;"
+            + (" user root;" if os.geteuid() == 0 else "")
+            + f"\nevents {{}}\nhttp {{\naccess_log off; {temp}\n" + "\n".join(lines) + "\n}\n"
+        )  # fmt: skip
+        self.proc = subprocess.Popen(["nginx", "-c", str(config), "-p", str(folder), "-e", "stderr"],
+                                     stderr=subprocess.PIPE)  # fmt: skip
+        wait_for_port(self.port, self.proc, "nginx")
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="install Debian's nginx-light (.ci/run does)")
+async def test_behind_the_readmes_nginx_the_replicas_pass_requests_on_to_the_session_they_belong_to(
+    db_path: str, scripted_llm: ScriptedLLM, tmp_path: Path
+) -> None:
+    """nginx spreads every request round robin; replicas started with MCP_LETTA_REPLICA_URL pass a session's
+    requests on to the replica that began it, streams included."""
+    async with three(db_path, scripted_llm, tmp_path, named=True) as started:
+        balancer = Nginx(started, tmp_path)
+        try:
+            sessions = [await initialize(balancer) for _ in range(6)]
+            async with httpx2.AsyncClient(timeout=30) as http:
+                for session in sessions:  # most of these reach a replica that did not begin the session
+                    for _ in range(4):
+                        listed = await http.post(balancer.base + "/mcp", headers=session, json=TOOLS_LIST)
+                        assert listed.status_code == 200, listed.text
+                holders = []
+                for session in sessions:  # a request passed on once is not passed on again: only the owner answers
+                    passed = session | {"X-MCP-Letta-Forwarded": "1"}
+                    answers = [await http.post(f"http://127.0.0.1:{r.port}/mcp", headers=passed, json=TOOLS_LIST)
+                               for r in started]  # fmt: skip
+                    assert sorted(a.status_code for a in answers) == [200, 404, 404]
+                    holders.append(next(i for i, a in enumerate(answers) if a.status_code == 200))
+                assert set(holders) == {0, 1, 2}  # new sessions spread over the replicas
+
+                changed = anyio.Event()
+
+                async def on_message(message: Any) -> None:
+                    if isinstance(message, types.ToolListChangedNotification):
+                        changed.set()
+
+                async with (
+                    client_of(balancer.port, message_handler=on_message) as watcher,
+                    client_of(balancer.port) as other,
+                ):  # MCP clients of the balancer, as hosts would be
+                    for _ in range(3):  # whichever replica each request reaches
+                        assert "ask_scout" not in {t.name for t in (await watcher.list_tools()).tools}
+                    await ok(other, "create_agent", name="scout")
+                    with anyio.fail_after(20):  # over the watcher's stream, through the balancer
+                        await changed.wait()
+                    assert "ask_scout" in {t.name for t in (await watcher.list_tools()).tools}
+
+                # An id naming a replica without the token's key is not followed: no call to that address.
+                bait = socket.socket()
+                bait.bind(("127.0.0.1", 0))
+                bait.listen()
+                bait.settimeout(0.5)
+                named = base64.urlsafe_b64encode(f"http://127.0.0.1:{bait.getsockname()[1]}".encode()).decode()
+                forged = sessions[0] | {"Mcp-Session-Id": f"{named.rstrip('=')}.AAAAAAAAAAAAAAAA.0123abcd"}
+                refused = await http.post(f"http://127.0.0.1:{started[0].port}/mcp", headers=forged, json=TOOLS_LIST)
+                assert refused.status_code == 404
+                with pytest.raises(TimeoutError):
+                    bait.accept()
+                bait.close()
+
+                victim = started[2]
+                victim.proc.kill()  # its sessions end with it; the balancer sends their requests elsewhere
+                victim.proc.wait()
+                orphan = sessions[holders.index(2)]
+                gone = await http.post(balancer.base + "/mcp", headers=orphan, json=TOOLS_LIST)
+                assert gone.status_code == 404, gone.text
+                assert f"the replica that began it (http://127.0.0.1:{victim.port}) does not answer" in gone.text
+                again = await initialize(balancer)  # as MCP clients do on a 404
+                for _ in range(4):
+                    listed = await http.post(balancer.base + "/mcp", headers=again, json=TOOLS_LIST)
+                    assert listed.status_code == 200, listed.text
         finally:
             balancer.stop()
 

@@ -20,7 +20,11 @@ from dataclasses import dataclass, field
 import anyio
 import uvicorn
 from anyio.abc import TaskStatus
-from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from mcp.server.transport_security import (
+    RequestBodyLimitMiddleware,
+    TransportSecurityMiddleware,
+    TransportSecuritySettings,
+)
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -33,6 +37,7 @@ from mcp_letta.console import console_for
 from mcp_letta.errors import Invalid, StorageUnavailable
 from mcp_letta.hub import AgentHub
 from mcp_letta.server.app import LettaServer, build_server, freeze_startup_heap
+from mcp_letta.server.forwarding import ReplicaSessions, check_replica_url
 from mcp_letta.server.rest import rest_app
 
 log = logging.getLogger("mcp_letta.http")
@@ -69,9 +74,17 @@ class HttpOptions:
     max_body_bytes: int = MAX_BODY_BYTES
     max_sessions: int = MAX_SESSIONS
     session_idle_s: float = SESSION_IDLE_S
+    replica_url: str | None = None  # where the other replicas reach this one (``forwarding``)
 
     def __post_init__(self) -> None:
         check_bind(self.host, self.token)
+        if self.replica_url is not None:
+            check_replica_url(self.replica_url)
+            if not self.token:
+                raise Invalid(
+                    "MCP_LETTA_REPLICA_URL needs MCP_LETTA_TOKEN: the replicas name each other in session ids "
+                    "with a key derived from the token they share; " + TOKEN_HINT
+                )
         if self.max_body_bytes <= 0:
             raise Invalid(f"max_body_bytes={self.max_body_bytes} must be a positive number of bytes")
         if self.max_sessions < 1:
@@ -231,6 +244,10 @@ def http_app(server: LettaServer, options: HttpOptions) -> Starlette:
         host=options.host,
     )
     mcp_app = SessionLimitMessage(mcp_app, options.max_sessions, options.session_idle_s)
+    forwarding = None
+    if options.replica_url and options.token:  # sessions begun elsewhere are passed on to their replica
+        forwarding = ReplicaSessions(mcp_app, options.replica_url, options.token)
+        mcp_app = RequestBodyLimitMiddleware(forwarding, options.max_body_bytes)  # (it reads bodies whole)
     rest: ASGIApp = HostCheckMiddleware(rest_app(server.hub, options.max_body_bytes), host_check)
     if options.token:
         mcp_app = BearerTokenMiddleware(mcp_app, options.token)
@@ -260,7 +277,11 @@ def http_app(server: LettaServer, options: HttpOptions) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # A mounted app's own lifespan never runs, so the session manager is started here (SDK notes §2.2).
         async with server.mcp.session_manager.run(), server.running():
-            yield
+            try:
+                yield
+            finally:
+                if forwarding is not None:
+                    await forwarding.aclose()
 
     return Starlette(
         routes=[
@@ -356,4 +377,5 @@ def options_from(settings: Settings, host: str, port: int, allowed_hosts: Iterab
         allowed_hosts=extra,
         max_sessions=settings.http_max_sessions,
         session_idle_s=settings.http_session_idle_s,
+        replica_url=settings.replica_url,
     )

@@ -1,0 +1,182 @@
+"""Sessions begun on another replica, so that any load balancer will do.
+
+A streamable-HTTP MCP session lives in the process that answered its ``initialize``, and its id comes back on
+every later request. A balancer that cannot learn which replica issued an id (one that hashes the header, or
+sticks by cookie) sends those requests to the wrong replica. With ``MCP_LETTA_REPLICA_URL`` (the address the
+other replicas reach this one at), ``ReplicaSessions`` names the owner in the ids it hands out:
+``<owner>.<mac>.<id>``, the owner's URL in base64url, an HMAC of it under a key derived from
+``MCP_LETTA_TOKEN``, then the SDK's own id. A request of a session begun here reaches the SDK with the bare
+id; one begun elsewhere is passed on to its owner, whose answer (streams included) comes back as it is
+written. Only owners named with the token's key are followed: a client cannot make a replica call an
+address of its choosing. A session whose owner does not answer (it stopped) gets ``404 Session not
+found``, on which MCP clients begin a new session, as when a replica behind a learning balancer stops.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import logging
+from urllib.parse import urlsplit
+
+import anyio
+import httpx2
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mcp_letta.errors import Invalid
+
+log = logging.getLogger(__name__)
+
+SESSION_HEADER = b"mcp-session-id"
+FORWARDED_HEADER = b"x-mcp-letta-forwarded"  # a request passed on once is never passed on again
+# Headers about one connection, not the request: each hop sets its own.
+HOP_BY_HOP = frozenset(
+    {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer",
+     b"transfer-encoding", b"upgrade", b"content-length"}
+)  # fmt: skip
+CONNECT_TIMEOUT_S = 5.0
+
+
+def check_replica_url(url: str) -> str:
+    """``url`` as the address other replicas reach this one at (``http(s)://host:port``, no path), or
+    ``Invalid`` with an example."""
+    parts = urlsplit(url.strip())
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port is None or parts.path not in ("", "/") \
+            or parts.query or parts.fragment or parts.username or parts.password:  # fmt: skip
+        raise Invalid(
+            f"MCP_LETTA_REPLICA_URL={url!r} is not a replica's address: give the scheme, host and port the other "
+            "replicas reach this one at, with nothing after them, e.g. http://10.0.0.11:8000"
+        )
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class ReplicaSessions:
+    """ASGI middleware before the SDK's ``/mcp`` app: names this replica in the session ids it hands out,
+    and passes requests of sessions named for another replica on to it (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp, own_url: str, token: str) -> None:
+        self.app = app
+        self.own_url = check_replica_url(own_url)
+        self._key = hmac.new(token.encode(), b"mcp-letta session owner", hashlib.sha256).digest()
+        self._prefix = f"{self._name(self.own_url)}.".encode()
+        self._client = httpx2.AsyncClient(
+            timeout=httpx2.Timeout(30.0, connect=CONNECT_TIMEOUT_S, read=None),  # a stream may be quiet for long
+            follow_redirects=False,
+            limits=httpx2.Limits(max_connections=None),  # one per stream passed on; sessions are bounded
+            trust_env=False,  # replicas reach each other directly, never through the machine's proxy
+        )
+
+    def _name(self, url: str) -> str:
+        mac = hmac.new(self._key, url.encode(), hashlib.sha256).digest()[:12]
+        return f"{_b64(url.encode())}.{_b64(mac)}"
+
+    def owner(self, session_id: bytes) -> tuple[str, bytes] | None:
+        """The replica named in ``session_id`` and the SDK's id, or None for an id no replica named."""
+        parts = session_id.split(b".")
+        if len(parts) != 3:
+            return None
+        try:
+            url = base64.urlsafe_b64decode(parts[0] + b"=" * (-len(parts[0]) % 4)).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        if not hmac.compare_digest(self._name(url).encode(), parts[0] + b"." + parts[1]):
+            return None
+        return url, parts[2]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Hand the request to the SDK (with the bare id of a session of this replica), or to its owner."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((value for key, value in scope["headers"] if key == SESSION_HEADER), None)
+        named = None if given is None else self.owner(given)
+        if named is not None and named[0] != self.own_url:
+            if any(key == FORWARDED_HEADER for key, _ in scope["headers"]):
+                await _session_gone(
+                    send,
+                    f"another replica passed it on to {self.own_url}, which did not begin it "
+                    "(each replica's MCP_LETTA_REPLICA_URL must reach that replica itself)",
+                )
+                return
+            await self._forward(named[0], scope, receive, send)
+            return
+        if named is not None:
+            bare = named[1]
+            scope = dict(scope, headers=[(k, bare if k == SESSION_HEADER else v) for k, v in scope["headers"]])
+        await self.app(scope, receive, self._naming(send))
+
+    def _naming(self, send: Send) -> Send:
+        """``send``, with this replica named in the session id the SDK hands out."""
+
+        async def naming(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, self._prefix + v if k == SESSION_HEADER else v) for k, v in message["headers"]]
+                message = dict(message, headers=headers)
+            await send(message)
+
+        return naming
+
+    async def _forward(self, owner: str, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on to ``owner`` and stream its answer back until it ends or the client leaves."""
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        query = scope.get("query_string") or b""
+        url = owner + scope["path"] + (f"?{query.decode('latin-1')}" if query else "")
+        headers = [(k, v) for k, v in scope["headers"] if k not in HOP_BY_HOP] + [(FORWARDED_HEADER, b"1")]
+        request = self._client.build_request(scope["method"], url, headers=headers, content=bytes(body))
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx2.HTTPError as exc:
+            log.warning("the replica at %s, which began an MCP session, does not answer (%s)", owner, exc)
+            await _session_gone(send, f"the replica that began it ({owner}) does not answer")
+            return
+        try:
+            headers = [(k, v) for k, v in response.headers.raw if k.lower() not in HOP_BY_HOP - {b"content-length"}]
+            await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+            async with anyio.create_task_group() as tg:
+
+                async def until_the_client_leaves() -> None:
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(until_the_client_leaves)
+                try:
+                    async for chunk in response.aiter_raw():
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                except httpx2.HTTPError as exc:  # the owner went away mid-answer: end it here
+                    log.warning("lost the answer of the replica at %s (%s)", owner, exc)
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                tg.cancel_scope.cancel()
+        finally:
+            await response.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connections to the other replicas."""
+        await self._client.aclose()
+
+
+async def _session_gone(send: Send, why: str) -> None:
+    """404 ``Session not found`` (the SDK's words, on which clients begin a new session), and why."""
+    error = {"code": -32600, "message": f"Session not found: {why}; begin a new session"}
+    body = json.dumps({"jsonrpc": "2.0", "id": None, "error": error}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 404, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
