@@ -33,6 +33,7 @@ import pytest
 from conftest import most_at_once
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp_types import CreateMessageResult, TextContent
 from test_http import AUTH, TOKEN
 from test_multiagent import Agents, role, tool_result
 
@@ -389,7 +390,11 @@ async def test_behind_the_readmes_nginx_the_replicas_pass_requests_on_to_the_ses
 ) -> None:
     """nginx spreads every request round robin; replicas started with MCP_LETTA_REPLICA_URL pass a session's
     requests on to the replica that began it, streams included."""
-    async with three(db_path, scripted_llm, tmp_path, named=True) as started:
+
+    async def host_model(context: Any, params: Any) -> CreateMessageResult:  # the host lends its model
+        return CreateMessageResult(role="assistant", content=TextContent(type="text", text="seen"), model="host")
+
+    async with three(db_path, scripted_llm, tmp_path, named=True, LLM="sampling") as started:
         balancer = Nginx(started, tmp_path)
         try:
             sessions = [await initialize(balancer) for _ in range(6)]
@@ -414,7 +419,7 @@ async def test_behind_the_readmes_nginx_the_replicas_pass_requests_on_to_the_ses
                         changed.set()
 
                 async with (
-                    client_of(balancer.port, message_handler=on_message) as watcher,
+                    client_of(balancer.port, message_handler=on_message, sampling_callback=host_model) as watcher,
                     client_of(balancer.port) as other,
                 ):  # MCP clients of the balancer, as hosts would be
                     for _ in range(3):  # whichever replica each request reaches
@@ -423,6 +428,10 @@ async def test_behind_the_readmes_nginx_the_replicas_pass_requests_on_to_the_ses
                     with anyio.fail_after(20):  # over the watcher's stream, through the balancer
                         await changed.wait()
                     assert "ask_scout" in {t.name for t in (await watcher.list_tools()).tools}
+                    # The agent thinks with the watcher's model: the request and its answer pass on too.
+                    for _ in range(3):
+                        asked = await ok(watcher, "ask_scout", message="what do you see?")
+                        assert (asked["status"], asked["reply"]) == ("completed", "seen"), asked
 
                 # An id naming a replica without the token's key is not followed: no call to that address.
                 bait = socket.socket()
