@@ -19,6 +19,7 @@ from types import ModuleType
 # turn into subcommands by accident. Add a name when its module lands.
 BENCHMARKS = (
     "store", "runtime", "multiagent", "models", "console", "rest", "firstcall", "listing", "replicas", "growth",
+    "forwarding",
 )  # fmt: skip
 
 
