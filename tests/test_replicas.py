@@ -38,6 +38,7 @@ from test_http import AUTH, TOKEN
 from test_multiagent import Agents, role, tool_result
 
 from mcp_letta import AgentHub, Settings
+from mcp_letta.server.forwarding import ReplicaNames
 from mcp_letta.testing import Response, ScriptedLLM
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres_only, pytest.mark.filterwarnings("ignore::UserWarning")]
@@ -76,13 +77,13 @@ def readme_block(language: str) -> str:
 
 
 @asynccontextmanager
-async def client_of(port: int, **kwargs: Any) -> AsyncIterator[Client]:
+async def client_of(port: int, mode: str = "legacy", **kwargs: Any) -> AsyncIterator[Client]:
     """An MCP client of the server on ``port`` (2025-11-25 era, which hears notifications over its GET
     stream), with room for 300 requests at once."""
     limits = httpx2.Limits(max_connections=400, max_keepalive_connections=400)
     async with httpx2.AsyncClient(headers=AUTH, timeout=300, limits=limits) as http:
         transport = streamable_http_client(f"http://127.0.0.1:{port}/mcp", http_client=http)
-        async with Client(transport, mode="legacy", **kwargs) as c:
+        async with Client(transport, mode=mode, **kwargs) as c:
             yield c
 
 
@@ -432,6 +433,10 @@ async def test_behind_the_readmes_nginx_the_replicas_pass_requests_on_to_the_ses
                     for _ in range(3):
                         asked = await ok(watcher, "ask_scout", message="what do you see?")
                         assert (asked["status"], asked["reply"]) == ("completed", "seen"), asked
+                async with client_of(balancer.port, mode="auto", sampling_callback=host_model) as modern:
+                    for _ in range(3):  # 2026-07-28: the rounds of one call may reach any replica
+                        asked = await ok(modern, "ask_scout", message="what do you see now?")
+                        assert (asked["status"], asked["reply"]) == ("completed", "seen"), asked
 
                 # An id naming a replica without the token's key is not followed: no call to that address.
                 bait = socket.socket()
@@ -453,6 +458,14 @@ async def test_behind_the_readmes_nginx_the_replicas_pass_requests_on_to_the_ses
                 gone = await http.post(balancer.base + "/mcp", headers=orphan, json=TOOLS_LIST)
                 assert gone.status_code == 404, gone.text
                 assert f"the replica that began it (http://127.0.0.1:{victim.port}) does not answer" in gone.text
+                # A 2026-era call's next round, sealed by the replica that is gone: the answer says to call again.
+                sealed = ReplicaNames(f"http://127.0.0.1:{victim.port}", TOKEN).prefix + "v1.sealed"
+                params = {"name": "ask_scout", "arguments": {"message": "hi"}, "requestState": sealed}
+                round_two = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": params}
+                late = await http.post(balancer.base + "/mcp", json=round_two, headers=AUTH | {
+                    "Accept": "application/json, text/event-stream", "Mcp-Protocol-Version": "2026-07-28"})  # fmt: skip
+                assert late.json()["id"] == 7 and late.json()["error"]["code"] == -32602
+                assert "does not answer; make the call again" in late.json()["error"]["message"]
                 again = await initialize(balancer)  # as MCP clients do on a 404
                 for _ in range(4):
                     listed = await http.post(balancer.base + "/mcp", headers=again, json=TOOLS_LIST)

@@ -17,6 +17,7 @@ from functools import partial
 
 import anyio
 from mcp.server.mcpserver import MCPServer
+from mcp.server.request_state import RequestStateSecurity
 
 from mcp_letta import __version__
 from mcp_letta.config import Settings
@@ -25,6 +26,7 @@ from mcp_letta.server import arguments
 from mcp_letta.server.apps import register_apps
 from mcp_letta.server.collaboration import register_multiagent_tools
 from mcp_letta.server.compact import compact_tool_list
+from mcp_letta.server.forwarding import NamedStateCodec
 from mcp_letta.server.messaging import ask, register_messaging_tools
 from mcp_letta.server.notify import Notifier
 from mcp_letta.server.per_agent_tools import AgentTools
@@ -50,8 +52,12 @@ class LettaServer:
         self.hub = hub
         self.settings = settings or hub.settings
         self.notifier = Notifier(on_subscribe=partial(check_subscription, hub))
+        # How a 2026-era call that asks the host for more is sealed: as the SDK does, plus the replica's name
+        # once ``http_app`` passes requests on between replicas (``forwarding``).
+        self.request_states = NamedStateCodec()
         self.mcp: MCPServer = self.notifier.create_server(
             "mcp-letta",
+            request_state_security=RequestStateSecurity(codec=self.request_states),
             title="Letta agents",
             version=__version__,
             instructions=INSTRUCTIONS,

@@ -1,15 +1,17 @@
-"""Sessions begun on another replica, so that any load balancer will do.
+"""Sessions and calls begun on another replica, so that any load balancer will do.
 
 A streamable-HTTP MCP session lives in the process that answered its ``initialize``, and its id comes back on
 every later request. A balancer that cannot learn which replica issued an id (one that hashes the header, or
 sticks by cookie) sends those requests to the wrong replica. With ``MCP_LETTA_REPLICA_URL`` (the address the
-other replicas reach this one at), ``ReplicaSessions`` names the owner in the ids it hands out:
-``<owner>.<mac>.<id>``, the owner's URL in base64url, an HMAC of it under a key derived from
-``MCP_LETTA_TOKEN``, then the SDK's own id. A request of a session begun here reaches the SDK with the bare
-id; one begun elsewhere is passed on to its owner, whose answer (streams included) comes back as it is
-written. Only owners named with the token's key are followed: a client cannot make a replica call an
-address of its choosing. A session whose owner does not answer (it stopped) gets ``404 Session not
-found``, on which MCP clients begin a new session, as when a replica behind a learning balancer stops.
+other replicas reach this one at), the replica is named in what it hands out (``ReplicaNames``):
+``<owner>.<mac>.<rest>``, the owner's URL in base64url, an HMAC of it under a key derived from
+``MCP_LETTA_TOKEN``, then the SDK's own session id, or the sealed ``requestState`` of a 2026-era call that
+asks the host for more (``NamedStateCodec``: the next round of the call must reach the replica where the
+call waits). ``ReplicaSessions`` hands a request of this replica's to the SDK (with the bare id) and passes
+one of another's on to it, streaming the answer back. Only owners named with the token's key are followed: a
+client cannot make a replica call an address of its choosing. A session whose owner does not answer (it
+stopped) gets ``404 Session not found``, on which MCP clients begin a new session, as when a replica behind
+a learning balancer stops.
 """
 
 from __future__ import annotations
@@ -20,10 +22,14 @@ import hashlib
 import hmac
 import json
 import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
 import httpx2
+from mcp.server.request_state import AESGCMRequestStateCodec, InvalidRequestState
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_letta.errors import Invalid
@@ -61,15 +67,65 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-class ReplicaSessions:
-    """ASGI middleware before the SDK's ``/mcp`` app: names this replica in the session ids it hands out,
-    and passes requests of sessions named for another replica on to it (see the module docstring)."""
+class ReplicaNames:
+    """This replica's name, put in front of what it hands out, and the replica a name points to."""
 
-    def __init__(self, app: ASGIApp, own_url: str, token: str) -> None:
-        self.app = app
+    def __init__(self, own_url: str, token: str) -> None:
         self.own_url = check_replica_url(own_url)
         self._key = hmac.new(token.encode(), b"mcp-letta session owner", hashlib.sha256).digest()
-        self._prefix = f"{self._name(self.own_url)}.".encode()
+        self.prefix = f"{self._name(self.own_url)}."
+
+    def _name(self, url: str) -> str:
+        mac = hmac.new(self._key, url.encode(), hashlib.sha256).digest()[:12]
+        return f"{_b64(url.encode())}.{_b64(mac)}"
+
+    def owner(self, named: str) -> tuple[str, str] | None:
+        """The replica ``named`` names and what follows the name, or None where no replica named it."""
+        parts = named.split(".", 2)
+        if len(parts) != 3:
+            return None
+        try:
+            url = base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)).decode()
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            return None
+        if not hmac.compare_digest(self._name(url).encode(), f"{parts[0]}.{parts[1]}".encode()):
+            return None
+        return url, parts[2]
+
+
+class NamedStateCodec:
+    """The SDK's own sealing of ``requestState`` (AES-GCM under a key of this process, as by default), with this
+    replica's name in front once it has one (``names``, set where replicas pass requests on)."""
+
+    def __init__(self) -> None:
+        self._sealed = AESGCMRequestStateCodec([os.urandom(32)])
+        self.names: ReplicaNames | None = None
+
+    def seal(self, payload: bytes) -> str:
+        """Seal ``payload`` and name this replica in front."""
+        token = self._sealed.seal(payload)
+        return token if self.names is None else self.names.prefix + token
+
+    def unseal(self, token: str) -> bytes:
+        """The payload of a token this replica sealed; ``InvalidRequestState`` for any other."""
+        if self.names is not None:
+            named = self.names.owner(token)
+            if named is None or named[0] != self.names.own_url:
+                raise InvalidRequestState("not sealed by this replica")
+            token = named[1]
+        return self._sealed.unseal(token)
+
+
+class ReplicaSessions:
+    """ASGI middleware before the SDK's ``/mcp`` app: names this replica in the session ids it hands out,
+    and passes requests of sessions (or calls) named for another replica on to it (see the module
+    docstring)."""
+
+    def __init__(self, app: ASGIApp, names: ReplicaNames) -> None:
+        self.app = app
+        self.names = names
+        self.own_url = names.own_url
+        self._prefix = names.prefix.encode()
         self._client = httpx2.AsyncClient(
             timeout=httpx2.Timeout(30.0, connect=CONNECT_TIMEOUT_S, read=None),  # a stream may be quiet for long
             follow_redirects=False,
@@ -77,44 +133,48 @@ class ReplicaSessions:
             trust_env=False,  # replicas reach each other directly, never through the machine's proxy
         )
 
-    def _name(self, url: str) -> str:
-        mac = hmac.new(self._key, url.encode(), hashlib.sha256).digest()[:12]
-        return f"{_b64(url.encode())}.{_b64(mac)}"
-
-    def owner(self, session_id: bytes) -> tuple[str, bytes] | None:
-        """The replica named in ``session_id`` and the SDK's id, or None for an id no replica named."""
-        parts = session_id.split(b".")
-        if len(parts) != 3:
-            return None
-        try:
-            url = base64.urlsafe_b64decode(parts[0] + b"=" * (-len(parts[0]) % 4)).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            return None
-        if not hmac.compare_digest(self._name(url).encode(), parts[0] + b"." + parts[1]):
-            return None
-        return url, parts[2]
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Hand the request to the SDK (with the bare id of a session of this replica), or to its owner."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        passed_on = any(key == FORWARDED_HEADER for key, _ in scope["headers"])
         given = next((value for key, value in scope["headers"] if key == SESSION_HEADER), None)
-        named = None if given is None else self.owner(given)
-        if named is not None and named[0] != self.own_url:
-            if any(key == FORWARDED_HEADER for key, _ in scope["headers"]):
-                await _session_gone(
-                    send,
-                    f"another replica passed it on to {self.own_url}, which did not begin it "
-                    "(each replica's MCP_LETTA_REPLICA_URL must reach that replica itself)",
-                )
+        if given is not None:
+            named = self.names.owner(given.decode("latin-1"))
+            if named is not None and named[0] != self.own_url:
+                if passed_on:
+                    why = (f"another replica passed it on to {self.own_url}, which did not begin it (each replica's "
+                           "MCP_LETTA_REPLICA_URL must reach that replica itself)")  # fmt: skip
+                    await _session_gone(send, why)
+                    return
+                await self._forward(named[0], scope, await _body(receive), receive, send, _session_gone)
                 return
-            await self._forward(named[0], scope, receive, send)
+            if named is not None:
+                bare = named[1].encode("latin-1")
+                scope = dict(scope, headers=[(k, bare if k == SESSION_HEADER else v) for k, v in scope["headers"]])
+            await self.app(scope, receive, self._naming(send))
             return
-        if named is not None:
-            bare = named[1]
-            scope = dict(scope, headers=[(k, bare if k == SESSION_HEADER else v) for k, v in scope["headers"]])
-        await self.app(scope, receive, self._naming(send))
+        if scope["method"] != "POST":
+            await self.app(scope, receive, self._naming(send))
+            return
+        body = await _body(receive)  # a 2026-era call: its next round must reach the replica where it waits
+        owner = None if body is None or passed_on else self._state_owner(body)
+        if owner is not None and owner != self.own_url:
+            await self._forward(owner, scope, body, receive, send, _call_gone(body))
+            return
+        await self.app(scope, _replay(body, receive), self._naming(send))
+
+    def _state_owner(self, body: bytes) -> str | None:
+        """The replica named in the request's ``params.requestState``, if any."""
+        try:
+            message = json.loads(body)
+        except ValueError:
+            return None
+        params = message.get("params") if isinstance(message, dict) else None
+        state = params.get("requestState") if isinstance(params, dict) else None
+        named = self.names.owner(state) if isinstance(state, str) else None
+        return None if named is None else named[0]
 
     def _naming(self, send: Send) -> Send:
         """``send``, with this replica named in the session id the SDK hands out."""
@@ -127,25 +187,22 @@ class ReplicaSessions:
 
         return naming
 
-    async def _forward(self, owner: str, scope: Scope, receive: Receive, send: Send) -> None:
-        """Pass the request on to ``owner`` and stream its answer back until it ends or the client leaves."""
-        body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+    async def _forward(
+        self, owner: str, scope: Scope, body: bytes | None, receive: Receive, send: Send, gone: Refusal
+    ) -> None:
+        """Pass the request on to ``owner`` and stream its answer back until it ends or the client leaves;
+        ``gone`` answers when ``owner`` does not."""
+        if body is None:  # the client left
+            return
         query = scope.get("query_string") or b""
         url = owner + scope["path"] + (f"?{query.decode('latin-1')}" if query else "")
         headers = [(k, v) for k, v in scope["headers"] if k not in HOP_BY_HOP] + [(FORWARDED_HEADER, b"1")]
-        request = self._client.build_request(scope["method"], url, headers=headers, content=bytes(body))
+        request = self._client.build_request(scope["method"], url, headers=headers, content=body)
         try:
             response = await self._client.send(request, stream=True)
         except httpx2.HTTPError as exc:
-            log.warning("the replica at %s, which began an MCP session, does not answer (%s)", owner, exc)
-            await _session_gone(send, f"the replica that began it ({owner}) does not answer")
+            log.warning("the replica at %s, which began an MCP session or call, does not answer (%s)", owner, exc)
+            await gone(send, f"the replica that began it ({owner}) does not answer")
             return
         try:
             headers = [(k, v) for k, v in response.headers.raw if k.lower() not in HOP_BY_HOP - {b"content-length"}]
@@ -176,7 +233,50 @@ class ReplicaSessions:
 async def _session_gone(send: Send, why: str) -> None:
     """404 ``Session not found`` (the SDK's words, on which clients begin a new session), and why."""
     error = {"code": -32600, "message": f"Session not found: {why}; begin a new session"}
-    body = json.dumps({"jsonrpc": "2.0", "id": None, "error": error}).encode()
+    await _json(send, 404, {"jsonrpc": "2.0", "id": None, "error": error})
+
+
+Refusal = Callable[[Send, str], Awaitable[None]]
+
+
+async def _body(receive: Receive) -> bytes | None:
+    """The whole request body (bounded by the SDK's limit middleware outside), or None if the client left."""
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return bytes(body)
+
+
+def _replay(body: bytes | None, receive: Receive) -> Receive:
+    """``receive``, giving ``body`` (already read) first."""
+    pending: list[Message] = [{"type": "http.request", "body": body or b"", "more_body": False}]
+
+    async def replay() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replay
+
+
+def _call_gone(body: bytes | None) -> Refusal:
+    """The SDK's answer to a ``requestState`` it cannot take, and why, for the call in ``body``."""
+
+    async def refuse(send: Send, why: str) -> None:
+        try:
+            request_id = json.loads(body or b"{}").get("id")
+        except (ValueError, AttributeError):
+            request_id = None
+        error = {"code": -32602, "message": f"Invalid or expired requestState: {why}; make the call again"}
+        await _json(send, 200, {"jsonrpc": "2.0", "id": request_id, "error": error})
+
+    return refuse
+
+
+async def _json(send: Send, status: int, payload: dict[str, Any]) -> None:
+    body = json.dumps(payload).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": 404, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

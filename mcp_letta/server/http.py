@@ -37,7 +37,7 @@ from mcp_letta.console import console_for
 from mcp_letta.errors import Invalid, StorageUnavailable
 from mcp_letta.hub import AgentHub
 from mcp_letta.server.app import LettaServer, build_server, freeze_startup_heap
-from mcp_letta.server.forwarding import ReplicaSessions, check_replica_url
+from mcp_letta.server.forwarding import ReplicaNames, ReplicaSessions, check_replica_url
 from mcp_letta.server.rest import rest_app
 
 log = logging.getLogger("mcp_letta.http")
@@ -246,7 +246,9 @@ def http_app(server: LettaServer, options: HttpOptions) -> Starlette:
     mcp_app = SessionLimitMessage(mcp_app, options.max_sessions, options.session_idle_s)
     forwarding = None
     if options.replica_url and options.token:  # sessions begun elsewhere are passed on to their replica
-        forwarding = ReplicaSessions(mcp_app, options.replica_url, options.token)
+        names = ReplicaNames(options.replica_url, options.token)
+        server.request_states.names = names  # a call's next round, too, must come back to this replica
+        forwarding = ReplicaSessions(mcp_app, names)
         mcp_app = RequestBodyLimitMiddleware(forwarding, options.max_body_bytes)  # (it reads bodies whole)
     rest: ASGIApp = HostCheckMiddleware(rest_app(server.hub, options.max_body_bytes), host_check)
     if options.token:
