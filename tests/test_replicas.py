@@ -54,8 +54,9 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
-    """Until something accepts connections on ``port``; ``RuntimeError`` if ``proc`` exits first."""
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Until something accepts connections on ``port``; ``RuntimeError`` with ``proc``'s ``log`` if it exits
+    first."""
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -64,7 +65,7 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise RuntimeError(f"{what} did not start: {proc.communicate()[1].decode()}") from None
+                raise RuntimeError(f"{proc.args} did not start: {log.read_text(errors='replace')}") from None
             time.sleep(0.05)
 
 
@@ -175,7 +176,7 @@ def run_rows(db_path: str, where: str, *params: Any) -> list[dict[str, Any]]:
 TOOLS_LIST = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
 
 
-async def initialize(replica: Replica | HAProxy | Nginx) -> dict[str, str]:
+async def initialize(replica: Replica | Balancer) -> dict[str, str]:
     """A session begun on ``replica`` (or through the balancer) by hand: the headers its next requests carry."""
     headers = AUTH | {"Accept": "application/json, text/event-stream", "Mcp-Protocol-Version": "2025-11-25"}
     hello = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
@@ -254,7 +255,26 @@ async def test_the_console_works_through_a_balancer_that_spreads_its_requests(re
                         break
 
 
-class HAProxy:
+class Balancer:
+    """A real load balancer process in front of the replicas, on a free loopback port."""
+
+    port: int
+    proc: subprocess.Popen[bytes]
+
+    def _start(self, command: list[str], log: Path) -> None:
+        with log.open("wb") as errors:  # a file, not a pipe that could fill up and stop it
+            self.proc = subprocess.Popen(command, stderr=errors)
+        wait_for_port(self.port, self.proc, log)
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        """Stop it."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+class HAProxy(Balancer):
     """A real HAProxy (Debian's ``haproxy``; ``.ci/run`` installs it) in front of ``replicas``, configured by
     the README's own ``haproxy`` block, listening on loopback instead of 443 with TLS. Its admin socket
     tells how its health checks of the replicas went."""
@@ -274,9 +294,7 @@ class HAProxy:
         assert next(servers, None) is None, "one server line per replica"
         self.config = folder / "haproxy.cfg"
         self.config.write_text("\n".join(lines) + "\n")
-        self.proc = subprocess.Popen(["haproxy", "-db", "-f", str(self.config)], stderr=subprocess.PIPE)
-        wait_for_port(self.port, self.proc, "haproxy")
-        self.base = f"http://127.0.0.1:{self.port}"
+        self._start(["haproxy", "-db", "-f", str(self.config)], folder / "haproxy.log")
 
     def checks(self) -> dict[str, str]:
         """Each server's health-check status (``L7OK`` when ``/health`` answered 200)."""
@@ -290,11 +308,6 @@ class HAProxy:
         names = header.lstrip("# ").split(",")
         stats = [dict(zip(names, row.split(","), strict=False)) for row in rows]
         return {r["svname"]: r["check_status"] for r in stats if r["svname"] not in ("FRONTEND", "BACKEND")}
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
 
 
 @pytest.mark.skipif(shutil.which("haproxy") is None, reason="install Debian's haproxy (.ci/run does)")
@@ -348,7 +361,7 @@ async def test_behind_the_readmes_haproxy_sessions_stick_and_new_ones_spread(
             balancer.stop()
 
 
-class Nginx:
+class Nginx(Balancer):
     """A real nginx (Debian's ``nginx-light``; ``.ci/run`` installs it) in front of ``replicas``, configured by
     the README's own ``nginx`` block, listening on loopback instead of 443 with TLS."""
 
@@ -374,15 +387,7 @@ class Nginx:
             + (" user root;" if os.geteuid() == 0 else "")
             + f"\nevents {{}}\nhttp {{\naccess_log off; {temp}\n" + "\n".join(lines) + "\n}\n"
         )  # fmt: skip
-        self.proc = subprocess.Popen(["nginx", "-c", str(config), "-p", str(folder), "-e", "stderr"],
-                                     stderr=subprocess.PIPE)  # fmt: skip
-        wait_for_port(self.port, self.proc, "nginx")
-        self.base = f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
+        self._start(["nginx", "-c", str(config), "-p", str(folder), "-e", "stderr"], folder / "nginx.log")
 
 
 @pytest.mark.skipif(shutil.which("nginx") is None, reason="install Debian's nginx-light (.ci/run does)")
