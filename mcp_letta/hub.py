@@ -190,7 +190,10 @@ class AgentHub:
         self.agent_wait_s = self.settings.agent_wait_s  # an agent's tool call waits this long on other agents
         self._toolbox = builtin_toolbox(multi_agent_tools(self))
         self._toolbox.agent_tool_factory = agent_tool_factory(self, self.settings.agent_tool_template)
-        self._owner = Owner(self._store.origin, lease_s=LEASE_S, shares_queue=self._store.shares_queue)
+        # Replicas share the queue, unless agents think with the host's model: a run must then wait where the
+        # host that sent it is connected, not start on a replica whose hosts are other people's.
+        shares_queue = self._store.shares_queue and not self._llm.samples()
+        self._owner = Owner(self._store.origin, lease_s=LEASE_S, shares_queue=shares_queue)
         runner = Runner(self._store, self._llm, self._toolbox, self.settings, self._owner)
         self._scheduler = Scheduler(self._store, runner, max_concurrency=self.settings.max_concurrency)
         self._store.add_listener(self._publish)  # here, not in open: a hub opened again must not hear twice

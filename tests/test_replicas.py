@@ -22,6 +22,7 @@ import textwrap
 import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +186,16 @@ async def initialize(replica: Replica | Balancer) -> dict[str, str]:
                                 json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello})  # fmt: skip
         assert began.status_code == 200, began.text
         return headers | {"Mcp-Session-Id": began.headers["mcp-session-id"]}
+
+
+async def rows_soon(db_path: str, where: str) -> list[dict[str, Any]]:
+    """The runs matching ``where`` once there are any."""
+    with anyio.fail_after(20):
+        while True:
+            rows = run_rows(db_path, where)
+            if rows:
+                return rows
+            await anyio.sleep(0.05)
 
 
 async def ok(c: Any, tool: str, **args: Any) -> dict[str, Any]:
@@ -477,6 +488,46 @@ async def test_behind_the_readmes_nginx_the_replicas_pass_requests_on_to_the_ses
                     assert listed.status_code == 200, listed.text
         finally:
             balancer.stop()
+
+
+async def test_a_message_that_thinks_with_its_hosts_model_waits_for_a_slot_where_that_host_is(
+    db_path: str, scripted_llm: ScriptedLLM, tmp_path: Path
+) -> None:
+    """Agents think with the host's model (MCP sampling): a message sent while its replica's slots are busy
+    waits there, and is not started by another replica, whose connected hosts are other people's."""
+    release = anyio.Event()
+
+    def host(name: str) -> Any:
+        async def model(context: Any, params: Any) -> CreateMessageResult:
+            if "the slow one" in (params.system_prompt or ""):
+                await release.wait()
+            return CreateMessageResult(role="assistant", content=TextContent(type="text", text=f"from {name}"),
+                                       model=name)  # fmt: skip
+
+        return model
+
+    settings = {"LLM": "sampling", "max_concurrency": "1", "sampling_wait_s": "5"}
+    async with three(db_path, scripted_llm, tmp_path, **settings) as (a, b, _):
+        async with a.client(sampling_callback=host("x")) as x, b.client(sampling_callback=host("y")) as y:
+            await ok(x, "create_agent", name="slow", persona="the slow one")
+            await ok(x, "create_agent", name="quick", persona="quick")
+            await ok(y, "list_agents")  # y is connected to B, lending its model there
+            of_quick = "agent_id = (SELECT id FROM agents WHERE name = 'quick')"
+            async with anyio.create_task_group() as tg:
+                try:
+                    tg.start_soon(partial(ok, x, "ask_slow", message="take your time"))
+                    await rows_soon(db_path, "status = 'running'")
+                    tg.start_soon(partial(ok, x, "ask_quick", message="and you?"))  # A's one slot is taken
+                    await rows_soon(db_path, of_quick)
+                    await anyio.sleep(1.0)  # room for another replica to take it, as it would with an endpoint
+                    quick = run_rows(db_path, of_quick)
+                    assert [(r["status"], r["reply"]) for r in quick] == [("queued", None)], quick
+                finally:
+                    release.set()
+            quick = run_rows(db_path, of_quick)
+            assert [(r["status"], r["reply"]) for r in quick] == [("completed", "from x")]
+            slow = run_rows(db_path, "agent_id = (SELECT id FROM agents WHERE name = 'slow')")
+            assert quick[0]["owner"] == slow[0]["owner"]  # where the host that sent both is
 
 
 async def test_an_async_reply_sent_through_one_replica_is_read_through_another(
