@@ -198,6 +198,16 @@ async def rows_soon(db_path: str, where: str) -> list[dict[str, Any]]:
             await anyio.sleep(0.05)
 
 
+async def logged(replica: Replica, words: str) -> str:
+    """The line of ``replica``'s log that holds ``words``, once it is there."""
+    with anyio.fail_after(30):
+        while True:
+            line = next((x for x in replica.log.read_text(errors="replace").splitlines() if words in x), None)
+            if line is not None:
+                return line
+            await anyio.sleep(0.1)
+
+
 async def ok(c: Any, tool: str, **args: Any) -> dict[str, Any]:
     result = await c.call_tool(tool, args)
     assert not result.is_error, result.content
@@ -488,6 +498,32 @@ async def test_behind_the_readmes_nginx_the_replicas_pass_requests_on_to_the_ses
                     assert listed.status_code == 200, listed.text
         finally:
             balancer.stop()
+
+
+async def test_a_replica_says_at_start_whether_its_replica_url_reaches_it(
+    db_path: str, scripted_llm: ScriptedLLM, tmp_path: Path
+) -> None:
+    """A wrong MCP_LETTA_REPLICA_URL would show only as 404s when requests are passed on: each replica checks
+    at start that its address reaches itself, and says what to fix if not."""
+    own, nobody = free_port(), free_port()
+    right = Replica(db_path, scripted_llm, tmp_path / "right.log", own, replica_url=f"http://127.0.0.1:{own}")
+    copied = Replica(db_path, scripted_llm, tmp_path / "copied.log", replica_url=f"http://127.0.0.1:{own}")
+    dead = Replica(db_path, scripted_llm, tmp_path / "dead.log", replica_url=f"http://127.0.0.1:{nobody}")
+    expected = {
+        right: f"MCP_LETTA_REPLICA_URL=http://127.0.0.1:{own} reaches this replica",
+        copied: f"MCP_LETTA_REPLICA_URL=http://127.0.0.1:{own} reaches another mcp-letta replica, not this one",
+        dead: f"MCP_LETTA_REPLICA_URL=http://127.0.0.1:{nobody} does not reach this replica",
+    }
+    try:
+        for replica in expected:
+            await replica.ready()
+        lines = {replica: await logged(replica, words) for replica, words in expected.items()}
+        assert " INFO " in lines[right]
+        for wrong in (copied, dead):  # a warning that says what to fix
+            assert " WARNING " in lines[wrong] and "give" in lines[wrong] and "404 Session not found" in lines[wrong]
+    finally:
+        for replica in expected:
+            replica.stop()
 
 
 async def test_a_message_that_thinks_with_its_hosts_model_waits_for_a_slot_where_that_host_is(

@@ -23,6 +23,7 @@ import hmac
 import json
 import logging
 import os
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -38,12 +39,15 @@ log = logging.getLogger(__name__)
 
 SESSION_HEADER = b"mcp-session-id"
 FORWARDED_HEADER = b"x-mcp-letta-forwarded"  # a request passed on once is never passed on again
+PROBE_HEADER = b"x-mcp-letta-replica-probe"  # "which process are you?", asked of our own address at start
 # Headers about one connection, not the request: each hop sets its own.
 HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer",
      b"transfer-encoding", b"upgrade", b"content-length"}
 )  # fmt: skip
 CONNECT_TIMEOUT_S = 5.0
+CHECK_TRIES = 20  # the address check at start, half a second apart: the server may take a moment to listen
+PROBES = 5  # answers it takes from this process before the address counts as its own
 
 
 def check_replica_url(url: str) -> str:
@@ -121,10 +125,12 @@ class ReplicaSessions:
     and passes requests of sessions (or calls) named for another replica on to it (see the module
     docstring)."""
 
-    def __init__(self, app: ASGIApp, names: ReplicaNames) -> None:
+    def __init__(self, app: ASGIApp, names: ReplicaNames, token: str) -> None:
         self.app = app
         self.names = names
         self.own_url = names.own_url
+        self._token = token
+        self._instance = secrets.token_hex(8)  # which process answers a probe of our address
         self._prefix = names.prefix.encode()
         self._client = httpx2.AsyncClient(
             timeout=httpx2.Timeout(30.0, connect=CONNECT_TIMEOUT_S, read=None),  # a stream may be quiet for long
@@ -137,6 +143,9 @@ class ReplicaSessions:
         """Hand the request to the SDK (with the bare id of a session of this replica), or to its owner."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if any(key == PROBE_HEADER for key, _ in scope["headers"]):
+            await _json(send, 200, {"instance": self._instance})
             return
         passed_on = any(key == FORWARDED_HEADER for key, _ in scope["headers"])
         given = next((value for key, value in scope["headers"] if key == SESSION_HEADER), None)
@@ -224,6 +233,41 @@ class ReplicaSessions:
                 tg.cancel_scope.cancel()
         finally:
             await response.aclose()
+
+    async def check_address(self) -> None:
+        """Log whether ``MCP_LETTA_REPLICA_URL`` reaches this process (a warning saying what to fix if not): a
+        wrong one shows otherwise only when another replica passes a request on to it. Asked ``PROBES`` times,
+        each on a connection of its own, so that a balancer's address is caught even when it first happens
+        to send the probe here."""
+        setting = f"MCP_LETTA_REPLICA_URL={self.own_url}"
+        headers = {"Authorization": f"Bearer {self._token}", PROBE_HEADER.decode(): "1", "Connection": "close"}
+        answers: list[str | None] = []
+        reason = ""
+        for _ in range(CHECK_TRIES):
+            try:
+                answer = await self._client.get(self.own_url + "/mcp", headers=headers, timeout=CONNECT_TIMEOUT_S)
+            except httpx2.HTTPError as exc:
+                reason = str(exc) or type(exc).__name__
+                await anyio.sleep(0.5)
+                continue
+            try:
+                answers.append(answer.json().get("instance") if answer.status_code == 200 else None)
+            except ValueError:
+                answers.append(None)
+            if answers[-1] != self._instance or len(answers) == PROBES:
+                break
+        if not answers:
+            log.warning("%s does not reach this replica (%s): give the address the other replicas reach it at, or "
+                        "its sessions' requests will fail with 404 Session not found", setting, reason)  # fmt: skip
+        elif answers[-1] == self._instance:
+            log.info("%s reaches this replica: the others pass its sessions' requests on to it", setting)
+        elif answers[-1] is not None:
+            log.warning("%s reaches another mcp-letta replica, not this one (the balancer's address, or one "
+                        "copied from another replica): give each replica the address the others reach it at, or "
+                        "its sessions' requests will fail with 404 Session not found", setting)  # fmt: skip
+        else:
+            log.warning("%s answers HTTP %d, not as an mcp-letta replica with this token: give the address the "
+                        "other replicas reach this one at", setting, answer.status_code)  # fmt: skip
 
     async def aclose(self) -> None:
         """Close the connections to the other replicas."""

@@ -248,7 +248,7 @@ def http_app(server: LettaServer, options: HttpOptions) -> Starlette:
     if options.replica_url and options.token:  # sessions begun elsewhere are passed on to their replica
         names = ReplicaNames(options.replica_url, options.token)
         server.request_states.names = names  # a call's next round, too, must come back to this replica
-        forwarding = ReplicaSessions(mcp_app, names)
+        forwarding = ReplicaSessions(mcp_app, names, options.token)
         mcp_app = RequestBodyLimitMiddleware(forwarding, options.max_body_bytes)  # (it reads bodies whole)
     rest: ASGIApp = HostCheckMiddleware(rest_app(server.hub, options.max_body_bytes), host_check)
     if options.token:
@@ -278,10 +278,13 @@ def http_app(server: LettaServer, options: HttpOptions) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # A mounted app's own lifespan never runs, so the session manager is started here (SDK notes §2.2).
-        async with server.mcp.session_manager.run(), server.running():
+        async with server.mcp.session_manager.run(), server.running(), anyio.create_task_group() as tg:
+            if forwarding is not None:
+                tg.start_soon(forwarding.check_address)  # once this server listens
             try:
                 yield
             finally:
+                tg.cancel_scope.cancel()
                 if forwarding is not None:
                     await forwarding.aclose()
 
