@@ -24,13 +24,13 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import anyio
 import httpx2
 from mcp.server.request_state import AESGCMRequestStateCodec, InvalidRequestState
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_letta.errors import Invalid
@@ -145,7 +145,7 @@ class ReplicaSessions:
             await self.app(scope, receive, send)
             return
         if any(key == PROBE_HEADER for key, _ in scope["headers"]):
-            await _json(send, 200, {"instance": self._instance})
+            await JSONResponse({"instance": self._instance})(scope, receive, send)
             return
         passed_on = any(key == FORWARDED_HEADER for key, _ in scope["headers"])
         given = next((value for key, value in scope["headers"] if key == SESSION_HEADER), None)
@@ -155,7 +155,7 @@ class ReplicaSessions:
                 if passed_on:
                     why = (f"another replica passed it on to {self.own_url}, which did not begin it (each replica's "
                            "MCP_LETTA_REPLICA_URL must reach that replica itself)")  # fmt: skip
-                    await _session_gone(send, why)
+                    await _session_gone(why)(scope, receive, send)
                     return
                 await self._forward(named[0], scope, await _body(receive), receive, send, _session_gone)
                 return
@@ -197,7 +197,13 @@ class ReplicaSessions:
         return naming
 
     async def _forward(
-        self, owner: str, scope: Scope, body: bytes | None, receive: Receive, send: Send, gone: Refusal
+        self,
+        owner: str,
+        scope: Scope,
+        body: bytes | None,
+        receive: Receive,
+        send: Send,
+        gone: Callable[[str], Response],
     ) -> None:
         """Pass the request on to ``owner`` and stream its answer back until it ends or the client leaves;
         ``gone`` answers when ``owner`` does not."""
@@ -211,7 +217,7 @@ class ReplicaSessions:
             response = await self._client.send(request, stream=True)
         except httpx2.HTTPError as exc:
             log.warning("the replica at %s, which began an MCP session or call, does not answer (%s)", owner, exc)
-            await gone(send, f"the replica that began it ({owner}) does not answer")
+            await gone(f"the replica that began it ({owner}) does not answer")(scope, receive, send)
             return
         try:
             headers = [(k, v) for k, v in response.headers.raw if k.lower() not in HOP_BY_HOP - {b"content-length"}]
@@ -274,13 +280,10 @@ class ReplicaSessions:
         await self._client.aclose()
 
 
-async def _session_gone(send: Send, why: str) -> None:
+def _session_gone(why: str) -> Response:
     """404 ``Session not found`` (the SDK's words, on which clients begin a new session), and why."""
     error = {"code": -32600, "message": f"Session not found: {why}; begin a new session"}
-    await _json(send, 404, {"jsonrpc": "2.0", "id": None, "error": error})
-
-
-Refusal = Callable[[Send, str], Awaitable[None]]
+    return JSONResponse({"jsonrpc": "2.0", "id": None, "error": error}, status_code=404)
 
 
 async def _body(receive: Receive) -> bytes | None:
@@ -305,22 +308,15 @@ def _replay(body: bytes | None, receive: Receive) -> Receive:
     return replay
 
 
-def _call_gone(body: bytes | None) -> Refusal:
+def _call_gone(body: bytes | None) -> Callable[[str], Response]:
     """The SDK's answer to a ``requestState`` it cannot take, and why, for the call in ``body``."""
 
-    async def refuse(send: Send, why: str) -> None:
+    def refuse(why: str) -> Response:
         try:
             request_id = json.loads(body or b"{}").get("id")
         except (ValueError, AttributeError):
             request_id = None
         error = {"code": -32602, "message": f"Invalid or expired requestState: {why}; make the call again"}
-        await _json(send, 200, {"jsonrpc": "2.0", "id": request_id, "error": error})
+        return JSONResponse({"jsonrpc": "2.0", "id": request_id, "error": error})
 
     return refuse
-
-
-async def _json(send: Send, status: int, payload: dict[str, Any]) -> None:
-    body = json.dumps(payload).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
