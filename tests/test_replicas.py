@@ -20,7 +20,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -188,6 +188,31 @@ async def initialize(replica: Replica | Balancer) -> dict[str, str]:
         return headers | {"Mcp-Session-Id": began.headers["mcp-session-id"]}
 
 
+async def answered_through(http: httpx2.AsyncClient, balancer: Balancer, session: dict[str, str]) -> None:
+    """Four requests of ``session`` through ``balancer``, each answered (none lost to another replica)."""
+    for _ in range(4):
+        listed = await http.post(balancer.base + "/mcp", headers=session, json=TOOLS_LIST)
+        assert listed.status_code == 200, listed.text
+
+
+async def holder(http: httpx2.AsyncClient, replicas: list[Replica], session: dict[str, str]) -> int:
+    """Which replica holds ``session``: asked of each directly, exactly one answers, the others 404."""
+    answers = [await http.post(f"http://127.0.0.1:{r.port}/mcp", headers=session, json=TOOLS_LIST) for r in replicas]
+    assert sorted(a.status_code for a in answers) == [200, 404, 404]
+    return next(i for i, a in enumerate(answers) if a.status_code == 200)
+
+
+def hears_list_changed() -> tuple[anyio.Event, Callable[[Any], Awaitable[None]]]:
+    """An event, and a client message handler that sets it on ``tools/list_changed``."""
+    changed = anyio.Event()
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            changed.set()
+
+    return changed, on_message
+
+
 async def rows_soon(db_path: str, where: str) -> list[dict[str, Any]]:
     """The runs matching ``where`` once there are any."""
     with anyio.fail_after(20):
@@ -218,12 +243,7 @@ async def test_an_agent_created_through_one_replica_is_a_tool_on_another_with_li
     replicas: list[Replica],
 ) -> None:
     a, b, _ = replicas
-    changed = anyio.Event()
-
-    async def on_message(message: Any) -> None:
-        if isinstance(message, types.ToolListChangedNotification):
-            changed.set()
-
+    changed, on_message = hears_list_changed()
     async with b.client(message_handler=on_message) as cb, a.client() as ca:
         assert "ask_scout" not in {t.name for t in (await cb.list_tools()).tools}
         await ok(ca, "create_agent", name="scout", description="scouts ahead")
@@ -347,23 +367,11 @@ async def test_behind_the_readmes_haproxy_sessions_stick_and_new_ones_spread(
             sessions = [await initialize(balancer) for _ in range(6)]  # one after another: round robin
             async with httpx2.AsyncClient(timeout=30) as http:
                 for session in sessions:  # every request of a session reaches the replica that began it
-                    for _ in range(4):
-                        listed = await http.post(balancer.base + "/mcp", headers=session, json=TOOLS_LIST)
-                        assert listed.status_code == 200, listed.text
-                holders = set()
-                for session in sessions:
-                    answers = [await http.post(f"http://127.0.0.1:{r.port}/mcp", headers=session, json=TOOLS_LIST)
-                               for r in started]  # fmt: skip
-                    assert sorted(a.status_code for a in answers) == [200, 404, 404]
-                    holders.add(next(i for i, a in enumerate(answers) if a.status_code == 200))
+                    await answered_through(http, balancer, session)
+                holders = {await holder(http, started, session) for session in sessions}
                 assert holders == {0, 1, 2}  # new sessions spread over the replicas
 
-                changed = anyio.Event()
-
-                async def on_message(message: Any) -> None:
-                    if isinstance(message, types.ToolListChangedNotification):
-                        changed.set()
-
+                changed, on_message = hears_list_changed()
                 async with (
                     client_of(balancer.port, message_handler=on_message) as watcher,
                     client_of(balancer.port) as other,
@@ -427,24 +435,12 @@ async def test_behind_the_readmes_nginx_the_replicas_pass_requests_on_to_the_ses
             sessions = [await initialize(balancer) for _ in range(6)]
             async with httpx2.AsyncClient(timeout=30) as http:
                 for session in sessions:  # most of these reach a replica that did not begin the session
-                    for _ in range(4):
-                        listed = await http.post(balancer.base + "/mcp", headers=session, json=TOOLS_LIST)
-                        assert listed.status_code == 200, listed.text
-                holders = []
-                for session in sessions:  # a request passed on once is not passed on again: only the owner answers
-                    passed = session | {"X-MCP-Letta-Forwarded": "1"}
-                    answers = [await http.post(f"http://127.0.0.1:{r.port}/mcp", headers=passed, json=TOOLS_LIST)
-                               for r in started]  # fmt: skip
-                    assert sorted(a.status_code for a in answers) == [200, 404, 404]
-                    holders.append(next(i for i, a in enumerate(answers) if a.status_code == 200))
+                    await answered_through(http, balancer, session)
+                # A request passed on once is not passed on again: only the replica that holds it answers.
+                holders = [await holder(http, started, s | {"X-MCP-Letta-Forwarded": "1"}) for s in sessions]
                 assert set(holders) == {0, 1, 2}  # new sessions spread over the replicas
 
-                changed = anyio.Event()
-
-                async def on_message(message: Any) -> None:
-                    if isinstance(message, types.ToolListChangedNotification):
-                        changed.set()
-
+                changed, on_message = hears_list_changed()
                 async with (
                     client_of(balancer.port, message_handler=on_message, sampling_callback=host_model) as watcher,
                     client_of(balancer.port) as other,
@@ -492,10 +488,7 @@ async def test_behind_the_readmes_nginx_the_replicas_pass_requests_on_to_the_ses
                     "Accept": "application/json, text/event-stream", "Mcp-Protocol-Version": "2026-07-28"})  # fmt: skip
                 assert late.json()["id"] == 7 and late.json()["error"]["code"] == -32602
                 assert "does not answer; make the call again" in late.json()["error"]["message"]
-                again = await initialize(balancer)  # as MCP clients do on a 404
-                for _ in range(4):
-                    listed = await http.post(balancer.base + "/mcp", headers=again, json=TOOLS_LIST)
-                    assert listed.status_code == 200, listed.text
+                await answered_through(http, balancer, await initialize(balancer))  # as MCP clients do on a 404
         finally:
             balancer.stop()
 
