@@ -11,12 +11,17 @@ import json
 import math
 import os
 import platform
+import socket
 import sqlite3
+import subprocess
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+import anyio
+import httpx2
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -154,3 +159,26 @@ def remove_database(path: Path) -> None:
 def log(message: str) -> None:
     """Progress for the person watching (stderr, so stdout stays the table)."""
     print(message, file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now, for a server started with ``--port``."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def wait_healthy(base: str, proc: subprocess.Popen[bytes]) -> None:
+    """Until the server ``proc`` at ``base`` answers ``/health`` with 200 (at most a minute); ``RuntimeError`` if
+    it exits first."""
+    async with httpx2.AsyncClient() as http:
+        with anyio.fail_after(60):
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the server exited with status {proc.returncode}")
+                try:
+                    if (await http.get(f"{base}/health")).status_code == 200:
+                        return
+                except httpx2.TransportError:
+                    pass
+                await anyio.sleep(0.1)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,7 @@ from pathlib import Path
 import anyio
 import httpx2
 
-from bench.common import environment, log, percentile, write_results
+from bench.common import environment, free_port, log, percentile, wait_healthy, write_results
 from bench.loopback import REPO_ROOT
 
 TOKEN = "bench-forwarding-token"
@@ -36,12 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=6, help="alternating rounds (default 6)")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _start(db: Path, port: int, folder: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_LETTA_", "OPENAI_"))}
     env |= {"MCP_LETTA_DB": str(db), "MCP_LETTA_TOKEN": TOKEN, "MCP_LETTA_REPLICA_URL": f"http://127.0.0.1:{port}",
@@ -51,27 +44,13 @@ def _start(db: Path, port: int, folder: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log_file, cwd=REPO_ROOT)
 
 
-async def _ready(port: int, proc: subprocess.Popen[bytes]) -> None:
-    async with httpx2.AsyncClient(timeout=5) as http:
-        for _ in range(600):
-            try:
-                if (await http.get(f"http://127.0.0.1:{port}/health")).status_code == 200:
-                    return
-            except httpx2.HTTPError:
-                pass
-            if proc.poll() is not None:
-                break
-            await anyio.sleep(0.1)
-    raise RuntimeError(f"the server on port {port} did not start")
-
-
 async def measure(args: argparse.Namespace, folder: Path) -> dict[str, list[float]]:
     """Milliseconds per request, straight to the session's replica and passed on by the other."""
-    ports = [_free_port(), _free_port()]
+    ports = [free_port(), free_port()]
     procs = [_start(folder / "agents.db", port, folder) for port in ports]
     try:
         for port, proc in zip(ports, procs, strict=True):
-            await _ready(port, proc)
+            await wait_healthy(f"http://127.0.0.1:{port}", proc)
         own, other = (f"http://127.0.0.1:{port}/mcp" for port in ports)
         samples: dict[str, list[float]] = {"direct": [], "passed on": []}
         async with httpx2.AsyncClient(timeout=30) as http:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from letta_client import AsyncLetta
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from bench.common import environment, log, percentile, write_results
+from bench.common import environment, free_port, log, percentile, wait_healthy, write_results
 from bench.loopback import MODEL, REPO_ROOT, DirectLLM, scripted_llm_process
 
 ANCHOR_OVERHEAD_MS = 290.0  # Letta V1 0.16.8, per single-step message
@@ -43,29 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=20, help="untimed messages per door first (default 20)")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def _wait_healthy(base: str, proc: subprocess.Popen[bytes]) -> None:
-    async with httpx2.AsyncClient() as http:
-        with anyio.fail_after(60):
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"the server exited with status {proc.returncode}")
-                try:
-                    if (await http.get(f"{base}/health")).status_code == 200:
-                        return
-                except httpx2.TransportError:
-                    pass
-                await anyio.sleep(0.1)
-
-
 def start_server(llm_url: str, db: Path) -> tuple[subprocess.Popen[bytes], str, str]:
     """``mcp-letta serve --transport http`` on a free loopback port: the process, its base URL and token."""
-    token, port = secrets.token_urlsafe(24), _free_port()
+    token, port = secrets.token_urlsafe(24), free_port()
     env = {**os.environ, "MCP_LETTA_TOKEN": token, "MCP_LETTA_DB": str(db), "MCP_LETTA_LLM_BASE_URL": llm_url,
            "MCP_LETTA_MODEL": MODEL, "MCP_LETTA_LOG_LEVEL": "WARNING"}  # fmt: skip
     command = [sys.executable, "-m", "mcp_letta", "serve", "--transport", "http", "--port", str(port)]
@@ -76,7 +55,7 @@ def start_server(llm_url: str, db: Path) -> tuple[subprocess.Popen[bytes], str, 
 async def run(args: argparse.Namespace, llm_url: str, proc: subprocess.Popen[bytes], base: str, token: str
               ) -> dict[str, Any]:  # fmt: skip
     """Time the three paths round by round against the running server; return the figures."""
-    await _wait_healthy(base, proc)
+    await wait_healthy(base, proc)
     direct = DirectLLM(llm_url)
     body = {"model": MODEL, "messages": [{"role": "user", "content": MESSAGE.format(i=0)}]}
     async with (
