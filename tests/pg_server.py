@@ -34,7 +34,8 @@ def bindir() -> Path:
     return versions[-1].parent
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -47,7 +48,7 @@ class PgServer:
         self.bin = bindir()
         self.dir = Path(tempfile.mkdtemp(prefix="mcp-letta-pg-"))
         self.data = self.dir / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self.as_user = ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 else []
         self._names = itertools.count()
         self.fsync = False  # tests: a test cluster need not survive a power cut; benchmarks set True
@@ -135,7 +136,7 @@ class PgBouncer:
     def __init__(self, server: PgServer, mode: str) -> None:
         self.server = server
         self.mode = mode
-        self.port = _free_port()
+        self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="mcp-letta-pgbouncer-"))
         self.process: subprocess.Popen[bytes] | None = None
 

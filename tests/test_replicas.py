@@ -35,6 +35,7 @@ from conftest import most_at_once
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CreateMessageResult, TextContent
+from pg_server import free_port
 from test_http import AUTH, TOKEN
 from test_multiagent import Agents, role, tool_result
 
@@ -46,13 +47,6 @@ pytestmark = [pytest.mark.anyio, pytest.mark.postgres_only, pytest.mark.filterwa
 
 SCRIPT = Path(sys.executable).parent / "mcp-letta"
 WAIT = "send_message_to_agent_and_wait_for_reply"
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
