@@ -391,6 +391,27 @@ async def test_servers_sharing_the_token_share_console_sessions(hub: AgentHub) -
                 assert refused.status_code == 401 and "log in with MCP_LETTA_TOKEN" in refused.json()["error"]
 
 
+async def test_behind_a_balancer_that_ends_tls_the_session_cookie_is_secure(
+    hub: AgentHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TLS ends at a balancer on another machine, which says so in a header (the server trusts no proxy
+    there: uvicorn's own proxy handling is for loopback only). The cookie is marked Secure, so a browser
+    never sends it over plain HTTP; without that word from the balancer it is not (a page over plain HTTP
+    could not keep it)."""
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "192.0.2.10")  # the balancer's address, not loopback
+    told_https = [{"X-Forwarded-Proto": "https"}, {"X-Forwarded-Proto": "HTTPS, http"},
+                  {"Forwarded": 'for=198.51.100.7;proto="https", for=192.0.2.10;proto=http'}]  # fmt: skip
+    plain = [{}, {"X-Forwarded-Proto": "http"}, {"Forwarded": "for=198.51.100.7;proto=http"}]
+    async with serve(hub, token=TOKEN) as running, httpx2.AsyncClient(base_url=running.base) as http:
+        for headers in told_https + plain:
+            login = await http.post("/login", data={"token": TOKEN}, headers=headers)
+            assert login.status_code == 303
+            flags = [flag.strip().lower() for flag in login.headers["set-cookie"].split(";")]
+            assert ("secure" in flags) == (headers in told_https), (headers, flags)
+            jar = {"mcp_letta_console": login.cookies["mcp_letta_console"]}
+            assert (await http.get("/api/agents", cookies=jar)).status_code == 200
+
+
 async def test_two_consoles_without_a_token_on_one_machine_keep_their_own_sessions(hub: AgentHub) -> None:
     """Browsers keep cookies by host, not port: ``serve --transport http`` on one port and ``mcp-letta
     console`` on another must not replace each other's session."""

@@ -11,6 +11,11 @@ share the sessions, a session survives a restart or a rolling upgrade, and chang
 Without a token the key is this process's own, and the cookie's name carries the port: two consoles on one
 machine (``serve --transport http`` and ``mcp-letta console``) would otherwise replace each other's cookie,
 as browsers keep cookies by host, not by port.
+
+The cookie is marked ``Secure`` when the page came over HTTPS: to this server, or to a load balancer that
+ends TLS and says so (``X-Forwarded-Proto: https``, or ``Forwarded: proto=https``). That header is taken from
+anyone, as it can only add the flag: a client that sends it over plain HTTP gets a cookie its own browser
+will not send back, and a page cannot make a browser send it to another site.
 """
 
 from __future__ import annotations
@@ -34,6 +39,19 @@ CLOCK_SLACK_S = 300  # a session issued by a replica whose clock runs this much 
 def _mac(key: bytes, *parts: str) -> str:
     digest = hmac.new(key, "\x00".join(parts).encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def came_over_https(request: Request) -> bool:
+    """Whether the browser sent ``request`` over HTTPS: to this server, or to a balancer that ended TLS and
+    says so (``X-Forwarded-Proto``, else ``Forwarded``; the first hop's, the one nearest the browser)."""
+    if request.url.scheme == "https":
+        return True
+    told = request.headers.get("x-forwarded-proto", "")
+    if not told:  # RFC 7239: "Forwarded: for=192.0.2.1;proto=https, for=..."
+        first_hop = request.headers.get("forwarded", "").split(",")[0]
+        pairs = (pair.strip().partition("=") for pair in first_hop.split(";"))
+        told = next((value for name, _, value in pairs if name.lower() == "proto"), "")
+    return told.split(",")[0].strip().strip('"').lower() == "https"
 
 
 class ConsoleAuth:
@@ -67,7 +85,7 @@ class ConsoleAuth:
             httponly=True,
             samesite="strict",
             path="/",
-            secure=request.url.scheme == "https",
+            secure=came_over_https(request),
         )
 
     def end_session(self, request: Request, response: Response) -> None:
