@@ -16,6 +16,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import textwrap
@@ -73,18 +74,21 @@ def readme_block(language: str) -> str:
 
 
 @asynccontextmanager
-async def client_of(port: int, mode: str = "legacy", **kwargs: Any) -> AsyncIterator[Client]:
-    """An MCP client of the server on ``port`` (2025-11-25 era, which hears notifications over its GET
+async def client_of(
+    base: str, mode: str = "legacy", verify: ssl.SSLContext | bool = True, **kwargs: Any
+) -> AsyncIterator[Client]:
+    """An MCP client of the server at ``base`` (2025-11-25 era, which hears notifications over its GET
     stream), with room for 300 requests at once."""
     limits = httpx2.Limits(max_connections=400, max_keepalive_connections=400)
-    async with httpx2.AsyncClient(headers=AUTH, timeout=300, limits=limits) as http:
-        transport = streamable_http_client(f"http://127.0.0.1:{port}/mcp", http_client=http)
-        async with Client(transport, mode=mode, **kwargs) as c:
+    async with httpx2.AsyncClient(headers=AUTH, timeout=300, limits=limits, verify=verify) as http:
+        async with Client(streamable_http_client(base + "/mcp", http_client=http), mode=mode, **kwargs) as c:
             yield c
 
 
 class Replica:
     """One ``mcp-letta serve --transport http`` process; its log goes to a file (a pipe could fill up)."""
+
+    verify = True  # (plain HTTP: nothing to verify)
 
     def __init__(self, url: str, llm: ScriptedLLM, log: Path, port: int = 0, **settings: str) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_LETTA_", "OPENAI_"))}
@@ -112,9 +116,14 @@ class Replica:
                     await anyio.sleep(0.05)
         return self
 
+    @property
+    def base(self) -> str:
+        """Its URL."""
+        return f"http://127.0.0.1:{self.port}"
+
     def client(self, **kwargs: Any) -> AbstractAsyncContextManager[Client]:
         """An MCP client of this replica (see ``client_of``)."""
-        return client_of(self.port, **kwargs)
+        return client_of(self.base, **kwargs)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -175,8 +184,8 @@ async def initialize(replica: Replica | Balancer) -> dict[str, str]:
     """A session begun on ``replica`` (or through the balancer) by hand: the headers its next requests carry."""
     headers = AUTH | {"Accept": "application/json, text/event-stream", "Mcp-Protocol-Version": "2025-11-25"}
     hello = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
-    async with httpx2.AsyncClient(timeout=30) as http:
-        began = await http.post(f"http://127.0.0.1:{replica.port}/mcp", headers=headers,
+    async with httpx2.AsyncClient(timeout=30, verify=replica.verify) as http:
+        began = await http.post(replica.base + "/mcp", headers=headers,
                                 json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello})  # fmt: skip
         assert began.status_code == 200, began.text
         return headers | {"Mcp-Session-Id": began.headers["mcp-session-id"]}
@@ -290,17 +299,43 @@ async def test_the_console_works_through_a_balancer_that_spreads_its_requests(re
                         break
 
 
+class Certificate:
+    """A self-signed certificate for agents.example.com and 127.0.0.1, made by ``openssl`` (``.ci/run``
+    installs it where missing): what the balancer ends TLS with, and what its clients trust."""
+
+    def __init__(self, folder: Path) -> None:
+        self.crt, self.key, self.pem = folder / "agents.crt", folder / "agents.key", folder / "agents.pem"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-days", "1", "-subj", "/CN=agents.example.com", "-keyout", str(self.key), "-out", str(self.crt),
+             "-addext", "subjectAltName=DNS:agents.example.com,IP:127.0.0.1"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        self.pem.write_text(self.crt.read_text() + self.key.read_text())  # HAProxy's: both in one file
+        self.verify = ssl.create_default_context(cafile=str(self.crt))
+
+
 class Balancer:
-    """A real load balancer process in front of the replicas, on a free loopback port."""
+    """A real load balancer process in front of the replicas, on a free loopback port, ending TLS as the
+    README's configurations do (``https://``, with a certificate of the test's own)."""
 
     port: int
     proc: subprocess.Popen[bytes]
+
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        self.certificate = Certificate(folder)
+        self.verify = self.certificate.verify
+        self.base = f"https://127.0.0.1:{self.port}"
 
     def _start(self, command: list[str], log: Path) -> None:
         with log.open("wb") as errors:  # a file, not a pipe that could fill up and stop it
             self.proc = subprocess.Popen(command, stderr=errors)
         wait_for_port(self.port, self.proc, log)
-        self.base = f"http://127.0.0.1:{self.port}"
+
+    def client(self, **kwargs: Any) -> AbstractAsyncContextManager[Client]:
+        """An MCP client of the balancer, as a host would be (see ``client_of``)."""
+        return client_of(self.base, verify=self.verify, **kwargs)
 
     def stop(self) -> None:
         """Stop it."""
@@ -311,17 +346,18 @@ class Balancer:
 
 class HAProxy(Balancer):
     """A real HAProxy (Debian's ``haproxy``; ``.ci/run`` installs it) in front of ``replicas``, configured by
-    the README's own ``haproxy`` block, listening on loopback instead of 443 with TLS. Its admin socket
-    tells how its health checks of the replicas went."""
+    the README's own ``haproxy`` block, listening on loopback instead of 443. Its admin socket tells how its
+    health checks of the replicas went."""
 
     def __init__(self, replicas: list[Replica], folder: Path) -> None:
-        self.port = free_port()
+        super().__init__(folder)
         self.socket = folder / "haproxy.sock"
         lines = [f"global\n    stats socket {self.socket} mode 600 level admin\n"]
         servers = iter(replicas)
         for line in readme_block("haproxy").splitlines():
             if line.strip().startswith("bind "):
-                line = f"    bind 127.0.0.1:{self.port}"
+                assert " ssl crt " in line, "TLS ends at the balancer"
+                line = f"    bind 127.0.0.1:{self.port} ssl crt {self.certificate.pem}"
             elif line.strip().startswith("server "):
                 name, replica = line.split()[1], next(servers)
                 line = f"    server {name} 127.0.0.1:{replica.port} check inter 500ms"
@@ -359,7 +395,7 @@ async def test_behind_the_readmes_haproxy_sessions_stick_and_new_ones_spread(
             else:
                 raise AssertionError(f"HAProxy's checks of the replicas: {balancer.checks()}")
             sessions = [await initialize(balancer) for _ in range(6)]  # one after another: round robin
-            async with httpx2.AsyncClient(timeout=30) as http:
+            async with httpx2.AsyncClient(timeout=30, verify=balancer.verify) as http:
                 for session in sessions:  # every request of a session reaches the replica that began it
                     await answered_through(http, balancer, session)
                 holders = {await holder(http, started, session) for session in sessions}
@@ -367,8 +403,8 @@ async def test_behind_the_readmes_haproxy_sessions_stick_and_new_ones_spread(
 
                 changed, on_message = hears_list_changed()
                 async with (
-                    client_of(balancer.port, message_handler=on_message) as watcher,
-                    client_of(balancer.port) as other,
+                    balancer.client(message_handler=on_message) as watcher,
+                    balancer.client() as other,
                 ):  # MCP clients of the balancer, as hosts would be
                     await ok(other, "create_agent", name="scout")
                     with anyio.fail_after(20):  # over the watcher's stream, through the balancer
@@ -376,6 +412,7 @@ async def test_behind_the_readmes_haproxy_sessions_stick_and_new_ones_spread(
                     assert "ask_scout" in {t.name for t in (await watcher.list_tools()).tools}
 
                 login = await http.post(balancer.base + "/login", data={"token": TOKEN})
+                assert "Secure" in login.headers["set-cookie"]  # the balancer said TLS ended there
                 jar = {"mcp_letta_console": login.cookies["mcp_letta_console"]}
                 for _ in range(6):  # the console's requests go round robin
                     agents = await http.get(balancer.base + "/api/agents", cookies=jar)
@@ -386,17 +423,20 @@ async def test_behind_the_readmes_haproxy_sessions_stick_and_new_ones_spread(
 
 class Nginx(Balancer):
     """A real nginx (Debian's ``nginx-light``; ``.ci/run`` installs it) in front of ``replicas``, configured by
-    the README's own ``nginx`` block, listening on loopback instead of 443 with TLS."""
+    the README's own ``nginx`` block, listening on loopback instead of 443."""
 
     def __init__(self, replicas: list[Replica], folder: Path) -> None:
-        self.port = free_port()
+        super().__init__(folder)
         servers = iter(replicas)
         lines = []
         for line in readme_block("nginx").splitlines():
             if line.strip().startswith("listen "):
-                line = f"    listen 127.0.0.1:{self.port};"
-            elif line.strip().startswith("ssl_"):
-                continue
+                assert line.strip().endswith(" ssl;"), "TLS ends at the balancer"
+                line = f"    listen 127.0.0.1:{self.port} ssl;"
+            elif line.strip().startswith("ssl_certificate "):
+                line = f"    ssl_certificate {self.certificate.crt};"
+            elif line.strip().startswith("ssl_certificate_key "):
+                line = f"    ssl_certificate_key {self.certificate.key};"
             elif re.match(r"\s*server\s+[\d.]+:\d+;", line):  # an upstream, not the server block
                 line = f"    server 127.0.0.1:{next(servers).port};"
             lines.append(line)
@@ -427,17 +467,19 @@ async def test_behind_the_readmes_nginx_the_replicas_pass_requests_on_to_the_ses
         balancer = Nginx(started, tmp_path)
         try:
             sessions = [await initialize(balancer) for _ in range(6)]
-            async with httpx2.AsyncClient(timeout=30) as http:
+            async with httpx2.AsyncClient(timeout=30, verify=balancer.verify) as http:
                 for session in sessions:  # most of these reach a replica that did not begin the session
                     await answered_through(http, balancer, session)
+                login = await http.post(balancer.base + "/login", data={"token": TOKEN})  # the console's cookie
+                assert login.status_code == 303 and "Secure" in login.headers["set-cookie"]  # TLS ended at nginx
                 # A request passed on once is not passed on again: only the replica that holds it answers.
                 holders = [await holder(http, started, s | {"X-MCP-Letta-Forwarded": "1"}) for s in sessions]
                 assert set(holders) == {0, 1, 2}  # new sessions spread over the replicas
 
                 changed, on_message = hears_list_changed()
                 async with (
-                    client_of(balancer.port, message_handler=on_message, sampling_callback=host_model) as watcher,
-                    client_of(balancer.port) as other,
+                    balancer.client(message_handler=on_message, sampling_callback=host_model) as watcher,
+                    balancer.client() as other,
                 ):  # MCP clients of the balancer, as hosts would be
                     for _ in range(3):  # whichever replica each request reaches
                         assert "ask_scout" not in {t.name for t in (await watcher.list_tools()).tools}
@@ -449,7 +491,7 @@ async def test_behind_the_readmes_nginx_the_replicas_pass_requests_on_to_the_ses
                     for _ in range(3):
                         asked = await ok(watcher, "ask_scout", message="what do you see?")
                         assert (asked["status"], asked["reply"]) == ("completed", "seen"), asked
-                async with client_of(balancer.port, mode="auto", sampling_callback=host_model) as modern:
+                async with balancer.client(mode="auto", sampling_callback=host_model) as modern:
                     for _ in range(3):  # 2026-07-28: the rounds of one call may reach any replica
                         asked = await ok(modern, "ask_scout", message="what do you see now?")
                         assert (asked["status"], asked["reply"]) == ("completed", "seen"), asked
