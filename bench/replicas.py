@@ -19,7 +19,9 @@ initdb into a temporary folder; ``fsync`` stays on here, unlike the tests), or `
   the rate): CPU ms per message of the replicas and of PostgreSQL (from /proc, our own server only), of
   the benchmark's own MCP clients and of the scripted LLM (they share the machine here, not in use), how
   busy all CPUs were, and the lock-wait share: of the PostgreSQL backends seen working (sampled from
-  ``pg_stat_activity`` every 20 ms), the share waiting on a lock (row, advisory or transaction locks).
+  ``pg_stat_activity`` every 20 ms), the share waiting on a lock (row, advisory or transaction locks), and
+  how often the replicas read the change log to follow each other, per message (PostgreSQL's count of the
+  ``changes`` table's scans, from the replicas' start to their end).
 - Broadcast: ``--agents`` agents tagged ``crew``; through replica 0 one ``send_message`` (the median of 5), then
   one ``send_message_to_agents_matching_tags`` to all of them, with 1 and with 3 replicas. Reported: the
   broadcast's wall time as a ratio to one call, and how its runs spread over the replicas (the ``owner`` of
@@ -246,6 +248,18 @@ def _postgres_pids(server: Server) -> list[int]:
     return pids
 
 
+def _change_log_reads(url: str) -> int:
+    """How often the ``changes`` table was read so far (PostgreSQL's own count of its scans): the replicas'
+    followers read it to learn what the others changed."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT coalesce(seq_scan, 0) + coalesce(idx_scan, 0) FROM pg_stat_user_tables WHERE relname = 'changes'"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 class LockSampler:
     """Samples ``pg_stat_activity`` of one database every 20 ms in a thread: backends working, and those of
     them waiting on a lock."""
@@ -294,6 +308,7 @@ async def replica_rate(
             for i in range(args.agents):
                 await hub.create_agent(f"a{i:04d}")
         extra = {"MCP_LETTA_MAX_CONCURRENCY": str(args.concurrency)}
+        reads_before = _change_log_reads(url)
         with replicas(count, url, base_url, folder, extra) as (ports, pids):
             async with _clients(ports) as clients:
                 failures: list[str] = []
@@ -323,6 +338,8 @@ async def replica_rate(
                 busy = [after - before for after, before in zip(_machine_busy(), busy_before, strict=True)]
         if failures:
             raise RuntimeError(f"{len(failures)} messages failed, e.g. {failures[0]}")
+        await anyio.sleep(1.0)  # the stopped replicas' server processes report their counts as they exit
+        feed_reads = _change_log_reads(url) - reads_before  # (from their start to their end)
         messages = args.agents * args.per_agent
         return {
             "messages_per_s": messages / took,
@@ -332,6 +349,7 @@ async def replica_rate(
             "llm_cpu_ms_per_message": llm * 1000 / messages,
             "machine_busy": busy[0] / busy[1] if busy[1] else 0.0,
             "lock_wait_share": sampler.share,
+            "change_log_reads_per_message": feed_reads / messages,
         }
     finally:
         server.drop(url)
@@ -452,7 +470,8 @@ def main(args: argparse.Namespace) -> int:
             f"{c['replica_cpu_ms_per_message']:.1f} ms + PostgreSQL {c['postgres_cpu_ms_per_message']:.1f} ms "
             f"(the benchmark's client {c['client_cpu_ms_per_message']:.1f} ms, scripted LLM "
             f"{c['llm_cpu_ms_per_message']:.1f} ms); "
-            f"all CPUs {c['machine_busy']:.0%} busy; lock-wait share {c['lock_wait_share']:.0%}"
+            f"all CPUs {c['machine_busy']:.0%} busy; lock-wait share {c['lock_wait_share']:.0%}; "
+            f"change-log reads per message {c['change_log_reads_per_message']:.2f}"
         )
     if 1 in rates and len(rates) > 1:
         top = max(rates)

@@ -76,6 +76,10 @@ UPGRADE = "pip install -U 'mcp-letta[postgres]' on every replica"  # what instal
 OLDEST_SERVER = 13  # the oldest PostgreSQL major version mcp-letta runs on
 NOTIFY_CHECK_S = 5.0  # at start, how long a notification may take to reach a listener through the URL
 FOLLOWER_CONNECTIONS = 2  # beside the pool, ``follow``'s: one LISTENs, one reads the change log
+# A follower reads the change log at most this often: in a busy cluster the notifications between two reads
+# are told by one, so what following costs each replica (and the server) stops growing with the number of
+# replicas x their messages. A quiet cluster's change is read at once.
+FEED_READ_GAP_S = 0.02
 # libpq's TCP settings for every connection whose URL does not choose its own (see ``conninfo``): a network
 # that drops packets without a word (a NAT or firewall that forgot the connection, a cable pulled between
 # machines) would otherwise leave a statement waiting for TCP's own retries, about 15 minutes, and a
@@ -784,9 +788,12 @@ class PgDatabase(_SQLiteDatabase):
                         nonlocal position, wanted
                         async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as reader:
                             self.feed_trouble = None  # both connections are up
+                            read_at = -FEED_READ_GAP_S
                             while True:
                                 await wanted.wait()
+                                await anyio.sleep(max(0.0, read_at + FEED_READ_GAP_S - time.monotonic()))
                                 wanted = anyio.Event()
+                                read_at = time.monotonic()
                                 position = await self._catch_up(reader, position)
 
                     tg.start_soon(read_changes)
