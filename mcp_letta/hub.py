@@ -218,11 +218,25 @@ class AgentHub:
         await self._scheduler.start(self._task_group, takes_runs=self.runs_agents)
         self._opened = True
 
+    def stopping(self) -> None:
+        """Say this process is stopping: no new run starts here, and a call waiting on a run that is then
+        cancelled (its server stopping) hands the run back instead of cancelling it. ``wind_down`` and
+        ``close`` say it themselves; a server says it sooner where it learns first (its input closed)."""
+        self._scheduler.leave()
+
     async def wind_down(self, grace_s: float) -> None:
         """Start no more runs in this process and give those executing here up to ``grace_s`` seconds to
         finish (a host window closing: see ``Settings.shutdown_grace_s``). Call ``close`` after."""
         if self._opened:
             await self._scheduler.wind_down(grace_s)
+
+    async def hand_back(self) -> None:
+        """Hand the runs executing here back to the queue now, and answer the calls waiting on runs here with
+        each run as it is then (``pending``, to fetch later with ``get_run``): a server about to stop answers
+        its clients before their connections close. Nothing starts here after; the store stays open for the
+        answers. Call ``close`` after."""
+        if self._opened:
+            await self._scheduler.stop()
 
     async def close(self) -> None:
         """Stop background work and close the store. Runs still executing here go back to the queue and
@@ -739,7 +753,8 @@ class AgentHub:
         e.g. "queued" or "running"; fetch it later with ``get_run``. ``sender`` is who sent it (``None``
         for the host/API, else e.g. an agent id) and ``parent_run_id`` the run it was sent from.
         ``on_step`` is awaited after each step, while this call waits (for the whole run if ``wait_s`` is
-        ``None``). With ``cancel_on_abort``, cancelling this call (e.g. the client went away) cancels the run.
+        ``None``). With ``cancel_on_abort``, cancelling this call (e.g. the client went away) cancels the run,
+        unless this process is stopping (``stopping``): then the run is handed back, not cancelled.
         ``host`` is the MCP session that sent it: when agents think with the host's model, the run (and the
         runs it sends) sample through it.
         """
@@ -763,7 +778,9 @@ class AgentHub:
         try:
             return await self._scheduler.wait(run.id, wait_s, current=run)
         except anyio.get_cancelled_exc_class():
-            if cancel_on_abort:
+            # This process stopping is not the caller going away: the run goes back to the queue, resumed by
+            # the next process (another replica at once), and its reply waits for the caller in get_run.
+            if cancel_on_abort and not self._scheduler.leaving:
                 with anyio.CancelScope(shield=True):
                     await self._scheduler.cancel(run.id)
             raise

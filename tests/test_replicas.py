@@ -705,6 +705,56 @@ async def test_after_kill_9_of_a_replica_every_run_it_held_is_resumed_and_report
     assert not [r for r in listed.values() if r["status"] in ("queued", "running")]
 
 
+async def test_a_replica_stopped_for_an_upgrade_answers_the_calls_waiting_on_its_runs(
+    db_path: str, scripted_llm: ScriptedLLM, tmp_path: Path
+) -> None:
+    """SIGTERM (a rolling upgrade): the replica takes no new connection, gives the runs in flight its grace
+    period, and answers every call waiting on one before its connections end, in both protocol eras: the
+    reply of a run that finished, or 'pending' and the run id of one handed back. No run is cancelled; the
+    one handed back is finished by another replica."""
+
+    def answer(request: dict[str, Any]) -> Response:
+        text = json.dumps(request["messages"][-1])
+        if "slow job" in text:  # held past the grace period, until another replica asks again
+            held = sum("slow job" in json.dumps(r.body["messages"][-1]) for r in scripted_llm.requests) <= 1
+            return Response(content="slow done", delay_s=120 if held else 0)
+        return Response(content="quick done", delay_s=1.0)  # within the grace period
+
+    scripted_llm.default = answer
+    async with three(db_path, scripted_llm, tmp_path, shutdown_grace_s="4") as (victim, other, _):
+        async with victim.client() as c:
+            for name in ("slow", "quick"):
+                await ok(c, "create_agent", name=name)
+        outcomes: dict[str, Any] = {}
+
+        async def ask(mode: str, agent: str, message: str) -> None:
+            async with victim.client(mode=mode) as c:
+                await c.list_tools()  # (else the client lists them after the call, to check its result's shape)
+                result = await c.call_tool("send_message", {"agent": agent, "message": message, "timeout_s": 300})
+                outcomes[agent] = (result.is_error, result.structured_content)
+
+        def asked(words: str) -> bool:
+            return any(words in json.dumps(r.body["messages"][-1]) for r in scripted_llm.requests)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ask, "legacy", "slow", "slow job")
+            tg.start_soon(ask, "auto", "quick", "quick job")
+            with anyio.fail_after(30):
+                while not (asked("slow job") and asked("quick job")):  # noqa: ASYNC110 (both runs ask the LLM)
+                    await anyio.sleep(0.05)
+            victim.proc.send_signal(signal.SIGTERM)
+        await anyio.to_thread.run_sync(victim.proc.wait, 30)
+        assert outcomes["quick"] == (False, outcomes["quick"][1]) and outcomes["quick"][1]["reply"] == "quick done"
+        slow_error, slow = outcomes["slow"]
+        assert not slow_error and slow["status"] == "pending", slow  # answered before its stream ended
+        async with other.client() as c:
+            done = await ok(c, "get_run", run_id=slow["run_id"], wait_s=60)
+        assert (done["status"], done["reply"]) == ("completed", "slow done")
+        [row] = run_rows(db_path, "id = %s", slow["run_id"])
+        assert row["resumes"] == 1  # handed back by the replica that stopped, resumed by another
+        assert "stopping: no new run starts here" in victim.log.read_text()
+
+
 async def test_one_agent_runs_one_message_at_a_time_across_three_replicas(
     replicas: list[Replica], scripted_llm: ScriptedLLM, db_path: str
 ) -> None:

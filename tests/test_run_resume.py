@@ -70,6 +70,12 @@ class StdioServer:
                     assert "error" not in message, message
                     return message["result"]
 
+    async def begin_call(self, tool: str, **args: Any) -> None:
+        """Send a tools/call and return at once, without its answer (a host waiting on it)."""
+        self._next_id += 1
+        params = {"name": tool, "arguments": args}
+        await self._send({"jsonrpc": "2.0", "id": self._next_id, "method": "tools/call", "params": params})
+
     async def call(self, tool: str, **args: Any) -> dict[str, Any]:
         """Call a tool that must succeed; its structured result."""
         result = await self.request("tools/call", {"name": tool, "arguments": args})
@@ -213,6 +219,35 @@ async def test_sigterm_ends_the_grace_period_and_hands_the_run_back(
     assert run_row(db_path, sent["run_id"]) == ("queued", 1)
     done, replies = await finish_with_a_second_server(db_path, scripted_llm, sent["run_id"])
     assert (done["status"], [r["reply"] for r in replies]) == ("completed", ["forty-two"])
+
+
+@pytest.mark.parametrize("stop", ["window closed", "SIGTERM"])
+async def test_a_run_the_host_waits_on_is_handed_back_not_cancelled_when_its_server_stops(
+    llm_settings: Settings, scripted_llm: ScriptedLLM, db_path: Path, stop: str
+) -> None:
+    """The host waits on send_message when the server stops: the run goes back to the queue for the next
+    process, as every run in flight does. The server stopping is not the caller cancelling."""
+    await make_agents(llm_settings, "researcher")
+    scripted_llm.on("find the answer", Response(content="never delivered", delay_s=SAFETY_S), where="any")
+    scripted_llm.reply("forty-two")
+    first = await StdioServer.start(db_path, scripted_llm, MCP_LETTA_SHUTDOWN_GRACE_S="0.2")
+    try:
+        await first.begin_call("send_message", agent="researcher", message="find the answer", timeout_s=600)
+        await scripted_llm.wait_for_requests_async(1, within_s=SAFETY_S)
+        if stop == "SIGTERM":  # (the host closes the pipe after: a server blocked reading it ends then)
+            first.process.terminate()
+            assert first.process.stderr is not None
+            log = BufferedByteReceiveStream(first.process.stderr)
+            with anyio.fail_after(SAFETY_S):
+                while b"SIGTERM: handing the runs in flight back" not in await log.receive_until(b"\n", 1 << 20):
+                    pass
+        assert await first.close_input() == 0
+    finally:
+        await first.aclose()
+    [(run_id,)] = fetch_sql(db_path, "SELECT id FROM runs")
+    assert run_row(db_path, run_id) == ("queued", 1)  # handed back, to be resumed
+    done, _ = await finish_with_a_second_server(db_path, scripted_llm, run_id)
+    assert (done["status"], done["reply"]) == ("completed", "forty-two")
 
 
 async def test_a_server_already_open_takes_over_the_run_of_a_killed_one(

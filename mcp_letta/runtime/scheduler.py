@@ -94,6 +94,7 @@ class Scheduler:
         self._looking_for_work = False
         self._stopping = False
         self._winding_down = False  # no new run starts here; those in flight may finish
+        self.leaving = False  # the process is stopping (``wind_down`` or ``stop`` was called)
         self._all_stopped: anyio.Event | None = None  # set when no run executes here (while winding down)
         store.add_listener(self._on_changes)
 
@@ -103,7 +104,7 @@ class Scheduler:
         with a shared queue, take the queued runs it has room for. Without ``takes_runs`` (a process that
         only looks and edits, such as ``mcp-letta doctor``) it starts, resumes and takes no run: the runs it
         sends wait for a process that runs agents, and waiting on runs works as usual."""
-        self._tg, self._stopping, self._winding_down = task_group, False, not takes_runs
+        self._tg, self._stopping, self._winding_down, self.leaving = task_group, False, not takes_runs, False
         if not takes_runs:
             return
         agents = await self.store.write(functools.partial(self._heartbeat_and_recover, executing=[]))
@@ -113,12 +114,16 @@ class Scheduler:
         self._missed_queued = self.owner.shares_queue  # runs queued before we started: take what we have room for
         self._look_for_work()
 
+    def leave(self) -> None:
+        """The process is stopping: start no more runs here (those executing go on)."""
+        self._winding_down = self.leaving = True
+
     async def wind_down(self, grace_s: float) -> None:
         """Start no more runs here, and give the runs executing here up to ``grace_s`` seconds to finish.
 
         Runs sent meanwhile are stored and stay queued. Call ``stop`` after: it hands back what is left.
         """
-        self._winding_down = True
+        self.leave()
         if self._executing:
             self._all_stopped = anyio.Event()
             with anyio.move_on_after(grace_s):
@@ -128,8 +133,10 @@ class Scheduler:
         """Stop the runs executing here and hand them back: they go back to the queue, to be resumed from
         their last committed step by the next process (another one at once, or this one when it starts
         again); leave the process table, so others adopt them and our queued runs without waiting.
-        Waiters on runs in this process get each run as it is then."""
-        self._tg, self._stopping, self._winding_down = None, True, True
+        Waiters on runs in this process get each run as it is then. Once stopped, nothing more happens."""
+        if self._stopping:
+            return
+        self._tg, self._stopping, self._winding_down, self.leaving = None, True, True, True
         with anyio.CancelScope(shield=True):  # even when closing because we are cancelled (Ctrl-C)
             if self._executing:
                 self._all_stopped = anyio.Event()

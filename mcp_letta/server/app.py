@@ -116,7 +116,8 @@ class LettaServer:
         """Serve MCP over this process's stdin/stdout until the client closes stdin; a line that cannot be read
         gets a JSON-RPC error instead of silence."""
         lowlevel = self.mcp._lowlevel_server  # what run_stdio_async drives, over our answering transport
-        async with self.running(), answering_stdio_server() as (read_stream, write_stream):
+        # The input ends when the host's window closes: the runs its calls wait on go back to the queue.
+        async with self.running(), answering_stdio_server(self.hub.stopping) as (read_stream, write_stream):
             await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
 
 
@@ -145,19 +146,21 @@ async def serve_stdio(settings: Settings) -> None:
         server = build_server(hub, settings)
         freeze_startup_heap()
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_cancel_on_sigterm, tg.cancel_scope)
+            tg.start_soon(_cancel_on_sigterm, hub, tg.cancel_scope)
             await server.serve_stdio()
             log.info("input closed: finishing the runs in flight (up to %gs)", settings.shutdown_grace_s)
             await hub.wind_down(settings.shutdown_grace_s)
             tg.cancel_scope.cancel()
 
 
-async def _cancel_on_sigterm(scope: anyio.CancelScope) -> None:
-    """Cancel ``scope`` at SIGTERM, so the hub closes and hands its runs back (not on Windows)."""
+async def _cancel_on_sigterm(hub: AgentHub, scope: anyio.CancelScope) -> None:
+    """Cancel ``scope`` at SIGTERM, so the hub closes and hands its runs back, those the host's calls wait on
+    included (not on Windows)."""
     if sys.platform == "win32":
         return
     with anyio.open_signal_receiver(signal.SIGTERM) as signals:
         async for _ in signals:
             log.info("SIGTERM: handing the runs in flight back to the queue")
+            hub.stopping()
             scope.cancel()
             return

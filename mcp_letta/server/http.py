@@ -7,15 +7,17 @@ console at ``/`` (``mcp_letta.console``), all behind the same Host checks;
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import json
 import logging
 import math
 import socket
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from types import FrameType
 
 import anyio
 import uvicorn
@@ -56,6 +58,7 @@ MAX_SESSIONS = 100
 SESSION_IDLE_S = 600.0  # a connected host keeps its GET stream open, so only abandoned sessions idle this long
 MAX_WAIT_S = 86_400
 MIN_TOKEN_CHARS = 16
+ANSWER_WAIT_S = 5.0  # stopping: how long the answers to calls in flight may take to be written, runs handed back
 TOKEN_HINT = (
     "set a bearer token first, e.g.\n"
     "  export MCP_LETTA_TOKEN=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')\n"
@@ -299,10 +302,43 @@ def http_app(server: LettaServer, options: HttpOptions) -> Starlette:
     )
 
 
-class _Uvicorn(uvicorn.Server):
-    """uvicorn that reports the port it bound (port 0 picks a free one) once it accepts connections."""
+class Answering:
+    """ASGI middleware that knows when the answers in flight are written: every request but the GET streams
+    clients hold open for notifications (a stopping server ends those last)."""
 
-    def __init__(self, app: ASGIApp, host: str, port: int) -> None:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.in_flight = 0
+        self._idle: anyio.Event | None = None  # set when the last answer in flight is written
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] == "GET":
+            await self.app(scope, receive, send)
+            return
+        if not self.in_flight:
+            self._idle = anyio.Event()
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+            if not self.in_flight and self._idle is not None:
+                self._idle.set()
+
+    async def written(self, within_s: float) -> None:
+        """Return once no answer is in flight, or after ``within_s`` seconds."""
+        if self.in_flight and self._idle is not None:
+            with anyio.move_on_after(within_s):
+                await self._idle.wait()
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn that reports the port it bound (port 0 picks a free one) once it accepts connections, and that
+    can finish its work before it ends its connections (``before_stopping``, see ``handle_exit``)."""
+
+    def __init__(
+        self, app: ASGIApp, host: str, port: int, before_stopping: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
         super().__init__(
             uvicorn.Config(
                 app,
@@ -316,6 +352,9 @@ class _Uvicorn(uvicorn.Server):
             )
         )
         self._task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED
+        self._before_stopping = before_stopping
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Task[None] | None = None
 
     async def serve_reporting(self, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
         """``serve()``, calling ``task_status.started(port)`` once the socket accepts connections."""
@@ -324,18 +363,48 @@ class _Uvicorn(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         """Start listening, then report the bound port."""
+        self._loop = asyncio.get_running_loop()
         await super().startup(sockets)
         if self.started:
             self._task_status.started(self.servers[0].sockets[0].getsockname()[1] if self.servers else self.config.port)
 
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """SIGTERM or SIGINT. With ``before_stopping``, the first one closes the listening socket (the balancer
+        sends new connections elsewhere) and runs it, then lets uvicorn end the connections: their streams
+        would otherwise end at once (``sse-starlette`` ends every stream at the signal), cutting the answers
+        of the calls in flight. A second signal stops at once."""
+        if self._before_stopping is None or self._stopping is not None or self._loop is None:
+            super().handle_exit(sig, frame)
+            return
+        self._loop.call_soon_threadsafe(self._stop_after_work, sig)
+
+    def _stop_after_work(self, sig: int) -> None:
+        async def stop() -> None:
+            for server in self.servers:
+                server.close()
+            try:
+                await self._before_stopping()  # type: ignore[misc]
+            except Exception:
+                log.exception("could not finish the work in flight before stopping")
+            super(_Uvicorn, self).handle_exit(sig, None)  # now the connections end, and the server
+
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(stop())
+
 
 async def serve_app(
-    app: ASGIApp, host: str, port: int, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED
+    app: ASGIApp,
+    host: str,
+    port: int,
+    *,
+    before_stopping: Callable[[], Awaitable[None]] | None = None,
+    task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run ``app`` under uvicorn until SIGINT/SIGTERM (uvicorn handles both and shuts down gracefully).
+    """Run ``app`` under uvicorn until SIGINT/SIGTERM (uvicorn handles both and shuts down gracefully; with
+    ``before_stopping``, that runs first, with no new connection accepted, see ``_Uvicorn.handle_exit``).
 
     Started with ``task_group.start``, it reports the bound port once it accepts connections."""
-    await _Uvicorn(app, host, port).serve_reporting(task_status=task_status)
+    await _Uvicorn(app, host, port, before_stopping).serve_reporting(task_status=task_status)
 
 
 @asynccontextmanager
@@ -353,7 +422,16 @@ async def running_app(app: ASGIApp, host: str = DEFAULT_HOST, port: int = 0) -> 
 async def serve_http(settings: Settings, options: HttpOptions) -> None:
     """Open the store named by ``settings`` and serve MCP over HTTP until interrupted."""
     async with AgentHub(settings) as hub:
-        app = http_app(build_server(hub, settings), options)
+        app = Answering(http_app(build_server(hub, settings), options))
+
+        async def before_stopping() -> None:  # a rolling upgrade: the calls in flight get their answers
+            log.info("stopping: no new run starts here, the runs in flight get up to %gs to finish, then go back "
+                     "to the queue and the calls waiting on them are answered 'pending' (signal again to stop at "
+                     "once)", settings.shutdown_grace_s)  # fmt: skip
+            await hub.wind_down(settings.shutdown_grace_s)
+            await hub.hand_back()
+            await app.written(within_s=ANSWER_WAIT_S)
+
         freeze_startup_heap()
         auth = "bearer token required" if options.token else "no token (loopback only)"
         if options.token and len(options.token) < MIN_TOKEN_CHARS:
@@ -365,7 +443,7 @@ async def serve_http(settings: Settings, options: HttpOptions) -> None:
         hosts = ", ".join(transport_security(options.host, options.allowed_hosts).allowed_hosts)
         log.info("serving MCP at http://%s:%d%s (%s), Letta's REST API at %s, the console at /; Host headers "
                  "allowed: %s", _url_host(options.host), options.port, MCP_PATH, auth, REST_PATH, hosts)  # fmt: skip
-        await serve_app(app, options.host, options.port)
+        await serve_app(app, options.host, options.port, before_stopping=before_stopping)
 
 
 def _url_host(host: str) -> str:

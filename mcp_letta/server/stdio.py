@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -35,9 +35,10 @@ def wire_error(problem: Exception) -> types.JSONRPCError:
 
 
 @asynccontextmanager
-async def answering_stdio_server() -> AsyncIterator[tuple[Any, Any]]:
+async def answering_stdio_server(on_end: Callable[[], None] = lambda: None) -> AsyncIterator[tuple[Any, Any]]:
     """The SDK's ``stdio_server`` (which keeps stray output off the wire), with unreadable lines answered
-    here instead of being passed on as exceptions."""
+    here instead of being passed on as exceptions. ``on_end`` is called when the input ends, before the
+    SDK hears of it (and cancels the requests in flight)."""
     async with stdio_server() as (read_stream, write_stream):
         send, receive = anyio.create_memory_object_stream[SessionMessage | Exception](0)
 
@@ -53,6 +54,7 @@ async def answering_stdio_server() -> AsyncIterator[tuple[Any, Any]]:
                         await write_stream.send(SessionMessage(error))
                     except (anyio.ClosedResourceError, anyio.BrokenResourceError):
                         return
+                on_end()
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(pump)
