@@ -807,3 +807,19 @@ async def test_connections_the_server_closed_while_idle_in_the_pool_are_not_lent
             assert await anyio.to_thread.run_sync(db.read_sync, count) == 0
     finally:
         await anyio.to_thread.run_sync(db.close)
+
+
+async def test_a_session_whose_prepared_statements_went_missing_is_replaced_not_kept(db_path: str) -> None:
+    """Under heavy load psycopg once lost track of a session's prepared statements: it used one the server
+    no longer had. That call fails; the connection would fail the statement every time, so it is replaced,
+    and the next call works."""
+    async with AgentHub(Settings(db_path=db_path, pg_pool_size=1)) as hub:
+        await hub.create_agent("steady")
+        for _ in range(8):  # psycopg prepares a statement after its fifth run
+            assert (await hub.get_agent("steady")).name == "steady"
+        with hub._store.db._pool.connection() as raw:  # the one pooled session, behind psycopg's back
+            raw.pgconn.exec_(b"DEALLOCATE ALL")
+        with pytest.raises(StorageUnavailable, match="prepared statement"):
+            await hub.get_agent("steady")
+        for _ in range(8):
+            assert (await hub.get_agent("steady")).name == "steady"

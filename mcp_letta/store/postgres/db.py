@@ -185,6 +185,14 @@ def _configure(raw: Any) -> None:
     raw.execute(f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_S}s'")
 
 
+def _replace_if_out_of_step(raw: Any, exc: BaseException) -> None:
+    """After a statement failed because the session's prepared statements are not what psycopg thinks (a
+    pooler in transaction mode; once, under heavy load, psycopg itself after a pipeline that a racing write
+    aborted), close the connection: it would fail that statement every time, and the pool replaces it."""
+    if getattr(exc, "sqlstate", None) in ("26000", "42P05"):
+        raw.close()
+
+
 def server_condition(where: str, exc: BaseException) -> StorageUnavailable | None:
     """The error for a statement the server refused for a condition of its own, not of the statement (a full
     disk, a standby that takes no writes, a lock or statement timeout set on the server, ...), by its
@@ -710,11 +718,12 @@ class PgDatabase(_SQLiteDatabase):
             conn = PgConn(raw, self.origin, begin="BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             try:
                 result = fn(conn, *args, **kwargs)
-            except BaseException:
+            except BaseException as exc:
                 try:
                     conn.rollback()
                 except Exception:  # the connection broke (the error says why): the pool discards it
                     pass
+                _replace_if_out_of_step(raw, exc)
                 raise
             conn.rollback()
             return result
@@ -748,6 +757,7 @@ class PgDatabase(_SQLiteDatabase):
                         conn.rollback()
                     except Exception:  # the connection broke (``exc`` says why): the pool discards it
                         pass
+                    _replace_if_out_of_step(raw, exc)
                     return []
                 while conn.before_commit:
                     hook = next(iter(conn.before_commit))
