@@ -154,13 +154,16 @@ async def serve_stdio(settings: Settings) -> None:
 
 
 async def _cancel_on_sigterm(hub: AgentHub, scope: anyio.CancelScope) -> None:
-    """Cancel ``scope`` at SIGTERM, so the hub closes and hands its runs back, those the host's calls wait on
-    included (not on Windows)."""
+    """At SIGTERM, hand the runs in flight back to the queue (those the host's calls wait on included), then
+    cancel ``scope`` so the server stops (not on Windows). The runs go back first: while the host keeps
+    our input open the process cannot end (the SDK reads it in a thread nothing can interrupt)."""
     if sys.platform == "win32":
         return
     with anyio.open_signal_receiver(signal.SIGTERM) as signals:
         async for _ in signals:
             log.info("SIGTERM: handing the runs in flight back to the queue")
             hub.stopping()
+            with anyio.CancelScope(shield=True):
+                await hub.hand_back()
             scope.cancel()
             return
