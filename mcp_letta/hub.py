@@ -220,8 +220,8 @@ class AgentHub:
 
     def stopping(self) -> None:
         """Say this process is stopping: no new run starts here, and a call waiting on a run that is then
-        cancelled (its server stopping) hands the run back instead of cancelling it. ``wind_down`` and
-        ``close`` say it themselves; a server says it sooner where it learns first (its input closed)."""
+        cancelled (its server stopping) hands the run back instead of cancelling it. ``wind_down``, ``hand_back``
+        and ``close`` say it themselves; a server says it sooner where it learns first (its input closed)."""
         self._scheduler.leave()
 
     async def wind_down(self, grace_s: float) -> None:

@@ -94,7 +94,7 @@ class Scheduler:
         self._looking_for_work = False
         self._stopping = False
         self._winding_down = False  # no new run starts here; those in flight may finish
-        self.leaving = False  # the process is stopping (``wind_down`` or ``stop`` was called)
+        self.leaving = False  # the process is stopping (``leave``, ``wind_down`` or ``stop`` was called)
         self._all_stopped: anyio.Event | None = None  # set when no run executes here (while winding down)
         store.add_listener(self._on_changes)
 

@@ -162,8 +162,7 @@ async def _cancel_on_sigterm(hub: AgentHub, scope: anyio.CancelScope) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM) as signals:
         async for _ in signals:
             log.info("SIGTERM: handing the runs in flight back to the queue")
-            hub.stopping()
-            with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):  # (from its first step on, cancelled waits hand runs back)
                 await hub.hand_back()
             scope.cancel()
             return

@@ -185,11 +185,19 @@ def _configure(raw: Any) -> None:
     raw.execute(f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_S}s'")
 
 
+def _prepared_out_of_step(exc: BaseException) -> bool:
+    """Whether a statement failed because the session's prepared statements are not what psycopg thinks: one
+    it made is missing, or one it makes exists already (a pooler in transaction mode lends other sessions;
+    once, under heavy load, psycopg itself lost track after a pipeline that a racing write aborted)."""
+    state = getattr(exc, "sqlstate", None)
+    detail = getattr(getattr(exc, "diag", None), "message_primary", None) or ""
+    return state in ("42P05", "26000") and '"_pg3_' in detail
+
+
 def _replace_if_out_of_step(raw: Any, exc: BaseException) -> None:
-    """After a statement failed because the session's prepared statements are not what psycopg thinks (a
-    pooler in transaction mode; once, under heavy load, psycopg itself after a pipeline that a racing write
-    aborted), close the connection: it would fail that statement every time, and the pool replaces it."""
-    if getattr(exc, "sqlstate", None) in ("26000", "42P05"):
+    """Close the connection after ``_prepared_out_of_step``: it would fail that statement every time, and the
+    pool replaces it."""
+    if _prepared_out_of_step(exc):
         raw.close()
 
 
@@ -212,7 +220,7 @@ def server_condition(where: str, exc: BaseException) -> StorageUnavailable | Non
         return failures.io_error(database, detail)
     if state in ("XX001", "XX002"):
         return failures.damaged(database, detail)
-    if state in ("42P05", "26000") and '"_pg3_' in detail:  # another client's prepared statement, or none
+    if _prepared_out_of_step(exc):
         return failures.pooled(database, f"the server sessions it lends do not keep prepared statements ({detail})")
     if state.startswith("53") or state in ("55P03", "57014"):  # out of memory or connections; lock or statement
         return failures.gave_up(database, detail)  # timeouts (set on the server), a cancel from an administrator
