@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,10 @@ class StdioServer:
     """A real ``python -m mcp_letta`` stdio server, spoken to over its pipes by hand, so a test can SIGKILL it
     or close its input at any moment."""
 
-    def __init__(self, process: Process) -> None:
+    def __init__(self, process: Process, log_path: Path) -> None:
         assert process.stdin is not None and process.stdout is not None
         self.process = process
+        self.log_path = log_path
         self._out = BufferedByteReceiveStream(process.stdout)
         self._next_id = 0
 
@@ -46,8 +48,13 @@ class StdioServer:
             "MCP_LETTA_LLM_BASE_URL": llm.base_url, "MCP_LETTA_MODEL": "scripted-model",
             "MCP_LETTA_LLM_MAX_RETRIES": "1", "MCP_LETTA_WATCH_INTERVAL": "0.05", **env,
         }  # fmt: skip
-        process = await anyio.open_process([sys.executable, "-m", "mcp_letta"], env=environment)
-        server = cls(process)
+        handle, name = tempfile.mkstemp(prefix="mcp-letta-stdio-", suffix=".log")
+        log_path = Path(name)
+        try:
+            process = await anyio.open_process([sys.executable, "-m", "mcp_letta"], env=environment, stderr=handle)
+        finally:
+            os.close(handle)
+        server = cls(process, log_path)
         await server.request(
             "initialize",
             {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}},
@@ -70,11 +77,24 @@ class StdioServer:
                     assert "error" not in message, message
                     return message["result"]
 
+    def log(self) -> str:
+        """What the server has logged so far (its stderr)."""
+        return self.log_path.read_text()
+
     async def begin_call(self, tool: str, **args: Any) -> None:
         """Send a tools/call and return at once, without its answer (a host waiting on it)."""
         self._next_id += 1
         params = {"name": tool, "arguments": args}
         await self._send({"jsonrpc": "2.0", "id": self._next_id, "method": "tools/call", "params": params})
+
+    async def answer(self) -> dict[str, Any]:
+        """The structured result of the call ``begin_call`` sent (notifications before it are skipped)."""
+        with anyio.fail_after(SAFETY_S):
+            while True:
+                message = json.loads(await self._out.receive_until(b"\n", 1 << 24))
+                if message.get("id") == self._next_id:
+                    assert "error" not in message and not message["result"].get("isError"), message
+                    return message["result"]["structuredContent"]
 
     async def call(self, tool: str, **args: Any) -> dict[str, Any]:
         """Call a tool that must succeed; its structured result."""
@@ -98,6 +118,7 @@ class StdioServer:
         """End the server if it is still running."""
         if self.process.returncode is None:
             await self.close_input()
+        self.log_path.unlink(missing_ok=True)
         await self.process.aclose()
 
 
@@ -211,6 +232,9 @@ async def test_sigterm_ends_the_grace_period_and_hands_the_run_back(
         await scripted_llm.wait_for_requests_async(1, within_s=SAFETY_S)
         assert first.process.stdin is not None
         await first.process.stdin.aclose()  # the window closed: the grace period starts...
+        with anyio.fail_after(SAFETY_S):
+            while "finishing the runs in flight" not in first.log():  # noqa: ASYNC110
+                await anyio.sleep(0.05)
         first.process.terminate()  # ...and the host will not wait for it
         with anyio.fail_after(SAFETY_S):
             assert await first.process.wait() == 0
@@ -234,12 +258,14 @@ async def test_a_run_the_host_waits_on_is_handed_back_not_cancelled_when_its_ser
     try:
         await first.begin_call("send_message", agent="researcher", message="find the answer", timeout_s=600)
         await scripted_llm.wait_for_requests_async(1, within_s=SAFETY_S)
-        if stop == "SIGTERM":
+        if stop == "SIGTERM":  # a host that signals before it closes our input, or `kill` from a terminal
             first.process.terminate()
-            with anyio.fail_after(SAFETY_S):  # handed back at once, though the host keeps our input open...
-                while not fetch_sql(db_path, "SELECT 1 FROM runs WHERE status = 'queued' AND resumes = 1"):  # noqa: ASYNC110
-                    await anyio.sleep(0.05)
-        assert await first.close_input() == 0  # ...until it closes it (the SDK's reading thread ends then)
+            answer = await first.answer()  # the call it waits on is answered: its run and how it stands
+            with anyio.fail_after(SAFETY_S):
+                assert await first.process.wait() == 0  # and the process ends, though its input is still open
+            assert (answer["status"], answer["run_id"]) == ("pending", fetch_sql(db_path, "SELECT id FROM runs")[0][0])
+        else:
+            assert await first.close_input() == 0
     finally:
         await first.aclose()
     [(run_id,)] = fetch_sql(db_path, "SELECT id FROM runs")

@@ -139,7 +139,8 @@ class Scheduler:
         self._tg, self._stopping, self._winding_down, self.leaving = None, True, True, True
         with anyio.CancelScope(shield=True):  # even when closing because we are cancelled (Ctrl-C)
             if self._executing:
-                self._all_stopped = anyio.Event()
+                if self._all_stopped is None or self._all_stopped.is_set():  # else wind_down waits on it too
+                    self._all_stopped = anyio.Event()
                 for scope in self._scopes.values():
                     scope.cancel()
                 with anyio.move_on_after(CANCEL_SETTLE_S):

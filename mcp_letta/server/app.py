@@ -33,8 +33,10 @@ from mcp_letta.server.per_agent_tools import AgentTools
 from mcp_letta.server.prompts import register_prompts
 from mcp_letta.server.resources import ResourceFanout, check_subscription, register_completions, register_resources
 from mcp_letta.server.sampling import lend_connections
-from mcp_letta.server.stdio import answering_stdio_server
+from mcp_letta.server.stdio import HostLink, answering_stdio_server
 from mcp_letta.server.tools import register_builtin_tools
+
+ANSWER_WAIT_S = 5.0  # stopping: how long the answers to calls in flight may take to be written, runs handed back
 
 log = logging.getLogger("mcp_letta.server")
 
@@ -112,12 +114,13 @@ class LettaServer:
                 except Exception:  # one failed notification must not stop all later ones
                     log.exception("sending change notifications failed")
 
-    async def serve_stdio(self) -> None:
-        """Serve MCP over this process's stdin/stdout until the client closes stdin; a line that cannot be read
-        gets a JSON-RPC error instead of silence."""
+    async def serve_stdio(self, host: HostLink | None = None) -> None:
+        """Serve MCP over this process's stdin/stdout until the client closes stdin (or ``host`` stops reading
+        it); a line that cannot be read gets a JSON-RPC error instead of silence."""
         lowlevel = self.mcp._lowlevel_server  # what run_stdio_async drives, over our answering transport
         # The input ends when the host's window closes: the runs its calls wait on go back to the queue.
-        async with self.running(), answering_stdio_server(self.hub.stopping) as (read_stream, write_stream):
+        stdio = answering_stdio_server(self.hub.stopping, host)
+        async with self.running(), stdio as (read_stream, write_stream):
             await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
 
 
@@ -143,20 +146,20 @@ async def serve_stdio(settings: Settings) -> None:
     same database to resume. SIGTERM (a host that will not wait) ends the grace period at once.
     """
     async with AgentHub(settings) as hub:
-        server = build_server(hub, settings)
+        server, host = build_server(hub, settings), HostLink()
         freeze_startup_heap()
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_cancel_on_sigterm, hub, tg.cancel_scope)
-            await server.serve_stdio()
+            tg.start_soon(_stop_on_sigterm, hub, host)
+            await server.serve_stdio(host)
             log.info("input closed: finishing the runs in flight (up to %gs)", settings.shutdown_grace_s)
             await hub.wind_down(settings.shutdown_grace_s)
             tg.cancel_scope.cancel()
 
 
-async def _cancel_on_sigterm(hub: AgentHub, scope: anyio.CancelScope) -> None:
-    """At SIGTERM, hand the runs in flight back to the queue (those the host's calls wait on included), then
-    cancel ``scope`` so the server stops (not on Windows). The runs go back first: while the host keeps
-    our input open the process cannot end (the SDK reads it in a thread nothing can interrupt)."""
+async def _stop_on_sigterm(hub: AgentHub, host: HostLink) -> None:
+    """At SIGTERM, hand the runs in flight back to the queue, answer the calls that wait on them (each with its
+    run as it is then), and stop reading the input: the server ends as when its window closes, though the host
+    may keep that input open (not on Windows)."""
     if sys.platform == "win32":
         return
     with anyio.open_signal_receiver(signal.SIGTERM) as signals:
@@ -164,5 +167,6 @@ async def _cancel_on_sigterm(hub: AgentHub, scope: anyio.CancelScope) -> None:
             log.info("SIGTERM: handing the runs in flight back to the queue")
             with anyio.CancelScope(shield=True):  # (from its first step on, cancelled waits hand runs back)
                 await hub.hand_back()
-            scope.cancel()
+                await host.answers_sent(within_s=ANSWER_WAIT_S)
+            host.stop_reading()
             return

@@ -38,7 +38,7 @@ from mcp_letta.config import Settings
 from mcp_letta.console import console_for
 from mcp_letta.errors import Invalid, StorageUnavailable
 from mcp_letta.hub import AgentHub
-from mcp_letta.server.app import LettaServer, build_server, freeze_startup_heap
+from mcp_letta.server.app import ANSWER_WAIT_S, LettaServer, build_server, freeze_startup_heap
 from mcp_letta.server.forwarding import ReplicaNames, ReplicaSessions, check_replica_url
 from mcp_letta.server.rest import rest_app
 
@@ -58,7 +58,6 @@ MAX_SESSIONS = 100
 SESSION_IDLE_S = 600.0  # a connected host keeps its GET stream open, so only abandoned sessions idle this long
 MAX_WAIT_S = 86_400
 MIN_TOKEN_CHARS = 16
-ANSWER_WAIT_S = 5.0  # stopping: how long the answers to calls in flight may take to be written, runs handed back
 TOKEN_HINT = (
     "set a bearer token first, e.g.\n"
     "  export MCP_LETTA_TOKEN=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')\n"

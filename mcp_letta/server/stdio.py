@@ -1,17 +1,24 @@
 """MCP over stdio, where every line gets an answer: a line that is not JSON, or not a JSON-RPC message, gets
 JSON-RPC's parse error (-32700) or invalid request error (-32600), with the request's id when it can be read,
 and the server goes on serving. (The SDK's stdio transport drops such lines, so the client waits forever.)
+
+A server told to stop (SIGTERM) can answer the calls in flight, then stop reading its input and end, though
+the host keeps that input open (``HostLink``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 import mcp.types as types
 from mcp.server.stdio import stdio_server
 from mcp.shared.message import SessionMessage
@@ -34,34 +41,135 @@ def wire_error(problem: Exception) -> types.JSONRPCError:
                   f"Invalid Request: {_request_problem(errors, message)}")  # fmt: skip
 
 
+class HostLink:
+    """What a stdio server knows of its host's side: the requests it has not answered yet, and the input it
+    reads them from, which a server told to stop can stop reading though the host keeps it open."""
+
+    def __init__(self) -> None:
+        self._ids: set[str | int] = set()
+        self._none_left = anyio.Event()
+        self._none_left.set()
+        self._input: _HostInput | None = None
+
+    def asked(self, message: Any) -> None:
+        """Note a message read from the host (a request awaits its answer)."""
+        if isinstance(message, types.JSONRPCRequest):
+            self._ids.add(message.id)
+            self._none_left = anyio.Event()
+
+    def answered(self, message: Any) -> None:
+        """Note a message on its way to the host (a response or error answers its request)."""
+        if isinstance(message, types.JSONRPCResponse | types.JSONRPCError) and message.id in self._ids:
+            self._ids.discard(message.id)
+            if not self._ids:
+                self._none_left.set()
+
+    async def answers_sent(self, within_s: float) -> None:
+        """Return once every request read so far has its answer on its way, or after ``within_s`` seconds."""
+        with anyio.move_on_after(within_s):
+            await self._none_left.wait()
+
+    def stop_reading(self) -> None:
+        """Read nothing more from the host: the server then ends as when the host closes our input, and what
+        is on its way to the host is written first."""
+        if self._input is not None:
+            self._input.close()
+
+
+class _HostInput:
+    """The host's input, line by line, read by a daemon thread: unlike the SDK's reader (a worker thread that
+    nothing interrupts), this can stop while the host keeps the pipe open, and the thread, blocked on the
+    pipe, does not keep the process from ending. While we serve, fd 0 points at the null device (as the
+    SDK's reader arranges), so nothing else reads the host's messages; ``restore`` points it back."""
+
+    def __init__(self) -> None:
+        try:
+            self._wire = os.dup(0)  # never closed: the thread may be blocked on it until the process ends
+        except OSError:
+            raise RuntimeError(
+                "standard input is closed, and the stdio transport reads the host's messages there: start mcp-letta "
+                "from an MCP host, or serve it with --transport http"
+            ) from None
+        null = os.open(os.devnull, os.O_RDONLY)
+        try:
+            os.dup2(null, 0)
+        finally:
+            os.close(null)
+        self._send, self._lines = anyio.create_memory_object_stream[str](0)
+
+    def start(self) -> None:
+        """Start reading, for the event loop this is called in."""
+        token = anyio.lowlevel.current_token()
+        threading.Thread(target=self._read, args=(token,), name="mcp-letta stdin", daemon=True).start()
+
+    def _read(self, token: Any) -> None:
+        wire = os.fdopen(self._wire, "rb", closefd=False)
+        try:
+            for line in wire:
+                anyio.from_thread.run(self._send.send, line.decode("utf-8", errors="replace"), token=token)
+            anyio.from_thread.run_sync(self._send.close, token=token)  # the host closed our input
+        except (anyio.RunFinishedError, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            pass  # we stopped reading first
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._lines.__aiter__()
+
+    def close(self) -> None:
+        """Stop reading: whoever waits for a line gets ``ClosedResourceError`` (the SDK's reader ends)."""
+        self._lines.close()
+
+    def restore(self) -> None:
+        """Point fd 0 at the host's input again."""
+        self.close()
+        os.dup2(self._wire, 0)
+
+
 @asynccontextmanager
-async def answering_stdio_server(on_end: Callable[[], None] = lambda: None) -> AsyncIterator[tuple[Any, Any]]:
-    """The SDK's ``stdio_server`` (which keeps stray output off the wire), with unreadable lines answered
-    here instead of being passed on as exceptions. ``on_end`` is called when the input ends, before the
-    SDK hears of it (and cancels the requests in flight)."""
-    async with stdio_server() as (read_stream, write_stream):
-        send, receive = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+async def answering_stdio_server(
+    on_end: Callable[[], None] = lambda: None, host: HostLink | None = None
+) -> AsyncIterator[tuple[Any, Any]]:
+    """The SDK's ``stdio_server`` (which keeps stray output off the wire) over ``_HostInput``, with unreadable
+    lines answered here instead of being passed on as exceptions. ``on_end`` is called when the input ends,
+    before the SDK hears of it (and cancels the requests in flight); ``host`` follows the requests and their
+    answers, and can stop the reading."""
+    host = host or HostLink()
+    host._input = host_input = _HostInput()
+    try:
+        async with stdio_server(stdin=host_input) as (read_stream, write_stream):  # type: ignore[arg-type]
+            host_input.start()
+            send, receive = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+            answers, answer_stream = anyio.create_memory_object_stream[SessionMessage](0)
 
-        async def pump() -> None:
-            async with send, read_stream:
-                async for item in read_stream:
-                    if not isinstance(item, Exception):
-                        await send.send(item)
-                        continue
-                    error = wire_error(item)
-                    log.info("answered an unreadable line on stdin: %s", error.error.message)
-                    try:
-                        await write_stream.send(SessionMessage(error))
-                    except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-                        return
-                on_end()
+            async def pump() -> None:
+                async with send, read_stream:
+                    async for item in read_stream:
+                        if not isinstance(item, Exception):
+                            host.asked(item.message)
+                            await send.send(item)
+                            continue
+                        error = wire_error(item)
+                        log.info("answered an unreadable line on stdin: %s", error.error.message)
+                        try:
+                            await write_stream.send(SessionMessage(error))
+                        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                            return
+                    on_end()
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pump)
-            try:
-                yield receive, write_stream
-            finally:
-                tg.cancel_scope.cancel()
+            async def write() -> None:
+                async with answer_stream, write_stream:
+                    async for item in answer_stream:
+                        await write_stream.send(item)
+                        host.answered(item.message)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(pump)
+                tg.start_soon(write)
+                try:
+                    yield receive, answers
+                finally:
+                    tg.cancel_scope.cancel()
+    finally:
+        host_input.restore()
 
 
 def _error(request_id: Any, code: int, message: str) -> types.JSONRPCError:
