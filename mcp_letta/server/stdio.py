@@ -108,8 +108,8 @@ class _HostInput:
             for line in wire:
                 anyio.from_thread.run(self._send.send, line.decode("utf-8", errors="replace"), token=token)
             anyio.from_thread.run_sync(self._send.close, token=token)  # the host closed our input
-        except (anyio.RunFinishedError, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            pass  # we stopped reading first
+        except Exception:  # we stopped reading first, or the event loop ended: nobody waits for a line
+            pass
 
     def __aiter__(self) -> AsyncIterator[str]:
         return self._lines.__aiter__()
