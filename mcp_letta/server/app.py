@@ -143,7 +143,8 @@ async def serve_stdio(settings: Settings) -> None:
 
     When the host closes our input (its window closed) no new run starts, the runs in flight get
     ``settings.shutdown_grace_s`` to finish, and the rest go back to the queue for the next process on the
-    same database to resume. SIGTERM (a host that will not wait) ends the grace period at once.
+    same database to resume. SIGTERM (a host that will not wait) ends the grace period at once, or, with the
+    input still open, hands the runs back, answers the calls waiting on them, and ends the server.
     """
     async with AgentHub(settings) as hub:
         server, host = build_server(hub, settings), HostLink()
@@ -151,8 +152,9 @@ async def serve_stdio(settings: Settings) -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(_stop_on_sigterm, hub, host)
             await server.serve_stdio(host)
-            log.info("input closed: finishing the runs in flight (up to %gs)", settings.shutdown_grace_s)
-            await hub.wind_down(settings.shutdown_grace_s)
+            if not host.stopped_reading:  # (else SIGTERM has handed the runs back)
+                log.info("input closed: finishing the runs in flight (up to %gs)", settings.shutdown_grace_s)
+                await hub.wind_down(settings.shutdown_grace_s)
             tg.cancel_scope.cancel()
 
 

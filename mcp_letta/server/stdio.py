@@ -50,6 +50,7 @@ class HostLink:
         self._none_left = anyio.Event()
         self._none_left.set()
         self._input: _HostInput | None = None
+        self.stopped_reading = False  # whether ``stop_reading`` ended the input (not the host)
 
     def asked(self, message: Any) -> None:
         """Note a message read from the host (a request awaits its answer)."""
@@ -72,6 +73,7 @@ class HostLink:
     def stop_reading(self) -> None:
         """Read nothing more from the host: the server then ends as when the host closes our input, and what
         is on its way to the host is written first."""
+        self.stopped_reading = True
         if self._input is not None:
             self._input.close()
 
