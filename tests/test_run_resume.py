@@ -116,9 +116,13 @@ class StdioServer:
 
     async def aclose(self) -> None:
         """End the server if it is still running."""
-        if self.process.returncode is None:
-            await self.close_input()
-        self.log_path.unlink(missing_ok=True)
+        try:
+            if self.process.returncode is None:
+                await self.close_input()
+        finally:  # one that does not end (a failing test) must not outlive the test
+            if self.process.returncode is None:
+                await self.kill()
+            self.log_path.unlink(missing_ok=True)
         await self.process.aclose()
 
 
