@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -109,3 +110,25 @@ def test_freezing_the_startup_heap_takes_what_exists_out_of_full_collections() -
         assert not any(id(k) in walked for k in kept)
     finally:
         gc.unfreeze()  # leave the test process as it was
+
+
+@pytest.mark.parametrize(("sent", "code"), [(signal.SIGTERM, 0), (signal.SIGINT, 130)])
+def test_a_signal_ends_a_server_whose_host_keeps_its_input_open(db_path: Path, sent: int, code: int) -> None:
+    """`kill` (or Ctrl-C where it runs in a terminal) ends the server though its input stays open: nothing waits
+    on a line from the host that will never come."""
+    proc = subprocess.Popen(
+        [str(SCRIPT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, "MCP_LETTA_DB": str(db_path), "PYTHONPATH": CHECKOUT},
+    )  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        client = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+        initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": client}
+        proc.stdin.write(json.dumps(initialize) + "\n")
+        proc.stdin.flush()
+        assert json.loads(proc.stdout.readline())["id"] == 1  # serving, its input open
+        proc.send_signal(sent)
+        assert proc.wait(timeout=60) == code
+    finally:
+        proc.kill()
+        proc.stdin.close()
