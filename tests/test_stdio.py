@@ -132,3 +132,27 @@ def test_a_signal_ends_a_server_whose_host_keeps_its_input_open(db_path: Path, s
     finally:
         proc.kill()
         proc.stdin.close()
+
+
+def test_a_host_that_stops_reading_our_output_ends_the_server_quietly(db_path: Path) -> None:
+    """A host that closes our output but not our input has gone away all the same: the server ends as when its
+    window closes, with a line in the log, not a traceback."""
+    proc = subprocess.Popen(
+        [str(SCRIPT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "MCP_LETTA_DB": str(db_path), "PYTHONPATH": CHECKOUT},
+    )  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    try:
+        client = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+        proc.stdin.write(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": client}) + "\n")
+        proc.stdin.flush()
+        assert json.loads(proc.stdout.readline())["id"] == 1
+        proc.stdout.close()
+        proc.stdin.write(json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}) + "\n")
+        proc.stdin.flush()
+        assert proc.wait(timeout=60) == 0
+        log = proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.stdin.close()
+    assert "the host stopped reading our output" in log and "Traceback" not in log

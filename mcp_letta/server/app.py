@@ -151,7 +151,10 @@ async def serve_stdio(settings: Settings) -> None:
         freeze_startup_heap()
         async with anyio.create_task_group() as tg:
             tg.start_soon(_stop_on_sigterm, hub, host)
-            await server.serve_stdio(host)
+            try:
+                await server.serve_stdio(host)
+            except* BrokenPipeError:  # it went away without closing our input: as if it had
+                log.info("the host stopped reading our output")
             if not host.stopped_reading:  # (else SIGTERM has handed the runs back)
                 log.info("input closed: finishing the runs in flight (up to %gs)", settings.shutdown_grace_s)
                 await hub.wind_down(settings.shutdown_grace_s)
