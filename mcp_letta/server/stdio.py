@@ -70,6 +70,11 @@ class HostLink:
         with anyio.move_on_after(within_s):
             await self._none_left.wait()
 
+    def claim_input(self) -> _HostInput:
+        """Take the host's input (fd 0) to read it; see ``_HostInput``."""
+        self._input = _HostInput()
+        return self._input
+
     def stop_reading(self) -> None:
         """Read nothing more from the host: the server then ends as when the host closes our input, and what
         is on its way to the host is written first."""
@@ -135,7 +140,7 @@ async def answering_stdio_server(
     before the SDK hears of it (and cancels the requests in flight); ``host`` follows the requests and their
     answers, and can stop the reading."""
     host = host or HostLink()
-    host._input = host_input = _HostInput()
+    host_input = host.claim_input()
     try:
         async with stdio_server(stdin=host_input) as (read_stream, write_stream):  # type: ignore[arg-type]
             host_input.start()
