@@ -407,6 +407,49 @@ async def test_stream_sends_a_step_before_the_run_ends(
     assert seen[-3:] == ["assistant_message", "stop_reason", "usage_statistics"]
 
 
+async def test_a_stream_whose_server_stops_names_the_run_that_goes_on(
+    served: Served, client: AsyncLetta, gate: Any
+) -> None:
+    """A server that stops (SIGTERM, a rolling upgrade) hands the run back to the queue: the stream says so with
+    the run's id, rather than end as if the run had failed."""
+    agent = await client.agents.create(name="upgraded")
+    stream = await client.agents.messages.stream(agent.id, input="take a while")
+    seen = []
+    async for chunk in stream:
+        seen.append(chunk)
+        if chunk.message_type == "ping" and len(seen) == 1:  # the LLM is held: the run is in flight
+            await served.server.hub.hand_back()
+    [run] = await served.server.hub.list_runs(agent.id)
+    assert not run.done  # handed back, for the next server to resume
+    assert [c.message_type for c in seen][-1] == "error_message", seen
+    error = seen[-1]
+    assert error.error_type == "pending" and error.run_id == run.id
+    assert f"GET /v1/runs/{run.id}" in error.message and "goes on" in error.message
+
+
+async def test_a_message_waited_on_when_its_server_stops_ends_with_an_error_stop(
+    served: Served, client: AsyncLetta, scripted_llm: ScriptedLLM, gate: Any
+) -> None:
+    """A blocking ``messages.create`` has no way to say "pending" (letta-client would resend on a 5xx): it gets
+    what the run said so far and ``stop_reason`` ``error``; the run goes on in another server."""
+    agent = await client.agents.create(name="waiting")
+    answers: list[Any] = []
+
+    async def send() -> None:
+        answers.append(await client.agents.messages.create(agent.id, input="take a while"))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(send)
+        await scripted_llm.wait_for_requests_async(1, within_s=20)  # the LLM is held: the run is in flight
+        await served.server.hub.hand_back()
+    [run] = await served.server.hub.list_runs(agent.id)
+    assert not run.done
+    [answer] = answers
+    assert answer.stop_reason.stop_reason == "error" and answer.messages == []
+    sent = [m async for m in client.agents.messages.list(agent.id) if m.message_type == "user_message"]
+    assert [(m.content, m.run_id) for m in sent] == [("take a while", run.id)]  # where to find the run
+
+
 async def test_stream_pings_while_a_step_runs(llm_hub: AgentHub, gate: Any) -> None:
     app = Starlette(routes=[Mount("/v1", app=rest_app(llm_hub, MAX_BODY, keepalive_s=0.05))])
     async with running_app(app) as port, AsyncLetta(base_url=f"http://127.0.0.1:{port}", max_retries=0) as letta:

@@ -767,11 +767,23 @@ class SSE:
                                      "message": item.message, "run_id": None, "detail": None})  # fmt: skip
                         break
                     await new_messages(item.id)
+                    if not item.done:  # this server is stopping: the run goes on in another
+                        await event({"message_type": "error_message", "error_type": "pending", "run_id": item.id,
+                                     "message": _handed_back(item.id), "detail": None})  # fmt: skip
+                        break
                     await event(lj.stop_reason_json(item))
                     await event(lj.usage_json(item))
                     break
         await event("[DONE]")
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _handed_back(run_id: str) -> str:
+    """What a caller waiting on a run hears when this server stops before the run ends."""
+    return (
+        f"this server is stopping and handed run {run_id} back to the queue before it finished: the run goes on in "
+        f"another server; GET /v1/runs/{run_id} gives its status, and GET /v1/runs/{run_id}/messages its messages"
+    )
 
 
 async def stream_message(call: Call) -> Any:
