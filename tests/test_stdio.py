@@ -19,6 +19,7 @@ from mcp import Client, StdioServerParameters
 
 from mcp_letta import AgentHub, Settings
 from mcp_letta.server.app import freeze_startup_heap
+from mcp_letta.server.stdio import HostLink
 
 pytestmark = [pytest.mark.anyio, pytest.mark.filterwarnings("ignore::UserWarning")]
 
@@ -156,3 +157,19 @@ def test_a_host_that_stops_reading_our_output_ends_the_server_quietly(db_path: P
         proc.kill()
         proc.stdin.close()
     assert "the host stopped reading our output" in log and "Traceback" not in log
+
+
+async def test_a_stopping_server_does_not_wait_for_answers_to_requests_the_host_cancelled() -> None:
+    """At SIGTERM the server waits until every request read has its answer on the way; a request the host
+    cancelled gets none (nor does a notification naming a request that never was), so it is not waited on."""
+    host = HostLink()
+    for line in (
+        '{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}',
+        '{"jsonrpc": "2.0", "id": "call-2", "method": "tools/call", "params": {"name": "send_message"}}',
+        '{"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": "call-2"}}',
+        '{"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": {"not": "an id"}}}',
+    ):
+        host.asked(types.jsonrpc_message_adapter.validate_json(line, by_name=False))
+    host.answered(types.JSONRPCResponse(jsonrpc="2.0", id=1, result={"tools": []}))
+    with anyio.fail_after(60):
+        await host.answers_sent(within_s=3600)

@@ -53,15 +53,21 @@ class HostLink:
         self.stopped_reading = False  # whether ``stop_reading`` ended the input (not the host)
 
     def asked(self, message: Any) -> None:
-        """Note a message read from the host (a request awaits its answer)."""
+        """Note a message read from the host: a request awaits its answer; one the host cancels gets none."""
         if isinstance(message, types.JSONRPCRequest):
             self._ids.add(message.id)
             self._none_left = anyio.Event()
+        elif isinstance(message, types.JSONRPCNotification) and message.method == "notifications/cancelled":
+            self._answered((message.params or {}).get("requestId"))
 
     def answered(self, message: Any) -> None:
         """Note a message on its way to the host (a response or error answers its request)."""
-        if isinstance(message, types.JSONRPCResponse | types.JSONRPCError) and message.id in self._ids:
-            self._ids.discard(message.id)
+        if isinstance(message, types.JSONRPCResponse | types.JSONRPCError):
+            self._answered(message.id)
+
+    def _answered(self, request_id: Any) -> None:
+        if isinstance(request_id, str | int) and request_id in self._ids:
+            self._ids.discard(request_id)
             if not self._ids:
                 self._none_left.set()
 
