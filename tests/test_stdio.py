@@ -173,3 +173,26 @@ async def test_a_stopping_server_does_not_wait_for_answers_to_requests_the_host_
     host.answered(types.JSONRPCResponse(jsonrpc="2.0", id=1, result={"tools": []}))
     with anyio.fail_after(60):
         await host.answers_sent(within_s=3600)
+
+
+async def test_a_stopping_server_waiting_for_answers_sees_a_request_read_meanwhile_answered() -> None:
+    """The input is still read while a stopping server waits for the answers: a request read meanwhile is
+    waited on too, and the wait ends once it is answered as well."""
+    host = HostLink()
+    host.asked(types.JSONRPCRequest(jsonrpc="2.0", id=1, method="ping"))
+    ended = anyio.Event()
+
+    async def wait() -> None:
+        await host.answers_sent(within_s=3600)
+        ended.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(wait)
+        await anyio.wait_all_tasks_blocked()
+        host.asked(types.JSONRPCRequest(jsonrpc="2.0", id=2, method="ping"))
+        host.answered(types.JSONRPCResponse(jsonrpc="2.0", id=1, result={}))
+        await anyio.wait_all_tasks_blocked()
+        assert not ended.is_set()  # request 2 still has no answer
+        host.answered(types.JSONRPCResponse(jsonrpc="2.0", id=2, result={}))
+        with anyio.fail_after(60):
+            await ended.wait()

@@ -56,7 +56,8 @@ class HostLink:
         """Note a message read from the host: a request awaits its answer; one the host cancels gets none."""
         if isinstance(message, types.JSONRPCRequest):
             self._ids.add(message.id)
-            self._none_left = anyio.Event()
+            if self._none_left.is_set():  # else someone may be waiting on it: it is set once none is left
+                self._none_left = anyio.Event()
         elif isinstance(message, types.JSONRPCNotification) and message.method == "notifications/cancelled":
             self._answered((message.params or {}).get("requestId"))
 
