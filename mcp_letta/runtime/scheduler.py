@@ -125,9 +125,15 @@ class Scheduler:
         """
         self.leave()
         if self._executing:
+            await self._runs_ended(grace_s)
+
+    async def _runs_ended(self, within_s: float) -> None:
+        """Wait until no run executes here, or ``within_s`` seconds. Waits that overlap (``stop`` during
+        ``wind_down``) share one event, set when the last run ends."""
+        if self._all_stopped is None or self._all_stopped.is_set():
             self._all_stopped = anyio.Event()
-            with anyio.move_on_after(grace_s):
-                await self._all_stopped.wait()
+        with anyio.move_on_after(within_s):
+            await self._all_stopped.wait()
 
     async def stop(self) -> None:
         """Stop the runs executing here and hand them back: they go back to the queue, to be resumed from
@@ -139,12 +145,9 @@ class Scheduler:
         self._tg, self._stopping, self._winding_down, self.leaving = None, True, True, True
         with anyio.CancelScope(shield=True):  # even when closing because we are cancelled (Ctrl-C)
             if self._executing:
-                if self._all_stopped is None or self._all_stopped.is_set():  # else wind_down waits on it too
-                    self._all_stopped = anyio.Event()
                 for scope in self._scopes.values():
                     scope.cancel()
-                with anyio.move_on_after(CANCEL_SETTLE_S):
-                    await self._all_stopped.wait()
+                await self._runs_ended(CANCEL_SETTLE_S)
             try:
                 await self.store.write(lambda tx: tx.forget_process(self.owner))
             except Exception:  # shutting down must go on even if the file is gone or busy
