@@ -60,7 +60,7 @@ from mcp_letta.runtime.memory_tools import INCLUDE_MULTI_AGENT_TOOLS, builtin_to
 from mcp_letta.runtime.messaging_tools import agent_tool_factory, multi_agent_tools
 from mcp_letta.runtime.runner import Runner
 from mcp_letta.runtime.scheduler import LEASE_S, Scheduler
-from mcp_letta.store import HOST, Change, Owner, Store, Tx, appender, open_store
+from mcp_letta.store import HOST, Change, Owner, Store, ToolAgent, Tx, appender, open_store
 from mcp_letta.store.limits import MAX_PAGE, MAX_TEXT, check_page, check_text, shown
 
 log = logging.getLogger("mcp_letta.hub")
@@ -800,7 +800,8 @@ class AgentHub:
 
     def tool_names(self, agent: Agent) -> list[str]:
         """The names of the tools ``agent``'s LLM is offered, in the order it sees them."""
-        return list(self._toolbox.tools_for(agent.id, agent.metadata, agent.agent_tools))
+        attached = [ToolAgent(t.agent_id, t.name, description="") for t in agent.agent_tools]  # (names only)
+        return list(self._toolbox.tools_for(agent.id, agent.metadata, attached))
 
     def known_tool_names(self) -> list[str]:
         """Every built-in tool an agent can be given (Letta's memory, search and multi-agent tools)."""

@@ -177,6 +177,17 @@ async def test_agents_list_retrieve_update_delete(served: Served, client: AsyncL
     assert caught.value.body == {"detail": f"Agent with ID {created['beta'].id} not found"}
 
 
+async def test_an_agent_with_agents_as_tools_reads_and_exports(served: Served, client: AsyncLetta) -> None:
+    hub = served.server.hub
+    await hub.create_agent("researcher")
+    lead = await hub.create_agent("lead", agent_tools=["researcher"])
+    assert "ask_researcher" in hub.tool_names(lead)
+    got = await client.agents.retrieve(lead.id)  # (was a 500: the tool list could not be built)
+    assert "ask_researcher" in [t.name for t in got.tools]
+    exported = json.loads(await client.agents.export_file(lead.id))
+    assert "ask_researcher" in [t["name"] for t in exported["tools"]]
+
+
 async def test_agent_created_over_rest_is_announced_to_mcp_clients(served: Served, client: AsyncLetta) -> None:
     async with mcp_watch(served.server) as until:
         await client.agents.create(name="newcomer")
