@@ -113,3 +113,8 @@ __all__ = [
     "Timeout",
     "VersionConflict",
 ]
+
+
+def validation_problems(exc: Any) -> str:
+    """A pydantic ``ValidationError`` as one readable line per problem (``field: what is wrong``)."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors())

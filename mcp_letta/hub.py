@@ -19,9 +19,10 @@ from typing import Any, Literal, TypeVar
 import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from pydantic import BaseModel, ValidationError
 
 from mcp_letta.config import Settings, db_target
-from mcp_letta.errors import Invalid, LettaError
+from mcp_letta.errors import Invalid, LettaError, validation_problems
 from mcp_letta.llm import LLMPool
 from mcp_letta.llm.sampling import HostModels, Sampler
 from mcp_letta.models import (
@@ -61,10 +62,22 @@ from mcp_letta.runtime.messaging_tools import agent_tool_factory, multi_agent_to
 from mcp_letta.runtime.runner import Runner
 from mcp_letta.runtime.scheduler import LEASE_S, Scheduler
 from mcp_letta.store import HOST, Change, Owner, Store, ToolAgent, Tx, appender, open_store
-from mcp_letta.store.limits import MAX_PAGE, MAX_TEXT, check_page, check_text, shown
+from mcp_letta.store.limits import (
+    MAX_PAGE,
+    MAX_SYSTEM,
+    MAX_TEXT,
+    check_flag,
+    check_list,
+    check_mapping,
+    check_page,
+    check_text,
+    check_version,
+    shown,
+)
 
 log = logging.getLogger("mcp_letta.hub")
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 OnStep = Callable[[StepEvent], Awaitable[None]]
 OnResult = Callable[[BroadcastResult], Awaitable[None]]
@@ -147,7 +160,20 @@ def check_wait_s(wait_s: float) -> float:
 
 
 def _model_settings(value: ModelSettings | dict[str, Any] | None) -> ModelSettings | None:
-    return value if value is None or isinstance(value, ModelSettings) else ModelSettings.model_validate(value)
+    return (
+        value if value is None or isinstance(value, ModelSettings) else _valid(ModelSettings, value, "model_settings")
+    )
+
+
+def _valid(model: type[M], values: object, what: str) -> M:
+    """``values`` as ``model``, or ``Invalid`` naming each problem (a Python caller's argument, checked as the MCP
+    tools and the REST API check theirs)."""
+    if not isinstance(values, dict):
+        raise Invalid(f"{what} must be a dict (got {shown(values)})")
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise Invalid(f"{what}: {validation_problems(exc)}") from None
 
 
 async def every_page(listing: Callable[..., Awaitable[Page[T]]], *args: Any, **filters: Any) -> list[T]:
@@ -300,27 +326,33 @@ class AgentHub:
         send_message_to_agent_and_wait_for_reply, send_message_to_agent_async,
         send_message_to_agents_matching_tags and send_message_to_agents_matching_all_tags.
         """
-        extra = [b if isinstance(b, BlockSpec) else BlockSpec.model_validate(b) for b in blocks]
+        extra = [
+            b if isinstance(b, BlockSpec) else _valid(BlockSpec, b, "a block")
+            for b in check_list(blocks, "blocks", {"label": "notes"})
+        ]
         given = {spec.label for spec in extra}
+        check_text(persona, "persona", MAX_TEXT)
+        check_text(human, "human", MAX_TEXT)
         defaults = [
             BlockSpec(label="persona", value=persona, description=PERSONA_DESCRIPTION),
             BlockSpec(label="human", value=human, description=HUMAN_DESCRIPTION),
         ]
         specs = [spec for spec in defaults if spec.label not in given] + extra
         settings = _model_settings(model_settings) or ModelSettings()
-        if system is not None and not system.strip():
+        if system is not None and not check_text(system, "system prompt", MAX_SYSTEM).strip():
             raise Invalid("system prompt cannot be empty: omit it to use the default")
-        if isinstance(agent_tools, str):
-            raise Invalid("agent_tools must be a list of agent names or ids, not one string")
-        metadata = dict(metadata or {})
-        if include_multi_agent_tools:
+        shared = check_list(shared_blocks, "shared_blocks", "team-notes")
+        tag_list = check_list(tags, "tags", "research")
+        tool_agents = check_list(agent_tools, "agent_tools", "researcher")
+        metadata = check_mapping(metadata, "metadata")
+        if check_flag(include_multi_agent_tools, "include_multi_agent_tools"):
             metadata[INCLUDE_MULTI_AGENT_TOOLS] = True
 
         def create(tx: Tx) -> Agent:
             created = tx.create_agent(
                 name=name, system=system or default_system(name), description=description, block_specs=specs,
-                shared_blocks=list(shared_blocks), tags=list(tags), model_settings=settings, metadata=metadata,
-                writer=writer, tool_agents=list(agent_tools),
+                shared_blocks=shared, tags=tag_list, model_settings=settings, metadata=metadata,
+                writer=writer, tool_agents=tool_agents,
             )  # fmt: skip
             return self._check_tool_names(created)
 
@@ -342,9 +374,10 @@ class AgentHub:
         """A page of agents sorted by name, filtered by tags (any, or all with ``match_all_tags``) and a text
         query. Pass the page's ``next_cursor`` as ``cursor`` (with the same filters) for the next one;
         ``more`` says how many follow."""
+        tag_list = check_list(tags, "tags", "research")
         return await self._store.read(
             lambda tx: tx.list_agents(
-                tags=list(tags or []), match_all_tags=match_all_tags, query=query, limit=limit, cursor=cursor
+                tags=tag_list, match_all_tags=match_all_tags, query=query, limit=limit, cursor=cursor
             )
         )
 
@@ -375,6 +408,13 @@ class AgentHub:
         ``include_multi_agent_tools`` offers (True) or withdraws (False) Letta's messaging tools.
         """
         settings = _model_settings(model_settings)
+        tag_list = None if tags is None else check_list(tags, "tags", "research")
+        if system is not None and not check_text(system, "system prompt", MAX_SYSTEM).strip():
+            raise Invalid("system prompt cannot be empty: omit it to keep the current one")
+        if metadata is not None:
+            metadata = check_mapping(metadata, "metadata")
+        if include_multi_agent_tools is not None:
+            check_flag(include_multi_agent_tools, "include_multi_agent_tools")
 
         def update(tx: Tx) -> Agent:
             record = tx.resolve_agent(agent)
@@ -389,7 +429,7 @@ class AgentHub:
                 new_system = default_system(name)  # the default prompt names the agent: it follows a rename
             return tx.update_agent(
                 record.id, name=name, description=description, system=new_system,
-                tags=None if tags is None else list(tags), model_settings=settings, metadata=new_metadata,
+                tags=tag_list, model_settings=settings, metadata=new_metadata,
             )  # fmt: skip
 
         return await self._store.write(update)
@@ -450,11 +490,18 @@ class AgentHub:
         writer: str | None = "api",
     ) -> Block:
         """Create a block (shareable between agents), optionally attaching it to agents right away."""
-        spec = BlockSpec(
-            label=label, value=value, limit=limit, description=description, read_only=read_only,
-            metadata=dict(metadata or {}),
-        )  # fmt: skip
-        return await self._store.write(lambda tx: tx.create_block(spec, writer=writer, attach_to=list(attach_to)))
+        targets = check_list(attach_to, "attach_to", "researcher")
+        values = {"label": label, "value": value, "limit": limit, "description": description}
+        spec = _valid(
+            BlockSpec,
+            {
+                **values,
+                "read_only": check_flag(read_only, "read_only"),
+                "metadata": check_mapping(metadata, "metadata"),
+            },
+            f"block {shown(label)}",
+        )
+        return await self._store.write(lambda tx: tx.create_block(spec, writer=writer, attach_to=targets))
 
     async def read_block(self, block: str, *, agent: str | None = None) -> Block:
         """A block by id or label (a label is resolved within ``agent`` when given)."""
@@ -489,6 +536,7 @@ class AgentHub:
         """Replace a block's value. With ``expected_version`` the write fails if someone wrote first."""
         if not isinstance(value, str):
             raise Invalid("value must be a string")
+        check_version(expected_version)
         return await self._store.write(
             lambda tx: tx.edit_block(
                 block, lambda _old: value, agent=agent, op="write", writer=writer, expected_version=expected_version
@@ -507,6 +555,7 @@ class AgentHub:
         """Append ``text`` on a new line, atomically (concurrent appends never lose each other)."""
         if not isinstance(text, str) or text == "":
             raise Invalid("text to append is empty: pass the text to add")
+        check_version(expected_version)
         return await self._store.write(
             lambda tx: tx.edit_block(
                 block, appender(text), agent=agent, op="append", writer=writer, expected_version=expected_version
@@ -525,6 +574,10 @@ class AgentHub:
         writer: str | None = "api",
     ) -> Block:
         """Replace the substring ``old`` (it must occur, once unless ``replace_all``) with ``new``, atomically."""
+        if not isinstance(old, str) or not isinstance(new, str):
+            raise Invalid(f"old and new must be strings (got {shown(old)} and {shown(new)}): pass new='' to delete")
+        check_flag(replace_all, "replace_all")
+        check_version(expected_version)
         return await self._store.write(
             lambda tx: tx.replace_in_block(
                 block, old, new, replace_all=replace_all, agent=agent, writer=writer,
@@ -544,6 +597,10 @@ class AgentHub:
         writer: str | None = "api",
     ) -> Block:
         """Change a block's limit, description, read-only flag or metadata (not its value)."""
+        if read_only is not None:
+            check_flag(read_only, "read_only")
+        if metadata is not None:
+            metadata = check_mapping(metadata, "metadata")
         return await self._store.write(
             lambda tx: tx.update_block(
                 block, agent=agent, limit=limit, description=description, read_only=read_only, metadata=metadata,
@@ -577,7 +634,8 @@ class AgentHub:
     # == archival and recall memory ===================================================================
     async def archival_insert(self, agent: str, text: str, *, tags: Sequence[str] | None = None) -> Passage:
         """Store a passage in an agent's archival memory."""
-        return await self._store.write(lambda tx: tx.insert_passage(tx.resolve_agent(agent).id, text, list(tags or [])))
+        tag_list = check_list(tags, "tags", "meetings")
+        return await self._store.write(lambda tx: tx.insert_passage(tx.resolve_agent(agent).id, text, tag_list))
 
     async def archival_search(
         self,
@@ -591,9 +649,10 @@ class AgentHub:
     ) -> Page[Passage]:
         """A page of a search of an agent's archival memory (full-text, best first), optionally filtered by
         tags; ``cursor`` (a previous page's ``next_cursor``) gives the next best."""
+        tag_list = check_list(tags, "tags", "meetings")
         return await self._store.read(
             lambda tx: tx.search_passages(
-                tx.resolve_agent(agent).id, query, tags=list(tags or []), tag_match=tag_match, limit=limit,
+                tx.resolve_agent(agent).id, query, tags=tag_list, tag_match=tag_match, limit=limit,
                 cursor=cursor,
             )
         )  # fmt: skip
@@ -643,9 +702,10 @@ class AgentHub:
     ) -> Page[Message]:
         """A page of a search of an agent's whole history (in context or not) by text (best first; newest
         first without ``query``), role and date range; ``cursor`` is a previous page's ``next_cursor``."""
+        role_list = check_list(roles, "roles", "assistant")
         return await self._store.read(
             lambda tx: tx.search_messages(
-                tx.resolve_agent(agent).id, query, roles=list(roles or []), limit=limit, start=start, end=end,
+                tx.resolve_agent(agent).id, query, roles=role_list, limit=limit, start=start, end=end,
                 cursor=cursor,
             )
         )  # fmt: skip
@@ -986,10 +1046,11 @@ class AgentHub:
         """
         wait_s = check_wait_s(wait_s)
         check_message(message)
+        every, some = check_list(match_all, "match_all", "worker"), check_list(match_some, "match_some", "worker")
 
         def recipients(tx: Tx) -> tuple[str | None, list[tuple[str, str]]]:
             sender_id = None if sender is None else tx.resolve_agent(sender).id
-            found = tx.agents_matching_tags(list(match_all), list(match_some))
+            found = tx.agents_matching_tags(every, some)
             return sender_id, [(a.id, a.name) for a in found if a.id != sender_id]
 
         sender_id, targets = await self._store.read(recipients)
@@ -1118,6 +1179,8 @@ class AgentHub:
         of live figures has no stable cursor: narrow it with ``agent`` instead).
         """
         check_page(limit)
+        if since is not None and not isinstance(since, datetime):
+            raise Invalid(f"since must be a datetime, e.g. datetime.now(UTC) - timedelta(days=1) (got {shown(since)})")
 
         def compute(tx: Tx) -> Metrics:
             agent_id = None if agent is None else tx.resolve_agent(agent).id

@@ -14,7 +14,7 @@ import re
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from conftest import dump
 from mcp import Client
 
 from mcp_letta import AgentHub, Settings
+from mcp_letta.errors import Invalid
 from mcp_letta.server.app import LettaServer, build_server
 from mcp_letta.server.http import HttpOptions, http_app, running_app
 
@@ -416,3 +417,54 @@ async def test_http_refusals_and_logs_never_show_the_token(
         assert health.status_code == 200 and TOKEN not in health.text
     for secret in SECRETS:
         assert secret not in caplog.text
+
+
+# -- the Python API: arguments of the wrong kind are refused (``Invalid``), never taken apart or half-used ----
+PYTHON_CALLS: dict[str, tuple[Callable[[AgentHub], Awaitable[object]], str]] = {
+    # One string where a list belongs was split into its characters: tags t, e, a, m; a broadcast to nobody.
+    "create_agent tags": (lambda hub: hub.create_agent("x", tags="team"), "tags must be a list, not one string"),
+    "create_agent shared_blocks": (lambda hub: hub.create_agent("x", shared_blocks="notes"), "shared_blocks must"),
+    "create_agent agent_tools": (lambda hub: hub.create_agent("x", agent_tools="alice"), "agent_tools must be a list"),
+    "update_agent tags": (lambda hub: hub.update_agent("alice", tags="worker"), "tags must be a list"),
+    "list_agents tags": (lambda hub: hub.list_agents(tags="worker"), "tags must be a list"),
+    "create_block attach_to": (lambda hub: hub.create_block("z", attach_to="alice"), "attach_to must be a list"),
+    "archival_insert tags": (lambda hub: hub.archival_insert("alice", "hi", tags="abc"), "tags must be a list"),
+    "archival_search tags": (lambda hub: hub.archival_search("alice", "hi", tags="abc"), "tags must be a list"),
+    "search_messages roles": (lambda hub: hub.search_messages("alice", roles="user"), "roles must be a list"),
+    "broadcast match_all": (lambda hub: hub.broadcast("hi", match_all="worker"), "match_all must be a list"),
+    "broadcast match_some": (lambda hub: hub.broadcast("hi", match_some=7), "match_some must be a list, not int"),
+    # Values pydantic or the store took apart with an error of their own (ValidationError, TypeError, ...).
+    "create_agent persona": (lambda hub: hub.create_agent("x", persona=None), "persona must be text"),
+    "create_agent system": (lambda hub: hub.create_agent("x", system=5), "system prompt must be text"),
+    "create_agent metadata": (lambda hub: hub.create_agent("x", metadata="x"), "metadata must be a dict"),
+    "create_agent block": (lambda hub: hub.create_agent("x", blocks=[{"label": "a", "limit": 0}]), "limit"),
+    "create_agent model_settings": (
+        lambda hub: hub.create_agent("x", model_settings={"temprature": 1}),
+        "model_settings: temprature",
+    ),
+    "create_agent flag": (lambda hub: hub.create_agent("x", include_multi_agent_tools="no"), "must be True or False"),
+    "update_agent system": (lambda hub: hub.update_agent("alice", system=""), "omit it to keep the current one"),
+    "create_block limit": (lambda hub: hub.create_block("z", "v", limit=0), "block 'z': limit"),
+    "create_block value": (lambda hub: hub.create_block("z", None), "block 'z': value"),
+    "update_block read_only": (lambda hub: hub.update_block("notes", read_only="yes"), "read_only must be True"),
+    "update_block metadata": (lambda hub: hub.update_block("notes", metadata="m"), "metadata must be a dict"),
+    "replace_in_block new": (lambda hub: hub.replace_in_block("notes", "v", None), "old and new must be strings"),
+    "write_block version text": (lambda hub: hub.write_block("notes", "w", expected_version="1"), "expected_version"),
+    "write_block version flag": (lambda hub: hub.write_block("notes", "w", expected_version=True), "expected_version"),
+    "append_to_block version": (lambda hub: hub.append_to_block("notes", "w", expected_version=-1), "expected_version"),
+    "get_metrics since": (lambda hub: hub.get_metrics(since="yesterday"), "since must be a datetime"),
+}
+
+
+@pytest.mark.parametrize("call", sorted(PYTHON_CALLS))
+async def test_python_api_refuses_arguments_of_the_wrong_kind_and_changes_nothing(
+    hub: AgentHub, db_path: Path, call: str
+) -> None:
+    await hub.create_agent("alice", tags=["worker"])
+    await hub.create_block("notes", "v", attach_to=["alice"])
+    before = dump(db_path)
+    make, expected = PYTHON_CALLS[call]
+    with pytest.raises(Invalid) as caught:
+        await make(hub)
+    assert expected in str(caught.value)
+    assert dump(db_path) == before

@@ -69,6 +69,45 @@ def check_cursor(value: int | None, field: str) -> int | None:
     return value
 
 
+def check_list(value: object, field: str, example: str) -> list[object]:
+    """A list argument (``None``: empty) as a list. One string is refused, not split into its characters:
+    ``tags="team"`` would otherwise mean the tags t, e, a and m. ``example`` is one such value, for the error."""
+    if value is None:
+        return []
+    if isinstance(value, str | bytes) or not isinstance(value, list | tuple | set | frozenset):
+        given = f"one string ({shown(value)})" if isinstance(value, str) else type(value).__name__
+        raise Invalid(f"{field} must be a list, not {given}: write e.g. {field}=[{example!r}]")
+    return list(value)
+
+
+def check_flag(value: object, field: str) -> bool:
+    """A yes/no argument must be ``True`` or ``False``: ``"no"`` would otherwise count as yes."""
+    if not isinstance(value, bool):
+        raise Invalid(f"{field} must be True or False (got {shown(value)})")
+    return value
+
+
+def check_mapping(value: object, field: str) -> dict[str, object]:
+    """A mapping argument (``None``: empty) as a dict with string keys."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
+        raise Invalid(
+            f"{field} must be a dict with string keys, e.g. {field}={{'team': 'research'}} (got {shown(value)})"
+        )
+    return dict(value)
+
+
+def check_version(value: object) -> int | None:
+    """``expected_version``: the block's version as read (a whole number), or ``None`` to write regardless."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise Invalid(
+            f"expected_version must be the block's version as read (a whole number), or None to write regardless "
+            f"(got {shown(value)})"
+        )
+    return value
+
+
 def check_tags(tags: object) -> list[str]:
     """Tags: non-empty strings of at most 64 characters without NUL, at most 100 of them; duplicates dropped."""
     if tags is None:
