@@ -263,7 +263,15 @@ async def test_bad_input_is_refused_with_a_clear_detail(client: AsyncLetta) -> N
     with pytest.raises(UnprocessableEntityError) as tag:
         await client.agents.create(name="tagged", tags=["a\x00b"])
     assert "tag 'a\\x00b' is not allowed" in tag.value.body["detail"]
+    for make in (  # (a 500 before: letta-client sends a request again on a 5xx)
+        lambda: client.blocks.create(label="tiny", value="v", limit=0),
+        lambda: client.agents.create(name="tiny", memory_blocks=[{"label": "tiny", "value": "v", "limit": -5}]),
+    ):
+        with pytest.raises(UnprocessableEntityError) as limit:
+            await make()
+        assert limit.value.body["detail"].startswith("block 'tiny': limit: Input should be greater than or equal to 1")
     assert [a.name async for a in client.agents.list()] == ["strict"]  # nothing was created
+    assert [b.label async for b in client.blocks.list(label="tiny")] == []
 
 
 # -- security ------------------------------------------------------------------------------------------------

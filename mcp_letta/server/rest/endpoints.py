@@ -30,6 +30,7 @@ from mcp_letta.errors import (
     NotFound,
     StorageUnavailable,
     Timeout,
+    validation_problems,
 )
 from mcp_letta.hub import MAX_WAIT_S, AgentHub, every_page
 from mcp_letta.models import Agent, BlockSpec, Message, ModelSettings, Page, Passage, Run, StepEvent
@@ -92,8 +93,11 @@ class BlockIn(Body):
     def spec(self) -> BlockSpec:
         """As the hub's ``BlockSpec``."""
         self.check_fields()
-        return BlockSpec(label=self.label, value=self.value, limit=self.limit, description=self.description,
-                         read_only=self.read_only, metadata=self.metadata or {})  # fmt: skip
+        try:
+            return BlockSpec(label=self.label, value=self.value, limit=self.limit, description=self.description,
+                             read_only=self.read_only, metadata=self.metadata or {})  # fmt: skip
+        except ValidationError as exc:  # (a limit below 1: a 422, not a 500 letta-client would send again)
+            raise RestError(422, f"block {self.label!r}: {validation_problems(exc)}") from None
 
 
 class BlockPatch(Body):
@@ -169,7 +173,7 @@ class AgentSettingsIn(Body):
         try:
             return ModelSettings(**values)
         except ValidationError as exc:
-            raise RestError(422, validation_detail(exc)) from None
+            raise RestError(422, validation_problems(exc)) from None
 
     def tool_choice(self, hub: AgentHub) -> tuple[list[str] | None, bool | None]:
         """``(built-in tool list for metadata["tools"] or None for the defaults, multi-agent flag)``.
@@ -280,11 +284,6 @@ class ResetIn(Body):
     add_default_initial_messages: bool = False
 
 
-def validation_detail(exc: ValidationError) -> str:
-    """A pydantic error as one readable line per problem."""
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
-
-
 # -- a call: the request, its parsed parts and the hub -----------------------------------------------------
 @dataclass
 class Call:
@@ -358,7 +357,7 @@ class Call:
         try:
             parsed = model.model_validate(data)
         except ValidationError as exc:
-            raise RestError(422, validation_detail(exc)) from None
+            raise RestError(422, validation_problems(exc)) from None
         if isinstance(parsed, Body):
             parsed.check_fields()
         return parsed
