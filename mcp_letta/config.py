@@ -15,6 +15,9 @@ from mcp_letta.errors import Invalid
 from mcp_letta.models import TOOL_MODES, ToolMode
 
 LLM_SOURCES = ("auto", "endpoint", "sampling")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+AT_LEAST_ONE = ("max_concurrency", "max_steps", "fanout_concurrency", "max_depth", "http_max_sessions", "pg_pool_size")
+ABOVE_ZERO_S = ("llm_timeout_s", "http_session_idle_s", "watch_interval_s")
 
 
 def default_db_path() -> Path:
@@ -103,6 +106,41 @@ class Settings:
     pg_pool_size: int = 10  # PostgreSQL connections per process (MCP_LETTA_PG_POOL_SIZE)
     llm: str = "auto"  # MCP_LETTA_LLM: "endpoint", "sampling" (the host's model), or "auto" (sampling w/o endpoint)
     sampling_wait_s: float = 60.0  # how long a run with no host to sample through waits for one
+
+    def __post_init__(self) -> None:
+        """Refuse what no process can run with, however the settings were made (``from_env`` checks each variable
+        as it reads it; a Python caller's ``Settings(max_concurrency=0)`` would leave every run queued)."""
+        level = self.log_level.upper() if isinstance(self.log_level, str) else self.log_level
+        if level not in LOG_LEVELS:
+            raise Invalid(
+                f"log level {self.log_level!r} (MCP_LETTA_LOG_LEVEL, --log-level) is not known: "
+                f"use {', '.join(LOG_LEVELS)}"
+            )
+        object.__setattr__(self, "log_level", level)  # (frozen; --log-level debug is DEBUG)
+        for name in AT_LEAST_ONE:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise Invalid(f"settings: {name} must be a whole number from 1 (got {value!r})")
+        if (
+            isinstance(self.llm_max_retries, bool)
+            or not isinstance(self.llm_max_retries, int)
+            or self.llm_max_retries < 0
+        ):
+            raise Invalid(f"settings: llm_max_retries must be a whole number from 0 (got {self.llm_max_retries!r})")
+        for name in (*ABOVE_ZERO_S, "agent_wait_s", "shutdown_grace_s", "sampling_wait_s"):
+            value = getattr(self, name)
+            lowest_ok = 0 < value if name in ABOVE_ZERO_S else 0 <= value
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not (lowest_ok and value < float("inf"))
+            ):
+                least = "above 0" if name in ABOVE_ZERO_S else "0 or more"
+                raise Invalid(f"settings: {name} must be a number of seconds, {least} (got {value!r})")
+        if self.tool_mode not in TOOL_MODES:
+            raise Invalid(f"settings: tool_mode {self.tool_mode!r} is not known: use {', '.join(TOOL_MODES)}")
+        if self.llm not in LLM_SOURCES:
+            raise Invalid(f"settings: llm {self.llm!r} is not known: use {', '.join(LLM_SOURCES)}")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

@@ -5,6 +5,7 @@ results and exact errors, the step limit, and summarization when the context win
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -447,6 +448,27 @@ async def test_auto_tool_mode_switches_to_json_once_the_model_prints_its_calls(
 async def test_an_unknown_tool_mode_is_refused_with_the_choices() -> None:
     with pytest.raises(Invalid, match="MCP_LETTA_TOOL_MODE='fast' is not known: use 'native', 'json' or 'auto'"):
         Settings.from_env({"MCP_LETTA_TOOL_MODE": "fast"})
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"max_concurrency": 0}, "max_concurrency must be a whole number from 1 (got 0)"),  # (every run stayed queued)
+        ({"max_steps": 0}, "max_steps must be a whole number from 1"),
+        ({"fanout_concurrency": True}, "fanout_concurrency must be a whole number from 1 (got True)"),
+        ({"agent_wait_s": -1}, "agent_wait_s must be a number of seconds, 0 or more (got -1)"),
+        ({"llm_timeout_s": 0}, "llm_timeout_s must be a number of seconds, above 0"),
+        ({"llm_max_retries": -1}, "llm_max_retries must be a whole number from 0"),
+        ({"log_level": "LOUD"}, "log level 'LOUD' (MCP_LETTA_LOG_LEVEL, --log-level) is not known: use DEBUG, INFO"),
+        ({"tool_mode": "fast"}, "tool_mode 'fast' is not known"),
+    ],
+)
+async def test_settings_made_in_python_are_checked_too(changes: dict[str, object], expected: str) -> None:
+    with pytest.raises(Invalid, match=re.escape(expected)):
+        Settings().with_overrides(**changes)
+    with pytest.raises(Invalid, match=re.escape(expected)):
+        Settings(**changes)  # type: ignore[arg-type]
+    assert Settings().with_overrides(log_level="debug").log_level == "DEBUG"  # (as --log-level debug gives it)
 
 
 async def test_cached_prompt_tokens_are_kept_per_step_and_run_and_counted_in_metrics(
