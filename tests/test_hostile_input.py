@@ -468,3 +468,18 @@ async def test_python_api_refuses_arguments_of_the_wrong_kind_and_changes_nothin
         await make(hub)
     assert expected in str(caught.value)
     assert dump(db_path) == before
+
+
+async def test_a_hub_not_open_says_so_and_stores_nothing(settings: Settings, db_path: Path) -> None:
+    async with AgentHub(settings) as first:
+        await first.create_agent("alice")
+    before = dump(db_path)
+    hub = AgentHub(settings)  # never opened: reads and writes must not half-work (a send stayed queued)
+    for call in (lambda: hub.list_agents(), lambda: hub.create_agent("bob"), lambda: hub.send_message("alice", "hi")):
+        with pytest.raises(RuntimeError, match=r"not open yet: open its AgentHub first \(async with AgentHub"):
+            await call()
+    assert dump(db_path) == before
+    async with hub:
+        assert [a.name for a in (await hub.list_agents()).items] == ["alice"]
+    with pytest.raises(RuntimeError, match=r"the store is closed: its AgentHub was closed \(open it again"):
+        await hub.list_agents()

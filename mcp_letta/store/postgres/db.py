@@ -548,7 +548,7 @@ class PgDatabase(_SQLiteDatabase):
         psycopg = require_driver()
 
         with self._lock:
-            self._closed = False
+            self._closed, self._opened_once = False, True
         try:  # one plain connection first: its error says what is wrong (the pool's only that it timed out)
             self.conninfo = conninfo(self.url)
             with psycopg.connect(self.conninfo) as probe:
@@ -633,12 +633,12 @@ class PgDatabase(_SQLiteDatabase):
 
         with self._lock:
             if self._closed:
-                raise RuntimeError("the store is closed")
+                raise self.not_open()
         if self._unreachable is not None:
             self._reconnect()
         pool = self._pool
         if pool is None:
-            raise RuntimeError("the store is closed")
+            raise self.not_open()
         try:
             raw = pool.getconn()
         except PoolTimeout:

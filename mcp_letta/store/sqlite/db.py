@@ -167,7 +167,8 @@ class Database:
         self._limiter = anyio.CapacityLimiter(pool_size)
         self._listeners: list[ChangeListener] = []
         self._watch_conn: Conn | None = None
-        self._closed = False
+        self._closed = True  # until ``open``
+        self._opened_once = False
         # The write queue. In-process writers wait here rather than inside SQLite, whose busy handler
         # sleep-polls the lock; and one fsync serves every write that queued during the previous one.
         self._queue: list[_Write] = []
@@ -180,7 +181,7 @@ class Database:
         """Create the file and its folder if needed, switch to WAL and apply pending migrations. A closed
         database may be opened again."""
         with self._lock:
-            self._closed = False
+            self._closed, self._opened_once = False, True
         try:
             if str(self.path) != ":memory:":
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -196,6 +197,15 @@ class Database:
         except (sqlite3.Error, OSError) as exc:
             self.close()
             raise self.explained(exc) from None
+
+    def not_open(self) -> RuntimeError:
+        """The error of a transaction asked of a store not open (yet, or any more)."""
+        if self._opened_once:
+            return RuntimeError("the store is closed: its AgentHub was closed (open it again: await hub.open())")
+        return RuntimeError(
+            "the store is not open yet: open its AgentHub first (async with AgentHub(settings) as hub: ..., or "
+            "await hub.open())"
+        )
 
     def explained(self, exc: BaseException) -> BaseException:
         """The storage failure a SQLite or file error stands for (see ``failures``), else the error itself."""
@@ -237,7 +247,7 @@ class Database:
     def _acquire(self) -> Conn:
         with self._lock:
             if self._closed:
-                raise RuntimeError("the store is closed")
+                raise self.not_open()
             if self._idle:
                 return self._idle.pop()
         return self._connect()
