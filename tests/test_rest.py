@@ -9,6 +9,7 @@ import re
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from mcp import Client
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
+import mcp_letta
 from mcp_letta import AgentHub, NewMessage, Settings
 from mcp_letta.server.app import LettaServer, build_server
 from mcp_letta.server.http import HttpOptions, http_app, running_app
@@ -274,6 +276,16 @@ async def test_bad_input_is_refused_with_a_clear_detail(client: AsyncLetta) -> N
     assert [b.label async for b in client.blocks.list(label="tiny")] == []
 
 
+async def test_health_and_what_is_not_served(served: Served, client: AsyncLetta) -> None:
+    assert (await client.health()).model_dump() == {"status": "ok", "version": mcp_letta.__version__}
+    async with httpx2.AsyncClient(base_url=served.base, headers={"Authorization": f"Bearer {TOKEN}"}) as raw:
+        missing = await raw.get("/v1/tools/")
+        assert missing.status_code == 404
+        assert missing.json()["detail"].startswith("GET /v1/tools/ is not served by mcp-letta")  # (was /v1/v1/)
+        wrong = await raw.put("/v1/agents/")
+        assert wrong.status_code == 405 and wrong.json()["detail"].startswith("PUT /v1/agents/ is not served")
+
+
 # -- security ------------------------------------------------------------------------------------------------
 async def test_token_host_and_body_limit_guard_v1(served: Served, client: AsyncLetta) -> None:
     async with served.letta(api_key="wrong-token") as wrong:
@@ -408,6 +420,24 @@ async def test_streamed_message_sends_each_message_then_stop_and_usage(client: A
     again = await client.agents.messages.create(agent.id, input="tea now?", streaming=True)
     assert [chunk.message_type async for chunk in again][-3:] == ["assistant_message", "stop_reason",
                                                                  "usage_statistics"]  # fmt: skip
+
+
+async def test_a_failed_message_says_why_blocking_and_streamed(
+    served: Served, client: AsyncLetta, scripted_llm: ScriptedLLM
+) -> None:
+    agent = await client.agents.create(name="unlucky")
+    scripted_llm.error(401, {"error": {"message": "invalid api key"}})
+    answer = await client.agents.messages.create(agent.id, input="hi")
+    assert answer.stop_reason.stop_reason == "llm_api_error"
+    error = answer.model_extra["error"]  # (before: the reason was only in GET /v1/runs/{id})
+    run = await served.server.hub.get_run(error["run_id"])
+    assert run.status == "failed" and error["message"] == run.error and "invalid api key" in run.error
+    assert (error["message_type"], error["error_type"]) == ("error_message", "llm_api_error")
+    scripted_llm.error(401, {"error": {"message": "invalid api key"}})
+    stream = await client.agents.messages.create(agent.id, input="hi again", streaming=True)
+    chunks = [chunk async for chunk in stream]
+    assert [c.message_type for c in chunks][-3:] == ["stop_reason", "error_message", "usage_statistics"]
+    assert "invalid api key" in chunks[-2].message and chunks[-2].run_id != run.id
 
 
 async def test_stream_sends_a_step_before_the_run_ends(
@@ -600,6 +630,20 @@ async def test_passages_create_list_search_delete(client: AsyncLetta) -> None:
     assert found.results[0].tags == ["tide"]
     tagged = await client.agents.passages.search(agent.id, query="farms", tags=["tide"])
     assert tagged.count == 0
+    # Dates are moments, whatever their zone (they were compared as text: +05:30 and -08:00 came out wrong).
+    stored = first.created_at
+    for zone, hours in (("+05:30", 5.5), ("-08:00", -8)):
+        shift = timezone(timedelta(hours=hours))
+        an_hour_before, an_hour_after = ((stored + timedelta(hours=h)).astimezone(shift) for h in (-1, 1))
+        since = await client.agents.passages.search(agent.id, query="tidal", start_datetime=an_hour_before)
+        assert since.count == 1, zone
+        later = await client.agents.passages.search(agent.id, query="tidal", start_datetime=an_hour_after)
+        assert later.count == 0, zone
+        until = await client.agents.passages.search(agent.id, query="tidal", end_datetime=an_hour_after)
+        assert until.count == 1, zone
+    with pytest.raises(UnprocessableEntityError) as bad:
+        await client.agents.passages.search(agent.id, query="tidal", start_datetime="yesterday")  # type: ignore[arg-type]
+    assert bad.value.body["detail"].startswith("start_datetime must be an ISO 8601 date or time")
     await client.agents.passages.delete(first.id, agent_id=agent.id)
     assert [p.text for p in await client.agents.passages.list(agent.id)] == ["Wind farms grew fast."]
 

@@ -29,9 +29,9 @@ def rest_app(hub: AgentHub, max_body_bytes: int, *, keepalive_s: float = KEEPALI
 
     async def not_served(request: Request, exc: Exception) -> Response:
         return JSONResponse(
-            {"detail": f"{request.method} /v1{request.url.path} is not served by mcp-letta: see /v1/openapi.json "
+            {"detail": f"{request.method} {request.url.path} is not served by mcp-letta: see /v1/openapi.json "
                        "for the supported endpoints"},
-            status_code=404,
+            status_code=getattr(exc, "status_code", 404),  # (405: the path is served, not with this method)
         )  # fmt: skip
 
     routes = [Route("/openapi.json", openapi, methods=["GET"])]

@@ -13,6 +13,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 
 import anyio
@@ -21,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from mcp_letta import __version__
 from mcp_letta.errors import (
     Conflict,
     Deadlock,
@@ -33,7 +35,7 @@ from mcp_letta.errors import (
     validation_problems,
 )
 from mcp_letta.hub import MAX_WAIT_S, AgentHub, every_page
-from mcp_letta.models import Agent, BlockSpec, Message, ModelSettings, Page, Passage, Run, StepEvent
+from mcp_letta.models import Agent, BlockSpec, Message, ModelSettings, Page, Passage, Run, StepEvent, read_moment
 from mcp_letta.runtime.memory_tools import DEFAULT_TOOL_NAMES
 from mcp_letta.runtime.messaging_tools import MULTI_AGENT_TOOL_NAMES
 from mcp_letta.server.rest import letta_json as lj
@@ -640,6 +642,18 @@ async def list_passages(call: Call) -> Any:
     return [lj.passage_json(p) for p in await stored_page(call, fetch, lambda p: p.id, default_order="asc")]
 
 
+def _moment(call: Call, name: str) -> datetime | None:
+    """A date or time query parameter (ISO 8601; one without a zone is UTC), compared as a moment, not as text."""
+    text = call.query(name)
+    if not text:
+        return None
+    try:
+        return read_moment(text)
+    except ValueError:
+        example = "2026-12-01T09:30:00Z"
+        raise RestError(422, f"{name} must be an ISO 8601 date or time, e.g. {example} (got {text[:40]!r})") from None
+
+
 async def search_passages(call: Call) -> Any:
     """GET /v1/agents/{agent_id}/archival-memory/search"""
     query = call.query("query")
@@ -651,11 +665,8 @@ async def search_passages(call: Call) -> Any:
     top_k = call.query_int("top_k", 10) or 10
     hits = await call.hub.archival_search(call.path["agent_id"], query, tags=call.query_list("tags"),
                                           tag_match=mode, limit=top_k)  # fmt: skip
-    start, end = call.query("start_datetime"), call.query("end_datetime")
-    if start:
-        hits = [p for p in hits if lj.iso(p.created_at) >= start]  # type: ignore[operator]
-    if end:
-        hits = [p for p in hits if lj.iso(p.created_at) <= end]  # type: ignore[operator]
+    start, end = _moment(call, "start_datetime"), _moment(call, "end_datetime")
+    hits = [p for p in hits if (start is None or p.created_at >= start) and (end is None or p.created_at <= end)]
     return {"results": [lj.search_result_json(p) for p in hits], "count": len(hits)}
 
 
@@ -673,8 +684,17 @@ def _filtered(messages: list[dict[str, Any]], types: list[str] | None) -> list[d
 async def letta_response(hub: AgentHub, run: Run, types: list[str] | None) -> dict[str, Any]:
     """Letta's ``LettaResponse`` for a finished run: its messages, ``stop_reason`` and ``usage``."""
     messages = lj.run_output(await hub.run_messages(run.id))
-    return {"messages": _filtered(messages, types), "stop_reason": lj.stop_reason_json(run),
-            "usage": lj.usage_json(run), "logprobs": None, "turns": None}  # fmt: skip
+    response = {"messages": _filtered(messages, types), "stop_reason": lj.stop_reason_json(run),
+                "usage": lj.usage_json(run), "logprobs": None, "turns": None}  # fmt: skip
+    if run.status == "failed":  # why, beside the stop reason (letta-client keeps the field: response.error)
+        response["error"] = _run_error(run)
+    return response
+
+
+def _run_error(run: Run) -> dict[str, Any]:
+    """Letta's ``error_message`` for a run that failed: its stop reason and why (the LLM endpoint down, ...)."""
+    return {"message_type": "error_message", "error_type": run.stop_reason or "error", "run_id": run.id,
+            "message": run.error or "the run failed", "detail": None}  # fmt: skip
 
 
 async def create_message(call: Call) -> Any:
@@ -771,6 +791,8 @@ class SSE:
                                      "message": _handed_back(item.id), "detail": None})  # fmt: skip
                         break
                     await event(lj.stop_reason_json(item))
+                    if item.status == "failed":
+                        await event(_run_error(item))
                     await event(lj.usage_json(item))
                     break
         await event("[DONE]")
@@ -912,6 +934,12 @@ async def retrieve_run(call: Call) -> Any:
 async def list_run_messages(call: Call) -> Any:
     """GET /v1/runs/{run_id}/messages"""
     return message_page(await call.hub.run_messages(call.path["run_id"]), call, default_order="asc")
+
+
+async def health(call: Call) -> Any:
+    """GET /v1/health/ (a 503 saying why when the database does not answer)"""
+    await call.hub.count_agents()
+    return {"status": "ok", "version": __version__}
 
 
 async def list_tags(call: Call) -> Any:
@@ -1093,6 +1121,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "List the tags of all agents",
         query=("query_text", "name", "limit", "after", "before", "order"),
     ),
+    Endpoint("GET", "/health/", health, "health", "Whether the server and its database answer"),
 )
 
 
