@@ -264,18 +264,49 @@ async def test_a_run_the_host_waits_on_is_handed_back_not_cancelled_when_its_ser
         await scripted_llm.wait_for_requests_async(1, within_s=SAFETY_S)
         if stop == "SIGTERM":  # a host that signals before it closes our input, or `kill` from a terminal
             first.process.terminate()
-            answer = await first.answer()  # the call it waits on is answered: its run and how it stands
-            with anyio.fail_after(SAFETY_S):
-                assert await first.process.wait() == 0  # and the process ends, though its input is still open
-            assert (answer["status"], answer["run_id"]) == ("pending", fetch_sql(db_path, "SELECT id FROM runs")[0][0])
-        else:
-            assert await first.close_input() == 0
+        else:  # the input ends; a host that still reads our output (a pipe) gets the answer too
+            assert first.process.stdin is not None
+            await first.process.stdin.aclose()
+        answer = await first.answer()  # the call it waits on is answered: its run and how it stands
+        with anyio.fail_after(SAFETY_S):
+            assert await first.process.wait() == 0  # and the process ends (after SIGTERM, though its input is open)
+        assert (answer["status"], answer["run_id"]) == ("pending", fetch_sql(db_path, "SELECT id FROM runs")[0][0])
     finally:
         await first.aclose()
     [(run_id,)] = fetch_sql(db_path, "SELECT id FROM runs")
     assert run_row(db_path, run_id) == ("queued", 1)  # handed back, to be resumed
     done, _ = await finish_with_a_second_server(db_path, scripted_llm, run_id)
     assert (done["status"], done["reply"]) == ("completed", "forty-two")
+
+
+async def test_the_calls_of_a_piped_batch_are_answered_though_its_input_ends_at_once(
+    llm_settings: Settings, scripted_llm: ScriptedLLM, db_path: Path
+) -> None:
+    """`mcp-letta < batch.jsonl`: the input ends right after the last call. Its calls are answered (they were
+    cut off with "Connection closed" though they had committed), within the grace period."""
+    await make_agents(llm_settings, "researcher")
+    scripted_llm.reply("forty-two", delay_s=1.0)
+    first = await StdioServer.start(db_path, scripted_llm, MCP_LETTA_SHUTDOWN_GRACE_S=str(SAFETY_S))
+    try:
+        await first.begin_call("create_agent", name="writer")
+        created = first._next_id
+        await first.begin_call("send_message", agent="researcher", message="find the answer")
+        await scripted_llm.wait_for_requests_async(1, within_s=SAFETY_S)  # (a run not started yet stays queued)
+        assert first.process.stdin is not None
+        await first.process.stdin.aclose()
+        answers: dict[int, Any] = {}
+        with anyio.fail_after(SAFETY_S):
+            while len(answers) < 2:
+                message = json.loads(await first._out.receive_until(b"\n", 1 << 24))
+                if "id" in message:
+                    answers[message["id"]] = message
+            assert await first.process.wait() == 0
+    finally:
+        await first.aclose()
+    assert not answers[created]["result"].get("isError"), answers[created]
+    sent = answers[first._next_id]["result"]
+    assert not sent.get("isError") and sent["structuredContent"]["reply"] == "forty-two", sent
+    assert [name for (name,) in fetch_sql(db_path, "SELECT name FROM agents ORDER BY name")] == ["researcher", "writer"]
 
 
 async def test_a_server_already_open_takes_over_the_run_of_a_killed_one(

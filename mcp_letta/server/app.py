@@ -118,8 +118,21 @@ class LettaServer:
         """Serve MCP over this process's stdin/stdout until the client closes stdin (or ``host`` stops reading
         it); a line that cannot be read gets a JSON-RPC error instead of silence."""
         lowlevel = self.mcp._lowlevel_server  # what run_stdio_async drives, over our answering transport
-        # The input ends when the host's window closes: the runs its calls wait on go back to the queue.
-        stdio = answering_stdio_server(self.hub.stopping, host)
+        host = host or HostLink()
+
+        async def input_ended() -> None:
+            """The host closed our input (its window closed, or a piped batch ended): start nothing new, and give
+            the calls in flight the grace period to be answered (a batch's last call is then answered, not cut off
+            by the end of its input); the runs of those still waiting go back to the queue, and they are
+            answered with their runs as they stand."""
+            self.hub.stopping()
+            if host.stopped_reading:  # (SIGTERM has answered them already)
+                return
+            if not await host.answers_sent(within_s=self.settings.shutdown_grace_s):
+                await self.hub.hand_back()
+                await host.answers_sent(within_s=ANSWER_WAIT_S)
+
+        stdio = answering_stdio_server(input_ended, host)
         async with self.running(), stdio as (read_stream, write_stream):
             await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
 
@@ -141,9 +154,10 @@ def build_server(hub: AgentHub, settings: Settings | None = None) -> LettaServer
 async def serve_stdio(settings: Settings) -> None:
     """Open the store named by ``settings`` and serve MCP over stdio.
 
-    When the host closes our input (its window closed) no new run starts, the runs in flight get
-    ``settings.shutdown_grace_s`` to finish, and the rest go back to the queue for the next process on the
-    same database to resume. SIGTERM (a host that will not wait) ends the grace period at once, or, with the
+    When the host closes our input (its window closed, or a piped batch ended) no new run starts, the runs in
+    flight get ``settings.shutdown_grace_s`` to finish, and the rest go back to the queue for the next process
+    on the same database to resume; every call read before is answered (with ``pending`` and its run for a run
+    handed back). SIGTERM (a host that will not wait) ends the grace period at once, or, with the
     input still open, hands the runs back, answers the calls waiting on them, and ends the server.
     """
     async with AgentHub(settings) as hub:
@@ -156,8 +170,11 @@ async def serve_stdio(settings: Settings) -> None:
             except* BrokenPipeError:  # it went away without closing our input: as if it had
                 log.info("the host stopped reading our output")
             if not host.stopped_reading:  # (else SIGTERM has handed the runs back)
-                log.info("input closed: finishing the runs in flight (up to %gs)", settings.shutdown_grace_s)
-                await hub.wind_down(settings.shutdown_grace_s)
+                grace = settings.shutdown_grace_s
+                if host.input_closed_at is not None:  # (part of it went to answering the calls in flight)
+                    grace = max(0.0, host.input_closed_at + grace - anyio.current_time())
+                log.info("input closed: finishing the runs in flight (up to %gs)", round(grace, 1))
+                await hub.wind_down(grace)
             tg.cancel_scope.cancel()
 
 

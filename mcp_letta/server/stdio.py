@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -51,6 +51,7 @@ class HostLink:
         self._none_left.set()
         self._input: _HostInput | None = None
         self.stopped_reading = False  # whether ``stop_reading`` ended the input (not the host)
+        self.input_closed_at: float | None = None  # when the input ended (``anyio.current_time()``)
 
     def asked(self, message: Any) -> None:
         """Note a message read from the host: a request awaits its answer; one the host cancels gets none."""
@@ -72,10 +73,12 @@ class HostLink:
             if not self._ids:
                 self._none_left.set()
 
-    async def answers_sent(self, within_s: float) -> None:
-        """Return once every request read so far has its answer on its way, or after ``within_s`` seconds."""
+    async def answers_sent(self, within_s: float) -> bool:
+        """Return once every request read so far has its answer on its way (True), or after ``within_s``
+        seconds (False: some have none yet)."""
         with anyio.move_on_after(within_s):
             await self._none_left.wait()
+        return self._none_left.is_set()
 
     def claim_input(self) -> _HostInput:
         """Take the host's input (fd 0) to read it; see ``_HostInput``."""
@@ -140,12 +143,12 @@ class _HostInput:
 
 @asynccontextmanager
 async def answering_stdio_server(
-    on_end: Callable[[], None] = lambda: None, host: HostLink | None = None
+    on_end: Callable[[], Awaitable[None]] | None = None, host: HostLink | None = None
 ) -> AsyncIterator[tuple[Any, Any]]:
     """The SDK's ``stdio_server`` (which keeps stray output off the wire) over ``_HostInput``, with unreadable
-    lines answered here instead of being passed on as exceptions. ``on_end`` is called when the input ends,
-    before the SDK hears of it (and cancels the requests in flight); ``host`` follows the requests and their
-    answers, and can stop the reading."""
+    lines answered here instead of being passed on as exceptions. ``on_end`` is awaited when the input ends,
+    before the SDK hears of it (and cancels the requests still in flight): it may wait for their answers.
+    ``host`` follows the requests and their answers, and can stop the reading."""
     host = host or HostLink()
     host_input = host.claim_input()
     try:
@@ -167,7 +170,9 @@ async def answering_stdio_server(
                             await write_stream.send(SessionMessage(error))
                         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
                             return
-                    on_end()
+                    host.input_closed_at = anyio.current_time()
+                    if on_end is not None:
+                        await on_end()
 
             async def write() -> None:
                 async with answer_stream, write_stream:
