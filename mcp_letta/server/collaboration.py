@@ -106,13 +106,15 @@ def register_multiagent_tools(mcp: MCPServer, hub: AgentHub, *, tools: str = "fu
         match_some: Annotated[list[str] | None, Field(description="a recipient needs at least one of these")] = None,
         timeout_s: TimeoutS = 50,
     ) -> BroadcastReply:
-        """Send a message to every agent matching the tags, all at once; one reply or error per agent."""
+        """Send a message to every agent matching the tags (no tags: every agent), all at once; one reply or
+        error per agent."""
         return await _broadcast(ctx, message, match_all or [], match_some or [], timeout_s)
 
     async def send_message_to_agents_matching_all_tags(
         ctx: Context, message: Message, tags: list[str], timeout_s: TimeoutS = 50
     ) -> BroadcastReply:
-        """Send a message to every agent having all the tags (Letta's older name for the tag broadcast)."""
+        """Send a message to every agent having all the tags (Letta's older name for the tag broadcast); with no
+        tags, to every agent."""
         return await _broadcast(ctx, message, tags, [], timeout_s)
 
     async def check_replies(limit: Limit = PAGE) -> RunList:
