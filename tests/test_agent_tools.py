@@ -218,6 +218,11 @@ async def test_a_run_still_pending_after_the_wait_is_not_an_error(server: LettaS
     await server.agent_tools.sync()
     async with client(server, mode) as c:
         results = {t: await c.call_tool(t, message_args(t, "target", timeout_s=0)) for t in WAITING_TOOLS}
+        listed = await c.call_tool("list_runs", {"status": "pending"})  # the word the replies use filters too
+        assert {r["run_id"] for r in listed.structured_content["runs"]} == {
+            r.structured_content["run_id"] for r in results.values()
+        }
+        assert (await c.call_tool("list_runs", {"status": "completed"})).structured_content["runs"] == []
     gate.open()
     for tool, result in results.items():
         assert not result.is_error, tool

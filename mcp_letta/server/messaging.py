@@ -118,12 +118,16 @@ def register_messaging_tools(mcp: MCPServer, hub: AgentHub, *, tools: str = "ful
 
     async def list_runs(
         agent: Annotated[str | None, Field(description="only this agent's runs")] = None,
-        status: Literal["queued", "running", "completed", "failed", "cancelled", "interrupted"] | None = None,
+        status: Annotated[
+            Literal["pending", "queued", "running", "completed", "failed", "cancelled", "interrupted"] | None,
+            Field(description="'pending' (as runs are shown until they end) is queued or running"),
+        ] = None,
         limit: Limit = PAGE,
         cursor: Cursor = None,
     ) -> RunList:
         """List runs, newest first, by agent and status, a page at a time."""
-        page = await call(hub.list_runs(agent, status=status, limit=limit, cursor=cursor))
+        statuses = ["queued", "running"] if status == "pending" else status
+        page = await call(hub.list_runs(agent, status=statuses, limit=limit, cursor=cursor))
         return RunList(**Paged.fields_of(page), runs=[reply_of(r) for r in page])
 
     async def cancel_run(run_id: str) -> AgentReply:
