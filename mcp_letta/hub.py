@@ -403,7 +403,8 @@ class AgentHub:
         metadata: dict[str, Any] | None = None,
         include_multi_agent_tools: bool | None = None,
     ) -> Agent:
-        """Change the given fields of an agent; ``None`` leaves a field unchanged.
+        """Change the given fields of an agent; ``None`` leaves a field unchanged. ``model_settings`` changes the
+        settings it names and keeps the others (``{"temperature": 0.5}`` keeps the model).
 
         ``include_multi_agent_tools`` offers (True) or withdraws (False) Letta's messaging tools.
         """
@@ -427,9 +428,12 @@ class AgentHub:
             new_system = system
             if new_system is None and name is not None and record.system == default_system(record.name):
                 new_system = default_system(name)  # the default prompt names the agent: it follows a rename
+            merged = None  # the fields given change, the others stay (an explicit None clears one)
+            if settings is not None:
+                merged = record.model_settings.model_copy(update=settings.model_dump(exclude_unset=True))
             return tx.update_agent(
                 record.id, name=name, description=description, system=new_system,
-                tags=tag_list, model_settings=settings, metadata=new_metadata,
+                tags=tag_list, model_settings=merged, metadata=new_metadata,
             )  # fmt: skip
 
         return await self._store.write(update)

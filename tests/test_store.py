@@ -151,6 +151,16 @@ async def test_update_and_delete_agent_keeps_shared_blocks(hub: AgentHub) -> Non
         await hub.get_agent("alice2")
 
 
+async def test_updating_model_settings_changes_the_ones_given(hub: AgentHub) -> None:
+    await hub.create_agent("alice", model_settings={"model": "m1", "temperature": 0.2, "context_window": 8000})
+    warmer = await hub.update_agent("alice", model_settings={"temperature": 0.5})  # (it dropped the model)
+    assert (warmer.model_settings.model, warmer.model_settings.temperature) == ("m1", 0.5)
+    assert warmer.model_settings.context_window == 8000
+    cleared = await hub.update_agent("alice", model_settings={"model": None})  # None, given, clears one
+    assert (cleared.model_settings.model, cleared.model_settings.temperature) == (None, 0.5)
+    assert (await hub.get_agent("alice")).model_settings == cleared.model_settings
+
+
 async def test_the_default_system_prompt_names_the_agent_and_follows_a_rename(hub: AgentHub) -> None:
     # Each agent's prompt differs from its first words (a llama.cpp server then keeps each agent on its own
     # slot); a prompt the caller wrote is theirs and a rename leaves it alone.

@@ -152,7 +152,9 @@ def register_builtin_tools(mcp: MCPServer, hub: AgentHub, *, tools: str = "full"
         description: str | None = None,
         system: str | None = None,
         tags: Annotated[list[str] | None, Field(description="replaces all tags")] = None,
-        model_settings: ModelSettings | None = None,
+        model_settings: Annotated[
+            ModelSettings | None, Field(description="changes the settings given, keeps the others (null clears one)")
+        ] = None,
         metadata: Annotated[dict[str, Any] | None, Field(description="replaces all metadata")] = None,
         include_multi_agent_tools: Annotated[
             bool | None, Field(description="offer (true) or withdraw (false) the agent-to-agent messaging tools")
