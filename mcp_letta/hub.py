@@ -160,9 +160,16 @@ def check_wait_s(wait_s: float) -> float:
 
 
 def _model_settings(value: ModelSettings | dict[str, Any] | None) -> ModelSettings | None:
-    return (
+    settings = (
         value if value is None or isinstance(value, ModelSettings) else _valid(ModelSettings, value, "model_settings")
     )
+    url = None if settings is None else settings.base_url
+    if url is not None and not url.startswith(("http://", "https://")):  # (its runs would fail, one by one)
+        raise Invalid(
+            f"model_settings.base_url must be an http(s) URL, e.g. http://localhost:11434/v1, or null for the "
+            f"server's endpoint (got {shown(url)})"
+        )
+    return settings
 
 
 def _valid(model: type[M], values: object, what: str) -> M:

@@ -442,6 +442,14 @@ PYTHON_CALLS: dict[str, tuple[Callable[[AgentHub], Awaitable[object]], str]] = {
         lambda hub: hub.create_agent("x", model_settings={"temprature": 1}),
         "model_settings: temprature",
     ),
+    "create_agent base_url": (  # (accepted before; each of its runs then failed, naming the server's setting)
+        lambda hub: hub.create_agent("x", model_settings={"base_url": "notaurl"}),
+        "base_url must be an http(s) URL",
+    ),
+    "update_agent base_url": (
+        lambda hub: hub.update_agent("alice", model_settings={"base_url": "ftp://x"}),
+        "base_url must be an http(s)",
+    ),
     "create_agent flag": (lambda hub: hub.create_agent("x", include_multi_agent_tools="no"), "must be True or False"),
     "update_agent system": (lambda hub: hub.update_agent("alice", system=""), "omit it to keep the current one"),
     "create_block limit": (lambda hub: hub.create_block("z", "v", limit=0), "block 'z': limit"),

@@ -54,7 +54,13 @@ class LLMPool:
         if not base_url:
             raise LLMUnavailable(f"no LLM endpoint is configured: {BASE_URL_HINT}")
         if not base_url.startswith(("http://", "https://")):
-            raise LLMUnavailable(f"LLM base URL {base_url!r} is not an http(s) URL: {BASE_URL_HINT}")
+            fix = (
+                "it is this agent's own model_settings.base_url: update the agent with an http(s) URL, or with "
+                "null to use the server's endpoint"
+                if own.base_url
+                else BASE_URL_HINT
+            )
+            raise LLMUnavailable(f"LLM base URL {base_url!r} is not an http(s) URL: {fix}")
         model = own.model or self.settings.model
         if not model:
             raise LLMUnavailable("no model is configured: set MCP_LETTA_MODEL or the agent's model")
