@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve MCP (stdio unless --transport http)")
     serve.add_argument("--transport", choices=["stdio", "http"], default="stdio")
     serve.add_argument("--host", default="127.0.0.1", help="HTTP bind address; not loopback needs MCP_LETTA_TOKEN")
-    serve.add_argument("--port", type=int, default=8000, help="HTTP port (0: any free port)")
+    serve.add_argument("--port", type=_port, default=8000, help="HTTP port (0: any free port)")
     serve.add_argument(
         "--allowed-host",
         action="append",
@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
 
     console = commands.add_parser("console", help="serve the web console alone on this database (prints its URL)")
     console.add_argument("--host", default="127.0.0.1", help="bind address; not loopback needs MCP_LETTA_TOKEN")
-    console.add_argument("--port", type=int, default=8765, help="port (0: any free port)")
+    console.add_argument("--port", type=_port, default=8765, help="port (0: any free port)")
     console.add_argument("--open", action="store_true", help="open the console in a web browser")
     console.add_argument(
         "--allowed-host", action="append", default=[], metavar="NAME", help="another Host header to accept"
@@ -98,7 +98,24 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _port(text: str) -> int:
+    """A TCP port for ``--port``: 0 (any free one) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number: use 0 to 65535") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number: use 0 to 65535 (0: any free port)")
+    return port
+
+
 async def _inspect(settings: Settings, args: argparse.Namespace) -> Any:
+    target = settings.db_path
+    if isinstance(target, Path) and not target.exists():  # (a read must not create a database at a mistyped path)
+        raise Invalid(
+            f"there is no database at {target}: pass the one your server uses with --db or MCP_LETTA_DB "
+            "(`mcp-letta doctor` names the one it would use)"
+        )
     async with AgentHub(settings, runs_agents=False) as hub:
         if args.command == "agents":
             if args.action == "list":

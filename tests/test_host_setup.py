@@ -461,6 +461,20 @@ def test_cli_accepts_the_http_and_setup_commands() -> None:
     assert (install.host_app, install.name, install.uvx) == ("claude-desktop", "x", True)
 
 
+def test_cli_reads_refuse_a_database_that_is_not_there_and_ports_out_of_range(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mistyped = tmp_path / "no-such-folder" / "agents.db"
+    for command in (["agents", "list"], ["blocks", "list"], ["agents", "show", "alice"]):
+        assert main(["--db", str(mistyped), *command]) == 2
+        assert f"there is no database at {mistyped}: pass the one your server uses" in capsys.readouterr().err
+    assert not mistyped.parent.exists()  # (a mistyped path got a new empty database, and `[]`)
+    for port in ("99999", "-1", "http"):  # (99999 was taken, logged as served, then two tracebacks)
+        with pytest.raises(SystemExit):
+            _parser().parse_args(["serve", "--transport", "http", "--port", port])
+        assert "is not a port number: use 0 to 65535" in capsys.readouterr().err
+
+
 async def test_doctor_fails_without_an_endpoint_when_only_hosts_without_sampling_have_mcp_letta(
     home: Path, tmp_path: Path
 ) -> None:
