@@ -100,6 +100,13 @@ def test_the_readme_python_snippet_runs(tmp_path: Path, scripted_llm: ScriptedLL
     assert "<project>" in done.stdout and "Goal: ship v1\nResearch started" in done.stdout
     assert done.stdout.rstrip().endswith("completed The goal is to ship v1.")
     assert (tmp_path / "agents.db").exists()
+    scripted_llm.reply("Still v1.")  # run again, it finds what it made (a second block 'project' broke it)
+    again = subprocess.run(
+        [sys.executable, "-c", snippet], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert again.returncode == 0, again.stderr
+    assert "Goal: ship v1\nResearch started\nResearch started" in again.stdout
+    assert again.stdout.rstrip().endswith("completed Still v1.")
 
 
 def imported_modules(tree: ast.Module) -> set[str]:

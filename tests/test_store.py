@@ -110,9 +110,15 @@ async def test_bad_references_name_near_matches(hub: AgentHub) -> None:
         await hub.get_agent("reserch")
     with pytest.raises(NotFound, match="did you mean 'project_memory'"):
         await hub.read_block("project_memroy")
-    with pytest.raises(Invalid, match="matches 2 blocks"):
+    with pytest.raises(Invalid, match="matches 2 blocks") as persona:
         await hub.read_block("persona")
+    assert "delete the copy" not in str(persona.value)  # (each is some agent's own)
     assert (await hub.read_block("persona", agent="writer")).agents == ["writer"]
+    await hub.create_block("team", "first", attach_to=["writer"])
+    copy = await hub.create_block("team", "made again by a script run twice")
+    with pytest.raises(Invalid, match="matches 2 blocks") as team:
+        await hub.read_block("team")
+    assert str(team.value).endswith(f"(or delete the copy no agent uses: delete_block {copy.id})")
 
 
 async def test_agent_names_are_unique_and_tool_safe(hub: AgentHub, db_path: Path) -> None:

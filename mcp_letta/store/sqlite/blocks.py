@@ -110,9 +110,11 @@ def resolve_block_row(conn: Conn, ref: str, agent_id: str | None = None, agent_n
     if len(rows) > 1:
         owners = _agent_names(conn, [r["id"] for r in rows])
         described = "; ".join(f"{r['id']} (agents: {', '.join(owners.get(r['id'], [])) or 'none'})" for r in rows)
+        unused = [r["id"] for r in rows if not owners.get(r["id"])]
+        tidy = f" (or delete the copy no agent uses: delete_block {unused[-1]})" if unused else ""
         raise Invalid(
             f"label {shown(ref)} matches {len(rows)} blocks: {described}. Pass the block id, or the agent "
-            "whose block you mean"
+            f"whose block you mean{tidy}"
         )
     labels = sorted({r[0] for r in conn.execute("SELECT label FROM blocks")})
     raise NotFound(f"block {shown(ref)} not found; " + suggestion(ref, labels), kind="block")
