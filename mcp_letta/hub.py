@@ -446,14 +446,30 @@ class AgentHub:
         return await self._store.write(update)
 
     async def delete_agent(self, agent: str) -> Agent:
-        """Delete an agent, its history, passages and the blocks only it used; returns what was deleted."""
+        """Delete an agent, its history, passages and the blocks only it used; returns what was deleted. Its runs
+        not yet ended end with it (failed, saying why), so no caller waits on an agent that is gone."""
 
-        def delete(tx: Tx) -> Agent:
+        def delete(tx: Tx) -> tuple[Agent, list[Run], list[Run]]:
             snapshot = tx.get_agent(agent)
+            running, ended = [], []
+            cursor: str | None = None
+            while True:
+                page = tx.list_runs(agent_id=snapshot.id, status=["queued", "running"], limit=MAX_PAGE, cursor=cursor)
+                for run in page:
+                    if run.status == "running":
+                        running.append(run)
+                        continue
+                    error = f"agent {snapshot.name!r} was deleted before this run started"
+                    done = tx.finish_run(run.id, status="failed", stop_reason="error", error=error, expect=("queued",))
+                    ended += [done] if done is not None else []
+                if (cursor := page.next_cursor) is None:
+                    break
             tx.delete_agent(snapshot.id)
-            return snapshot
+            return snapshot, running, ended
 
-        return await self._store.write(delete)
+        deleted, running, ended = await self._store.write(delete)
+        self._scheduler.agent_deleted(running, ended)  # (before: the runs went on, the queued behind the running)
+        return deleted
 
     # -- agents as tools ---------------------------------------------------------------------------
     def _check_tool_names(self, agent: Agent) -> Agent:

@@ -307,3 +307,20 @@ async def test_a_hub_closed_and_opened_again_runs_messages_and_reports_each_chan
         await hub.close()
     # created, then appended to: each heard once, not once per time the hub was opened
     assert [c.kind for c in seen if c.ref == block.id] == ["block", "block"]
+
+
+async def test_deleting_an_agent_ends_its_runs_at_once(
+    llm_hub: AgentHub, scripted_llm: ScriptedLLM, gate: Gate
+) -> None:
+    await llm_hub.create_agent("doomed")
+    running = await llm_hub.send_message("doomed", "first", wait_s=0)
+    queued = await llm_hub.send_message("doomed", "second", wait_s=0)
+    await scripted_llm.wait_for_requests_async(1, within_s=10)
+    with anyio.fail_after(10):  # (before: they waited for the LLM's answer, here the gate's 30 s)
+        await llm_hub.delete_agent("doomed")
+        ended = [await llm_hub.wait_run(run.id, wait_s=5) for run in (running, queued)]
+    assert [(run.status, run.stop_reason) for run in ended] == [("failed", "error"), ("failed", "error")]
+    assert ended[0].error == "agent 'doomed' was deleted while this run was going"
+    assert ended[1].error == "agent 'doomed' was deleted before this run started"
+    assert len(scripted_llm.requests) == 1  # the queued one never started
+    gate.open()

@@ -84,6 +84,7 @@ class Scheduler:
         self._scopes: dict[str, anyio.CancelScope] = {}  # runs executing here
         self._executing: dict[str, Worker] = {}  # run id -> the worker executing it here
         self._cancel_asked: set[str] = set()  # cancelled between claim and scope registration
+        self._stopped_why: dict[str, str] = {}  # runs stopped here because their agent was deleted: why
         self._watches: dict[str, _Watch] = {}  # run id -> woken at its next change
         self._listeners: dict[str, list[OnStep]] = {}
         self._relayed: dict[str, int] = {}  # run id -> steps its listeners heard of (run executing elsewhere)
@@ -437,8 +438,12 @@ class Scheduler:
             except CancelRequested:
                 scope.cancel()
             if scope.cancel_called and not self._stopping:  # stopping: stop() hands the run back
+                why = self._stopped_why.pop(run_id, None)
                 with anyio.CancelScope(shield=True):
-                    finished = await self._end(run_id, "cancelled", "cancelled while running", "cancelled")
+                    if why is not None:
+                        finished = await self._end(run_id, "failed", why, "error")
+                    else:
+                        finished = await self._end(run_id, "cancelled", "cancelled while running", "cancelled")
         except RunLost:
             log.warning("run %s was taken over by another process (its lease had expired)", run_id)
         except StorageUnavailable as exc:  # its lease is no longer renewed: recovery resumes it
@@ -562,6 +567,18 @@ class Scheduler:
                 if ref not in self._scopes:
                     self._cancel_asked.discard(ref)
         return await self.get(run_id)
+
+    def agent_deleted(self, running: Sequence[Run], ended: Sequence[Run]) -> None:
+        """An agent was deleted with these runs of its unfinished: stop those executing here at once (they fail
+        saying so; one executing in another process fails at its next commit), and wake the waiters of those
+        the deletion ``ended`` (they were queued)."""
+        for run in running:
+            scope = self._scopes.get(run.id)
+            if scope is not None:
+                self._stopped_why[run.id] = f"agent {run.agent_name!r} was deleted while this run was going"
+                scope.cancel()
+        for run in ended:
+            self._signal(run.id, run)
 
     # -- other processes ---------------------------------------------------------------------------
     def _on_changes(self, changes: list[Change]) -> None:
