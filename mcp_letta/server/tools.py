@@ -170,7 +170,8 @@ def register_builtin_tools(mcp: MCPServer, hub: AgentHub, *, tools: str = "full"
 
     @tool(DELETE, "Delete agent")
     async def delete_agent(agent: AgentRef) -> Deleted:
-        """Delete an agent with its history, archival memory and the blocks only it used."""
+        """Delete an agent with its history, archival memory and the blocks only it used; its runs not yet ended
+        fail, saying so."""
         gone = await call(hub.delete_agent(agent))
         return Deleted(deleted=gone.id, name=gone.name, detail="agent, its messages, passages and own blocks deleted")
 
