@@ -3,6 +3,7 @@ tools, pipelines, metrics and the pattern prompts, against the real loopback scr
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import anyio
@@ -163,6 +164,14 @@ async def test_prompts_teach_the_patterns(server: LettaServer, mode: str) -> Non
         assert names == {"orchestrator_with_specialists", "pipeline", "supervisor_broadcast", "mediator"}
         text = (await c.get_prompt("pipeline", {"topic": "memory"})).messages[0].content.text
     assert "run_pipeline" in text and "memory" in text
+    core = build_server(server.hub, server.hub.settings.with_overrides(tools="core"))
+    async with client(core, mode) as c:  # each prompt's tools are there (they sent hosts to tools left out)
+        listed = {t.name for t in (await c.list_tools()).tools}
+        offered = [p.name for p in (await c.list_prompts()).prompts]
+    assert offered == ["supervisor_broadcast"]
+    text = (await core.mcp.get_prompt("supervisor_broadcast", {"task": "x"})).messages[0].content.text
+    called = set(re.findall(r"\b([a-z_]+)\(", text))
+    assert called and called <= listed, called - listed
 
 
 async def test_broadcast_to_fifty_slow_agents_through_mcp_runs_them_concurrently(

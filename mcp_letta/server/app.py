@@ -73,7 +73,7 @@ class LettaServer:
         self.builtin_tools += register_messaging_tools(self.mcp, hub, tools=self.settings.tools)
         self.builtin_tools += register_multiagent_tools(self.mcp, hub, tools=self.settings.tools)
         self.builtin_tools += register_apps(self.mcp, hub)  # the views (MCP Apps), in both tiers
-        register_prompts(self.mcp)
+        register_prompts(self.mcp, self.builtin_tools)
         register_resources(self.mcp, hub)
         register_completions(self.mcp, hub)
         self._fanout = ResourceFanout(hub, self.notifier)

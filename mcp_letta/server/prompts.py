@@ -4,15 +4,26 @@ supervisor broadcast, and a mediator between two agents. Each names the exact to
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from mcp.server.mcpserver import MCPServer
 
 from mcp_letta.config import comma_list
 
+# The tools each prompt tells the host to call: a prompt is offered only where they all are (not every one is
+# with MCP_LETTA_TOOLS=core, and a host following the prompt would call tools it does not have).
+NEEDS = {
+    "orchestrator_with_specialists": {"create_block", "list_agents", "create_agent", "send_message", "get_run",
+                                      "read_block"},
+    "pipeline": {"list_agents", "create_agent", "run_pipeline"},
+    "supervisor_broadcast": {"list_agents", "send_message_to_agents_matching_tags", "get_run"},
+    "mediator": {"send_message", "list_blocks", "read_block"},
+}  # fmt: skip
 
-def register_prompts(mcp: MCPServer) -> list[str]:
-    """Add the pattern prompts to ``mcp``; returns their names."""
 
-    @mcp.prompt(title="Orchestrator with specialists")
+def register_prompts(mcp: MCPServer, offered: Collection[str]) -> list[str]:
+    """Add to ``mcp`` the pattern prompts whose tools are all ``offered``; returns their names."""
+
     def orchestrator_with_specialists(goal: str, specialists: str = "researcher, writer") -> str:
         """Set up an orchestrator agent that delegates to specialist agents sharing a project block."""
         names = comma_list(specialists)
@@ -32,7 +43,6 @@ def register_prompts(mcp: MCPServer) -> list[str]:
             "5. read_block('project_memory') to show what the team recorded."
         )
 
-    @mcp.prompt(title="Pipeline")
     def pipeline(topic: str, stages: str = "researcher, writer, editor") -> str:
         """Run agents as a pipeline (research, write, edit): each stage gets the previous stage's reply."""
         names = comma_list(stages)
@@ -47,7 +57,6 @@ def register_prompts(mcp: MCPServer) -> list[str]:
             "holds every stage's output)."
         )
 
-    @mcp.prompt(title="Supervisor broadcast")
     def supervisor_broadcast(task: str, tags: str = "worker") -> str:
         """Broadcast a task to every agent with the given tags, in parallel, and collect their answers."""
         tag_list = comma_list(tags)
@@ -60,7 +69,6 @@ def register_prompts(mcp: MCPServer) -> list[str]:
             "4. Compare the answers, point out disagreements, and give a combined answer."
         )
 
-    @mcp.prompt(title="Mediator")
     def mediator(agent_a: str, agent_b: str, topic: str, rounds: str = "3") -> str:
         """Mediate a discussion between two agents for a few rounds and summarise where they agree."""
         return (
@@ -73,4 +81,13 @@ def register_prompts(mcp: MCPServer) -> list[str]:
             "4. Summarise: points of agreement, remaining disagreements, and a proposed compromise."
         )
 
-    return ["orchestrator_with_specialists", "pipeline", "supervisor_broadcast", "mediator"]
+    titled = (
+        (orchestrator_with_specialists, "Orchestrator with specialists"), (pipeline, "Pipeline"),
+        (supervisor_broadcast, "Supervisor broadcast"), (mediator, "Mediator"),
+    )  # fmt: skip
+    names = []
+    for fn, title in titled:
+        if NEEDS[fn.__name__] <= set(offered):
+            mcp.prompt(title=title)(fn)
+            names.append(fn.__name__)
+    return names
