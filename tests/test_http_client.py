@@ -331,7 +331,7 @@ async def test_no_secret_reaches_a_retry_log_or_the_final_error(
     url = scripted_llm.base_url.replace("http://", f"http://ann:{password}@")
     client = OpenAIClient(url, key, max_retries=1, backoff_s=0.01)
     try:
-        with pytest.raises(LLMUnavailable, match=r"failed 2 time\(s\), last with HTTP 503: overloaded") as caught:
+        with pytest.raises(LLMUnavailable, match=r"failed 2 times, last with HTTP 503: overloaded") as caught:
             await client.chat(chat())
     finally:
         await client.aclose()

@@ -179,7 +179,7 @@ async def test_endpoint_down_raises_llm_unavailable_naming_the_url_not_the_key(
         await client.chat(chat())
     message = str(caught.value)
     assert scripted_llm.base_url in message
-    assert "MCP_LETTA_LLM_BASE_URL" in message and "4 time(s)" in message
+    assert "MCP_LETTA_LLM_BASE_URL" in message and "failed 4 times, last with" in message
     assert KEY not in message and KEY not in repr(client)
     scripted_llm.up()
     scripted_llm.reply("back")

@@ -194,7 +194,7 @@ async def test_llm_down_fails_the_run_clearly_and_loses_nothing(
         scripted_llm.down()
         failed = await hub.send_message("alice", "remember: the meeting is at noon", wait_s=10)
         assert (failed.status, failed.stop_reason, failed.reply) == ("failed", "llm_api_error", None)
-        assert "failed 1 time(s)" in failed.error and "MCP_LETTA_LLM_BASE_URL" in failed.error
+        assert "failed once, last with" in failed.error and "MCP_LETTA_LLM_BASE_URL" in failed.error
         assert [(m.role, m.content) for m in await hub.get_messages("alice")] == [
             ("user", "remember: the meeting is at noon")
         ]

@@ -144,8 +144,9 @@ class OpenAIClient:
             )
             await anyio.sleep(wait)
             attempt += 1
+        failed = "once" if attempts == 1 else f"{attempts} times"
         raise LLMUnavailable(
-            f"the LLM endpoint {self.url} failed {attempts} time(s), last with {last_failure}: "
+            f"the LLM endpoint {self.url} failed {failed}, last with {last_failure}: "
             "check MCP_LETTA_LLM_BASE_URL and that the server is running",
             url=self.url,
             attempts=attempts,

@@ -32,7 +32,7 @@ def suggestion(ref: str, candidates: list[str]) -> str:
     if near:
         return f"did you mean {', '.join(repr(c) for c in near)}?"
     if candidates:
-        return f"{len(candidates)} exist"
+        return "1 exists" if len(candidates) == 1 else f"{len(candidates)} exist"
     return "none exist yet"
 
 
