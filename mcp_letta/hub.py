@@ -326,7 +326,8 @@ class AgentHub:
     ) -> Agent:
         """Create an agent with ``persona`` and ``human`` blocks, extra ``blocks`` and existing ``shared_blocks``.
 
-        A ``persona`` or ``human`` block in ``blocks`` (Letta's ``memory_blocks``) takes the place of the default one.
+        A ``persona`` or ``human`` block in ``blocks`` (Letta's ``memory_blocks``) or in ``shared_blocks`` takes the
+        place of the default one.
 
         ``agent_tools`` are existing agents it may call as tools (``ask_<name>``; see ``attach_agent_tool``).
         ``include_multi_agent_tools`` (Letta's flag, kept in its metadata) offers it Letta's messaging tools:
@@ -337,14 +338,10 @@ class AgentHub:
             b if isinstance(b, BlockSpec) else _valid(BlockSpec, b, "a block")
             for b in check_list(blocks, "blocks", {"label": "notes"})
         ]
-        given = {spec.label for spec in extra}
-        check_text(persona, "persona", MAX_TEXT)
-        check_text(human, "human", MAX_TEXT)
         defaults = [
-            BlockSpec(label="persona", value=persona, description=PERSONA_DESCRIPTION),
-            BlockSpec(label="human", value=human, description=HUMAN_DESCRIPTION),
+            BlockSpec(label="persona", value=check_text(persona, "persona", MAX_TEXT), description=PERSONA_DESCRIPTION),
+            BlockSpec(label="human", value=check_text(human, "human", MAX_TEXT), description=HUMAN_DESCRIPTION),
         ]
-        specs = [spec for spec in defaults if spec.label not in given] + extra
         settings = _model_settings(model_settings) or ModelSettings()
         if system is not None and not check_text(system, "system prompt", MAX_SYSTEM).strip():
             raise Invalid("system prompt cannot be empty: omit it to use the default")
@@ -356,6 +353,11 @@ class AgentHub:
             metadata[INCLUDE_MULTI_AGENT_TOOLS] = True
 
         def create(tx: Tx) -> Agent:
+            given = {spec.label for spec in extra} | {tx.get_block(ref).label for ref in shared}
+            for default in defaults:  # a block given under its label takes its place; a text given too would be lost
+                if default.value and default.label in given:
+                    raise Invalid(f"{default.label} is given twice, as {default.label}= and as a block: give it once")
+            specs = [spec for spec in defaults if spec.label not in given] + extra
             created = tx.create_agent(
                 name=name, system=system or default_system(name), description=description, block_specs=specs,
                 shared_blocks=shared, tags=tag_list, model_settings=settings, metadata=metadata,
@@ -877,8 +879,8 @@ class AgentHub:
 
     async def get_run(self, run_id: str, *, wait_s: float = 0) -> Run:
         """A run by id; with ``wait_s`` > 0, waits up to that long for it to finish (never raises on time)."""
-        if wait_s and wait_s > 0:
-            return await self._scheduler.wait(run_id, check_wait_s(wait_s))
+        if check_wait_s(wait_s) > 0:
+            return await self._scheduler.wait(run_id, wait_s)
         return await self._scheduler.get(run_id)
 
     async def wait_run(self, run_id: str, *, wait_s: float | None = None) -> Run:

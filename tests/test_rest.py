@@ -143,6 +143,21 @@ async def test_shared_block_between_researcher_and_writer(served: Served, client
     assert "project" in {b.label for b in reattached.blocks}
 
 
+async def test_one_human_block_per_person_passed_in_block_ids(client: AsyncLetta) -> None:
+    # Letta's pattern for serving several people: a human block each, attached by id (a 409 label clash before).
+    sam = await client.blocks.create(label="human", value="Name: Sam")
+    helper = await client.agents.create(name="helper", block_ids=[sam.id])
+    humans = [b for b in helper.blocks if b.label == "human"]
+    assert [(b.id, b.value) for b in humans] == [(sam.id, "Name: Sam")]
+    # The blocks every agent gets have Letta's default limit (they had 5000: a longer human block was a 422).
+    persona = next(b for b in helper.blocks if b.label == "persona")
+    assert persona.limit == 100_000
+    other = await client.agents.create(name="other")
+    assert {b.label: b.limit for b in other.blocks} == {"persona": 100_000, "human": 100_000}
+    long = "x" * 6000
+    assert (await client.agents.blocks.update("human", agent_id=other.id, value=long)).value == long
+
+
 async def test_agents_list_retrieve_update_delete(served: Served, client: AsyncLetta) -> None:
     created = {}
     for name, tags in (("alpha", ["red", "blue"]), ("beta", ["red"]), ("gamma", ["green"])):

@@ -157,6 +157,15 @@ async def test_update_and_delete_agent_keeps_shared_blocks(hub: AgentHub) -> Non
         await hub.get_agent("alice2")
 
 
+async def test_a_shared_block_labelled_human_or_persona_takes_the_default_ones_place(hub: AgentHub) -> None:
+    # Letta's way to give agents one person's block: create it, then pass it in block_ids (a 409 before).
+    sam = await hub.create_block("human", "Name: Sam")
+    agent = await hub.create_agent("helper", shared_blocks=[sam.id])
+    assert [(b.label, b.value) for b in agent.blocks] == [("human", "Name: Sam"), ("persona", "")]
+    with pytest.raises(Invalid, match="human is given twice, as human= and as a block: give it once"):
+        await hub.create_agent("other", human="Kim", shared_blocks=[sam.id])
+
+
 async def test_updating_model_settings_changes_the_ones_given(hub: AgentHub) -> None:
     await hub.create_agent("alice", model_settings={"model": "m1", "temperature": 0.2, "context_window": 8000})
     warmer = await hub.update_agent("alice", model_settings={"temperature": 0.5})  # (it dropped the model)

@@ -35,7 +35,19 @@ from mcp_letta.errors import (
     validation_problems,
 )
 from mcp_letta.hub import MAX_WAIT_S, AgentHub, every_page
-from mcp_letta.models import Agent, BlockSpec, Message, ModelSettings, Page, Passage, Run, StepEvent, read_moment
+from mcp_letta.models import (
+    HUMAN_DESCRIPTION,
+    PERSONA_DESCRIPTION,
+    Agent,
+    BlockSpec,
+    Message,
+    ModelSettings,
+    Page,
+    Passage,
+    Run,
+    StepEvent,
+    read_moment,
+)
 from mcp_letta.runtime.memory_tools import DEFAULT_TOOL_NAMES
 from mcp_letta.runtime.messaging_tools import MULTI_AGENT_TOOL_NAMES
 from mcp_letta.server.rest import letta_json as lj
@@ -453,6 +465,12 @@ async def create_agent(call: Call) -> Any:
     if body.initial_message_sequence:
         raise RestError(422, "initial_message_sequence is not supported: send the messages after creating the agent")
     specs = [b.spec() for b in body.memory_blocks]
+    given = {spec.label for spec in specs} | {(await call.hub.read_block(ref)).label for ref in body.block_ids or []}
+    specs = [  # every agent has these (first, as the hub makes them), here with Letta's default limit
+        BlockSpec(label=label, limit=LETTA_BLOCK_LIMIT, description=about)
+        for label, about in (("persona", PERSONA_DESCRIPTION), ("human", HUMAN_DESCRIPTION))
+        if label not in given
+    ] + specs
     tools, multi = body.tool_choice(call.hub)
     metadata = dict(body.metadata or {})
     if tools is not None:
