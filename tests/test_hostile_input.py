@@ -450,6 +450,12 @@ PYTHON_CALLS: dict[str, tuple[Callable[[AgentHub], Awaitable[object]], str]] = {
         lambda hub: hub.update_agent("alice", model_settings={"base_url": "ftp://x"}),
         "base_url must be an http(s)",
     ),
+    "create_agent persona twice": (  # (the text was dropped without a word)
+        lambda hub: hub.create_agent("x", persona="p", blocks=[{"label": "persona", "value": "q"}]),
+        "persona is given twice, as persona= and as a block: give it once",
+    ),
+    "get_run wait": (lambda hub: hub.get_run("run-x", wait_s=-5), "the wait must be between 0 and"),  # (ignored)
+    "get_run id": (lambda hub: hub.get_run(""), "a run reference is required: pass a run id"),  # (said "name or id")
     "create_agent flag": (lambda hub: hub.create_agent("x", include_multi_agent_tools="no"), "must be True or False"),
     "update_agent system": (lambda hub: hub.update_agent("alice", system=""), "omit it to keep the current one"),
     "create_block limit": (lambda hub: hub.create_block("z", "v", limit=0), "block 'z': limit"),

@@ -17,6 +17,7 @@ MAX_TEXT = 200_000  # one message to an agent, or one archival passage
 MAX_BLOCK_LIMIT = 1_000_000
 MAX_CURSOR = 2**62
 MAX_PAGE = 1_000  # rows one listing or search may return
+UNNAMED = frozenset({"run", "passage"})  # named by id only
 
 
 def check_page(limit: object, field: str = "limit") -> int:
@@ -36,18 +37,18 @@ def check_ref(ref: object, kind: str) -> str:
     """A reference must be a non-empty string no longer than any id or name can be, without the NUL character
     none of them has (free text loses it: ``clean_text``)."""
     article = "an" if kind[0] in "aeiou" else "a"
+    what = f"{article} {kind} id" if kind in UNNAMED else f"{article} {kind} name or id"
     if not isinstance(ref, str) or not ref.strip():
-        raise Invalid(f"{article} {kind} reference is required: pass {article} {kind} name or id", kind=kind)
+        raise Invalid(f"{article} {kind} reference is required: pass {what}", kind=kind)
     if len(ref) > MAX_REF:
         raise Invalid(
             f"{kind} reference {shown(ref)} is {len(ref)} characters long; names and ids have at most {MAX_REF}: "
-            f"pass {article} {kind} name or id",
+            f"pass {what}",
             kind=kind,
         )
     if "\x00" in ref:  # (PostgreSQL cannot even look one up: its text has no NUL)
         raise Invalid(
-            f"{kind} reference {shown(ref)} holds a NUL character, which no name or id has: pass {article} {kind} "
-            "name or id",
+            f"{kind} reference {shown(ref)} holds a NUL character, which no name or id has: pass {what}",
             kind=kind,
         )
     return ref
