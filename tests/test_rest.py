@@ -32,6 +32,7 @@ from starlette.routing import Mount
 
 import mcp_letta
 from mcp_letta import AgentHub, NewMessage, Settings
+from mcp_letta.runtime.memory_tools import DEFAULT_TOOL_NAMES
 from mcp_letta.server.app import LettaServer, build_server
 from mcp_letta.server.http import HttpOptions, http_app, running_app
 from mcp_letta.server.rest import ENDPOINTS, openapi_document, rest_app
@@ -156,6 +157,37 @@ async def test_one_human_block_per_person_passed_in_block_ids(client: AsyncLetta
     assert {b.label: b.limit for b in other.blocks} == {"persona": 100_000, "human": 100_000}
     long = "x" * 6000
     assert (await client.agents.blocks.update("human", agent_id=other.id, value=long)).value == long
+
+
+async def test_tools_are_letta_builtins_listed_found_and_given_by_id(served: Served, client: AsyncLetta) -> None:
+    # A Letta script finds a tool's id by name, then gives it to an agent (all 404 before).
+    [broadcast] = [t async for t in client.tools.list(name="send_message_to_agents_matching_tags")]
+    assert broadcast.tool_type == "letta_multi_agent_core"
+    assert (await client.tools.retrieve(broadcast.id)).name == "send_message_to_agents_matching_tags"
+    every = [t.name async for t in client.tools.list()]
+    assert sorted(every) == sorted(served.server.hub.known_tool_names())
+    assert [t.name async for t in client.tools.list(search="archival_memory_s")] == ["archival_memory_search"]
+    core = [t.name async for t in client.tools.list(tool_types=["letta_memory_core"])]
+    assert "memory_insert" in core and "send_message_to_agent_async" not in core
+    with pytest.raises(NotFoundError) as unknown:
+        await client.tools.retrieve("tool-00000000-0000-0000-0000-000000000000")
+    assert unknown.value.body == {"detail": "Tool with id tool-00000000-0000-0000-0000-000000000000 not found"}
+
+    agent = await client.agents.create(name="lead")
+    await served.server.hub.create_agent("helper")
+    await served.server.hub.attach_agent_tool("lead", "helper")
+    before = [t.name async for t in client.agents.tools.list(agent.id)]
+    assert before == list(DEFAULT_TOOL_NAMES)  # (its ask_helper tool is not a Letta tool)
+    given = await client.agents.tools.attach(broadcast.id, agent_id=agent.id)
+    assert "send_message_to_agents_matching_tags" in [t.name for t in given.tools]
+    assert [t.name async for t in client.agents.tools.list(agent.id)] == [*before, broadcast.name]
+    [insert] = [t async for t in client.tools.list(name="memory_insert")]
+    taken = await client.agents.tools.detach(insert.id, agent_id=agent.id)
+    assert "memory_insert" not in [t.name for t in taken.tools]
+    taken = await client.agents.tools.detach(broadcast.id, agent_id=agent.id)
+    offered = served.server.hub.tool_names(await served.server.hub.get_agent("lead"))
+    assert "send_message_to_agents_matching_tags" not in offered and "memory_insert" not in offered
+    assert "ask_helper" in offered
 
 
 async def test_agents_list_retrieve_update_delete(served: Served, client: AsyncLetta) -> None:
@@ -294,9 +326,9 @@ async def test_bad_input_is_refused_with_a_clear_detail(client: AsyncLetta) -> N
 async def test_health_and_what_is_not_served(served: Served, client: AsyncLetta) -> None:
     assert (await client.health()).model_dump() == {"status": "ok", "version": mcp_letta.__version__}
     async with httpx2.AsyncClient(base_url=served.base, headers={"Authorization": f"Bearer {TOKEN}"}) as raw:
-        missing = await raw.get("/v1/tools/")
+        missing = await raw.get("/v1/folders/")
         assert missing.status_code == 404
-        assert missing.json()["detail"].startswith("GET /v1/tools/ is not served by mcp-letta")  # (was /v1/v1/)
+        assert missing.json()["detail"].startswith("GET /v1/folders/ is not served by mcp-letta")  # (was /v1/v1/)
         wrong = await raw.put("/v1/agents/")
         assert wrong.status_code == 405 and wrong.json()["detail"].startswith("PUT /v1/agents/ is not served")
 

@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from mcp_letta import __version__
+from mcp_letta.config import comma_list
 from mcp_letta.errors import (
     Conflict,
     Deadlock,
@@ -594,6 +595,76 @@ async def detach_block(call: Call) -> Any:
     return call.agent_state(await call.hub.get_agent(call.path["agent_id"]))
 
 
+# -- tools: Letta's built-in tools, the only ones agents here run -------------------------------------------
+TOOL_QUERY = ("name", "names", "search", "tool_ids", "tool_types", "exclude_tool_types", "return_only_letta_tools",
+              "limit", "after", "before", "order", "order_by")  # fmt: skip
+
+
+def _builtin_tool(call: Call, tool_id: str) -> str:
+    """The name of the built-in tool with this id (404 as Letta words it)."""
+    for name in call.hub.known_tool_names():
+        if lj.tool_id(name) == tool_id:
+            return name
+    raise RestError(404, f"Tool with id {tool_id} not found")
+
+
+def _agent_builtins(hub: AgentHub, agent: Agent) -> list[str]:
+    """The built-in tools an agent is offered, in order (its ``ask_<name>`` tools are not Letta tools)."""
+    known = set(hub.known_tool_names())
+    return [name for name in hub.tool_names(agent) if name in known]
+
+
+async def list_tools(call: Call) -> Any:
+    """GET /v1/tools/"""
+    tools = [lj.tool_json(name) for name in sorted(call.hub.known_tool_names())]
+    names = set(call.query_list("names")) | ({call.query("name")} if call.query("name") else set())
+    wanted_ids = set(_comma_list(call, "tool_ids"))
+    types, excluded = set(_comma_list(call, "tool_types")), set(_comma_list(call, "exclude_tool_types"))
+    search = (call.query("search") or "").lower()
+    tools = [t for t in tools if (not names or t["name"] in names) and (not wanted_ids or t["id"] in wanted_ids)
+             and (not types or t["tool_type"] in types) and t["tool_type"] not in excluded
+             and search in t["name"].lower()]  # fmt: skip
+    return page(ordered(tools, call, default="asc"), call, key=lambda t: t["id"])
+
+
+def _comma_list(call: Call, name: str) -> list[str]:
+    """A list query parameter given repeated or comma-separated (both are Letta's)."""
+    return [part for value in call.query_list(name) for part in comma_list(value)]
+
+
+async def retrieve_tool(call: Call) -> Any:
+    """GET /v1/tools/{tool_id}"""
+    return lj.tool_json(_builtin_tool(call, call.path["tool_id"]))
+
+
+async def list_agent_tools(call: Call) -> Any:
+    """GET /v1/agents/{agent_id}/tools"""
+    agent = await call.hub.get_agent(call.path["agent_id"])
+    tools = [lj.tool_json(name) for name in _agent_builtins(call.hub, agent)]
+    return page(ordered(tools, call, default="asc"), call, key=lambda t: t["id"])
+
+
+async def attach_tool(call: Call) -> Any:
+    """PATCH /v1/agents/{agent_id}/tools/attach/{tool_id}"""
+    name = _builtin_tool(call, call.path["tool_id"])
+    agent = await call.hub.get_agent(call.path["agent_id"])
+    offered = _agent_builtins(call.hub, agent)
+    if name not in offered:
+        await call.hub.update_agent(agent.id, metadata={**agent.metadata, "tools": [*offered, name]})
+    return call.agent_state(await call.hub.get_agent(agent.id))
+
+
+async def detach_tool(call: Call) -> Any:
+    """PATCH /v1/agents/{agent_id}/tools/detach/{tool_id}"""
+    name = _builtin_tool(call, call.path["tool_id"])
+    agent = await call.hub.get_agent(call.path["agent_id"])
+    offered = _agent_builtins(call.hub, agent)
+    if name in offered:  # the list says it all: the multi-agent flag would add the tool back
+        kept = {**agent.metadata, "tools": [n for n in offered if n != name]}
+        await call.hub.update_agent(agent.id, metadata=kept, include_multi_agent_tools=False)
+    return call.agent_state(await call.hub.get_agent(agent.id))
+
+
 async def create_block(call: Call) -> Any:
     """POST /v1/blocks/"""
     spec = (await call.body(BlockIn)).spec()
@@ -1140,6 +1211,25 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         query=("query_text", "name", "limit", "after", "before", "order"),
     ),
     Endpoint("GET", "/health/", health, "health", "Whether the server and its database answer"),
+    Endpoint(
+        "GET",
+        "/tools/",
+        list_tools,
+        "tools.list",
+        "List the tools agents can be given (Letta's built-in tools)",
+        query=TOOL_QUERY,
+    ),
+    Endpoint("GET", "/tools/{tool_id}", retrieve_tool, "tools.retrieve", "Get a tool"),
+    Endpoint(
+        "GET",
+        A + "/tools",
+        list_agent_tools,
+        "agents.tools.list",
+        "List an agent's tools",
+        query=("limit", "after", "before", "order", "order_by"),
+    ),
+    Endpoint("PATCH", A + "/tools/attach/{tool_id}", attach_tool, "agents.tools.attach", "Give an agent a tool"),
+    Endpoint("PATCH", A + "/tools/detach/{tool_id}", detach_tool, "agents.tools.detach", "Take a tool from an agent"),
 )
 
 
