@@ -306,6 +306,9 @@ async def test_bad_input_is_refused_with_a_clear_detail(client: AsyncLetta) -> N
     with pytest.raises(UnprocessableEntityError) as extra:
         await client.agents.update(agent.id, extra_body={"frobnicate": True})
     assert "frobnicate" in extra.value.body["detail"]
+    with pytest.raises(UnprocessableEntityError) as callback:  # (accepted and never called: a script waited)
+        await client.agents.messages.create_async(agent.id, input="hi", callback_url="http://127.0.0.1:9/done")
+    assert "does not support the field(s) callback_url" in callback.value.body["detail"]
     with pytest.raises(UnprocessableEntityError) as nul:  # (a NUL cannot even be looked up on PostgreSQL)
         await client.runs.list(after="run\x00id")
     assert "holds a NUL character" in nul.value.body["detail"]

@@ -245,7 +245,7 @@ class MessagesIn(Body):
     """``POST /v1/agents/{agent_id}/messages`` (and ``/stream``, ``/async``)."""
 
     IGNORED = ("max_steps", "use_assistant_message", "assistant_message_tool_name", "assistant_message_tool_kwarg",
-               "enable_thinking", "stream_tokens", "include_pings", "background", "callback_url",
+               "enable_thinking", "stream_tokens", "include_pings", "background",
                "return_logprobs", "top_logprobs", "return_token_ids", "include_compaction_messages")  # fmt: skip
     messages: list[MessageIn] | None = None
     input: str | list[dict[str, Any]] | None = None
