@@ -26,6 +26,7 @@ from mcp_letta.errors import Invalid, LettaError, validation_problems
 from mcp_letta.llm import LLMPool
 from mcp_letta.llm.sampling import HostModels, Sampler
 from mcp_letta.models import (
+    DEFAULT_BLOCK_LIMIT,
     HUMAN_DESCRIPTION,
     PERSONA_DESCRIPTION,
     Agent,
@@ -323,11 +324,12 @@ class AgentHub:
         writer: str | None = "api",
         agent_tools: Sequence[str] = (),
         include_multi_agent_tools: bool = False,
+        default_limit: int = DEFAULT_BLOCK_LIMIT,
     ) -> Agent:
         """Create an agent with ``persona`` and ``human`` blocks, extra ``blocks`` and existing ``shared_blocks``.
 
         A ``persona`` or ``human`` block in ``blocks`` (Letta's ``memory_blocks``) or in ``shared_blocks`` takes the
-        place of the default one.
+        place of the default one; ``default_limit`` is the character limit of the default ones.
 
         ``agent_tools`` are existing agents it may call as tools (``ask_<name>``; see ``attach_agent_tool``).
         ``include_multi_agent_tools`` (Letta's flag, kept in its metadata) offers it Letta's messaging tools:
@@ -339,8 +341,17 @@ class AgentHub:
             for b in check_list(blocks, "blocks", {"label": "notes"})
         ]
         defaults = [
-            BlockSpec(label="persona", value=check_text(persona, "persona", MAX_TEXT), description=PERSONA_DESCRIPTION),
-            BlockSpec(label="human", value=check_text(human, "human", MAX_TEXT), description=HUMAN_DESCRIPTION),
+            _valid(
+                BlockSpec,
+                {
+                    "label": label,
+                    "value": check_text(value, label, MAX_TEXT),
+                    "description": about,
+                    "limit": default_limit,
+                },
+                f"block {label!r}",
+            )
+            for label, value, about in (("persona", persona, PERSONA_DESCRIPTION), ("human", human, HUMAN_DESCRIPTION))
         ]
         settings = _model_settings(model_settings) or ModelSettings()
         if system is not None and not check_text(system, "system prompt", MAX_SYSTEM).strip():
@@ -419,8 +430,8 @@ class AgentHub:
         """
         settings = _model_settings(model_settings)
         tag_list = None if tags is None else check_list(tags, "tags", "research")
-        if system is not None and not check_text(system, "system prompt", MAX_SYSTEM).strip():
-            raise Invalid("system prompt cannot be empty: omit it to keep the current one")
+        if system is not None:
+            check_text(system, "system prompt", MAX_SYSTEM)  # (the store refuses an empty one)
         if metadata is not None:
             metadata = check_mapping(metadata, "metadata")
         if include_multi_agent_tools is not None:
@@ -520,16 +531,12 @@ class AgentHub:
     ) -> Block:
         """Create a block (shareable between agents), optionally attaching it to agents right away."""
         targets = check_list(attach_to, "attach_to", "researcher")
-        values = {"label": label, "value": value, "limit": limit, "description": description}
         spec = _valid(
             BlockSpec,
-            {
-                **values,
-                "read_only": check_flag(read_only, "read_only"),
-                "metadata": check_mapping(metadata, "metadata"),
-            },
+            {"label": label, "value": value, "limit": limit, "description": description,
+             "read_only": check_flag(read_only, "read_only"), "metadata": check_mapping(metadata, "metadata")},
             f"block {shown(label)}",
-        )
+        )  # fmt: skip
         return await self._store.write(lambda tx: tx.create_block(spec, writer=writer, attach_to=targets))
 
     async def read_block(self, block: str, *, agent: str | None = None) -> Block:

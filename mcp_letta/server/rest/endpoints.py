@@ -37,8 +37,6 @@ from mcp_letta.errors import (
 )
 from mcp_letta.hub import MAX_WAIT_S, AgentHub, every_page
 from mcp_letta.models import (
-    HUMAN_DESCRIPTION,
-    PERSONA_DESCRIPTION,
     Agent,
     BlockSpec,
     Message,
@@ -466,12 +464,6 @@ async def create_agent(call: Call) -> Any:
     if body.initial_message_sequence:
         raise RestError(422, "initial_message_sequence is not supported: send the messages after creating the agent")
     specs = [b.spec() for b in body.memory_blocks]
-    given = {spec.label for spec in specs} | {(await call.hub.read_block(ref)).label for ref in body.block_ids or []}
-    specs = [  # every agent has these (first, as the hub makes them), here with Letta's default limit
-        BlockSpec(label=label, limit=LETTA_BLOCK_LIMIT, description=about)
-        for label, about in (("persona", PERSONA_DESCRIPTION), ("human", HUMAN_DESCRIPTION))
-        if label not in given
-    ] + specs
     tools, multi = body.tool_choice(call.hub)
     metadata = dict(body.metadata or {})
     if tools is not None:
@@ -479,7 +471,7 @@ async def create_agent(call: Call) -> Any:
     agent = await call.hub.create_agent(
         body.name or _new_agent_name(), system=body.system, description=body.description, blocks=specs,
         shared_blocks=body.block_ids or [], tags=body.tags or [], model_settings=body.settings(),
-        metadata=metadata, include_multi_agent_tools=bool(multi),
+        metadata=metadata, include_multi_agent_tools=bool(multi), default_limit=LETTA_BLOCK_LIMIT,
     )  # fmt: skip
     return call.agent_state(agent)
 

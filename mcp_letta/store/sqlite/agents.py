@@ -209,7 +209,7 @@ def update(
         check_agent_name(name)
         _check_unique_name(conn, name, except_id=agent_id)
     if system is not None and not system.strip():
-        raise Invalid("system prompt cannot be empty")
+        raise Invalid("system prompt cannot be empty: omit it to keep the current one")
     description, system = _check_texts(description, system)
     conn.execute(
         "UPDATE agents SET name = coalesce(?, name), description = coalesce(?, description), "
