@@ -196,7 +196,7 @@ class AgentSettingsIn(Body):
         if self.tool_rules:
             raise RestError(422, "tool_rules are not supported by mcp-letta: agents run Letta V1's loop "
                                  "(tools until a turn has no tool call); remove tool_rules")  # fmt: skip
-        by_id = {lj.tool_id(name): name for name in hub.known_tool_names()}
+        by_id = _builtins_by_id(hub)
         names = list(self.tools or [])
         missing_ids = [i for i in self.tool_ids or [] if i not in by_id]
         if missing_ids:
@@ -592,12 +592,17 @@ TOOL_QUERY = ("name", "names", "search", "tool_ids", "tool_types", "exclude_tool
               "limit", "after", "before", "order", "order_by")  # fmt: skip
 
 
+def _builtins_by_id(hub: AgentHub) -> dict[str, str]:
+    """Letta's built-in tools, name by tool id."""
+    return {lj.tool_id(name): name for name in hub.known_tool_names()}
+
+
 def _builtin_tool(call: Call, tool_id: str) -> str:
     """The name of the built-in tool with this id (404 as Letta words it)."""
-    for name in call.hub.known_tool_names():
-        if lj.tool_id(name) == tool_id:
-            return name
-    raise RestError(404, f"Tool with id {tool_id} not found")
+    name = _builtins_by_id(call.hub).get(tool_id)
+    if name is None:
+        raise RestError(404, f"Tool with id {tool_id} not found")
+    return name
 
 
 def _agent_builtins(hub: AgentHub, agent: Agent) -> list[str]:
@@ -767,7 +772,7 @@ async def letta_response(hub: AgentHub, run: Run, types: list[str] | None) -> di
     messages = lj.run_output(await hub.run_messages(run.id))
     response = {"messages": _filtered(messages, types), "stop_reason": lj.stop_reason_json(run),
                 "usage": lj.usage_json(run), "logprobs": None, "turns": None}  # fmt: skip
-    if run.status == "failed":  # why, beside the stop reason (letta-client keeps the field: response.error)
+    if run.status == "failed":  # why, beside the stop reason (not Letta's field: letta-client keeps it in model_extra)
         response["error"] = _run_error(run)
     return response
 
